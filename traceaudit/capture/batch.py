@@ -1,0 +1,84 @@
+"""PacketBatch: a columnar chunk of decoded TCP segments, the reader's only output."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# TCP flag bits as they sit in the 9-bit flags field (RFC 9293 §3.1; NS/AE from RFC 3540/AccECN).
+FIN = 0x001
+SYN = 0x002
+RST = 0x004
+PSH = 0x008
+ACK = 0x010
+URG = 0x020
+ECE = 0x040
+CWR = 0x080
+AE = 0x100
+
+#: Column name -> dtype. Every batch carries exactly these arrays, all of one length.
+COLUMNS: dict[str, np.dtype] = {
+    "frame": np.dtype(np.int64),        # 1-based frame number, as Wireshark numbers records
+    "ts_ns": np.dtype(np.int64),        # capture timestamp, nanoseconds since the Unix epoch
+    "ip_version": np.dtype(np.uint8),   # 4 or 6 (of the innermost IP header carrying the TCP)
+    "src_hi": np.dtype(np.uint64),      # source address, high 64 bits (IPv4: 0)
+    "src_lo": np.dtype(np.uint64),      # source address, low 64 bits (IPv4: 0xffff_0000_0000 | addr)
+    "dst_hi": np.dtype(np.uint64),      # destination address, high 64 bits
+    "dst_lo": np.dtype(np.uint64),      # destination address, low 64 bits
+    "sport": np.dtype(np.uint16),       # TCP source port
+    "dport": np.dtype(np.uint16),       # TCP destination port
+    "seq": np.dtype(np.uint32),         # raw (absolute) sequence number
+    "ack": np.dtype(np.uint32),         # raw acknowledgment number
+    "flags": np.dtype(np.uint16),       # all nine flag bits (FIN=1 … AE=0x100)
+    "win": np.dtype(np.uint16),         # raw window field (not scaled)
+    "payload_len": np.dtype(np.int32),  # TCP payload bytes, from the IP length (not caplen)
+    "frame_len": np.dtype(np.int32),    # original length of the whole frame on the wire
+    "mss": np.dtype(np.uint16),         # MSS option value, 0 when absent
+    "wscale": np.dtype(np.int8),        # window-scale shift, -1 when absent
+    "sack_perm": np.dtype(np.bool_),    # SACK-permitted option present
+    "has_ts": np.dtype(np.bool_),       # timestamps option present
+    "tsval": np.dtype(np.uint32),       # TSval (0 when absent)
+    "tsecr": np.dtype(np.uint32),       # TSecr (0 when absent)
+    "tunneled": np.dtype(np.bool_),     # the TCP segment was found inside a tunnel
+}
+
+#: Default number of rows a reader puts in one batch; bounds memory whatever the file size.
+DEFAULT_BATCH_ROWS = 1 << 18
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PacketBatch:
+    """Arrays keyed by ``COLUMNS``; rows are TCP segments in capture order."""
+
+    columns: dict[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        n = None
+        for name, dtype in COLUMNS.items():
+            arr = self.columns[name]
+            if arr.dtype != dtype:
+                raise TypeError(f"column {name} has dtype {arr.dtype}, expected {dtype}")
+            if n is None:
+                n = len(arr)
+            elif len(arr) != n:
+                raise ValueError(f"column {name} has {len(arr)} rows, expected {n}")
+
+    def __len__(self) -> int:
+        return len(self.columns["frame"])
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    @classmethod
+    def empty(cls, n: int = 0) -> "PacketBatch":
+        return cls({name: np.zeros(n, dtype) for name, dtype in COLUMNS.items()})
+
+    def slice(self, start: int, stop: int) -> "PacketBatch":
+        return PacketBatch({k: v[start:stop] for k, v in self.columns.items()})
+
+    @classmethod
+    def concat(cls, batches: list["PacketBatch"]) -> "PacketBatch":
+        if not batches:
+            return cls.empty()
+        return cls({k: np.concatenate([b.columns[k] for b in batches]) for k in COLUMNS})

@@ -1,0 +1,36 @@
+"""Error types. Library code raises these; only the CLI turns them into exit codes."""
+
+from __future__ import annotations
+
+
+class TraceauditError(Exception):
+    """Base error; ``slug`` names the kind of problem for docs and tests."""
+
+    slug = "error"
+
+    def __init__(self, message: str, *, slug: str | None = None) -> None:
+        super().__init__(message)
+        if slug is not None:
+            self.slug = slug
+
+
+class CaptureError(TraceauditError):
+    """A capture file cannot be read (or can only be read up to ``offset``)."""
+
+    slug = "capture"
+
+    def __init__(self, path: str, message: str, *, offset: int | None = None,
+                 slug: str | None = None) -> None:
+        self.path = str(path)
+        self.offset = offset
+        where = f" at byte offset {offset}" if offset is not None else ""
+        super().__init__(f"{self.path}{where}: {message}", slug=slug)
+        self.reason = message
+
+
+class ConfigError(TraceauditError):
+    slug = "config"
+
+
+class UnknownRuleError(ConfigError):
+    slug = "unknown-rule"
