@@ -1,0 +1,34 @@
+"""Shared fixtures: where the corpus and sample captures are, and tshark as an oracle."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_pcaps"
+SHARED = ROOT.parent / "shared"
+CORPUS = SHARED / "corpus" / "zeek"
+CORPUS_TRACES = sorted((CORPUS / "traces").glob("*.pcap*")) if CORPUS.is_dir() else []
+SAMPLE_CAPTURES = sorted(p for p in SAMPLES.glob("*.pcap*")) if SAMPLES.is_dir() else []
+
+needs_corpus = pytest.mark.skipif(not CORPUS.is_dir(),
+                                  reason=f"../shared corpus not present at {CORPUS}")
+needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None,
+                                  reason="tshark is not installed (apt-get install -y tshark)")
+
+
+def tshark_fields(path: Path, fields: list[str], display_filter: str | None = None,
+                  extra: list[str] | None = None) -> list[list[str]]:
+    """Rows of ``tshark -T fields`` output, one list of field values per frame."""
+    cmd = ["tshark", "-n", "-r", str(path), "-T", "fields", "-E", "occurrence=a"]
+    for f in fields:
+        cmd += ["-e", f]
+    if display_filter:
+        cmd += ["-Y", display_filter]
+    cmd += extra or []
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return [line.split("\t") for line in out.splitlines()]

@@ -1,0 +1,570 @@
+"""Compiled decoder: link layer → (tunnels) → IP → TCP, one record at a time, into a column matrix.
+
+Everything here runs under numba on uint8 views of the file; no Python object is made per packet.
+The decoder walks a small state machine of protocol "kinds" so that stacks of any order (VLAN in
+MPLS in PPPoE, Ethernet in VXLAN in UDP in IPv6, ...) are handled by one loop with a depth limit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from traceaudit.capture import linktypes as lt
+
+# Column indices of the int64 matrix the kernel fills (order='F', one column per PacketBatch column).
+C_FRAME, C_TS, C_IPV, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_SPORT, C_DPORT, C_SEQ, C_ACK, \
+    C_FLAGS, C_WIN, C_PLEN, C_FLEN, C_MSS, C_WSCALE, C_SACKP, C_HASTS, C_TSVAL, C_TSECR, \
+    C_TUNNELED = range(22)
+N_COLS = 22
+
+# Counters the kernel keeps per call (index → meaning); the reader turns them into warnings.
+W_FRAGMENT = 0        # IP fragment other than the first: no TCP header, skipped
+W_TRUNCATED_TCP = 1   # TCP header cut by the snap length before the window field: skipped
+W_BAD_CHECKSUM = 2    # TCP checksum wrong, segment dropped (only with verify_checksums)
+W_UNVERIFIABLE = 3    # checksum not verifiable (payload not captured), segment kept
+W_TUNNELED = 4        # TCP segments found inside a tunnel
+W_TRUNCATED_IP = 5    # IP header cut by the snap length: skipped
+N_WARN = 6
+
+# Protocol kinds of the decode loop.
+K_DONE = 0
+K_ETH = 1
+K_IP = 2          # IPv4 or IPv6, decided by the version nibble
+K_LLC = 3
+K_MPLS = 4
+K_PPP = 5         # PPP protocol field (2 bytes, or 1 if compressed)
+K_PPP_HDLC = 6    # optional ff 03 address/control, then PPP protocol
+K_WLAN = 7        # 802.11 data frame (Aruba GRE)
+K_FDDI = 8
+K_NULL_LE = 9     # BSD loopback, family in little-endian host order
+K_NULL_BE = 10
+K_SLL = 11
+K_SLL2 = 12
+K_ETHERTYPE = 13  # 2-byte ethertype at pos (after an encapsulation header)
+MAX_DEPTH = 24
+
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_GRE = 47
+PROTO_IPIP = 4
+PROTO_IPV6 = 41
+
+
+@njit(cache=True, inline="always")
+def be16(b, p):
+    return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
+
+
+@njit(cache=True, inline="always")
+def be32(b, p):
+    return (np.int64(b[p]) << 24) | (np.int64(b[p + 1]) << 16) | (np.int64(b[p + 2]) << 8) \
+        | np.int64(b[p + 3])
+
+
+@njit(cache=True, inline="always")
+def be64u(b, p):
+    v = np.uint64(0)
+    for i in range(8):
+        v = (v << np.uint64(8)) | np.uint64(b[p + i])
+    return v
+
+
+@njit(cache=True)
+def kind_for_ethertype(et):
+    """Map an ethertype to the next decode kind; K_DONE for anything that cannot carry TCP."""
+    if et == 0x0800 or et == 0x86DD:
+        return K_IP
+    if et == 0x8847 or et == 0x8848:
+        return K_MPLS
+    if et == 0x6558:
+        return K_ETH
+    return K_DONE
+
+
+@njit(cache=True)
+def initial_kind(linktype):
+    if linktype == lt.ETHERNET:
+        return K_ETH
+    if linktype == lt.RAW or linktype == lt.RAW_BSD12 or linktype == lt.RAW_BSD14 \
+            or linktype == lt.IPV4 or linktype == lt.IPV6:
+        return K_IP
+    if linktype == lt.NULL:
+        return K_NULL_LE
+    if linktype == lt.LOOP:
+        return K_NULL_BE
+    if linktype == lt.LINUX_SLL:
+        return K_SLL
+    if linktype == lt.LINUX_SLL2:
+        return K_SLL2
+    if linktype == lt.PPP or linktype == lt.PPP_HDLC:
+        return K_PPP_HDLC
+    if linktype == lt.FDDI:
+        return K_FDDI
+    return K_DONE
+
+
+@njit(cache=True)
+def ones_complement_sum(b, start, stop, acc):
+    i = start
+    while i + 1 < stop:
+        acc += (np.int64(b[i]) << 8) | np.int64(b[i + 1])
+        i += 2
+    if i < stop:
+        acc += np.int64(b[i]) << 8
+    return acc
+
+
+@njit(cache=True)
+def tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, seg_len):
+    """True when the TCP checksum over the pseudo-header and segment folds to 0xffff."""
+    acc = np.int64(0)
+    if ipv == 4:
+        acc = ones_complement_sum(b, ip_pos + 12, ip_pos + 20, acc)
+    else:
+        acc = ones_complement_sum(b, ip_pos + 8, ip_pos + 40, acc)
+    acc += PROTO_TCP + seg_len
+    acc = ones_complement_sum(b, tcp_pos, tcp_pos + seg_len, acc)
+    while acc >> 16:
+        acc = (acc & 0xFFFF) + (acc >> 16)
+    return acc == 0xFFFF
+
+
+@njit(cache=True)
+def decode_tcp(b, tcp_pos, end, l4_len, out, j, warn, verify, ipv, ip_pos):
+    """Fill TCP columns of row j. Returns False when the row must be dropped."""
+    if tcp_pos + 16 > end:
+        warn[W_TRUNCATED_TCP] += 1
+        return False
+    out[j, C_SPORT] = be16(b, tcp_pos)
+    out[j, C_DPORT] = be16(b, tcp_pos + 2)
+    out[j, C_SEQ] = be32(b, tcp_pos + 4)
+    out[j, C_ACK] = be32(b, tcp_pos + 8)
+    off_flags = be16(b, tcp_pos + 12)
+    hlen = (off_flags >> 12) * 4
+    out[j, C_FLAGS] = off_flags & 0x1FF
+    out[j, C_WIN] = be16(b, tcp_pos + 14)
+    plen = l4_len - hlen
+    if plen < 0:
+        plen = 0
+    out[j, C_PLEN] = plen
+    out[j, C_MSS] = 0
+    out[j, C_WSCALE] = -1
+    out[j, C_SACKP] = 0
+    out[j, C_HASTS] = 0
+    out[j, C_TSVAL] = 0
+    out[j, C_TSECR] = 0
+    opt_end = tcp_pos + hlen
+    if opt_end > end:
+        opt_end = end
+    p = tcp_pos + 20
+    while p < opt_end:
+        kind = b[p]
+        if kind == 0:
+            break
+        if kind == 1:
+            p += 1
+            continue
+        if p + 1 >= opt_end:
+            break
+        olen = np.int64(b[p + 1])
+        if olen < 2 or p + olen > opt_end:
+            break
+        if kind == 2 and olen == 4:
+            out[j, C_MSS] = be16(b, p + 2)
+        elif kind == 3 and olen == 3:
+            out[j, C_WSCALE] = b[p + 2]
+        elif kind == 4 and olen == 2:
+            out[j, C_SACKP] = 1
+        elif kind == 8 and olen == 10:
+            out[j, C_HASTS] = 1
+            out[j, C_TSVAL] = be32(b, p + 2)
+            out[j, C_TSECR] = be32(b, p + 6)
+        p += olen
+    if verify:
+        if tcp_pos + l4_len <= end and l4_len >= 20:
+            if not tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, l4_len):
+                warn[W_BAD_CHECKSUM] += 1
+                return False
+        else:
+            warn[W_UNVERIFIABLE] += 1
+    return True
+
+
+@njit(cache=True)
+def decode_record(b, start, caplen, origlen, linktype, out, j, warn, verify):
+    """Decode one record into row j of ``out``. Returns True when it was a TCP segment."""
+    pos = start
+    end = start + caplen
+    kind = initial_kind(linktype)
+    tunneled = 0
+    depth = 0
+    while depth < MAX_DEPTH and kind != K_DONE:
+        depth += 1
+        if kind == K_ETH:
+            if pos + 14 > end:
+                return False
+            et = be16(b, pos + 12)
+            pos += 14
+            # VLAN tags (802.1Q, 802.1ad, old QinQ), VN-Tag, PBB and FabricPath, in any stacking.
+            while True:
+                if (et == 0x8100 or et == 0x88A8 or et == 0x9100 or et == 0x9200) and pos + 4 <= end:
+                    et = be16(b, pos + 2)
+                    pos += 4
+                elif et == 0x8926 and pos + 6 <= end:
+                    et = be16(b, pos + 4)
+                    pos += 6
+                else:
+                    break
+            if et == 0x88E7:                # 802.1ah PBB: I-TAG, then a customer Ethernet header
+                pos += 4
+                kind = K_ETH
+            elif et == 0x8903:              # Cisco FabricPath: 2 more bytes, then inner Ethernet
+                pos += 2
+                kind = K_ETH
+            elif et == 0x8864:              # PPPoE session: 6-byte header, then PPP protocol
+                pos += 6
+                kind = K_PPP
+            elif et < 0x0600:               # 802.3 length field: LLC follows
+                kind = K_LLC
+            else:
+                kind = kind_for_ethertype(et)
+        elif kind == K_ETHERTYPE:
+            if pos + 2 > end:
+                return False
+            et = be16(b, pos)
+            pos += 2
+            kind = kind_for_ethertype(et)
+        elif kind == K_LLC:
+            if pos + 3 > end:
+                return False
+            if b[pos] == 0xAA and b[pos + 1] == 0xAA and b[pos + 2] == 0x03:
+                pos += 6                    # SNAP: OUI, then an ethertype
+                kind = K_ETHERTYPE
+            elif b[pos] == 0x06 and b[pos + 1] == 0x06:
+                pos += 3                    # LLC SAP 6: IPv4 directly
+                kind = K_IP
+            else:
+                return False
+        elif kind == K_FDDI:
+            pos += 13
+            kind = K_LLC
+        elif kind == K_MPLS:
+            while True:
+                if pos + 4 > end:
+                    return False
+                bottom = b[pos + 2] & 0x01
+                pos += 4
+                if bottom:
+                    break
+            if pos >= end:
+                return False
+            nib = b[pos] >> 4
+            if nib == 4 or nib == 6:
+                kind = K_IP
+            elif nib == 0:
+                pos += 4                    # pseudowire control word, Ethernet follows
+                kind = K_ETH
+            else:
+                return False
+        elif kind == K_PPP_HDLC:
+            if pos + 2 <= end and b[pos] == 0xFF and b[pos + 1] == 0x03:
+                pos += 2
+            kind = K_PPP
+        elif kind == K_PPP:
+            if pos + 1 > end:
+                return False
+            if b[pos] & 0x01:               # compressed 1-byte protocol field
+                proto = np.int64(b[pos])
+                pos += 1
+            else:
+                if pos + 2 > end:
+                    return False
+                proto = be16(b, pos)
+                pos += 2
+            if proto == 0x0021 or proto == 0x0057:
+                kind = K_IP
+            else:
+                return False
+        elif kind == K_NULL_LE or kind == K_NULL_BE:
+            if pos + 4 > end:
+                return False
+            if kind == K_NULL_LE:
+                fam = np.int64(b[pos]) | (np.int64(b[pos + 1]) << 8)
+                if fam == 0:                # written on a big-endian host
+                    fam = be16(b, pos + 2)
+            else:
+                fam = be32(b, pos)
+            pos += 4
+            if fam == 2 or fam == 24 or fam == 28 or fam == 30:
+                kind = K_IP
+            else:
+                return False
+        elif kind == K_SLL:
+            if pos + 16 > end:
+                return False
+            et = be16(b, pos + 14)
+            pos += 16
+            kind = kind_for_ethertype(et) if et != 0x0004 else K_LLC
+        elif kind == K_SLL2:
+            if pos + 20 > end:
+                return False
+            et = be16(b, pos)
+            pos += 20
+            kind = kind_for_ethertype(et) if et != 0x0004 else K_LLC
+        elif kind == K_WLAN:
+            if pos + 24 > end:
+                return False
+            fc0 = b[pos]
+            fc1 = b[pos + 1]
+            if (fc0 & 0x0C) != 0x08:        # not a data frame
+                return False
+            hdr = 24
+            if (fc1 & 0x03) == 0x03:        # ToDS and FromDS: a fourth address
+                hdr += 6
+            amsdu = False
+            if fc0 & 0x80:                  # QoS data: 2-byte QoS control
+                if pos + hdr + 2 > end:
+                    return False
+                amsdu = (b[pos + hdr] & 0x80) != 0
+                hdr += 2
+            if fc1 & 0x80:                  # protected frame: cannot decode
+                return False
+            pos += hdr
+            if amsdu:
+                pos += 14                   # first A-MSDU subframe header (DA, SA, length)
+            kind = K_LLC
+        elif kind == K_IP:
+            if pos + 1 > end:
+                return False
+            ver = b[pos] >> 4
+            if ver == 4:
+                if pos + 20 > end:
+                    warn[W_TRUNCATED_IP] += 1
+                    return False
+                ihl = np.int64(b[pos] & 0x0F) * 4
+                if ihl < 20:
+                    return False
+                total = be16(b, pos + 2)
+                frag = be16(b, pos + 6)
+                proto = b[pos + 9]
+                ip_pos = pos
+                if total == 0:              # TSO on the capturing host: length from the frame
+                    total = origlen - (pos - start)
+                l4_len = total - ihl
+                if (frag & 0x1FFF) != 0:
+                    if proto == PROTO_TCP:
+                        warn[W_FRAGMENT] += 1
+                    return False
+                src_hi = np.uint64(0)
+                src_lo = np.uint64(0xFFFF00000000) | np.uint64(be32(b, pos + 12))
+                dst_hi = np.uint64(0)
+                dst_lo = np.uint64(0xFFFF00000000) | np.uint64(be32(b, pos + 16))
+                ipv = 4
+                l4_pos = pos + ihl
+                if pos + total < end:       # Ethernet padding is not part of the IP packet
+                    end = pos + total
+            elif ver == 6:
+                if pos + 40 > end:
+                    warn[W_TRUNCATED_IP] += 1
+                    return False
+                ip_pos = pos
+                l4_len = be16(b, pos + 4)
+                if l4_len == 0:             # jumbogram or TSO: fall back to the frame length
+                    l4_len = origlen - (pos - start) - 40
+                proto = b[pos + 6]
+                src_hi = be64u(b, pos + 8)
+                src_lo = be64u(b, pos + 16)
+                dst_hi = be64u(b, pos + 24)
+                dst_lo = be64u(b, pos + 32)
+                ipv = 6
+                if pos + 40 + l4_len < end:
+                    end = pos + 40 + l4_len
+                l4_pos = pos + 40
+                # Extension headers: hop-by-hop, routing, destination options, fragment, AH.
+                while proto == 0 or proto == 43 or proto == 60 or proto == 44 or proto == 51:
+                    if l4_pos + 8 > end:
+                        return False
+                    nxt = b[l4_pos]
+                    if proto == 44:
+                        if (be16(b, l4_pos + 2) & 0xFFF8) != 0:
+                            if nxt == PROTO_TCP:
+                                warn[W_FRAGMENT] += 1
+                            return False
+                        elen = 8
+                    elif proto == 51:
+                        elen = (np.int64(b[l4_pos + 1]) + 2) * 4
+                    else:
+                        elen = (np.int64(b[l4_pos + 1]) + 1) * 8
+                    l4_pos += elen
+                    l4_len -= elen
+                    proto = nxt
+            else:
+                return False
+            if proto == PROTO_TCP:
+                out[j, C_IPV] = ipv
+                out[j, C_SRC_HI] = np.int64(src_hi)
+                out[j, C_SRC_LO] = np.int64(src_lo)
+                out[j, C_DST_HI] = np.int64(dst_hi)
+                out[j, C_DST_LO] = np.int64(dst_lo)
+                out[j, C_TUNNELED] = tunneled
+                if not decode_tcp(b, l4_pos, end, l4_len, out, j, warn, verify, ipv, ip_pos):
+                    return False
+                if tunneled:
+                    warn[W_TUNNELED] += 1
+                return True
+            if proto == PROTO_IPIP or proto == PROTO_IPV6:
+                pos = l4_pos
+                tunneled = 1
+                kind = K_IP
+            elif proto == PROTO_GRE:
+                pos = l4_pos
+                kind = decode_gre_kind(b, pos, end)
+                if kind == K_DONE:
+                    return False
+                pos += gre_header_len(b, pos, end)
+                tunneled = 1
+            elif proto == PROTO_UDP:
+                if l4_pos + 8 > end:
+                    return False
+                sport = be16(b, l4_pos)
+                dport = be16(b, l4_pos + 2)
+                pos = l4_pos + 8
+                kind, hdr = udp_tunnel(b, pos, end, sport, dport)
+                if kind == K_DONE:
+                    return False
+                pos += hdr
+                tunneled = 1
+            else:
+                return False
+    return False
+
+
+@njit(cache=True)
+def gre_header_len(b, pos, end):
+    flags = be16(b, pos)
+    n = 4
+    if flags & 0x8000 or flags & 0x4000:    # checksum or routing present: checksum+offset word
+        n += 4
+    if flags & 0x2000:                      # key
+        n += 4
+    if flags & 0x1000:                      # sequence number
+        n += 4
+    if (flags & 0x0007) == 1 and flags & 0x0080:   # enhanced GRE (PPTP) acknowledgment
+        n += 4
+    proto = be16(b, pos + 2)
+    if proto == 0x88BE and flags & 0x1000:  # ERSPAN type II header
+        n += 8
+    elif proto == 0x22EB:                   # ERSPAN type III header (+ platform subheader)
+        if pos + n + 12 <= end and b[pos + n + 11] & 0x01:
+            n += 8
+        n += 12
+    return n
+
+
+@njit(cache=True)
+def decode_gre_kind(b, pos, end):
+    if pos + 4 > end:
+        return K_DONE
+    proto = be16(b, pos + 2)
+    if proto == 0x0800 or proto == 0x86DD:
+        return K_IP
+    if proto == 0x6558 or proto == 0x88BE or proto == 0x22EB:
+        return K_ETH
+    if proto == 0x880B:
+        return K_PPP_HDLC
+    if proto == 0x8847:
+        return K_MPLS
+    if proto >= 0x8200 and proto <= 0x8300:  # Aruba WLAN management tunnel: 802.11 frames
+        return K_WLAN
+    return K_DONE
+
+
+@njit(cache=True)
+def udp_tunnel(b, pos, end, sport, dport):
+    """Recognise a UDP tunnel payload at pos. Returns (kind, header length) or (K_DONE, 0)."""
+    avail = end - pos
+    if (dport == 4789 or sport == 4789) and avail >= 8 and (b[pos] & 0x08):
+        return K_ETH, 8                                     # VXLAN
+    if (dport == 6081 or sport == 6081) and avail >= 8 and (b[pos] >> 6) == 0:
+        optlen = np.int64(b[pos] & 0x3F) * 4                # Geneve
+        proto = be16(b, pos + 2)
+        if proto == 0x6558:
+            return K_ETH, 8 + optlen
+        if proto == 0x0800 or proto == 0x86DD:
+            return K_IP, 8 + optlen
+        return K_DONE, 0
+    if (dport == 2152 or sport == 2152) and avail >= 8:    # GTP-U G-PDU
+        return gtp_u(b, pos, end)
+    if (dport == 4754 or sport == 4754) and avail >= 4:    # GRE in UDP (RFC 8086)
+        kind = decode_gre_kind(b, pos, end)
+        if kind == K_DONE:
+            return K_DONE, 0
+        return kind, gre_header_len(b, pos, end)
+    if (dport == 6635 or sport == 6635) and avail >= 4:    # MPLS in UDP (RFC 7510)
+        return K_MPLS, 0
+    if (dport == 5072 or sport == 5072) and avail >= 8:    # AYIYA
+        idlen = np.int64(1) << (b[pos] >> 4)
+        siglen = np.int64(b[pos + 1] >> 4) * 4
+        nxt = b[pos + 3]
+        hdr = 8 + idlen + siglen
+        if (nxt == PROTO_IPV6 or nxt == PROTO_IPIP) and hdr < avail:
+            return K_IP, hdr
+        return K_DONE, 0
+    if dport == 3544 or sport == 3544:                       # Teredo
+        hdr = 0
+        if avail >= 4 and b[pos] == 0 and b[pos + 1] == 1:  # authentication indicator
+            hdr = 4 + np.int64(b[pos + 2]) + np.int64(b[pos + 3]) + 9
+        if pos + hdr + 2 <= end and b[pos + hdr] == 0 and b[pos + hdr + 1] == 0:
+            hdr += 8                                         # origin indication
+        if pos + hdr + 40 <= end and (b[pos + hdr] >> 4) == 6:
+            return K_IP, hdr
+        return K_DONE, 0
+    # GTP-U on another port: recognised by its shape (version 1, PT, G-PDU) as Zeek does.
+    if avail >= 8 and (b[pos] & 0xF0) == 0x30 and b[pos + 1] == 0xFF:
+        kind, hdr = gtp_u(b, pos, end)
+        if kind != K_DONE and pos + hdr < end and ((b[pos + hdr] >> 4) == 4 or
+                                                   (b[pos + hdr] >> 4) == 6):
+            return kind, hdr
+    return K_DONE, 0
+
+
+@njit(cache=True)
+def gtp_u(b, pos, end):
+    if (b[pos] >> 5) != 1 or b[pos + 1] != 0xFF:
+        return K_DONE, 0
+    hdr = 8
+    if b[pos] & 0x07:
+        if pos + 12 > end:
+            return K_DONE, 0
+        hdr = 12
+        nxt = b[pos + 11]
+        while nxt != 0:
+            if pos + hdr + 1 > end:
+                return K_DONE, 0
+            elen = np.int64(b[pos + hdr]) * 4
+            if elen == 0 or pos + hdr + elen > end:
+                return K_DONE, 0
+            nxt = b[pos + hdr + elen - 1]
+            hdr += elen
+    if pos + hdr >= end:
+        return K_DONE, 0
+    return K_IP, hdr
+
+
+@njit(cache=True)
+def decode_records(buf, rec_off, rec_caplen, rec_origlen, rec_ts, rec_link, first_frame,
+                   out, warn, verify):
+    """Decode ``len(rec_off)`` records; TCP rows are packed at the top of ``out``.
+
+    Returns the number of TCP rows written.
+    """
+    j = 0
+    for i in range(len(rec_off)):
+        if decode_record(buf, rec_off[i], rec_caplen[i], rec_origlen[i], rec_link[i], out, j,
+                         warn, verify):
+            out[j, C_FRAME] = first_frame + i
+            out[j, C_TS] = rec_ts[i]
+            out[j, C_FLEN] = rec_origlen[i]
+            j += 1
+    return j

@@ -1,0 +1,34 @@
+"""Addresses as the batches carry them (two uint64 halves) ↔ the text people read."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import numpy as np
+
+V4_MAPPED = 0xFFFF_0000_0000
+
+
+def format_address(hi: int, lo: int, version: int) -> str:
+    if version == 4:
+        return str(ipaddress.IPv4Address(int(lo) & 0xFFFF_FFFF))
+    return str(ipaddress.IPv6Address((int(hi) << 64) | int(lo)))
+
+
+def format_addresses(hi: np.ndarray, lo: np.ndarray, version: np.ndarray) -> np.ndarray:
+    """Vectorised over rows: each distinct address is formatted once."""
+    if len(hi) == 0:
+        return np.array([], dtype=object)
+    keys = np.stack([hi.astype(np.uint64), lo.astype(np.uint64),
+                     version.astype(np.uint64)], axis=1)
+    uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
+    text = np.array([format_address(h, l, v) for h, l, v in uniq.tolist()], dtype=object)
+    return text[inverse.reshape(-1)]
+
+
+def parse_address(text: str) -> tuple[int, int, int]:
+    """(hi, lo, version) for an address string, in the batch layout."""
+    ip = ipaddress.ip_address(text.strip("[]"))
+    if ip.version == 4:
+        return 0, V4_MAPPED | int(ip), 4
+    return int(ip) >> 64, int(ip) & 0xFFFF_FFFF_FFFF_FFFF, 6
