@@ -1,0 +1,152 @@
+"""The built-in reader: containers, byte orders, timestamp resolutions, link layers, options."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+import pcapgen as g
+from conftest import needs_tshark, tshark_fields
+from traceaudit.capture import read_all
+from traceaudit.capture.batch import COLUMNS
+
+
+def conversation() -> g.Conversation:
+    conv = g.Conversation(t0_ns=1_700_000_000_123_456_789, gap_ns=1_234_567)
+    conv.handshake().send("c", g.ACK | g.PSH, b"GET / HTTP/1.0\r\n\r\n")
+    conv.send("s", g.ACK | g.PSH, b"x" * 700).send("c", g.ACK).close_by("c")
+    return conv
+
+
+def write(tmp_path, name, data):
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+def columns_equal(a, b, skip=()):
+    for name in COLUMNS:
+        if name in skip:
+            continue
+        assert np.array_equal(a[name], b[name]), name
+
+
+def test_decodes_the_fields_it_was_given(tmp_path):
+    conv = conversation()
+    batch, stats = read_all(write(tmp_path, "c.pcap", g.pcap_bytes(conv.frames, nano=True)))
+    assert stats.packets == len(conv.frames) == stats.tcp_packets == len(batch)
+    assert batch["frame"].tolist() == list(range(1, len(conv.frames) + 1))
+    assert batch["ts_ns"].tolist() == [f.ts_ns for f in conv.frames]
+    assert batch["flags"][:3].tolist() == [g.SYN, g.SYN | g.ACK, g.ACK]
+    assert batch["seq"][0] == 1000 and batch["seq"][1] == 5000 and batch["ack"][1] == 1001
+    assert batch["payload_len"].tolist()[3:5] == [18, 700]
+    assert batch["mss"][0] == 1460 and batch["wscale"][0] == 7 and batch["sack_perm"][0]
+    assert batch["has_ts"][0] and batch["tsval"][0] == 1 and not batch["has_ts"][1]
+    assert batch["wscale"][1] == -1 and batch["mss"][1] == 0
+    assert batch["sport"][0] == 40000 and batch["dport"][0] == 80
+    assert (batch["ip_version"] == 4).all() and not batch["tunneled"].any()
+    assert batch["src_lo"][0] == (0xFFFF_0000_0000 | 0x0A000001)
+    assert batch["frame_len"].tolist() == [len(f.data) for f in conv.frames]
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+@pytest.mark.parametrize("nano", [False, True])
+def test_classic_pcap_byte_orders_and_resolutions(tmp_path, big_endian, nano):
+    conv = conversation()
+    ref, _ = read_all(write(tmp_path, "ref.pcap", g.pcap_bytes(conv.frames, nano=True)))
+    got, stats = read_all(write(tmp_path, "x.pcap", g.pcap_bytes(conv.frames, nano=nano,
+                                                                big_endian=big_endian)))
+    assert stats.format == "pcap"
+    columns_equal(got, ref, skip=("ts_ns",))
+    expect = ref["ts_ns"] if nano else ref["ts_ns"] // 1000 * 1000
+    assert np.array_equal(got["ts_ns"], expect)
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+@pytest.mark.parametrize("resol", [None, 9, 3, 0x80 | 20])
+def test_pcapng_enhanced_blocks_with_tsresol(tmp_path, big_endian, resol):
+    conv = conversation()
+    ref, _ = read_all(write(tmp_path, "ref.pcap", g.pcap_bytes(conv.frames, nano=True)))
+    data = g.pcapng_section(conv.frames, big_endian=big_endian, interfaces=[(1, resol)])
+    got, stats = read_all(write(tmp_path, "x.pcapng", data))
+    assert stats.format == "pcapng"
+    columns_equal(got, ref, skip=("ts_ns",))
+    tick = {None: 1000, 9: 1, 3: 1_000_000, 0x80 | 20: 954}[resol]
+    assert np.all(np.abs(got["ts_ns"] - ref["ts_ns"]) <= tick)
+
+
+def test_pcapng_sections_interfaces_and_block_kinds(tmp_path):
+    """Two sections of different byte order, an interface per link type, SPB and obsolete PB."""
+    conv = conversation()
+    half = len(conv.frames) // 2
+    first = [g.Frame(f.ts_ns, f.data, interface=i % 2) for i, f in enumerate(conv.frames[:half])]
+    # interface 1 is raw IP (101): strip the Ethernet header of its frames
+    first = [g.Frame(f.ts_ns, f.data[14:] if f.interface else f.data, interface=f.interface)
+             for f in first]
+    data = g.pcapng_section(first, interfaces=[(1, None), (101, 9)])
+    data += g.pcapng_section(conv.frames[half:half + 2], big_endian=True, block="pb")
+    data += g.pcapng_section(conv.frames[half + 2:], block="spb")
+    got, stats = read_all(write(tmp_path, "multi.pcapng", data))
+    ref, _ = read_all(write(tmp_path, "ref.pcap", g.pcap_bytes(conv.frames, nano=True)))
+    assert stats.link_types == [1, 101]
+    columns_equal(got, ref, skip=("ts_ns", "frame_len"))
+    # raw-IP frames are 14 bytes shorter; simple packet blocks carry no time (previous one kept)
+    assert got["frame_len"][1] == ref["frame_len"][1] - 14
+    assert got["ts_ns"][-1] == got["ts_ns"][half + 1]
+
+
+def test_gzip_is_read_transparently(tmp_path):
+    conv = conversation()
+    plain, _ = read_all(write(tmp_path, "a.pcap", g.pcap_bytes(conv.frames)))
+    gz, stats = read_all(write(tmp_path, "a.pcap.gz", g.gzipped(g.pcap_bytes(conv.frames))))
+    assert stats.format == "pcap.gz"
+    columns_equal(gz, plain)
+
+
+def test_vlan_ipv6_and_snaplen(tmp_path):
+    pkt6, _ = g.tcp_segment("2001:db8::1", "2001:db8::2", 5555, 443, seq=7, flags=g.SYN)
+    pkt4, _ = g.tcp_segment("192.0.2.1", "192.0.2.2", 5555, 443, seq=9, flags=g.ACK,
+                            payload=b"z" * 1000)
+    frames = [g.Frame(1_000, g.ethernet(pkt6, 6, vlans=(10, 20))),
+              g.Frame(2_000, g.ethernet(pkt4, 4, vlans=(30,)))]
+    batch, stats = read_all(write(tmp_path, "v.pcap", g.pcap_bytes(frames, snaplen=80)))
+    assert batch["ip_version"].tolist() == [6, 4]
+    assert batch["src_hi"][0] == 0x20010DB800000000 and batch["src_lo"][0] == 1
+    # payload length comes from the IP header even though only 80 bytes were captured
+    assert batch["payload_len"][1] == 1000 and batch["frame_len"][1] == len(frames[1].data)
+
+
+def test_checksums_verified_only_on_request(tmp_path):
+    conv = g.Conversation()
+    conv.handshake().send("c", g.ACK | g.PSH, b"hello", bad_checksum=True)
+    p = write(tmp_path, "cs.pcap", g.pcap_bytes(conv.frames))
+    assert len(read_all(p)[0]) == 4
+    batch, stats = read_all(p, verify_checksums=True)
+    assert len(batch) == 3 and any("wrong checksum" in w for w in stats.warnings)
+
+
+def test_non_first_fragments_are_counted_and_skipped(tmp_path):
+    pkt, _ = g.tcp_segment("10.0.0.1", "10.0.0.2", 1, 2, payload=b"a" * 64)
+    frag = bytearray(pkt)
+    frag[6:8] = struct.pack("!H", 0x0008)       # fragment offset 8 (64 bytes), no DF
+    frames = [g.Frame(1, g.ethernet(pkt, 4)), g.Frame(2, g.ethernet(bytes(frag), 4))]
+    batch, stats = read_all(write(tmp_path, "f.pcap", g.pcap_bytes(frames)))
+    assert len(batch) == 1 and stats.packets == 2
+    assert any("fragment" in w for w in stats.warnings)
+
+
+@needs_tshark
+def test_generated_files_agree_with_tshark(tmp_path):
+    conv = conversation()
+    p = write(tmp_path, "t.pcapng", g.pcapng_section(conv.frames, big_endian=True,
+                                                    interfaces=[(1, 9)]))
+    batch, _ = read_all(p)
+    rows = tshark_fields(p, ["frame.number", "frame.time_epoch", "tcp.seq_raw", "tcp.ack_raw",
+                             "tcp.flags", "tcp.len"])
+    assert [int(r[0]) for r in rows] == batch["frame"].tolist()
+    assert [int(r[1].replace(".", "")) for r in rows] == batch["ts_ns"].tolist()
+    assert [int(r[2]) for r in rows] == batch["seq"].tolist()
+    assert [int(r[4], 16) for r in rows] == batch["flags"].tolist()
+    assert [int(r[5]) for r in rows] == batch["payload_len"].tolist()

@@ -1,0 +1,1 @@
+"""Reporters: pure functions from analysis results to text or bytes, and the file writer."""

@@ -1,0 +1,68 @@
+"""Flow-table renderers for ``traceaudit flows`` (pure: DataFrame in, text or bytes out)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+#: Columns the terminal table shows (the other formats carry every column).
+TABLE_COLUMNS = ["id", "client_ip", "client_port", "server_ip", "server_port", "start_ts",
+                 "end_ts", "client_packets", "server_packets", "client_bytes", "server_bytes",
+                 "orientation_guessed"]
+
+
+def render_table(flows: pd.DataFrame) -> str:
+    if flows.empty:
+        return "no TCP connections\n"
+    shown = [c for c in TABLE_COLUMNS if c in flows.columns] + \
+        [c for c in ("close_role", "close_kind", "conn_state", "history") if c in flows.columns]
+    df = flows[shown].copy()
+    for col in ("start_ts", "end_ts"):
+        df[col] = df[col].map(lambda t: f"{t:.6f}")
+    df["orientation_guessed"] = df["orientation_guessed"].map({True: "guessed", False: ""})
+    df = df.rename(columns={"orientation_guessed": "orientation"})
+    parts = []
+    for capture, group in flows.groupby("capture", sort=False, observed=True):
+        parts.append(f"== {capture}: {len(group)} connection(s)\n")
+        parts.append(df.loc[group.index].to_string(index=False) + "\n")
+    return "".join(parts)
+
+
+def render_csv(flows: pd.DataFrame) -> str:
+    return flows.to_csv(index=False, float_format="%.9f")
+
+
+def render_json(flows: pd.DataFrame) -> str:
+    records = []
+    cols = list(flows.columns)
+    for row in flows.itertuples(index=False, name=None):
+        records.append({c: _plain(v) for c, v in zip(cols, row)})
+    return json.dumps(records, indent=1) + "\n"
+
+
+def render_parquet(flows: pd.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df = flows.copy()
+    df["capture"] = df["capture"].astype(str)
+    df.to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+def _plain(v):
+    """A JSON-safe plain Python value (no numpy scalars, NaN → null)."""
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        return None if np.isnan(v) else float(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+RENDERERS = {"table": render_table, "csv": render_csv, "json": render_json,
+             "parquet": render_parquet}
