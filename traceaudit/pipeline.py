@@ -6,12 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pandas as pd
 
 from traceaudit.capture import CaptureStats, open_capture
 from traceaudit.capture.batch import DEFAULT_BATCH_ROWS
 from traceaudit.errors import CaptureError
 from traceaudit.flows import FLOW_COLUMNS, FlowBuilder
+from traceaudit.tracking.connections import add_tracking_columns
+from traceaudit.tracking.timeline import corrected_events
+from traceaudit.tracking.tracker import ConnectionTracker, Tracked, TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -19,6 +23,7 @@ class ReadOptions:
     reader: str = "native"
     verify_checksums: bool = False
     batch_rows: int = DEFAULT_BATCH_ROWS
+    tracker: TrackerConfig = TrackerConfig()
 
 
 @dataclass
@@ -26,7 +31,9 @@ class CaptureAnalysis:
     """Everything learned from one capture file."""
 
     stats: CaptureStats
-    flows: pd.DataFrame
+    flows: pd.DataFrame          # FLOW_COLUMNS + the tracking columns (connections.py)
+    tracked: Tracked             # raw tracker facts per connection
+    events: np.ndarray           # corrected transition events, sorted by conn/endpoint/time
 
     @property
     def failed(self) -> bool:
@@ -38,18 +45,24 @@ ProgressHook = Callable[[CaptureStats], None]
 
 def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
                     progress: ProgressHook | None = None) -> CaptureAnalysis:
-    """Read one capture into its flow table. Never raises for a bad file: see ``stats.error``."""
+    """Read one capture: flow table, trackers, timelines. Never raises for a bad file: see
+    ``stats.error`` (what was read before the damage is still analysed)."""
     source = open_capture(path, reader=options.reader, verify_checksums=options.verify_checksums,
                           batch_rows=options.batch_rows)
     builder = FlowBuilder()
+    tracker = ConnectionTracker(options.tracker)
     try:
         for batch in source.batches():
-            builder.add(batch)
+            assignment = builder.add(batch)
+            tracker.add(batch, assignment, builder)
             if progress:
                 progress(source.stats)
     except CaptureError as exc:
         source.stats.error = exc
-    return CaptureAnalysis(source.stats, builder.table(str(path)))
+    tracked = tracker.finish(builder.n_conns, source.stats.last_ts_ns)
+    events = corrected_events(tracked)
+    flows = add_tracking_columns(builder.table(str(path)), tracked, events)
+    return CaptureAnalysis(source.stats, flows, tracked, events)
 
 
 def analyze_captures(paths: list[Path], options: ReadOptions = ReadOptions(),

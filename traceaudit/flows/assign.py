@@ -22,21 +22,20 @@ F_FIRST_TS = 4
 F_LAST_TS = 5
 F_FIRST_FRAME = 6
 F_LAST_FRAME = 7
-F_SYN_SEQ = 8         # ISN of the client's SYN (valid when F_HAS_SYN)
-F_HAS_SYN = 9
-F_SYNACK_SEQ = 10     # ISN of the server's SYN-ACK (valid when F_HAS_SYNACK)
-F_HAS_SYNACK = 11
+F_BASE = 8            # + d: Wireshark's base_seq of direction d (0 client→server, 1 back)
+F_BASE_SET = 10       # + d: 1 once that base_seq is known
 F_TUNNELED = 12
 F_FIN_OR_RST = 13     # a FIN or RST has been seen in either direction
+F_PREV = 14           # previous incarnation of the same 4-tuple, -1 when none
 # Per-direction blocks: d = 0 client→server, 1 server→client; field = base + d.
-F_PKTS = 14
-F_BYTES = 16
-F_PAYLOAD = 18
-F_DIR_FIRST_TS = 20
-F_DIR_LAST_TS = 22
-F_DIR_FIRST_FRAME = 24
-F_DIR_LAST_FRAME = 26
-N_FIELDS = 28
+F_PKTS = 15
+F_BYTES = 17
+F_PAYLOAD = 19
+F_DIR_FIRST_TS = 21
+F_DIR_LAST_TS = 23
+F_DIR_FIRST_FRAME = 25
+F_DIR_LAST_FRAME = 27
+N_FIELDS = 29
 
 # Slot fields (columns of the ``slots`` matrix; one row per 4-tuple).
 S_A_HI, S_A_LO, S_B_HI, S_B_LO, S_A_PORT, S_B_PORT, S_CONN = range(7)
@@ -82,18 +81,29 @@ def server_port_guess(sport, dport):
 
 
 @njit(cache=True)
-def reuses_slot(conn, c, flags, seq, from_client):
+def reuses_slot(conn, c, flags, seq, d):
     """True when this segment starts a new incarnation of connection ``c``'s 4-tuple.
 
-    As Wireshark does for ``tcp.stream``: a SYN without ACK whose sequence number differs from the
-    ISN of the SYN that opened the current incarnation. A SYN whose sender is the current server
-    also counts (the 4-tuple is reused the other way round).
+    Wireshark's ``tcp.stream`` rule: a pure SYN (SYN set, ACK clear) whose sequence number
+    differs from the base sequence number already known for its own direction. Nothing else
+    splits: not a SYN with the same ISN, not a SYN-ACK, not FIN/RST, not time.
     """
     if (flags & (SYN | ACK)) != SYN:
         return False
-    if from_client:
-        return conn[c, F_HAS_SYN] == 1 and conn[c, F_SYN_SEQ] != seq
-    return conn[c, F_HAS_SYNACK] == 1 or conn[c, F_HAS_SYN] == 1
+    return conn[c, F_BASE_SET + d] == 1 and conn[c, F_BASE + d] != seq
+
+
+@njit(cache=True)
+def _note_base(conn, c, d, flags, seq, ack):
+    """Wireshark's base_seq bookkeeping for both directions of connection c."""
+    if conn[c, F_BASE_SET + d] == 0:
+        conn[c, F_BASE_SET + d] = 1
+        conn[c, F_BASE + d] = seq if flags & SYN else (seq - 1) & 0xFFFFFFFF
+    elif (flags & (SYN | ACK)) == (SYN | ACK) and conn[c, F_BASE + d] != seq:
+        conn[c, F_BASE + d] = seq             # a SYN-ACK with a new ISN re-bases its flow
+    if flags & ACK and conn[c, F_BASE_SET + 1 - d] == 0:
+        conn[c, F_BASE_SET + 1 - d] = 1
+        conn[c, F_BASE + 1 - d] = (ack - 1) & 0xFFFFFFFF
 
 
 @njit(cache=True, inline="always")
@@ -153,6 +163,7 @@ def _new_conn(conn, n_conns, s, src_is_a, flags, sport, dport, ipv, tunneled):
         conn[c, F_GUESSED] = 1
     conn[c, F_CLIENT_IS_A] = 1 if src_is_a == from_client else 0
     conn[c, F_SLOT] = s
+    conn[c, F_PREV] = -1
     conn[c, F_IPV] = ipv
     conn[c, F_TUNNELED] = tunneled
     for d in range(2):
@@ -162,7 +173,7 @@ def _new_conn(conn, n_conns, s, src_is_a, flags, sport, dport, ipv, tunneled):
 
 
 @njit(cache=True)
-def assign_batch(src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, seq, ts, frame, frame_len,
+def assign_batch(src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, seq, ack, ts, frame, frame_len,
                  payload_len, ipv, tunneled, ht, slots, n_slots, conn, n_conns,
                  out_conn, out_from_client):
     """Assign every row of a batch. Returns (n_slots, n_conns) after the batch.
@@ -180,22 +191,19 @@ def assign_batch(src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, seq, ts, f
         c = slots[s, S_CONN]
         if c >= 0:
             from_client = (conn[c, F_CLIENT_IS_A] == 1) == src_is_a
-            if reuses_slot(conn, c, f, sq, from_client):
+            if reuses_slot(conn, c, f, sq, 0 if from_client else 1):
                 c = -1
         if c < 0:
+            prev = slots[s, S_CONN]
             c = _new_conn(conn, n_conns, s, src_is_a, f, sport[i], dport[i], ipv[i], tunneled[i])
+            conn[c, F_PREV] = prev
             n_conns += 1
             slots[s, S_CONN] = c
             conn[c, F_FIRST_TS] = ts[i]
             conn[c, F_FIRST_FRAME] = frame[i]
         from_client = (conn[c, F_CLIENT_IS_A] == 1) == src_is_a
         d = 0 if from_client else 1
-        if (f & (SYN | ACK)) == SYN and from_client and conn[c, F_HAS_SYN] == 0:
-            conn[c, F_HAS_SYN] = 1
-            conn[c, F_SYN_SEQ] = sq
-        elif (f & (SYN | ACK)) == (SYN | ACK) and not from_client and conn[c, F_HAS_SYNACK] == 0:
-            conn[c, F_HAS_SYNACK] = 1
-            conn[c, F_SYNACK_SEQ] = sq
+        _note_base(conn, c, d, f, sq, np.int64(ack[i]))
         if f & 0x5:
             conn[c, F_FIN_OR_RST] = 1
         conn[c, F_LAST_TS] = max(conn[c, F_LAST_TS], ts[i])

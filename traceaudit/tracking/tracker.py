@@ -1,0 +1,66 @@
+"""The tracker stage: runs the compiled endpoint trackers batch by batch beside the flow builder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from traceaudit.capture.batch import PacketBatch
+from traceaudit.flows import assign as A
+from traceaudit.flows.table import Assignment, FlowBuilder
+from traceaudit.tracking import kernel as K
+
+#: Event matrix columns.
+EV_CONN, EV_ENDPOINT, EV_TS, EV_FRAME, EV_STATE, EV_REASON = range(6)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Timers the passive trackers cannot see in the capture."""
+
+    msl2_s: float = 60.0          # TIME_WAIT length (2×MSL); Linux: 60 s
+    fin_timeout_s: float = 60.0   # orphaned FIN_WAIT_2 lifetime; Linux tcp_fin_timeout default
+
+
+@dataclass
+class Tracked:
+    """Raw tracker output for one capture: per-connection facts and the transition events."""
+
+    trk: np.ndarray            # (connections, K.N_TRK) int64, see kernel.py field names
+    events: np.ndarray         # (n, 6) int64: conn, endpoint, ts_ns, frame, state, reason
+    end_ts_ns: int
+    config: TrackerConfig
+
+
+class ConnectionTracker:
+    """Feeds each batch, after flow assignment, through ``kernel.track_batch``."""
+
+    def __init__(self, config: TrackerConfig = TrackerConfig(), initial: int = 1 << 12) -> None:
+        self.config = config
+        self.msl2 = int(config.msl2_s * 1e9)
+        self.trk = np.zeros((initial, K.N_TRK), np.int64)
+        self._events: list[np.ndarray] = []
+
+    def add(self, batch: PacketBatch, assignment: Assignment, flows: FlowBuilder) -> None:
+        if flows.n_conns > len(self.trk):
+            grown = np.zeros((max(flows.n_conns, 2 * len(self.trk)), K.N_TRK), np.int64)
+            grown[:len(self.trk)] = self.trk
+            self.trk = grown
+        n = len(batch)
+        ev = np.empty((3 * n + 16, 6), np.int64)
+        b = batch.columns
+        n_ev = K.track_batch(assignment.conn, assignment.from_client, b["flags"], b["seq"],
+                             b["ack"], b["payload_len"], b["win"], b["ts_ns"], b["frame"],
+                             flows.conn[:, A.F_PREV], self.trk, ev, 0, self.msl2)
+        if n_ev:
+            self._events.append(ev[:n_ev].copy())
+
+    def finish(self, n_conns: int, end_ts_ns: int | None) -> Tracked:
+        trk = self.trk[:n_conns]
+        end = end_ts_ns or 0
+        tail = np.empty((2 * n_conns + 1, 6), np.int64)
+        n_tail = K.finish(trk, tail, 0, n_conns, end, self.msl2)
+        parts = self._events + ([tail[:n_tail]] if n_tail else [])
+        events = np.concatenate(parts) if parts else np.empty((0, 6), np.int64)
+        return Tracked(trk, events, end, self.config)
