@@ -47,17 +47,17 @@ CHECKSUM_BAD, CHECKSUM_GOOD, CHECKSUM_UNVERIFIED = 0, 1, 2
 #: TCP fields read from each segment's layer (all occurrences, in document order).
 TCP_FIELDS = frozenset({
     "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags",
-    "tcp.window_size_value", "tcp.len", "tcp.checksum.status", "tcp.options.mss_val",
+    "tcp.window_size_value", "tcp.len", "tcp.hdr_len", "tcp.checksum.status", "tcp.options.mss_val",
     "tcp.options.wscale.shift", "tcp.options.sack_perm", "tcp.options.timestamp.tsval",
     "tcp.options.timestamp.tsecr",
 })
 REQUIRED = ("tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags",
-            "tcp.window_size_value", "tcp.len")
+            "tcp.window_size_value", "tcp.hdr_len")
 ICMP_TOKENS = frozenset({"icmp", "icmpv6"})
 IP_TOKENS = frozenset({"ip", "ipv6"})
 
 # Warning counters, worded as the built-in reader words its own.
-W_FRAGMENT, W_TRUNCATED_TCP, W_BAD_CHECKSUM, W_UNVERIFIABLE, W_NO_IP = range(5)
+W_FRAGMENT, W_TRUNCATED_TCP, W_BAD_CHECKSUM, W_UNVERIFIABLE, W_NO_IP, W_BOGUS_HEADER = range(6)
 WARNING_TEXT = {
     W_FRAGMENT: "{n} IP fragment(s) other than the first carried TCP payload and were skipped "
                 "(no TCP header)",
@@ -66,6 +66,7 @@ WARNING_TEXT = {
     W_UNVERIFIABLE: "{n} TCP segment(s) could not have their checksum verified (payload not "
                     "captured) and were kept",
     W_NO_IP: "{n} TCP header(s) tshark found outside any IP packet were skipped",
+    W_BOGUS_HEADER: "{n} TCP header(s) with a data offset below 5 words were skipped",
 }
 
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
@@ -103,24 +104,39 @@ class TsharkSource:
         capture = self._open()
         self.stats.link_types = file_link_types(self.path)
         rows = _Rows()
+        packets = iter(capture)
         try:
-            for packet in capture:
-                self._count(packet)
-                if self._add_row(packet, rows) and len(rows) >= self.batch_rows:
+            while (packet := self._next(packets, capture)) is not None:
+                ts = self._count(packet)
+                if self._add_row(packet, ts, rows) and len(rows) >= self.batch_rows:
                     yield rows.flush()
         finally:
+            packets.close()
             capture.close()
         if len(rows):
             yield rows.flush()
         self._finish(capture)
 
+    def _next(self, packets: Iterator[Any], capture: "_Capture") -> Any:
+        """The next packet from pyshark; None at the end, or when tshark could not go on."""
+        try:
+            return next(packets)
+        except StopIteration:
+            return None
+        except Exception as exc:    # pyshark's own errors: a crashed tshark, unparsable output
+            capture.errors.append(f"{type(exc).__name__}: {exc}")
+            capture.exit_status = capture.exit_status or -1
+            return None
+
     # -- opening and closing -----------------------------------------------------------------
     def _open(self) -> "_Capture":
         try:
-            with open(self.path, "rb"):
-                pass
+            with open(self.path, "rb") as fh:
+                empty = not fh.read(1)
         except OSError as exc:
             raise CaptureError(self.path, f"cannot open ({exc.strerror})", slug="open") from None
+        if empty:   # tshark would call it an ERF file with no records
+            raise CaptureError(self.path, "empty file: not a capture", offset=0, slug="empty")
         prefs = dict(PREFERENCES, **(CHECKSUM_PREFERENCES if self.verify else {}))
         return _capture_class()(self.path, keep_packets=False, use_json=True,
                                 override_prefs=prefs)
@@ -129,7 +145,9 @@ class TsharkSource:
         for idx, text in WARNING_TEXT.items():
             if self._warn[idx]:
                 self.stats.warn(text.format(n=self._warn[idx]))
-        if capture.exit_status in (0, None) and not capture.errors:
+        if capture.exit_status in (0, None):
+            for line in capture.errors:         # tshark carried on: notes, not damage
+                self.stats.warn(f"tshark: {line}")
             return
         message = "; ".join(capture.errors) or f"tshark exited with status {capture.exit_status}"
         error = CaptureError(self.path, message, slug="tshark-error")
@@ -139,15 +157,15 @@ class TsharkSource:
         self.stats.warn(f"{error}; kept the {self.stats.packets} packet(s) read before it")
 
     # -- per packet --------------------------------------------------------------------------
-    def _count(self, packet: Any) -> None:
+    def _count(self, packet: Any) -> int:
         st = self.stats
         ts = epoch_ns(packet.frame_info.get_field("time_epoch"))
         st.packets += 1
         st.first_ts_ns = ts if st.first_ts_ns is None else min(st.first_ts_ns, ts)
         st.last_ts_ns = ts if st.last_ts_ns is None else max(st.last_ts_ns, ts)
-        packet.ts_ns = ts
+        return ts
 
-    def _add_row(self, packet: Any, rows: "_Rows") -> bool:
+    def _add_row(self, packet: Any, ts: int, rows: "_Rows") -> bool:
         """Append the frame's TCP segment to ``rows``; False when it has none to give."""
         tokens = str(packet.frame_info.get_field("protocols")).split(":")
         layers = _LayerIndex(packet)
@@ -157,26 +175,49 @@ class TsharkSource:
         before = tokens[:tokens.index("tcp")]
         if ICMP_TOKENS.intersection(before):
             return False                        # a header quoted by an ICMP error
-        ips = [t for t in before if t in IP_TOKENS]
-        ip = layers.get(ips[-1], ips.count(ips[-1]) - 1) if ips else None
+        ips = [i for i, t in enumerate(before) if t in IP_TOKENS]
+        ip_name = before[ips[-1]] if ips else ""
+        ip = layers.get(ip_name, before.count(ip_name) - 1) if ips else None
         tcp = layers.get("tcp", 0)
         if ip is None or tcp is None:
             self._warn[W_NO_IP] += 1
             return False
         fields = tcp_fields(tcp)
         if any(name not in fields for name in REQUIRED):
-            self._warn[W_TRUNCATED_TCP] += 1
+            hdr_len = fields.get("tcp.hdr_len")
+            bogus = hdr_len is not None and _int(hdr_len[0]) < 20
+            self._warn[W_BOGUS_HEADER if bogus else W_TRUNCATED_TCP] += 1
             return False
-        if self.verify:
-            status = _int(fields.get("tcp.checksum.status", [str(CHECKSUM_UNVERIFIED)])[0])
-            if status == CHECKSUM_BAD:
-                self._warn[W_BAD_CHECKSUM] += 1
-                return False
-            if status != CHECKSUM_GOOD:
-                self._warn[W_UNVERIFIABLE] += 1
-        rows.add(packet, ips[-1], ip, fields, tunneled=len(ips) > 1)
+        if not self._checksum_ok(fields):
+            return False
+        payload = self._payload(ip_name, ip, fields, before, ips[-1], layers)
+        rows.add(packet, ts, ip_name, ip, fields, payload, tunneled=len(ips) > 1)
         self.stats.tcp_packets += 1
         return True
+
+    def _checksum_ok(self, fields: dict[str, list[str]]) -> bool:
+        if not self.verify:
+            return True
+        status = _int(fields.get("tcp.checksum.status", [str(CHECKSUM_UNVERIFIED)])[0])
+        if status == CHECKSUM_BAD:
+            self._warn[W_BAD_CHECKSUM] += 1
+            return False
+        if status != CHECKSUM_GOOD:
+            self._warn[W_UNVERIFIABLE] += 1
+        return True
+
+    @staticmethod
+    def _payload(ip_name: str, ip: dict, fields: dict[str, list[str]], before: list[str],
+                 ip_at: int, layers: "_LayerIndex") -> int:
+        """payload_len: from the IP length, as the column defines it; tcp.len when that is 0."""
+        ah: list[dict] = []
+        if ip_name == "ip":     # IPv4 AH is a layer of its own (IPv6 nests it in the ipv6 layer)
+            first = before[:ip_at].count("ah")
+            ah = [layers.get("ah", first + i) or {} for i in range(before[ip_at:].count("ah"))]
+        payload = payload_from_ip(ip_name, ip, _int(fields["tcp.hdr_len"][0]), ah)
+        if payload is None:                     # IP length 0 (TSO, jumbogram)
+            payload = _int(fields.get("tcp.len", ["0"])[0])
+        return payload
 
     def _check_fragment(self, tokens: list[str], layers: "_LayerIndex") -> None:
         ips = [t for t in tokens if t in IP_TOKENS]
@@ -185,10 +226,10 @@ class TsharkSource:
         ip = layers.get(ips[-1], ips.count(ips[-1]) - 1)
         if ip is None:
             return
-        flat = _flatten(ip, {"ip.frag_offset", "ip.proto", "ipv6.fragment.offset",
-                             "ipv6.fragment.nxt"})
-        offset = flat.get("ip.frag_offset") or flat.get("ipv6.fragment.offset")
-        proto = flat.get("ip.proto") or flat.get("ipv6.fragment.nxt")
+        flat = _flatten(ip, {"ip.frag_offset", "ip.proto", "ipv6.fraghdr.offset",
+                             "ipv6.fraghdr.nxt"})
+        offset = flat.get("ip.frag_offset") or flat.get("ipv6.fraghdr.offset")
+        proto = flat.get("ip.proto") or flat.get("ipv6.fraghdr.nxt")
         if offset and proto and _int(offset[-1]) and _int(proto[-1]) == 6:
             self._warn[W_FRAGMENT] += 1
 
@@ -202,10 +243,11 @@ class _Rows:
     def __len__(self) -> int:
         return len(self.cols["frame"])
 
-    def add(self, packet: Any, ip_name: str, ip: dict, f: dict, tunneled: bool) -> None:
+    def add(self, packet: Any, ts: int, ip_name: str, ip: dict, f: dict, payload: int,
+            tunneled: bool) -> None:
         c = self.cols
         c["frame"].append(int(packet.number))
-        c["ts_ns"].append(packet.ts_ns)
+        c["ts_ns"].append(ts)
         v6 = ip_name == "ipv6"
         c["ip_version"].append(6 if v6 else 4)
         for side in ("src", "dst"):
@@ -218,7 +260,7 @@ class _Rows:
         c["ack"].append(_int(f["tcp.ack_raw"][0]))
         c["flags"].append(_int(f["tcp.flags"][0]) & 0x1FF)
         c["win"].append(_int(f["tcp.window_size_value"][0]))
-        c["payload_len"].append(_int(f["tcp.len"][0]))
+        c["payload_len"].append(payload)
         c["frame_len"].append(int(packet.length))
         # Options: the last occurrence wins, as when a decoder walks them in order.
         c["mss"].append(_int(f["tcp.options.mss_val"][-1]) if "tcp.options.mss_val" in f else 0)
@@ -240,14 +282,14 @@ class _Rows:
 
 
 class _LayerIndex:
-    """The JSON dicts of a packet's ``ip``, ``ipv6`` and ``tcp`` layers, per name in order.
+    """The JSON dicts of a packet's ``ip``, ``ipv6``, ``tcp``, ``ah`` layers, per name in order.
 
     Top-level layers come first (pyshark keeps a name's duplicates in document order); layers
     that tshark nests inside another one (an A-MSDU subframe, say) are searched for only when the
     top level does not have enough of them.
     """
 
-    NAMES = ("ip", "ipv6", "tcp")
+    NAMES = ("ip", "ipv6", "tcp", "ah")
 
     def __init__(self, packet: Any) -> None:
         self.packet = packet
@@ -294,24 +336,54 @@ def _layer_dict(layer: Any) -> dict:
     return fields if isinstance(fields, dict) else {}
 
 
-def _flatten(node: dict, wanted: frozenset[str] | set[str]) -> dict[str, list[str]]:
+def _flatten(node: Any, wanted: frozenset[str] | set[str]) -> dict[str, list[str]]:
     """Every occurrence of the ``wanted`` field names anywhere in a layer, in document order."""
     out: dict[str, list[str]] = {}
-    stack: list[Any] = [node]
-    while stack:
-        item = stack.pop()
+
+    def walk(item: Any) -> None:
         if isinstance(item, list):
-            stack.extend(reversed(item))
-            continue
-        pending = []
-        for key, value in item.items():
-            if key in wanted:
-                values = value if isinstance(value, list) else [value]
-                out.setdefault(key, []).extend(v if isinstance(v, str) else "" for v in values)
-            if isinstance(value, (dict, list)):
-                pending.append(value)
-        stack.extend(v for v in reversed(pending) if isinstance(v, (dict, list)))
+            for one in item:
+                walk(one)
+        elif isinstance(item, dict):
+            for key, value in item.items():
+                if key in wanted:
+                    for one in value if isinstance(value, list) else [value]:
+                        out.setdefault(key, []).append(one if isinstance(one, str) else "")
+                if isinstance(value, (dict, list)):
+                    walk(value)
+
+    walk(node)
     return out
+
+
+#: IPv6 extension-header length fields (bytes) tshark nests in the ipv6 layer; a fragment
+#: header has no length field and is always 8 bytes.
+IPV6_EXT_LENGTHS = frozenset({"ipv6.hopopts.len_oct", "ipv6.routing.len_oct",
+                              "ipv6.dstopts.len_oct"})
+
+
+def payload_from_ip(ip_name: str, ip: dict, tcp_hdr_len: int,
+                    ah: list[dict] = ()) -> int | None:
+    """TCP payload bytes from the IP header's length field; None when that field is 0.
+
+    ``tcp.len`` is not used: tshark clips it to what the frame and every enclosing layer can
+    hold (an outer IP fragment, a PPPoE length that disagrees with the IP header), and leaves it
+    out of fragmented packets. ``ah`` are the IPv4 AH layers between the IP and TCP headers.
+    """
+    if ip_name == "ipv6":
+        flat = _flatten(ip, IPV6_EXT_LENGTHS | {"ipv6.plen", "ipv6.fraghdr.nxt", "ah.length"})
+        if not flat.get("ipv6.plen") or not _int(flat["ipv6.plen"][0]):
+            return None
+        l4 = _int(flat["ipv6.plen"][0]) - 8 * len(flat.get("ipv6.fraghdr.nxt", []))
+        l4 -= sum(_int(v) for name in IPV6_EXT_LENGTHS for v in flat.get(name, []))
+    else:
+        flat = _flatten(ip, {"ip.len", "ip.hdr_len"})
+        if not flat.get("ip.len") or not _int(flat["ip.len"][0]) or not flat.get("ip.hdr_len"):
+            return None
+        l4 = _int(flat["ip.len"][0]) - _int(flat["ip.hdr_len"][0])
+        flat = _flatten(list(ah), {"ah.length"})
+    l4 -= sum((_int(v) + 2) * 4 for v in flat.get("ah.length", []))   # RFC 4302 §2.2
+    return max(l4 - tcp_hdr_len, 0)
 
 
 def tcp_fields(layer: dict) -> dict[str, list[str]]:

@@ -68,7 +68,7 @@ E_CW_TS = 39          # when it entered CLOSE_WAIT
 E_CW_FRAME = 40
 E_FW2_FRAME = 41
 E_SYN_COUNT = 42      # SYN (or SYN-ACK) transmissions
-E_FLAGS = 43          # hindsight flags: 1 TIME_WAIT skipped, 2 FIN_WAIT_2 expired, 4 FINs crossed
+E_FLAGS = 43          # hindsight flags: F_TW_SKIPPED, F_FW2_EXPIRED, F_FINS_CROSSED, F_ACK_LOST
 E_DATA_AFTER_FIN = 44  # segments with payload it received after it sent its FIN
 E_ZERO_WIN = 45       # zero-window advertisements it sent
 NE = 46
@@ -89,6 +89,7 @@ N_TRK = K_INIT + 11
 F_TW_SKIPPED = 1
 F_FW2_EXPIRED = 2
 F_FINS_CROSSED = 4
+F_ACK_LOST = 8
 
 ANS_DATA, ANS_FIN, ANS_SYN, ANS_FIN_AGAIN = 1, 2, 4, 8
 HALF = np.int64(1) << 31
@@ -226,16 +227,17 @@ def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, pr
         a = np.int64(0)
         if has_ack:
             if trk[c, oy + E_BASE_SET] == 0:
+                # the peer has sent nothing yet: its ISN is taken as ack - 1 (as Wireshark does)
                 trk[c, oy + E_BASE_SET] = 1
-                trk[c, oy + E_BASE] = np.int64(ack[i])
-                trk[c, oy + E_NXT] = 0
+                trk[c, oy + E_BASE] = (np.int64(ack[i]) - 1) & (FULL - 1)
+                trk[c, oy + E_NXT] = 1
             ref = trk[c, oy + E_NXT]
             if trk[c, ox + E_ACK_SET] == 1 and trk[c, ox + E_ACK_MAX] > ref:
                 ref = trk[c, ox + E_ACK_MAX]
             a = _unwrap(trk[c, oy + E_BASE], ref, ack[i])
         # -- first sight of the sender: handshake or mid-stream ------------------------
         sx = trk[c, ox + E_STATE]
-        if sx == UNSEEN and not syn:
+        if sx == UNSEEN and not syn and not rst:
             if trk[c, oy + E_STATE] == UNSEEN:
                 trk[c, K_MIDSTREAM] = 1
                 n_ev = _set(trk, ev, n_ev, c, y, t, fr, ESTABLISHED, R_MIDSTREAM)
@@ -367,11 +369,15 @@ def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, pr
                         trk[c, K_CLOSER] = 2
                         trk[c, ox + E_FLAGS] |= F_FINS_CROSSED
                     sx = trk[c, ox + E_STATE]
+                    if sx == SYN_SENT:          # the SYN-ACK is missing from the capture
+                        n_ev = _set(trk, ev, n_ev, c, x, t, fr, ESTABLISHED, R_MIDSTREAM)
+                        sx = ESTABLISHED
                     if trk[c, ox + E_FLAGS] & F_FINS_CROSSED:
-                        n_ev = _set(trk, ev, n_ev, c, x, t, fr, CLOSING, R_SENT_FIN)
+                        if sx == ESTABLISHED or sx == SYN_RECEIVED or sx == CLOSE_WAIT:
+                            n_ev = _set(trk, ev, n_ev, c, x, t, fr, CLOSING, R_SENT_FIN)
                     elif sx == CLOSE_WAIT:
                         n_ev = _set(trk, ev, n_ev, c, x, t, fr, LAST_ACK, R_SENT_FIN)
-                    elif sx == ESTABLISHED or sx == SYN_RECEIVED or sx == SYN_SENT:
+                    elif sx == ESTABLISHED or sx == SYN_RECEIVED:
                         n_ev = _set(trk, ev, n_ev, c, x, t, fr, FIN_WAIT_1, R_SENT_FIN)
                 elif fseq == trk[c, ox + E_FIN_SEQ]:
                     trk[c, ox + E_FIN_COUNT] += 1
@@ -379,11 +385,11 @@ def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, pr
                         trk[c, ox + E_FIN_RETX_FRAME] = fr
                     sx = trk[c, ox + E_STATE]
                     if sx == CLOSED and trk[c, ox + E_GOT_FIN] == 1 and trk[c, ox + E_RST] == 0:
-                        # we took its FIN as acknowledged, but the ACK never reached it
+                        # we took its FIN as acknowledged, but the ACK never reached it; the
+                        # timeline drops that CLOSED (see timeline.py)
                         trk[c, ox + E_FIN_ACKED] = 0
+                        trk[c, ox + E_FLAGS] |= F_ACK_LOST
                         n_ev = _set(trk, ev, n_ev, c, x, t, fr, LAST_ACK, R_ACK_LOST)
-                    elif sx == FIN_WAIT_2 or sx == TIME_WAIT:
-                        pass
                 # the peer receives it
                 if trk[c, oy + E_GOT_FIN] == 0:
                     trk[c, oy + E_GOT_FIN] = 1

@@ -7,6 +7,8 @@ Three corrections need later packets and are applied here, only to the connectio
   already gone: CLOSED is placed at FIN_WAIT_2 entry + fin_timeout when that is earlier.
 - FINs crossed (simultaneous close): the endpoint sent its FIN before the peer's reached it, so
   it was never in CLOSE_WAIT: FIN_WAIT_1 then CLOSING at its own FIN.
+- ACK lost: the endpoint retransmitted its FIN from LAST_ACK after an ACK we took as reaching
+  it; that ACK never arrived, so the CLOSED it caused is removed (it stayed in LAST_ACK).
 """
 
 from __future__ import annotations
@@ -75,6 +77,12 @@ def _apply(ev, order, trk, flagged, fin_timeout_s):
                     row[EV_STATE] = K.FIN_WAIT_1
                     extra.append(row)
                     extra_order.append(order[i] - 0.5)
+        if flags & K.F_ACK_LOST:
+            for j, i in enumerate(rows):
+                if ev[i, EV_STATE] == K.LAST_ACK and ev[i, EV_REASON] == K.R_ACK_LOST:
+                    keep[i] = False
+                    if j and ev[rows[j - 1], EV_STATE] == K.CLOSED:
+                        keep[rows[j - 1]] = False
     ev, order = ev[keep], order[keep].astype(np.float64)
     if extra:
         ev = np.concatenate([ev, np.array(extra)])
