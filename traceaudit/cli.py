@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime, timezone
+from decimal import Decimal, InvalidOperation
 
 import click
 import pandas as pd
@@ -176,8 +177,8 @@ def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums:
 def parse_moment(text: str, first_ts_ns: int | None) -> int:
     """--at as epoch nanoseconds: relative seconds, epoch seconds, or an ISO timestamp."""
     try:
-        value = float(text)
-    except ValueError:
+        value = Decimal(text)
+    except InvalidOperation:
         try:
             moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
@@ -186,9 +187,9 @@ def parse_moment(text: str, first_ts_ns: int | None) -> int:
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=timezone.utc)
         return int(round(moment.timestamp() * 1e9))
-    if value >= 1e8:                          # an absolute epoch timestamp
-        return int(round(value * 1e9))
-    return (first_ts_ns or 0) + int(round(value * 1e9))
+    if value >= 100_000_000:                  # an absolute epoch timestamp
+        return int(value * 1_000_000_000)
+    return (first_ts_ns or 0) + int(value * 1_000_000_000)
 
 
 if __name__ == "__main__":

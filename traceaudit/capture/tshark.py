@@ -188,17 +188,23 @@ class TsharkSource:
             bogus = hdr_len is not None and _int(hdr_len[0]) < 20
             self._warn[W_BOGUS_HEADER if bogus else W_TRUNCATED_TCP] += 1
             return False
-        if not self._checksum_ok(fields):
-            return False
         payload = self._payload(ip_name, ip, fields, before, ips[-1], layers)
+        if not self._checksum_ok(fields, payload):
+            return False
         rows.add(packet, ts, ip_name, ip, fields, payload, tunneled=len(ips) > 1)
         self.stats.tcp_packets += 1
         return True
 
-    def _checksum_ok(self, fields: dict[str, list[str]]) -> bool:
+    def _checksum_ok(self, fields: dict[str, list[str]], payload: int) -> bool:
+        """False (and counted) when tshark found the checksum wrong over the whole segment."""
         if not self.verify:
             return True
         status = _int(fields.get("tcp.checksum.status", [str(CHECKSUM_UNVERIFIED)])[0])
+        seen = fields.get("tcp.len")
+        if seen is None or _int(seen[0]) < payload:
+            # tshark summed only part of the segment (an outer fragment ends, an outer length
+            # field cuts it short): its verdict says nothing about the segment.
+            status = CHECKSUM_UNVERIFIED
         if status == CHECKSUM_BAD:
             self._warn[W_BAD_CHECKSUM] += 1
             return False
