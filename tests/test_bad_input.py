@@ -1,4 +1,4 @@
-"""Bad input: a clear message naming the file and byte offset, packets before damage kept, exit 2."""
+"""Bad input: a clear message naming file and byte offset, earlier packets kept, exit 2."""
 
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ SECOND_RECORD = FIRST_RECORD + 16 + struct.unpack("<I", GOOD[32:36])[0]
 
 def run(*args):
     result = CliRunner().invoke(main, list(map(str, args)))
-    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), \
-        result.exception
+    exc = result.exception
+    assert exc is None or isinstance(exc, SystemExit), exc
     return result
 
 

@@ -55,10 +55,10 @@ def test_states_at_a_moment(tmp_path):
     result = CliRunner().invoke(main, ["states", str(p), "--at", moment])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert any(l.startswith("CLOSE_WAIT") and "10.0.0.2:80" in l and "10.0.0.1:40001" in l
-               for l in lines)
-    assert any(l.startswith("FIN_WAIT_2") and "10.0.0.1:40001" in l for l in lines)
-    assert any(l.startswith("TIME_WAIT") and "10.0.0.1:40000" in l for l in lines)
+    assert any(ln.startswith("CLOSE_WAIT") and "10.0.0.2:80" in ln and "10.0.0.1:40001" in ln
+               for ln in lines)
+    assert any(ln.startswith("FIN_WAIT_2") and "10.0.0.1:40001" in ln for ln in lines)
+    assert any(ln.startswith("TIME_WAIT") and "10.0.0.1:40000" in ln for ln in lines)
     assert lines[-1] == "census: CLOSE_WAIT 1, FIN_WAIT_2 1, TIME_WAIT 1"
     # relative seconds: before anything happened, nobody holds state
     early = CliRunner().invoke(main, ["states", str(p), "--at", "0"])

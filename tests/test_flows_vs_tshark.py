@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
-import numpy as np
 import pytest
 
 from conftest import CORPUS_TRACES, SAMPLE_CAPTURES, needs_tshark, tshark_fields

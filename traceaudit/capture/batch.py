@@ -23,7 +23,7 @@ COLUMNS: dict[str, np.dtype] = {
     "ts_ns": np.dtype(np.int64),        # capture timestamp, nanoseconds since the Unix epoch
     "ip_version": np.dtype(np.uint8),   # 4 or 6 (of the innermost IP header carrying the TCP)
     "src_hi": np.dtype(np.uint64),      # source address, high 64 bits (IPv4: 0)
-    "src_lo": np.dtype(np.uint64),      # source address, low 64 bits (IPv4: 0xffff_0000_0000 | addr)
+    "src_lo": np.dtype(np.uint64),      # source address, low 64 bits (IPv4: ::ffff:a.b.c.d)
     "dst_hi": np.dtype(np.uint64),      # destination address, high 64 bits
     "dst_lo": np.dtype(np.uint64),      # destination address, low 64 bits
     "sport": np.dtype(np.uint16),       # TCP source port

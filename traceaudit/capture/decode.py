@@ -12,7 +12,7 @@ from numba import njit
 
 from traceaudit.capture import linktypes as lt
 
-# Column indices of the int64 matrix the kernel fills (order='F', one column per PacketBatch column).
+# Column indices of the int64 matrix the kernel fills (order='F'; PacketBatch column order).
 C_FRAME, C_TS, C_IPV, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_SPORT, C_DPORT, C_SEQ, C_ACK, \
     C_FLAGS, C_WIN, C_PLEN, C_FLEN, C_MSS, C_WSCALE, C_SACKP, C_HASTS, C_TSVAL, C_TSECR, \
     C_TUNNELED = range(22)
@@ -208,7 +208,8 @@ def decode_record(b, start, caplen, origlen, linktype, out, j, warn, verify):
             pos += 14
             # VLAN tags (802.1Q, 802.1ad, old QinQ), VN-Tag, PBB and FabricPath, in any stacking.
             while True:
-                if (et == 0x8100 or et == 0x88A8 or et == 0x9100 or et == 0x9200) and pos + 4 <= end:
+                vlan = et == 0x8100 or et == 0x88A8 or et == 0x9100 or et == 0x9200
+                if vlan and pos + 4 <= end:
                     et = be16(b, pos + 2)
                     pos += 4
                 elif et == 0x8926 and pos + 6 <= end:

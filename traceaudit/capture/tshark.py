@@ -63,8 +63,8 @@ WARNING_TEXT = {
                 "(no TCP header)",
     W_TRUNCATED_TCP: "{n} TCP header(s) cut short by the snap length were skipped",
     W_BAD_CHECKSUM: "{n} TCP segment(s) with a wrong checksum were dropped (--verify-checksums)",
-    W_UNVERIFIABLE: "{n} TCP segment(s) could not have their checksum verified (payload not "
-                    "captured) and were kept",
+    W_UNVERIFIABLE: "{n} TCP segment(s) could not have their checksum verified by tshark (payload "
+                    "not captured, or cut short by an enclosing header) and were kept",
     W_NO_IP: "{n} TCP header(s) tshark found outside any IP packet were skipped",
     W_BOGUS_HEADER: "{n} TCP header(s) with a data offset below 5 words were skipped",
 }
@@ -124,7 +124,8 @@ class TsharkSource:
         except StopIteration:
             return None
         except Exception as exc:    # pyshark's own errors: a crashed tshark, unparsable output
-            capture.errors.append(f"{type(exc).__name__}: {exc}")
+            capture.errors.append(f"tshark's output could not be read ({type(exc).__name__}: "
+                                  f"{exc})")
             capture.exit_status = capture.exit_status or -1
             return None
 
@@ -136,7 +137,7 @@ class TsharkSource:
         except OSError as exc:
             raise CaptureError(self.path, f"cannot open ({exc.strerror})", slug="open") from None
         if empty:   # tshark would call it an ERF file with no records
-            raise CaptureError(self.path, "empty file: not a capture", offset=0, slug="empty")
+            raise CaptureError(self.path, "empty file: not a capture", slug="empty")
         prefs = dict(PREFERENCES, **(CHECKSUM_PREFERENCES if self.verify else {}))
         return _capture_class()(self.path, keep_packets=False, use_json=True,
                                 override_prefs=prefs)

@@ -22,7 +22,7 @@ def format_addresses(hi: np.ndarray, lo: np.ndarray, version: np.ndarray) -> np.
     keys = np.stack([hi.astype(np.uint64), lo.astype(np.uint64),
                      version.astype(np.uint64)], axis=1)
     uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-    text = np.array([format_address(h, l, v) for h, l, v in uniq.tolist()], dtype=object)
+    text = np.array([format_address(h, lo_, v) for h, lo_, v in uniq.tolist()], dtype=object)
     return text[inverse.reshape(-1)]
 
 

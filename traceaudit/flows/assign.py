@@ -173,8 +173,8 @@ def _new_conn(conn, n_conns, s, src_is_a, flags, sport, dport, ipv, tunneled):
 
 
 @njit(cache=True)
-def assign_batch(src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, seq, ack, ts, frame, frame_len,
-                 payload_len, ipv, tunneled, ht, slots, n_slots, conn, n_conns,
+def assign_batch(src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, seq, ack, ts, frame,
+                 frame_len, payload_len, ipv, tunneled, ht, slots, n_slots, conn, n_conns,
                  out_conn, out_from_client):
     """Assign every row of a batch. Returns (n_slots, n_conns) after the batch.
 

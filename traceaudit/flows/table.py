@@ -88,8 +88,9 @@ class FlowBuilder:
         b = batch.columns
         self.n_slots, self.n_conns = A.assign_batch(
             b["src_hi"], b["src_lo"], b["dst_hi"], b["dst_lo"], b["sport"], b["dport"],
-            b["flags"], b["seq"], b["ack"], b["ts_ns"], b["frame"], b["frame_len"], b["payload_len"],
-            b["ip_version"], b["tunneled"], self.ht, self.slots, self.n_slots, self.conn,
+            b["flags"], b["seq"], b["ack"], b["ts_ns"], b["frame"], b["frame_len"],
+            b["payload_len"], b["ip_version"], b["tunneled"], self.ht, self.slots, self.n_slots,
+            self.conn,
             self.n_conns, conn_ids, from_client)
         return Assignment(conn_ids, from_client)
 
