@@ -11,6 +11,13 @@ tshark is asked for JSON (``-T json``, ~4x faster to parse than PDML). Duplicate
 ``ip`` in a tunnel) come back as one list per name, which loses the order *between* names, so
 that order is read from ``frame.protocols``: the innermost IP is the last ``ip``/``ipv6`` token
 before the first ``tcp`` token, and its position among the tokens of its name picks the layer.
+
+Two columns are not copied from a single tshark field. ``payload_len`` is the IP length minus
+the IP, extension and TCP headers (the column's definition): ``tcp.len`` is clipped to what the
+frame and every enclosing layer hold, so it is short for a segment inside an outer IP fragment or
+behind a PPPoE length that disagrees with the IP header. With ``verify_checksums`` tshark's
+verdict (``tcp.checksum.status``) is taken only when tshark saw the whole segment; otherwise the
+segment counts as unverifiable and is kept, as the built-in reader does.
 """
 
 from __future__ import annotations
@@ -180,7 +187,7 @@ class TsharkSource:
         ip_name = before[ips[-1]] if ips else ""
         ip = layers.get(ip_name, before.count(ip_name) - 1) if ips else None
         tcp = layers.get("tcp", 0)
-        if ip is None or tcp is None:
+        if ip is None or tcp is None or f"{ip_name}.src" not in ip or f"{ip_name}.dst" not in ip:
             self._warn[W_NO_IP] += 1
             return False
         fields = tcp_fields(tcp)
@@ -318,22 +325,22 @@ class _LayerIndex:
     def _search(self) -> dict[str, list[dict]]:
         out: dict[str, list[dict]] = {name: [] for name in self.NAMES}
 
-        def walk(node: Any, top: bool) -> None:
+        def walk(node: Any) -> None:
             if isinstance(node, list):
                 for item in node:
-                    walk(item, top)
+                    walk(item)
             elif isinstance(node, dict):
                 for key, value in node.items():
-                    if key in out and not top:
+                    if key in out:
                         out[key].extend(v for v in (value if isinstance(value, list) else [value])
                                         if isinstance(v, dict))
-                    walk(value, False)
+                    walk(value)
 
         for name in self.NAMES:
             out[name].extend(self.top[name])
         for layer in self.packet.layers:
             for one in [layer, *getattr(layer, "duplicate_layers", [])]:
-                walk(_layer_dict(one), False)
+                walk(_layer_dict(one))
         return out
 
 
