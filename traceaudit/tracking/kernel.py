@@ -407,8 +407,10 @@ def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, pr
                     elif sy == CLOSING and trk[c, oy + E_FIN_ACKED] == 1:
                         n_ev = _set(trk, ev, n_ev, c, y, t, fr, TIME_WAIT, R_RECEIVED_FIN)
         # -- bookkeeping -------------------------------------------------------------------
-        if not rst and trk[c, ox + E_STATE] == TIME_WAIT and trk[c, ox + E_TW_FRAME] != fr:
-            trk[c, ox + E_TW_TS] = t        # Linux restarts the 60 s when TIME_WAIT answers
+        if not rst and trk[c, ox + E_STATE] == TIME_WAIT and \
+                trk[c, oy + E_LAST_FRAME] > trk[c, ox + E_TW_FRAME]:
+            # answering a later segment (e.g. a retransmitted FIN) restarts the 60 s, as on Linux
+            trk[c, ox + E_TW_TS] = t
         if not rst and end > trk[c, ox + E_NXT]:
             trk[c, ox + E_NXT] = end
         trk[c, ox + E_SEEN] = 1
