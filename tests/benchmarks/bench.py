@@ -351,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     elif an is not None:
         check("analyze targets", None, "analyze not available: not measured")
     print()
-    print("targets:")
+    print("targets:" if checks else "targets: (traceaudit not measured)")
     for c in checks:
         mark = {True: "MET ", False: "MISS", None: "n/a "}[c["met"]]
         print(f"  [{mark}] {c['target']:<34} {c['detail']}")
