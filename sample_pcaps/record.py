@@ -78,6 +78,14 @@ FORMATS = {"pcap", "pcap-ns", "pcapng", "sll2-pcap"}
 # lasting microseconds on loopback) that a re-record may or may not catch.
 MIN_STABLE_RUN = 2
 
+# recorded in every truth file (the scenario's own settings are added to these)
+REPORTED_SYSCTLS = [
+    "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_max_tw_buckets", "net.ipv4.tcp_tw_reuse",
+    "net.ipv4.tcp_tw_reuse_delay", "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes",
+    "net.ipv4.tcp_synack_retries", "net.ipv4.tcp_timestamps",
+]
+
 C4, S4, A6 = "127.0.0.1", "127.0.0.2", "::1"
 SPORT = 8080
 PAUSE = 0.25  # the gap between designed steps: every designed state lasts at least this
@@ -723,7 +731,8 @@ scenario(
                    "the retransmitted FIN", count=1),
                sig(f"{RST} && {CPORT}", "the client's RST answers the retransmitted FIN", count=1),
                sig(RST, "one RST", count=1),
-               sig(f"{CPORT} && tcp.flags==0x010 && tcp.ack=={len(RESP) + 2} && tcp.seq=={len(REQ) + 2}",
+               sig(f"{CPORT} && tcp.flags==0x010 && tcp.ack=={len(RESP) + 2} "
+                   f"&& tcp.seq=={len(REQ) + 2}",
                    "the (lost) final ACK is in the capture", count=1)],
     expect={0: {"client": ["ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSED"],
                 "server": ["ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"]}},
@@ -756,8 +765,8 @@ scenario(
     required=[req("simultaneous-close", None)],
     neutral=["server-closes-first"],
     signature=[sig(FIN, "two FINs", count=2),
-               sig(f"{FIN} && {SRV} && tcp.ack=={len(REQ) + 5}", "the server's FIN does not ack the "
-                   "client's FIN (they crossed)", count=1),
+               sig(f"{FIN} && {SRV} && tcp.ack=={len(REQ) + 5}",
+                   "the server's FIN does not ack the client's FIN (they crossed)", count=1),
                sig(RST, "no RST", count=0)],
     expect={0: {"client": ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"],
                 "server": ["ESTABLISHED", "FIN_WAIT_1", "CLOSING", "TIME_WAIT"]}},
@@ -1047,29 +1056,36 @@ def connection_truth(ctx: Ctx, i: int, samples: list) -> dict:
              if d["client"] == c["client"] and d["server"] == c["server"]]
     t_end = later[0] if later else float("inf")
     keys = {"client": (c["client"], c["server"]), "server": (c["server"], c["client"])}
-    seen = {"client": False, "server": False}
+    window = [(tb, ta, table) for tb, ta, table in samples if c["t_start"] <= ta < t_end]
+    # An endpoint missing from a dump *between* two dumps that list it is not closed: while
+    # an orphaned socket is swapped for its timewait mini-socket (FIN_WAIT_1 -> FIN_WAIT_2
+    # or -> TIME_WAIT) one dump can miss it.  Absent is CLOSED only after the last sighting.
+    last_seen = {who: max((j for j, (_, _, table) in enumerate(window) if key in table),
+                          default=None) for who, key in keys.items()}
+    first_seen = {who: min((j for j, (_, _, table) in enumerate(window) if key in table),
+                           default=None) for who, key in keys.items()}
     rows = []
     per_ep: dict[str, list[str]] = {"client": [], "server": []}
-    for tb, ta, table in samples:
-        if ta < c["t_start"] or ta >= t_end:
-            continue
+    for j, (tb, ta, table) in enumerate(window):
         row = {"ts": round((tb + ta) / 2, 6), "ts_before": round(tb, 6), "ts_after": round(ta, 6)}
         for who, key in keys.items():
             st = table.get(key)
-            if st is None and seen[who]:
+            if st is None and last_seen[who] is not None and j > last_seen[who]:
                 st = "CLOSED"
             if st is not None:
-                seen[who] = True
                 row[who] = st
                 per_ep[who].append(st)
+            elif first_seen[who] is not None and first_seen[who] < j:
+                row.setdefault("missed", []).append(who)
         if "client" in row or "server" in row:
             rows.append(row)
     # compact: keep the first and the last sample of every run of identical observations
     compact = []
     for j, row in enumerate(rows):
-        sig_ = (row.get("client"), row.get("server"))
-        prev = (rows[j - 1].get("client"), rows[j - 1].get("server")) if j else None
-        nxt = (rows[j + 1].get("client"), rows[j + 1].get("server")) if j + 1 < len(rows) else None
+        key = lambda r: (r.get("client"), r.get("server"), tuple(r.get("missed", ())))
+        sig_ = key(row)
+        prev = key(rows[j - 1]) if j else None
+        nxt = key(rows[j + 1]) if j + 1 < len(rows) else None
         if sig_ != prev or sig_ != nxt:
             compact.append(row)
     out = {"client": c["client"], "server": c["server"], "closer": c["closer"],
@@ -1106,9 +1122,7 @@ def child_main(name: str, outdir: Path) -> int:
     for key, val in sc.sysctls.items():
         Path("/proc/sys/" + key.replace(".", "/")).write_text(val + "\n")
     sysctls = {k: Path("/proc/sys/" + k.replace(".", "/")).read_text().strip()
-               for k in sorted(set(sc.sysctls) | {"net.ipv4.tcp_fin_timeout",
-                                                  "net.ipv4.tcp_max_tw_buckets",
-                                                  "net.ipv4.tcp_tw_reuse"})}
+               for k in sorted(set(sc.sysctls) | set(REPORTED_SYSCTLS))}
     ctx = Ctx(sc)
     cap = Capture(sc.fmt, outdir / sc.capture)
     sampler = Sampler(sc.sample_interval)
@@ -1155,7 +1169,8 @@ def child_main(name: str, outdir: Path) -> int:
         "capture_stopped": round(t_stop, 6),
         "ss_sampler": {"command": "ss -tanH (inside the namespace, back to back)",
                        "samples": len(samples),
-                       "median_interval_ms": round(1000 * gaps[len(gaps) // 2], 2) if gaps else None,
+                       "median_interval_ms":
+                           round(1000 * gaps[len(gaps) // 2], 2) if gaps else None,
                        "stable_run": MIN_STABLE_RUN},
     }
     if len(ctx.conns) != len(conns):
@@ -1195,7 +1210,8 @@ def check(sc: Scenario, staging: Path) -> list[str]:
 
 
 def kill_namespace(ns: str) -> None:
-    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+    pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True,
+                          text=True).stdout.split()
     for pid in pids:
         try:
             os.kill(int(pid), signal.SIGKILL)
@@ -1204,7 +1220,7 @@ def kill_namespace(ns: str) -> None:
     subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL, check=False)
 
 
-def record_one(sc: Scenario, outdir: Path, attempts: int = 3, verify: bool = True) -> None:
+def record_one(sc: Scenario, outdir: Path, attempts: int = 3, verify: bool = True) -> bool:
     for attempt in range(1, attempts + 1):
         ns = f"ta-rec-{sc.name}-{os.getpid()}"
         staging = Path(tempfile.mkdtemp(prefix=f"ta-rec-{sc.name}-"))
@@ -1213,7 +1229,8 @@ def record_one(sc: Scenario, outdir: Path, attempts: int = 3, verify: bool = Tru
         try:
             subprocess.run(["ip", "netns", "add", ns], check=True)
             subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
-            proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(Path(__file__).resolve()),
+            proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable,
+                                     str(Path(__file__).resolve()),
                                      "--child", sc.name, "--out", str(staging)],
                                     start_new_session=True)
             try:
@@ -1230,7 +1247,7 @@ def record_one(sc: Scenario, outdir: Path, attempts: int = 3, verify: bool = Tru
                     shutil.move(str(staging / f), str(outdir / f))
                 size = (outdir / sc.capture).stat().st_size
                 print(f"{sc.name}: ok ({time.time() - t0:.1f} s, {size} bytes)", flush=True)
-                return
+                return True
             print(f"{sc.name}: attempt {attempt} failed: {'; '.join(problems)}", flush=True)
         finally:
             if proc is not None and proc.poll() is None:
@@ -1241,7 +1258,12 @@ def record_one(sc: Scenario, outdir: Path, attempts: int = 3, verify: bool = Tru
                 proc.wait()
             kill_namespace(ns)
             shutil.rmtree(staging, ignore_errors=True)
-    raise SystemExit(f"{sc.name}: failed {attempts} times")
+    print(f"{sc.name}: FAILED {attempts} times, nothing written", flush=True)
+    return False
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1255,6 +1277,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.child:
         return child_main(args.child, args.out)
+    # Ctrl-C and SIGTERM both unwind through record_one's finally (namespace deleted,
+    # capture killed); SIGINT may arrive ignored when started as a background job.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
     if args.list:
         for sc in SCENARIOS.values():
             print(f"{sc.name:24} {sc.fmt:9} {sc.tool_says}")
@@ -1269,10 +1295,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    for n in names:
-        record_one(SCENARIOS[n], args.out, verify=not args.no_verify)
-    print(f"recorded {len(names)} scenario(s) in {time.time() - t0:.1f} s", flush=True)
-    return 0
+    try:
+        failed = [n for n in names
+                  if not record_one(SCENARIOS[n], args.out, verify=not args.no_verify)]
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e or 'Ctrl-C'}); namespace and capture cleaned up", flush=True)
+        return 130
+    print(f"recorded {len(names) - len(failed)} of {len(names)} scenario(s) in "
+          f"{time.time() - t0:.1f} s" + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+          flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -134,6 +134,37 @@ def test_signature_packets(truth_path: Path):
     assert max(times) <= truth["capture_stopped"] + 0.01
 
 
+def _clock_cases() -> list[Path]:
+    cases = []
+    for p in TRUTHS:
+        t = load(p)
+        rows = t["connections"][0]["ss"]
+        both = [r for r in rows if r.get("client") == r.get("server") == "ESTABLISHED"]
+        queued = any(i["what"].startswith("tc:") for i in t.get("interventions", []))
+        if both and rows[-1] is not both[-1] and not queued:
+            cases.append(p)
+    return cases
+
+
+@needs_tshark
+@pytest.mark.tshark
+@pytest.mark.parametrize("truth_path", _clock_cases(), ids=lambda p: p.name[:-11])
+def test_first_close_packet_falls_between_ss_samples(truth_path: Path):
+    """The ss clock and the capture clock agree: connection 0's first FIN or RST is on the
+    wire between the last ss sample that saw both ends ESTABLISHED and the first one that
+    did not (scenarios whose segments a tc qdisc holds back are left out)."""
+    t = load(truth_path)
+    rows = t["connections"][0]["ss"]
+    i = max(j for j, r in enumerate(rows)
+            if r.get("client") == r.get("server") == "ESTABLISHED")
+    times = tshark_lines(SAMPLES / t["capture"],
+                         "tcp.stream==0 && (tcp.flags.fin==1 || tcp.flags.reset==1)",
+                         "frame.time_epoch")
+    first = float(times[0])
+    assert rows[i]["ts_before"] - 0.005 <= first <= rows[i + 1]["ts_after"] + 0.005, (
+        rows[i], first, rows[i + 1])
+
+
 # --------------------------------------------------------------------------------------
 # 2. truth sanity
 # --------------------------------------------------------------------------------------
