@@ -758,6 +758,38 @@ scenario(
 
 
 @scenario(
+    name="fin-wait-2-skipped", fmt="pcap",
+    description="tcp_max_tw_buckets=0 and the client calls close(): its orphaned FIN_WAIT_2 "
+                "needs a timewait bucket too, so the kernel drops the socket as soon as its FIN "
+                "is ACKed. When the server closes 0.25 s later, its first FIN is answered "
+                "with RST.",
+    sysctls={"net.ipv4.tcp_max_tw_buckets": "0"},
+    required=[req("rst-after-premature-close", "client", cause="time_wait_skipped")],
+    signature=[sig(f"{FIN} && {SRV}", "the server's FIN, sent once", count=1),
+               sig(f"{FIN} && {SRV} && tcp.analysis.retransmission", "no retransmission",
+                   count=0),
+               sig(f"{RST} && {CPORT}", "the client's RST answers the server's first FIN",
+                   count=1),
+               sig(RST, "one RST", count=1)],
+    expect={0: {"client": ["ESTABLISHED", "FIN_WAIT_1", "CLOSED"],
+                "server": ["ESTABLISHED", "CLOSE_WAIT", "CLOSED"]}},
+    tool_says="rst-after-premature-close cause=time_wait_skipped (client)",
+    notes="Same mechanism as time-wait-skipped (no timewait bucket), seen one step earlier: "
+          "the client vanished at FIN_WAIT_2, so no ACK had to be lost for the RST.",
+)
+def _fin_wait_2_skipped(ctx: Ctx) -> None:
+    lsn = ctx.listen()
+    c, s = ctx.open(lsn, 40000, "client", "reset")
+    ctx.exchange(c, s)
+    ctx.pause()
+    ctx.close(c, "client", "close() (orphaned: FIN_WAIT_2 would be a timewait mini-socket)")
+    ctx.pause()
+    ctx.recv_eof(s, "server")
+    ctx.close(s, "server")
+    ctx.pause()
+
+
+@scenario(
     name="simultaneous-close", fmt="pcap-ns",
     description="Both sides call close() within microseconds while a slow token-bucket qdisc "
                 "on lo holds both FINs in flight: each side receives the other's FIN in "
