@@ -468,8 +468,6 @@ def bogus_offset() -> bytes:
 
 @needs_tshark
 @needs_native
-@pytest.mark.xfail(reason="native reader finds no TCP behind IPv4 AH (it skips AH only as an "
-                          "IPv6 extension header); tshark gives the row", strict=False)
 def test_both_readers_see_tcp_behind_ipv4_ah(tmp_path):
     path = tmp_path / "ah.pcap"
     path.write_bytes(pcap_ns([(T0, ether(ipv4_ah(tcp(20, 0x018, b"a" * 10))))]))
@@ -480,8 +478,6 @@ def test_both_readers_see_tcp_behind_ipv4_ah(tmp_path):
 
 @needs_tshark
 @needs_native
-@pytest.mark.xfail(reason="native reader keeps a TCP header whose data offset is below 5 words; "
-                          "tshark calls it a bogus header and gives no fields", strict=False)
 def test_both_readers_skip_a_bogus_data_offset(tmp_path):
     path = tmp_path / "bogus.pcap"
     path.write_bytes(pcap_ns([(T0, bogus_offset())]))

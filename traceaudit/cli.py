@@ -93,12 +93,7 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
         table = pd.concat(tables, ignore_index=True) if tables else empty_flow_table()
         if fmt == "parquet" and output == "-":
             raise click.UsageError("--format parquet needs -o FILE")
-        try:
-            data = flow_report.RENDERERS[fmt](table)
-        except ImportError:
-            raise click.UsageError("--format parquet needs pyarrow: pip install "
-                                   "'traceaudit[parquet]'") from None
-        write_output(output, data)
+        write_output(output, flow_report.RENDERERS[fmt](table))
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)

@@ -25,7 +25,8 @@ W_BAD_CHECKSUM = 2    # TCP checksum wrong, segment dropped (only with verify_ch
 W_UNVERIFIABLE = 3    # checksum not verifiable (payload not captured), segment kept
 W_TUNNELED = 4        # TCP segments found inside a tunnel
 W_TRUNCATED_IP = 5    # IP header cut by the snap length: skipped
-N_WARN = 6
+W_BOGUS_TCP = 6       # TCP data offset below 5 words: not a valid header, skipped
+N_WARN = 7
 
 # Protocol kinds of the decode loop.
 K_DONE = 0
@@ -142,6 +143,9 @@ def decode_tcp(b, tcp_pos, end, l4_len, out, j, warn, verify, ipv, ip_pos):
     out[j, C_ACK] = be32(b, tcp_pos + 8)
     off_flags = be16(b, tcp_pos + 12)
     hlen = (off_flags >> 12) * 4
+    if hlen < 20:                       # bogus data offset: not a TCP header (as tshark says)
+        warn[W_BOGUS_TCP] += 1
+        return False
     out[j, C_FLAGS] = off_flags & 0x1FF
     out[j, C_WIN] = be16(b, tcp_pos + 14)
     plen = l4_len - hlen
@@ -365,6 +369,11 @@ def decode_record(b, start, caplen, origlen, linktype, out, j, warn, verify):
                 l4_pos = pos + ihl
                 if pos + total < end:       # Ethernet padding is not part of the IP packet
                     end = pos + total
+                if proto == 51 and l4_pos + 8 <= end:   # IPsec AH: skip to what it protects
+                    ah_len = (np.int64(b[l4_pos + 1]) + 2) * 4
+                    proto = b[l4_pos]
+                    l4_pos += ah_len
+                    l4_len -= ah_len
             elif ver == 6:
                 if pos + 40 > end:
                     warn[W_TRUNCATED_IP] += 1

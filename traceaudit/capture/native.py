@@ -37,6 +37,7 @@ WARNING_TEXT = {
                        "skipped (no TCP header)",
     decode.W_TRUNCATED_TCP: "{n} TCP header(s) cut short by the snap length were skipped",
     decode.W_TRUNCATED_IP: "{n} IP header(s) cut short by the snap length were skipped",
+    decode.W_BOGUS_TCP: "{n} TCP header(s) with a data offset below 20 bytes were skipped",
     decode.W_BAD_CHECKSUM: "{n} TCP segment(s) with a wrong checksum were dropped "
                            "(--verify-checksums)",
     decode.W_UNVERIFIABLE: "{n} TCP segment(s) could not have their checksum verified "

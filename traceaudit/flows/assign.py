@@ -175,13 +175,15 @@ def _new_conn(conn, n_conns, s, src_is_a, flags, sport, dport, ipv, tunneled):
 @njit(cache=True)
 def assign_batch(src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, seq, ack, ts, frame,
                  frame_len, payload_len, ipv, tunneled, ht, slots, n_slots, conn, n_conns,
-                 out_conn, out_from_client):
-    """Assign every row of a batch. Returns (n_slots, n_conns) after the batch.
+                 out_conn, out_from_client, start):
+    """Assign rows ``start``.. of a batch. Returns (n_slots, n_conns, next row).
 
-    The caller guarantees capacity: ``ht`` at most half full after adding len(batch) slots, and
-    ``slots``/``conn`` with room for len(batch) more rows.
+    Stops early, before a row, when a new slot or connection might not fit (``slots`` or
+    ``conn`` full, or ``ht`` half full), so that the caller can grow them and call again.
     """
-    for i in range(len(src_hi)):
+    for i in range(start, len(src_hi)):
+        if n_conns >= len(conn) or n_slots >= len(slots) or 2 * (n_slots + 1) > len(ht):
+            return n_slots, n_conns, i
         a_hi, a_lo, a_port, b_hi, b_lo, b_port, src_is_a = canonical(
             np.uint64(src_hi[i]), np.uint64(src_lo[i]), np.int64(sport[i]),
             np.uint64(dst_hi[i]), np.uint64(dst_lo[i]), np.int64(dport[i]))
@@ -218,4 +220,4 @@ def assign_batch(src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, seq, ack, 
         conn[c, F_DIR_LAST_TS + d] = max(conn[c, F_DIR_LAST_TS + d], ts[i])
         out_conn[i] = c
         out_from_client[i] = from_client
-    return n_slots, n_conns
+    return n_slots, n_conns, len(src_hi)

@@ -67,32 +67,31 @@ class FlowBuilder:
         self.n_slots = 0
         self.n_conns = 0
 
-    def _reserve(self, rows: int) -> None:
-        need = self.n_slots + rows
-        if need * 2 > len(self.ht):
-            size = len(self.ht)
-            while need * 2 > size:
-                size *= 2
-            self.ht = np.full(size, -1, np.int64)
+    def _grow_tables(self) -> None:
+        """Double whatever the assignment kernel ran out of (amortised O(1) per connection)."""
+        if 2 * (self.n_slots + 1) > len(self.ht):
+            self.ht = np.full(len(self.ht) * 2, -1, np.int64)
             A.rebuild_table(self.ht, self.slots, self.n_slots)
-        if need > len(self.slots):
-            self.slots = _grow(self.slots, need)
-        if self.n_conns + rows > len(self.conn):
-            self.conn = _grow(self.conn, self.n_conns + rows)
+        if self.n_slots >= len(self.slots):
+            self.slots = _grow(self.slots, self.n_slots + 1)
+        if self.n_conns >= len(self.conn):
+            self.conn = _grow(self.conn, self.n_conns + 1)
 
     def add(self, batch: PacketBatch) -> Assignment:
         n = len(batch)
-        self._reserve(n)
         conn_ids = np.empty(n, np.int64)
         from_client = np.empty(n, np.bool_)
         b = batch.columns
-        self.n_slots, self.n_conns = A.assign_batch(
-            b["src_hi"], b["src_lo"], b["dst_hi"], b["dst_lo"], b["sport"], b["dport"],
-            b["flags"], b["seq"], b["ack"], b["ts_ns"], b["frame"], b["frame_len"],
-            b["payload_len"], b["ip_version"], b["tunneled"], self.ht, self.slots, self.n_slots,
-            self.conn,
-            self.n_conns, conn_ids, from_client)
-        return Assignment(conn_ids, from_client)
+        row = 0
+        while True:
+            self.n_slots, self.n_conns, row = A.assign_batch(
+                b["src_hi"], b["src_lo"], b["dst_hi"], b["dst_lo"], b["sport"], b["dport"],
+                b["flags"], b["seq"], b["ack"], b["ts_ns"], b["frame"], b["frame_len"],
+                b["payload_len"], b["ip_version"], b["tunneled"], self.ht, self.slots,
+                self.n_slots, self.conn, self.n_conns, conn_ids, from_client, row)
+            if row >= n:
+                return Assignment(conn_ids, from_client)
+            self._grow_tables()
 
     def table(self, capture: str) -> pd.DataFrame:
         """The flow table so far (one row per connection, ``FLOW_COLUMNS``)."""

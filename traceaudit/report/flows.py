@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pa_parquet
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -33,8 +35,12 @@ def render_table(flows: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def render_csv(flows: pd.DataFrame) -> str:
-    return flows.to_csv(index=False, float_format="%.9f")
+def render_csv(flows: pd.DataFrame) -> bytes:
+    """CSV via Arrow's writer (an order of magnitude faster than pandas for 100k rows)."""
+    buf = pa.BufferOutputStream()
+    options = pa_csv.WriteOptions(quoting_style="needed", quoting_header="none")
+    pa_csv.write_csv(_arrow_table(flows), buf, options)
+    return buf.getvalue().to_pybytes()
 
 
 def render_json(flows: pd.DataFrame) -> str:
@@ -46,11 +52,15 @@ def render_json(flows: pd.DataFrame) -> str:
 
 
 def render_parquet(flows: pd.DataFrame) -> bytes:
-    buf = io.BytesIO()
+    buf = pa.BufferOutputStream()
+    pa_parquet.write_table(_arrow_table(flows), buf)
+    return buf.getvalue().to_pybytes()
+
+
+def _arrow_table(flows: pd.DataFrame) -> pa.Table:
     df = flows.copy()
     df["capture"] = df["capture"].astype(str)
-    df.to_parquet(buf, index=False)
-    return buf.getvalue()
+    return pa.Table.from_pandas(df, preserve_index=False)
 
 
 def _plain(v):

@@ -6,10 +6,10 @@ FORMAT_VERSION history:
 
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
 import numpy as np
+import orjson
 
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.tracking.connections import state_names
@@ -77,7 +77,7 @@ def _timelines(events: np.ndarray, n: int) -> list[tuple[list, list]]:
 
 
 def render(analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = None,
-           *, tool_version: str, generated_at: str | None = None) -> str:
+           *, tool_version: str, generated_at: str | None = None) -> bytes:
     analyses = list(analyses)
     doc = {
         "format": FORMAT_VERSION,
@@ -87,4 +87,4 @@ def render(analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = No
         "connections": [c for a in analyses for c in connection_entries(a)],
         "findings": findings or [],
     }
-    return json.dumps(doc, indent=None, separators=(",", ":"), allow_nan=False) + "\n"
+    return orjson.dumps(doc) + b"\n"

@@ -92,6 +92,7 @@ F_FINS_CROSSED = 4
 F_ACK_LOST = 8
 
 ANS_DATA, ANS_FIN, ANS_SYN, ANS_FIN_AGAIN = 1, 2, 4, 8
+EV_HEADROOM = 16      # more events than one segment can cause (both endpoints + a recycled one)
 HALF = np.int64(1) << 31
 FULL = np.int64(1) << 32
 
@@ -185,13 +186,17 @@ def _close_role(trk, c, x, ts, frame):
 
 @njit(cache=True)
 def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, prev_of, trk, ev,
-                n_ev, msl2):
-    """Run both trackers over one batch (rows in capture order). Returns the event count.
+                n_ev, msl2, start):
+    """Run both trackers over rows ``start``.. of a batch (capture order).
 
     ``prev_of[c]`` is the previous incarnation of connection c's 4-tuple (-1 when none).
-    ``ev`` receives (conn, endpoint, ts_ns, frame, state, reason) rows from ``n_ev`` on.
+    ``ev`` receives (conn, endpoint, ts_ns, frame, state, reason) rows from ``n_ev`` on. Returns
+    (event count, next row): it stops early, before a row, when ``ev`` has fewer than
+    EV_HEADROOM free rows, so that the caller can drain it and call again.
     """
-    for i in range(len(conn_ids)):
+    for i in range(start, len(conn_ids)):
+        if n_ev + EV_HEADROOM > len(ev):
+            return n_ev, i
         c = conn_ids[i]
         t = ts[i]
         fr = frame[i]
@@ -419,7 +424,7 @@ def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, pr
         trk[c, ox + E_LAST_FLAGS] = f
         trk[c, ox + E_LAST_ACKVAL] = np.int64(ack[i])
         trk[c, ox + E_LAST_END] = end
-    return n_ev
+    return n_ev, len(conn_ids)
 
 
 @njit(cache=True)

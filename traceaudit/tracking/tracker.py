@@ -11,6 +11,8 @@ from traceaudit.flows import assign as A
 from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.tracking import kernel as K
 
+EVENT_BUFFER_ROWS = 1 << 16
+
 #: Event matrix columns.
 EV_CONN, EV_ENDPOINT, EV_TS, EV_FRAME, EV_STATE, EV_REASON = range(6)
 
@@ -41,20 +43,22 @@ class ConnectionTracker:
         self.msl2 = int(config.msl2_s * 1e9)
         self.trk = np.zeros((initial, K.N_TRK), np.int64)
         self._events: list[np.ndarray] = []
+        self._ev = np.empty((EVENT_BUFFER_ROWS, 6), np.int64)    # reused, drained per call
 
     def add(self, batch: PacketBatch, assignment: Assignment, flows: FlowBuilder) -> None:
         if flows.n_conns > len(self.trk):
             grown = np.zeros((max(flows.n_conns, 2 * len(self.trk)), K.N_TRK), np.int64)
             grown[:len(self.trk)] = self.trk
             self.trk = grown
-        n = len(batch)
-        ev = np.empty((3 * n + 16, 6), np.int64)
         b = batch.columns
-        n_ev = K.track_batch(assignment.conn, assignment.from_client, b["flags"], b["seq"],
-                             b["ack"], b["payload_len"], b["win"], b["ts_ns"], b["frame"],
-                             flows.conn[:, A.F_PREV], self.trk, ev, 0, self.msl2)
-        if n_ev:
-            self._events.append(ev[:n_ev].copy())
+        row = 0
+        while row < len(batch):
+            n_ev, row = K.track_batch(assignment.conn, assignment.from_client, b["flags"],
+                                      b["seq"], b["ack"], b["payload_len"], b["win"], b["ts_ns"],
+                                      b["frame"], flows.conn[:, A.F_PREV], self.trk, self._ev, 0,
+                                      self.msl2, row)
+            if n_ev:
+                self._events.append(self._ev[:n_ev].copy())
 
     def finish(self, n_conns: int, end_ts_ns: int | None) -> Tracked:
         trk = self.trk[:n_conns]
