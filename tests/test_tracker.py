@@ -151,3 +151,16 @@ def test_port_reuse_splits_like_wireshark(tmp_path):
     a = analyse(tmp_path, first.frames + again.frames + other.frames)
     assert a.flows.id.tolist() == [0, 1]
     assert a.flows.client_packets.tolist() == [5, 2]
+
+
+def test_unanswered_syn_ack_leaves_the_client_in_syn_sent(tmp_path):
+    """SYN-ACKs retransmitted with no word from the client never reached it (half-open)."""
+    conv = g.Conversation().send("c", SYN).send("s", SYN | ACK)
+    conv.send("s", SYN | ACK, seq=conv.sisn, gap_ns=10**9).send("s", SYN | ACK, seq=conv.sisn)
+    a = analyse(tmp_path, conv.frames)
+    assert states(a) == ["SYN_SENT"]
+    assert states(a, endpoint="server") == ["SYN_RECEIVED"]
+    answered = g.Conversation().send("c", SYN).send("s", SYN | ACK)
+    answered.send("s", SYN | ACK, seq=answered.sisn, gap_ns=10**9).send("c", ACK)
+    b = analyse(tmp_path, answered.frames, "b.pcap")
+    assert states(b) == ["SYN_SENT", "ESTABLISHED"]

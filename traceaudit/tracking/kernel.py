@@ -71,7 +71,8 @@ E_SYN_COUNT = 42      # SYN (or SYN-ACK) transmissions
 E_FLAGS = 43          # hindsight flags: F_TW_SKIPPED, F_FW2_EXPIRED, F_FINS_CROSSED, F_ACK_LOST
 E_DATA_AFTER_FIN = 44  # segments with payload it received after it sent its FIN
 E_ZERO_WIN = 45       # zero-window advertisements it sent
-NE = 46
+E_SYN_LAST_FRAME = 46  # its last SYN or SYN-ACK transmission
+NE = 47
 # Connection fields follow the two endpoint blocks.
 K_INIT = 2 * NE
 K_MIDSTREAM = K_INIT + 1      # the capture starts after the handshake
@@ -158,6 +159,7 @@ def init_conn(trk, c, prev):
         trk[c, o + E_FIN_RETX_FRAME] = -1
         trk[c, o + E_CW_FRAME] = -1
         trk[c, o + E_FW2_FRAME] = -1
+        trk[c, o + E_SYN_LAST_FRAME] = -1
     trk[c, K_CLOSER] = -1
     trk[c, K_CLOSE_FRAME] = -1
     trk[c, K_TW_RECYCLED_FRAME] = -1
@@ -249,6 +251,7 @@ def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, pr
             n_ev = _set(trk, ev, n_ev, c, x, t, fr, ESTABLISHED, R_MIDSTREAM)
         if syn and not rst:
             trk[c, ox + E_SYN_COUNT] += 1
+            trk[c, ox + E_SYN_LAST_FRAME] = fr
             if trk[c, ox + E_ISN_SET] == 0:
                 trk[c, ox + E_ISN_SET] = 1
                 trk[c, ox + E_BASE] = np.int64(seq[i])

@@ -9,6 +9,8 @@ Three corrections need later packets and are applied here, only to the connectio
   it was never in CLOSE_WAIT: FIN_WAIT_1 then CLOSING at its own FIN.
 - ACK lost: the endpoint retransmitted its FIN from LAST_ACK after an ACK we took as reaching
   it; that ACK never arrived, so the CLOSED it caused is removed (it stayed in LAST_ACK).
+- SYN-ACK unanswered: the server retransmitted its SYN-ACK and the client sent nothing after it,
+  so no SYN-ACK reached the client: it stayed in SYN_SENT (its ESTABLISHED is removed).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from traceaudit.tracking.tracker import (EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REAS
 
 def corrected_events(tracked: Tracked) -> np.ndarray:
     """Events sorted by (conn, endpoint, time order), with the hindsight corrections applied."""
-    ev = tracked.events
-    order = np.arange(len(ev), dtype=np.int64)
     trk = tracked.trk
+    ev = _drop_unanswered_syn_acks(tracked.events, trk)
+    order = np.arange(len(ev), dtype=np.int64)
     flagged = []
     for e in (0, 1):
         flags = trk[:, e * K.NE + K.E_FLAGS]
@@ -35,6 +37,19 @@ def corrected_events(tracked: Tracked) -> np.ndarray:
         ev, order = _apply(ev.copy(), order, trk, flagged, tracked.config.fin_timeout_s)
     idx = np.lexsort((order, ev[:, EV_TS], ev[:, EV_ENDPOINT], ev[:, EV_CONN]))
     return ev[idx]
+
+
+def _drop_unanswered_syn_acks(ev: np.ndarray, trk: np.ndarray) -> np.ndarray:
+    """Remove 'received SYN-ACK' entries of clients that evidently never got one (vectorised)."""
+    srv = K.NE
+    lost = np.flatnonzero((trk[:, srv + K.E_SYN_COUNT] > 1) &
+                          (trk[:, K.E_LAST_FRAME] < trk[:, srv + K.E_SYN_LAST_FRAME]) &
+                          (trk[:, K.E_ISN_SET] == 1))
+    if not len(lost) or not len(ev):
+        return ev
+    drop = (np.isin(ev[:, EV_CONN], lost) & (ev[:, EV_ENDPOINT] == 0) &
+            (ev[:, EV_STATE] == K.ESTABLISHED) & (ev[:, EV_REASON] == K.R_RECEIVED_SYN_ACK))
+    return ev[~drop]
 
 
 def _apply(ev, order, trk, flagged, fin_timeout_s):
