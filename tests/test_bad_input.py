@@ -175,3 +175,12 @@ def test_no_traceback_from_the_installed_command(tmp_path, content):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and str(p) in proc.stderr
+
+
+def test_reports_get_ordinary_file_permissions(tmp_path):
+    import os
+    target = tmp_path / "report.csv"
+    write_with(target, lambda tmp: open(tmp, "w").write("x\n"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
