@@ -12,7 +12,7 @@ from numba import njit
 
 from traceaudit.capture import linktypes as lt
 
-# Column indices of the int64 matrix the kernel fills (order='F'; PacketBatch column order).
+# Column indices of the int64 row-major matrix the kernel fills (PacketBatch column order).
 C_FRAME, C_TS, C_IPV, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_SPORT, C_DPORT, C_SEQ, C_ACK, \
     C_FLAGS, C_WIN, C_PLEN, C_FLEN, C_MSS, C_WSCALE, C_SACKP, C_HASTS, C_TSVAL, C_TSECR, \
     C_TUNNELED = range(22)

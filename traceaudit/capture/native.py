@@ -91,7 +91,7 @@ class NativeSource:
         self.verify = verify_checksums
         self.stats = CaptureStats(path=self.path)
         self._warn = np.zeros(decode.N_WARN, np.int64)
-        self._out = np.empty((batch_rows, decode.N_COLS), np.int64, order="F")
+        self._out = np.empty((batch_rows, decode.N_COLS), np.int64)
         self._rec_off = np.empty(batch_rows, np.int64)
         self._rec_caplen = np.empty(batch_rows, np.int64)
         self._rec_origlen = np.empty(batch_rows, np.int64)
