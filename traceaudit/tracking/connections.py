@@ -10,6 +10,7 @@ from traceaudit.tracking.classify import close_kinds, close_roles
 from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.timeline import final_states
 from traceaudit.tracking.tracker import Tracked
+from traceaudit.tracking.zeek import ZeekResult
 
 #: Columns the tracking stage adds to FLOW_COLUMNS.
 TRACKING_COLUMNS: dict[str, str] = {
@@ -19,6 +20,13 @@ TRACKING_COLUMNS: dict[str, str] = {
     "close_role": "who sent the first FIN or RST: client, server, simultaneous, none",
     "close_kind": "graceful, half_closed, reset, refused or open",
     "midstream": "True when the capture starts after the handshake (states inferred)",
+    "conn_state": "Zeek's conn_state code for the connection (S0 S1 SF REJ S2 S3 RSTO RSTR RSTOS0 "
+                  "RSTRH SH SHR OTH), as Zeek computes it for the Zeek connection holding this "
+                  "connection's last packet (docs/zeek-compat.md)",
+    "history": "Zeek's history string for that Zeek connection (upper case = Zeek's originator, "
+               "see zeek_flipped; empty where Zeek logs '-')",
+    "zeek_flipped": "True when Zeek's originator is this row's server (its history letters are "
+                    "then upper case for the server)",
 }
 
 _STATE_NAMES = np.array([s.name for s in sorted(EndpointState, key=int)], dtype=object)
@@ -28,8 +36,8 @@ def state_names(values: np.ndarray) -> np.ndarray:
     return _STATE_NAMES[values + 1]          # UNSEEN is -1
 
 
-def add_tracking_columns(flows: pd.DataFrame, tracked: Tracked, events: np.ndarray
-                         ) -> pd.DataFrame:
+def add_tracking_columns(flows: pd.DataFrame, tracked: Tracked, events: np.ndarray,
+                         zeek: ZeekResult | None = None) -> pd.DataFrame:
     n = len(flows)
     final = final_states(events, n)
     trk = tracked.trk[:n]
@@ -38,4 +46,8 @@ def add_tracking_columns(flows: pd.DataFrame, tracked: Tracked, events: np.ndarr
     flows["close_role"] = close_roles(trk)
     flows["close_kind"] = close_kinds(trk)
     flows["midstream"] = trk[:, K.K_MIDSTREAM] == 1
+    if zeek is not None:
+        flows["conn_state"] = zeek.conn_state[:n]
+        flows["history"] = zeek.history[:n]
+        flows["zeek_flipped"] = zeek.flipped[:n]
     return flows

@@ -17,6 +17,11 @@ Timers are evaluated lazily: Zeek runs timers on packet time before it handles a
 connection's state is frozen between its own packets, so asking "would a timer have removed it by
 now?" when its next packet arrives gives the same answer as running a timer queue. (Zeek's
 ``max_timer_expires`` cap of 300 timers per packet is not emulated.)
+
+Speed: the per-segment path is written out in ``zeek_batch`` itself, with the rare cases (timer
+due, SYN on a known tuple, new connection, out-of-order data, acked data never seen, close) in
+helpers. A helper that takes arrays and is too big for LLVM to inline costs an atomic
+incref/decref pair per array per call, which would dominate the per-packet cost.
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ Z_PARTIAL = 12        # TCPSessionAdapter::is_partial
 Z_FPS = 13            # first_packet_seen bits: 1 orig, 2 resp
 Z_FIRST_SYNACK = 14   # the first processed packet was an (unflipped) SYN-ACK from the originator
 Z_NPK = 15            # packets processed
-ZE = 16               # endpoint blocks start here: orig at ZE, resp at ZE + NEP
+Z_TMIN = 16           # earliest pending timer (ns; NEVER when none): the fast-path check
+ZE = 17               # endpoint blocks start here: orig at ZE, resp at ZE + NEP
 
 # Endpoint fields (offset within an endpoint block).
 P_STATE = 0
@@ -104,7 +110,8 @@ O_LAST_FRAME = 8
 O_HLEN = 9            # history length (letters beyond HMAX are counted, not stored)
 O_LIVE = 10           # its zc row while live, -1 once removed
 O_TUNNELED = 11
-NO = 12
+O_CONN = 12           # our connection id of its first packet
+NO = 13
 HMAX = 48
 
 # Parameters (``prm``), durations in ns.
@@ -125,6 +132,7 @@ N_PRM = 11
 H_SYN, H_FIN, H_RST, H_FIN_RST, H_DATA, H_ACK, H_MULTI = 1, 2, 4, 8, 0x10, 0x20, 0x40
 
 M32 = np.int64(0xFFFFFFFF)
+NEVER = np.int64(1) << 62
 TOO_LARGE = 1048576
 CH_S, CH_H, CH_A, CH_D, CH_F, CH_R, CH_I, CH_Q, CH_T, CH_W, CH_C, CH_G = (
     ord(c) for c in "SHADFRIQTWCG")
@@ -294,6 +302,16 @@ def _rstos0_history(out, out_hist, row):
 
 
 @njit(cache=True)
+def _set_tmin(zc, z):
+    t = NEVER
+    for f in (Z_T_ATTEMPT, Z_T_EXP1, Z_T_EXP2, Z_T_PARTIAL, Z_T_RESET, Z_T_DELETE):
+        v = zc[z, f]
+        if v >= 0 and v < t:
+            t = v
+    zc[z, Z_TMIN] = t
+
+
+@njit(cache=True)
 def _timers_remove(zc, z, now, prm):
     """Would one of the connection's timers have removed it before a packet at ``now``?
     Consumes the one-shot timers that ran without removing it."""
@@ -319,11 +337,10 @@ def _timers_remove(zc, z, now, prm):
     if t >= 0 and t <= now:
         return True
     last = zc[z, Z_LAST_T]
-    cond = False
-    if o_closed or r_closed:
-        if (o_closed and r_closed) or os_ == RESET or rs == RESET or os_ == INACTIVE or \
-                rs == INACTIVE:
-            cond = True
+    # ExpireTimer's removal condition (state is frozen until the next packet)
+    cond = (o_closed or r_closed) and (
+        (o_closed and r_closed) or os_ == RESET or rs == RESET or os_ == INACTIVE or
+        rs == INACTIVE)
     if os_ == INACTIVE and rs == INACTIVE:
         cond = True
     period = prm[PR_SESSION_TIMER]
@@ -334,6 +351,7 @@ def _timers_remove(zc, z, now, prm):
             if cond and last_fire > last + prm[PR_LINGER]:
                 return True
             zc[z, f] = last_fire + period
+    _set_tmin(zc, z)
     return last + zc[z, Z_INACT] <= now
 
 
@@ -353,10 +371,9 @@ def _is_reuse(zc, z, flags, seq):
     cb = ZE + co * NEP
     if seq == zc[z, cb + P_START]:
         return False
-    if not flags & ACK and zc[z, cb + P_STATE] == SYN_ACK_SENT and \
-            zc[z, ZE + NEP + P_STATE] == INACTIVE and seq == zc[z, ZE + NEP + P_START]:
-        return False
-    return True
+    # a SYN answering a SYN-ACK seen first (SYN/SYN-ACK reversal) is not reuse
+    return not (not flags & ACK and zc[z, cb + P_STATE] == SYN_ACK_SENT and
+                zc[z, ZE + NEP + P_STATE] == INACTIVE and seq == zc[z, ZE + NEP + P_START])
 
 
 @njit(cache=True)
@@ -378,8 +395,7 @@ def _data_sent(zc, z, e, sq, ln):
     while k < n and zc[z, b + P_BLK + 2 * k] < sq:
         k += 1
     if k < n and zc[z, b + P_BLK + 2 * k] == sq:
-        if end > zc[z, b + P_BLK + 2 * k + 1]:
-            zc[z, b + P_BLK + 2 * k + 1] = end
+        zc[z, b + P_BLK + 2 * k + 1] = max(zc[z, b + P_BLK + 2 * k + 1], end)
     elif n < NBLK:
         for j in range(n, k, -1):
             zc[z, b + P_BLK + 2 * j] = zc[z, b + P_BLK + 2 * j - 2]
@@ -390,18 +406,15 @@ def _data_sent(zc, z, e, sq, ln):
     else:
         # Out of block slots (rare): merge into the neighbouring block (may hide a hole).
         j = k if k < n else n - 1
-        if sq < zc[z, b + P_BLK + 2 * j]:
-            zc[z, b + P_BLK + 2 * j] = sq
-        if end > zc[z, b + P_BLK + 2 * j + 1]:
-            zc[z, b + P_BLK + 2 * j + 1] = end
+        zc[z, b + P_BLK + 2 * j] = min(zc[z, b + P_BLK + 2 * j], sq)
+        zc[z, b + P_BLK + 2 * j + 1] = max(zc[z, b + P_BLK + 2 * j + 1], end)
     _deliver(zc, z, b)
 
 
 @njit(cache=True)
 def _deliver(zc, z, b):
     while zc[z, b + P_NBLK] > 0 and zc[z, b + P_BLK] <= zc[z, b + P_R_LAST]:
-        if zc[z, b + P_BLK + 1] > zc[z, b + P_R_LAST]:
-            zc[z, b + P_R_LAST] = zc[z, b + P_BLK + 1]
+        zc[z, b + P_R_LAST] = max(zc[z, b + P_R_LAST], zc[z, b + P_BLK + 1])
         _pop_first(zc, z, b)
 
 
@@ -441,8 +454,7 @@ def _ack_received(zc, z, out, out_hist, e, sq):
     while zc[z, b + P_NBLK] > 0 and zc[z, b + P_BLK] < sq:
         if zc[z, b + P_BLK] > zc[z, b + P_R_LAST]:
             gap = True
-        if zc[z, b + P_BLK + 1] > zc[z, b + P_R_LAST]:
-            zc[z, b + P_R_LAST] = zc[z, b + P_BLK + 1]
+        zc[z, b + P_R_LAST] = max(zc[z, b + P_R_LAST], zc[z, b + P_BLK + 1])
         _pop_first(zc, z, b)
     if sq > zc[z, b + P_R_LAST]:
         gap = True
@@ -469,6 +481,7 @@ def _connection_closed(zc, z, e, prm):
         zc[z, Z_T_PARTIAL] = last + prm[PR_PARTIAL_CLOSE]
     else:
         zc[z, Z_T_EXP2] = last + prm[PR_SESSION_TIMER]
+    _set_tmin(zc, z)
 
 
 @njit(cache=True)
@@ -483,192 +496,6 @@ def _established_event(zc, z, sport, dport, e, likely, long_ports, prm):
         svc = op
     if long_ports[svc]:
         zc[z, Z_INACT] = prm[PR_INACT_LONG]
-
-
-@njit(cache=True)
-def _process(zc, z, out, out_hist, e, flags, seq, ack, ln, win, now, paycut, sport, dport,
-             likely, long_ports, prm):
-    """TCPSessionAdapter::Process for one segment sent by endpoint e (0 orig, 1 resp)."""
-    is_orig_param = e == 0
-    syn = (flags & SYN) != 0
-    fin = (flags & FIN) != 0
-    rst = (flags & RST) != 0
-    ackf = (flags & ACK) != 0
-    # SetPartialStatus
-    fps = zc[z, Z_FPS]
-    if e == 0:
-        if not fps & 1:
-            zc[z, Z_PARTIAL] = 1 if (not syn or ackf) else 0
-    elif not fps & 2 and zc[z, Z_PARTIAL] == 0:
-        zc[z, Z_PARTIAL] = 0 if syn else 1
-
-    b = ZE + e * NEP
-    pb = ZE + (1 - e) * NEP
-    seg = ln + (1 if syn else 0) + (1 if fin else 0) - (ln if rst else 0)
-    end = (seq + seg) & M32
-    st = zc[z, b + P_STATE]
-    # init_endpoint
-    reinit = False
-    if st == INACTIVE:
-        if syn:
-            zc[z, b + P_START] = seq
-            zc[z, b + P_ACKSEQ] = seq
-            zc[z, b + P_LAST] = end
-        else:
-            zc[z, b + P_START] = (seq - 1) & M32
-            zc[z, b + P_ACKSEQ] = (seq - 1) & M32
-            zc[z, b + P_LAST] = seq
-    elif st == SYN_SENT or st == SYN_ACK_SENT:
-        reinit = syn and seq != zc[z, b + P_START]
-    elif st == ESTABLISHED or st == PARTIAL:
-        reinit = syn
-    elif st == RESET:
-        reinit = syn and zc[z, b + P_PREV] == INACTIVE
-    if reinit:
-        zc[z, b + P_START] = seq
-        zc[z, b + P_ACKSEQ] = seq
-        zc[z, b + P_LAST] = end
-    rel = _sdelta(seq, zc[z, b + P_START])
-    underflow = rel < 0
-
-    # update_history
-    bits = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
-    if bits > 1:
-        if fin and rst:
-            _check(zc, z, out, out_hist, e, H_FIN_RST, CH_I)
-        else:
-            _check(zc, z, out, out_hist, e, H_MULTI, CH_Q)
-    elif bits == 1:
-        if syn:
-            code = CH_H if ackf else CH_S
-            if _check(zc, z, out, out_hist, e, H_SYN, code) and rel != zc[z, b + P_HL_SYN]:
-                _add(out, out_hist, zc[z, Z_ROW], code, e == 0)
-            zc[z, b + P_HL_SYN] = rel
-        if fin:
-            if _check(zc, z, out, out_hist, e, H_FIN, CH_F) and rel + ln != zc[z, b + P_HL_FIN]:
-                _add(out, out_hist, zc[z, Z_ROW], CH_F, e == 0)
-            zc[z, b + P_HL_FIN] = rel + ln
-        if rst:
-            if _check(zc, z, out, out_hist, e, H_RST, CH_R) and rel != zc[z, b + P_HL_RST]:
-                _add(out, out_hist, zc[z, Z_ROW], CH_R, e == 0)
-            zc[z, b + P_HL_RST] = rel
-    elif ln > 0:
-        _check(zc, z, out, out_hist, e, H_DATA, CH_D)
-    elif ackf:
-        _check(zc, z, out, out_hist, e, H_ACK, CH_A)
-
-    # update_window: zero windows (scaling never turns a non-zero window into zero)
-    if win == 0 and not rst and zc[z, pb + P_STATE] != CLOSED and st != RESET:
-        _scaled(zc, z, out, out_hist, e, P_CNT_W, CH_W)
-
-    if not (zc[z, ZE + P_DID_CLOSE] == 1 and zc[z, ZE + NEP + P_DID_CLOSE] == 1):
-        zc[z, Z_LAST_T] = now
-    if fin:
-        zc[z, b + P_FIN_CNT] += 1
-        zc[z, b + P_FIN_SEQ] = rel + seg
-    if rst:
-        zc[z, b + P_RST_CNT] += 1
-
-    rel_ack = 0
-    if ackf:
-        if zc[z, pb + P_STATE] == INACTIVE:
-            rel_ack = 1
-            a1 = (ack - 1) & M32                 # init_peer
-            zc[z, pb + P_START] = a1
-            zc[z, pb + P_ACKSEQ] = a1
-            zc[z, pb + P_LAST] = a1
-        else:
-            rel_ack = _sdelta(ack, zc[z, pb + P_START])
-            if rel_ack < 0:
-                rel_ack = 0
-            elif not rst:                        # update_ack_seq
-                da = _sdelta(ack, zc[z, pb + P_ACKSEQ])
-                if not (ack == 0 and da > TOO_LARGE) and da > 0:
-                    zc[z, pb + P_ACKSEQ] = ack
-
-    # update_last_seq (retransmissions)
-    last = zc[z, b + P_LAST]
-    dl = _sdelta(end, last)
-    if (syn or rst) and (dl > TOO_LARGE or dl < -TOO_LARGE):
-        pass
-    elif fin and last == ((zc[z, b + P_START] + 1) & M32):
-        zc[z, b + P_LAST] = end
-    elif st == RESET:
-        pass
-    elif dl > 0:
-        zc[z, b + P_LAST] = end
-    elif ln > 0:
-        _scaled(zc, z, out, out_hist, e, P_CNT_T, CH_T)
-
-    # UpdateStateMachine
-    do_close = False
-    pst = zc[z, pb + P_STATE]
-    if st == INACTIVE:
-        if syn:
-            if e == 0:
-                _set_state(zc, z, e, SYN_ACK_SENT if ackf else SYN_SENT, prm)
-                zc[z, Z_T_ATTEMPT] = now + prm[PR_ATTEMPT]
-            else:
-                if not ackf and pst == SYN_ACK_SENT and seq == zc[z, b + P_START]:
-                    # SYN/SYN-ACK reversal: the SYN sender becomes the originator.
-                    _flip(zc, z, out, out_hist, False)
-                    e = 0
-                    b, pb = pb, b
-                    _set_state(zc, z, 1, ESTABLISHED, prm)
-                    zc[z, Z_FPS] |= 1
-                if zc[z, pb + P_STATE] == SYN_SENT:
-                    _set_state(zc, z, 1 - e, ESTABLISHED, prm)
-                _set_state(zc, z, e, ESTABLISHED, prm)
-                if zc[z, pb + P_STATE] != PARTIAL and prm[PR_INACT_LONG] > 0:
-                    _established_event(zc, z, sport, dport, e, likely, long_ports, prm)
-        if fin:
-            _set_state(zc, z, e, CLOSED, prm)
-            do_close = True
-        if rst:
-            _set_state(zc, z, e, RESET, prm)
-            do_close = True
-        if zc[z, b + P_STATE] == INACTIVE:
-            if not is_orig_param and ln == 0 and zc[z, ZE + P_STATE] == SYN_SENT:
-                pass                             # an eccentric ACK of the SYN
-            elif ackf and zc[z, pb + P_STATE] == ESTABLISHED:
-                _set_state(zc, z, e, ESTABLISHED, prm)
-                zc[z, Z_PARTIAL] = 0
-                zc[z, Z_FPS] |= 1 if is_orig_param else 2
-            else:
-                _set_state(zc, z, e, PARTIAL, prm)
-    elif st == SYN_SENT or st == SYN_ACK_SENT:
-        if fin:
-            _set_state(zc, z, e, CLOSED, prm)
-            do_close = True
-        if rst:
-            _set_state(zc, z, e, RESET, prm)
-            do_close = True
-    elif st == ESTABLISHED or st == PARTIAL:
-        if syn and st == PARTIAL and pst == INACTIVE and not ackf:
-            _set_state(zc, z, e, SYN_SENT, prm)
-        if fin and not rst:
-            _set_state(zc, z, e, CLOSED, prm)
-            if zc[z, pb + P_STATE] == RESET and zc[z, pb + P_PREV] == CLOSED:
-                _set_state(zc, z, 1 - e, CLOSED, prm)
-            do_close = True
-        if rst:
-            _set_state(zc, z, e, RESET, prm)
-            do_close = True
-    elif st == CLOSED:
-        if rst and pst != CLOSED:
-            _set_state(zc, z, e, RESET, prm)
-            if zc[z, b + P_DID_CLOSE] == 0:
-                do_close = True
-            zc[z, Z_T_RESET] = now + prm[PR_RESET_DELAY]
-
-    if ackf:
-        _ack_received(zc, z, out, out_hist, 1 - e, rel_ack)
-    if ln > 0 and not rst and not underflow and not paycut:
-        _data_sent(zc, z, e, rel + 1 if syn else rel, ln)
-    if do_close:
-        _connection_closed(zc, z, e, prm)
-    zc[z, b + P_PKTS] += 1
-    zc[z, Z_FPS] |= 1 if is_orig_param else 2
 
 
 @njit(cache=True)
@@ -687,7 +514,8 @@ def _finalize(zc, z, out, out_hist, slot_live, free, st):
 
 
 @njit(cache=True)
-def _new_conn(zc, z, out, out_hist, row, s, orig_is_a, flipped, now, frame, ipv, tunneled, prm):
+def _new_conn(zc, z, out, out_hist, row, s, orig_is_a, flipped, now, frame, ipv, tunneled, conn,
+              prm):
     for k in range(NZ):
         zc[z, k] = 0
     zc[z, Z_ROW] = row
@@ -701,6 +529,7 @@ def _new_conn(zc, z, out, out_hist, row, s, orig_is_a, flipped, now, frame, ipv,
     zc[z, Z_T_PARTIAL] = -1
     zc[z, Z_T_RESET] = -1
     zc[z, Z_T_DELETE] = -1
+    zc[z, Z_TMIN] = zc[z, Z_T_EXP1]
     for e in range(2):
         b = ZE + e * NEP
         for t in (P_THR_C, P_THR_T, P_THR_W, P_THR_G):
@@ -717,6 +546,7 @@ def _new_conn(zc, z, out, out_hist, row, s, orig_is_a, flipped, now, frame, ipv,
     out[row, O_LAST_FRAME] = frame
     out[row, O_LIVE] = z
     out[row, O_TUNNELED] = tunneled
+    out[row, O_CONN] = conn
     if flipped:
         _add_raw(out, out_hist, row, CH_CARET)
 
@@ -728,7 +558,8 @@ def zeek_batch(conn_ids, from_client, sport, dport, flags, seq, ack, plen, win, 
     """Run rows ``start``.. of a batch through the Zeek view. Returns the next row: it stops
     early, before a row, when the live table or the output rows are full (caller grows them).
 
-    ``st`` = [output rows used, free live rows]; ``likely`` / ``long_ports`` are bool[65536]."""
+    ``st`` = [output rows used, free live rows, latest packet time]; ``likely`` /
+    ``long_ports`` are bool[65536]."""
     ignore_csum = prm[PR_IGNORE_CSUM] == 1
     for i in range(start, len(conn_ids)):
         if st[1] < 1 or st[0] >= len(out):
@@ -740,13 +571,15 @@ def zeek_batch(conn_ids, from_client, sport, dport, flags, seq, ack, plen, win, 
         s = fl_conn[c, F_SLOT]
         src_is_a = from_client[i] == (fl_conn[c, F_CLIENT_IS_A] == 1)
         now = ts[i]
+        st[2] = max(st[2], now)
         f = np.int64(flags[i])
         sq = np.int64(seq[i])
         z = slot_live[s]
-        if z >= 0 and _timers_remove(zc, z, now, prm):
+        if z >= 0 and (now >= zc[z, Z_TMIN] or now >= zc[z, Z_LAST_T] + zc[z, Z_INACT]) and \
+                _timers_remove(zc, z, now, prm):
             _finalize(zc, z, out, out_hist, slot_live, free, st)
             z = -1
-        if z >= 0 and _is_reuse(zc, z, f, sq):
+        if z >= 0 and f & SYN and _is_reuse(zc, z, f, sq):
             _finalize(zc, z, out, out_hist, slot_live, free, st)
             z = -1
         if z < 0:
@@ -756,16 +589,16 @@ def zeek_batch(conn_ids, from_client, sport, dport, flags, seq, ack, plen, win, 
             st[0] += 1
             flip = False
             if (f & (SYN | ACK)) != SYN:         # WantConnection: partial or SYN-ACK start
-                sp = sport[i]
-                dp = dport[i]
-                if likely[sp]:
-                    if likely[dp]:
-                        flip = (f & SYN) == 0 and sp < dp
+                sp0 = sport[i]
+                dp0 = dport[i]
+                if likely[sp0]:
+                    if likely[dp0]:
+                        flip = (f & SYN) == 0 and sp0 < dp0
                     else:
                         flip = True
             orig_is_a = (not src_is_a) if flip else src_is_a
             _new_conn(zc, z, out, out_hist, row, s, 1 if orig_is_a else 0, flip, now, frame[i],
-                      fl_conn[c, F_IPV], fl_conn[c, F_TUNNELED], prm)
+                      fl_conn[c, F_IPV], fl_conn[c, F_TUNNELED], c, prm)
             slot_live[s] = z
         row = zc[z, Z_ROW]
         out[row, O_LAST_FRAME] = frame[i]
@@ -787,9 +620,211 @@ def zeek_batch(conn_ids, from_client, sport, dport, flags, seq, ack, plen, win, 
             e = 1 - e
         if zc[z, Z_NPK] == 0 and (f & (SYN | ACK)) == (SYN | ACK) and e == 0:
             zc[z, Z_FIRST_SYNACK] = 1
-        _process(zc, z, out, out_hist, e, f, sq, np.int64(ack[i]), ln, np.int64(win[i]), now,
-                 (sf & SEG_PAYLOAD_CUT) != 0, np.int64(sport[i]), np.int64(dport[i]), likely,
-                 long_ports, prm)
+        ak = np.int64(ack[i])
+        wn = np.int64(win[i])
+        sp = np.int64(sport[i])
+        dp = np.int64(dport[i])
+        paycut = (sf & SEG_PAYLOAD_CUT) != 0
+        # ---- TCPSessionAdapter::Process for this segment, sent by endpoint e (0 orig) ----
+        is_orig_param = e == 0
+        syn = (f & SYN) != 0
+        fin = (f & FIN) != 0
+        rst = (f & RST) != 0
+        ackf = (f & ACK) != 0
+        # SetPartialStatus
+        fps = zc[z, Z_FPS]
+        if e == 0:
+            if not fps & 1:
+                zc[z, Z_PARTIAL] = 1 if (not syn or ackf) else 0
+        elif not fps & 2 and zc[z, Z_PARTIAL] == 0:
+            zc[z, Z_PARTIAL] = 0 if syn else 1
+
+        b = ZE + e * NEP
+        pb = ZE + (1 - e) * NEP
+        seg = ln + (1 if syn else 0) + (1 if fin else 0) - (ln if rst else 0)
+        end = (sq + seg) & M32
+        est = zc[z, b + P_STATE]
+        # init_endpoint
+        reinit = False
+        if est == INACTIVE:
+            if syn:
+                zc[z, b + P_START] = sq
+                zc[z, b + P_ACKSEQ] = sq
+                zc[z, b + P_LAST] = end
+            else:
+                zc[z, b + P_START] = (sq - 1) & M32
+                zc[z, b + P_ACKSEQ] = (sq - 1) & M32
+                zc[z, b + P_LAST] = sq
+        elif est == SYN_SENT or est == SYN_ACK_SENT:
+            reinit = syn and sq != zc[z, b + P_START]
+        elif est == ESTABLISHED or est == PARTIAL:
+            reinit = syn
+        elif est == RESET:
+            reinit = syn and zc[z, b + P_PREV] == INACTIVE
+        if reinit:
+            zc[z, b + P_START] = sq
+            zc[z, b + P_ACKSEQ] = sq
+            zc[z, b + P_LAST] = end
+        rel = _sdelta(sq, zc[z, b + P_START])
+        underflow = rel < 0
+
+        # update_history
+        bits = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
+        if bits > 1:
+            if fin and rst:
+                _check(zc, z, out, out_hist, e, H_FIN_RST, CH_I)
+            else:
+                _check(zc, z, out, out_hist, e, H_MULTI, CH_Q)
+        elif bits == 1:
+            if syn:
+                code = CH_H if ackf else CH_S
+                if _check(zc, z, out, out_hist, e, H_SYN, code) and rel != zc[z, b + P_HL_SYN]:
+                    _add(out, out_hist, zc[z, Z_ROW], code, e == 0)
+                zc[z, b + P_HL_SYN] = rel
+            if fin:
+                if _check(zc, z, out, out_hist, e, H_FIN, CH_F) and rel + ln != zc[z, b + P_HL_FIN]:
+                    _add(out, out_hist, zc[z, Z_ROW], CH_F, e == 0)
+                zc[z, b + P_HL_FIN] = rel + ln
+            if rst:
+                if _check(zc, z, out, out_hist, e, H_RST, CH_R) and rel != zc[z, b + P_HL_RST]:
+                    _add(out, out_hist, zc[z, Z_ROW], CH_R, e == 0)
+                zc[z, b + P_HL_RST] = rel
+        elif ln > 0:
+            # seen-bit test here, so the common case makes no call (see the module docstring)
+            if not zc[z, Z_SEEN] & (H_DATA << (16 * e)):
+                _check(zc, z, out, out_hist, e, H_DATA, CH_D)
+        elif ackf and not zc[z, Z_SEEN] & (H_ACK << (16 * e)):
+            _check(zc, z, out, out_hist, e, H_ACK, CH_A)
+
+        # update_window: zero windows (scaling never turns a non-zero window into zero)
+        if wn == 0 and not rst and zc[z, pb + P_STATE] != CLOSED and est != RESET:
+            _scaled(zc, z, out, out_hist, e, P_CNT_W, CH_W)
+
+        if not (zc[z, ZE + P_DID_CLOSE] == 1 and zc[z, ZE + NEP + P_DID_CLOSE] == 1):
+            zc[z, Z_LAST_T] = now
+        if fin:
+            zc[z, b + P_FIN_CNT] += 1
+            zc[z, b + P_FIN_SEQ] = rel + seg
+        if rst:
+            zc[z, b + P_RST_CNT] += 1
+
+        rel_ack = 0
+        if ackf:
+            if zc[z, pb + P_STATE] == INACTIVE:
+                rel_ack = 1
+                a1 = (ak - 1) & M32                 # init_peer
+                zc[z, pb + P_START] = a1
+                zc[z, pb + P_ACKSEQ] = a1
+                zc[z, pb + P_LAST] = a1
+            else:
+                rel_ack = _sdelta(ak, zc[z, pb + P_START])
+                if rel_ack < 0:
+                    rel_ack = 0
+                elif not rst:                        # update_ack_seq
+                    da = _sdelta(ak, zc[z, pb + P_ACKSEQ])
+                    if not (ak == 0 and da > TOO_LARGE) and da > 0:
+                        zc[z, pb + P_ACKSEQ] = ak
+
+        # update_last_seq (retransmissions)
+        last = zc[z, b + P_LAST]
+        dl = _sdelta(end, last)
+        if (syn or rst) and (dl > TOO_LARGE or dl < -TOO_LARGE):
+            pass
+        elif fin and last == ((zc[z, b + P_START] + 1) & M32):
+            zc[z, b + P_LAST] = end
+        elif est == RESET:
+            pass
+        elif dl > 0:
+            zc[z, b + P_LAST] = end
+        elif ln > 0:
+            _scaled(zc, z, out, out_hist, e, P_CNT_T, CH_T)
+
+        # UpdateStateMachine
+        do_close = False
+        pst = zc[z, pb + P_STATE]
+        if est == INACTIVE:
+            if syn:
+                if e == 0:
+                    _set_state(zc, z, e, SYN_ACK_SENT if ackf else SYN_SENT, prm)
+                    zc[z, Z_T_ATTEMPT] = now + prm[PR_ATTEMPT]
+                    zc[z, Z_TMIN] = min(zc[z, Z_TMIN], zc[z, Z_T_ATTEMPT])
+                else:
+                    if not ackf and pst == SYN_ACK_SENT and sq == zc[z, b + P_START]:
+                        # SYN/SYN-ACK reversal: the SYN sender becomes the originator.
+                        _flip(zc, z, out, out_hist, False)
+                        e = 0
+                        b, pb = pb, b
+                        _set_state(zc, z, 1, ESTABLISHED, prm)
+                        zc[z, Z_FPS] |= 1
+                    if zc[z, pb + P_STATE] == SYN_SENT:
+                        _set_state(zc, z, 1 - e, ESTABLISHED, prm)
+                    _set_state(zc, z, e, ESTABLISHED, prm)
+                    if zc[z, pb + P_STATE] != PARTIAL and prm[PR_INACT_LONG] > 0:
+                        _established_event(zc, z, sp, dp, e, likely, long_ports, prm)
+            if fin:
+                _set_state(zc, z, e, CLOSED, prm)
+                do_close = True
+            if rst:
+                _set_state(zc, z, e, RESET, prm)
+                do_close = True
+            if zc[z, b + P_STATE] == INACTIVE:
+                if not is_orig_param and ln == 0 and zc[z, ZE + P_STATE] == SYN_SENT:
+                    pass                             # an eccentric ACK of the SYN
+                elif ackf and zc[z, pb + P_STATE] == ESTABLISHED:
+                    _set_state(zc, z, e, ESTABLISHED, prm)
+                    zc[z, Z_PARTIAL] = 0
+                    zc[z, Z_FPS] |= 1 if is_orig_param else 2
+                else:
+                    _set_state(zc, z, e, PARTIAL, prm)
+        elif est == SYN_SENT or est == SYN_ACK_SENT:
+            if fin:
+                _set_state(zc, z, e, CLOSED, prm)
+                do_close = True
+            if rst:
+                _set_state(zc, z, e, RESET, prm)
+                do_close = True
+        elif est == ESTABLISHED or est == PARTIAL:
+            if syn and est == PARTIAL and pst == INACTIVE and not ackf:
+                _set_state(zc, z, e, SYN_SENT, prm)
+            if fin and not rst:
+                _set_state(zc, z, e, CLOSED, prm)
+                if zc[z, pb + P_STATE] == RESET and zc[z, pb + P_PREV] == CLOSED:
+                    _set_state(zc, z, 1 - e, CLOSED, prm)
+                do_close = True
+            if rst:
+                _set_state(zc, z, e, RESET, prm)
+                do_close = True
+        elif est == CLOSED and rst and pst != CLOSED:    # (RST after both FINs: stays CLOSED)
+            _set_state(zc, z, e, RESET, prm)
+            if zc[z, b + P_DID_CLOSE] == 0:
+                do_close = True
+            zc[z, Z_T_RESET] = now + prm[PR_RESET_DELAY]
+            zc[z, Z_TMIN] = min(zc[z, Z_TMIN], zc[z, Z_T_RESET])
+
+        if ackf:
+            # TCP_Reassembler::AckReceived on the peer's data; fast path: nothing new acked, or
+            # only data already delivered.
+            qb = pb
+            sqa = rel_ack
+            if zc[z, qb + P_FIN_CNT] > 0 and sqa >= zc[z, qb + P_FIN_SEQ]:
+                sqa = zc[z, qb + P_FIN_SEQ] - 1
+            if sqa > zc[z, qb + P_R_TRIM]:
+                if sqa <= zc[z, qb + P_R_LAST]:
+                    zc[z, qb + P_R_TRIM] = sqa
+                else:
+                    _ack_received(zc, z, out, out_hist, 1 - e, rel_ack)
+        if ln > 0 and not rst and not underflow and not paycut:
+            # DataSent; fast path: in-order data with nothing held out of order
+            sqd = rel + 1 if syn else rel
+            if zc[z, b + P_NBLK] == 0 and sqd <= zc[z, b + P_R_LAST] and \
+                    sqd >= _sdelta(zc[z, b + P_ACKSEQ], zc[z, b + P_START]):
+                zc[z, b + P_R_LAST] = max(zc[z, b + P_R_LAST], sqd + ln)
+            else:
+                _data_sent(zc, z, e, sqd, ln)
+        if do_close:
+            _connection_closed(zc, z, e, prm)
+        zc[z, b + P_PKTS] += 1
+        zc[z, Z_FPS] |= 1 if is_orig_param else 2
         zc[z, Z_NPK] += 1
     return len(conn_ids)
 
@@ -800,4 +835,19 @@ def finish_all(zc, out, out_hist, slot_live, free, st):
     for row in range(st[0]):
         z = out[row, O_LIVE]
         if z >= 0:
+            _finalize(zc, z, out, out_hist, slot_live, free, st)
+
+
+@njit(cache=True)
+def sweep(zc, out, out_hist, slot_live, free, st, prm):
+    """Remove every live connection a timer would have removed by the latest packet time so far
+    (Zeek runs a timer as soon as any packet is at least as late), so the live table stays as
+    small as the set of connections Zeek holds. Per packet, timers are checked lazily at that
+    packet's own time, which is the same thing whenever the capture's clock never steps back."""
+    now = st[2]
+    for z in range(len(zc)):
+        row = zc[z, Z_ROW]
+        if row < st[0] and out[row, O_LIVE] == z and \
+                (now >= zc[z, Z_TMIN] or now >= zc[z, Z_LAST_T] + zc[z, Z_INACT]) and \
+                _timers_remove(zc, z, now, prm):
             _finalize(zc, z, out, out_hist, slot_live, free, st)

@@ -1,0 +1,289 @@
+"""Zeek compatibility: each TCP connection as Zeek's conn.log would show it (``conn_state``,
+``history``), from Zeek's own view of the capture.
+
+``ZeekTracker`` runs beside the flow builder on the same batches (compiled loop in
+``zeek_kernel.py``) and keeps Zeek's connection table, which splits 4-tuples differently from ours
+(Zeek's reuse rule, removal timers, bad-checksum handling). ``finish`` returns
+
+* ``rows``: one row per Zeek connection, like conn.log's TCP rows (``ZEEK_ROW_COLUMNS``);
+* per *our* connection id: the ``conn_state`` and ``history`` of the Zeek connection that holds
+  our connection's last packet, and whether Zeek's originator is our server (``flipped``).
+
+What is emulated, the measured agreement with Zeek and the known differences:
+``docs/zeek-compat.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from traceaudit.capture.batch import PacketBatch
+from traceaudit.flows import assign as A
+from traceaudit.flows.addresses import format_addresses
+from traceaudit.flows.table import Assignment, FlowBuilder
+from traceaudit.tracking import zeek_kernel as ZK
+
+#: Zeek's ``likely_server_ports`` (TCP) as filled by the base protocol scripts a default
+#: (non ``-b``) Zeek loads: DCE-RPC, DNP3, DNS, Finger, FTP (+GridFTP), HTTP, IMAP, IRC, KRB,
+#: LDAP, Modbus, MQTT, MySQL, POP3, PostgreSQL, RDP, Redis, SMB, SMTP, SOCKS, SSH, SSL/TLS, XMPP,
+#: ... Zeek versions differ slightly; this is the set validated against the corpus.
+FULL_MODE_LIKELY_SERVER_PORTS = frozenset({
+    21, 22, 23, 25, 53, 79, 80, 81, 88, 110, 113, 135, 139, 143, 389, 443, 445, 502, 513, 543,
+    544, 563, 585, 587, 614, 631, 636, 989, 990, 992, 993, 995, 1080, 1433, 1521, 1883, 2811,
+    3128, 3268, 3306, 3389, 5222, 5223, 5269, 5432, 6379, 6666, 6667, 6668, 6669, 8000, 8080,
+    8888, 20000})
+
+#: HTTP's ports (base/protocols/http): what a ``-b`` run that loads the HTTP scripts adds.
+HTTP_PORTS = frozenset({80, 81, 631, 1080, 3128, 8000, 8080, 8888})
+
+#: ``Conn::port_inactivity_timeouts`` (base/protocols/conn/inactivity.zeek): 1 h for these.
+FULL_MODE_LONG_INACTIVITY_PORTS = frozenset({21, 22, 23, 513})
+
+#: Columns of ``ZeekResult.rows`` (conn.log names where conn.log has the field).
+ZEEK_ROW_COLUMNS: dict[str, str] = {
+    "orig_h": "Zeek's originator address (id.orig_h)",
+    "orig_p": "originator port (id.orig_p)",
+    "resp_h": "responder address (id.resp_h)",
+    "resp_p": "responder port (id.resp_p)",
+    "conn_state": "Zeek conn_state code (S0 S1 SF REJ S2 S3 RSTO RSTR RSTOS0 RSTRH SH SHR OTH)",
+    "history": "Zeek history letters (upper case = originator); empty when Zeek logs '-'",
+    "orig_pkts": "packets from the originator that Zeek's TCP analyzer processed",
+    "resp_pkts": "packets from the responder",
+    "start_ts": "time of the connection's first packet (conn.log ts), epoch seconds",
+    "first_frame": "frame number of its first packet",
+    "last_frame": "frame number of its last packet",
+    "tunneled": "True when found inside a tunnel",
+    "ip_version": "4 or 6",
+}
+
+
+@dataclass(frozen=True)
+class ZeekConfig:
+    """How the emulated Zeek is configured (defaults: a plain ``zeek -C -r`` run)."""
+
+    ignore_checksums: bool = True        # -C; False: bad TCP checksums give C/c, packet dropped
+    likely_server_ports: frozenset[int] = FULL_MODE_LIKELY_SERVER_PORTS
+    long_inactivity_ports: frozenset[int] = FULL_MODE_LONG_INACTIVITY_PORTS
+    long_inactivity_s: float = 3600.0    # Conn::port_inactivity_timeouts value
+    tcp_inactivity_timeout_s: float = 300.0
+    initial_inactivity_timeout_s: float = 60.0   # udp_inactivity_timeout, until the handshake
+    tcp_attempt_delay_s: float = 5.0
+    tcp_close_delay_s: float = 5.0
+    tcp_partial_close_delay_s: float = 3.0
+    tcp_reset_delay_s: float = 5.0
+    tcp_SYN_timeout_s: float = 5.0
+    tcp_session_timer_s: float = 6.0
+    tcp_connection_linger_s: float = 5.0
+
+    @classmethod
+    def bare(cls, *, ignore_checksums: bool = True,
+             likely_server_ports: frozenset[int] = frozenset()) -> ZeekConfig:
+        """``zeek -b``: no protocol scripts, so no likely server ports and no port timeouts."""
+        return cls(ignore_checksums=ignore_checksums, likely_server_ports=likely_server_ports,
+                   long_inactivity_ports=frozenset())
+
+    def params(self) -> np.ndarray:
+        p = np.zeros(ZK.N_PRM, np.int64)
+
+        def ns(s: float) -> int:
+            return round(s * 1e9)
+
+        p[ZK.PR_IGNORE_CSUM] = 1 if self.ignore_checksums else 0
+        p[ZK.PR_ATTEMPT] = ns(self.tcp_attempt_delay_s)
+        p[ZK.PR_CLOSE_DELAY] = ns(self.tcp_close_delay_s)
+        p[ZK.PR_PARTIAL_CLOSE] = ns(self.tcp_partial_close_delay_s)
+        p[ZK.PR_RESET_DELAY] = ns(self.tcp_reset_delay_s)
+        p[ZK.PR_SYN_TIMEOUT] = ns(self.tcp_SYN_timeout_s)
+        p[ZK.PR_SESSION_TIMER] = ns(self.tcp_session_timer_s)
+        p[ZK.PR_LINGER] = ns(self.tcp_connection_linger_s)
+        p[ZK.PR_INACT_TCP] = ns(self.tcp_inactivity_timeout_s)
+        p[ZK.PR_INACT_INIT] = ns(self.initial_inactivity_timeout_s)
+        p[ZK.PR_INACT_LONG] = ns(self.long_inactivity_s) if self.long_inactivity_ports else 0
+        return p
+
+
+def _port_mask(ports: frozenset[int]) -> np.ndarray:
+    m = np.zeros(65536, np.bool_)
+    if ports:
+        m[np.fromiter(ports, np.int64)] = True
+    return m
+
+
+@dataclass
+class ZeekResult:
+    rows: pd.DataFrame                 # ZEEK_ROW_COLUMNS, one row per Zeek connection
+    conn_state: np.ndarray             # per our connection id (object: str)
+    history: np.ndarray                # per our connection id (object: str)
+    flipped: np.ndarray                # per our connection id: Zeek's originator is our server
+    zeek_row: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # its row
+
+
+class ZeekTracker:
+    """Feeds each batch, after flow assignment, through ``zeek_kernel.zeek_batch``."""
+
+    def __init__(self, config: ZeekConfig = ZeekConfig(), initial: int = 1 << 12) -> None:
+        self.config = config
+        self.prm = config.params()
+        self.likely = _port_mask(config.likely_server_ports)
+        self.long_ports = _port_mask(config.long_inactivity_ports)
+        self.zc = np.zeros((initial, ZK.NZ), np.int64)
+        self.free = np.arange(initial - 1, -1, -1, dtype=np.int64)
+        self.out = np.zeros((initial, ZK.NO), np.int64)
+        self.out_hist = np.zeros((initial, ZK.HMAX), np.uint8)
+        self.st = np.array([0, initial, 0], np.int64)   # rows used, free live rows, time
+        self.slot_live = np.full(initial, -1, np.int64)
+        self.our_zrow = np.full(initial, -1, np.int64)
+        self._no_flags = np.zeros(1, np.uint8)
+
+    @property
+    def needs_checksum_marks(self) -> bool:
+        return not self.config.ignore_checksums
+
+    def add(self, batch: PacketBatch, assignment: Assignment, flows: FlowBuilder,
+            seg_flags: np.ndarray | None = None) -> None:
+        """``seg_flags``: optional uint8 per row, bits ``zeek_kernel.SEG_*`` (bad checksum,
+        payload or header not captured, bad IPv4 header checksum)."""
+        self.slot_live = _grow_1d(self.slot_live, flows.n_slots, -1)
+        self.our_zrow = _grow_1d(self.our_zrow, flows.n_conns, -1)
+        b = batch.columns
+        use = seg_flags is not None
+        sf = seg_flags if use else self._no_flags
+        row, n = 0, len(batch)
+        while True:
+            row = ZK.zeek_batch(assignment.conn, assignment.from_client, b["sport"], b["dport"],
+                                b["flags"], b["seq"], b["ack"], b["payload_len"], b["win"],
+                                b["ts_ns"], b["frame"], sf, use, flows.conn, self.slot_live,
+                                self.our_zrow, self.zc, self.free, self.out, self.out_hist,
+                                self.st, self.likely, self.long_ports, self.prm, row)
+            if row >= n:
+                break
+            self._grow()
+        if n:
+            ZK.sweep(self.zc, self.out, self.out_hist, self.slot_live, self.free, self.st,
+                     self.prm)
+
+    def _grow(self) -> None:
+        if self.st[1] < 1:                      # live table full: double it
+            old = len(self.zc)
+            zc = np.zeros((2 * old, ZK.NZ), np.int64)
+            zc[:old] = self.zc
+            self.zc = zc
+            free = np.empty(2 * old, np.int64)
+            free[:old] = np.arange(2 * old - 1, old - 1, -1)
+            self.free = free
+            self.st[1] = old
+        if self.st[0] >= len(self.out):
+            rows = 2 * len(self.out)
+            out = np.zeros((rows, ZK.NO), np.int64)
+            out[:len(self.out)] = self.out
+            hist = np.zeros((rows, ZK.HMAX), np.uint8)
+            hist[:len(self.out_hist)] = self.out_hist
+            self.out, self.out_hist = out, hist
+
+    def finish(self, flows: FlowBuilder, flow_table: pd.DataFrame | None = None) -> ZeekResult:
+        """All rows, and the per-connection view. ``flow_table`` (``flows.table()``, if already
+        built) lends its formatted addresses."""
+        ZK.finish_all(self.zc, self.out, self.out_hist, self.slot_live, self.free, self.st)
+        n = int(self.st[0])
+        out = self.out[:n]
+        n_conns = flows.n_conns
+        client_is_a = flows.conn[:n_conns, A.F_CLIENT_IS_A] == 1
+        hist = _history_strings(self.out_hist[:n])
+        states = np.array(ZK.CONN_STATES, dtype=object)[out[:, ZK.O_STATE]] if n else \
+            np.empty(0, object)
+        rows = self._rows(flows, out, hist, states, client_is_a, flow_table)
+        zrow = self.our_zrow[:n_conns]
+        seen = zrow >= 0
+        if n:
+            zr = np.where(seen, zrow, 0)
+            conn_state = np.where(seen, states[zr], "").astype(object)
+            history = np.where(seen, hist[zr], "").astype(object)
+            flipped = seen & ((out[zr, ZK.O_ORIG_IS_A] == 1) != client_is_a)
+        else:
+            conn_state = np.full(n_conns, "", object)
+            history = np.full(n_conns, "", object)
+            flipped = np.zeros(n_conns, bool)
+        return ZeekResult(rows, conn_state, history, flipped, zrow)
+
+    @staticmethod
+    def _rows(flows: FlowBuilder, out: np.ndarray, hist: np.ndarray, states: np.ndarray,
+              client_is_a: np.ndarray, flow_table: pd.DataFrame | None) -> pd.DataFrame:
+        orig_a = out[:, ZK.O_ORIG_IS_A] == 1
+        ipv = out[:, ZK.O_IPV]
+        s = flows.slots[out[:, ZK.O_SLOT]] if len(out) else np.zeros((0, A.N_SLOT_FIELDS),
+                                                                       np.int64)
+        if flow_table is not None and len(out):
+            conn = out[:, ZK.O_CONN]
+            orig_client = orig_a == client_is_a[conn]
+            cip = flow_table["client_ip"].to_numpy(object)[conn]
+            sip = flow_table["server_ip"].to_numpy(object)[conn]
+            orig_h = np.where(orig_client, cip, sip)
+            resp_h = np.where(orig_client, sip, cip)
+        else:
+            a_hi, a_lo, b_hi, b_lo = s[:, A.S_A_HI], s[:, A.S_A_LO], s[:, A.S_B_HI], s[:, A.S_B_LO]
+            orig_h = format_addresses(np.where(orig_a, a_hi, b_hi), np.where(orig_a, a_lo, b_lo),
+                                      ipv)
+            resp_h = format_addresses(np.where(orig_a, b_hi, a_hi), np.where(orig_a, b_lo, a_lo),
+                                      ipv)
+        cols = {
+            "orig_h": orig_h,
+            "orig_p": np.where(orig_a, s[:, A.S_A_PORT], s[:, A.S_B_PORT]).astype(np.int32),
+            "resp_h": resp_h,
+            "resp_p": np.where(orig_a, s[:, A.S_B_PORT], s[:, A.S_A_PORT]).astype(np.int32),
+            "conn_state": states,
+            "history": hist,
+            "orig_pkts": out[:, ZK.O_ORIG_PKTS],
+            "resp_pkts": out[:, ZK.O_RESP_PKTS],
+            "start_ts": out[:, ZK.O_START_TS].astype(np.float64) / 1e9,
+            "first_frame": out[:, ZK.O_FIRST_FRAME],
+            "last_frame": out[:, ZK.O_LAST_FRAME],
+            "tunneled": out[:, ZK.O_TUNNELED] == 1,
+            "ip_version": ipv.astype(np.int8),
+        }
+        return pd.DataFrame(cols, columns=list(ZEEK_ROW_COLUMNS))
+
+
+def _history_strings(hist: np.ndarray) -> np.ndarray:
+    """Rows of letter bytes → str objects (NUL padding dropped by the fixed-width bytes view)."""
+    if not len(hist):
+        return np.empty(0, object)
+    fixed = np.ascontiguousarray(hist).view(f"S{ZK.HMAX}").ravel()
+    return fixed.astype(str).astype(object)
+
+
+def _grow_1d(arr: np.ndarray, n: int, fill: int) -> np.ndarray:
+    if n <= len(arr):
+        return arr
+    out = np.full(max(n, 2 * len(arr)), fill, arr.dtype)
+    out[:len(arr)] = arr
+    return out
+
+
+def checksum_ok_frames(path: str | Path, *, reader: str = "native",
+                       batch_rows: int | None = None) -> np.ndarray:
+    """Stopgap until the reader marks bad checksums per row: the frames (sorted) of the TCP
+    segments the reader keeps when it verifies checksums. A segment of the normal read whose
+    frame is missing here has a wrong checksum. Costs a second read of the file."""
+    from traceaudit.capture import open_capture
+    from traceaudit.errors import CaptureError
+    kw = {} if batch_rows is None else {"batch_rows": batch_rows}
+    src = open_capture(path, reader=reader, verify_checksums=True, **kw)
+    got = []
+    try:
+        for b in src.batches():
+            got.append(b["frame"].copy())
+    except CaptureError:
+        pass
+    return np.sort(np.concatenate(got)) if got else np.empty(0, np.int64)
+
+
+def seg_flags_from_ok_frames(frame: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """SEG_BAD_CSUM for the rows whose frame is not in the sorted array ``ok``."""
+    if not len(ok):
+        return np.full(len(frame), ZK.SEG_BAD_CSUM, np.uint8)
+    idx = np.minimum(np.searchsorted(ok, frame), len(ok) - 1)
+    return np.where(ok[idx] == frame, 0, ZK.SEG_BAD_CSUM).astype(np.uint8)
