@@ -40,6 +40,10 @@ def test_analyze_json_has_the_documented_shape(tmp_path):
             assert {"final_state", "timeline"} <= set(c[side])
             assert all({"ts", "frame", "state"} <= set(e) for e in c[side]["timeline"])
     assert c0["client"]["final_state"] == "TIME_WAIT" and c0["close_kind"] == "graceful"
+    # Zeek's view: the server sent no data on connection 0 (no 'd'); connection 1 is S2 (the
+    # originator closed, the responder is still established)
+    assert (c0["conn_state"], c0["history"], c0["zeek_flipped"]) == ("SF", "ShADaFf", False)
+    assert (c1["conn_state"], c1["history"]) == ("S2", "ShAFa")
     assert c1["server"]["final_state"] == "CLOSE_WAIT" and c1["client"]["final_state"] == \
         "FIN_WAIT_2"
     assert c1["close_role"] == "client" and c1["close_kind"] == "half_closed"

@@ -23,7 +23,7 @@ _CONN_FIELDS = ["id", "client_ip", "client_port", "server_ip", "server_port", "i
                 "start_ts", "end_ts", "first_frame", "last_frame", "client_packets",
                 "server_packets", "client_bytes", "server_bytes", "client_payload",
                 "server_payload", "orientation_guessed", "tunneled", "midstream", "close_role",
-                "close_kind", "conn_state", "history"]
+                "close_kind", "conn_state", "history", "zeek_flipped"]
 
 
 def capture_entry(a: CaptureAnalysis) -> dict:
