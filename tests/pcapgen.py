@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 FIN, SYN, RST, PSH, ACK, URG, ECE, CWR, AE = 1, 2, 4, 8, 16, 32, 64, 128, 256
 
 
-def _csum(data: bytes) -> int:
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071 one's-complement checksum (0 when verifying a header that includes its own)."""
     if len(data) % 2:
         data += b"\0"
     s = sum(struct.unpack(f"!{len(data) // 2}H", data))
@@ -39,12 +40,12 @@ def tcp_segment(src: str, dst: str, sport: int, dport: int, *, seq: int = 0, ack
         pseudo = s.packed + d.packed + struct.pack("!BBH", 0, 6, len(tcp))
     else:
         pseudo = s.packed + d.packed + struct.pack("!IxxxB", len(tcp), 6)
-    cs = _csum(pseudo + tcp) ^ (0x5555 if bad_checksum else 0)
+    cs = internet_checksum(pseudo + tcp) ^ (0x5555 if bad_checksum else 0)
     tcp = tcp[:16] + struct.pack("!H", cs) + tcp[18:]
     if s.version == 4:
         ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0,
                          s.packed, d.packed)
-        ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+        ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
         return ip + tcp, 4
     ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, s.packed, d.packed)
     return ip + tcp, 6

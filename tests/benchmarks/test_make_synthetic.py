@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pcapgen import internet_checksum as csum
+
 HERE = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("make_synthetic", HERE / "make_synthetic.py")
 ms = importlib.util.module_from_spec(_spec)
@@ -47,15 +49,6 @@ def records(path: Path):
         off += 16 + h[2]
     assert off == len(data)
     return np.array(heads, dtype=np.int64), frames
-
-
-def csum(b: bytes) -> int:
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def test_deterministic(tmp_path, small):
