@@ -25,7 +25,7 @@ F_LAST_FRAME = 7
 F_BASE = 8            # + d: Wireshark's base_seq of direction d (0 client→server, 1 back)
 F_BASE_SET = 10       # + d: 1 once that base_seq is known
 F_TUNNELED = 12
-F_FIN_OR_RST = 13     # a FIN or RST has been seen in either direction
+F_UNUSED_13 = 13      # spare
 F_PREV = 14           # previous incarnation of the same 4-tuple, -1 when none
 # Per-direction blocks: d = 0 client→server, 1 server→client; field = base + d.
 F_PKTS = 15
@@ -206,8 +206,6 @@ def assign_batch(src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, seq, ack, 
         from_client = (conn[c, F_CLIENT_IS_A] == 1) == src_is_a
         d = 0 if from_client else 1
         _note_base(conn, c, d, f, sq, np.int64(ack[i]))
-        if f & 0x5:
-            conn[c, F_FIN_OR_RST] = 1
         conn[c, F_LAST_TS] = max(conn[c, F_LAST_TS], ts[i])
         conn[c, F_LAST_FRAME] = frame[i]
         conn[c, F_PKTS + d] += 1

@@ -47,7 +47,6 @@ class Reason(IntEnum):
     ACK_LOST = 13             # the peer retransmitted its FIN: our ACK of it never arrived
     TIME_WAIT_SKIPPED = 14    # answered the peer's retransmitted FIN with RST: no TIME_WAIT
     FIN_WAIT_2_EXPIRED = 15   # answered with RST while in FIN_WAIT_2: the orphan timed out
-    SENT_SYN_RETRANSMIT = 16  # handshake restarted (not a transition; kept for completeness)
 
 
 REASON_TEXT = {
@@ -67,7 +66,6 @@ REASON_TEXT = {
     Reason.ACK_LOST: "the peer retransmitted its FIN, so the ACK of it was lost",
     Reason.TIME_WAIT_SKIPPED: "answered the peer's retransmitted FIN with RST: TIME_WAIT skipped",
     Reason.FIN_WAIT_2_EXPIRED: "answered with RST from FIN_WAIT_2: the socket had timed out",
-    Reason.SENT_SYN_RETRANSMIT: "retransmitted SYN",
 }
 
 
