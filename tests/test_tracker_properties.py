@@ -1,10 +1,15 @@
 """Property tests: random segment sequences never crash the trackers, states move only along
-the RFC 9293 diagram (or to CLOSED on RST), and timelines are ordered in time."""
+the RFC 9293 diagram (or to CLOSED on RST), and timelines are ordered in time.
+
+Derandomized by default so CI is repeatable; set TRACEAUDIT_PROPERTY_EXAMPLES=N for a random
+search of N examples (run one before changing the trackers)."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from traceaudit.capture.batch import ACK, COLUMNS, FIN, PSH, RST, SYN, PacketBatch
@@ -73,9 +78,14 @@ def make_batch(segments, isn_a, isn_b):
     return PacketBatch(cols)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=int(os.environ.get("TRACEAUDIT_PROPERTY_EXAMPLES", "300")),
+          deadline=None, derandomize="TRACEAUDIT_PROPERTY_EXAMPLES" not in os.environ)
 @given(st.lists(segment, min_size=1, max_size=40), st.integers(0, 2**32 - 1),
        st.integers(0, 2**32 - 1), st.integers(1, 7))
+# Found by a random run: a SYN|FIN retransmission of an unanswered SYN-ACK left the client in
+# CLOSE_WAIT straight from SYN_SENT.
+@example([(False, SYN, 0, 0, 0, 0), (False, SYN, 0, 0, 0, 0), (True, SYN | ACK, 0, 0, 0, 0),
+          (True, SYN | FIN, -1, 0, 0, 0)], 0, 0, 1)
 def test_random_sequences_follow_the_state_diagram(segments, isn_a, isn_b, batch_rows):
     batch = make_batch(segments, isn_a, isn_b)
     flows, tracker = FlowBuilder(initial=2), ConnectionTracker(initial=2)

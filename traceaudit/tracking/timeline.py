@@ -9,8 +9,8 @@ Three corrections need later packets and are applied here, only to the connectio
   it was never in CLOSE_WAIT: FIN_WAIT_1 then CLOSING at its own FIN.
 - ACK lost: the endpoint retransmitted its FIN from LAST_ACK after an ACK we took as reaching
   it; that ACK never arrived, so the CLOSED it caused is removed (it stayed in LAST_ACK).
-- SYN-ACK unanswered: the server retransmitted its SYN-ACK and the client sent nothing after it,
-  so no SYN-ACK reached the client: it stayed in SYN_SENT (its ESTABLISHED is removed).
+- SYN-ACK unanswered: the server retransmitted its SYN-ACK and the client sent nothing after the
+  first one, so none reached the client: it stayed in SYN_SENT (its ESTABLISHED is removed).
 """
 
 from __future__ import annotations
@@ -40,15 +40,29 @@ def corrected_events(tracked: Tracked) -> np.ndarray:
 
 
 def _drop_unanswered_syn_acks(ev: np.ndarray, trk: np.ndarray) -> np.ndarray:
-    """Remove 'received SYN-ACK' entries of clients that evidently never got one (vectorised)."""
-    srv = K.NE
-    lost = np.flatnonzero((trk[:, srv + K.E_SYN_COUNT] > 1) &
-                          (trk[:, K.E_LAST_FRAME] < trk[:, srv + K.E_SYN_LAST_FRAME]) &
-                          (trk[:, K.E_ISN_SET] == 1))
-    if not len(lost) or not len(ev):
+    """Remove what clients that evidently never got a SYN-ACK were credited with (vectorised).
+
+    Evidence: the server sent its SYN-ACK more than once and the client sent nothing after the
+    first one. Its ESTABLISHED goes, and so does every later entry other than CLOSED: a client
+    that received nothing cannot have reached CLOSE_WAIT either.
+    """
+    if not len(ev):
         return ev
-    drop = (np.isin(ev[:, EV_CONN], lost) & (ev[:, EV_ENDPOINT] == 0) &
-            (ev[:, EV_STATE] == K.ESTABLISHED) & (ev[:, EV_REASON] == K.R_RECEIVED_SYN_ACK))
+    srv = K.NE
+    est = ((ev[:, EV_ENDPOINT] == 0) & (ev[:, EV_STATE] == K.ESTABLISHED) &
+           (ev[:, EV_REASON] == K.R_RECEIVED_SYN_ACK))
+    if not est.any():
+        return ev
+    est_frame = np.full(len(trk), np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(est_frame, ev[est, EV_CONN], ev[est, EV_FRAME])
+    client_last = trk[:, K.E_LAST_FRAME]
+    lost = ((trk[:, srv + K.E_SYN_COUNT] > 1) & (client_last < trk[:, srv + K.E_SYN_LAST_FRAME]) &
+            (client_last < est_frame) & (trk[:, K.E_ISN_SET] == 1))
+    if not lost.any():
+        return ev
+    conn = ev[:, EV_CONN]
+    drop = (lost[conn] & (ev[:, EV_ENDPOINT] == 0) & (ev[:, EV_FRAME] >= est_frame[conn]) &
+            (ev[:, EV_STATE] != K.CLOSED))
     return ev[~drop]
 
 
