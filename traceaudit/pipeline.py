@@ -14,6 +14,7 @@ from traceaudit.capture.batch import DEFAULT_BATCH_ROWS
 from traceaudit.errors import CaptureError
 from traceaudit.flows import FLOW_COLUMNS, FlowBuilder
 from traceaudit.tracking.connections import add_tracking_columns
+from traceaudit.tracking.excerpts import ExcerptRecorder, Excerpts
 from traceaudit.tracking.timeline import corrected_events
 from traceaudit.tracking.tracker import ConnectionTracker, Tracked, TrackerConfig
 from traceaudit.tracking.zeek import (
@@ -42,6 +43,7 @@ class CaptureAnalysis:
     tracked: Tracked             # raw tracker facts per connection
     events: np.ndarray           # corrected transition events, sorted by conn/endpoint/time
     zeek_rows: pd.DataFrame | None = None   # Zeek's connections (tracking/zeek.py), if enabled
+    excerpts: Excerpts | None = None        # a few packets per connection, for ladders
 
     @property
     def failed(self) -> bool:
@@ -59,6 +61,7 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
                           batch_rows=options.batch_rows)
     builder = FlowBuilder()
     tracker = ConnectionTracker(options.tracker)
+    excerpts = ExcerptRecorder()
     zeek = ZeekTracker(options.zeek) if options.zeek is not None else None
     ok_frames = None
     if zeek is not None and zeek.needs_checksum_marks and not options.verify_checksums:
@@ -70,6 +73,7 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
         for batch in source.batches():
             assignment = builder.add(batch)
             tracker.add(batch, assignment, builder)
+            excerpts.add(batch, assignment, builder)
             if zeek is not None:
                 seg = batch.columns.get("seg_flags")
                 if ok_frames is not None:
@@ -86,7 +90,7 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     zres = zeek.finish(builder, table) if zeek is not None else None
     flows = add_tracking_columns(table, tracked, events, zres)
     return CaptureAnalysis(source.stats, flows, tracked, events,
-                           zres.rows if zres is not None else None)
+                           zres.rows if zres is not None else None, excerpts.finish(builder))
 
 
 def analyze_captures(paths: list[Path], options: ReadOptions = ReadOptions(),

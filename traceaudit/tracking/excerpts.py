@@ -1,0 +1,188 @@
+"""Packet excerpts: a few packets of every connection, kept while streaming, for the ladders.
+
+A report never re-reads a capture, so the pipeline keeps, per connection, its first ``HEAD``
+packets (the handshake), a ring of its last ``RING`` packets, and up to ``POOL_MAX`` SYN, FIN
+or RST packets that fell out of the ring. Every packet keeps its ordinal within the connection,
+so a ladder can say how many packets it skipped between two kept ones. Fixed-size slot arrays
+(36 bytes a packet) hold head and ring; the rare evicted control packets go to a shared pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+from traceaudit.capture.batch import FIN, RST, SYN, PacketBatch
+from traceaudit.flows import assign as A
+from traceaudit.flows.table import Assignment, FlowBuilder
+
+HEAD = 3          # first packets of a connection (SYN, SYN-ACK, ACK)
+RING = 8          # its last packets
+SLOTS = HEAD + RING
+POOL_MAX = 8      # control packets per connection kept after they left the ring
+FROM_SERVER = 0x8000    # bit added to the stored flags of a packet the server sent
+_CONTROL = SYN | FIN | RST
+
+# Pool columns (int64 matrix, one row per evicted control packet).
+P_CONN, P_IDX, P_FRAME, P_TS, P_SEQ, P_ACK, P_LEN, P_WIN, P_FLAGS = range(9)
+N_POOL = 9
+
+
+@njit(cache=True)
+def record_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, count,
+                 s_frame, s_ts, s_seq, s_ack, s_len, s_win, s_flags, pool, n_pool, pool_count,
+                 start):
+    """Record rows ``start``.. of a batch. Returns (pool rows, next row); stops early when the
+    pool is full so that the caller can grow it and call again."""
+    for i in range(start, len(conn_ids)):
+        if n_pool >= len(pool):
+            return n_pool, i
+        c = conn_ids[i]
+        k = count[c]
+        if k < HEAD:
+            j = k
+        else:
+            j = HEAD + (k - HEAD) % RING
+            if k >= SLOTS:
+                old = s_flags[c, j]
+                if (old & _CONTROL) != 0 and pool_count[c] < POOL_MAX:
+                    pool[n_pool, P_CONN] = c
+                    pool[n_pool, P_IDX] = k - RING
+                    pool[n_pool, P_FRAME] = s_frame[c, j]
+                    pool[n_pool, P_TS] = s_ts[c, j]
+                    pool[n_pool, P_SEQ] = s_seq[c, j]
+                    pool[n_pool, P_ACK] = s_ack[c, j]
+                    pool[n_pool, P_LEN] = s_len[c, j]
+                    pool[n_pool, P_WIN] = s_win[c, j]
+                    pool[n_pool, P_FLAGS] = old
+                    n_pool += 1
+                    pool_count[c] += 1
+        s_frame[c, j] = frame[i]
+        s_ts[c, j] = ts[i]
+        s_seq[c, j] = seq[i]
+        s_ack[c, j] = ack[i]
+        s_len[c, j] = plen[i]
+        s_win[c, j] = win[i]
+        s_flags[c, j] = flags[i] | (0 if from_client[i] else FROM_SERVER)
+        count[c] = k + 1
+    return n_pool, len(conn_ids)
+
+
+@dataclass(frozen=True)
+class Packet:
+    """One kept packet, as a ladder draws it."""
+
+    idx: int              # ordinal within the connection (0 = its first packet)
+    frame: int
+    ts_ns: int
+    from_server: bool
+    flags: int            # the nine TCP flag bits
+    seq: int              # raw
+    ack: int
+    rel_seq: int          # relative to the sender's ISN (as Wireshark shows it)
+    rel_ack: int          # relative to the peer's ISN
+    payload_len: int
+    win: int
+
+
+_SLOT_FIELDS = ("frame", "ts", "seq", "ack", "len", "win", "flags")
+
+
+@dataclass
+class Excerpts:
+    """Kept packets of every connection of one capture (see module doc)."""
+
+    count: np.ndarray           # (n,) packets each connection had
+    slots: dict[str, np.ndarray]   # _SLOT_FIELDS -> (n, SLOTS) arrays
+    pool: np.ndarray            # (m, N_POOL) int64, sorted by (conn, idx)
+    pool_start: np.ndarray      # (n + 1,) rows of connection c: pool_start[c]:pool_start[c+1]
+    base: np.ndarray            # (n, 2) sequence base of client, server (raw); -1 unknown
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.count, self.pool, self.pool_start, self.base, *self.slots.values()]
+        return sum(a.nbytes for a in arrays)
+
+    def packets(self, c: int) -> list[Packet]:
+        """Connection ``c``'s kept packets in capture order."""
+        n = int(self.count[c])
+        rows = []
+        s = self.slots
+        for k in list(range(min(n, HEAD))) + list(range(max(HEAD, n - RING), n)):
+            j = k if k < HEAD else HEAD + (k - HEAD) % RING
+            rows.append((k, int(s["frame"][c, j]), int(s["ts"][c, j]), int(s["seq"][c, j]),
+                         int(s["ack"][c, j]), int(s["len"][c, j]), int(s["win"][c, j]),
+                         int(s["flags"][c, j])))
+        for r in self.pool[self.pool_start[c]:self.pool_start[c + 1]].tolist():
+            rows.append((r[P_IDX], r[P_FRAME], r[P_TS], r[P_SEQ], r[P_ACK], r[P_LEN], r[P_WIN],
+                         r[P_FLAGS]))
+        rows.sort()
+        return [self._packet(c, *r) for r in rows]
+
+    def _packet(self, c, idx, frame, ts, seq, ack, plen, win, flags) -> Packet:
+        srv = bool(flags & FROM_SERVER)
+        own, peer = self.base[c, int(srv)], self.base[c, 1 - int(srv)]
+        rel_seq = (seq - own) & 0xFFFFFFFF if own >= 0 else seq
+        rel_ack = (ack - peer) & 0xFFFFFFFF if peer >= 0 else ack
+        return Packet(idx, frame, ts, srv, flags & 0x1FF, seq, ack, int(rel_seq), int(rel_ack),
+                      plen, win)
+
+
+class ExcerptRecorder:
+    """Feeds each batch, after flow assignment, through ``record_batch``."""
+
+    def __init__(self, initial: int = 1 << 12) -> None:
+        self.count = np.zeros(initial, np.int64)
+        self.slots = _slot_arrays(initial)
+        self.pool = np.zeros((1 << 10, N_POOL), np.int64)
+        self.n_pool = 0
+        self.pool_count = np.zeros(initial, np.int32)
+
+    def add(self, batch: PacketBatch, assignment: Assignment, flows: FlowBuilder) -> None:
+        if flows.n_conns > len(self.count):
+            self._grow(max(flows.n_conns, len(self.count) * 3 // 2))
+        b = batch.columns
+        s = self.slots
+        row = 0
+        while True:
+            self.n_pool, row = record_batch(
+                assignment.conn, assignment.from_client, b["flags"], b["seq"], b["ack"],
+                b["payload_len"], b["win"], b["ts_ns"], b["frame"], self.count, s["frame"],
+                s["ts"], s["seq"], s["ack"], s["len"], s["win"], s["flags"], self.pool,
+                self.n_pool, self.pool_count, row)
+            if row >= len(batch):
+                return
+            grown = np.zeros((2 * len(self.pool), N_POOL), np.int64)
+            grown[:self.n_pool] = self.pool[:self.n_pool]
+            self.pool = grown
+
+    def _grow(self, size: int) -> None:
+        n = len(self.count)
+        self.count = np.concatenate([self.count, np.zeros(size - n, np.int64)])
+        self.pool_count = np.concatenate([self.pool_count, np.zeros(size - n, np.int32)])
+        for name, arr in self.slots.items():
+            grown = np.zeros((size, SLOTS), arr.dtype)
+            grown[:n] = arr
+            self.slots[name] = grown
+
+    def finish(self, flows: FlowBuilder) -> Excerpts:
+        """The excerpts, trimmed to the connections seen, with each direction's sequence base
+        (Wireshark's base_seq, so relative numbers are the ones Wireshark shows)."""
+        n_conns = flows.n_conns
+        pool = self.pool[:self.n_pool]
+        pool = pool[np.lexsort((pool[:, P_IDX], pool[:, P_CONN]))]
+        starts = np.searchsorted(pool[:, P_CONN], np.arange(n_conns + 1))
+        base = np.full((n_conns, 2), -1, np.int64)
+        conn = flows.conn[:n_conns]
+        for d in (0, 1):
+            known = conn[:, A.F_BASE_SET + d] == 1
+            base[known, d] = conn[known, A.F_BASE + d]
+        slots = {k: v[:n_conns].copy() for k, v in self.slots.items()}
+        return Excerpts(self.count[:n_conns].copy(), slots, pool.copy(), starts, base)
+
+
+def _slot_arrays(n: int) -> dict[str, np.ndarray]:
+    dtypes = (np.int64, np.int64, np.uint32, np.uint32, np.int32, np.uint16, np.uint16)
+    return {k: np.zeros((n, SLOTS), d) for k, d in zip(_SLOT_FIELDS, dtypes)}
