@@ -1,0 +1,52 @@
+"""The rule registry: every module in this package that exports ``RULE`` is a rule.
+
+``run_rules`` applies the selected rules, with their configured thresholds, to one capture.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from traceaudit.rules.model import Finding, Rule, Severity
+
+if TYPE_CHECKING:
+    from traceaudit.pipeline import CaptureAnalysis
+    from traceaudit.rules.config import RulesConfig
+
+__all__ = ["Finding", "Rule", "Severity", "registry", "run_rules"]
+
+_NOT_RULES = {"model", "config", "evidence", "baseline", "common", "resets"}
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, Rule]:
+    """All rules by name, in code order."""
+    rules = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name in _NOT_RULES or info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        rule = getattr(module, "RULE", None)
+        if isinstance(rule, Rule):
+            rules.append(rule)
+    rules.sort(key=lambda r: r.code)
+    names = [r.name for r in rules]
+    codes = [r.code for r in rules]
+    assert len(set(names)) == len(names) and len(set(codes)) == len(codes), "duplicate rule"
+    return {r.name: r for r in rules}
+
+
+def run_rules(analysis: "CaptureAnalysis", config: "RulesConfig") -> list[Finding]:
+    """Findings of every selected rule for one capture, ordered by time then rule code."""
+    findings: list[Finding] = []
+    for rule in config.active_rules():
+        params = config.params(rule)
+        severity = config.severity(rule)
+        for finding in rule.check(analysis, params):
+            finding.severity = severity
+            findings.append(finding)
+    findings.sort(key=lambda f: (f.ts, f.code, f.connection if f.connection is not None else -1))
+    return findings

@@ -1,0 +1,103 @@
+"""What every rule needs: tracker fields by endpoint, connection identities, finding builders.
+
+Rules are vectorised over the tracker matrix (one row per connection); Python runs only for the
+rows that produce a finding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from traceaudit.rules.model import Finding, Rule
+from traceaudit.tracking import kernel as K
+
+if TYPE_CHECKING:
+    from traceaudit.pipeline import CaptureAnalysis
+
+ENDPOINTS = ("client", "server")
+NS = 1_000_000_000
+NEVER = np.iinfo(np.int64).max
+
+
+@dataclass
+class View:
+    """Read-only accessors over one capture's analysis."""
+
+    analysis: "CaptureAnalysis"
+
+    @cached_property
+    def trk(self) -> np.ndarray:
+        return self.analysis.tracked.trk[:len(self.analysis.flows)]
+
+    @property
+    def n(self) -> int:
+        return len(self.analysis.flows)
+
+    def ep(self, e: int, field: int) -> np.ndarray:
+        """Field of endpoint ``e`` (0 client, 1 server) for every connection."""
+        return self.trk[:, e * K.NE + field]
+
+    def conn(self, field: int) -> np.ndarray:
+        return self.trk[:, field]
+
+    @property
+    def end_ns(self) -> int:
+        """Capture end (last packet time)."""
+        return int(self.analysis.tracked.end_ts_ns)
+
+    @cached_property
+    def handshake_seen(self) -> np.ndarray:
+        return self.conn(K.K_MIDSTREAM) == 0
+
+    @cached_property
+    def columns(self) -> dict[str, list]:
+        flows = self.analysis.flows
+        return {c: flows[c].tolist() for c in ("client_ip", "client_port", "server_ip",
+                                               "server_port", "first_frame")}
+
+    def address(self, c: int, e: int) -> str:
+        cols = self.columns
+        ip, port = cols[f"{ENDPOINTS[e]}_ip"][c], cols[f"{ENDPOINTS[e]}_port"][c]
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+    def ip(self, c: int, e: int) -> str:
+        return self.columns[f"{ENDPOINTS[e]}_ip"][c]
+
+    def describe(self, c: int) -> str:
+        """'client 10.0.0.1:40000 → server 10.0.0.2:80 (tcp.stream 7)'."""
+        return f"{self.address(c, 0)} → {self.address(c, 1)} (tcp.stream {c})"
+
+    def key(self, c: int) -> str:
+        cols = self.columns
+        return f"{self.address(c, 0)}>{self.address(c, 1)}#{cols['first_frame'][c]}"
+
+    def finding(self, rule: Rule, c: int, e: int | None, ts_ns: int, frames: list[int],
+                message: str, **details: Any) -> Finding:
+        """A finding about connection ``c`` (endpoint ``e`` at fault, or None: both/neither)."""
+        return Finding(
+            rule=rule.name, code=rule.code, severity=rule.severity,
+            capture=self.analysis.stats.path, ts=ts_ns / NS,
+            frames=sorted({int(f) for f in frames if f is not None and f >= 0}),
+            message=message, remediation=rule.remediation, connection=int(c),
+            endpoint=ENDPOINTS[e] if e is not None else None,
+            display_filter=f"tcp.stream eq {c}", details=details, key=self.key(c))
+
+
+def seconds(ns: int | float) -> str:
+    """A duration for people: 850 ms, 3.2 s, 4 min 12 s, 2 h 5 min."""
+    s = ns / NS
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 60:
+        return f"{s:.1f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+
+
+def frame_ref(frame: int) -> str:
+    return f"frame {frame}" if frame >= 0 else "(no frame: inferred)"

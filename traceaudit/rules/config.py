@@ -1,0 +1,184 @@
+"""Rule selection and thresholds: defaults, then a config file, then ``--set``.
+
+Config file (``traceaudit.toml``, or ``[tool.traceaudit]`` in ``pyproject.toml``)::
+
+    select = ["half-closed-leak", "fin-wait-2-hang"]   # default: every rule
+    ignore = ["simultaneous-close"]
+    fail-on = "warning"                                # info | warning | error
+    baseline = "traceaudit-baseline.json"
+
+    [rules.half-closed-leak]
+    min_duration = 30          # a threshold (see `traceaudit rules`)
+    severity = "error"         # override the rule's default severity
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from traceaudit.errors import ConfigError, UnknownRuleError
+from traceaudit.rules.model import Rule, Severity
+
+CONFIG_FILE = "traceaudit.toml"
+_TOP_KEYS = {"select", "ignore", "fail-on", "baseline", "rules"}
+
+
+@dataclass
+class RulesConfig:
+    select: list[str] | None = None                    # None: every rule
+    ignore: list[str] = field(default_factory=list)
+    fail_on: Severity = Severity.WARNING
+    baseline: str | None = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str | None = None                           # the file the settings came from
+
+    # -- queries --------------------------------------------------------------------------
+    def active_rules(self) -> list[Rule]:
+        rules = _registry()
+        chosen = self.select if self.select is not None else list(rules)
+        return [rules[n] for n in rules if n in chosen and n not in self.ignore]
+
+    def params(self, rule: Rule) -> dict[str, Any]:
+        values = dict(rule.thresholds)
+        values.update({k: v for k, v in self.overrides.get(rule.name, {}).items()
+                       if k != "severity"})
+        return values
+
+    def severity(self, rule: Rule) -> Severity:
+        text = self.overrides.get(rule.name, {}).get("severity")
+        return Severity.parse(text) if text is not None else rule.severity
+
+    # -- building -------------------------------------------------------------------------
+    def apply_table(self, table: dict[str, Any], origin: str) -> None:
+        unknown = set(table) - _TOP_KEYS
+        if unknown:
+            raise ConfigError(f"{origin}: unknown setting(s) {', '.join(sorted(unknown))} "
+                              f"(known: {', '.join(sorted(_TOP_KEYS))})")
+        if "select" in table:
+            self.select = check_rule_names(_str_list(table["select"], origin, "select"), origin)
+        if "ignore" in table:
+            self.ignore = check_rule_names(_str_list(table["ignore"], origin, "ignore"), origin)
+        if "fail-on" in table:
+            self.fail_on = _severity(table["fail-on"], f"{origin}: fail-on")
+        if "baseline" in table:
+            self.baseline = str(table["baseline"])
+        rules = table.get("rules", {})
+        if not isinstance(rules, dict):
+            raise ConfigError(f"{origin}: [rules] must be a table of rule names")
+        for name, settings in rules.items():
+            if not isinstance(settings, dict):
+                raise ConfigError(f"{origin}: [rules.{name}] must be a table")
+            for key, value in settings.items():
+                self.set_value(name, key, value, origin)
+
+    def set_value(self, rule_name: str, key: str, value: Any, origin: str) -> None:
+        rule = _registry().get(rule_name)
+        if rule is None:
+            raise UnknownRuleError(f"{origin}: unknown rule {rule_name!r}{_suggest(rule_name)}")
+        if key == "severity":
+            _severity(value, f"{origin}: rules.{rule_name}.severity")
+        elif key not in rule.thresholds:
+            known = ", ".join(sorted(rule.thresholds)) or "none"
+            raise ConfigError(f"{origin}: rule {rule_name!r} has no setting {key!r} "
+                              f"(settings: {known}, severity)")
+        else:
+            value = _coerce(value, rule.thresholds[key], f"{origin}: rules.{rule_name}.{key}")
+        self.overrides.setdefault(rule_name, {})[key] = value
+
+    def apply_set(self, assignment: str) -> None:
+        """One ``--set rules.NAME.KEY=VALUE``."""
+        lhs, sep, rhs = assignment.partition("=")
+        parts = lhs.strip().split(".")
+        if not sep or len(parts) != 3 or parts[0] != "rules" or not all(parts):
+            raise ConfigError(f"--set {assignment!r}: expected rules.NAME.KEY=VALUE")
+        self.set_value(parts[1], parts[2], _parse_value(rhs.strip()), "--set")
+
+
+def load_config(path: str | None, cwd: Path | None = None) -> RulesConfig:
+    """Settings from ``path``, else ``traceaudit.toml`` or ``pyproject.toml`` in ``cwd``."""
+    config = RulesConfig()
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(f"{path}: config file not found")
+    else:
+        here = cwd or Path.cwd()
+        file = next((f for f in (here / CONFIG_FILE, here / "pyproject.toml") if f.is_file()),
+                    None)
+        if file is None:
+            return config
+    try:
+        doc = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read config: {exc}") from None
+    if file.name == "pyproject.toml":
+        table = doc.get("tool", {}).get("traceaudit")
+        if table is None:
+            if path is not None:
+                raise ConfigError(f"{file}: no [tool.traceaudit] table")
+            return config
+    else:
+        table = doc
+    config.source = str(file)
+    config.apply_table(table, str(file))
+    return config
+
+
+def check_rule_names(names: Iterable[str], origin: str) -> list[str]:
+    names = [n.strip() for n in names if n.strip()]
+    rules = _registry()
+    for n in names:
+        if n not in rules:
+            raise UnknownRuleError(f"{origin}: unknown rule {n!r}{_suggest(n)}")
+    return names
+
+
+def _registry() -> dict[str, Rule]:
+    from traceaudit.rules import registry
+    return registry()
+
+
+def _suggest(name: str) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, list(_registry()), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else " (see `traceaudit rules`)"
+
+
+def _str_list(value: Any, origin: str, key: str) -> list[str]:
+    if isinstance(value, str):
+        return value.split(",")
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ConfigError(f"{origin}: {key} must be a list of rule names")
+
+
+def _severity(value: Any, where: str) -> Severity:
+    try:
+        return Severity.parse(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if value < 0:
+            raise ConfigError(f"{where}: must not be negative, got {value!r}")
+        return type(default)(value) if isinstance(default, float) or float(value).is_integer() \
+            else value
+    return value

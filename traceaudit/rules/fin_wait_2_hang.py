@@ -1,0 +1,99 @@
+"""fin-wait-2-hang: the endpoint's FIN was acknowledged, the peer's FIN never came."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from traceaudit.rules.common import ENDPOINTS, NEVER, View, seconds
+from traceaudit.rules.model import Rule, Severity
+from traceaudit.tracking import kernel as K
+
+
+def check(analysis, params):
+    v = View(analysis)
+    if not v.n:
+        return []
+    min_ns = int(params["min_duration"] * 1e9)
+    fin_timeout = int(analysis.tracked.config.fin_timeout_s * 1e9)
+    end = v.end_ns
+    out = []
+    for e in (0, 1):
+        p = 1 - e
+        fw2 = v.ep(e, K.E_FW2_FRAME) >= 0
+        start = v.ep(e, K.E_FW2_TS)
+        peer_fin = np.where((v.ep(p, K.E_FIN) == 1) & (v.ep(p, K.E_FIN_TS) >= start),
+                            v.ep(p, K.E_FIN_TS), NEVER)
+        rst = np.minimum(np.where(v.ep(e, K.E_RST) > 0, v.ep(e, K.E_RST_TS), NEVER),
+                         np.where(v.ep(p, K.E_RST) > 0, v.ep(p, K.E_RST_TS), NEVER))
+        stop = np.minimum(np.minimum(peer_fin, rst), end)
+        expired = (v.ep(e, K.E_FLAGS) & K.F_FW2_EXPIRED) != 0
+        stop = np.where(expired, np.minimum(stop, start + fin_timeout), stop)
+        stop = np.maximum(stop, start)
+        peer_data = v.ep(p, K.E_LAST_DATA_TS)
+        idle_from = np.where((peer_data > start) & (peer_data <= stop), peer_data, start)
+        open_at_end = ((v.ep(p, K.E_FIN) == 0) & (v.ep(e, K.E_RST) == 0) &
+                       (v.ep(p, K.E_RST) == 0) & ~expired)
+        reset = (rst < peer_fin) | expired
+        held = np.where(reset, stop - start, stop - idle_from)
+        hit = fw2 & ((held >= min_ns) | (open_at_end & (idle_from == start)))
+        for c in np.flatnonzero(hit).tolist():
+            out.append(_finding(v, c, e, int(start[c]), int(stop[c]), int(idle_from[c]), end,
+                                bool(expired[c]), min_ns))
+    return out
+
+
+def _finding(v, c, e, start, stop, idle_from, end, expired, min_ns):
+    p = 1 - e
+    trk = v.trk[c]
+    eo, po = e * K.NE, p * K.NE
+    fin_frame, ack_frame = int(trk[eo + K.E_FIN_FRAME]), int(trk[eo + K.E_FIN_ACKED_FRAME])
+    frames = [fin_frame, ack_frame]
+    still = stop >= end and trk[po + K.E_FIN] == 0 and trk[eo + K.E_RST] == 0 \
+        and trk[po + K.E_RST] == 0
+    if still:
+        how = "and still was at capture end"
+        if stop - start < min_ns:
+            how += " (the capture ends there, so how long it lasted is unknown)"
+    elif expired:
+        how = ("until the orphaned socket timed out (tcp_fin_timeout): its later RST "
+               f"(frame {trk[eo + K.E_RST_FRAME]}) shows it was gone")
+        frames.append(int(trk[eo + K.E_RST_FRAME]))
+    elif trk[po + K.E_FIN] == 1 and trk[po + K.E_FIN_TS] <= stop:
+        how = f"until the {ENDPOINTS[p]}'s FIN finally came (frame {trk[po + K.E_FIN_FRAME]})"
+        frames.append(int(trk[po + K.E_FIN_FRAME]))
+    else:
+        rst_ep = e if trk[eo + K.E_RST] > 0 and trk[eo + K.E_RST_TS] <= stop else p
+        how = f"until {ENDPOINTS[rst_ep]} sent RST (frame {trk[rst_ep * K.NE + K.E_RST_FRAME]})"
+        frames.append(int(trk[rst_ep * K.NE + K.E_RST_FRAME]))
+    message = (f"{ENDPOINTS[e]} {v.address(c, e)} closed first (FIN frame {fin_frame}, "
+               f"acknowledged at frame {ack_frame}) and waited {seconds(stop - start)} in "
+               f"FIN_WAIT_2 for the {ENDPOINTS[p]}'s FIN, {how}.")
+    if idle_from > start:
+        message += f" The {ENDPOINTS[p]} sent data until {seconds(idle_from - start)} in."
+    return v.finding(RULE, c, e, start, frames, message,
+                     duration_s=round((stop - start) / 1e9, 6),
+                     idle_s=round((stop - idle_from) / 1e9, 6),
+                     still_open_at_capture_end=bool(still), orphan_timed_out=expired)
+
+
+RULE = Rule(
+    code="TA102",
+    name="fin-wait-2-hang",
+    title="FIN_WAIT_2 hang: this endpoint closed, the peer never sent its FIN",
+    severity=Severity.WARNING,
+    rationale=("After its FIN is acknowledged an endpoint waits in FIN_WAIT_2 for the peer's "
+               "FIN. A long wait means the peer's application has not closed its side (see "
+               "half-closed-leak on the peer). Linux frees an orphaned FIN_WAIT_2 socket after "
+               "net.ipv4.tcp_fin_timeout (60 s); one kept by shutdown(SHUT_WR) waits forever, "
+               "and the peer's late data then meets an RST."),
+    remediation=("Fix the peer that never closes (its CLOSE_WAIT is the bug). On this side, "
+                 "close() rather than only shutdown() when done, and bound the wait with "
+                 "application timeouts; tcp_fin_timeout only limits orphaned sockets."),
+    check=check,
+    thresholds={"min_duration": 2.0},
+    threshold_help={"min_duration": "seconds in FIN_WAIT_2, with no data from the peer, before "
+                                    "this is a hang; one still waiting at capture end with no "
+                                    "data from the peer since is reported whatever the "
+                                    "duration"},
+    references=("RFC 9293 §3.10.7.4 (FIN-WAIT-2)", "Linux ip-sysctl: tcp_fin_timeout"),
+)

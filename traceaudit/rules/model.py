@@ -1,0 +1,84 @@
+"""What a rule is and what it finds.
+
+A rule is a small module in this package exporting ``RULE``: its metadata (code, kebab-case
+name, title, default severity, thresholds with their defaults, rationale, remediation,
+references) and a ``check`` function. ``check`` reads one capture's analysis (flow table,
+tracker facts, corrected timelines; never bytes) and returns findings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from traceaudit.pipeline import CaptureAnalysis
+
+
+class Severity(IntEnum):
+    INFO = 0
+    WARNING = 1
+    ERROR = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> "Severity":
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown severity {text!r} (info, warning or error)") from None
+
+
+Params = Mapping[str, Any]
+Check = Callable[["CaptureAnalysis", Params], Iterable["Finding"]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str                       # stable short id, e.g. "TA101"
+    name: str                       # kebab-case name used on the command line and in config
+    title: str                      # one line
+    severity: Severity              # default severity
+    rationale: str                  # why this ending is a problem (plain words)
+    remediation: str                # how to fix it
+    check: Check
+    thresholds: Mapping[str, float | int | bool] = field(default_factory=dict)
+    threshold_help: Mapping[str, str] = field(default_factory=dict)
+    references: tuple[str, ...] = ()   # RFC sections, kernel docs
+
+
+@dataclass
+class Finding:
+    """One verdict, explainable from frames the user can open in Wireshark."""
+
+    rule: str
+    code: str
+    severity: Severity
+    capture: str                    # capture file path as given
+    ts: float                       # epoch seconds of the decisive moment
+    frames: list[int]               # decisive frames, in capture order
+    message: str                    # what happened, in plain words, with figures
+    remediation: str
+    connection: int | None = None   # flow id in the capture (== Wireshark tcp.stream)
+    endpoint: str | None = None     # "client" or "server": the endpoint at fault
+    host: str | None = None         # host-level findings carry the host instead
+    display_filter: str = ""        # Wireshark display filter showing the evidence
+    details: dict[str, Any] = field(default_factory=dict)   # rule-specific (cause, confidence…)
+    key: str = ""                   # what identifies the subject (endpoints), for fingerprints
+
+    @property
+    def fingerprint(self) -> str:
+        """Stable across runs of the same capture and across unrelated changes to others."""
+        cause = self.details.get("cause", "")
+        parts = [self.rule, str(cause), _basename(self.capture), self.key or self.host or "",
+                 self.endpoint or ""]
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+
+
+def _basename(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
