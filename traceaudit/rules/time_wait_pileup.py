@@ -1,0 +1,112 @@
+"""time-wait-pileup: per host, how many sockets sat in TIME_WAIT at once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from traceaudit.rules.common import NS, seconds
+from traceaudit.rules.model import Finding, Rule, Severity
+from traceaudit.tracking import kernel as K
+from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_STATE, EV_TS
+
+
+def time_wait_intervals(analysis) -> pd.DataFrame:
+    """One row per TIME_WAIT stay: conn, endpoint, host, peer (ip:port), start/end ns, frame."""
+    ev = analysis.events
+    flows = analysis.flows
+    if not len(ev) or flows.empty:
+        return pd.DataFrame(columns=["conn", "endpoint", "host", "peer", "start", "end", "frame"])
+    tw = np.flatnonzero(ev[:, EV_STATE] == K.TIME_WAIT)
+    nxt = tw + 1
+    same = nxt < len(ev)
+    same[same] = ((ev[nxt[same], EV_CONN] == ev[tw[same], EV_CONN]) &
+                  (ev[nxt[same], EV_ENDPOINT] == ev[tw[same], EV_ENDPOINT]))
+    end = np.full(len(tw), int(analysis.tracked.end_ts_ns), np.int64)
+    end[same] = ev[nxt[same], EV_TS]
+    conn, e = ev[tw, EV_CONN], ev[tw, EV_ENDPOINT]
+    cip, sip = flows["client_ip"].to_numpy(object), flows["server_ip"].to_numpy(object)
+    cport, sport = flows["client_port"].to_numpy(), flows["server_port"].to_numpy()
+    host = np.where(e == 0, cip[conn], sip[conn])
+    peer_ip, peer_port = np.where(e == 0, sip[conn], cip[conn]), np.where(e == 0, sport[conn],
+                                                                          cport[conn])
+    peer = [f"[{ip}]:{p}" if ":" in ip else f"{ip}:{p}" for ip, p in zip(peer_ip, peer_port)]
+    return pd.DataFrame({"conn": conn, "endpoint": e, "host": host, "peer": peer,
+                         "start": ev[tw, EV_TS], "end": end, "frame": ev[tw, EV_FRAME]})
+
+
+def peaks(intervals: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Per group: the most stays open at once, when that was first reached, and its frame."""
+    n = len(intervals)
+    steps = pd.DataFrame({
+        **{k: np.concatenate([intervals[k].to_numpy(), intervals[k].to_numpy()]) for k in by},
+        "t": np.concatenate([intervals["start"].to_numpy(), intervals["end"].to_numpy()]),
+        "d": np.concatenate([np.ones(n, np.int64), -np.ones(n, np.int64)]),
+        "frame": np.concatenate([intervals["frame"].to_numpy(), np.full(n, -1)]),
+    })
+    steps = steps.sort_values(by + ["t", "d"], kind="stable")     # leave before enter
+    steps["open"] = steps.groupby(by, sort=False)["d"].cumsum()
+    top = steps.loc[steps.groupby(by, sort=False)["open"].idxmax()]
+    return top.rename(columns={"open": "peak", "t": "peak_ns"})[by + ["peak", "peak_ns",
+                                                                       "frame"]]
+
+
+def check(analysis, params):
+    intervals = time_wait_intervals(analysis)
+    if intervals.empty:
+        return []
+    low, high = int(params["port_range_low"]), int(params["port_range_high"])
+    ports = max(high - low + 1, 1)
+    by_host = peaks(intervals, ["host"])
+    by_peer = peaks(intervals, ["host", "peer"]).sort_values("peak", ascending=False)
+    worst_peer = by_peer.drop_duplicates("host").set_index("host")
+    out = []
+    for row in by_host.itertuples(index=False):
+        if row.peak < params["min_sockets"]:
+            continue
+        w = worst_peer.loc[row.host]
+        share = w.peak / ports
+        span = intervals[intervals["host"] == row.host]
+        message = (f"host {row.host} held {row.peak:,} sockets in TIME_WAIT at once "
+                   f"(peak reached at frame {row.frame}); at most {int(w.peak):,} of them toward "
+                   f"one peer ({w['peer']}): {share:.1%} of the ephemeral port range "
+                   f"{low}–{high} ({ports:,} ports) that a client needs for that peer. "
+                   f"{len(span):,} TIME_WAIT sockets in all in this capture.")
+        frames = sorted(span.nlargest(3, "start")["frame"].tolist() + [int(row.frame)])
+        out.append(Finding(
+            rule=RULE.name, code=RULE.code, severity=RULE.severity,
+            capture=analysis.stats.path, ts=row.peak_ns / NS, frames=[f for f in frames if f >= 0],
+            message=message, remediation=RULE.remediation, host=str(row.host),
+            display_filter=f"ip.addr == {row.host} && tcp.flags.fin == 1"
+            if ":" not in row.host else f"ipv6.addr == {row.host} && tcp.flags.fin == 1",
+            details={"peak": int(row.peak), "peak_peer": w["peer"], "peak_peer_count": int(w.peak),
+                     "port_range": [low, high], "port_range_share": round(float(share), 6),
+                     "time_wait_sockets": int(len(span))},
+            key=str(row.host)))
+    return out
+
+
+RULE = Rule(
+    code="TA111",
+    name="time-wait-pileup",
+    title="TIME_WAIT pile-up on a host",
+    severity=Severity.WARNING,
+    rationale=("Every connection a host closes first leaves a TIME_WAIT socket for 2×MSL "
+               "(60 s on Linux). A client's TIME_WAIT sockets toward one server each hold an "
+               "ephemeral port: at a few hundred connections per second the range "
+               "(32768–60999 by default, 28,232 ports) runs out and connect() fails with "
+               "EADDRNOTAVAIL; past net.ipv4.tcp_max_tw_buckets the kernel destroys TIME_WAIT "
+               "early (see rst-after-premature-close)."),
+    remediation=("Reuse connections (keep-alive, pools) instead of one per request; widen "
+                 "net.ipv4.ip_local_port_range; enable net.ipv4.tcp_tw_reuse for outgoing "
+                 "connections; spread load over more server addresses/ports; let the server "
+                 "rather than the client close only if the server can afford the TIME_WAIT."),
+    check=check,
+    thresholds={"min_sockets": 1000, "port_range_low": 32768, "port_range_high": 60999},
+    threshold_help={"min_sockets": "TIME_WAIT sockets at once on one host that make a pile-up",
+                    "port_range_low": "first port of the ephemeral range "
+                                      "(net.ipv4.ip_local_port_range)",
+                    "port_range_high": "last port of the ephemeral range"},
+    references=("RFC 9293 §3.6.1", "RFC 6191", "Linux ip-sysctl: ip_local_port_range, "
+                "tcp_max_tw_buckets, tcp_tw_reuse"),
+)

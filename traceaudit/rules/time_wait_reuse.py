@@ -1,0 +1,63 @@
+"""time-wait-reuse: a new SYN on a 4-tuple whose last incarnation is still in TIME_WAIT."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from traceaudit.rules.common import ENDPOINTS, View, seconds
+from traceaudit.rules.model import Rule, Severity
+from traceaudit.tracking import kernel as K
+from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_REASON
+
+
+def check(analysis, params):
+    v = View(analysis)
+    if not v.n:
+        return []
+    hit = np.flatnonzero(v.conn(K.K_PREV_TW) == 1)
+    if not len(hit):
+        return []
+    ev = analysis.events
+    recycled = ev[ev[:, EV_REASON] == K.R_TW_RECYCLED]
+    holders: dict[int, list[int]] = {}
+    for conn, e in zip(recycled[:, EV_CONN].tolist(), recycled[:, EV_ENDPOINT].tolist()):
+        holders.setdefault(conn, []).append(e)
+    out = []
+    for c in hit.tolist():
+        prev = int(v.conn(K.K_PREV)[c])
+        pt = v.trk[prev]
+        syn = int(pt[K.K_TW_RECYCLED_FRAME])
+        for pe in holders.get(prev, []):
+            holder = v.address(prev, pe)
+            e = 0 if holder == v.address(c, 0) else 1
+            tw_frame, tw_ts = int(pt[pe * K.NE + K.E_TW_FRAME]), int(pt[pe * K.NE + K.E_TW_TS])
+            ts = int(round(float(analysis.flows["start_ts"].iat[c]) * 1e9))   # its SYN
+            message = (f"a new SYN (frame {syn}) reused the 4-tuple of tcp.stream {prev} while "
+                       f"{ENDPOINTS[e]} {holder} still held it in TIME_WAIT (entered at frame "
+                       f"{tw_frame}, {seconds(ts - tw_ts)} before): the stack had to accept a "
+                       f"SYN in TIME_WAIT (RFC 6191, timestamps) or tcp_tw_reuse let the port "
+                       f"be reused; old duplicates of the previous connection could corrupt the "
+                       f"new one without timestamps.")
+            out.append(v.finding(RULE, c, e, ts, [tw_frame, syn], message,
+                                 previous_connection=prev,
+                                 time_wait_age_s=round((ts - tw_ts) / 1e9, 6)))
+    return out
+
+
+RULE = Rule(
+    code="TA110",
+    name="time-wait-reuse",
+    title="TIME_WAIT reuse: a new connection on a 4-tuple still in TIME_WAIT",
+    severity=Severity.WARNING,
+    rationale=("TIME_WAIT protects a new incarnation of a 4-tuple from old duplicate segments "
+               "for 2×MSL. A new SYN on the same addresses and ports before that ends is "
+               "accepted only with timestamps / higher sequence numbers (RFC 6191) or through "
+               "net.ipv4.tcp_tw_reuse; it is a sign of port exhaustion (a client cycling "
+               "through a small port range to one server) or of fixed source ports."),
+    remediation=("Give clients a wider ephemeral port range (net.ipv4.ip_local_port_range), "
+                 "more destination addresses/ports, or connection reuse (keep-alive pools); "
+                 "keep TCP timestamps on; do not bind clients to fixed ports."),
+    check=check,
+    references=("RFC 9293 §3.6.1", "RFC 6191", "Linux ip-sysctl: tcp_tw_reuse, "
+                "ip_local_port_range"),
+)
