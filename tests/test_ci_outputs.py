@@ -129,8 +129,8 @@ def counts(el: ET.Element) -> tuple[int, ...]:
 
 def test_vendored_schemas_match_recorded_hashes():
     readme = (SCHEMAS / "README.md").read_text(encoding="utf-8")
-    recorded = dict((name, digest) for digest, name in
-                    re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, flags=re.M))
+    recorded = {name: digest for digest, name in
+                re.findall(r"^([0-9a-f]{64})  (\S+)$", readme, flags=re.MULTILINE)}
     assert set(recorded) == {"junit-10.xsd", "jenkins-junit.xsd", "sarif-schema-2.1.0.json"}
     for name, digest in recorded.items():
         assert hashlib.sha256((SCHEMAS / name).read_bytes()).hexdigest() == digest, name
@@ -412,3 +412,13 @@ def test_real_pipeline_on_sample_captures(tmp_path):
     assert run["invocations"][0]["executionSuccessful"] is False
     uris = {a["location"]["uri"] for a in run["artifacts"]}
     assert "sample_pcaps/close-wait-leak.pcap" in uris and junk.as_uri() in uris
+
+
+def test_finding_without_a_time_still_renders():
+    f = finding(LEAK, "a.pcap", ts=float("nan"))
+    report = make_report([analysis("a.pcap")], [f])
+    failure = case(suite(junit_tree(render_junit(report)), "a.pcap"),
+                   "half-closed-leak (TA101)").find("failure")
+    assert "time: unknown time" in failure.text
+    props = sarif_doc(render_sarif(report))["runs"][0]["results"][0]["properties"]
+    assert props["timestamp"] == "unknown time" and props["ts"] is None

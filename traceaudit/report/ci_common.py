@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from traceaudit.audit import AuditReport
 from traceaudit.pipeline import CaptureAnalysis
@@ -37,7 +38,9 @@ def fingerprint(f: Finding) -> str:
 
 def iso_utc(ts: float) -> str:
     """Epoch seconds as ISO 8601 UTC with microseconds, e.g. ``2024-05-01T12:00:00.250000Z``."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if not math.isfinite(ts):
+        return "unknown time"
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def capture_paths(report: AuditReport) -> list[str]:

@@ -30,7 +30,15 @@ from collections import defaultdict
 from traceaudit.audit import AuditReport
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report.ci_common import (
-    analyses_by_path, capture_paths, endpoints, fingerprint, iso_utc, subject, worst, xml_safe)
+    analyses_by_path,
+    capture_paths,
+    endpoints,
+    fingerprint,
+    iso_utc,
+    subject,
+    worst,
+    xml_safe,
+)
 from traceaudit.rules.model import Finding
 
 READ_TEST = "capture is readable"
@@ -42,9 +50,11 @@ def render_junit(report: AuditReport) -> bytes:
     times = _suite_times(report, paths, by_path)
     rules = _rule_order(report)
     root = ET.Element("testsuites", name="traceaudit")
+    reported, suppressed = _grouped(report.findings), _grouped(report.suppressed)
     totals = dict.fromkeys(("tests", "failures", "errors"), 0)
     for index, path in enumerate(paths):
-        suite = _suite(report, index, path, by_path.get(path), rules, times[index])
+        suite = _suite(report, index, path, by_path.get(path), rules, times[index],
+                       reported.get(path, {}), suppressed.get(path, {}))
         root.append(suite)
         for key in totals:
             totals[key] += int(suite.get(key))
@@ -56,7 +66,8 @@ def render_junit(report: AuditReport) -> bytes:
 
 
 def _suite(report: AuditReport, index: int, path: str, analysis: CaptureAnalysis | None,
-           rules: list[tuple[str, str]], time: float) -> ET.Element:
+           rules: list[tuple[str, str]], time: float, reported: dict[str, list[Finding]],
+           suppressed: dict[str, list[Finding]]) -> ET.Element:
     suite = ET.Element("testsuite", name=xml_safe(path), id=str(index), time=f"{time:.3f}")
     if report.generated_at:
         suite.set("timestamp", xml_safe(report.generated_at))
@@ -65,8 +76,6 @@ def _suite(report: AuditReport, index: int, path: str, analysis: CaptureAnalysis
         ET.Element("property", name=k, value=xml_safe(v)) for k, v in props)
     classname = xml_safe(path).replace(".", "_")
     ends = endpoints(analysis)
-    reported = _by_rule(report.findings, path)
-    suppressed = _by_rule(report.suppressed, path)
     cases = []
     if analysis is not None:
         case = ET.Element("testcase", name=READ_TEST, classname=classname, time="0")
@@ -164,11 +173,11 @@ def _properties(report: AuditReport, path: str, a: CaptureAnalysis | None) -> li
     return props
 
 
-def _by_rule(findings: list[Finding], path: str) -> dict[str, list[Finding]]:
-    out: dict[str, list[Finding]] = defaultdict(list)
+def _grouped(findings: list[Finding]) -> dict[str, dict[str, list[Finding]]]:
+    """Capture path → rule name → findings, in report order."""
+    out: dict[str, dict[str, list[Finding]]] = defaultdict(lambda: defaultdict(list))
     for f in findings:
-        if f.capture == path:
-            out[f.rule].append(f)
+        out[f.capture][f.rule].append(f)
     return out
 
 

@@ -23,7 +23,14 @@ import orjson
 
 from traceaudit.audit import AuditReport
 from traceaudit.report.ci_common import (
-    analyses_by_path, capture_paths, endpoints, fingerprint, iso_utc, subject, utf8_safe)
+    analyses_by_path,
+    capture_paths,
+    endpoints,
+    fingerprint,
+    iso_utc,
+    subject,
+    utf8_safe,
+)
 from traceaudit.rules.model import Finding, Rule, Severity
 
 SCHEMA_URI = ("https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/"
@@ -57,8 +64,11 @@ def render_sarif(report: AuditReport, cwd: str | Path | None = None) -> bytes:
     if any(loc.get("uriBaseId") == SRCROOT for loc in locations.values()):
         run["originalUriBaseIds"] = {SRCROOT: {"uri": _file_uri(base, directory=True)}}
     log = {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": [run]}
-    return orjson.dumps(_clean(log), default=lambda o: utf8_safe(o),
-                        option=orjson.OPT_INDENT_2)
+    options = orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY
+    try:
+        return orjson.dumps(log, default=str, option=options)
+    except orjson.JSONEncodeError:     # lone surrogates (undecodable bytes in a file name)
+        return orjson.dumps(_clean(log), default=lambda o: utf8_safe(o), option=options)
 
 
 def _driver(report: AuditReport) -> dict:
