@@ -7,10 +7,13 @@ reads a capture.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.rules.model import Finding, Rule, Severity
+
+if TYPE_CHECKING:
+    from traceaudit.rules.config import RulesConfig
 
 
 @dataclass
@@ -33,3 +36,19 @@ class AuditReport:
     @property
     def unreadable(self) -> list[CaptureAnalysis]:
         return [a for a in self.analyses if a.failed]
+
+
+def build_report(analyses: list[CaptureAnalysis], config: "RulesConfig",
+                 known: set[str] | None = None, **meta: Any) -> AuditReport:
+    """Run the selected rules over every analysis and apply the baseline (``known``)."""
+    from traceaudit.rules import run_rules
+    from traceaudit.rules.baseline import split_by_baseline
+
+    findings = [f for a in analyses for f in run_rules(a, config)]
+    suppressed: list[Finding] = []
+    if known:
+        findings, suppressed = split_by_baseline(findings, known)
+    rules = config.active_rules()
+    return AuditReport(analyses=analyses, findings=findings, rules=rules,
+                       params={r.name: config.params(r) for r in rules},
+                       fail_on=config.fail_on, suppressed=suppressed, **meta)

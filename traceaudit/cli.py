@@ -113,31 +113,145 @@ def tracker_options(func):
     return func
 
 
+def _rule_list(values: tuple[str, ...]) -> list[str] | None:
+    """Comma-separated and repeated --select/--ignore values, validated against the registry."""
+    from traceaudit.rules.config import check_rule_names
+    if not values:
+        return None
+    return check_rule_names([n for v in values for n in v.split(",")], "--select/--ignore")
+
+
 @main.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
-@click.option("--json", "json_path", default=None,
+@click.option("--json", "json_path", default=None, metavar="FILE",
               help="Write the JSON report (captures, connections with timelines, findings).")
+@click.option("--junit", "junit_path", default=None, metavar="FILE",
+              help="Write JUnit XML for CI (one test suite per capture, a test per rule).")
+@click.option("--sarif", "sarif_path", default=None, metavar="FILE",
+              help="Write SARIF 2.1.0 (code-scanning dashboards).")
+@click.option("--html", "html_path", default=None, metavar="FILE",
+              help="Write the self-contained HTML report (e.g. reports/incident.html).")
+@click.option("--select", multiple=True, metavar="RULES",
+              help="Run only these rules (names, comma-separated or repeated).")
+@click.option("--ignore", multiple=True, metavar="RULES", help="Do not run these rules.")
+@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]), default=None,
+              help="Lowest severity that makes the exit code 1  [default: warning, or the "
+                   "config file's fail-on].")
+@click.option("--baseline", "baseline_path", default=None, metavar="FILE",
+              help="Suppress findings recorded in this baseline file (see --write-baseline).")
+@click.option("--write-baseline", "write_baseline_path", default=None, metavar="FILE",
+              help="Record every finding of this run as known, for later --baseline runs.")
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              help="Settings file (default: ./traceaudit.toml, else [tool.traceaudit] in "
+                   "./pyproject.toml).")
+@click.option("--set", "overrides", multiple=True, metavar="rules.NAME.KEY=VALUE",
+              help="Override a rule threshold or severity, e.g. "
+                   "--set rules.half-closed-leak.min_duration=30.")
 @reader_options
 @tracker_options
-def analyze(captures: tuple[str, ...], json_path: str | None, reader: str,
-            verify_checksums: bool, msl2: float, fin_timeout: float) -> None:
-    """Infer how every TCP connection in CAPTURES ended.
+def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | None,
+            sarif_path: str | None, html_path: str | None, select: tuple[str, ...],
+            ignore: tuple[str, ...], fail_on: str | None, baseline_path: str | None,
+            write_baseline_path: str | None, config_path: str | None,
+            overrides: tuple[str, ...], reader: str, verify_checksums: bool, msl2: float,
+            fin_timeout: float) -> None:
+    """Find how every TCP connection in CAPTURES ended, and which endings are bugs.
+
+    Exit status: 0 no finding at or above --fail-on, 1 there are, 2 usage, configuration or
+    unreadable input.
 
     \b
     Examples:
-      traceaudit analyze sample_pcaps/
+      traceaudit analyze sample_pcaps/ --html reports/sample.html
       traceaudit analyze incident.pcapng --json reports/incident.json
+      traceaudit analyze ci/*.pcap --junit junit.xml --fail-on error --baseline known.json
+      traceaudit analyze x.pcap --select half-closed-leak --set rules.half-closed-leak.min_duration=30
     """
+    import time
+
+    from rich.console import Console
+
+    from traceaudit.audit import build_report
+    from traceaudit.rules.baseline import load_baseline, render_baseline
+    from traceaudit.rules.config import load_config
+    from traceaudit.rules.model import Severity
+
+    started = time.monotonic()
     try:
+        config = load_config(config_path)
+        chosen = _rule_list(select)
+        if chosen is not None:
+            config.select = chosen
+        config.ignore = config.ignore + (_rule_list(ignore) or [])
+        if fail_on is not None:
+            config.fail_on = Severity.parse(fail_on)
+        for item in overrides:
+            config.apply_set(item)
+        baseline = baseline_path or config.baseline
+        known = load_baseline(baseline) if baseline else None
         results, failed = read_captures(captures, reader, verify_checksums,
                                         _tracker_config(msl2, fin_timeout))
-        if json_path:
-            write_output(json_path, json_report.render(results, tool_version=__version__))
-        click.echo(summary_report.render(results), nl=False)
+        report = build_report(results, config, known, tool_version=__version__,
+                              generated_at=datetime.now(timezone.utc).isoformat(
+                                  timespec="seconds").replace("+00:00", "Z"),
+                              elapsed_s=time.monotonic() - started)
+        _write_reports(report, json_path, junit_path, sarif_path, html_path)
+        if write_baseline_path:
+            write_output(write_baseline_path,
+                         render_baseline(report.findings + report.suppressed, __version__))
+        summary_report.render(report, Console(highlight=False,
+                                              width=None if sys.stdout.isatty() else 120))
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)
-    sys.exit(EXIT_ERROR if failed else EXIT_CLEAN)
+    if failed:
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_FINDINGS if report.failing else EXIT_CLEAN)
+
+
+def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None:
+    """Every requested report, each written atomically; renderers never read captures."""
+    if json_path:
+        write_output(json_path, json_report.render(
+            report.analyses, [f.to_dict() for f in report.findings],
+            tool_version=__version__, generated_at=report.generated_at))
+    if junit_path:
+        from traceaudit.report.junit import render_junit
+        write_output(junit_path, render_junit(report))
+    if sarif_path:
+        from traceaudit.report.sarif import render_sarif
+        write_output(sarif_path, render_sarif(report))
+    if html_path:
+        from traceaudit.report.html import render_html
+        write_output(html_path, render_html(report))
+
+
+@main.command("rules")
+@click.argument("name", required=False)
+@click.option("--config", "config_path", default=None, metavar="FILE",
+              help="Show thresholds as configured in this settings file.")
+def rules_command(name: str | None, config_path: str | None) -> None:
+    """List the rules, or explain one (rationale, fix, thresholds, references).
+
+    \b
+    Examples:
+      traceaudit rules
+      traceaudit rules half-closed-leak
+    """
+    from traceaudit.report import rules_report
+    from traceaudit.rules import registry
+    from traceaudit.rules.config import check_rule_names, load_config
+
+    try:
+        config = load_config(config_path)
+        if name is None:
+            click.echo(rules_report.render_list(registry(), config), nl=False)
+        else:
+            check_rule_names([name], "traceaudit rules")
+            click.echo(rules_report.render_rule(registry()[name], config), nl=False)
+    except TraceauditError as exc:
+        _err(f"error: {exc}")
+        sys.exit(EXIT_ERROR)
 
 
 @main.command()

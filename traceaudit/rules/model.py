@@ -77,7 +77,21 @@ class Finding:
         cause = self.details.get("cause", "")
         parts = [self.rule, str(cause), _basename(self.capture), self.key or self.host or "",
                  self.endpoint or ""]
-        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
+        return hashlib.sha256("\x1f".join(parts).encode("utf-8", "replace")).hexdigest()[:24]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report's finding entry (plain Python values)."""
+        entry: dict[str, Any] = {
+            "rule": self.rule, "code": self.code, "severity": self.severity.label,
+            "capture": self.capture, "connection": self.connection, "endpoint": self.endpoint,
+            "ts": self.ts, "frames": self.frames, "message": self.message,
+            "remediation": self.remediation, "display_filter": self.display_filter,
+            "fingerprint": self.fingerprint,
+        }
+        if self.host is not None:
+            entry["host"] = self.host
+        entry.update(self.details)
+        return entry
 
 
 def _basename(path: str) -> str:
