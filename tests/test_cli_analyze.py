@@ -26,7 +26,7 @@ def test_analyze_json_has_the_documented_shape(tmp_path):
     p, _, _ = capture(tmp_path)
     out = tmp_path / "r.json"
     result = CliRunner().invoke(main, ["analyze", str(p), "--json", str(out)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output        # connection 1 is a CLOSE_WAIT leak
     doc = json.loads(out.read_text())
     assert doc["format"] == 1
     (cap,) = doc["captures"]
@@ -49,7 +49,16 @@ def test_analyze_json_has_the_documented_shape(tmp_path):
     assert c1["close_role"] == "client" and c1["close_kind"] == "half_closed"
     assert [e["state"] for e in c1["server"]["timeline"]] == ["SYN_RECEIVED", "ESTABLISHED",
                                                               "CLOSE_WAIT"]
-    assert doc["findings"] == []
+    leak, hang = sorted(doc["findings"], key=lambda f: f["rule"], reverse=True)
+    for f in (leak, hang):
+        assert {"rule", "code", "severity", "connection", "endpoint", "ts", "frames", "message",
+                "remediation"} <= set(f)
+        assert f["connection"] == 1 and f["capture"] == str(p)
+    assert (leak["rule"], leak["endpoint"], leak["severity"]) == ("half-closed-leak", "server",
+                                                                  "error")
+    assert (hang["rule"], hang["endpoint"]) == ("fin-wait-2-hang", "client")
+    cw = next(e for e in c1["server"]["timeline"] if e["state"] == "CLOSE_WAIT")
+    assert cw["frame"] in leak["frames"] and abs(leak["ts"] - cw["ts"]) < 1e-6
 
 
 def test_states_at_a_moment(tmp_path):

@@ -44,7 +44,9 @@ def _finding(v: View, c: int, e: int, after_peer_data: bool):
                   f"with unread data instead (same packets on the wire).")
     else:
         confidence = "high"
-        caveat = f" Its own data was the last to flow: nothing was left unanswered."
+        own = int(t[eo + K.E_LAST_DATA_FRAME])
+        caveat = (f" Its own data was the last to flow (frame {own}): nothing was left "
+                  f"unanswered." if own >= 0 else " No data had flowed from the peer.")
     message = (f"{ENDPOINTS[e]} {v.address(c, e)} ended the connection from {state} with RST "
                f"(frame {rst}) instead of FIN, with nothing in the capture for the RST to "
                f"answer: an abortive close, typically SO_LINGER {{on, 0}} then close(). The "
