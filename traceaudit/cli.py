@@ -49,19 +49,28 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     files = expand_paths(list(paths))
     if not files:
         raise click.UsageError("no capture files found in the given paths")
+    from traceaudit.report.progress import CaptureProgress
+
     options = ReadOptions(reader=reader, verify_checksums=verify_checksums, tracker=tracker)
     results, failed = [], False
-    for analysis in analyze_captures(files, options):
-        for warning in analysis.stats.warnings:
-            if analysis.stats.error is None or str(analysis.stats.error) not in warning:
-                _err(f"warning: {analysis.stats.path}: {warning}")
-        if analysis.stats.error is not None:
-            failed = True
-            kept = analysis.stats.packets
-            tail = f" (kept {kept} packet(s) read before it)" if kept else ""
-            _err(f"error: {analysis.stats.error}{tail}")
-        results.append(analysis)
+    with CaptureProgress(files) as progress:
+        for analysis in analyze_captures(files, options, progress.update):
+            progress.finished(analysis.stats)
+            results.append(_reported(analysis))
+            failed = failed or analysis.stats.error is not None
     return results, failed
+
+
+def _reported(analysis: CaptureAnalysis) -> CaptureAnalysis:
+    """Say on stderr what went wrong with a capture (warnings, damage); return it unchanged."""
+    for warning in analysis.stats.warnings:
+        if analysis.stats.error is None or str(analysis.stats.error) not in warning:
+            _err(f"warning: {analysis.stats.path}: {warning}")
+    if analysis.stats.error is not None:
+        kept = analysis.stats.packets
+        tail = f" (kept {kept} packet(s) read before it)" if kept else ""
+        _err(f"error: {analysis.stats.error}{tail}")
+    return analysis
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
