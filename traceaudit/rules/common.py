@@ -29,6 +29,14 @@ class View:
 
     analysis: "CaptureAnalysis"
 
+    @classmethod
+    def of(cls, analysis: "CaptureAnalysis") -> "View":
+        """One view per analysis, shared by every rule (its column lists are built once)."""
+        view = analysis.__dict__.get("_rules_view")
+        if view is None or view.analysis is not analysis:
+            view = analysis.__dict__["_rules_view"] = cls(analysis)
+        return view
+
     @cached_property
     def trk(self) -> np.ndarray:
         return self.analysis.tracked.trk[:len(self.analysis.flows)]
@@ -40,6 +48,10 @@ class View:
     def ep(self, e: int, field: int) -> np.ndarray:
         """Field of endpoint ``e`` (0 client, 1 server) for every connection."""
         return self.trk[:, e * K.NE + field]
+
+    def row(self, c: int) -> list[int]:
+        """Connection ``c``'s tracker fields as plain ints (fast to index one by one)."""
+        return self.trk[c].tolist()
 
     def conn(self, field: int) -> np.ndarray:
         return self.trk[:, field]
@@ -59,10 +71,15 @@ class View:
         return {c: flows[c].tolist() for c in ("client_ip", "client_port", "server_ip",
                                                "server_port", "first_frame")}
 
-    def address(self, c: int, e: int) -> str:
+    @cached_property
+    def _addresses(self) -> tuple[list[str], list[str]]:
         cols = self.columns
-        ip, port = cols[f"{ENDPOINTS[e]}_ip"][c], cols[f"{ENDPOINTS[e]}_port"][c]
-        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        return tuple([f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+                      for ip, port in zip(cols[f"{side}_ip"], cols[f"{side}_port"])]
+                     for side in ENDPOINTS)
+
+    def address(self, c: int, e: int) -> str:
+        return self._addresses[e][c]
 
     def ip(self, c: int, e: int) -> str:
         return self.columns[f"{ENDPOINTS[e]}_ip"][c]
@@ -72,8 +89,7 @@ class View:
         return f"{self.address(c, 0)} → {self.address(c, 1)} (tcp.stream {c})"
 
     def key(self, c: int) -> str:
-        cols = self.columns
-        return f"{self.address(c, 0)}>{self.address(c, 1)}#{cols['first_frame'][c]}"
+        return f"{self._addresses[0][c]}>{self._addresses[1][c]}#{self.columns['first_frame'][c]}"
 
     def finding(self, rule: Rule, c: int, e: int | None, ts_ns: int, frames: list[int],
                 message: str, **details: Any) -> Finding:
@@ -81,7 +97,7 @@ class View:
         return Finding(
             rule=rule.name, code=rule.code, severity=rule.severity,
             capture=self.analysis.stats.path, ts=ts_ns / NS,
-            frames=sorted({int(f) for f in frames if f is not None and f >= 0}),
+            frames=sorted({f for f in frames if f >= 0}),
             message=message, remediation=rule.remediation, connection=int(c),
             endpoint=ENDPOINTS[e] if e is not None else None,
             display_filter=f"tcp.stream eq {c}", details=details, key=self.key(c))

@@ -10,7 +10,7 @@ from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     if not v.n:
         return []
     hit = np.flatnonzero(v.conn(K.K_REFUSED) == 1)
@@ -18,7 +18,7 @@ def check(analysis, params):
     first = flows["client_first_frame"].to_numpy()
     out = []
     for c in hit.tolist():
-        t = v.trk[c]
+        t = v.row(c)
         rst, syns = int(t[K.NE + K.E_RST_FRAME]), int(t[K.E_SYN_COUNT])
         tries = f" after {syns} SYN transmissions" if syns > 1 else ""
         message = (f"server {v.address(c, 1)} refused the connection from client "

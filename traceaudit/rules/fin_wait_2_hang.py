@@ -10,7 +10,7 @@ from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     if not v.n:
         return []
     min_ns = int(params["min_duration"] * 1e9)
@@ -44,7 +44,7 @@ def check(analysis, params):
 
 def _finding(v, c, e, start, stop, idle_from, end, expired, min_ns):
     p = 1 - e
-    trk = v.trk[c]
+    trk = v.row(c)
     eo, po = e * K.NE, p * K.NE
     fin_frame, ack_frame = int(trk[eo + K.E_FIN_FRAME]), int(trk[eo + K.E_FIN_ACKED_FRAME])
     frames = [fin_frame, ack_frame]

@@ -10,7 +10,7 @@ from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     if not v.n:
         return []
     min_ns = int(params["min_duration"] * 1e9)
@@ -45,7 +45,7 @@ def check(analysis, params):
 def _finding(v: View, c: int, e: int, start: int, stop: int, idle_from: int, end: int,
              min_ns: int):
     p = 1 - e
-    trk = v.trk[c]
+    trk = v.row(c)
     eo, po = e * K.NE, p * K.NE
     fin_frame, ack_frame = int(trk[eo + K.E_GOT_FIN_FRAME]), int(trk[po + K.E_FIN_ACKED_FRAME])
     still = stop >= end and trk[eo + K.E_FIN] == 0 and trk[eo + K.E_RST] == 0 \

@@ -12,7 +12,7 @@ from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     if not v.n:
         return []
     flows = analysis.flows
@@ -29,7 +29,7 @@ def check(analysis, params):
     flood = int(params["flood_count"])
     out = []
     for c in hit.tolist():
-        t = v.trk[c]
+        t = v.row(c)
         service = v.address(c, 1)
         synacks = int(t[K.NE + K.E_SYN_COUNT])
         frames = [int(flows["client_first_frame"].iat[c]), int(flows["server_first_frame"].iat[c]),

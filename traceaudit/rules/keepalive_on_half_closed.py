@@ -10,13 +10,13 @@ from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     out = []
     for e in (0, 1) if v.n else ():
         p = 1 - e
         hit = v.ep(e, K.E_KEEPALIVE_HALF) >= int(params["min_probes"])
         for c in np.flatnonzero(hit).tolist():
-            t = v.trk[c]
+            t = v.row(c)
             eo, po = e * K.NE, p * K.NE
             probes = int(t[eo + K.E_KEEPALIVE_HALF])
             if t[eo + K.E_GOT_FIN] == 1 and t[eo + K.E_FIN] == 0:

@@ -20,7 +20,7 @@ def is_unread(story, e: int) -> np.ndarray:
 
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     out = []
     for e in (0, 1) if v.n else ():
         story = reset_story(v, e)
@@ -32,7 +32,7 @@ def check(analysis, params):
 
 def _finding(v: View, c: int, e: int, after_peer_data: bool):
     p = 1 - e
-    t = v.trk[c]
+    t = v.row(c)
     eo, po = e * K.NE, p * K.NE
     rst = int(t[eo + K.E_RST_FRAME])
     state = "CLOSE_WAIT" if t[eo + K.E_RST_STATE] == K.CLOSE_WAIT else "ESTABLISHED"

@@ -10,7 +10,7 @@ from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     out = []
     for e in (0, 1) if v.n else ():
         p = 1 - e
@@ -19,7 +19,7 @@ def check(analysis, params):
                    ((v.ep(e, K.E_FLAGS) & K.F_FINS_CROSSED) == 0))
         hit = passive & (v.ep(e, K.E_FIN_COUNT) > 1) & (v.ep(e, K.E_FIN_RETX_FRAME) >= 0)
         for c in np.flatnonzero(hit).tolist():
-            t = v.trk[c]
+            t = v.row(c)
             eo = e * K.NE
             fin, retx = int(t[eo + K.E_FIN_FRAME]), int(t[eo + K.E_FIN_RETX_FRAME])
             ack_lost = bool(t[eo + K.E_FLAGS] & K.F_ACK_LOST)

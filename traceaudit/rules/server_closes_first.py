@@ -1,4 +1,8 @@
-"""server-closes-first: the server sent the first FIN, so the server collects TIME_WAIT."""
+"""server-closes-first: servers that send the first FIN collect the TIME_WAIT sockets.
+
+One finding per service (server ip:port) per capture, naming the first such connection and
+counting the rest: thousands of identical per-connection notes would bury everything else.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,46 @@ from traceaudit.rules.common import View
 from traceaudit.rules.model import Rule, Severity
 from traceaudit.tracking import kernel as K
 
+EXAMPLES = 10
+
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     if not v.n:
         return []
     guessed = analysis.flows["orientation_guessed"].to_numpy(dtype=bool)
-    hit = ((v.conn(K.K_CLOSER) == 1) & (v.ep(1, K.E_FIN) == 1) &
-           (v.ep(1, K.E_FIN_FRAME) == v.conn(K.K_CLOSE_FRAME)) & ~guessed)
+    hit = np.flatnonzero((v.conn(K.K_CLOSER) == 1) & (v.ep(1, K.E_FIN) == 1) &
+                         (v.ep(1, K.E_FIN_FRAME) == v.conn(K.K_CLOSE_FRAME)) & ~guessed)
+    if not len(hit):
+        return []
+    servers = v._addresses[1]
+    by_service: dict[str, list[int]] = {}
+    for c in hit.tolist():
+        by_service.setdefault(servers[c], []).append(c)
+    totals: dict[str, int] = {}
+    for s in servers:
+        totals[s] = totals.get(s, 0) + 1
+    fin_frames, fin_ts = v.ep(1, K.E_FIN_FRAME), v.ep(1, K.E_FIN_TS)
+    tw_frames = v.ep(1, K.E_TW_FRAME)
     out = []
-    for c in np.flatnonzero(hit).tolist():
-        t = v.trk[c]
-        fin = int(t[K.NE + K.E_FIN_FRAME])
-        tw = int(t[K.NE + K.E_TW_FRAME])
-        held = (f"; it entered TIME_WAIT at frame {tw}" if tw >= 0 else "")
-        message = (f"server {v.address(c, 1)} closed first (FIN frame {fin}) before client "
-                   f"{v.address(c, 0)}: the server, not the client, holds this connection's "
-                   f"TIME_WAIT (2×MSL){held}. With many short connections the server collects "
-                   f"the TIME_WAIT sockets.")
-        out.append(v.finding(RULE, c, 1, int(t[K.NE + K.E_FIN_TS]), [fin, tw], message))
+    for service, conns in by_service.items():
+        first = conns[0]
+        n, total = len(conns), totals[service]
+        frames = [int(fin_frames[c]) for c in conns[:EXAMPLES]]
+        tw = int(tw_frames[first])
+        held = f", TIME_WAIT from frame {tw}" if tw >= 0 else ""
+        ip, port = v.columns["server_ip"][first], v.columns["server_port"][first]
+        field = "ipv6" if ":" in ip else "ip"
+        message = (f"server {service} closed first on {n:,} of its {total:,} connection(s) in "
+                   f"this capture (first: tcp.stream {first}, FIN frame {frames[0]}{held}): "
+                   f"the server, not its clients, holds their TIME_WAIT sockets for 2×MSL.")
+        finding = v.finding(RULE, first, 1, int(fin_ts[first]), frames, message,
+                            connections=n, service_connections=total,
+                            example_connections=conns[:EXAMPLES])
+        finding.display_filter = (f"{field}.src == {ip} && tcp.srcport == {port} && "
+                                  f"tcp.flags.fin == 1")
+        finding.key = f"service {service}"
+        out.append(finding)
     return out
 
 

@@ -10,10 +10,10 @@ from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     out = []
     for c in (np.flatnonzero(v.conn(K.K_CLOSER) == 2).tolist() if v.n else []):
-        t = v.trk[c]
+        t = v.row(c)
         f0, f1 = int(t[K.E_FIN_FRAME]), int(t[K.NE + K.E_FIN_FRAME])
         message = (f"both endpoints sent FIN before seeing the other's (client frame {f0}, "
                    f"server frame {f1}): a simultaneous close. Both go through CLOSING and "

@@ -11,7 +11,7 @@ from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_REASON
 
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     if not v.n:
         return []
     hit = np.flatnonzero(v.conn(K.K_PREV_TW) == 1)
@@ -25,7 +25,7 @@ def check(analysis, params):
     out = []
     for c in hit.tolist():
         prev = int(v.conn(K.K_PREV)[c])
-        pt = v.trk[prev]
+        pt = v.row(prev)
         syn = int(pt[K.K_TW_RECYCLED_FRAME])
         for pe in holders.get(prev, []):
             holder = v.address(prev, pe)

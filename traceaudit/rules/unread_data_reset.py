@@ -12,7 +12,7 @@ from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
-    v = View(analysis)
+    v = View.of(analysis)
     out = []
     for e in (0, 1) if v.n else ():
         story = reset_story(v, e)
@@ -23,7 +23,7 @@ def check(analysis, params):
 
 def _finding(v: View, c: int, e: int, answers_data: bool):
     p = 1 - e
-    t = v.trk[c]
+    t = v.row(c)
     eo, po = e * K.NE, p * K.NE
     rst, rst_ts = int(t[eo + K.E_RST_FRAME]), int(t[eo + K.E_RST_TS])
     data, data_ts = int(t[po + K.E_LAST_DATA_FRAME]), int(t[po + K.E_LAST_DATA_TS])
