@@ -16,6 +16,7 @@ Three corrections need later packets and are applied here, only to the connectio
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking.states import EndpointState, Reason
@@ -24,99 +25,143 @@ from traceaudit.tracking.tracker import (EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REAS
 
 
 def corrected_events(tracked: Tracked) -> np.ndarray:
-    """Events sorted by (conn, endpoint, time order), with the hindsight corrections applied."""
+    """Events sorted by (conn, endpoint, time order), with the hindsight corrections applied.
+
+    The raw events are not copied as a whole: corrections work on the flagged rows only and
+    the result is gathered once, in its final order.
+    """
     trk = tracked.trk
-    ev = _drop_unanswered_syn_acks(tracked.events, trk)
-    order = np.arange(len(ev), dtype=np.int64)
-    flagged = []
-    for e in (0, 1):
-        flags = trk[:, e * K.NE + K.E_FLAGS]
-        for c in np.flatnonzero(flags):
-            flagged.append((int(c), e, int(flags[c])))
-    if flagged:
-        ev, order = _apply(ev.copy(), order, trk, flagged, tracked.config.fin_timeout_s)
-    idx = np.lexsort((order, ev[:, EV_TS], ev[:, EV_ENDPOINT], ev[:, EV_CONN]))
-    return ev[idx]
+    ev = tracked.events
+    if not len(ev):
+        return ev[:0].copy()
+    keep = _unanswered_syn_ack_keep(ev, trk)
+    flags = np.empty(2 * len(trk), np.int64)          # E_FLAGS by conn * 2 + endpoint
+    flags[0::2] = trk[:, K.E_FLAGS]
+    flags[1::2] = trk[:, K.NE + K.E_FLAGS]
+    keys = ev[:, EV_CONN] * 2 + ev[:, EV_ENDPOINT]
+    flagged = flags[keys] != 0
+    if keep is not None:
+        flagged &= keep
+    sel = np.flatnonzero(flagged)
+    if not len(sel):
+        rows = np.flatnonzero(keep) if keep is not None else np.arange(len(ev))
+        idx = np.lexsort((rows, ev[rows, EV_TS], ev[rows, EV_ENDPOINT], ev[rows, EV_CONN]))
+        return ev[rows[idx]]
+    # the flagged pairs' rows, grouped by pair, emission order within a group
+    sel = sel[np.argsort(keys[sel], kind="stable")]
+    sub = ev[sel]
+    sub_keep = np.ones(len(sel), np.bool_)
+    sub_extra = np.zeros(len(sel), np.bool_)
+    _apply_kernel(sub, keys[sel], flags, trk, sub_keep, sub_extra,
+                  int(tracked.config.fin_timeout_s * 1e9), int(Reason.TIME_WAIT_SKIPPED),
+                  int(Reason.FIN_WAIT_2_EXPIRED))
+    if keep is None:
+        keep = np.ones(len(ev), np.bool_)
+    keep[sel] = sub_keep
+    ts = ev[:, EV_TS].copy()
+    ts[sel] = sub[:, EV_TS]                           # FIN_WAIT_2 expiry moves a CLOSED back
+    kept = np.flatnonzero(keep)
+    extra_pos = np.flatnonzero(sub_extra)             # positions in sub
+    extra_rows = sel[extra_pos]
+    rows = np.concatenate([kept, extra_rows])
+    # a FIN_WAIT_1 added for crossed FINs sorts just before the CLOSING it is copied from
+    order = np.concatenate([kept.astype(np.float64), extra_rows - 0.5])
+    idx = np.lexsort((order, ts[rows], ev[rows, EV_ENDPOINT], ev[rows, EV_CONN]))
+    src = rows[idx]
+    out = ev[src]
+    pos = np.full(len(ev), -1, np.int64)
+    pos[sel] = np.arange(len(sel))
+    p = pos[src]
+    patched = np.flatnonzero(p >= 0)
+    out[patched] = sub[p[patched]]
+    added = np.flatnonzero(idx >= len(kept))
+    out[added, EV_STATE] = K.FIN_WAIT_1
+    return out
 
 
-def _drop_unanswered_syn_acks(ev: np.ndarray, trk: np.ndarray) -> np.ndarray:
-    """Remove what clients that evidently never got a SYN-ACK were credited with (vectorised).
+def _unanswered_syn_ack_keep(ev: np.ndarray, trk: np.ndarray) -> np.ndarray | None:
+    """Rows to keep, None for all: remove what clients that evidently never got a SYN-ACK were
+    credited with (vectorised).
 
     Evidence: the server sent its SYN-ACK more than once and the client sent nothing after the
     first one. Its ESTABLISHED goes, and so does every later entry other than CLOSED: a client
     that received nothing cannot have reached CLOSE_WAIT either.
     """
-    if not len(ev):
-        return ev
     srv = K.NE
-    est = ((ev[:, EV_ENDPOINT] == 0) & (ev[:, EV_STATE] == K.ESTABLISHED) &
-           (ev[:, EV_REASON] == K.R_RECEIVED_SYN_ACK))
-    if not est.any():
-        return ev
+    est = np.flatnonzero((ev[:, EV_STATE] == K.ESTABLISHED) &
+                         (ev[:, EV_REASON] == K.R_RECEIVED_SYN_ACK) & (ev[:, EV_ENDPOINT] == 0))
+    if not len(est):
+        return None
     est_frame = np.full(len(trk), np.iinfo(np.int64).max, np.int64)
     np.minimum.at(est_frame, ev[est, EV_CONN], ev[est, EV_FRAME])
     client_last = trk[:, K.E_LAST_FRAME]
     lost = ((trk[:, srv + K.E_SYN_COUNT] > 1) & (client_last < trk[:, srv + K.E_SYN_LAST_FRAME]) &
             (client_last < est_frame) & (trk[:, K.E_ISN_SET] == 1))
     if not lost.any():
-        return ev
+        return None
     conn = ev[:, EV_CONN]
-    drop = (lost[conn] & (ev[:, EV_ENDPOINT] == 0) & (ev[:, EV_FRAME] >= est_frame[conn]) &
-            (ev[:, EV_STATE] != K.CLOSED))
-    return ev[~drop]
+    cand = np.flatnonzero(lost[conn])
+    c = conn[cand]
+    drop = cand[(ev[cand, EV_ENDPOINT] == 0) & (ev[cand, EV_FRAME] >= est_frame[c]) &
+                (ev[cand, EV_STATE] != K.CLOSED)]
+    if not len(drop):
+        return None
+    keep = np.ones(len(ev), np.bool_)
+    keep[drop] = False
+    return keep
 
 
-def _apply(ev, order, trk, flagged, fin_timeout_s):
-    keep = np.ones(len(ev), bool)
-    extra, extra_order = [], []
-    by_key: dict[tuple[int, int], np.ndarray] = {}
-    if len(ev):
-        keys = ev[:, EV_CONN] * 2 + ev[:, EV_ENDPOINT]
-        wanted = {c * 2 + e for c, e, _ in flagged}
-        for i in np.flatnonzero(np.isin(keys, list(wanted))):
-            by_key.setdefault((int(ev[i, EV_CONN]), int(ev[i, EV_ENDPOINT])), []).append(i)
-    for c, e, flags in flagged:
-        rows = by_key.get((c, e), [])
-        o = e * K.NE
-        if flags & K.F_TW_SKIPPED:
-            tw = [i for i in rows if ev[i, EV_STATE] == K.TIME_WAIT]
-            if tw:
-                ev[tw[0], EV_STATE] = K.CLOSED
-                ev[tw[0], EV_REASON] = Reason.TIME_WAIT_SKIPPED
-                for i in rows:
-                    if i > tw[0] and ev[i, EV_STATE] == K.CLOSED:
+@njit(cache=True)
+def _apply_kernel(ev, keys, flags, trk, keep, extra, fin_timeout_ns, r_tw_skipped,
+                  r_fw2_expired):
+    """``ev``: the flagged pairs' rows, grouped by pair (``keys``: conn * 2 + endpoint), in
+    emission order within a group; corrected in place. Marks dropped rows in ``keep`` and the
+    CLOSING rows to copy as FIN_WAIT_1 in ``extra``."""
+    n = len(keys)
+    a = 0
+    while a < n:
+        key = keys[a]
+        b = a
+        while b < n and keys[b] == key:
+            b += 1
+        c = key >> 1
+        o = (key & 1) * K.NE
+        f = flags[key]
+        if f & K.F_TW_SKIPPED:
+            tw = -1
+            for i in range(a, b):
+                if ev[i, EV_STATE] == K.TIME_WAIT:
+                    tw = i
+                    break
+            if tw >= 0:
+                ev[tw, EV_STATE] = K.CLOSED
+                ev[tw, EV_REASON] = r_tw_skipped
+                for i in range(tw + 1, b):
+                    if ev[i, EV_STATE] == K.CLOSED:
                         keep[i] = False
-        if flags & K.F_FW2_EXPIRED:
-            closed = [i for i in rows if ev[i, EV_STATE] == K.CLOSED
-                      and ev[i, EV_REASON] == K.R_SENT_RST]
-            if closed:
-                i = closed[0]
-                ev[i, EV_REASON] = Reason.FIN_WAIT_2_EXPIRED
-                expiry = trk[c, o + K.E_FW2_TS] + int(fin_timeout_s * 1e9)
-                if expiry < ev[i, EV_TS]:
-                    ev[i, EV_TS] = expiry
-                    ev[i, EV_FRAME] = -1
-        if flags & K.F_FINS_CROSSED:
+        if f & K.F_FW2_EXPIRED:
+            for i in range(a, b):
+                if ev[i, EV_STATE] == K.CLOSED and ev[i, EV_REASON] == K.R_SENT_RST:
+                    ev[i, EV_REASON] = r_fw2_expired
+                    expiry = trk[c, o + K.E_FW2_TS] + fin_timeout_ns
+                    if expiry < ev[i, EV_TS]:
+                        ev[i, EV_TS] = expiry
+                        ev[i, EV_FRAME] = -1
+                    break
+        if f & K.F_FINS_CROSSED:
             fin_frame = trk[c, o + K.E_FIN_FRAME]
-            for i in rows:
+            for i in range(a, b):
                 if ev[i, EV_STATE] == K.CLOSE_WAIT and ev[i, EV_FRAME] <= fin_frame:
                     keep[i] = False
                 if ev[i, EV_STATE] == K.CLOSING and ev[i, EV_FRAME] == fin_frame:
-                    row = ev[i].copy()
-                    row[EV_STATE] = K.FIN_WAIT_1
-                    extra.append(row)
-                    extra_order.append(order[i] - 0.5)
-        if flags & K.F_ACK_LOST:
-            for j, i in enumerate(rows):
+                    extra[i] = True
+        if f & K.F_ACK_LOST:
+            for i in range(a, b):
                 if ev[i, EV_STATE] == K.LAST_ACK and ev[i, EV_REASON] == K.R_ACK_LOST:
                     keep[i] = False
-                    if j and ev[rows[j - 1], EV_STATE] == K.CLOSED:
-                        keep[rows[j - 1]] = False
-    ev, order = ev[keep], order[keep].astype(np.float64)
-    if extra:
-        ev = np.concatenate([ev, np.array(extra)])
-        order = np.concatenate([order, np.array(extra_order)])
-    return ev, order
+                    if i > a and ev[i - 1, EV_STATE] == K.CLOSED:
+                        keep[i - 1] = False
+        a = b
 
 
 def final_states(events: np.ndarray, n_conns: int) -> np.ndarray:
