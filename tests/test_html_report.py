@@ -1,0 +1,265 @@
+"""HTML report: rendered for the sample captures and opened in real headless Chromium.
+
+The browser tests drive Debian's ``chromium`` through Playwright (no browser download) with
+every non-file request blocked and recorded. Screenshots go to tests/actual/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pcapgen as g
+from conftest import ROOT, SAMPLES
+from pcapgen import ACK, FIN, PSH, SYN
+from traceaudit.audit import AuditReport
+from traceaudit.capture import expand_paths
+from traceaudit.pipeline import analyze_capture, analyze_captures
+from traceaudit.report import census as C
+from traceaudit.report import html as H
+from traceaudit.report.ladder import connection_changes, ladder_svg
+from traceaudit.rules import run_rules
+from traceaudit.rules.config import RulesConfig
+from traceaudit.tracking.states import EndpointState
+
+ACTUAL = ROOT / "tests" / "actual"
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser",
+                                                "google-chrome")) if p), None)
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
+                                    "(apt-get install -y chromium)")
+EVIL = 'x<script>window.__pwned=1<\\script><img src=x onerror="window.__pwned=2">.pcap'
+
+
+def audit(paths, findings_hook=None) -> AuditReport:
+    cfg = RulesConfig()
+    analyses = list(analyze_captures(expand_paths([str(p) for p in paths])))
+    findings = [f for a in analyses for f in run_rules(a, cfg)]
+    if findings_hook:
+        findings = findings_hook(findings)
+    rules = cfg.active_rules()
+    return AuditReport(analyses, findings, rules, {r.name: cfg.params(r) for r in rules},
+                       tool_version="test", generated_at="2026-11-21T12:00:00Z", elapsed_s=1.0)
+
+
+@pytest.fixture(scope="module")
+def sample_report() -> tuple[AuditReport, Path]:
+    report = audit([SAMPLES])
+    ACTUAL.mkdir(parents=True, exist_ok=True)
+    out = ACTUAL / "report-sample_pcaps.html"
+    out.write_bytes(H.render_html(report))
+    return report, out
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
+                                   "(pip install -e '.[test]')")
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+class Page:
+    """A report opened with the network blocked; console errors and requests recorded."""
+
+    def __init__(self, browser, path: Path) -> None:
+        self.ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.ctx.new_page()
+        self.errors: list[str] = []
+        self.requests: list[str] = []
+        self.dialogs: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.route("**/*", self._route)
+        self.page.goto(path.resolve().as_uri())
+        self.page.evaluate("window.traceaudit.ready")
+
+    def _route(self, route):
+        url = route.request.url
+        if url.startswith("file:"):
+            route.continue_()
+        else:
+            self.requests.append(url)
+            route.abort()
+
+    def rows(self) -> list[dict]:
+        return self.page.eval_on_selector_all(
+            "#findings-table tbody tr.row",
+            "rs => rs.map(r => ({rule: r.dataset.rule, severity: r.dataset.severity}))")
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+# -- static ----------------------------------------------------------------------------------
+def test_sample_report_is_small_and_complete(sample_report):
+    report, out = sample_report
+    html = out.read_text()
+    assert len(out.read_bytes()) < 2_000_000
+    assert report.findings, "the sample captures should produce findings"
+    for i in range(len(report.findings)):
+        article = re.search(rf'<article[^>]* id="f{i}".*?</article>', html, re.S)
+        assert article, f"finding {i} has no evidence section"
+        assert '<svg class="ladder"' in article.group(0), f"finding {i} has no ladder"
+    assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+    for name in ("CLOSE_WAIT", "time-wait-pileup.pcap", "Services: which ones leak"):
+        assert name in html
+
+
+def test_ladder_marks_elided_packets_and_states(tmp_path):
+    conv = g.Conversation().handshake().send("c", FIN | ACK).send("s", ACK)
+    for _ in range(20):
+        conv.send("s", ACK | PSH, b"z" * 5).send("c", ACK)
+    p = tmp_path / "t.pcap"
+    p.write_bytes(g.pcap_bytes(conv.frames))
+    a = analyze_capture(p)
+    ex = a.excerpts
+    svg = str(ladder_svg(ex.packets(0), connection_changes(a.events), int(ex.count[0]), "c", "s",
+                         {4}))
+    n = len(conv.frames)                       # kept: 1-4 (the FIN from the pool), last 8
+    assert f"{n - 12} packets not kept, frames 5–{n - 8} ⋯" in svg
+    for state in ("SYN_SENT", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT"):
+        assert state in svg
+    assert "[FIN, ACK] Seq=1 Ack=1" in svg and "lad-hit" in svg
+
+
+def test_census_counts_endpoints_per_state():
+    # one connection: client ESTABLISHED at 0, CLOSE_WAIT at 10 s; server ESTABLISHED at 0,
+    # FIN_WAIT_1 at 10 s, FIN_WAIT_2 at 11 s
+    S = EndpointState
+    ev = np.array([[0, 0, 0, 1, S.ESTABLISHED, 0], [0, 0, 10 * 10**9, 5, S.CLOSE_WAIT, 0],
+                   [0, 1, 0, 1, S.ESTABLISHED, 0], [0, 1, 10 * 10**9, 5, S.FIN_WAIT_1, 0],
+                   [0, 1, 11 * 10**9, 6, S.FIN_WAIT_2, 0]], np.int64)
+    c = C.census(ev, 0, 20 * 10**9, samples=21)          # one sample a second
+    assert c.levels["ESTABLISHED"].tolist() == [2] * 10 + [0] * 11
+    assert c.levels["CLOSE_WAIT"].tolist() == [0] * 10 + [1] * 11
+    assert c.levels["FIN_WAIT_1"].tolist() == [0] * 10 + [1] + [0] * 10
+    assert c.final == {**{s.name: 0 for s in C.CENSUS_STATES}, "CLOSE_WAIT": 1, "FIN_WAIT_2": 1}
+    held = C.held(ev, 20 * 10**9)
+    assert (held // 10**9).tolist() == [10, 10, 10, 1, 9]
+
+
+def test_escaping_of_capture_names_static(tmp_path):
+    evil = tmp_path / EVIL
+    shutil.copy(SAMPLES / "close-wait-leak.pcap", evil)
+    html = H.render_html(audit([evil])).decode()
+    assert "<script>window.__pwned" not in html and "<img src=x" not in html
+    assert "&lt;script&gt;window.__pwned=1" in html
+
+
+def test_many_findings_render_fast_and_capped(sample_report, tmp_path):
+    report, _ = sample_report
+    many = [replace(report.findings[i % len(report.findings)], ts=report.findings[0].ts + i)
+            for i in range(10_000)]
+    big = replace(report, findings=many)
+    t = time.perf_counter()
+    html = H.render_html(big)
+    elapsed = time.perf_counter() - t
+    assert elapsed < 5.0
+    assert len(html) < 6_000_000
+    text = html.decode()
+    assert text.count("<article") <= H.MAX_DETAILS
+    assert 'data-encoding="deflate-base64"' in text
+    assert "Showing the evidence for" in text
+    (tmp_path / "many.html").write_bytes(html)
+
+
+# -- in the browser --------------------------------------------------------------------------
+def test_report_in_chromium(browser, sample_report):
+    report, out = sample_report
+    page = Page(browser, out)
+    try:
+        pg = page.page
+        n = len(report.findings)
+        assert len(page.rows()) == n
+        # filter by rule
+        rule = report.findings[0].rule
+        expected = sum(1 for f in report.findings if f.rule == rule)
+        pg.select_option("#filter-rule", rule)
+        rows = page.rows()
+        assert len(rows) == expected and {r["rule"] for r in rows} == {rule}
+        assert f"{expected} of {n} findings" in pg.inner_text("#findings-count")
+        pg.select_option("#filter-rule", "")
+        # severity, search and sort
+        pg.select_option("#filter-severity", "2")
+        assert {r["severity"] for r in page.rows()} == {"error"}
+        pg.select_option("#filter-severity", "")
+        pg.fill("#filter-search", "TIME_WAIT")
+        pg.wait_for_timeout(300)
+        assert 0 < len(page.rows()) < n
+        pg.fill("#filter-search", "")
+        pg.wait_for_timeout(300)
+        pg.click("#findings-table th[data-sort=rule]")
+        codes = pg.eval_on_selector_all("#findings-table tbody tr.row td:nth-child(2) code",
+                                        "cs => cs.map(c => c.textContent)")
+        assert codes == sorted(codes)
+        # a row expands to its frames and filter; its link leads to the evidence
+        pg.click("#findings-table tbody tr.row >> nth=0")
+        assert pg.locator("#findings-table tr.more code.filter").count() == 1
+        # every finding's ladder is drawn
+        assert pg.locator("article.finding").count() == n
+        assert pg.locator("article.finding svg.ladder").count() == n
+        # the copy button copies the filter
+        page.ctx.grant_permissions(["clipboard-read", "clipboard-write"])
+        pg.click("article.finding button.copy >> nth=0")
+        pg.wait_for_timeout(200)
+        wanted = pg.get_attribute("article.finding button.copy >> nth=0", "data-copy")
+        assert pg.evaluate("navigator.clipboard.readText()") == wanted
+        ACTUAL.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(ACTUAL / "html-report.png"))
+        pg.screenshot(path=str(ACTUAL / "html-report-full.png"), full_page=True)
+        assert page.errors == [] and page.requests == [] and page.dialogs == []
+    finally:
+        page.close()
+
+
+def test_capture_named_with_script_runs_nothing(browser, tmp_path):
+    evil = tmp_path / EVIL
+    shutil.copy(SAMPLES / "close-wait-leak.pcap", evil)
+    out = tmp_path / "evil.html"
+    out.write_bytes(H.render_html(audit([evil])))
+    page = Page(browser, out)
+    try:
+        pg = page.page
+        assert pg.evaluate("window.__pwned") is None
+        assert pg.locator("img").count() == 0
+        assert pg.evaluate("document.scripts.length") == 2     # the page's own and its data
+        assert EVIL in pg.inner_text("body")                   # shown as text, verbatim
+        assert page.errors == [] and page.dialogs == [] and page.requests == []
+    finally:
+        page.close()
+
+
+def test_ten_thousand_findings_stay_fast_in_chromium(browser, sample_report, tmp_path):
+    report, _ = sample_report
+    many = [replace(report.findings[i % len(report.findings)], ts=report.findings[0].ts + i)
+            for i in range(10_000)]
+    out = tmp_path / "many.html"
+    out.write_bytes(H.render_html(replace(report, findings=many)))
+    page = Page(browser, out)
+    try:
+        pg = page.page
+        assert len(page.rows()) == 200                          # paged
+        rule = many[0].rule
+        expected = sum(1 for f in many if f.rule == rule)
+        ms = pg.evaluate("""(rule) => { const t = performance.now();
+            const s = document.getElementById('filter-rule'); s.value = rule;
+            s.dispatchEvent(new Event('change')); return performance.now() - t; }""", rule)
+        assert ms < 500
+        assert f"{expected:,} of 10,000 findings" in pg.inner_text("#findings-count")
+        assert {r["rule"] for r in page.rows()} == {rule}
+        pg.click("#findings-more")
+        assert len(page.rows()) == min(expected, 400)
+        assert page.errors == [] and page.requests == []
+    finally:
+        page.close()

@@ -1,0 +1,398 @@
+"""HTML report: one self-contained file (inline CSS, JS and SVG; nothing fetched).
+
+``render_html(report)`` turns an ``AuditReport`` into the page an on-call engineer opens from
+a ticket: what was captured, how connections ended, the state census over time, the services
+that leak, and every finding with its evidence (a ladder diagram of the packets that matter,
+the frames and a Wireshark filter to copy). Templates are Jinja2 with autoescaping; the SVG
+built here escapes every value itself; the findings table's data is JSON (compressed when
+large) that the page's script renders, filters and sorts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zlib
+from collections import Counter
+from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
+from pathlib import PurePath
+
+import numpy as np
+import orjson
+from jinja2 import Environment, PackageLoader
+from markupsafe import Markup
+
+from traceaudit.audit import AuditReport
+from traceaudit.pipeline import CaptureAnalysis
+from traceaudit.report import census as C
+from traceaudit.report import ladder as L
+from traceaudit.report.svgplot import sparkline, state_class, step_chart
+from traceaudit.rules.model import Finding, Severity
+from traceaudit.tracking.tracker import EV_CONN
+
+MAX_DETAILS = 200          # findings drawn in full (ladder and all)
+MAX_PER_RULE = 20          # ... of which at most this many per rule
+MAX_CHARTS = 24            # census charts (one per capture)
+INLINE_JSON_LIMIT = 256 * 1024   # larger table data is deflated and base64-encoded
+_ROLES = ("client", "server", "simultaneous", "none")
+_KINDS = ("graceful", "half_closed", "reset", "refused", "open")
+
+
+def render_html(report: AuditReport, *, max_details: int = MAX_DETAILS,
+                max_per_rule: int = MAX_PER_RULE) -> bytes:
+    """The report page as UTF-8 bytes."""
+    caps = [_Capture(i, a) for i, a in enumerate(report.analyses)]
+    by_path = {c.a.stats.path: c for c in caps}
+    rules = _rules(report)
+    chosen = _choose_details(report.findings, max_details, max_per_rule)
+    js = _asset("report.js")
+    table, hosts = _table_data(report.findings, by_path, rules, chosen)
+    ctx = {
+        "title": _title(caps),
+        "report": report,
+        "overview": _overview(caps),
+        "verdict": _verdict(report),
+        "rules": rules,
+        "rule_counts": _rule_counts(report, rules),
+        "charts": _charts(caps),
+        "services": _services(caps, report.findings),
+        "details": [_detail(i, report.findings[i], by_path, rules) for i in chosen],
+        "n_findings": len(report.findings),
+        "n_details": len(chosen),
+        "max_per_rule": max_per_rule,
+        "hosts": hosts,
+        "table_data": table,
+        "css": Markup(_asset("report.css")),
+        "js": Markup(js),
+        "script_hash": _sha256(js),
+        "ladder_defs": L.LADDER_DEFS,
+        "state_class": state_class,
+    }
+    return _env().get_template("report.html.j2").render(ctx).encode("utf-8")
+
+
+# -- captures ------------------------------------------------------------------------------
+class _Capture:
+    def __init__(self, index: int, a: CaptureAnalysis) -> None:
+        self.index, self.a = index, a
+        self.name = PurePath(a.stats.path).name or a.stats.path
+        self._ev_conn = None
+
+    def events_of(self, conn: int) -> np.ndarray:
+        if self._ev_conn is None:
+            self._ev_conn = np.ascontiguousarray(self.a.events[:, EV_CONN])
+        lo, hi = np.searchsorted(self._ev_conn, [conn, conn + 1])
+        return self.a.events[lo:hi]
+
+    def column(self, name: str) -> np.ndarray:
+        return self.a.flows[name].to_numpy() if name in self.a.flows else np.empty(0)
+
+
+def _overview(caps: list[_Capture]) -> dict:
+    firsts = [c.a.stats.first_ts_ns for c in caps if c.a.stats.first_ts_ns is not None]
+    lasts = [c.a.stats.last_ts_ns for c in caps if c.a.stats.last_ts_ns is not None]
+    roles, kinds = Counter(), Counter()
+    for c in caps:
+        if len(c.a.flows):
+            roles.update(c.a.flows["close_role"].value_counts().to_dict())
+            kinds.update(c.a.flows["close_kind"].value_counts().to_dict())
+    conns = sum(len(c.a.flows) for c in caps)
+    return {
+        "captures": [_capture_row(c) for c in caps],
+        "packets": sum(c.a.stats.packets for c in caps),
+        "tcp_packets": sum(c.a.stats.tcp_packets for c in caps),
+        "connections": conns,
+        "start": _iso(min(firsts)) if firsts else "",
+        "end": _iso(max(lasts)) if lasts else "",
+        "duration": _dur((max(lasts) - min(firsts)) / 1e9) if firsts else "",
+        "roles": _bar(roles, _ROLES, conns),
+        "kinds": _bar(kinds, _KINDS, conns),
+        "damaged": sum(1 for c in caps if c.a.failed),
+    }
+
+
+def _capture_row(c: _Capture) -> dict:
+    st = c.a.stats
+    span = (st.last_ts_ns - st.first_ts_ns) / 1e9 if st.first_ts_ns is not None else None
+    return {"index": c.index, "name": c.name, "path": st.path, "format": st.format,
+            "packets": st.packets, "tcp_packets": st.tcp_packets,
+            "connections": len(c.a.flows), "start": _iso(st.first_ts_ns),
+            "duration": _dur(span) if span is not None else "", "warnings": list(st.warnings),
+            "error": str(st.error) if st.error is not None else ""}
+
+
+def _bar(counts: Counter, order: tuple[str, ...], total: int) -> list[dict]:
+    keys = list(order) + sorted(k for k in counts if k not in order)
+    return [{"label": k, "count": counts.get(k, 0),
+             "pct": 100.0 * counts.get(k, 0) / total if total else 0.0}
+            for k in keys if counts.get(k, 0)]
+
+
+def _title(caps: list[_Capture]) -> str:
+    if len(caps) == 1:
+        return f"traceaudit: {caps[0].name}"
+    return f"traceaudit: {len(caps)} captures"
+
+
+# -- findings summary ------------------------------------------------------------------------
+def _rules(report: AuditReport) -> list[dict]:
+    out, seen = [], set()
+    for r in report.rules:
+        seen.add(r.name)
+        out.append({"name": r.name, "code": r.code, "title": r.title,
+                    "severity": r.severity.label, "rationale": r.rationale,
+                    "remediation": r.remediation, "references": list(r.references),
+                    "params": report.params.get(r.name, dict(r.thresholds))})
+    for f in report.findings:                    # a finding from a rule not listed: keep it
+        if f.rule not in seen:
+            seen.add(f.rule)
+            out.append({"name": f.rule, "code": f.code, "title": f.rule, "severity": "",
+                        "rationale": "", "remediation": f.remediation, "references": [],
+                        "params": {}})
+    return out
+
+
+def _verdict(report: AuditReport) -> dict:
+    sev = Counter(f.severity for f in report.findings)
+    failing = len(report.failing)
+    return {"failing": failing, "fail_on": report.fail_on.label,
+            "by_sev": [(s.label, sev.get(s, 0)) for s in sorted(Severity, reverse=True)],
+            "suppressed": len(report.suppressed), "unreadable": len(report.unreadable)}
+
+
+def _rule_counts(report: AuditReport, rules: list[dict]) -> list[dict]:
+    counts = Counter((f.rule, f.severity.label) for f in report.findings)
+    total = max((sum(counts.get((r["name"], s.label), 0) for s in Severity) for r in rules),
+                default=0)
+    out = []
+    for r in rules:
+        row = {s.label: counts.get((r["name"], s.label), 0) for s in Severity}
+        n = sum(row.values())
+        out.append({**r, **row, "total": n, "pct": 100.0 * n / total if total else 0})
+    return out
+
+
+# -- census and services ---------------------------------------------------------------------
+def _charts(caps: list[_Capture]) -> dict:
+    ranked = [c for c in caps if len(c.a.flows) and c.a.stats.first_ts_ns is not None]
+    ranked.sort(key=lambda c: -len(c.a.flows))
+    shown = sorted(ranked[:MAX_CHARTS], key=lambda c: c.index)
+    charts = []
+    for c in shown:
+        st = c.a.stats
+        cen = C.census(c.a.events, st.first_ts_ns, st.last_ts_ns)
+        series = {k: v for k, v in cen.levels.items() if cen.peak[k] > 0}
+        legend = [{"state": k, "cls": state_class(k), "peak": cen.peak[k], "final": cen.final[k]}
+                  for k in series]
+        dur = (st.last_ts_ns - st.first_ts_ns) / 1e9
+        charts.append({"name": c.name, "start": _iso(st.first_ts_ns), "duration": _dur(dur),
+                       "step": _dur(cen.step_s), "legend": legend,
+                       "svg": step_chart(series, dur, label=f"state census of {c.name}")})
+    return {"charts": charts, "omitted": len(ranked) - len(shown)}
+
+
+def _services(caps: list[_Capture], findings: list[Finding]) -> dict:
+    per_conn: dict[str, list[int]] = {}
+    for f in findings:
+        if f.connection is not None:
+            per_conn.setdefault(f.capture, []).append(f.connection)
+    rows = []
+    for c in caps:
+        st = c.a.stats
+        n = len(c.a.flows)
+        if not n or st.first_ts_ns is None:
+            continue
+        conns = np.array(per_conn.get(st.path, []), np.int64)
+        counts = np.bincount(conns[(conns >= 0) & (conns < n)], minlength=n)
+        table = C.per_service(c.a.flows, c.a.events, st.first_ts_ns, st.last_ts_ns, counts)
+        for rec in table.to_dict("records"):
+            rec["capture"] = c.name
+            spark = rec.pop("spark")
+            rec["cw_peak"] = int(spark.max()) if len(spark) else 0
+            rec["spark_svg"] = sparkline(spark)
+            rows.append(rec)
+    rows.sort(key=lambda r: (-r["findings"], -r["server_CLOSE_WAIT_held"],
+                             -r["client_CLOSE_WAIT_held"], -r["connections"]))
+    return {"rows": rows[:30], "omitted": max(0, len(rows) - 30), "multi": len(caps) > 1}
+
+
+# -- findings table --------------------------------------------------------------------------
+def _choose_details(findings: list[Finding], cap: int, per_rule: int) -> list[int]:
+    """Indices of the findings drawn in full: the most severe first, at most ``per_rule``
+    of each rule, ``cap`` in all; in severity, rule, time order."""
+    order = sorted(range(len(findings)), key=lambda i: (-findings[i].severity, i))
+    taken: Counter[str] = Counter()
+    chosen = []
+    for i in order:
+        f = findings[i]
+        if taken[f.rule] < per_rule and len(chosen) < cap:
+            taken[f.rule] += 1
+            chosen.append(i)
+    chosen.sort(key=lambda i: (-findings[i].severity, findings[i].code, findings[i].ts))
+    return chosen
+
+
+def _fault_host(f: Finding, cap: _Capture | None, cols: dict) -> str:
+    if f.host:
+        return f.host
+    if cap is None or f.connection is None or not (0 <= f.connection < len(cap.a.flows)):
+        return ""
+    side = f.endpoint if f.endpoint in ("client", "server") else "server"
+    return str(cols[cap.index][side][f.connection])
+
+
+def _table_data(findings: list[Finding], by_path: dict, rules: list[dict],
+                chosen: list[int]) -> tuple[Markup, list[tuple[str, int]]]:
+    rule_ix = {r["name"]: i for i, r in enumerate(rules)}
+    caps = list(by_path.values())
+    cols = {c.index: {"client": c.column("client_ip"), "server": c.column("server_ip")}
+            for c in caps}
+    detailed = set(chosen)
+    rows = {k: [] for k in ("sev", "rule", "ts", "rel", "cap", "conn", "ep", "host", "msg",
+                            "frames", "filter", "det")}
+    for i, f in enumerate(findings):
+        cap = by_path.get(f.capture)
+        first = cap.a.stats.first_ts_ns if cap is not None else None
+        rows["sev"].append(int(f.severity))
+        rows["rule"].append(rule_ix[f.rule])
+        rows["ts"].append(f.ts)
+        rows["rel"].append(round(f.ts - first / 1e9, 6) if first is not None else None)
+        rows["cap"].append(cap.index if cap is not None else -1)
+        rows["conn"].append(f.connection)
+        rows["ep"].append(f.endpoint or "")
+        rows["host"].append(_fault_host(f, cap, cols))
+        rows["msg"].append(f.message)
+        rows["frames"].append(f.frames[:20])
+        rows["filter"].append(f.display_filter or _frames_filter(f.frames))
+        rows["det"].append(1 if i in detailed else 0)
+    hosts = Counter(rows["host"])
+    hosts.pop("", None)
+    doc = {"rows": rows, "rules": [[r["code"], r["name"], r["title"]] for r in rules],
+           "captures": [c.name for c in caps]}
+    raw = orjson.dumps(doc)
+    if len(raw) > INLINE_JSON_LIMIT:
+        packed = base64.b64encode(zlib.compress(raw, 3)).decode("ascii")
+        text = f'<script type="application/octet-stream" id="ta-data" ' \
+               f'data-encoding="deflate-base64">{packed}</script>'
+    else:
+        safe = raw.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
+        text = f'<script type="application/json" id="ta-data">{safe.decode()}</script>'
+    return Markup(text), hosts.most_common(400)
+
+
+# -- one finding in full ---------------------------------------------------------------------
+def _detail(i: int, f: Finding, by_path: dict, rules: list[dict]) -> dict:
+    cap = by_path.get(f.capture)
+    rule = next(r for r in rules if r["name"] == f.rule)
+    first = cap.a.stats.first_ts_ns if cap is not None else None
+    conn = _ladder_connection(f, cap)
+    ladder, conn_text, fault = None, "", ""
+    if cap is not None and conn is not None:
+        flows = cap.a.flows
+        client = _addr(flows["client_ip"].iat[conn], flows["client_port"].iat[conn])
+        server = _addr(flows["server_ip"].iat[conn], flows["server_port"].iat[conn])
+        conn_text = f"client {client} → server {server} (tcp.stream {conn})"
+        if f.endpoint in ("client", "server"):
+            fault = f"{f.endpoint} {client if f.endpoint == 'client' else server}"
+        ex = cap.a.excerpts
+        if ex is not None and conn < len(ex.count):
+            end = (cap.a.stats.last_ts_ns or 0, str(flows["client_state"].iat[conn]),
+                   str(flows["server_state"].iat[conn]))
+            ladder = L.ladder_svg(ex.packets(conn), L.connection_changes(cap.events_of(conn)),
+                                  int(ex.count[conn]), client, server, set(f.frames), end)
+    if not fault:
+        fault = f.host or f.endpoint or ""
+    frames_filter = _frames_filter(f.frames)
+    return {
+        "i": i, "anchor": f"f{i}", "code": f.code, "rule": f.rule, "title": rule["title"],
+        "severity": f.severity.label, "message": f.message, "fault": fault,
+        "capture": cap.name if cap is not None else f.capture, "capture_path": f.capture,
+        "time": _iso(int(f.ts * 1e9)), "rel": _dur(f.ts - first / 1e9) if first else "",
+        "frames": f.frames, "filter": f.display_filter or frames_filter,
+        "frames_filter": frames_filter if f.display_filter and f.frames else "",
+        "rationale": rule["rationale"], "remediation": f.remediation or rule["remediation"],
+        "references": rule["references"], "conn_text": conn_text, "ladder": ladder,
+        "ladder_conn": conn, "details": [(k, _plain(v)) for k, v in f.details.items()],
+    }
+
+
+def _ladder_connection(f: Finding, cap: _Capture | None) -> int | None:
+    """The connection a finding's ladder shows: its own, else the one holding its first frame."""
+    if cap is None or not len(cap.a.flows):
+        return None
+    n = len(cap.a.flows)
+    if f.connection is not None and 0 <= f.connection < n:
+        return int(f.connection)
+    conns = f.details.get("connections") if isinstance(f.details, dict) else None
+    if isinstance(conns, list) and conns and isinstance(conns[0], int) and 0 <= conns[0] < n:
+        return conns[0]
+    if not f.frames:
+        return None
+    fr = f.frames[0]
+    flows = cap.a.flows
+    hit = np.flatnonzero((flows["first_frame"].to_numpy() <= fr) &
+                         (flows["last_frame"].to_numpy() >= fr))
+    ex = cap.a.excerpts
+    for c in hit.tolist():
+        if ex is not None and any(p.frame == fr for p in ex.packets(c)):
+            return c
+    return int(hit[0]) if len(hit) else None
+
+
+# -- helpers ---------------------------------------------------------------------------------
+def _frames_filter(frames: list[int]) -> str:
+    if not frames:
+        return ""
+    return "frame.number in {" + " ".join(str(x) for x in frames) + "}"
+
+
+def _addr(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}"
+
+
+def _plain(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        text = ", ".join(str(x) for x in v[:30])
+        return text + (f" … ({len(v)} in all)" if len(v) > 30 else "")
+    return str(v)
+
+
+def _iso(ns: int | None) -> str:
+    if ns is None:
+        return ""
+    dt = datetime.fromtimestamp(ns / 1e9, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%d %H:%M:%S.") + f"{dt.microsecond // 1000:03d} UTC"
+
+
+def _dur(s: float | None) -> str:
+    if s is None:
+        return ""
+    if s < 1:
+        return f"{s * 1000:.1f} ms" if s < 0.1 else f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.3f} s" if s < 10 else f"{s:.1f} s"
+    if s < 7200:
+        return f"{int(s // 60)} min {int(s % 60)} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+
+
+def _sha256(text: str) -> str:
+    """CSP source for an inline script: only the report's own script may run."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+
+
+def _asset(name: str) -> str:
+    return resources.files("traceaudit.report").joinpath("templates", name).read_text("utf-8")
+
+
+@lru_cache(maxsize=1)
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("traceaudit.report", "templates"), autoescape=True,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = lambda v: f"{int(v):,}"
+    env.filters["pct"] = lambda v: f"{v:.1f}%"
+    return env
