@@ -4,7 +4,8 @@ Three corrections need later packets and are applied here, only to the connectio
 - TIME_WAIT skipped: a bare RST answered the peer's retransmitted FIN, so the endpoint never
   held TIME_WAIT: its TIME_WAIT entry becomes CLOSED at the same moment.
 - FIN_WAIT_2 expired: a bare RST answered the peer from FIN_WAIT_2, so the orphaned socket had
-  already gone: CLOSED is placed at FIN_WAIT_2 entry + fin_timeout when that is earlier.
+  already gone: CLOSED is placed at FIN_WAIT_2 entry + fin_timeout when that is earlier (an
+  RST before that came from the live socket and stays as it is).
 - FINs crossed (simultaneous close): the endpoint sent its FIN before the peer's reached it, so
   it was never in CLOSE_WAIT: FIN_WAIT_1 then CLOSING at its own FIN.
 - ACK lost: the endpoint retransmitted its FIN from LAST_ACK after an ACK we took as reaching
@@ -142,9 +143,11 @@ def _apply_kernel(ev, keys, flags, trk, keep, extra, fin_timeout_ns, r_tw_skippe
         if f & K.F_FW2_EXPIRED:
             for i in range(a, b):
                 if ev[i, EV_STATE] == K.CLOSED and ev[i, EV_REASON] == K.R_SENT_RST:
-                    ev[i, EV_REASON] = r_fw2_expired
+                    # only if fin_timeout had passed: an earlier RST came from a live socket
+                    # answering data after close (rules: rst-after-premature-close)
                     expiry = trk[c, o + K.E_FW2_TS] + fin_timeout_ns
-                    if expiry < ev[i, EV_TS]:
+                    if expiry <= ev[i, EV_TS]:
+                        ev[i, EV_REASON] = r_fw2_expired
                         ev[i, EV_TS] = expiry
                         ev[i, EV_FRAME] = -1
                     break
