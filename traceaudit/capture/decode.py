@@ -12,7 +12,7 @@ from numba import njit
 
 from traceaudit.capture import linktypes as lt
 
-# Column indices of the int64 row-major matrix the kernel fills (PacketBatch column order).
+# Field indices of the int64 scratch row a record is decoded into (PacketBatch column order).
 C_FRAME, C_TS, C_IPV, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_SPORT, C_DPORT, C_SEQ, C_ACK, \
     C_FLAGS, C_WIN, C_PLEN, C_FLEN, C_MSS, C_WSCALE, C_SACKP, C_HASTS, C_TSVAL, C_TSECR, \
     C_TUNNELED = range(22)
@@ -132,32 +132,32 @@ def tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, seg_len):
 
 
 @njit(cache=True)
-def decode_tcp(b, tcp_pos, end, l4_len, out, j, warn, verify, ipv, ip_pos):
-    """Fill TCP columns of row j. Returns False when the row must be dropped."""
+def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos):
+    """Fill the TCP fields of the scratch row ``out``. Returns False when the row must be dropped."""
     if tcp_pos + 16 > end:
         warn[W_TRUNCATED_TCP] += 1
         return False
-    out[j, C_SPORT] = be16(b, tcp_pos)
-    out[j, C_DPORT] = be16(b, tcp_pos + 2)
-    out[j, C_SEQ] = be32(b, tcp_pos + 4)
-    out[j, C_ACK] = be32(b, tcp_pos + 8)
+    out[C_SPORT] = be16(b, tcp_pos)
+    out[C_DPORT] = be16(b, tcp_pos + 2)
+    out[C_SEQ] = be32(b, tcp_pos + 4)
+    out[C_ACK] = be32(b, tcp_pos + 8)
     off_flags = be16(b, tcp_pos + 12)
     hlen = (off_flags >> 12) * 4
     if hlen < 20:                       # bogus data offset: not a TCP header (as tshark says)
         warn[W_BOGUS_TCP] += 1
         return False
-    out[j, C_FLAGS] = off_flags & 0x1FF
-    out[j, C_WIN] = be16(b, tcp_pos + 14)
+    out[C_FLAGS] = off_flags & 0x1FF
+    out[C_WIN] = be16(b, tcp_pos + 14)
     plen = l4_len - hlen
     if plen < 0:
         plen = 0
-    out[j, C_PLEN] = plen
-    out[j, C_MSS] = 0
-    out[j, C_WSCALE] = -1
-    out[j, C_SACKP] = 0
-    out[j, C_HASTS] = 0
-    out[j, C_TSVAL] = 0
-    out[j, C_TSECR] = 0
+    out[C_PLEN] = plen
+    out[C_MSS] = 0
+    out[C_WSCALE] = -1
+    out[C_SACKP] = 0
+    out[C_HASTS] = 0
+    out[C_TSVAL] = 0
+    out[C_TSECR] = 0
     opt_end = tcp_pos + hlen
     if opt_end > end:
         opt_end = end
@@ -175,15 +175,15 @@ def decode_tcp(b, tcp_pos, end, l4_len, out, j, warn, verify, ipv, ip_pos):
         if olen < 2 or p + olen > opt_end:
             break
         if kind == 2 and olen == 4:
-            out[j, C_MSS] = be16(b, p + 2)
+            out[C_MSS] = be16(b, p + 2)
         elif kind == 3 and olen == 3:
-            out[j, C_WSCALE] = b[p + 2]
+            out[C_WSCALE] = b[p + 2]
         elif kind == 4 and olen == 2:
-            out[j, C_SACKP] = 1
+            out[C_SACKP] = 1
         elif kind == 8 and olen == 10:
-            out[j, C_HASTS] = 1
-            out[j, C_TSVAL] = be32(b, p + 2)
-            out[j, C_TSECR] = be32(b, p + 6)
+            out[C_HASTS] = 1
+            out[C_TSVAL] = be32(b, p + 2)
+            out[C_TSECR] = be32(b, p + 6)
         p += olen
     if verify:
         if tcp_pos + l4_len <= end and l4_len >= 20:
@@ -196,8 +196,8 @@ def decode_tcp(b, tcp_pos, end, l4_len, out, j, warn, verify, ipv, ip_pos):
 
 
 @njit(cache=True)
-def decode_record(b, start, caplen, origlen, linktype, out, j, warn, verify):
-    """Decode one record into row j of ``out``. Returns True when it was a TCP segment."""
+def decode_record(b, start, caplen, origlen, linktype, out, warn, verify):
+    """Decode one record into the scratch row ``out``. Returns True when it was a TCP segment."""
     pos = start
     end = start + caplen
     kind = initial_kind(linktype)
@@ -412,13 +412,13 @@ def decode_record(b, start, caplen, origlen, linktype, out, j, warn, verify):
             else:
                 return False
             if proto == PROTO_TCP:
-                out[j, C_IPV] = ipv
-                out[j, C_SRC_HI] = np.int64(src_hi)
-                out[j, C_SRC_LO] = np.int64(src_lo)
-                out[j, C_DST_HI] = np.int64(dst_hi)
-                out[j, C_DST_LO] = np.int64(dst_lo)
-                out[j, C_TUNNELED] = tunneled
-                if not decode_tcp(b, l4_pos, end, l4_len, out, j, warn, verify, ipv, ip_pos):
+                out[C_IPV] = ipv
+                out[C_SRC_HI] = np.int64(src_hi)
+                out[C_SRC_LO] = np.int64(src_lo)
+                out[C_DST_HI] = np.int64(dst_hi)
+                out[C_DST_LO] = np.int64(dst_lo)
+                out[C_TUNNELED] = tunneled
+                if not decode_tcp(b, l4_pos, end, l4_len, out, warn, verify, ipv, ip_pos):
                     return False
                 if tunneled:
                     warn[W_TUNNELED] += 1
@@ -564,17 +564,41 @@ def gtp_u(b, pos, end):
 
 @njit(cache=True)
 def decode_records(buf, rec_off, rec_caplen, rec_origlen, rec_ts, rec_link, first_frame,
-                   out, warn, verify):
-    """Decode ``len(rec_off)`` records; TCP rows are packed at the top of ``out``.
+                   scratch, warn, verify, frame, ts_ns, ip_version, src_hi, src_lo, dst_hi,
+                   dst_lo, sport, dport, seq, ack, flags, win, payload_len, frame_len, mss,
+                   wscale, sack_perm, has_ts, tsval, tsecr, tunneled):
+    """Decode ``len(rec_off)`` records; TCP rows are packed at the top of the typed column
+    arrays (``PacketBatch`` columns, in ``COLUMNS`` order). ``scratch``: an int64 row of
+    N_COLS that each record is decoded into first.
 
     Returns the number of TCP rows written.
     """
     j = 0
+    r = scratch
     for i in range(len(rec_off)):
-        if decode_record(buf, rec_off[i], rec_caplen[i], rec_origlen[i], rec_link[i], out, j,
-                         warn, verify):
-            out[j, C_FRAME] = first_frame + i
-            out[j, C_TS] = rec_ts[i]
-            out[j, C_FLEN] = rec_origlen[i]
+        if decode_record(buf, rec_off[i], rec_caplen[i], rec_origlen[i], rec_link[i], r, warn,
+                         verify):
+            frame[j] = first_frame + i
+            ts_ns[j] = rec_ts[i]
+            ip_version[j] = r[C_IPV]
+            src_hi[j] = np.uint64(r[C_SRC_HI])
+            src_lo[j] = np.uint64(r[C_SRC_LO])
+            dst_hi[j] = np.uint64(r[C_DST_HI])
+            dst_lo[j] = np.uint64(r[C_DST_LO])
+            sport[j] = r[C_SPORT]
+            dport[j] = r[C_DPORT]
+            seq[j] = r[C_SEQ]
+            ack[j] = r[C_ACK]
+            flags[j] = r[C_FLAGS]
+            win[j] = r[C_WIN]
+            payload_len[j] = r[C_PLEN]
+            frame_len[j] = rec_origlen[i]
+            mss[j] = r[C_MSS]
+            wscale[j] = r[C_WSCALE]
+            sack_perm[j] = r[C_SACKP] != 0
+            has_ts[j] = r[C_HASTS] != 0
+            tsval[j] = r[C_TSVAL]
+            tsecr[j] = r[C_TSECR]
+            tunneled[j] = r[C_TUNNELED] != 0
             j += 1
     return j

@@ -91,7 +91,7 @@ class NativeSource:
         self.verify = verify_checksums
         self.stats = CaptureStats(path=self.path)
         self._warn = np.zeros(decode.N_WARN, np.int64)
-        self._out = np.empty((batch_rows, decode.N_COLS), np.int64)
+        self._scratch = np.zeros(decode.N_COLS, np.int64)
         self._rec_off = np.empty(batch_rows, np.int64)
         self._rec_caplen = np.empty(batch_rows, np.int64)
         self._rec_origlen = np.empty(batch_rows, np.int64)
@@ -325,23 +325,16 @@ class NativeSource:
         st.first_ts_ns = lo if st.first_ts_ns is None else min(st.first_ts_ns, lo)
         st.last_ts_ns = hi if st.last_ts_ns is None else max(st.last_ts_ns, hi)
         st.packets += n
+        cols = {name: np.empty(n, dtype) for name, dtype in _DTYPES}
         rows = decode.decode_records(buf, self._rec_off[:n], self._rec_caplen[:n],
                                      self._rec_origlen[:n], ts, self._rec_link[:n], first_frame,
-                                     self._out, self._warn, self.verify)
+                                     self._scratch, self._warn, self.verify, *cols.values())
         if rows:
             st.tcp_packets += rows
-            yield PacketBatch(_columns(self._out, rows))
+            if rows < n:
+                cols = {k: v[:rows] if 2 * rows >= n else v[:rows].copy()
+                        for k, v in cols.items()}
+            yield PacketBatch(cols)
 
 
 _DTYPES = list(COLUMNS.items())
-
-
-def _columns(out: np.ndarray, rows: int) -> dict[str, np.ndarray]:
-    cols = {}
-    for i, (name, dtype) in enumerate(_DTYPES):
-        col = out[:rows, i]
-        if dtype == np.uint64:
-            cols[name] = col.view(np.uint64).copy()
-        else:
-            cols[name] = col.astype(dtype)
-    return cols
