@@ -45,6 +45,7 @@ READ_TEST = "capture is readable"
 
 
 def render_junit(report: AuditReport) -> bytes:
+    """The report as a UTF-8 JUnit XML document (layout in the module docstring)."""
     paths = capture_paths(report)
     by_path = analyses_by_path(report)
     times = _suite_times(report, paths, by_path)
