@@ -66,10 +66,15 @@ def _sample_index(ts: np.ndarray, times: np.ndarray) -> np.ndarray:
     return np.clip(idx, 0, len(times))      # len(times): after the grid, never counted
 
 
-def census(events: np.ndarray, t0_ns: int, t1_ns: int, samples: int = 400) -> Census:
-    """Every state's census of ``events`` sampled at ``samples`` points over [t0, t1]."""
+Deltas = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def census(events: np.ndarray, t0_ns: int, t1_ns: int, samples: int = 400,
+           changes: Deltas | None = None) -> Census:
+    """Every state's census of ``events`` sampled at ``samples`` points over [t0, t1]
+    (``changes``: ``deltas(events)`` when already computed)."""
     times = grid(t0_ns, t1_ns, samples)
-    _, ts, st, d = deltas(events)
+    _, ts, st, d = changes if changes is not None else deltas(events)
     width = samples + 1
     counts = np.bincount(st * width + _sample_index(ts, times), weights=d,
                          minlength=_N * width)
@@ -93,7 +98,8 @@ def held(events: np.ndarray, end_ns: int) -> np.ndarray:
 
 def per_service(flows: pd.DataFrame, events: np.ndarray, t0_ns: int, t1_ns: int,
                 findings_per_conn: np.ndarray | None = None, top: int = 25,
-                samples: int = 120, min_hold_s: float = 1.0) -> pd.DataFrame:
+                samples: int = 120, min_hold_s: float = 1.0,
+                changes: Deltas | None = None) -> pd.DataFrame:
     """The ``top`` services (server ip:port) that leak most. Per side: connections whose
     endpoint stayed in a leak state at least ``min_hold_s`` (``*_held``; TIME_WAIT always
     does, so it counts those still in it at the end, ``*_end``); findings about the service;
@@ -131,17 +137,18 @@ def per_service(flows: pd.DataFrame, events: np.ndarray, t0_ns: int, t1_ns: int,
                        table["server_SYN_RECEIVED_held"])
     table = table.sort_values(["findings", "_score", "connections"], ascending=False,
                               kind="stable").head(top)
-    table["spark"] = _sparks(codes, table["_code"].to_numpy(), events, t0_ns, t1_ns, samples)
+    table["spark"] = _sparks(codes, table["_code"].to_numpy(), events, t0_ns, t1_ns, samples,
+                             changes)
     return table.drop(columns=["_score", "_code"]).reset_index(drop=True)
 
 
-def _sparks(codes, chosen, events, t0_ns, t1_ns, samples) -> list[np.ndarray]:
+def _sparks(codes, chosen, events, t0_ns, t1_ns, samples, changes) -> list[np.ndarray]:
     """The server endpoint's CLOSE_WAIT census for each chosen service."""
     if not len(events) or not len(chosen):
         return [np.zeros(samples, np.int64) for _ in chosen]
     rank = np.full(codes.max() + 1, -1, np.int64)
     rank[chosen] = np.arange(len(chosen))
-    rows, ts, st, d = deltas(events)
+    rows, ts, st, d = changes if changes is not None else deltas(events)
     r = rank[codes[events[rows, EV_CONN]]]
     keep = (r >= 0) & (events[rows, EV_ENDPOINT] == 1) & (st == EndpointState.CLOSE_WAIT + 1)
     times = grid(t0_ns, t1_ns, samples)
@@ -154,9 +161,10 @@ def _sparks(codes, chosen, events, t0_ns, t1_ns, samples) -> list[np.ndarray]:
 
 def service_codes(flows: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """Per connection, the index of its service (server ip:port); and the services' names."""
-    key = flows["server_ip"].astype(str) + "|" + flows["server_port"].astype(str)
-    codes, names = pd.factorize(key, sort=False)
-    return codes, [_service(k) for k in names]
+    ip_codes, ips = pd.factorize(flows["server_ip"], sort=False)
+    key = ip_codes.astype(np.int64) * 65536 + flows["server_port"].to_numpy().astype(np.int64)
+    codes, keys = pd.factorize(key, sort=False)
+    return codes, [_service(f"{ips[k >> 16]}|{k & 0xFFFF}") for k in keys.tolist()]
 
 
 def _service(key: str) -> str:

@@ -26,6 +26,11 @@
     return e;
   }
 
+  function rel(D, i) {
+    const c = D.rows.cap[i];
+    return c >= 0 ? D.rows.ts[i] - D.first[c] : null;
+  }
+
   function fmtRel(v) {
     if (v === null || v === undefined) return "";
     if (Math.abs(v) < 1) return "+" + (v * 1000).toFixed(1) + " ms";
@@ -115,7 +120,7 @@
       tr.appendChild(sev);
       const rc = el("td"); rc.appendChild(el("code", null, D.rules[r.rule[i]][0])); rc.appendChild(document.createTextNode(" " + D.rules[r.rule[i]][1]));
       tr.appendChild(rc);
-      const t = el("td", null, fmtRel(r.rel[i])); t.title = isoTime(r.ts[i]); tr.appendChild(t);
+      const t = el("td", null, fmtRel(rel(D, i))); t.title = isoTime(r.ts[i]); tr.appendChild(t);
       tr.appendChild(el("td", null, D.captures[r.cap[i]] || ""));
       tr.appendChild(el("td", "num", r.conn[i] === null ? "" : r.conn[i]));
       tr.appendChild(el("td", null, r.ep[i]));
