@@ -6,7 +6,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from traceaudit.errors import TraceauditError
 
@@ -15,14 +15,33 @@ class OutputError(TraceauditError):
     slug = "output"
 
 
-def write_output(target: str | Path, data: str | bytes) -> None:
-    """Write ``data`` to ``target`` (``-`` = stdout) via a temporary file and a rename."""
-    payload = data.encode() if isinstance(data, str) else data
+def write_output(target: str | Path, data: str | bytes | Iterable[bytes]) -> None:
+    """Write ``data`` to ``target`` (``-`` = stdout) via a temporary file and a rename.
+
+    ``data`` may also be an iterable of bytes pieces (a streaming renderer): they are written
+    as they come, so the whole text is never held in memory; if producing a piece fails, the
+    temporary file is removed as for any other failure.
+    """
+    if isinstance(data, (str, bytes, bytearray, memoryview)):
+        payload = data.encode() if isinstance(data, str) else data
+        if str(target) == "-":
+            sys.stdout.buffer.write(payload)
+            sys.stdout.flush()
+            return
+        write_with(target, lambda tmp: Path(tmp).write_bytes(payload))
+        return
     if str(target) == "-":
-        sys.stdout.buffer.write(payload)
+        for piece in data:
+            sys.stdout.buffer.write(piece)
         sys.stdout.flush()
         return
-    write_with(target, lambda tmp: Path(tmp).write_bytes(payload))
+    write_with(target, lambda tmp: _write_pieces(tmp, data))
+
+
+def _write_pieces(path: str, pieces: Iterable[bytes]) -> None:
+    with open(path, "wb") as f:
+        for piece in pieces:
+            f.write(piece)
 
 
 def write_with(target: str | Path, writer: Callable[[str], object]) -> None:

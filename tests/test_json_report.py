@@ -1,0 +1,108 @@
+"""The JSON report's column-wise text writer against the plain dict document, and streaming
+writes through ``write_output``."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from traceaudit.capture import expand_paths
+from traceaudit.pipeline import analyze_capture
+from traceaudit.report import json_report
+from traceaudit.report.output import write_output
+from traceaudit.tracking.tracker import EV_TS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dict_document(analyses, findings=None, *, tool_version, generated_at=None) -> bytes:
+    """The report as orjson writes the document of dicts (the reference the writer matches)."""
+    doc = {
+        "format": json_report.FORMAT_VERSION,
+        "tool": {"name": "traceaudit", "version": tool_version},
+        "generated_at": generated_at,
+        "captures": [json_report.capture_entry(a) for a in analyses],
+        "connections": [c for a in analyses for c in json_report.connection_entries(a)],
+        "findings": findings or [],
+    }
+    return orjson.dumps(doc) + b"\n"
+
+
+@pytest.fixture(scope="module")
+def analyses():
+    files = expand_paths([ROOT / "sample_pcaps"])
+    assert files
+    return [analyze_capture(f) for f in files]
+
+
+def test_render_matches_the_dict_document(analyses, monkeypatch):
+    findings = [{"rule": "x", "n": 1, "why": "a,b \"quoted\" é"}]
+    monkeypatch.setattr(json_report, "CHUNK_CONNECTIONS", 3)      # many chunk seams
+    got = json_report.render(analyses, findings, tool_version="t", generated_at="now")
+    assert got == dict_document(analyses, findings, tool_version="t", generated_at="now")
+    assert len(orjson.loads(got)["connections"]) == sum(len(a.flows) for a in analyses)
+
+
+def test_render_odd_values(analyses):
+    """Odd paths, timestamps repr writes in exponent form, strings with commas and quotes."""
+    a = next(x for x in analyses if len(x.flows) and len(x.events))
+    stats = dataclasses.replace(a.stats, path='we"ird, 100%s/é.pcap')
+    flows = a.flows.copy()
+    flows.loc[0, "history"] = 'a,"b"'
+    flows.loc[0, "start_ts"] = 1e-7
+    flows.loc[len(flows) - 1, "end_ts"] = 1e17
+    events = a.events.copy()
+    events[0, EV_TS] = 5                       # 5e-09 seconds
+    events[-1, EV_TS] = 3 * 10**17             # 3e+08 s: positional
+    odd = dataclasses.replace(a, stats=stats, flows=flows, events=events)
+    for group in ([odd], [odd, a]):
+        assert json_report.render(group, tool_version="t") == \
+            dict_document(group, tool_version="t")
+
+
+def test_render_without_connections(analyses):
+    a = analyses[0]
+    empty = dataclasses.replace(a, flows=a.flows.iloc[:0], events=a.events[:0])
+    assert json_report.render([empty], tool_version="t") == dict_document([empty],
+                                                                          tool_version="t")
+    assert json_report.render([], tool_version="t") == dict_document([], tool_version="t")
+
+
+def test_float_texts_are_repr():
+    values = np.array([0.0, 1e-4, 9.99e-5, 1.5, 1700000000.123456, 2.0 ** 53, 1e16 - 2, 1e16,
+                       1e22, 5e-324, -1.5, 123.0])
+    assert [t.decode() for t in json_report._float_texts(values)] == \
+        [repr(float(v)) for v in values]
+
+
+def test_write_streams_to_a_file(analyses, tmp_path):
+    out = tmp_path / "sub" / "report.json"
+    json_report.write(out, analyses, tool_version="t")
+    assert out.read_bytes() == dict_document(analyses, tool_version="t")
+    assert not [p for p in out.parent.iterdir() if p.name != "report.json"]
+
+
+def test_streaming_failure_leaves_no_file(tmp_path):
+    out = tmp_path / "report.json"
+
+    def pieces():
+        yield b"{"
+        raise RuntimeError("renderer broke")
+
+    with pytest.raises(RuntimeError):
+        write_output(out, pieces())
+    assert list(tmp_path.iterdir()) == []
+    out.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        write_output(out, pieces())
+    assert out.read_bytes() == b"old"                 # the old report is left in place
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_streaming_to_stdout(capsysbinary):
+    write_output("-", iter([b"a", b"bc", b"\n"]))
+    assert capsysbinary.readouterr().out == b"abc\n"
