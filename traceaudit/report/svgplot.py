@@ -38,8 +38,8 @@ def _nice_max(v: int) -> int:
     return v
 
 
-def step_chart(series: dict[str, np.ndarray], duration_s: float, *, width: int = 900,
-               height: int = 190, label: str = "") -> Markup:
+def step_chart(series: dict[str, np.ndarray], duration_s: float, *, width: int = 1180,
+               height: int = 200, label: str = "") -> Markup:
     """Several step series over [0, duration_s] on one set of axes (y: endpoints)."""
     left, right, top, bottom = 52, 28, 10, 24
     pw, ph = width - left - right, height - top - bottom

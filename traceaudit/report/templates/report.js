@@ -125,7 +125,8 @@
       tr.appendChild(el("td", "num", r.conn[i] === null ? "" : r.conn[i]));
       tr.appendChild(el("td", null, r.ep[i]));
       tr.appendChild(el("td", null, r.host[i]));
-      tr.appendChild(el("td", "msg", r.msg[i]));
+      const m = el("td", "msg"); m.appendChild(el("div", "clamp", r.msg[i])); m.title = r.msg[i];
+      tr.appendChild(m);
       frag.appendChild(tr);
     }
     body.replaceChildren(frag);
