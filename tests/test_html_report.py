@@ -17,7 +17,7 @@ import pytest
 
 import pcapgen as g
 from conftest import ROOT, SAMPLES
-from pcapgen import ACK, FIN, PSH, SYN
+from pcapgen import ACK, FIN, PSH
 from traceaudit.audit import AuditReport
 from traceaudit.capture import expand_paths
 from traceaudit.pipeline import analyze_capture, analyze_captures
@@ -140,12 +140,13 @@ def test_census_counts_endpoints_per_state():
     ev = np.array([[0, 0, 0, 1, S.ESTABLISHED, 0], [0, 0, 10 * 10**9, 5, S.CLOSE_WAIT, 0],
                    [0, 1, 0, 1, S.ESTABLISHED, 0], [0, 1, 10 * 10**9, 5, S.FIN_WAIT_1, 0],
                    [0, 1, 11 * 10**9, 6, S.FIN_WAIT_2, 0]], np.int64)
-    c = C.census(ev, 0, 20 * 10**9, samples=21)          # one sample a second
+    ch = C.Changes(ev, 0, 20 * 10**9, samples=21)        # one sample a second
+    c = C.census(ch)
     assert c.levels["ESTABLISHED"].tolist() == [2] * 10 + [0] * 11
     assert c.levels["CLOSE_WAIT"].tolist() == [0] * 10 + [1] * 11
     assert c.levels["FIN_WAIT_1"].tolist() == [0] * 10 + [1] + [0] * 10
     assert c.final == {**{s.name: 0 for s in C.CENSUS_STATES}, "CLOSE_WAIT": 1, "FIN_WAIT_2": 1}
-    held = C.held(ev, 20 * 10**9)
+    held = C.held(ev, 20 * 10**9, ch.nxt)
     assert (held // 10**9).tolist() == [10, 10, 10, 1, 9]
 
 

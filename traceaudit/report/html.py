@@ -11,23 +11,22 @@ large) that the page's script renders, filters and sorts.
 from __future__ import annotations
 
 import base64
+import gc
 import hashlib
-import zlib
 from collections import Counter
 from datetime import datetime, timezone
 from functools import lru_cache
-from operator import attrgetter
 from importlib import resources
 from pathlib import PurePath
 
 import numpy as np
-import orjson
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from traceaudit.audit import AuditReport
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report import census as C
+from traceaudit.report import html_findings as F
 from traceaudit.report import ladder as L
 from traceaudit.report.svgplot import sparkline, state_class, step_chart
 from traceaudit.rules.model import Finding, Severity
@@ -36,7 +35,6 @@ from traceaudit.tracking.tracker import EV_CONN
 MAX_DETAILS = 200          # findings drawn in full (ladder and all)
 MAX_PER_RULE = 20          # ... of which at most this many per rule
 MAX_CHARTS = 24            # census charts (one per capture)
-INLINE_JSON_LIMIT = 256 * 1024   # larger table data is deflated and base64-encoded
 _ROLES = ("client", "server", "simultaneous", "none")
 _KINDS = ("graceful", "half_closed", "reset", "refused", "open")
 
@@ -44,33 +42,49 @@ _KINDS = ("graceful", "half_closed", "reset", "refused", "open")
 def render_html(report: AuditReport, *, max_details: int = MAX_DETAILS,
                 max_per_rule: int = MAX_PER_RULE) -> bytes:
     """The report page as UTF-8 bytes."""
+    enabled = gc.isenabled()
+    gc.disable()            # no full collections over the analyses' heap while drawing
+    try:
+        return _render(report, max_details, max_per_rule)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _render(report: AuditReport, max_details: int, max_per_rule: int) -> bytes:
     caps = [_Capture(i, a) for i, a in enumerate(report.analyses)]
     by_path = {c.a.stats.path: c for c in caps}
-    rules = _rules(report)
-    chosen = _choose_details(report.findings, max_details, max_per_rule)
+    cols = F.columns(report.findings)
+    cap_ix = [by_path[p].index if p in by_path else -1 for p in cols.capture]
+    rules = _rules(report, cols)
+    chosen = F.choose_details(cols, max_details, max_per_rule)
+    hosts = F.fault_hosts(cols, cap_ix, [c.a.flows for c in caps])
+    host_counts = Counter(hosts)
+    host_counts.pop("", None)
+    table = F.table_data(cols, hosts, cap_ix, chosen, rules, [c.name for c in caps],
+                         [(c.a.stats.first_ts_ns or 0) / 1e9 for c in caps])
     js = _asset("report.js")
-    table, hosts = _table_data(report.findings, by_path, rules, chosen)
     ctx = {
         "title": _title(caps),
         "report": report,
         "overview": _overview(caps),
-        "verdict": _verdict(report),
+        "verdict": _verdict(report, cols),
         "rules": rules,
-        "rule_counts": _rule_counts(report, rules),
+        "rule_counts": F.rule_counts(cols, rules),
         "charts": _charts(caps),
-        "services": _services(caps, report.findings),
+        "services": _services(caps, cols, cap_ix),
         "details": [_detail(i, report.findings[i], by_path, rules) for i in chosen],
+        "hosts": host_counts.most_common(400),
         "n_findings": len(report.findings),
         "n_details": len(chosen),
         "max_per_rule": max_per_rule,
-        "hosts": hosts,
-        "table_data": table,
         "css": Markup(_asset("report.css")),
         "js": Markup(js),
         "script_hash": _sha256(js),
         "ladder_defs": L.LADDER_DEFS,
         "state_class": state_class,
     }
+    ctx["table_data"] = table()
     return _env().get_template("report.html.j2").render(ctx).encode("utf-8")
 
 
@@ -80,14 +94,15 @@ class _Capture:
         self.index, self.a = index, a
         self.name = PurePath(a.stats.path).name or a.stats.path
         self._ev_conn = None
-        self._cols: dict[str, list] = {}
-        self._deltas: C.Deltas | None = None
+        self._cols: dict = {}
+        self._changes: C.Changes | None = None
         self.n = len(a.flows)
 
-    def changes(self) -> C.Deltas:
-        if self._deltas is None:
-            self._deltas = C.deltas(self.a.events)
-        return self._deltas
+    def changes(self) -> C.Changes:
+        if self._changes is None:
+            st = self.a.stats
+            self._changes = C.Changes(self.a.events, st.first_ts_ns or 0, st.last_ts_ns or 0)
+        return self._changes
 
     def events_of(self, conn: int) -> np.ndarray:
         if self._ev_conn is None:
@@ -96,10 +111,10 @@ class _Capture:
         return self.a.events[lo:hi]
 
     def value(self, name: str, row: int):
-        """One flow-table value (columns converted once, on first use)."""
+        """One flow-table value."""
         if name not in self._cols:
-            self._cols[name] = self.a.flows[name].tolist()
-        return self._cols[name][row]
+            self._cols[name] = self.a.flows[name]
+        return self._cols[name].iat[row]
 
 
 def _overview(caps: list[_Capture]) -> dict:
@@ -149,7 +164,7 @@ def _title(caps: list[_Capture]) -> str:
 
 
 # -- findings summary ------------------------------------------------------------------------
-def _rules(report: AuditReport) -> list[dict]:
+def _rules(report: AuditReport, cols: F.Columns) -> list[dict]:
     out, seen = [], set()
     for r in report.rules:
         seen.add(r.name)
@@ -157,33 +172,20 @@ def _rules(report: AuditReport) -> list[dict]:
                     "severity": r.severity.label, "rationale": r.rationale,
                     "remediation": r.remediation, "references": list(r.references),
                     "params": report.params.get(r.name, dict(r.thresholds))})
-    for f in report.findings:                    # a finding from a rule not listed: keep it
-        if f.rule not in seen:
-            seen.add(f.rule)
-            out.append({"name": f.rule, "code": f.code, "title": f.rule, "severity": "",
-                        "rationale": "", "remediation": f.remediation, "references": [],
-                        "params": {}})
+    for name in sorted(set(cols.rule) - seen):      # a finding from a rule not listed
+        f = report.findings[cols.rule.index(name)]
+        out.append({"name": f.rule, "code": f.code, "title": f.rule, "severity": "",
+                    "rationale": "", "remediation": f.remediation, "references": [],
+                    "params": {}})
     return out
 
 
-def _verdict(report: AuditReport) -> dict:
-    sev = Counter(f.severity for f in report.findings)
-    failing = len(report.failing)
+def _verdict(report: AuditReport, cols: F.Columns) -> dict:
+    sev = F.severity_counts(cols)
+    failing = sum(n for s, n in sev.items() if s >= report.fail_on)
     return {"failing": failing, "fail_on": report.fail_on.label,
-            "by_sev": [(s.label, sev.get(s, 0)) for s in sorted(Severity, reverse=True)],
+            "by_sev": [(s.label, sev.get(int(s), 0)) for s in sorted(Severity, reverse=True)],
             "suppressed": len(report.suppressed), "unreadable": len(report.unreadable)}
-
-
-def _rule_counts(report: AuditReport, rules: list[dict]) -> list[dict]:
-    counts = Counter((f.rule, f.severity) for f in report.findings)
-    total = max((sum(counts.get((r["name"], s), 0) for s in Severity) for r in rules),
-                default=0)
-    out = []
-    for r in rules:
-        row = {s.label: counts.get((r["name"], s), 0) for s in Severity}
-        n = sum(row.values())
-        out.append({**r, **row, "total": n, "pct": 100.0 * n / total if total else 0})
-    return out
 
 
 # -- census and services ---------------------------------------------------------------------
@@ -194,7 +196,7 @@ def _charts(caps: list[_Capture]) -> dict:
     charts = []
     for c in shown:
         st = c.a.stats
-        cen = C.census(c.a.events, st.first_ts_ns, st.last_ts_ns, changes=c.changes())
+        cen = C.census(c.changes())
         series = {k: v for k, v in cen.levels.items() if cen.peak[k] > 0}
         legend = [{"state": k, "cls": state_class(k), "peak": cen.peak[k], "final": cen.final[k]}
                   for k in series]
@@ -205,21 +207,18 @@ def _charts(caps: list[_Capture]) -> dict:
     return {"charts": charts, "omitted": len(ranked) - len(shown)}
 
 
-def _services(caps: list[_Capture], findings: list[Finding]) -> dict:
-    per_conn: dict[str, list[int]] = {}
-    for f in findings:
-        if f.connection is not None:
-            per_conn.setdefault(f.capture, []).append(f.connection)
+def _services(caps: list[_Capture], cols: F.Columns, cap_ix: list[int]) -> dict:
+    conn = np.array([-1 if x is None else x for x in cols.conn], np.int64)
+    cix = np.array(cap_ix, np.int64)
     rows = []
     for c in caps:
         st = c.a.stats
         n = len(c.a.flows)
         if not n or st.first_ts_ns is None:
             continue
-        conns = np.array(per_conn.get(st.path, []), np.int64)
-        counts = np.bincount(conns[(conns >= 0) & (conns < n)], minlength=n)
-        table = C.per_service(c.a.flows, c.a.events, st.first_ts_ns, st.last_ts_ns, counts,
-                              changes=c.changes())
+        conns = conn[(cix == c.index) & (conn >= 0) & (conn < n)]
+        counts = np.bincount(conns, minlength=n)
+        table = C.per_service(c.a.flows, c.changes(), st.last_ts_ns, counts)
         for rec in table.to_dict("records"):
             rec["capture"] = c.name
             spark = rec.pop("spark")
@@ -229,69 +228,6 @@ def _services(caps: list[_Capture], findings: list[Finding]) -> dict:
     rows.sort(key=lambda r: (-r["findings"], -r["server_CLOSE_WAIT_held"],
                              -r["client_CLOSE_WAIT_held"], -r["connections"]))
     return {"rows": rows[:30], "omitted": max(0, len(rows) - 30), "multi": len(caps) > 1}
-
-
-# -- findings table --------------------------------------------------------------------------
-def _choose_details(findings: list[Finding], cap: int, per_rule: int) -> list[int]:
-    """Indices of the findings drawn in full: the most severe first, at most ``per_rule``
-    of each rule, ``cap`` in all; in severity, rule, time order."""
-    sev = [-int(f.severity) for f in findings]
-    order = sorted(range(len(findings)), key=sev.__getitem__)        # stable: time order kept
-    taken: Counter[str] = Counter()
-    chosen = []
-    for i in order:
-        f = findings[i]
-        if taken[f.rule] < per_rule and len(chosen) < cap:
-            taken[f.rule] += 1
-            chosen.append(i)
-    chosen.sort(key=lambda i: (-findings[i].severity, findings[i].code, findings[i].ts))
-    return chosen
-
-
-def _table_data(findings: list[Finding], by_path: dict, rules: list[dict],
-                chosen: list[int]) -> tuple[Markup, list[tuple[str, int]]]:
-    """The findings table's data, one list per column (built column by column: 10k+ rows)."""
-    rule_ix = {r["name"]: i for i, r in enumerate(rules)}
-    caps = list(by_path.values())
-    cap_ix = {c.a.stats.path: c.index for c in caps}
-    first = [(c.a.stats.first_ts_ns or 0) / 1e9 for c in caps]
-    get = attrgetter("severity", "rule", "ts", "capture", "connection", "endpoint", "host",
-                     "message", "frames", "display_filter")
-    sev, rule, ts, capture, conn, ep, host, msg, frames, filt = (
-        list(col) for col in zip(*map(get, findings))) if findings else ([],) * 10
-    cix = [cap_ix.get(p, -1) for p in capture]
-    for i in range(len(findings)):       # the faulty endpoint's address, else the server's
-        if not host[i] and conn[i] is not None and cix[i] >= 0:
-            c = caps[cix[i]]
-            if 0 <= conn[i] < c.n:
-                host[i] = str(c.value("client_ip" if ep[i] == "client" else "server_ip",
-                                      conn[i]))
-        if host[i] is None:
-            host[i] = ""
-        if frames[i] and len(frames[i]) > 20:
-            frames[i] = frames[i][:20]
-        if not filt[i]:
-            filt[i] = _frames_filter(frames[i])
-    det = [0] * len(findings)
-    for i in chosen:
-        det[i] = 1
-    rix = [rule_ix[r] for r in rule]
-    rows = {"sev": sev, "rule": rix, "ts": ts, "cap": cix, "conn": conn,
-            "ep": [e or "" for e in ep], "host": host, "msg": msg, "frames": frames,
-            "filter": filt, "det": det}
-    hosts = Counter(host)
-    hosts.pop("", None)
-    doc = {"rows": rows, "rules": [[r["code"], r["name"], r["title"]] for r in rules],
-           "captures": [c.name for c in caps], "first": first}
-    raw = orjson.dumps(doc)
-    if len(raw) > INLINE_JSON_LIMIT:
-        packed = base64.b64encode(zlib.compress(raw, 1)).decode("ascii")
-        text = f'<script type="application/octet-stream" id="ta-data" ' \
-               f'data-encoding="deflate-base64">{packed}</script>'
-    else:
-        safe = raw.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
-        text = f'<script type="application/json" id="ta-data">{safe.decode()}</script>'
-    return Markup(text), hosts.most_common(400)
 
 
 # -- one finding in full ---------------------------------------------------------------------
@@ -316,7 +252,7 @@ def _detail(i: int, f: Finding, by_path: dict, rules: list[dict]) -> dict:
                                   int(ex.count[conn]), client, server, set(f.frames), end)
     if not fault:
         fault = f.host or f.endpoint or ""
-    frames_filter = _frames_filter(f.frames)
+    frames_filter = F.frames_filter(f.frames)
     return {
         "i": i, "anchor": f"f{i}", "code": f.code, "rule": f.rule, "title": rule["title"],
         "severity": f.severity.label, "message": f.message, "fault": fault,
@@ -354,12 +290,6 @@ def _ladder_connection(f: Finding, cap: _Capture | None) -> int | None:
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def _frames_filter(frames: list[int]) -> str:
-    if not frames:
-        return ""
-    return "frame.number in {" + " ".join(str(x) for x in frames) + "}"
-
-
 def _addr(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}"
 

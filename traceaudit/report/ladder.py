@@ -54,7 +54,13 @@ class _Row:
 
 
 def flag_text(flags: int) -> str:
-    return ", ".join(n for i, n in enumerate(_FLAG_NAMES) if flags >> i & 1)
+    return _FLAG_TEXT[flags & 0x1FF]
+
+
+_FLAG_TEXT = [", ".join(n for i, n in enumerate(_FLAG_NAMES) if f >> i & 1) for f in range(512)]
+_STATE_NAME = {int(s): s.name for s in EndpointState}
+_WHY = {int(r): REASON_TEXT.get(r, "") for r in Reason}
+_BAD_NAMES = {s.name for s in _BAD}
 
 
 def connection_changes(ev: np.ndarray) -> list[_Change]:
@@ -62,7 +68,7 @@ def connection_changes(ev: np.ndarray) -> list[_Change]:
     ev = ev[np.lexsort((ev[:, EV_ENDPOINT], ev[:, EV_TS]))]
     out = []
     for e, ts, fr, st, why in ev[:, [EV_ENDPOINT, EV_TS, EV_FRAME, EV_STATE, EV_REASON]].tolist():
-        out.append(_Change(e, EndpointState(st).name, REASON_TEXT.get(Reason(why), ""), fr, ts))
+        out.append(_Change(e, _STATE_NAME[st], _WHY.get(why, ""), fr, ts))
     return out
 
 
@@ -183,7 +189,7 @@ def _states(changes: list[_Change], y: int, h: int) -> list[str]:
         x, anchor = (X_CLIENT - 8, "end") if e == 0 else (X_SERVER + 8, "start")
         spans = []
         for i, c in enumerate(mine):
-            bad = ' class="lad-bad"' if EndpointState[c.state] in _BAD else ""
+            bad = ' class="lad-bad"' if c.state in _BAD_NAMES else ""
             tip = f"{'client' if e == 0 else 'server'} → {c.state}: {c.why}"
             if c.frame < 0:
                 tip += " (no packet: timer or inference)"
