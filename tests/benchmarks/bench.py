@@ -64,6 +64,30 @@ print(json.dumps({"rc": rc, "wall_s": wall, "maxrss_kb": ru.ru_maxrss, "user_s":
                   "sys_s": ru.ru_stime, "stderr": err[-2000:]}))
 """
 
+HTML_SCRIPT = r"""
+import json, sys, time
+from traceaudit.audit import AuditReport
+from traceaudit.pipeline import analyze_capture
+from traceaudit.report.html import render_html
+from traceaudit.rules import run_rules
+from traceaudit.rules.config import RulesConfig
+path, repeat = sys.argv[1], int(sys.argv[2])
+cfg = RulesConfig()
+t = time.perf_counter()
+a = analyze_capture(path)
+findings = run_rules(a, cfg)
+analysis = time.perf_counter() - t
+rules = cfg.active_rules()
+report = AuditReport([a], findings, rules, {r.name: cfg.params(r) for r in rules})
+best = None
+for _ in range(repeat):
+    t = time.perf_counter()
+    html = render_html(report)
+    best = min(best or 1e9, time.perf_counter() - t)
+print(json.dumps({"analysis_s": analysis, "render_s": best, "bytes": len(html),
+                  "findings": len(findings)}))
+"""
+
 PYSHARK_SCRIPT = r"""
 import sys, pyshark
 path, n = sys.argv[1], int(sys.argv[2])
@@ -225,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--traceaudit", metavar="CMD",
                     help="command that runs traceaudit (default: python -m traceaudit.cli)")
     ap.add_argument("--skip", default="", help="comma-separated rows to skip: "
-                    "flows,analyze,tshark,tcptrace")
+                    "flows,analyze,tshark,tcptrace,html")
     a = ap.parse_args(argv)
     if a.capture and (a.scale or a.memory_check):
         ap.error("--scale/--memory-check work on the synthetic captures, not --capture")
@@ -333,6 +357,23 @@ def main(argv: list[str] | None = None) -> int:
     def check(label, ok, detail):
         checks.append({"target": label, "met": ok, "detail": detail})
 
+    html = None
+    if analyze_ok and "html" not in skip:
+        p = subprocess.run([sys.executable, "-c", HTML_SCRIPT, cap, str(a.repeat)], cwd=ROOT,
+                           capture_output=True, text=True)
+        if p.returncode == 0:
+            html = json.loads(p.stdout.strip().splitlines()[-1])
+            share = html["render_s"] / html["analysis_s"]
+            print()
+            print(f"HTML report (--html): {html['bytes'] / 1e6:.2f} MB for "
+                  f"{html['findings']:,} findings, rendered in {html['render_s']:.2f} s = "
+                  f"{share:.1%} of the analysis ({html['analysis_s']:.2f} s: read, track, "
+                  "rules; one process, best render of the runs)")
+            check("html report < 10 MB", html["bytes"] < 10e6, f"{html['bytes'] / 1e6:.2f} MB")
+            check("html render < 10% of analysis", share < 0.10, f"{share:.1%}")
+        else:
+            print(f"\nHTML report: not measured ({p.stderr.strip().splitlines()[-1:]})")
+
     fl, an = by.get("traceaudit flows"), by.get("traceaudit analyze")
     if speed("traceaudit flows") is not None:
         s = speed("traceaudit flows")
@@ -398,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                         "python": platform.python_version()},
             "repeat": a.repeat, "rows": rows, "ratios": ratios, "targets": checks,
-            "memory_check": memory,
+            "memory_check": memory, "html": html,
         }, indent=2) + "\n")
         print(f"\nwrote {a.json}")
 
