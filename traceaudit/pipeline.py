@@ -85,12 +85,14 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     except CaptureError as exc:
         source.stats.error = exc
     tracked = tracker.finish(builder.n_conns, source.stats.last_ts_ns)
-    events = corrected_events(tracked)
     table = builder.table(str(path))
     zres = zeek.finish(builder, table) if zeek is not None else None
+    kept = excerpts.finish(builder)
+    del builder, zeek, excerpts, tracker  # working tables go before the timelines are built
+    events = corrected_events(tracked)
     flows = add_tracking_columns(table, tracked, events, zres)
     return CaptureAnalysis(source.stats, flows, tracked, events,
-                           zres.rows if zres is not None else None, excerpts.finish(builder))
+                           zres.rows if zres is not None else None, kept)
 
 
 def analyze_captures(paths: list[Path], options: ReadOptions = ReadOptions(),

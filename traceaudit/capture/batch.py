@@ -44,7 +44,7 @@ COLUMNS: dict[str, np.dtype] = {
 }
 
 #: Default number of rows a reader puts in one batch; bounds memory whatever the file size.
-DEFAULT_BATCH_ROWS = 1 << 18
+DEFAULT_BATCH_ROWS = 1 << 16
 
 
 @dataclass(frozen=True, slots=True, eq=False)

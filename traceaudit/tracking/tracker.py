@@ -66,5 +66,7 @@ class ConnectionTracker:
         tail = np.empty((2 * n_conns + 1, 6), np.int64)
         n_tail = K.finish(trk, tail, 0, n_conns, end, self.msl2)
         parts = self._events + ([tail[:n_tail]] if n_tail else [])
+        self._events = []                 # the chunks are not kept beside their concatenation
         events = np.concatenate(parts) if parts else np.empty((0, 6), np.int64)
+        del parts
         return Tracked(trk, events, end, self.config)
