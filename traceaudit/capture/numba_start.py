@@ -7,8 +7,8 @@ that import alone costs ~0.17 s and 13 MB, on every run of the command line. No 
 uses linear algebra, so ``start()`` lets numba initialise its target with ``scipy.linalg``
 hidden: numba then records that BLAS is unavailable (its ``np.dot`` / ``np.linalg`` in compiled
 code would fail to compile in this process; nothing in traceaudit uses them) and
-``scipy.linalg`` stays importable as usual afterwards. When it is already imported, or numba's target is already
-initialised, nothing is changed.
+``scipy.linalg`` stays importable as usual afterwards. When it is already imported, or numba's
+target is already initialised, nothing is changed.
 """
 
 from __future__ import annotations
