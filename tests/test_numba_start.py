@@ -27,6 +27,6 @@ print(hidden, scipy.linalg.__name__)
 def test_kernels_run_without_scipy_linalg_and_it_stays_importable():
     capture = next((ROOT / "sample_pcaps").glob("*.pcap"))
     out = subprocess.run([sys.executable, "-c", SCRIPT, str(capture)], capture_output=True,
-                         text=True, cwd=ROOT, timeout=600)
+                         text=True, cwd=ROOT, timeout=600, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "scipy.linalg"]

@@ -1,4 +1,4 @@
-"""Compiled decoder: link layer → (tunnels) → IP → TCP, one record at a time, into a column matrix.
+"""Compiled decoder: link layer → (tunnels) → IP → TCP, one record at a time, into typed columns.
 
 Everything here runs under numba on uint8 views of the file; no Python object is made per packet.
 The decoder walks a small state machine of protocol "kinds" so that stacks of any order (VLAN in
@@ -133,7 +133,7 @@ def tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, seg_len):
 
 @njit(cache=True)
 def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos):
-    """Fill the TCP fields of the scratch row ``out``. Returns False when the row must be dropped."""
+    """Fill the TCP fields of the scratch row ``out``. Returns False to drop the row."""
     if tcp_pos + 16 > end:
         warn[W_TRUNCATED_TCP] += 1
         return False

@@ -44,5 +44,5 @@ def tune() -> None:
     if pa is not None:
         try:
             pa.set_memory_pool(pa.system_memory_pool())
-        except Exception:                     # an Arrow build without it: keep its default
-            pass
+        except (AttributeError, NotImplementedError, OSError):
+            pass                              # an Arrow build without it: keep its default

@@ -23,7 +23,6 @@ class _HideScipy(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name == "scipy.linalg" or name.startswith("scipy.linalg."):
             raise ImportError(f"{name} hidden while numba initialises (traceaudit)")
-        return None
 
 
 def start() -> None:

@@ -40,8 +40,7 @@ def write_output(target: str | Path, data: str | bytes | Iterable[bytes]) -> Non
 
 def _write_pieces(path: str, pieces: Iterable[bytes]) -> None:
     with open(path, "wb") as f:
-        for piece in pieces:
-            f.write(piece)
+        f.writelines(pieces)
 
 
 def write_with(target: str | Path, writer: Callable[[str], object]) -> None:
