@@ -131,7 +131,7 @@ def tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, seg_len):
     return acc == 0xFFFF
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos):
     """Fill the TCP fields of the scratch row ``out``. Returns False to drop the row."""
     if tcp_pos + 16 > end:
@@ -195,7 +195,7 @@ def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def decode_record(b, start, caplen, origlen, linktype, out, warn, verify):
     """Decode one record into the scratch row ``out``. Returns True when it was a TCP segment."""
     pos = start
