@@ -205,7 +205,11 @@
   async function main() {
     try {
       state.data = await loadData();
-      if (state.data) { bind(); applyFilters(); }
+      if (state.data) {
+        // one capture: its name in every row says nothing
+        document.getElementById("findings-table").classList.toggle("one-cap", state.data.captures.length < 2);
+        bind(); applyFilters();
+      }
     } finally {
       readyResolve(true);
     }
