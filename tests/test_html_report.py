@@ -116,6 +116,18 @@ def test_sample_report_is_small_and_complete(sample_report):
         assert name in html
 
 
+def test_cli_writes_the_html_report(tmp_path):
+    from click.testing import CliRunner
+    from traceaudit.cli import main
+    out = tmp_path / "reports" / "leak.html"
+    result = CliRunner().invoke(main, ["analyze", str(SAMPLES / "close-wait-leak.pcap"),
+                                       "--html", str(out)])
+    assert result.exit_code == 1, result.output          # a CLOSE_WAIT leak: findings
+    html = out.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "half-closed-leak" in html
+    assert '<svg class="ladder"' in html
+
+
 def test_ladder_marks_elided_packets_and_states(tmp_path):
     conv = g.Conversation().handshake().send("c", FIN | ACK).send("s", ACK)
     for _ in range(20):
