@@ -92,6 +92,7 @@ def test_findings_carry_evidence_a_person_can_open():
     for p in TRUTHS:
         for f in findings_of(p.name.split(".")[0]):
             assert f.frames and all(isinstance(x, int) and x >= 1 for x in f.frames)
+            assert f.frames == sorted(set(f.frames)), f"{f.rule}: frames repeat or unsorted"
             assert f.display_filter and f.message and f.remediation
             assert (f.connection is None) == (f.host is not None)
             if f.connection is not None and "connections" not in f.details:

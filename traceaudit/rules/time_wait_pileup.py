@@ -72,7 +72,7 @@ def check(analysis, params):
                    f"one peer ({w['peer']}): {share:.1%} of the ephemeral port range "
                    f"{low}–{high} ({ports:,} ports) that a client needs for that peer. "
                    f"{len(span):,} TIME_WAIT sockets in all in this capture.")
-        frames = sorted(span.nlargest(3, "start")["frame"].tolist() + [int(row.frame)])
+        frames = sorted(set(span.nlargest(3, "start")["frame"].tolist() + [int(row.frame)]))
         out.append(Finding(
             rule=RULE.name, code=RULE.code, severity=RULE.severity,
             capture=analysis.stats.path, ts=row.peak_ns / NS, frames=[f for f in frames if f >= 0],
