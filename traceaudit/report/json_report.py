@@ -6,10 +6,12 @@ FORMAT_VERSION history:
 
 from __future__ import annotations
 
+import io
 from typing import Iterable, Iterator
 
 import numpy as np
 import orjson
+import pandas as pd
 
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.tracking.connections import state_names
@@ -90,9 +92,16 @@ def _timelines(events: np.ndarray, n: int) -> list[list]:
 
 def render(analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = None,
            *, tool_version: str, generated_at: str | None = None) -> bytes:
-    """The whole report as one JSON document (what ``render_chunks`` yields, joined)."""
-    return b"".join(render_chunks(analyses, findings, tool_version=tool_version,
-                                  generated_at=generated_at))
+    """The whole report as one JSON document (what ``render_chunks`` yields, joined).
+
+    The pieces are appended to one growing buffer as they come, so the document is not held
+    twice (pieces and their join); ``write`` streams it to a file without holding it at all.
+    """
+    buf = io.BytesIO()
+    for piece in render_chunks(analyses, findings, tool_version=tool_version,
+                               generated_at=generated_at):
+        buf.write(piece)
+    return buf.getvalue()
 
 
 def write(target, analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = None,
@@ -105,7 +114,7 @@ def write(target, analyses: Iterable[CaptureAnalysis], findings: list[dict] | No
 
 
 #: Connections rendered per chunk by ``render_chunks``.
-CHUNK_CONNECTIONS = 16384
+CHUNK_CONNECTIONS = 4096
 
 
 def render_chunks(analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = None,
@@ -134,20 +143,67 @@ def render_chunks(analyses: Iterable[CaptureAnalysis], findings: list[dict] | No
 
 
 class _Memo(dict):
-    """value -> its JSON text, each distinct value serialised once."""
+    """value -> ``prefix`` + its JSON text, each distinct value serialised once."""
+
+    def __init__(self, prefix: bytes = b"") -> None:
+        super().__init__()
+        self.prefix = prefix
 
     def __missing__(self, value):
-        text = self[value] = orjson.dumps(value)
+        text = self[value] = self.prefix + orjson.dumps(value)
         return text
 
 
-def _tokens(values: list, numeric: bool, memo: _Memo | None = None) -> list[bytes]:
-    """JSON text of each value, as orjson writes it inside any container."""
+def _tokens(values: list, numeric: bool, memo: _Memo | None = None,
+            prefix: bytes = b"") -> list[bytes]:
+    """``prefix`` + the JSON text of each value, as orjson writes it inside any container
+    (``memo``, when given, supplies the prefix)."""
     if not values:
         return []
-    if numeric:          # numbers, booleans, null: no commas inside, one serialisation
-        return orjson.dumps(values)[1:-1].split(b",")
-    return list(map((memo if memo is not None else _Memo()).__getitem__, values))
+    if numeric:          # numbers, booleans, null: no commas (nor NULs) inside
+        body = orjson.dumps(values)[1:-1]
+        if not prefix:
+            return body.split(b",")
+        return (prefix + body.replace(b",", b"\0" + prefix)).split(b"\0")
+    return list(map((memo if memo is not None else _Memo(prefix)).__getitem__, values))
+
+
+class _Column:
+    """One flow-table column's values as ``label`` + JSON text, for a range of rows at a time:
+    numbers serialised by orjson a range at a time, anything else factorised once (each
+    distinct value serialised once; missing values as their own ``tolist`` value is)."""
+
+    def __init__(self, series: pd.Series, label: bytes) -> None:
+        self.label = label
+        self.numeric = series.dtype.kind in "biuf"
+        self.series = series
+        # factorising is exact for strings only (an object column may hold 1 and True, which
+        # hash alike but are written differently)
+        self.factorised = not self.numeric and pd.api.types.is_string_dtype(series)
+        if self.numeric:
+            self.values = series.to_numpy()
+        elif not self.factorised:
+            self.memo = _Memo(label)
+        else:
+            codes, uniques = pd.factorize(series, use_na_sentinel=True)
+            memo = _Memo(label)
+            self.codes = codes
+            self.text = np.array([memo[u] for u in list(uniques)] + [b""], dtype=object)
+            self.missing = np.flatnonzero(codes < 0)
+            self.memo = memo
+
+    def tokens(self, lo: int, hi: int) -> list[bytes]:
+        if hi <= lo:
+            return []
+        if self.numeric:
+            return _tokens(self.values[lo:hi].tolist(), True, prefix=self.label)
+        if not self.factorised:
+            return _tokens(self.series.iloc[lo:hi].tolist(), False, self.memo)
+        out = self.text[self.codes[lo:hi]].tolist()
+        a, b = np.searchsorted(self.missing, [lo, hi])
+        for i in self.missing[a:b].tolist():
+            out[i - lo] = self.memo[self.series.iloc[i:i + 1].tolist()[0]]
+        return out
 
 
 def _connection_chunks(a: CaptureAnalysis, size: int) -> Iterator[bytes]:
@@ -158,38 +214,35 @@ def _connection_chunks(a: CaptureAnalysis, size: int) -> Iterator[bytes]:
     if not n:
         return
     fields = [f for f in _CONN_FIELDS if f in flows.columns]
-    numeric = [flows[f].dtype.kind in "biuf" for f in fields]
     capture = orjson.dumps(a.stats.path).decode()
-    # the literal text around each value of a row: the fields, then capture, client
-    # {final_state, timeline}, server {...}
-    pieces = [p.encode() for p in ["{" + f'"{fields[0]}":'] + [f',"{f}":' for f in fields[1:]] + [
-        f',"capture":{capture},"client":{{"final_state":', ',"timeline":',
-        '},"server":{"final_state":', ',"timeline":', "}}"]]
-    n_val = len(pieces) - 1
-    memos = {f: _Memo() for f in fields}
-    state_memo = _Memo()
+    # the literal text before each value of a row: the fields, then capture, client
+    # {final_state, timeline}, server {...}; each value's token carries its literal
+    labels = [p.encode() for p in ["{" + f'"{fields[0]}":'] + [f',"{f}":' for f in fields[1:]]]
+    client_state = f',"capture":{capture},"client":{{"final_state":'.encode()
+    timeline = b',"timeline":'
+    server_state = b'},"server":{"final_state":'
+    columns = [_Column(flows[f], label) for f, label in zip(fields, labels)]
+    client_col = _Column(flows["client_state"], client_state)
+    server_col = _Column(flows["server_state"], server_state)
     ev = a.events
     ev_conn = ev[:, EV_CONN]
     for lo in range(0, n, size):
         hi = min(n, lo + size)
-        rows = flows.iloc[lo:hi]
-        values = [_tokens(rows[f].tolist(), num, memos[f]) for f, num in zip(fields, numeric)]
+        values = [col.tokens(lo, hi) for col in columns]
         e0, e1 = np.searchsorted(ev_conn, [lo, hi])
-        tl = _timeline_texts(ev[e0:e1], lo, hi - lo)
-        values.append(_tokens(rows["client_state"].tolist(), False, state_memo))
+        tl = _timeline_texts(ev[e0:e1], lo, hi - lo, timeline)
+        values.append(client_col.tokens(lo, hi))
         values.append(tl[0::2])
-        values.append(_tokens(rows["server_state"].tolist(), False, state_memo))
+        values.append(server_col.tokens(lo, hi))
         values.append(tl[1::2])
-        # interleave literal pieces and values: row r occupies 2 * n_val + 1 slots
+        # row r: its value tokens, then the closing '}},' (no comma after the chunk's last)
         m = hi - lo
-        width = 2 * n_val + 1
+        width = len(values) + 1
         out: list[bytes] = [b""] * (width * m)
-        out[0::width] = [pieces[0]] * m
-        for k in range(n_val):
-            out[2 * k + 1::width] = values[k]
-            lit = pieces[k + 1]
-            out[2 * k + 2::width] = [lit] * m if k + 1 < n_val else [lit + b","] * m
-        out[-1] = pieces[-1]                         # no comma after the chunk's last row
+        for k, tokens in enumerate(values):
+            out[k::width] = tokens
+        out[width - 1::width] = [b"}},"] * m
+        out[-1] = b"}}"
         yield b"".join(out)
 
 
@@ -207,11 +260,11 @@ def _float_texts(values: np.ndarray) -> list[bytes]:
     return out
 
 
-def _timeline_texts(events: np.ndarray, first: int, n: int) -> list[bytes]:
-    """[client, server] timeline JSON text of connections first .. first+n-1, flattened
-    (index 2 * (conn - first) + endpoint): each entry
+def _timeline_texts(events: np.ndarray, first: int, n: int, prefix: bytes = b"") -> list[bytes]:
+    """``prefix`` + [client, server] timeline JSON text of connections first .. first+n-1,
+    flattened (index 2 * (conn - first) + endpoint): each entry
     ``{"ts":repr(seconds),"frame":frame or null,"state":"NAME","why":"text"}``."""
-    out = [_EMPTY_TEXT] * (2 * n)
+    out = [prefix + _EMPTY_TEXT] * (2 * n)
     m = len(events)
     if not m:
         return out
@@ -228,7 +281,7 @@ def _timeline_texts(events: np.ndarray, first: int, n: int) -> list[bytes]:
     toks: list[bytes] = [b""] * (5 * m)
     toks[0::5] = [b',{"ts":'] * m
     for i in starts.tolist():
-        toks[5 * i] = b'[{"ts":'
+        toks[5 * i] = prefix + b'[{"ts":'
     toks[1::5] = ts
     toks[2::5] = [b',"frame":'] * m
     toks[3::5] = fr
