@@ -47,7 +47,9 @@ class ConnectionTracker:
 
     def add(self, batch: PacketBatch, assignment: Assignment, flows: FlowBuilder) -> None:
         if flows.n_conns > len(self.trk):
-            grown = np.zeros((max(flows.n_conns, 2 * len(self.trk)), K.N_TRK), np.int64)
+            # 8x: the untouched tail of np.zeros costs no resident memory, and the copies of
+            # what was filled so far stay a fraction of the final table
+            grown = np.zeros((max(flows.n_conns, 8 * len(self.trk)), K.N_TRK), np.int64)
             grown[:len(self.trk)] = self.trk
             self.trk = grown
         b = batch.columns

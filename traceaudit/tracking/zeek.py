@@ -106,6 +106,11 @@ class ZeekConfig:
         return p
 
 
+#: Rows between two sweeps of the live table (a sweep scans all of it); a full live table is
+#: swept before it is enlarged, so that it stays as small as the set Zeek holds.
+SWEEP_ROWS = 1 << 18
+
+
 def _port_mask(ports: frozenset[int]) -> np.ndarray:
     m = np.zeros(65536, np.bool_)
     if ports:
@@ -138,6 +143,7 @@ class ZeekTracker:
         self.slot_live = np.full(initial, -1, np.int64)
         self.our_zrow = np.full(initial, -1, np.int64)
         self._no_flags = np.zeros(1, np.uint8)
+        self._unswept = 0                # rows since the last sweep
 
     @property
     def needs_checksum_marks(self) -> bool:
@@ -162,22 +168,35 @@ class ZeekTracker:
             if row >= n:
                 break
             self._grow()
-        if n:
+        self._unswept += n
+        if n and self._unswept >= SWEEP_ROWS:
+            self._unswept = 0
             ZK.sweep(self.zc, self.out, self.out_hist, self.slot_live, self.free, self.st,
                      self.prm)
 
     def _grow(self) -> None:
-        if self.st[1] < 1:                      # live table full: double it
+        if self.st[1] < 1:
+            # live table full: first sweep out what timers removed, double it if that frees
+            # less than a quarter (so memory follows the connections Zeek holds)
+            self._unswept = 0
+            ZK.sweep(self.zc, self.out, self.out_hist, self.slot_live, self.free, self.st,
+                     self.prm)
+            full = self.st[1] < max(1, len(self.zc) // 4)
+        else:
+            full = False
+        if full:
             old = len(self.zc)
             zc = np.zeros((2 * old, ZK.NZ), np.int64)
             zc[:old] = self.zc
             self.zc = zc
+            k = int(self.st[1])                 # rows the sweep freed stay on the free stack
             free = np.empty(2 * old, np.int64)
-            free[:old] = np.arange(2 * old - 1, old - 1, -1)
+            free[:k] = self.free[:k]
+            free[k:k + old] = np.arange(2 * old - 1, old - 1, -1)
             self.free = free
-            self.st[1] = old
+            self.st[1] = k + old
         if self.st[0] >= len(self.out):
-            rows = 2 * len(self.out)
+            rows = 8 * len(self.out)           # untouched zero pages are not resident
             out = np.zeros((rows, ZK.NO), np.int64)
             out[:len(self.out)] = self.out
             hist = np.zeros((rows, ZK.HMAX), np.uint8)
