@@ -87,8 +87,9 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     tracked = tracker.finish(builder.n_conns, source.stats.last_ts_ns)
     table = builder.table(str(path))
     zres = zeek.finish(builder, table) if zeek is not None else None
+    del zeek                              # working tables go as soon as they are done with
     kept = excerpts.finish(builder)
-    del builder, zeek, excerpts, tracker  # working tables go before the timelines are built
+    del builder, excerpts, tracker
     events = corrected_events(tracked)
     flows = add_tracking_columns(table, tracked, events, zres)
     return CaptureAnalysis(source.stats, flows, tracked, events,

@@ -59,23 +59,33 @@ def corrected_events(tracked: Tracked) -> np.ndarray:
     if keep is None:
         keep = np.ones(len(ev), np.bool_)
     keep[sel] = sub_keep
-    ts = ev[:, EV_TS].copy()
-    ts[sel] = sub[:, EV_TS]                           # FIN_WAIT_2 expiry moves a CLOSED back
+    # (temporaries are dropped as soon as they are used: each is 8 bytes an event)
     kept = np.flatnonzero(keep)
-    extra_pos = np.flatnonzero(sub_extra)             # positions in sub
-    extra_rows = sel[extra_pos]
+    del keep, flagged
+    n_kept = len(kept)
+    extra_rows = sel[np.flatnonzero(sub_extra)]
     rows = np.concatenate([kept, extra_rows])
     # a FIN_WAIT_1 added for crossed FINs sorts just before the CLOSING it is copied from
     order = np.concatenate([kept.astype(np.float64), extra_rows - 0.5])
-    idx = _group_sort(keys[rows], ts[rows], order, len(flags))
+    del kept
+    ts = ev[rows, EV_TS]
+    moved = np.flatnonzero(sub[:, EV_TS] != ev[sel, EV_TS])  # FIN_WAIT_2 expiry moves CLOSED back
+    if len(moved):
+        at = {int(r): int(t) for r, t in zip(sel[moved], sub[moved, EV_TS])}
+        for i in np.flatnonzero(np.isin(rows, sel[moved])).tolist():
+            ts[i] = at[int(rows[i])]
+    idx = _group_sort(keys[rows], ts, order, len(flags))
+    del ts, order, keys
     src = rows[idx]
+    del rows
     out = ev[src]
-    pos = np.full(len(ev), -1, np.int64)
-    pos[sel] = np.arange(len(sel))
-    p = pos[src]
-    patched = np.flatnonzero(p >= 0)
-    out[patched] = sub[p[patched]]
-    added = np.flatnonzero(idx >= len(kept))
+    order_sel = np.argsort(sel)
+    sorted_sel = sel[order_sel]
+    j = np.minimum(np.searchsorted(sorted_sel, src), len(sel) - 1)
+    patched = np.flatnonzero(sorted_sel[j] == src)
+    out[patched] = sub[order_sel[j[patched]]]
+    del j, src
+    added = np.flatnonzero(idx >= n_kept)
     out[added, EV_STATE] = K.FIN_WAIT_1
     return out
 

@@ -42,8 +42,15 @@ class ConnectionTracker:
         self.config = config
         self.msl2 = int(config.msl2_s * 1e9)
         self.trk = np.zeros((initial, K.N_TRK), np.int64)
-        self._events: list[np.ndarray] = []
-        self._ev = np.empty((EVENT_BUFFER_ROWS, 6), np.int64)    # reused, drained per call
+        # the kernel appends events here directly; it grows 8x (untouched zero pages are not
+        # resident) and ``finish`` hands out its filled rows without a copy
+        self._ev = np.zeros((EVENT_BUFFER_ROWS, 6), np.int64)
+        self._n_ev = 0
+
+    def _grow_events(self, rows: int) -> None:
+        grown = np.zeros((max(rows, 8 * len(self._ev)), 6), np.int64)
+        grown[:self._n_ev] = self._ev[:self._n_ev]
+        self._ev = grown
 
     def add(self, batch: PacketBatch, assignment: Assignment, flows: FlowBuilder) -> None:
         if flows.n_conns > len(self.trk):
@@ -55,20 +62,18 @@ class ConnectionTracker:
         b = batch.columns
         row = 0
         while row < len(batch):
-            n_ev, row = K.track_batch(assignment.conn, assignment.from_client, b["flags"],
-                                      b["seq"], b["ack"], b["payload_len"], b["win"], b["ts_ns"],
-                                      b["frame"], flows.conn[:, A.F_PREV], self.trk, self._ev, 0,
-                                      self.msl2, row)
-            if n_ev:
-                self._events.append(self._ev[:n_ev].copy())
+            self._n_ev, row = K.track_batch(
+                assignment.conn, assignment.from_client, b["flags"], b["seq"], b["ack"],
+                b["payload_len"], b["win"], b["ts_ns"], b["frame"], flows.conn[:, A.F_PREV],
+                self.trk, self._ev, self._n_ev, self.msl2, row)
+            if row < len(batch):
+                self._grow_events(self._n_ev + K.EV_HEADROOM + 1)
 
     def finish(self, n_conns: int, end_ts_ns: int | None) -> Tracked:
         trk = self.trk[:n_conns]
         end = end_ts_ns or 0
-        tail = np.empty((2 * n_conns + 1, 6), np.int64)
-        n_tail = K.finish(trk, tail, 0, n_conns, end, self.msl2)
-        parts = self._events + ([tail[:n_tail]] if n_tail else [])
-        self._events = []                 # the chunks are not kept beside their concatenation
-        events = np.concatenate(parts) if parts else np.empty((0, 6), np.int64)
-        del parts
-        return Tracked(trk, events, end, self.config)
+        need = self._n_ev + 2 * n_conns + 1
+        if need > len(self._ev):
+            self._grow_events(need)
+        n_ev = K.finish(trk, self._ev, self._n_ev, n_conns, end, self.msl2)
+        return Tracked(trk, self._ev[:n_ev], end, self.config)
