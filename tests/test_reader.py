@@ -150,3 +150,51 @@ def test_generated_files_agree_with_tshark(tmp_path):
     assert [int(r[2]) for r in rows] == batch["seq"].tolist()
     assert [int(r[4], 16) for r in rows] == batch["flags"].tolist()
     assert [int(r[5]) for r in rows] == batch["payload_len"].tolist()
+
+
+def test_seg_flags_only_on_request(tmp_path):
+    conv = conversation()
+    p = write(tmp_path, "plain.pcap", g.pcap_bytes(conv.frames))
+    assert "seg_flags" not in read_all(p)[0].columns
+    batch, _ = read_all(p, seg_flags=True)
+    assert batch["seg_flags"].dtype == np.uint8 and not batch["seg_flags"].any()
+    plain, _ = read_all(p)
+    columns_equal(batch, plain)                 # the other columns are not affected
+
+
+def test_seg_flags_bits(tmp_path):
+    ok, _ = g.tcp_segment("192.0.2.1", "192.0.2.2", 5555, 443, seq=1, payload=b"a" * 10)
+    bad_tcp, _ = g.tcp_segment("192.0.2.1", "192.0.2.2", 5555, 443, seq=11, payload=b"b" * 10,
+                               bad_checksum=True)
+    bad_ip = bytearray(g.tcp_segment("192.0.2.1", "192.0.2.2", 5555, 443, seq=21)[0])
+    bad_ip[10] ^= 0x11                          # IPv4 header checksum
+    long_, _ = g.tcp_segment("192.0.2.1", "192.0.2.2", 5555, 443, seq=31, payload=b"c" * 400)
+    opts, _ = g.tcp_segment("192.0.2.1", "192.0.2.2", 5555, 443, seq=41, flags=g.SYN,
+                            options=g.mss_ws_sack_ts())
+    v6_bad, _ = g.tcp_segment("2001:db8::1", "2001:db8::2", 5555, 443, seq=1, payload=b"d",
+                              bad_checksum=True)
+    frames = [g.Frame(1_000 * (i + 1), g.ethernet(pkt, v))
+              for i, (pkt, v) in enumerate([(ok, 4), (bad_tcp, 4), (bytes(bad_ip), 4),
+                                            (long_, 4), (opts, 4), (v6_bad, 6)])]
+    data = g.pcap_bytes(frames, snaplen=200)
+    p = write(tmp_path, "bits.pcap", data)
+    batch, _ = read_all(p, seg_flags=True)
+    assert batch["seg_flags"].tolist() == [0, 1, 8, 2, 0, 1]
+    # a snap length inside the TCP options cuts the header (and whatever payload follows)
+    cut = write(tmp_path, "cut.pcap", g.pcap_bytes(frames[4:5], snaplen=14 + 20 + 24))
+    assert read_all(cut, seg_flags=True)[0]["seg_flags"].tolist() == [4]
+    # bit 1 marks exactly what --verify-checksums drops
+    kept, _ = read_all(p, verify_checksums=True)
+    marked = batch["frame"][(batch["seg_flags"] & 1) == 0]
+    assert kept["frame"].tolist() == marked.tolist()
+
+
+def test_seg_flags_survive_concat(tmp_path):
+    conv = conversation()
+    p = write(tmp_path, "c.pcap", g.pcap_bytes(conv.frames))
+    from traceaudit.capture import open_capture
+    from traceaudit.capture.batch import PacketBatch
+    parts = list(open_capture(p, seg_flags=True, batch_rows=2).batches())
+    assert len(parts) > 1 and all("seg_flags" in b.columns for b in parts)
+    whole = PacketBatch.concat(parts)
+    assert len(whole["seg_flags"]) == len(whole)

@@ -416,6 +416,9 @@ def mismatch_report(a: PacketBatch, b: PacketBatch, limit: int = 8) -> str:
                      f"{only_a[:limit].tolist()}, only tshark {only_b[:limit].tolist()}")
     common, ia, ib = np.intersect1d(fa, fb, return_indices=True)
     diffs = []
+    # Compared: every COLUMNS field. Not compared: the optional seg_flags column
+    # (batch.OPTIONAL_COLUMNS), which only the native reader makes, on request; the pipeline
+    # falls back to a verifying second read for the tshark reader when Zeek needs the marks.
     for name in COLUMNS:
         for i in np.nonzero(a[name][ia] != b[name][ib])[0][:limit]:
             diffs.append((int(common[i]), name, a[name][ia][i].item(), b[name][ib][i].item()))

@@ -57,16 +57,17 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
                     progress: ProgressHook | None = None) -> CaptureAnalysis:
     """Read one capture: flow table, trackers, timelines. Never raises for a bad file: see
     ``stats.error`` (what was read before the damage is still analysed)."""
+    # a Zeek view run without -C needs each segment's checksum verdict: the native reader marks
+    # it per row (seg_flags); for other readers a verifying second read tells (stopgap)
+    marks = options.zeek is not None and not options.zeek.ignore_checksums
     source = open_capture(path, reader=options.reader, verify_checksums=options.verify_checksums,
-                          batch_rows=options.batch_rows)
+                          batch_rows=options.batch_rows, seg_flags=marks)
     builder = FlowBuilder()
     tracker = ConnectionTracker(options.tracker)
     excerpts = ExcerptRecorder()
     zeek = ZeekTracker(options.zeek) if options.zeek is not None else None
     ok_frames = None
-    if zeek is not None and zeek.needs_checksum_marks and not options.verify_checksums:
-        # Stopgap: the reader has no per-row checksum verdict yet, so a verifying second read
-        # tells which segments Zeek (run without -C) would count as C/c and drop.
+    if marks and not options.verify_checksums and options.reader != "native":
         ok_frames = checksum_ok_frames(path, reader=options.reader,
                                        batch_rows=options.batch_rows)
     try:

@@ -13,11 +13,17 @@ CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.
 
 
 def open_capture(path: str | Path, *, reader: str = "native", verify_checksums: bool = False,
-                 batch_rows: int = DEFAULT_BATCH_ROWS) -> CaptureSource:
-    """A reader bound to ``path``; nothing is read until ``batches()`` is iterated."""
+                 batch_rows: int = DEFAULT_BATCH_ROWS, seg_flags: bool = False) -> CaptureSource:
+    """A reader bound to ``path``; nothing is read until ``batches()`` is iterated.
+
+    ``seg_flags``: ask for the optional per-row ``seg_flags`` column (``batch.OPTIONAL_COLUMNS``;
+    bad TCP checksum, payload or header cut by the snap length, bad IPv4 header checksum). Only
+    the native reader makes it; batches from the others do not carry it.
+    """
     if reader == "native":
         from traceaudit.capture.native import NativeSource
-        return NativeSource(str(path), batch_rows=batch_rows, verify_checksums=verify_checksums)
+        return NativeSource(str(path), batch_rows=batch_rows, verify_checksums=verify_checksums,
+                            seg_flags=seg_flags)
     if reader == "tshark":
         from traceaudit.capture.tshark import TsharkSource
         return TsharkSource(str(path), batch_rows=batch_rows, verify_checksums=verify_checksums)

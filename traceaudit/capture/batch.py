@@ -43,6 +43,13 @@ COLUMNS: dict[str, np.dtype] = {
     "tunneled": np.dtype(np.bool_),     # the TCP segment was found inside a tunnel
 }
 
+#: Columns a batch carries only when its reader was asked for them (``open_capture``).
+OPTIONAL_COLUMNS: dict[str, np.dtype] = {
+    # bits: 1 TCP checksum verifiable and wrong, 2 TCP payload not fully captured (snap
+    # length), 4 TCP header incl. options not fully captured, 8 an IPv4 header checksum wrong
+    "seg_flags": np.dtype(np.uint8),
+}
+
 #: Default number of rows a reader puts in one batch; bounds memory whatever the file size.
 DEFAULT_BATCH_ROWS = 1 << 16
 
@@ -63,6 +70,10 @@ class PacketBatch:
                 n = len(arr)
             elif len(arr) != n:
                 raise ValueError(f"column {name} has {len(arr)} rows, expected {n}")
+        for name, dtype in OPTIONAL_COLUMNS.items():
+            arr = self.columns.get(name)
+            if arr is not None and (arr.dtype != dtype or len(arr) != n):
+                raise TypeError(f"column {name}: {arr.dtype} x {len(arr)}, expected {dtype} x {n}")
 
     def __len__(self) -> int:
         return len(self.columns["frame"])
@@ -81,4 +92,6 @@ class PacketBatch:
     def concat(cls, batches: list["PacketBatch"]) -> "PacketBatch":
         if not batches:
             return cls.empty()
-        return cls({k: np.concatenate([b.columns[k] for b in batches]) for k in COLUMNS})
+        names = list(COLUMNS) + [k for k in OPTIONAL_COLUMNS
+                                 if all(k in b.columns for b in batches)]
+        return cls({k: np.concatenate([b.columns[k] for b in batches]) for k in names})

@@ -15,8 +15,15 @@ from traceaudit.capture import linktypes as lt
 # Field indices of the int64 scratch row a record is decoded into (PacketBatch column order).
 C_FRAME, C_TS, C_IPV, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_SPORT, C_DPORT, C_SEQ, C_ACK, \
     C_FLAGS, C_WIN, C_PLEN, C_FLEN, C_MSS, C_WSCALE, C_SACKP, C_HASTS, C_TSVAL, C_TSECR, \
-    C_TUNNELED = range(22)
-N_COLS = 22
+    C_TUNNELED, C_SEG = range(23)
+N_COLS = 23
+
+# Per-segment capture facts (the optional ``seg_flags`` column; same bits as the Zeek view's
+# zeek_kernel.SEG_*), computed only when the reader is asked for them.
+SEG_BAD_CSUM = 1       # TCP checksum verifiable (segment fully captured) and wrong
+SEG_PAYLOAD_CUT = 2    # TCP payload not fully captured (snap length)
+SEG_HEADER_CUT = 4     # TCP header, options included, not fully captured
+SEG_BAD_IP_CSUM = 8    # an IPv4 header (any layer, tunnels included) has a wrong checksum
 
 # Counters the kernel keeps per call (index → meaning); the reader turns them into warnings.
 W_FRAGMENT = 0        # IP fragment other than the first: no TCP header, skipped
@@ -132,7 +139,7 @@ def tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, seg_len):
 
 
 @njit(cache=True, inline="always")
-def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos):
+def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos, marks):
     """Fill the TCP fields of the scratch row ``out``. Returns False to drop the row."""
     if tcp_pos + 16 > end:
         warn[W_TRUNCATED_TCP] += 1
@@ -192,17 +199,26 @@ def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos):
                 return False
         else:
             warn[W_UNVERIFIABLE] += 1
+    if marks:
+        if tcp_pos + hlen > end:
+            out[C_SEG] |= SEG_HEADER_CUT
+        if plen > 0 and tcp_pos + l4_len > end:
+            out[C_SEG] |= SEG_PAYLOAD_CUT
+        if tcp_pos + l4_len <= end and l4_len >= 20 and \
+                not tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, l4_len):
+            out[C_SEG] |= SEG_BAD_CSUM
     return True
 
 
 @njit(cache=True, inline="always")
-def decode_record(b, start, caplen, origlen, linktype, out, warn, verify):
+def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks):
     """Decode one record into the scratch row ``out``. Returns True when it was a TCP segment."""
     pos = start
     end = start + caplen
     kind = initial_kind(linktype)
     tunneled = 0
     depth = 0
+    out[C_SEG] = 0
     while depth < MAX_DEPTH and kind != K_DONE:
         depth += 1
         if kind == K_ETH:
@@ -350,6 +366,12 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify):
                 ihl = np.int64(b[pos] & 0x0F) * 4
                 if ihl < 20:
                     return False
+                if marks and pos + ihl <= end:
+                    acc = ones_complement_sum(b, pos, pos + ihl, np.int64(0))
+                    while acc >> 16:
+                        acc = (acc & 0xFFFF) + (acc >> 16)
+                    if acc != 0xFFFF:
+                        out[C_SEG] |= SEG_BAD_IP_CSUM
                 total = be16(b, pos + 2)
                 frag = be16(b, pos + 6)
                 proto = b[pos + 9]
@@ -418,7 +440,7 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify):
                 out[C_DST_HI] = np.int64(dst_hi)
                 out[C_DST_LO] = np.int64(dst_lo)
                 out[C_TUNNELED] = tunneled
-                if not decode_tcp(b, l4_pos, end, l4_len, out, warn, verify, ipv, ip_pos):
+                if not decode_tcp(b, l4_pos, end, l4_len, out, warn, verify, ipv, ip_pos, marks):
                     return False
                 if tunneled:
                     warn[W_TUNNELED] += 1
@@ -564,12 +586,13 @@ def gtp_u(b, pos, end):
 
 @njit(cache=True)
 def decode_records(buf, rec_off, rec_caplen, rec_origlen, rec_ts, rec_link, first_frame,
-                   scratch, warn, verify, frame, ts_ns, ip_version, src_hi, src_lo, dst_hi,
-                   dst_lo, sport, dport, seq, ack, flags, win, payload_len, frame_len, mss,
-                   wscale, sack_perm, has_ts, tsval, tsecr, tunneled):
+                   scratch, warn, verify, marks, seg_flags, frame, ts_ns, ip_version, src_hi,
+                   src_lo, dst_hi, dst_lo, sport, dport, seq, ack, flags, win, payload_len,
+                   frame_len, mss, wscale, sack_perm, has_ts, tsval, tsecr, tunneled):
     """Decode ``len(rec_off)`` records; TCP rows are packed at the top of the typed column
     arrays (``PacketBatch`` columns, in ``COLUMNS`` order). ``scratch``: an int64 row of
-    N_COLS that each record is decoded into first.
+    N_COLS that each record is decoded into first. With ``marks``, ``seg_flags`` (uint8)
+    receives each row's SEG_* bits.
 
     Returns the number of TCP rows written.
     """
@@ -577,7 +600,7 @@ def decode_records(buf, rec_off, rec_caplen, rec_origlen, rec_ts, rec_link, firs
     r = scratch
     for i in range(len(rec_off)):
         if decode_record(buf, rec_off[i], rec_caplen[i], rec_origlen[i], rec_link[i], r, warn,
-                         verify):
+                         verify, marks):
             frame[j] = first_frame + i
             ts_ns[j] = rec_ts[i]
             ip_version[j] = r[C_IPV]
@@ -600,5 +623,7 @@ def decode_records(buf, rec_off, rec_caplen, rec_origlen, rec_ts, rec_link, firs
             tsval[j] = r[C_TSVAL]
             tsecr[j] = r[C_TSECR]
             tunneled[j] = r[C_TUNNELED] != 0
+            if marks:
+                seg_flags[j] = r[C_SEG]
             j += 1
     return j

@@ -85,12 +85,14 @@ class NativeSource:
     """CaptureSource for pcap / pcapng / gzip, decoded by the compiled kernels."""
 
     def __init__(self, path: str, *, batch_rows: int = DEFAULT_BATCH_ROWS,
-                 verify_checksums: bool = False) -> None:
+                 verify_checksums: bool = False, seg_flags: bool = False) -> None:
         memory.tune()
         numba_start.start()
         self.path = str(path)
         self.batch_rows = batch_rows
         self.verify = verify_checksums
+        self.marks = seg_flags              # add the optional seg_flags column (decode.SEG_*)
+        self._no_marks = np.zeros(1, np.uint8)
         self.stats = CaptureStats(path=self.path)
         self._warn = np.zeros(decode.N_WARN, np.int64)
         self._scratch = np.zeros(decode.N_COLS, np.int64)
@@ -328,9 +330,13 @@ class NativeSource:
         st.last_ts_ns = hi if st.last_ts_ns is None else max(st.last_ts_ns, hi)
         st.packets += n
         cols = {name: np.empty(n, dtype) for name, dtype in _DTYPES}
+        seg = np.empty(n, np.uint8) if self.marks else self._no_marks
         rows = decode.decode_records(buf, self._rec_off[:n], self._rec_caplen[:n],
                                      self._rec_origlen[:n], ts, self._rec_link[:n], first_frame,
-                                     self._scratch, self._warn, self.verify, *cols.values())
+                                     self._scratch, self._warn, self.verify, self.marks, seg,
+                                     *cols.values())
+        if self.marks:
+            cols["seg_flags"] = seg
         if rows:
             st.tcp_packets += rows
             if rows < n:
