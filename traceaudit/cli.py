@@ -99,7 +99,8 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
     try:
         results, failed = read_captures(captures, reader, verify_checksums)
         tables = [r.flows for r in results if len(r.flows)]
-        table = pd.concat(tables, ignore_index=True) if tables else empty_flow_table()
+        table = (tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
+                 if tables else empty_flow_table())
         if fmt == "parquet" and output == "-":
             raise click.UsageError("--format parquet needs -o FILE")
         write_output(output, flow_report.RENDERERS[fmt](table))
@@ -221,9 +222,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
 def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None:
     """Every requested report, each written atomically; renderers never read captures."""
     if json_path:
-        write_output(json_path, json_report.render(
-            report.analyses, [f.to_dict() for f in report.findings],
-            tool_version=__version__, generated_at=report.generated_at))
+        json_report.write(json_path, report.analyses, [f.to_dict() for f in report.findings],
+                          tool_version=__version__, generated_at=report.generated_at)
     if junit_path:
         from traceaudit.report.junit import render_junit
         write_output(junit_path, render_junit(report))
