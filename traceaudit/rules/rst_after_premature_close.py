@@ -32,11 +32,14 @@ def _finding(v: View, c: int, e: int, cause: str):
     if cause == "time_wait_skipped":
         tw = int(t[eo + K.E_TW_FRAME])
         frames = [fin, tw, answer, rst]
-        message = (f"{me} closed first (FIN frame {fin}) and answered the {peer}'s retransmitted "
-                   f"FIN (frame {answer}) with a bare RST (frame {rst}) instead of repeating its "
-                   f"ACK: it no longer held TIME_WAIT"
-                   + (f" (entered at frame {tw}, {seconds(rst_ts - t[eo + K.E_TW_TS])} earlier)"
-                      if tw >= 0 else "")
+        again = "retransmitted " if t[eo + K.E_RST_ANSWER_KIND] & K.ANS_FIN_AGAIN else ""
+        message = (f"{me} closed first (FIN frame {fin}) and answered the {peer}'s {again}"
+                   f"FIN (frame {answer}) with a bare RST (frame {rst}) instead of an ACK: it "
+                   f"no longer held TIME_WAIT"
+                   + (f" (it entered TIME_WAIT at frame {tw}, "
+                      f"{seconds(rst_ts - t[eo + K.E_TW_TS])} before)" if 0 <= tw != answer else
+                      " (its orphaned FIN_WAIT_2 socket was already gone when this FIN came: "
+                      "it needed a TIME_WAIT bucket it did not get)")
                    + f". The {peer}'s close ends in an error instead of a clean LAST_ACK.")
     elif cause == "fin_wait_2_expired":
         fw2 = int(t[eo + K.E_FW2_FRAME])
@@ -50,16 +53,11 @@ def _finding(v: View, c: int, e: int, cause: str):
     else:
         data = int(t[po + K.E_LAST_DATA_FRAME])
         frames = [fin, data, rst]
-        message = (f"{me} had closed (FIN frame {fin}, state {_state(t[eo + K.E_RST_STATE])}) "
-                   f"and answered the {peer}'s later data (frame {data}) with RST (frame {rst}): "
+        message = (f"{me} had closed (FIN frame {fin}) and answered the {peer}'s later data "
+                   f"(frame {data}) with RST (frame {rst}): "
                    f"the {peer} kept sending after this side's close(), and its data was "
                    f"discarded.")
     return v.finding(RULE, c, e, rst_ts, frames, message, cause=cause)
-
-
-def _state(value) -> str:
-    from traceaudit.tracking.states import EndpointState
-    return EndpointState(int(value)).name
 
 
 RULE = Rule(

@@ -68,7 +68,8 @@ E_CW_TS = 39          # when it entered CLOSE_WAIT
 E_CW_FRAME = 40
 E_FW2_FRAME = 41
 E_SYN_COUNT = 42      # SYN (or SYN-ACK) transmissions
-E_FLAGS = 43          # hindsight flags: F_TW_SKIPPED, F_FW2_EXPIRED, F_FINS_CROSSED, F_ACK_LOST
+E_FLAGS = 43          # hindsight flags: F_TW_SKIPPED, F_FW2_EXPIRED, F_FINS_CROSSED, F_ACK_LOST,
+#                       F_TW_NEVER
 E_DATA_AFTER_FIN = 44  # segments with payload it received after it sent its FIN
 E_ZERO_WIN = 45       # zero-window advertisements it sent
 E_SYN_LAST_FRAME = 46  # its last SYN or SYN-ACK transmission
@@ -91,6 +92,7 @@ F_TW_SKIPPED = 1
 F_FW2_EXPIRED = 2
 F_FINS_CROSSED = 4
 F_ACK_LOST = 8
+F_TW_NEVER = 16
 
 ANS_DATA, ANS_FIN, ANS_SYN, ANS_FIN_AGAIN = 1, 2, 4, 8
 EV_HEADROOM = 16      # more events than one segment can cause (both endpoints + a recycled one)
@@ -304,7 +306,11 @@ def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, pr
                 sprev = trk[c, ox + E_STATE]
                 if not has_ack and trk[c, ox + E_RST_ANSWER] >= 0:
                     # A bare RST answering a segment comes from a host with no socket.
-                    if sprev == TIME_WAIT:
+                    if sprev == TIME_WAIT and trk[c, ox + E_DATA_AFTER_FIN] > 0:
+                        # data after its close reset the socket (Linux answers such data with
+                        # RST): it never reached TIME_WAIT, the FIN came to a closed port
+                        trk[c, ox + E_FLAGS] |= F_TW_NEVER
+                    elif sprev == TIME_WAIT:
                         trk[c, ox + E_FLAGS] |= F_TW_SKIPPED
                     elif sprev == FIN_WAIT_2:
                         trk[c, ox + E_FLAGS] |= F_FW2_EXPIRED

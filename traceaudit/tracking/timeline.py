@@ -1,8 +1,12 @@
 """Endpoint timelines: the tracker's transition events, corrected with hindsight, per endpoint.
 
-Three corrections need later packets and are applied here, only to the connections flagged:
-- TIME_WAIT skipped: a bare RST answered the peer's retransmitted FIN, so the endpoint never
-  held TIME_WAIT: its TIME_WAIT entry becomes CLOSED at the same moment.
+Corrections that need later packets are applied here, only to the connections flagged:
+- TIME_WAIT skipped: a bare RST answered the peer's FIN although nothing else explains it, so
+  the endpoint's TIME_WAIT (or the FIN_WAIT_2 before it) was gone: its TIME_WAIT entry becomes
+  CLOSED at the same moment.
+- TIME_WAIT never reached: the peer sent data after the endpoint's FIN and a bare RST answered
+  it: the data reset the socket (Linux resets on data after close), so its TIME_WAIT entry is
+  removed and it goes to CLOSED at its RST.
 - FIN_WAIT_2 expired: a bare RST answered the peer from FIN_WAIT_2, so the orphaned socket had
   already gone: CLOSED is placed at FIN_WAIT_2 entry + fin_timeout when that is earlier (an
   RST before that came from the live socket and stays as it is).
@@ -182,6 +186,11 @@ def _apply_kernel(ev, keys, flags, trk, keep, extra, fin_timeout_ns, r_tw_skippe
                 for i in range(tw + 1, b):
                     if ev[i, EV_STATE] == K.CLOSED:
                         keep[i] = False
+        if f & K.F_TW_NEVER:
+            for i in range(a, b):
+                if ev[i, EV_STATE] == K.TIME_WAIT:
+                    keep[i] = False
+                    break
         if f & K.F_FW2_EXPIRED:
             for i in range(a, b):
                 if ev[i, EV_STATE] == K.CLOSED and ev[i, EV_REASON] == K.R_SENT_RST:
