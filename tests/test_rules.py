@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLES
+from conftest import CORPUS, SAMPLES, needs_corpus
 from traceaudit.pipeline import ReadOptions, analyze_capture
 from traceaudit.rules import registry, run_rules
 from traceaudit.rules.config import RulesConfig
 from traceaudit.rules.model import Severity
-from traceaudit.tracking.tracker import TrackerConfig
+from traceaudit.tracking.states import EndpointState
+from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_STATE, TrackerConfig
 
 TRUTHS = sorted(SAMPLES.glob("*.truth.json"))
 
@@ -140,3 +141,17 @@ def test_fingerprints_are_stable_and_distinct():
     analysis_of.cache_clear()
     again = [f.fingerprint for f in findings_of("time-wait-reuse-server")]
     assert first == again and len(set(first)) == len(first)
+
+
+@needs_corpus
+@pytest.mark.parametrize("trace", ["tls.pop3-starttls.pcap", "tls.imap-starttls.pcap",
+                                   "tls.xmpp-starttls.pcap"])
+def test_reset_after_data_after_close_is_not_a_skipped_time_wait(trace):
+    """The server closes, the client still sends (a TLS alert) and its FIN; the server's socket
+    answers with a bare RST. Its data reset the socket: no TIME_WAIT was ever held."""
+    a = analyze_capture(CORPUS / "traces" / trace)
+    (f,) = [f for f in run_rules(a, RulesConfig()) if f.rule == "rst-after-premature-close"]
+    assert (f.endpoint, f.details["cause"]) == ("server", "data_after_close")
+    ev = a.events[(a.events[:, EV_CONN] == 0) & (a.events[:, EV_ENDPOINT] == 1)]
+    states = [EndpointState(s).name for s in ev[:, EV_STATE]]
+    assert "TIME_WAIT" not in states and states[-1] == "CLOSED", states
