@@ -39,12 +39,15 @@ class AuditReport:
 
 
 def build_report(analyses: list[CaptureAnalysis], config: "RulesConfig",
-                 known: set[str] | None = None, **meta: Any) -> AuditReport:
-    """Run the selected rules over every analysis and apply the baseline (``known``)."""
+                 known: set[str] | None = None, findings: list[Finding] | None = None,
+                 **meta: Any) -> AuditReport:
+    """Run the selected rules over every analysis (unless ``findings`` are given, already
+    found) and apply the baseline (``known``)."""
     from traceaudit.rules import run_rules
     from traceaudit.rules.baseline import split_by_baseline
 
-    findings = [f for a in analyses for f in run_rules(a, config)]
+    if findings is None:
+        findings = [f for a in analyses for f in run_rules(a, config)]
     suppressed: list[Finding] = []
     if known:
         findings, suppressed = split_by_baseline(findings, known)
@@ -52,3 +55,19 @@ def build_report(analyses: list[CaptureAnalysis], config: "RulesConfig",
     return AuditReport(analyses=analyses, findings=findings, rules=rules,
                        params={r.name: config.params(r) for r in rules},
                        fail_on=config.fail_on, suppressed=suppressed, **meta)
+
+
+def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool) -> CaptureAnalysis:
+    """The analysis with what only the rules read dropped (tracker table, Zeek's own rows) and
+    the packet excerpts dropped unless a report draws ladders from them."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from traceaudit.tracking.tracker import Tracked
+
+    t = analysis.tracked
+    empty = Tracked(np.empty((0, t.trk.shape[1]), t.trk.dtype), t.events[:0], t.end_ts_ns,
+                    t.config)
+    return replace(analysis, tracked=empty, zeek_rows=None,
+                   excerpts=analysis.excerpts if keep_excerpts else None)

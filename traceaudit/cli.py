@@ -7,6 +7,7 @@ unreadable input (any capture that could not be read to its end).
 from __future__ import annotations
 
 import sys
+from typing import Callable
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
@@ -43,9 +44,14 @@ def reader_options(func):
 
 
 def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
-                  tracker: TrackerConfig = TrackerConfig()
+                  tracker: TrackerConfig = TrackerConfig(),
+                  each: Callable[[CaptureAnalysis], CaptureAnalysis] | None = None
                   ) -> tuple[list[CaptureAnalysis], bool]:
-    """Analyse every capture; report damage on stderr. Returns (analyses, any capture failed)."""
+    """Analyse every capture; report damage on stderr. Returns (analyses, any capture failed).
+
+    ``each`` sees every analysis as soon as it is complete (and may slim it down) before the
+    next capture is read.
+    """
     files = expand_paths(list(paths))
     if not files:
         raise click.UsageError("no capture files found in the given paths")
@@ -56,7 +62,8 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     with CaptureProgress(files) as progress:
         for analysis in analyze_captures(files, options, progress.update):
             progress.finished(analysis.stats)
-            results.append(_reported(analysis))
+            _reported(analysis)
+            results.append(each(analysis) if each else analysis)
             failed = failed or analysis.stats.error is not None
     return results, failed
 
@@ -181,7 +188,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
 
     from rich.console import Console
 
-    from traceaudit.audit import build_report
+    from traceaudit.audit import build_report, slimmed
+    from traceaudit.rules import run_rules
     from traceaudit.rules.baseline import load_baseline, render_baseline
     from traceaudit.rules.config import load_config
     from traceaudit.rules.model import Severity
@@ -199,9 +207,18 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             config.apply_set(item)
         baseline = baseline_path or config.baseline
         known = load_baseline(baseline) if baseline else None
+        findings: list = []
+
+        def audit(analysis):
+            # rules run as each capture completes; then only what the reports read is kept,
+            # so a batch of many large captures does not hold every tracker table at once
+            findings.extend(run_rules(analysis, config))
+            return slimmed(analysis, keep_excerpts=html_path is not None)
+
         results, failed = read_captures(captures, reader, verify_checksums,
-                                        _tracker_config(msl2, fin_timeout))
-        report = build_report(results, config, known, tool_version=__version__,
+                                        _tracker_config(msl2, fin_timeout), each=audit)
+        report = build_report(results, config, known, findings=findings,
+                              tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(
                                   timespec="seconds").replace("+00:00", "Z"),
                               elapsed_s=time.monotonic() - started)
