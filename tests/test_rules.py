@@ -155,3 +155,13 @@ def test_reset_after_data_after_close_is_not_a_skipped_time_wait(trace):
     ev = a.events[(a.events[:, EV_CONN] == 0) & (a.events[:, EV_ENDPOINT] == 1)]
     states = [EndpointState(s).name for s in ev[:, EV_STATE]]
     assert "TIME_WAIT" not in states and states[-1] == "CLOSED", states
+
+
+def test_a_leak_seen_only_because_the_capture_ended_is_low_confidence():
+    """close-wait-leak.pcap's last packet is 43 ms after the FIN (tcpdump ran 3.5 s longer, but
+    a pcap does not say so): reported, but one severity level lower."""
+    (short,) = [f for f in findings_of("close-wait-leak") if f.rule == "half-closed-leak"]
+    assert short.details["confidence"] == "low" and short.severity == Severity.WARNING
+    assert "how long it lasted is unknown" in short.message
+    (long,) = [f for f in findings_of("keepalive-half-closed") if f.rule == "half-closed-leak"]
+    assert long.details["confidence"] == "high" and long.severity == Severity.ERROR

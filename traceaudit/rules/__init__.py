@@ -45,8 +45,11 @@ def run_rules(analysis: "CaptureAnalysis", config: "RulesConfig") -> list[Findin
     for rule in config.active_rules():
         params = config.params(rule)
         severity = config.severity(rule)
+        lowered = Severity(max(int(severity) - 1, 0))
         for finding in rule.check(analysis, params):
-            finding.severity = severity
+            # a verdict the capture supports only weakly is reported one level lower
+            finding.severity = lowered if finding.details.get("confidence") == "low" \
+                else severity
             findings.append(finding)
     findings.sort(key=lambda f: (f.ts, f.code, f.connection if f.connection is not None else -1))
     return findings

@@ -50,10 +50,12 @@ def _finding(v, c, e, start, stop, idle_from, end, expired, min_ns):
     frames = [fin_frame, ack_frame]
     still = stop >= end and trk[po + K.E_FIN] == 0 and trk[eo + K.E_RST] == 0 \
         and trk[po + K.E_RST] == 0
+    confidence = "high"
     if still:
         how = "and still was at capture end"
         if stop - start < min_ns:
             how += " (the capture ends there, so how long it lasted is unknown)"
+            confidence = "low"
     elif expired:
         how = ("until the orphaned socket timed out (tcp_fin_timeout): its later RST "
                f"(frame {trk[eo + K.E_RST_FRAME]}) shows it was gone")
@@ -73,7 +75,8 @@ def _finding(v, c, e, start, stop, idle_from, end, expired, min_ns):
     return v.finding(RULE, c, e, start, frames, message,
                      duration_s=round((stop - start) / 1e9, 6),
                      idle_s=round((stop - idle_from) / 1e9, 6),
-                     still_open_at_capture_end=bool(still), orphan_timed_out=expired)
+                     still_open_at_capture_end=bool(still), confidence=confidence,
+                     orphan_timed_out=expired)
 
 
 RULE = Rule(

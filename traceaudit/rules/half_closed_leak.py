@@ -51,10 +51,12 @@ def _finding(v: View, c: int, e: int, start: int, stop: int, idle_from: int, end
     still = stop >= end and trk[eo + K.E_FIN] == 0 and trk[eo + K.E_RST] == 0 \
         and trk[po + K.E_RST] == 0
     frames = [fin_frame, ack_frame]
+    confidence = "high"
     if still:
         how = "and still was at capture end"
         if stop - start < min_ns:
             how += " (the capture ends there, so how long it lasted is unknown)"
+            confidence = "low"
     elif trk[eo + K.E_FIN] == 1 and trk[eo + K.E_FIN_TS] <= stop:
         how = f"until it finally sent its FIN (frame {trk[eo + K.E_FIN_FRAME]})"
         frames.append(int(trk[eo + K.E_FIN_FRAME]))
@@ -79,7 +81,8 @@ def _finding(v: View, c: int, e: int, start: int, stop: int, idle_from: int, end
     return v.finding(RULE, c, e, start, frames, message,
                      duration_s=round((stop - start) / 1e9, 6),
                      idle_s=round((stop - idle_from) / 1e9, 6),
-                     still_open_at_capture_end=bool(still), keepalive_probes=probes)
+                     still_open_at_capture_end=bool(still), confidence=confidence,
+                     keepalive_probes=probes)
 
 
 RULE = Rule(

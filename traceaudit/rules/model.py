@@ -3,7 +3,8 @@
 A rule is a small module in this package exporting ``RULE``: its metadata (code, kebab-case
 name, title, default severity, thresholds with their defaults, rationale, remediation,
 references) and a ``check`` function. ``check`` reads one capture's analysis (flow table,
-tracker facts, corrected timelines; never bytes) and returns findings.
+tracker facts, corrected timelines; never bytes) and returns findings. A finding whose
+``details["confidence"]`` is ``"low"`` is reported one severity level below its rule's.
 """
 
 from __future__ import annotations
