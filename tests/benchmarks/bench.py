@@ -230,6 +230,29 @@ def fmt_row(r: dict) -> str:
     return s
 
 
+def plan_check(ta: list[str], capture: Path, plan_path: Path, check) -> None:
+    """`traceaudit analyze --json` to a real file, its finding counts against the plan."""
+    import tempfile
+    spec = importlib.util.spec_from_file_location("plan_findings", HERE / "plan_findings.py")
+    pf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pf)
+    with tempfile.TemporaryDirectory(dir=BENCH_DATA) as tmp:
+        report = Path(tmp) / "report.json"
+        subprocess.run(ta + ["analyze", str(capture), "--json", str(report)], cwd=ROOT,
+                       capture_output=True, check=False)
+        if not report.exists():
+            check("findings match the plan (2%)", None, "analyze wrote no report")
+            return
+        findings = json.loads(report.read_bytes())["findings"]
+    rows, ok = pf.compare(findings, json.loads(plan_path.read_text()))
+    worst = max(rows, key=lambda r: r[3])
+    print()
+    print(f"findings vs plan: {sum(r[2] for r in rows):,} connections flagged in "
+          f"{len(rows)} (rule, endpoint, cause) groups; largest difference "
+          f"{worst[3]:.2%} ({worst[0][0]}, {worst[0][1] or '-'})")
+    check("findings match the plan (2%)", ok, f"largest difference {worst[3]:.2%}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -249,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--traceaudit", metavar="CMD",
                     help="command that runs traceaudit (default: python -m traceaudit.cli)")
     ap.add_argument("--skip", default="", help="comma-separated rows to skip: "
-                    "flows,analyze,tshark,tcptrace,html")
+                    "flows,analyze,tshark,tcptrace,html,plan")
     a = ap.parse_args(argv)
     if a.capture and (a.scale or a.memory_check):
         ap.error("--scale/--memory-check work on the synthetic captures, not --capture")
@@ -373,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
             check("html render < 10% of analysis", share < 0.10, f"{share:.1%}")
         else:
             print(f"\nHTML report: not measured ({p.stderr.strip().splitlines()[-1:]})")
+
+    plan_path = capture.with_name(capture.stem + ".plan.json")
+    if analyze_ok and "plan" not in skip and plan_path.exists():
+        plan_check(ta, capture, plan_path, check)
 
     fl, an = by.get("traceaudit flows"), by.get("traceaudit analyze")
     if speed("traceaudit flows") is not None:
