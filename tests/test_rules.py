@@ -165,3 +165,12 @@ def test_a_leak_seen_only_because_the_capture_ended_is_low_confidence():
     assert "how long it lasted is unknown" in short.message
     (long,) = [f for f in findings_of("keepalive-half-closed") if f.rule == "half-closed-leak"]
     assert long.details["confidence"] == "high" and long.severity == Severity.ERROR
+
+
+def test_fast_time_wait_peak_equals_the_per_host_sweep():
+    from traceaudit.rules.time_wait_pileup import busiest_host_peak, peaks, time_wait_intervals
+    for p in TRUTHS:
+        a = analysis_of(p.name.split(".")[0])
+        iv = time_wait_intervals(a)
+        slow = int(peaks(iv, ["host"])["peak"].max()) if len(iv) else 0
+        assert busiest_host_peak(a) == slow, p.name

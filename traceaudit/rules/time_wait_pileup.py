@@ -51,7 +51,37 @@ def peaks(intervals: pd.DataFrame, by: list[str]) -> pd.DataFrame:
                                                                        "frame"]]
 
 
+def busiest_host_peak(analysis) -> int:
+    """The most TIME_WAIT stays any one host had open at once (integer codes, no strings)."""
+    ev = analysis.events
+    flows = analysis.flows
+    if not len(ev) or flows.empty:
+        return 0
+    tw = np.flatnonzero(ev[:, EV_STATE] == K.TIME_WAIT)
+    if not len(tw):
+        return 0
+    nxt = np.minimum(tw + 1, len(ev) - 1)
+    same = (nxt > tw) & (ev[nxt, EV_CONN] == ev[tw, EV_CONN]) & \
+        (ev[nxt, EV_ENDPOINT] == ev[tw, EV_ENDPOINT])
+    end = np.where(same, ev[nxt, EV_TS], int(analysis.tracked.end_ts_ns))
+    codes, _ = pd.factorize(pd.concat([flows["client_ip"], flows["server_ip"]],
+                                      ignore_index=True))
+    conn, e = ev[tw, EV_CONN], ev[tw, EV_ENDPOINT]
+    host = codes[conn + e * len(flows)]
+    t = np.concatenate([ev[tw, EV_TS], end])
+    d = np.concatenate([np.ones(len(tw), np.int64), -np.ones(len(tw), np.int64)])
+    h = np.concatenate([host, host])
+    order = np.lexsort((d, t, h))                       # by host, time; leave before enter
+    open_now = np.cumsum(d[order])
+    hs = h[order]
+    first = np.flatnonzero(np.r_[True, hs[1:] != hs[:-1]])
+    base = np.repeat(open_now[first] - d[order][first], np.diff(np.r_[first, len(hs)]))
+    return int((open_now - base).max())
+
+
 def check(analysis, params):
+    if busiest_host_peak(analysis) < params["min_sockets"]:
+        return []                                       # the common case, without strings
     intervals = time_wait_intervals(analysis)
     if intervals.empty:
         return []
