@@ -6,6 +6,7 @@ unreadable input (any capture that could not be read to its end).
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import Callable
 from datetime import datetime, timezone
@@ -64,6 +65,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
             progress.finished(analysis.stats)
             _reported(analysis)
             results.append(each(analysis) if each else analysis)
+            gc.collect()
             failed = failed or analysis.stats.error is not None
     return results, failed
 
@@ -84,6 +86,10 @@ def _reported(analysis: CaptureAnalysis) -> CaptureAnalysis:
 @click.version_option(__version__, prog_name="traceaudit")
 def main() -> None:
     """traceaudit: how every TCP connection in a capture ended, and which endings are bugs."""
+    # A run builds hundreds of thousands of long-lived objects (findings, report rows) and
+    # almost no reference cycles: automatic generational collection only costs time (0.3 s of
+    # 3.5 s on 3M packets). read_captures collects once after each capture instead.
+    gc.disable()
 
 
 @main.command()
