@@ -386,14 +386,20 @@ def main(argv: list[str] | None = None) -> int:
                            capture_output=True, text=True)
         if p.returncode == 0:
             html = json.loads(p.stdout.strip().splitlines()[-1])
-            share = html["render_s"] / html["analysis_s"]
+            inner = html["render_s"] / html["analysis_s"]
+            run = by.get("traceaudit analyze")
+            share = html["render_s"] / run["seconds"] if run and run.get("seconds") else inner
             print()
             print(f"HTML report (--html): {html['bytes'] / 1e6:.2f} MB for "
                   f"{html['findings']:,} findings, rendered in {html['render_s']:.2f} s = "
-                  f"{share:.1%} of the analysis ({html['analysis_s']:.2f} s: read, track, "
-                  "rules; one process, best render of the runs)")
+                  f"{share:.1%} of the analysis (the `traceaudit analyze` run above); "
+                  f"{inner:.1%} of its in-process read + track + rules alone "
+                  f"({html['analysis_s']:.2f} s); best render of the runs")
+            html["share_of_analyze_run"] = share
+            html["share_of_in_process_analysis"] = inner
             check("html report < 10 MB", html["bytes"] < 10e6, f"{html['bytes'] / 1e6:.2f} MB")
-            check("html render < 10% of analysis", share < 0.10, f"{share:.1%}")
+            check("html render < 10% of analysis", share < 0.10,
+                  f"{share:.1%} of the analyze run ({inner:.1%} of read+track+rules)")
         else:
             print(f"\nHTML report: not measured ({p.stderr.strip().splitlines()[-1:]})")
 
