@@ -46,19 +46,20 @@ def reader_options(func):
 
 def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                   tracker: TrackerConfig = TrackerConfig(),
-                  each: Callable[[CaptureAnalysis], CaptureAnalysis] | None = None
-                  ) -> tuple[list[CaptureAnalysis], bool]:
+                  each: Callable[[CaptureAnalysis], CaptureAnalysis] | None = None,
+                  excerpts: bool = False) -> tuple[list[CaptureAnalysis], bool]:
     """Analyse every capture; report damage on stderr. Returns (analyses, any capture failed).
 
     ``each`` sees every analysis as soon as it is complete (and may slim it down) before the
-    next capture is read.
+    next capture is read. ``excerpts``: keep packets for ladder diagrams (only HTML draws them).
     """
     files = expand_paths(list(paths))
     if not files:
         raise click.UsageError("no capture files found in the given paths")
     from traceaudit.report.progress import CaptureProgress
 
-    options = ReadOptions(reader=reader, verify_checksums=verify_checksums, tracker=tracker)
+    options = ReadOptions(reader=reader, verify_checksums=verify_checksums, tracker=tracker,
+                          excerpts=excerpts)
     results, failed = [], False
     with CaptureProgress(files) as progress:
         for analysis in analyze_captures(files, options, progress.update):
@@ -222,7 +223,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             return slimmed(analysis, keep_excerpts=html_path is not None)
 
         results, failed = read_captures(captures, reader, verify_checksums,
-                                        _tracker_config(msl2, fin_timeout), each=audit)
+                                        _tracker_config(msl2, fin_timeout), each=audit,
+                                        excerpts=html_path is not None)
         report = build_report(results, config, known, findings=findings,
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(

@@ -32,6 +32,7 @@ class ReadOptions:
     batch_rows: int = DEFAULT_BATCH_ROWS
     tracker: TrackerConfig = TrackerConfig()
     zeek: ZeekConfig | None = ZeekConfig()      # None: no Zeek view (no conn_state/history)
+    excerpts: bool = True                       # keep packets for ladder diagrams (HTML)
 
 
 @dataclass
@@ -64,7 +65,7 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
                           batch_rows=options.batch_rows, seg_flags=marks)
     builder = FlowBuilder()
     tracker = ConnectionTracker(options.tracker)
-    excerpts = ExcerptRecorder()
+    excerpts = ExcerptRecorder() if options.excerpts else None
     zeek = ZeekTracker(options.zeek) if options.zeek is not None else None
     ok_frames = None
     if marks and not options.verify_checksums and options.reader != "native":
@@ -74,7 +75,8 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
         for batch in source.batches():
             assignment = builder.add(batch)
             tracker.add(batch, assignment, builder)
-            excerpts.add(batch, assignment, builder)
+            if excerpts is not None:
+                excerpts.add(batch, assignment, builder)
             if zeek is not None:
                 seg = batch.columns.get("seg_flags")
                 if ok_frames is not None:
@@ -89,7 +91,7 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     table = builder.table(str(path))
     zres = zeek.finish(builder, table) if zeek is not None else None
     del zeek                              # working tables go as soon as they are done with
-    kept = excerpts.finish(builder)
+    kept = excerpts.finish(builder) if excerpts is not None else None
     del builder, excerpts, tracker
     events = corrected_events(tracked)
     flows = add_tracking_columns(table, tracked, events, zres)
