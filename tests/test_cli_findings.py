@@ -151,3 +151,11 @@ def test_reports_are_written_atomically_or_not_at_all(tmp_path, flag):
     ok = tmp_path / "sub" / "r.out"                          # missing directories are made
     assert run(LEAK, flag, ok).exit_code == 1 and ok.stat().st_size > 0
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["plain-file", "r.out", "sub"]
+
+
+def test_worst_findings_show_one_per_rule_first():
+    text = run(SAMPLES).output
+    worst = text[text.index("Worst findings"):].splitlines()[1:]
+    rules = [ln.split()[1] for ln in worst if ln.startswith(("  ERROR", "  WARNING", "  INFO"))]
+    assert len(rules) == 5 and len(set(rules)) == 5, rules
+    assert rules[0] == "half-closed-leak"                  # the only error-level rule first

@@ -80,7 +80,7 @@ def _by_rule(report: AuditReport, console: Console) -> None:
 
 
 def _worst(report: AuditReport, console: Console) -> None:
-    shown = sorted(report.findings, key=lambda f: (-f.severity, f.ts))[:WORST_SHOWN]
+    shown = _worst_of(report.findings)
     if not shown:
         return
     console.print(Text(f"Worst findings ({len(shown)} of {len(report.findings):,}):",
@@ -91,6 +91,24 @@ def _worst(report: AuditReport, console: Console) -> None:
         frames = ", ".join(str(x) for x in f.frames[:8]) + (" …" if len(f.frames) > 8 else "")
         console.print(Text(f"    frames {frames}   Wireshark: {f.display_filter}",
                            style="dim"), highlight=False)
+
+
+def _worst_of(findings: list[Finding]) -> list[Finding]:
+    """The most severe findings, one per rule first (so one noisy rule does not hide the
+    others), then the next most severe."""
+    ranked = sorted(findings, key=lambda f: (-f.severity, f.ts))
+    shown, rules = [], set()
+    for f in ranked:
+        if f.rule not in rules and len(shown) < WORST_SHOWN:
+            shown.append(f)
+            rules.add(f.rule)
+    taken = {id(f) for f in shown}
+    for f in ranked:
+        if len(shown) >= WORST_SHOWN:
+            break
+        if id(f) not in taken:
+            shown.append(f)
+    return sorted(shown, key=lambda f: (-f.severity, f.ts))
 
 
 def _line(f: Finding) -> Text:
