@@ -36,15 +36,12 @@ def reset_story(v: View, e: int) -> ResetStory:
     rst_frame = v.ep(e, K.E_RST_FRAME)
     hind = v.ep(e, K.E_FLAGS)
     fin_first = (v.ep(e, K.E_FIN) == 1) & (v.ep(e, K.E_FIN_FRAME) < rst_frame)
-    fin_timeout = int(v.analysis.tracked.config.fin_timeout_s * 1e9)
 
     premature = np.full(v.n, -1, np.int64)
     closed_first = sent & fin_first & np.isin(state, _CLOSED_FIRST)
     data_after = closed_first & (((kind & K.ANS_DATA) != 0) | (v.ep(e, K.E_DATA_AFTER_FIN) > 0))
     premature[data_after] = 2
-    fw2_long = (state == K.FIN_WAIT_2) & \
-        (v.ep(e, K.E_RST_TS) - v.ep(e, K.E_FW2_TS) >= fin_timeout)
-    premature[closed_first & ((hind & K.F_FW2_EXPIRED) != 0) & fw2_long] = 1
+    premature[closed_first & ((hind & K.F_FW2_EXPIRED) != 0)] = 1   # past tcp_fin_timeout
     premature[closed_first & ((hind & K.F_TW_SKIPPED) != 0)] = 0
 
     bare_answer = ((flags & K.ACK) == 0) & (answer >= 0)

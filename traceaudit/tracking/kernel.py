@@ -190,10 +190,11 @@ def _close_role(trk, c, x, ts, frame):
 
 @njit(cache=True)
 def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, prev_of, trk, ev,
-                n_ev, msl2, start):
+                n_ev, msl2, fin_timeout, start):
     """Run both trackers over rows ``start``.. of a batch (capture order).
 
     ``prev_of[c]`` is the previous incarnation of connection c's 4-tuple (-1 when none).
+    ``msl2`` and ``fin_timeout`` (ns): TIME_WAIT length and the orphaned FIN_WAIT_2 lifetime.
     ``ev`` receives (conn, endpoint, ts_ns, frame, state, reason) rows from ``n_ev`` on. Returns
     (event count, next row): it stops early, before a row, when ``ev`` has fewer than
     EV_HEADROOM free rows, so that the caller can drain it and call again.
@@ -312,7 +313,9 @@ def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, pr
                         trk[c, ox + E_FLAGS] |= F_TW_NEVER
                     elif sprev == TIME_WAIT:
                         trk[c, ox + E_FLAGS] |= F_TW_SKIPPED
-                    elif sprev == FIN_WAIT_2:
+                    elif sprev == FIN_WAIT_2 and t - trk[c, ox + E_FW2_TS] >= fin_timeout:
+                        # the orphan had outlived tcp_fin_timeout: freed, then a closed port
+                        # answered (earlier, a live socket answers data after close)
                         trk[c, ox + E_FLAGS] |= F_FW2_EXPIRED
             _close_role(trk, c, x, t, fr)
             if trk[c, ox + E_STATE] != CLOSED:

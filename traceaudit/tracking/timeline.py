@@ -7,9 +7,10 @@ Corrections that need later packets are applied here, only to the connections fl
 - TIME_WAIT never reached: the peer sent data after the endpoint's FIN and a bare RST answered
   it: the data reset the socket (Linux resets on data after close), so its TIME_WAIT entry is
   removed and it goes to CLOSED at its RST.
-- FIN_WAIT_2 expired: a bare RST answered the peer from FIN_WAIT_2, so the orphaned socket had
-  already gone: CLOSED is placed at FIN_WAIT_2 entry + fin_timeout when that is earlier (an
-  RST before that came from the live socket and stays as it is).
+- FIN_WAIT_2 expired: a bare RST answered the peer from FIN_WAIT_2 at least fin_timeout after
+  the endpoint entered it, so the orphaned socket had already gone: CLOSED is placed at
+  FIN_WAIT_2 entry + fin_timeout (the kernel flags only these; an earlier RST came from the
+  live socket answering data after close and stays as it is).
 - FINs crossed (simultaneous close): the endpoint sent its FIN before the peer's reached it, so
   it was never in CLOSE_WAIT: FIN_WAIT_1 then CLOSING at its own FIN.
 - ACK lost: the endpoint retransmitted its FIN from LAST_ACK after an ACK we took as reaching
@@ -194,13 +195,10 @@ def _apply_kernel(ev, keys, flags, trk, keep, extra, fin_timeout_ns, r_tw_skippe
         if f & K.F_FW2_EXPIRED:
             for i in range(a, b):
                 if ev[i, EV_STATE] == K.CLOSED and ev[i, EV_REASON] == K.R_SENT_RST:
-                    # only if fin_timeout had passed: an earlier RST came from a live socket
-                    # answering data after close (rules: rst-after-premature-close)
-                    expiry = trk[c, o + K.E_FW2_TS] + fin_timeout_ns
-                    if expiry <= ev[i, EV_TS]:
-                        ev[i, EV_REASON] = r_fw2_expired
-                        ev[i, EV_TS] = expiry
-                        ev[i, EV_FRAME] = -1
+                    # flagged only when the RST came fin_timeout or more after FIN_WAIT_2
+                    ev[i, EV_REASON] = r_fw2_expired
+                    ev[i, EV_TS] = trk[c, o + K.E_FW2_TS] + fin_timeout_ns
+                    ev[i, EV_FRAME] = -1
                     break
         if f & K.F_FINS_CROSSED:
             fin_frame = trk[c, o + K.E_FIN_FRAME]

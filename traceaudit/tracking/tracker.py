@@ -41,6 +41,7 @@ class ConnectionTracker:
     def __init__(self, config: TrackerConfig = TrackerConfig(), initial: int = 1 << 12) -> None:
         self.config = config
         self.msl2 = int(config.msl2_s * 1e9)
+        self.fin_timeout = int(config.fin_timeout_s * 1e9)
         self.trk = np.zeros((initial, K.N_TRK), np.int64)
         # the kernel appends events here directly; it grows 8x (untouched zero pages are not
         # resident) and ``finish`` hands out its filled rows without a copy
@@ -65,7 +66,7 @@ class ConnectionTracker:
             self._n_ev, row = K.track_batch(
                 assignment.conn, assignment.from_client, b["flags"], b["seq"], b["ack"],
                 b["payload_len"], b["win"], b["ts_ns"], b["frame"], flows.conn[:, A.F_PREV],
-                self.trk, self._ev, self._n_ev, self.msl2, row)
+                self.trk, self._ev, self._n_ev, self.msl2, self.fin_timeout, row)
             if row < len(batch):
                 self._grow_events(self._n_ev + K.EV_HEADROOM + 1)
 
