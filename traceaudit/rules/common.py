@@ -6,7 +6,7 @@ rows that produce a finding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ class View:
     """Read-only accessors over one capture's analysis."""
 
     analysis: "CaptureAnalysis"
+    memo: dict = field(default_factory=dict)    # results several rules share
 
     @classmethod
     def of(cls, analysis: "CaptureAnalysis") -> "View":
@@ -101,6 +102,39 @@ class View:
             message=message, remediation=rule.remediation, connection=int(c),
             endpoint=ENDPOINTS[e] if e is not None else None,
             display_filter=f"tcp.stream eq {c}", details=details, key=self.key(c))
+
+
+@dataclass
+class HalfClosedWait:
+    """Per connection, how long an endpoint waited in a half-closed state (vectorised)."""
+
+    stop: np.ndarray        # when the wait ended: the awaited FIN, an RST, expiry, capture end
+    idle_from: np.ndarray   # start, or the waited-on side's last data within the wait
+    hit: np.ndarray         # held at least min_duration, or open at capture end and idle
+
+
+def half_closed_wait(v: View, start: np.ndarray, awaited: np.ndarray, active: int,
+                     min_ns: int, cap: np.ndarray | None = None) -> HalfClosedWait:
+    """The wait from ``start`` until ``awaited`` (a FIN time or NEVER), an RST by either side,
+    ``cap`` (NEVER where none) or the capture end.
+
+    A wait ended by an RST (or ``cap``) counts in full: the awaited close never came, however
+    busy ``active`` (the endpoint whose data shows progress) was. Otherwise the clock starts at
+    ``active``'s last data (a legitimate half-close keeps sending, then closes), and a wait
+    still open at capture end counts if ``active`` sent nothing at all during it.
+    """
+    rst = np.minimum(np.where(v.ep(0, K.E_RST) > 0, v.ep(0, K.E_RST_TS), NEVER),
+                     np.where(v.ep(1, K.E_RST) > 0, v.ep(1, K.E_RST_TS), NEVER))
+    capped = np.zeros(v.n, bool) if cap is None else cap < NEVER
+    limit = rst if cap is None else np.minimum(rst, cap)
+    stop = np.maximum(np.minimum(np.minimum(awaited, limit), v.end_ns), start)
+    data = v.ep(active, K.E_LAST_DATA_TS)
+    idle_from = np.where((data > start) & (data <= stop), data, start)
+    reset = (rst < awaited) | capped
+    held = np.where(reset, stop - start, stop - idle_from)
+    open_at_end = (awaited == NEVER) & (rst == NEVER) & ~capped
+    return HalfClosedWait(stop, idle_from,
+                          (held >= min_ns) | (open_at_end & (idle_from == start)))
 
 
 def seconds(ns: int | float) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from traceaudit.rules.common import ENDPOINTS, NEVER, View, seconds
+from traceaudit.rules.common import ENDPOINTS, NEVER, View, half_closed_wait, seconds
 from traceaudit.rules.model import Rule, Severity
 from traceaudit.tracking import kernel as K
 
@@ -15,30 +15,18 @@ def check(analysis, params):
         return []
     min_ns = int(params["min_duration"] * 1e9)
     fin_timeout = int(analysis.tracked.config.fin_timeout_s * 1e9)
-    end = v.end_ns
     out = []
     for e in (0, 1):
         p = 1 - e
-        fw2 = v.ep(e, K.E_FW2_FRAME) >= 0
         start = v.ep(e, K.E_FW2_TS)
         peer_fin = np.where((v.ep(p, K.E_FIN) == 1) & (v.ep(p, K.E_FIN_TS) >= start),
                             v.ep(p, K.E_FIN_TS), NEVER)
-        rst = np.minimum(np.where(v.ep(e, K.E_RST) > 0, v.ep(e, K.E_RST_TS), NEVER),
-                         np.where(v.ep(p, K.E_RST) > 0, v.ep(p, K.E_RST_TS), NEVER))
-        stop = np.minimum(np.minimum(peer_fin, rst), end)
         expired = (v.ep(e, K.E_FLAGS) & K.F_FW2_EXPIRED) != 0
-        stop = np.where(expired, np.minimum(stop, start + fin_timeout), stop)
-        stop = np.maximum(stop, start)
-        peer_data = v.ep(p, K.E_LAST_DATA_TS)
-        idle_from = np.where((peer_data > start) & (peer_data <= stop), peer_data, start)
-        open_at_end = ((v.ep(p, K.E_FIN) == 0) & (v.ep(e, K.E_RST) == 0) &
-                       (v.ep(p, K.E_RST) == 0) & ~expired)
-        reset = (rst < peer_fin) | expired
-        held = np.where(reset, stop - start, stop - idle_from)
-        hit = fw2 & ((held >= min_ns) | (open_at_end & (idle_from == start)))
-        for c in np.flatnonzero(hit).tolist():
-            out.append(_finding(v, c, e, int(start[c]), int(stop[c]), int(idle_from[c]), end,
-                                bool(expired[c]), min_ns))
+        wait = half_closed_wait(v, start, peer_fin, p, min_ns,
+                                cap=np.where(expired, start + fin_timeout, NEVER))
+        for c in np.flatnonzero((v.ep(e, K.E_FW2_FRAME) >= 0) & wait.hit).tolist():
+            out.append(_finding(v, c, e, int(start[c]), int(wait.stop[c]),
+                                int(wait.idle_from[c]), v.end_ns, bool(expired[c]), min_ns))
     return out
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from traceaudit.rules.common import ENDPOINTS, NEVER, View, seconds
+from traceaudit.rules.common import ENDPOINTS, NEVER, View, half_closed_wait, seconds
 from traceaudit.rules.model import Rule, Severity
 from traceaudit.tracking import kernel as K
 
@@ -14,31 +14,18 @@ def check(analysis, params):
     if not v.n:
         return []
     min_ns = int(params["min_duration"] * 1e9)
-    end = v.end_ns
     crossed = (v.ep(0, K.E_FLAGS) | v.ep(1, K.E_FLAGS)) & K.F_FINS_CROSSED
     out = []
     for e in (0, 1):
         p = 1 - e
         in_cw = ((v.ep(e, K.E_CW_FRAME) >= 0) & (v.ep(p, K.E_FIN_ACKED_FRAME) >= 0) &
                  (crossed == 0))
+        start = v.ep(e, K.E_CW_TS)
         own_fin = np.where(v.ep(e, K.E_FIN) == 1, v.ep(e, K.E_FIN_TS), NEVER)
-        rst = np.minimum(np.where(v.ep(e, K.E_RST) > 0, v.ep(e, K.E_RST_TS), NEVER),
-                         np.where(v.ep(p, K.E_RST) > 0, v.ep(p, K.E_RST_TS), NEVER))
-        cw_start = v.ep(e, K.E_CW_TS)
-        cw_end = np.maximum(np.minimum(np.minimum(own_fin, rst), end), cw_start)
-        last_data = v.ep(e, K.E_LAST_DATA_TS)
-        idle_from = np.where((last_data > cw_start) & (last_data <= cw_end), last_data, cw_start)
-        open_at_end = ((v.ep(e, K.E_FIN) == 0) & (v.ep(e, K.E_RST) == 0) &
-                       (v.ep(p, K.E_RST) == 0))
-        reset = rst < own_fin
-        # Ended by a reset: the application never closed, however busy it was. Otherwise the
-        # clock starts at its last data (a legitimate half-close keeps sending, then closes),
-        # and one still held at capture end counts if it sent nothing at all after the FIN.
-        held = np.where(reset, cw_end - cw_start, cw_end - idle_from)
-        hit = in_cw & ((held >= min_ns) | (open_at_end & (idle_from == cw_start)))
-        for c in np.flatnonzero(hit).tolist():
-            out.append(_finding(v, c, e, int(cw_start[c]), int(cw_end[c]), int(idle_from[c]),
-                                end, min_ns))
+        wait = half_closed_wait(v, start, own_fin, e, min_ns)
+        for c in np.flatnonzero(in_cw & wait.hit).tolist():
+            out.append(_finding(v, c, e, int(start[c]), int(wait.stop[c]),
+                                int(wait.idle_from[c]), v.end_ns, min_ns))
     return out
 
 

@@ -17,11 +17,11 @@ def check(analysis, params):
         hit = v.ep(e, K.E_KEEPALIVE_HALF) >= int(params["min_probes"])
         for c in np.flatnonzero(hit).tolist():
             t = v.row(c)
-            eo, po = e * K.NE, p * K.NE
+            eo = e * K.NE
             probes = int(t[eo + K.E_KEEPALIVE_HALF])
             if t[eo + K.E_GOT_FIN] == 1 and t[eo + K.E_FIN] == 0:
-                side = f"in CLOSE_WAIT since the {ENDPOINTS[p]}'s FIN (frame {t[eo + K.E_GOT_FIN_FRAME]})"
                 fin = int(t[eo + K.E_GOT_FIN_FRAME])
+                side = f"in CLOSE_WAIT since the {ENDPOINTS[p]}'s FIN (frame {fin})"
             else:
                 side = f"after its own FIN (frame {t[eo + K.E_FIN_FRAME]})"
                 fin = int(t[eo + K.E_FIN_FRAME])

@@ -27,6 +27,14 @@ class ResetStory:
 
 
 def reset_story(v: View, e: int) -> ResetStory:
+    """Endpoint ``e``'s RST story; computed once per analysis (three rules read it)."""
+    key = ("reset_story", e)
+    if key not in v.memo:
+        v.memo[key] = _reset_story(v, e)
+    return v.memo[key]
+
+
+def _reset_story(v: View, e: int) -> ResetStory:
     p = 1 - e
     sent = v.ep(e, K.E_RST) > 0
     state = v.ep(e, K.E_RST_STATE)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from traceaudit.rules.common import NS, seconds
+from traceaudit.rules.common import NS
 from traceaudit.rules.model import Finding, Rule, Severity
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_STATE, EV_TS

@@ -31,8 +31,8 @@ def _finding(v: View, c: int, e: int, answers_data: bool):
     if answers_data:
         how = (f"{seconds(rst_ts - data_ts)} after the {peer}'s data (frame {data}) arrived, "
                f"before acknowledging it any other way")
-        caveat = (f"An application that read that data and then aborted with SO_LINGER 0 "
-                  f"would send the same packets (see linger-zero-abort).")
+        caveat = ("An application that read that data and then aborted with SO_LINGER 0 "
+                  "would send the same packets (see linger-zero-abort).")
     else:
         how = (f"{seconds(rst_ts - data_ts)} after the {peer}'s data (frame {data}), which it "
                f"had acknowledged but never answered")
