@@ -21,7 +21,6 @@ from traceaudit.audit import AuditReport
 from traceaudit.capture.source import CaptureStats
 from traceaudit.errors import CaptureError
 from traceaudit.pipeline import CaptureAnalysis
-from traceaudit.report.ci_common import fingerprint
 from traceaudit.report.junit import READ_TEST, render_junit
 from traceaudit.report.sarif import FINGERPRINT_KEY, render_sarif
 from traceaudit.rules.model import Finding, Rule, Severity
@@ -181,7 +180,7 @@ def test_junit_counts_and_contents():
     assert "time: 2023-11-14T22:13:21.500000Z" in text
     assert "display filter: tcp.stream eq 0" in text
     assert "remediation: fix half-closed-leak" in text
-    assert fingerprint(fs[0]) in text
+    assert fs[0].fingerprint in text
     # below fail-on: visible, not failing
     note = case(sa, "simultaneous-close (TA103)")
     assert note.find("failure") is None
@@ -292,7 +291,7 @@ def test_suppressed_findings():
     assert base.find("failure") is None
     out = base.find("system-out").text
     assert "known leak" in out and "[fe80::1]:4000 -> [fe80::2]:443" in out
-    assert fingerprint(old[0]) in out
+    assert old[0].fingerprint in out
     assert "known leak" not in case(s, "half-closed-leak (TA101)").find("failure").text
     assert "host 10.0.0.9" in case(s, "simultaneous-close (TA103) [baseline]").find(
         "system-out").text

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from datetime import UTC, datetime
@@ -24,16 +23,6 @@ def xml_safe(text: object) -> str:
 def utf8_safe(text: object) -> str:
     """``text`` with lone surrogates (undecodable bytes) replaced by U+FFFD."""
     return re.sub("[\ud800-\udfff]", "\ufffd", str(text))
-
-
-def fingerprint(f: Finding) -> str:
-    """``f.fingerprint``; if the capture path or key holds undecodable bytes (which it cannot
-    hash), that of the finding with them replaced by U+FFFD."""
-    try:
-        return f.fingerprint
-    except UnicodeEncodeError:
-        return dataclasses.replace(f, capture=utf8_safe(f.capture), key=utf8_safe(f.key),
-                                   host=f.host and utf8_safe(f.host)).fingerprint
 
 
 def iso_utc(ts: float) -> str:

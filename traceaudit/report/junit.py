@@ -33,7 +33,6 @@ from traceaudit.report.ci_common import (
     analyses_by_path,
     capture_paths,
     endpoints,
-    fingerprint,
     iso_utc,
     subject,
     worst,
@@ -144,7 +143,7 @@ def _listing(findings: list[Finding], ends: dict) -> str:
             lines.append(f"  display filter: {f.display_filter}")
         if f.remediation:
             lines.append(f"  remediation: {f.remediation}")
-        lines.append(f"  fingerprint: {fingerprint(f)}")
+        lines.append(f"  fingerprint: {f.fingerprint}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

@@ -26,7 +26,6 @@ from traceaudit.report.ci_common import (
     analyses_by_path,
     capture_paths,
     endpoints,
-    fingerprint,
     iso_utc,
     subject,
     utf8_safe,
@@ -125,7 +124,7 @@ def _result(f: Finding, rule_index: dict[str, int], locations: dict[str, dict],
         "level": LEVELS[f.severity],
         "message": {"text": f"{f.message} ({subject(f, conn_ends)})"},
         "locations": [location],
-        "partialFingerprints": {FINGERPRINT_KEY: fingerprint(f)},
+        "partialFingerprints": {FINGERPRINT_KEY: f.fingerprint},
         "properties": props,
     }
     if f.rule in rule_index:
