@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
@@ -72,9 +73,10 @@ class Finding:
     details: dict[str, Any] = field(default_factory=dict)   # rule-specific (cause, confidence…)
     key: str = ""                   # what identifies the subject (endpoints), for fingerprints
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
-        """Stable across runs of the same capture and across unrelated changes to others."""
+        """Stable across runs of the same capture and across unrelated changes to others.
+        Computed once, on first use (reports read it several times): rules set ``key`` first."""
         cause = self.details.get("cause", "")
         parts = [self.rule, str(cause), _basename(self.capture), self.key or self.host or "",
                  self.endpoint or ""]
