@@ -57,9 +57,11 @@ def build_report(analyses: list[CaptureAnalysis], config: "RulesConfig",
                        fail_on=config.fail_on, suppressed=suppressed, **meta)
 
 
-def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool) -> CaptureAnalysis:
+def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
+            keep_events: bool = True) -> CaptureAnalysis:
     """The analysis with what only the rules read dropped (tracker table, Zeek's own rows) and
-    the packet excerpts dropped unless a report draws ladders from them."""
+    the packet excerpts dropped unless a report draws ladders from them; the timelines' events
+    too unless ``keep_events`` (the flow table alone is all ``traceaudit flows`` writes)."""
     from dataclasses import replace
 
     import numpy as np
@@ -69,5 +71,6 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool) -> CaptureAnalysis:
     t = analysis.tracked
     empty = Tracked(np.empty((0, t.trk.shape[1]), t.trk.dtype), t.events[:0], t.end_ts_ns,
                     t.config)
-    return replace(analysis, tracked=empty, zeek_rows=None,
+    events = analysis.events if keep_events else analysis.events[:0]
+    return replace(analysis, tracked=empty, events=events, zeek_rows=None,
                    excerpts=analysis.excerpts if keep_excerpts else None)

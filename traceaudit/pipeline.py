@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
-import pandas as pd
 
 from traceaudit.capture import CaptureStats, open_capture
 from traceaudit.capture.batch import DEFAULT_BATCH_ROWS
+from traceaudit.capture.prefetch import read_ahead
 from traceaudit.errors import CaptureError
 from traceaudit.flows import FLOW_COLUMNS, FlowBuilder
-from traceaudit.tracking.connections import add_tracking_columns
 from traceaudit.tracking.excerpts import ExcerptRecorder, Excerpts
 from traceaudit.tracking.timeline import corrected_events
 from traceaudit.tracking.tracker import ConnectionTracker, Tracked, TrackerConfig
@@ -24,6 +26,9 @@ from traceaudit.tracking.zeek import (
     seg_flags_from_ok_frames,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 @dataclass(frozen=True)
 class ReadOptions:
@@ -33,6 +38,7 @@ class ReadOptions:
     tracker: TrackerConfig = TrackerConfig()
     zeek: ZeekConfig | None = ZeekConfig()      # None: no Zeek view (no conn_state/history)
     excerpts: bool = True                       # keep packets for ladder diagrams (HTML)
+    read_ahead: bool = True                     # decode the next batches in a second thread
 
 
 @dataclass
@@ -71,8 +77,12 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     if marks and not options.verify_checksums and options.reader != "native":
         ok_frames = checksum_ok_frames(path, reader=options.reader,
                                        batch_rows=options.batch_rows)
+    # the built-in reader decodes ahead in its own thread (its kernels release the GIL); the
+    # tshark reader drives an event loop of its own and stays in this one
+    batches = (read_ahead(source.batches) if options.read_ahead and options.reader == "native"
+               else source.batches())
     try:
-        for batch in source.batches():
+        for batch in batches:
             assignment = builder.add(batch)
             tracker.add(batch, assignment, builder)
             if excerpts is not None:
@@ -88,15 +98,37 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     except CaptureError as exc:
         source.stats.error = exc
     tracked = tracker.finish(builder.n_conns, source.stats.last_ts_ns)
+    del tracker
+    # pandas is needed from the flow table on: its import (~0.25 s) runs in a thread beside the
+    # compiled end-of-capture work below, which releases the GIL
+    _import_in_background("pandas")
+    events = corrected_events(tracked)
+    if zeek is not None:
+        zeek.close()
     table = builder.table(str(path))
     zres = zeek.finish(builder, table) if zeek is not None else None
     del zeek                              # working tables go as soon as they are done with
     kept = excerpts.finish(builder) if excerpts is not None else None
-    del builder, excerpts, tracker
-    events = corrected_events(tracked)
+    del builder, excerpts
+    from traceaudit.tracking.connections import add_tracking_columns
     flows = add_tracking_columns(table, tracked, events, zres)
     return CaptureAnalysis(source.stats, flows, tracked, events,
                            zres.rows if zres is not None else None, kept)
+
+
+def _import_in_background(module: str) -> None:
+    """Start importing ``module`` in a thread; whoever imports it later waits for that import
+    to finish (Python's per-module import lock)."""
+    if module in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except Exception:              # the import where it is needed raises it properly
+            pass
+
+    threading.Thread(target=load, name=f"traceaudit-import-{module}", daemon=True).start()
 
 
 def analyze_captures(paths: list[Path], options: ReadOptions = ReadOptions(),
@@ -107,4 +139,5 @@ def analyze_captures(paths: list[Path], options: ReadOptions = ReadOptions(),
 
 
 def empty_flow_table() -> pd.DataFrame:
+    import pandas as pd
     return pd.DataFrame({c: [] for c in FLOW_COLUMNS})

@@ -584,7 +584,7 @@ def gtp_u(b, pos, end):
     return K_IP, hdr
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def decode_records(buf, rec_off, rec_caplen, rec_origlen, rec_ts, rec_link, first_frame,
                    scratch, warn, verify, marks, seg_flags, frame, ts_ns, ip_version, src_hi,
                    src_lo, dst_hi, dst_lo, sport, dport, seq, ack, flags, win, payload_len,

@@ -42,7 +42,7 @@ def rd16(b, p, little):
     return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk_pcap(buf, pos, end, little, frac_ns, max_len, rec_off, rec_caplen, rec_origlen,
               rec_ts):
     """Walk classic pcap records from ``pos``. Returns (records, new pos, status)."""
@@ -75,7 +75,7 @@ def units_to_ns(units, base, offset_ns):
     return sec * 1_000_000_000 + frac // (base // 1_000_000_000) + offset_ns
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def walk_pcapng(buf, pos, end, little, if_link, if_base, if_offset_ns, if_snap, max_block,
                 last_ts, rec_off, rec_caplen, rec_origlen, rec_ts, rec_link):
     """Walk pcapng blocks from ``pos``. Returns (records, new pos, status, last timestamp)."""

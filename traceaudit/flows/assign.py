@@ -172,7 +172,7 @@ def _new_conn(conn, n_conns, s, src_is_a, flags, sport, dport, ipv, tunneled):
     return c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def assign_batch(src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, seq, ack, ts, frame,
                  frame_len, payload_len, ipv, tunneled, ht, slots, n_slots, conn, n_conns,
                  out_conn, out_from_client, start):

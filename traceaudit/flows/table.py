@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from traceaudit.capture.batch import PacketBatch
 from traceaudit.flows import assign as A
 from traceaudit.flows.addresses import format_addresses
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Flow-table columns, documented where declared (Zeek style). Times are epoch seconds (float).
 FLOW_COLUMNS: dict[str, str] = {
@@ -95,6 +98,7 @@ class FlowBuilder:
 
     def table(self, capture: str) -> pd.DataFrame:
         """The flow table so far (one row per connection, ``FLOW_COLUMNS``)."""
+        import pandas as pd
         c = self.conn[:self.n_conns]
         s = self.slots[c[:, A.F_SLOT]]
         client_is_a = c[:, A.F_CLIENT_IS_A] == 1

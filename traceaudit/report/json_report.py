@@ -7,16 +7,18 @@ FORMAT_VERSION history:
 from __future__ import annotations
 
 import io
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import orjson
-import pandas as pd
 
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.tracking.connections import state_names
 from traceaudit.tracking.states import REASON_TEXT, Reason
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE, EV_TS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 FORMAT_VERSION = 1
 
@@ -174,6 +176,7 @@ class _Column:
     distinct value serialised once; missing values as their own ``tolist`` value is)."""
 
     def __init__(self, series: pd.Series, label: bytes) -> None:
+        import pandas as pd
         self.label = label
         self.numeric = series.dtype.kind in "biuf"
         self.series = series

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking.classify import close_kinds, close_roles
@@ -11,6 +12,9 @@ from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.timeline import final_states
 from traceaudit.tracking.tracker import Tracked
 from traceaudit.tracking.zeek import ZeekResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Columns the tracking stage adds to FLOW_COLUMNS.
 TRACKING_COLUMNS: dict[str, str] = {

@@ -30,7 +30,7 @@ P_CONN, P_IDX, P_FRAME, P_TS, P_SEQ, P_ACK, P_LEN, P_WIN, P_FLAGS = range(9)
 N_POOL = 9
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def record_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, count,
                  s_frame, s_ts, s_seq, s_ack, s_len, s_win, s_flags, pool, n_pool, pool_count,
                  start):

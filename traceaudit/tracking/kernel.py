@@ -188,7 +188,7 @@ def _close_role(trk, c, x, ts, frame):
         trk[c, K_CLOSE_TS] = ts
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def track_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, prev_of, trk, ev,
                 n_ev, msl2, fin_timeout, start):
     """Run both trackers over rows ``start``.. of a batch (capture order).

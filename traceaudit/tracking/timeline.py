@@ -95,7 +95,7 @@ def corrected_events(tracked: Tracked) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _group_sort(keys, ts, order, n_keys):
     """The permutation ``np.lexsort((order, ts, keys))`` gives (``order`` is unique), in
     linear time for event streams: a counting sort by key (conn * 2 + endpoint, below
@@ -159,7 +159,7 @@ def _unanswered_syn_ack_keep(ev: np.ndarray, trk: np.ndarray) -> np.ndarray | No
     return keep
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _apply_kernel(ev, keys, flags, trk, keep, extra, fin_timeout_ns, r_tw_skipped,
                   r_fw2_expired):
     """``ev``: the flagged pairs' rows, grouped by pair (``keys``: conn * 2 + endpoint), in

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from traceaudit.capture.batch import PacketBatch
 from traceaudit.flows import assign as A
 from traceaudit.flows.addresses import format_addresses
 from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.tracking import zeek_kernel as ZK
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Zeek's ``likely_server_ports`` (TCP) as filled by the base protocol scripts a default
 #: (non ``-b``) Zeek loads: DCE-RPC, DNP3, DNS, Finger, FTP (+GridFTP), HTTP, IMAP, IRC, KRB,
@@ -132,6 +135,7 @@ class ZeekTracker:
 
     def __init__(self, config: ZeekConfig = ZeekConfig(), initial: int = 1 << 12) -> None:
         self.config = config
+        self._closed = False
         self.prm = config.params()
         self.likely = _port_mask(config.likely_server_ports)
         self.long_ports = _port_mask(config.long_inactivity_ports)
@@ -203,10 +207,17 @@ class ZeekTracker:
             hist[:len(self.out_hist)] = self.out_hist
             self.out, self.out_hist = out, hist
 
+    def close(self) -> None:
+        """End of capture: Zeek's pending timers fire for every connection still held
+        (compiled; done once, ``finish`` calls it if nobody did)."""
+        if not self._closed:
+            self._closed = True
+            ZK.finish_all(self.zc, self.out, self.out_hist, self.slot_live, self.free, self.st)
+
     def finish(self, flows: FlowBuilder, flow_table: pd.DataFrame | None = None) -> ZeekResult:
         """All rows, and the per-connection view. ``flow_table`` (``flows.table()``, if already
         built) lends its formatted addresses."""
-        ZK.finish_all(self.zc, self.out, self.out_hist, self.slot_live, self.free, self.st)
+        self.close()
         n = int(self.st[0])
         out = self.out[:n]
         n_conns = flows.n_conns
@@ -231,6 +242,7 @@ class ZeekTracker:
     @staticmethod
     def _rows(flows: FlowBuilder, out: np.ndarray, hist: np.ndarray, states: np.ndarray,
               client_is_a: np.ndarray, flow_table: pd.DataFrame | None) -> pd.DataFrame:
+        import pandas as pd
         orig_a = out[:, ZK.O_ORIG_IS_A] == 1
         ipv = out[:, ZK.O_IPV]
         s = flows.slots[out[:, ZK.O_SLOT]] if len(out) else np.zeros((0, A.N_SLOT_FIELDS),

@@ -551,7 +551,7 @@ def _new_conn(zc, z, out, out_hist, row, s, orig_is_a, flipped, now, frame, ipv,
         _add_raw(out, out_hist, row, CH_CARET)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def zeek_batch(conn_ids, from_client, sport, dport, flags, seq, ack, plen, win, ts, frame,
                seg_flags, use_seg_flags, fl_conn, slot_live, our_zrow, zc, free, out, out_hist,
                st, likely, long_ports, prm, start):
@@ -829,7 +829,7 @@ def zeek_batch(conn_ids, from_client, sport, dport, flags, seq, ack, plen, win, 
     return len(conn_ids)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def finish_all(zc, out, out_hist, slot_live, free, st):
     """End of input: every live connection is logged with its current state."""
     for row in range(st[0]):
@@ -838,7 +838,7 @@ def finish_all(zc, out, out_hist, slot_live, free, st):
             _finalize(zc, z, out, out_hist, slot_live, free, st)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def sweep(zc, out, out_hist, slot_live, free, st, prm):
     """Remove every live connection a timer would have removed by the latest packet time so far
     (Zeek runs a timer as soon as any packet is at least as late), so the live table stays as
