@@ -69,8 +69,9 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
     from traceaudit.tracking.tracker import Tracked
 
     t = analysis.tracked
-    empty = Tracked(np.empty((0, t.trk.shape[1]), t.trk.dtype), t.events[:0], t.end_ts_ns,
-                    t.config)
-    events = analysis.events if keep_events else analysis.events[:0]
+    # fresh empty arrays: a [:0] view would keep the whole table it was cut from alive
+    empty = Tracked(np.empty((0, t.trk.shape[1]), t.trk.dtype), np.empty((0, 6), np.int64),
+                    t.end_ts_ns, t.config)
+    events = analysis.events if keep_events else np.empty((0, 6), np.int64)
     return replace(analysis, tracked=empty, events=events, zeek_rows=None,
                    excerpts=analysis.excerpts if keep_excerpts else None)

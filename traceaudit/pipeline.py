@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -103,6 +103,8 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     # compiled end-of-capture work below, which releases the GIL
     _import_in_background("pandas")
     events = corrected_events(tracked)
+    # the raw events are not read again: free them now (8 bytes x 6 an event)
+    tracked = replace(tracked, events=np.empty((0, tracked.events.shape[1]), np.int64))
     if zeek is not None:
         zeek.close()
     table = builder.table(str(path))

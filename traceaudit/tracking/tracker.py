@@ -31,6 +31,7 @@ class Tracked:
 
     trk: np.ndarray            # (connections, K.N_TRK) int64, see kernel.py field names
     events: np.ndarray         # (n, 6) int64: conn, endpoint, ts_ns, frame, state, reason
+                               # (the pipeline empties it once the timelines are corrected)
     end_ts_ns: int
     config: TrackerConfig
 
