@@ -7,6 +7,7 @@ unreadable input (any capture that could not be read to its end).
 from __future__ import annotations
 
 import gc
+import os
 import sys
 from typing import Callable
 from datetime import datetime, timezone
@@ -19,7 +20,6 @@ from traceaudit.capture import READERS, expand_paths
 from traceaudit.errors import TraceauditError
 from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures, empty_flow_table
 from traceaudit.report import flows as flow_report
-from traceaudit.report import json_report, states_report, summary_report
 from traceaudit.report.output import write_output
 from traceaudit.tracking.tracker import TrackerConfig
 
@@ -243,6 +243,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
         if write_baseline_path:
             write_output(write_baseline_path,
                          render_baseline(report.findings + report.suppressed, __version__))
+        from traceaudit.report import summary_report
         summary_report.render(report, Console(highlight=False,
                                               width=None if sys.stdout.isatty() else 120))
     except TraceauditError as exc:
@@ -256,6 +257,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
 def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None:
     """Every requested report, each written atomically; renderers never read captures."""
     if json_path:
+        from traceaudit.report import json_report
         json_report.write(json_path, report.analyses, [f.to_dict() for f in report.findings],
                           tool_version=__version__, generated_at=report.generated_at)
     if junit_path:
@@ -319,6 +321,7 @@ def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums:
                                         _tracker_config(msl2, fin_timeout))
         for analysis in results:
             ts_ns = parse_moment(at, analysis.stats.first_ts_ns)
+            from traceaudit.report import states_report
             click.echo(states_report.render(analysis, ts_ns, show_all), nl=False)
     except TraceauditError as exc:
         _err(f"error: {exc}")
@@ -344,5 +347,30 @@ def parse_moment(text: str, first_ts_ns: int | None) -> int:
     return (first_ts_ns or 0) + int(value * 1_000_000_000)
 
 
+def run() -> None:
+    """The console script: the command line, then an exit without the interpreter's teardown.
+
+    Every report is complete (written atomically and closed) when a command returns; what is
+    left is freeing the run's objects one by one (about 0.15 s after a 3M-packet capture),
+    which the operating system does at once. Output streams are flushed first.
+    """
+    try:
+        main()
+        code = EXIT_CLEAN
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = EXIT_CLEAN
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):      # closed pipe (e.g. `| head`): nothing more to say
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    main()
+    run()
