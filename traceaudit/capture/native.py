@@ -19,7 +19,7 @@ from traceaudit.capture.batch import COLUMNS, DEFAULT_BATCH_ROWS, PacketBatch
 from traceaudit.capture.source import CaptureStats
 from traceaudit.errors import CaptureError
 
-CHUNK_BYTES = 16 << 20
+CHUNK_BYTES = 4 << 20              # read size; the buffer also holds one partial record
 MAX_RECORD = 16 << 20              # no record or block may be longer than this
 STANDARD_MAX_PACKET = 262_144      # Wireshark's limit for ordinary link types
 
@@ -359,7 +359,7 @@ class _ColumnBlocks:
     that keeps a batch keeps its data: that block simply is not reused.
     """
 
-    KEEP = 6          # blocks kept for reuse: the read-ahead queue, the batch in use, spares
+    KEEP = 4          # blocks kept for reuse: the read-ahead queue (2), the batch in use, one being made
 
     def __init__(self) -> None:
         self._blocks: list[np.ndarray] = []
