@@ -1,4 +1,4 @@
-"""Read-ahead thread and reused batch blocks: same results as a plain read, errors in place."""
+"""Read-ahead thread: same results as a plain read, errors in place; kept batches stay intact."""
 
 from __future__ import annotations
 
@@ -79,8 +79,8 @@ def _many_batches() -> bytes:
 
 
 def test_batches_kept_by_the_caller_are_never_overwritten(tmp_path):
-    """The reader reuses a block only when no column cut from it is referenced: a caller that
-    keeps every batch must still see each one as it was when it arrived."""
+    """Batches are decoded ahead of use; a caller that keeps every batch must still see each
+    one as it was when it arrived (no buffer of the reader is shared with a batch)."""
     path = tmp_path / "many.pcap"
     path.write_bytes(_many_batches())
     src = open_capture(path, batch_rows=7)

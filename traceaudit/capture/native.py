@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import struct
-import sys
 import zlib
 from typing import BinaryIO, Iterator
 
@@ -102,7 +101,6 @@ class NativeSource:
         self._rec_origlen = np.empty(batch_rows, np.int64)
         self._rec_ts = np.empty(batch_rows, np.int64)
         self._rec_link = np.empty(batch_rows, np.int64)
-        self._blocks = _ColumnBlocks()
 
     # -- opening -----------------------------------------------------------------------------
     def _open(self) -> tuple[BinaryIO, bool]:
@@ -331,7 +329,7 @@ class NativeSource:
         st.first_ts_ns = lo if st.first_ts_ns is None else min(st.first_ts_ns, lo)
         st.last_ts_ns = hi if st.last_ts_ns is None else max(st.last_ts_ns, hi)
         st.packets += n
-        cols = self._blocks.columns(n)
+        cols = {name: np.empty(n, dtype) for name, dtype in _DTYPES}
         seg = np.empty(n, np.uint8) if self.marks else self._no_marks
         rows = decode.decode_records(buf, self._rec_off[:n], self._rec_caplen[:n],
                                      self._rec_origlen[:n], ts, self._rec_link[:n], first_frame,
@@ -347,46 +345,4 @@ class NativeSource:
             yield PacketBatch(cols)
 
 
-_DTYPES = [(name, np.dtype(dtype)) for name, dtype in COLUMNS.items()]
-
-
-class _ColumnBlocks:
-    """Batch columns carved from a few reused blocks.
-
-    Fresh memory costs a page fault per 4 KiB (on a 3M-packet capture the batches' fresh pages
-    were about a sixth of the run). A block is handed out again only when no column of the
-    batch made from it is referenced any more (its reference count says so), so a consumer
-    that keeps a batch keeps its data: that block simply is not reused.
-    """
-
-    KEEP = 4          # blocks kept for reuse: the read-ahead queue (2), the batch in use, one being made
-
-    def __init__(self) -> None:
-        self._blocks: list[np.ndarray] = []
-        # what _refs() counts for a block nobody else holds (calibrated: it differs between
-        # Python versions)
-        self._blocks.append(np.empty(8, np.uint8))
-        self._unused = self._refs(0)
-        self._blocks.clear()
-
-    def _refs(self, i: int) -> int:
-        return sys.getrefcount(self._blocks[i])
-
-    def columns(self, n: int) -> dict[str, np.ndarray]:
-        offsets, total = [], 0
-        for _, dtype in _DTYPES:
-            offsets.append(total)
-            total += -(-n * dtype.itemsize // 8) * 8          # every column 8-byte aligned
-        block = self._free_block(max(total, 8))
-        return {name: block[o:o + n * dtype.itemsize].view(dtype)
-                for (name, dtype), o in zip(_DTYPES, offsets)}
-
-    def _free_block(self, size: int) -> np.ndarray:
-        for i in range(len(self._blocks)):
-            # a column of a batch made from it would hold a reference
-            if len(self._blocks[i]) >= size and self._refs(i) <= self._unused:
-                return self._blocks[i]
-        block = np.empty(size, np.uint8)
-        if len(self._blocks) < self.KEEP:
-            self._blocks.append(block)
-        return block
+_DTYPES = list(COLUMNS.items())
