@@ -51,7 +51,7 @@ def analysis(path: str, conns=((0, "10.0.0.1", 5555, "10.0.0.2", 80),), packets:
         stats.error = CaptureError(path, error, offset=1234)
     flows = pd.DataFrame(list(conns), columns=["id", "client_ip", "client_port", "server_ip",
                                                "server_port"])
-    return CaptureAnalysis(stats=stats, flows=flows, tracked=None, events=np.empty(0))
+    return CaptureAnalysis(stats=stats, table=flows, tracked=None, events=np.empty(0))
 
 
 def finding(r: Rule, capture: str, severity: Severity | None = None, conn: int | None = 0,

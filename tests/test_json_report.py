@@ -64,7 +64,7 @@ def test_render_odd_values(analyses):
     events = a.events.copy()
     events[0, EV_TS] = 5                       # 5e-09 seconds
     events[-1, EV_TS] = 3 * 10**17             # 3e+08 s: positional
-    odd = dataclasses.replace(a, stats=stats, flows=flows, events=events)
+    odd = dataclasses.replace(a, stats=stats, table=flows, events=events)
     for group in ([odd], [odd, a]):
         assert json_report.render(group, tool_version="t") == \
             dict_document(group, tool_version="t")
@@ -72,7 +72,7 @@ def test_render_odd_values(analyses):
 
 def test_render_without_connections(analyses):
     a = analyses[0]
-    empty = dataclasses.replace(a, flows=a.flows.iloc[:0], events=a.events[:0])
+    empty = dataclasses.replace(a, table=a.flows.iloc[:0], events=a.events[:0])
     assert json_report.render([empty], tool_version="t") == dict_document([empty],
                                                                           tool_version="t")
     assert json_report.render([], tool_version="t") == dict_document([], tool_version="t")

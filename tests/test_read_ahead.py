@@ -124,7 +124,7 @@ def test_console_script_flushes_everything_before_it_exits(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "traceaudit.cli", "flows", str(path),
                            "--format", "csv"], capture_output=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    expected = b"".join(render_csv(analyze_capture(path).flows))
+    expected = b"".join(render_csv([analyze_capture(path).table]))
     assert proc.stdout == expected
     bad = subprocess.run([sys.executable, "-m", "traceaudit.cli", "flows", str(tmp_path / "no")],
                          capture_output=True, cwd=ROOT, timeout=120)

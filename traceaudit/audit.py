@@ -73,5 +73,5 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
     empty = Tracked(np.empty((0, t.trk.shape[1]), t.trk.dtype), np.empty((0, 6), np.int64),
                     t.end_ts_ns, t.config)
     events = analysis.events if keep_events else np.empty((0, 6), np.int64)
-    return replace(analysis, tracked=empty, events=events, zeek_rows=None,
+    return replace(analysis, tracked=empty, events=events, zeek_table=None,
                    excerpts=analysis.excerpts if keep_excerpts else None)

@@ -18,7 +18,7 @@ import click
 from traceaudit import __version__
 from traceaudit.capture import READERS, expand_paths
 from traceaudit.errors import TraceauditError
-from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures, empty_flow_table
+from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures
 from traceaudit.report import flows as flow_report
 from traceaudit.report.output import write_output
 from traceaudit.tracking.tracker import TrackerConfig
@@ -46,11 +46,13 @@ def reader_options(func):
 def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                   tracker: TrackerConfig = TrackerConfig(),
                   each: Callable[[CaptureAnalysis], CaptureAnalysis] | None = None,
-                  excerpts: bool = False) -> tuple[list[CaptureAnalysis], bool]:
+                  excerpts: bool = False,
+                  frames: bool = True) -> tuple[list[CaptureAnalysis], bool]:
     """Analyse every capture; report damage on stderr. Returns (analyses, any capture failed).
 
     ``each`` sees every analysis as soon as it is complete (and may slim it down) before the
     next capture is read. ``excerpts``: keep packets for ladder diagrams (only HTML draws them).
+    ``frames``: the caller will use the DataFrames (pandas is imported while reading).
     """
     files = expand_paths(list(paths))
     if not files:
@@ -58,7 +60,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     from traceaudit.report.progress import CaptureProgress
 
     options = ReadOptions(reader=reader, verify_checksums=verify_checksums, tracker=tracker,
-                          excerpts=excerpts)
+                          excerpts=excerpts, frames_soon=frames)
     results, failed = [], False
     with CaptureProgress(files) as progress:
         for analysis in analyze_captures(files, options, progress.update):
@@ -114,14 +116,13 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
     """
     try:
         # only the flow tables are kept: each capture's tracker tables go as soon as it is read
-        results, failed = read_captures(captures, reader, verify_checksums, each=_flows_only)
-        import pandas as pd
-        tables = [r.flows for r in results if len(r.flows)]
-        table = (tables[0] if len(tables) == 1 else pd.concat(tables, ignore_index=True)
-                 if tables else empty_flow_table())
         if fmt == "parquet" and output == "-":
             raise click.UsageError("--format parquet needs -o FILE")
-        write_output(output, flow_report.RENDERERS[fmt](table))
+        # CSV and Parquet are written from the arrays: pandas is not needed for them
+        results, failed = read_captures(captures, reader, verify_checksums, each=_flows_only,
+                                        frames=fmt in ("table", "json"))
+        tables = [r.table for r in results if len(r.table)]
+        write_output(output, flow_report.RENDERERS[fmt](tables))
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)

@@ -16,6 +16,7 @@ from traceaudit.capture.batch import DEFAULT_BATCH_ROWS
 from traceaudit.capture.prefetch import read_ahead
 from traceaudit.errors import CaptureError
 from traceaudit.flows import FLOW_COLUMNS, FlowBuilder
+from traceaudit.flows.columns import Columns
 from traceaudit.tracking.excerpts import ExcerptRecorder, Excerpts
 from traceaudit.tracking.timeline import corrected_events
 from traceaudit.tracking.tracker import ConnectionTracker, Tracked, TrackerConfig
@@ -39,6 +40,8 @@ class ReadOptions:
     zeek: ZeekConfig | None = ZeekConfig()      # None: no Zeek view (no conn_state/history)
     excerpts: bool = True                       # keep packets for ladder diagrams (HTML)
     read_ahead: bool = True                     # decode the next batches in a second thread
+    frames_soon: bool = True                    # the caller will want DataFrames (import pandas
+                                                # beside the end-of-capture kernels)
 
 
 @dataclass
@@ -46,11 +49,27 @@ class CaptureAnalysis:
     """Everything learned from one capture file."""
 
     stats: CaptureStats
-    flows: pd.DataFrame          # FLOW_COLUMNS + the tracking columns (connections.py)
+    table: Columns               # FLOW_COLUMNS + the tracking columns (connections.py)
     tracked: Tracked             # raw tracker facts per connection
     events: np.ndarray           # corrected transition events, sorted by conn/endpoint/time
-    zeek_rows: pd.DataFrame | None = None   # Zeek's connections (tracking/zeek.py), if enabled
+    zeek_table: Columns | None = None       # Zeek's connections (tracking/zeek.py), if enabled
     excerpts: Excerpts | None = None        # a few packets per connection, for ladders
+
+    def __post_init__(self) -> None:
+        # callers holding DataFrames (tests, tools) may pass them as they are
+        if not isinstance(self.table, Columns):
+            self.table = Columns.of_frame(self.table)
+        if self.zeek_table is not None and not isinstance(self.zeek_table, Columns):
+            self.zeek_table = Columns.of_frame(self.zeek_table)
+
+    @property
+    def flows(self) -> pd.DataFrame:
+        """The flow table as a DataFrame (made on first use: pandas is imported then)."""
+        return self.table.frame()
+
+    @property
+    def zeek_rows(self) -> pd.DataFrame | None:
+        return self.zeek_table.frame() if self.zeek_table is not None else None
 
     @property
     def failed(self) -> bool:
@@ -99,15 +118,16 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
         source.stats.error = exc
     tracked = tracker.finish(builder.n_conns, source.stats.last_ts_ns)
     del tracker
-    # pandas is needed from the flow table on: its import (~0.25 s) runs in a thread beside the
-    # compiled end-of-capture work below, which releases the GIL
-    _import_in_background("pandas")
+    if options.frames_soon:
+        # pandas' import (~0.2 s) runs in a thread beside the compiled end-of-capture work
+        # below, which releases the GIL
+        import_in_background("pandas")
     events = corrected_events(tracked)
     # the raw events are not read again: free them now (8 bytes x 6 an event)
     tracked = replace(tracked, events=np.empty((0, tracked.events.shape[1]), np.int64))
     if zeek is not None:
         zeek.close()
-    table = builder.table(str(path))
+    table = builder.columns(str(path))
     zres = zeek.finish(builder, table) if zeek is not None else None
     del zeek                              # working tables go as soon as they are done with
     kept = excerpts.finish(builder) if excerpts is not None else None
@@ -115,10 +135,10 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     from traceaudit.tracking.connections import add_tracking_columns
     flows = add_tracking_columns(table, tracked, events, zres)
     return CaptureAnalysis(source.stats, flows, tracked, events,
-                           zres.rows if zres is not None else None, kept)
+                           zres.row_columns if zres is not None else None, kept)
 
 
-def _import_in_background(module: str) -> None:
+def import_in_background(module: str) -> None:
     """Start importing ``module`` in a thread; whoever imports it later waits for that import
     to finish (Python's per-module import lock)."""
     if module in sys.modules:
@@ -139,7 +159,3 @@ def analyze_captures(paths: list[Path], options: ReadOptions = ReadOptions(),
     for path in paths:
         yield analyze_capture(path, options, progress)
 
-
-def empty_flow_table() -> pd.DataFrame:
-    import pandas as pd
-    return pd.DataFrame({c: [] for c in FLOW_COLUMNS})

@@ -40,9 +40,21 @@ def tune() -> None:
             mallopt.restype = ctypes.c_int
             mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
             mallopt(_M_TRIM_THRESHOLD, 2 * MMAP_THRESHOLD)
-    pa = sys.modules.get("pyarrow")
-    if pa is not None:
-        try:
-            pa.set_memory_pool(pa.system_memory_pool())
-        except (AttributeError, NotImplementedError, OSError):
-            pass                              # an Arrow build without it: keep its default
+    if "pyarrow" in sys.modules:
+        tune_arrow()
+
+
+_arrow_done = False
+
+
+def tune_arrow() -> None:
+    """Arrow allocates from the system allocator (call once pyarrow is, or is to be, used)."""
+    global _arrow_done
+    if _arrow_done:
+        return
+    _arrow_done = True
+    import pyarrow as pa
+    try:
+        pa.set_memory_pool(pa.system_memory_pool())
+    except (AttributeError, NotImplementedError, OSError):
+        pass                              # an Arrow build without it: keep its default

@@ -10,6 +10,7 @@ import numpy as np
 
 from traceaudit.capture.batch import PacketBatch
 from traceaudit.flows import assign as A
+from traceaudit.flows.columns import Columns, Repeated
 from traceaudit.flows.addresses import format_addresses
 
 if TYPE_CHECKING:
@@ -98,7 +99,10 @@ class FlowBuilder:
 
     def table(self, capture: str) -> pd.DataFrame:
         """The flow table so far (one row per connection, ``FLOW_COLUMNS``)."""
-        import pandas as pd
+        return self.columns(capture).frame()
+
+    def columns(self, capture: str) -> Columns:
+        """The flow table so far as NumPy columns (``FLOW_COLUMNS``, in order)."""
         c = self.conn[:self.n_conns]
         s = self.slots[c[:, A.F_SLOT]]
         client_is_a = c[:, A.F_CLIENT_IS_A] == 1
@@ -109,9 +113,9 @@ class FlowBuilder:
         c_lo = np.where(client_is_a, a_lo, b_lo)
         s_hi = np.where(client_is_a, b_hi, a_hi)
         s_lo = np.where(client_is_a, b_lo, a_lo)
-        cols: dict[str, object] = {
+        cols: dict[str, np.ndarray | Repeated] = {
             "id": np.arange(self.n_conns, dtype=np.int64),
-            "capture": pd.Categorical([capture] * self.n_conns) if self.n_conns else [],
+            "capture": Repeated(capture, self.n_conns),
             "client_ip": format_addresses(c_hi, c_lo, ipv),
             "client_port": np.where(client_is_a, s[:, A.S_A_PORT], s[:, A.S_B_PORT]).astype(
                 np.int32),
@@ -136,7 +140,7 @@ class FlowBuilder:
             cols[f"{side}_last_ts"] = np.where(sent, _seconds(c[:, A.F_DIR_LAST_TS + d]), np.nan)
             cols[f"{side}_first_frame"] = c[:, A.F_DIR_FIRST_FRAME + d]
             cols[f"{side}_last_frame"] = np.where(sent, c[:, A.F_DIR_LAST_FRAME + d], -1)
-        return pd.DataFrame(cols, columns=list(FLOW_COLUMNS))
+        return Columns({name: cols[name] for name in FLOW_COLUMNS}, self.n_conns)
 
 
 def _grow(arr: np.ndarray, rows: int) -> np.ndarray:

@@ -1,17 +1,22 @@
-"""Flow-table renderers for ``traceaudit flows`` (pure: DataFrame in, text or bytes out)."""
+"""Flow-table renderers for ``traceaudit flows`` (pure: tables in, text or bytes out).
+
+Each renderer takes the flow tables of the captures, in order (``Columns``, one per capture,
+or DataFrames). CSV and Parquet go from the arrays to Arrow without pandas."""
 
 from __future__ import annotations
 
 import json
-from typing import Iterator
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
+
+from traceaudit.flows.columns import Columns
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
+
+    Tables = Sequence[Columns | pd.DataFrame]
 
 FORMATS = ("table", "csv", "json", "parquet")
 CSV_ROWS = 16_384
@@ -22,7 +27,8 @@ TABLE_COLUMNS = ["id", "client_ip", "client_port", "server_ip", "server_port", "
                  "orientation_guessed"]
 
 
-def render_table(flows: pd.DataFrame) -> str:
+def render_table(tables: Tables) -> str:
+    flows = _frame(tables)
     if flows.empty:
         return "no TCP connections\n"
     shown = [c for c in TABLE_COLUMNS if c in flows.columns] + \
@@ -39,23 +45,24 @@ def render_table(flows: pd.DataFrame) -> str:
     return "".join(parts)
 
 
-def render_csv(flows: pd.DataFrame) -> Iterator[bytes]:
-    """CSV via Arrow's writer (an order of magnitude faster than pandas for 100k rows), in
-    pieces of ``CSV_ROWS`` rows so the whole text is never held at once."""
+def render_csv(tables: Tables) -> Iterator[bytes]:
+    """CSV via Arrow's writer (an order of magnitude faster than pandas for 100k rows), one
+    capture at a time in pieces of ``CSV_ROWS`` rows, so the whole text is never held."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
-    table = _arrow_table(flows)
     header = True
-    for start in range(0, max(table.num_rows, 1), CSV_ROWS):
-        buf = pa.BufferOutputStream()
-        options = pa_csv.WriteOptions(quoting_style="needed", quoting_header="none",
-                                      include_header=header)
-        pa_csv.write_csv(table.slice(start, CSV_ROWS), buf, options)
-        header = False
-        yield buf.getvalue().to_pybytes()
+    for table in _arrow_tables(tables):
+        for start in range(0, max(table.num_rows, 1 if header else 0), CSV_ROWS):
+            buf = pa.BufferOutputStream()
+            options = pa_csv.WriteOptions(quoting_style="needed", quoting_header="none",
+                                          include_header=header)
+            pa_csv.write_csv(table.slice(start, CSV_ROWS), buf, options)
+            header = False
+            yield buf.getvalue().to_pybytes()
 
 
-def render_json(flows: pd.DataFrame) -> str:
+def render_json(tables: Tables) -> str:
+    flows = _frame(tables)
     records = []
     cols = list(flows.columns)
     for row in flows.itertuples(index=False, name=None):
@@ -63,21 +70,37 @@ def render_json(flows: pd.DataFrame) -> str:
     return json.dumps(records, indent=1) + "\n"
 
 
-def render_parquet(flows: pd.DataFrame) -> bytes:
+def render_parquet(tables: Tables) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pa_parquet
     buf = pa.BufferOutputStream()
-    pa_parquet.write_table(_arrow_table(flows), buf)
+    pa_parquet.write_table(pa.concat_tables(_arrow_tables(tables)), buf)
     return buf.getvalue().to_pybytes()
 
 
-def _arrow_table(flows: pd.DataFrame) -> pa.Table:
-    import pyarrow as pa
-    table = pa.Table.from_pandas(flows, preserve_index=False)
-    if "capture" in table.column_names:         # a categorical: plain strings in the files
-        i = table.column_names.index("capture")
-        table = table.set_column(i, "capture", table.column(i).cast(pa.string()))
-    return table
+def _arrow_tables(tables: Tables) -> list[pa.Table]:
+    """One Arrow table per capture; with no capture, an empty one of the flow columns."""
+    if not tables:
+        return [_empty_columns().arrow()]
+    return [_columns(t).arrow() for t in tables]
+
+
+def _columns(table: Columns | pd.DataFrame) -> Columns:
+    return table if isinstance(table, Columns) else Columns.of_frame(table)
+
+
+def _frame(tables: Tables) -> pd.DataFrame:
+    import pandas as pd
+    frames = [t.frame() if isinstance(t, Columns) else t for t in tables]
+    if not frames:
+        return _empty_columns().frame()
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def _empty_columns() -> Columns:
+    """A flow table with no row (the flow columns; arrays of no particular type)."""
+    from traceaudit.flows import FLOW_COLUMNS
+    return Columns({c: np.empty(0, object) for c in FLOW_COLUMNS}, 0)
 
 
 def _plain(v):

@@ -1,4 +1,8 @@
-"""Per-connection verdicts from tracker facts: close role and close kind (vectorised)."""
+"""Per-connection verdicts from tracker facts: close role and close kind (vectorised).
+
+Both are returned as small integer codes into their label arrays (``ROLE_LABELS``,
+``KIND_LABELS``): the flow table keeps them coded (``flows.columns.Coded``).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +11,19 @@ import numpy as np
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking.states import CloseKind, CloseRole
 
-_ROLES = np.array([CloseRole.CLIENT, CloseRole.SERVER, CloseRole.SIMULTANEOUS, CloseRole.NONE],
-                  dtype=object)
+ROLE_LABELS = np.array([CloseRole.CLIENT, CloseRole.SERVER, CloseRole.SIMULTANEOUS,
+                        CloseRole.NONE], dtype=object)
+KIND_LABELS = np.array([CloseKind.OPEN, CloseKind.HALF_CLOSED, CloseKind.GRACEFUL,
+                        CloseKind.RESET, CloseKind.REFUSED], dtype=object)
 
 
-def close_roles(trk: np.ndarray) -> np.ndarray:
+def close_role_codes(trk: np.ndarray) -> np.ndarray:
     """Who sent the first FIN or RST: client, server, simultaneous (FINs crossed) or none."""
     closer = trk[:, K.K_CLOSER]
-    return _ROLES[np.where(closer < 0, 3, closer)]
+    return np.where(closer < 0, 3, closer)
 
 
-def close_kinds(trk: np.ndarray) -> np.ndarray:
+def close_kind_codes(trk: np.ndarray) -> np.ndarray:
     """How the connection ended, checked in this order:
 
     refused      the SYN was answered by an acceptable RST and no SYN-ACK was ever seen
@@ -28,9 +34,9 @@ def close_kinds(trk: np.ndarray) -> np.ndarray:
     """
     fins = trk[:, K.E_FIN] + trk[:, K.NE + K.E_FIN]
     rsts = (trk[:, K.E_RST] + trk[:, K.NE + K.E_RST]) > 0
-    kind = np.full(len(trk), CloseKind.OPEN, dtype=object)
-    kind[fins == 1] = CloseKind.HALF_CLOSED
-    kind[fins == 2] = CloseKind.GRACEFUL
-    kind[rsts] = CloseKind.RESET
-    kind[trk[:, K.K_REFUSED] == 1] = CloseKind.REFUSED
+    kind = np.zeros(len(trk), np.int8)
+    kind[fins == 1] = 1
+    kind[fins == 2] = 2
+    kind[rsts] = 3
+    kind[trk[:, K.K_REFUSED] == 1] = 4
     return kind

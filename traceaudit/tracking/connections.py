@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from traceaudit.tracking import kernel as K
-from traceaudit.tracking.classify import close_kinds, close_roles
+from traceaudit.flows.columns import Coded, Columns
+from traceaudit.tracking.classify import (KIND_LABELS, ROLE_LABELS, close_kind_codes,
+                                          close_role_codes)
 from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.timeline import final_states
 from traceaudit.tracking.tracker import Tracked
-from traceaudit.tracking.zeek import ZeekResult
+from traceaudit.tracking.zeek import CONN_STATE_LABELS, ZeekResult
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    FlowTable = TypeVar("FlowTable", pd.DataFrame, Columns)
 
 #: Columns the tracking stage adds to FLOW_COLUMNS.
 TRACKING_COLUMNS: dict[str, str] = {
@@ -40,18 +44,29 @@ def state_names(values: np.ndarray) -> np.ndarray:
     return _STATE_NAMES[values + 1]          # UNSEEN is -1
 
 
-def add_tracking_columns(flows: pd.DataFrame, tracked: Tracked, events: np.ndarray,
-                         zeek: ZeekResult | None = None) -> pd.DataFrame:
-    n = len(flows)
+def add_tracking_columns(flows: FlowTable, tracked: Tracked, events: np.ndarray,
+                         zeek: ZeekResult | None = None) -> FlowTable:
+    """Add ``TRACKING_COLUMNS`` to a flow table (a DataFrame or ``Columns``); returns it."""
+    coded = isinstance(flows, Columns)       # a DataFrame takes plain object columns
+    for name, values in tracking_columns(len(flows), tracked, events, zeek).items():
+        flows[name] = values if coded or not isinstance(values, Coded) else values.values()
+    return flows
+
+
+def tracking_columns(n: int, tracked: Tracked, events: np.ndarray,
+                     zeek: ZeekResult | None = None) -> dict[str, np.ndarray | Coded]:
+    """``TRACKING_COLUMNS`` for the first ``n`` connections; few-valued string columns coded."""
     final = final_states(events, n)
     trk = tracked.trk[:n]
-    flows["client_state"] = state_names(final[:, 0])
-    flows["server_state"] = state_names(final[:, 1])
-    flows["close_role"] = close_roles(trk)
-    flows["close_kind"] = close_kinds(trk)
-    flows["midstream"] = trk[:, K.K_MIDSTREAM] == 1
+    cols: dict[str, np.ndarray | Coded] = {
+        "client_state": Coded(final[:, 0] + 1, _STATE_NAMES),     # UNSEEN is -1
+        "server_state": Coded(final[:, 1] + 1, _STATE_NAMES),
+        "close_role": Coded(close_role_codes(trk), ROLE_LABELS),
+        "close_kind": Coded(close_kind_codes(trk), KIND_LABELS),
+        "midstream": trk[:, K.K_MIDSTREAM] == 1,
+    }
     if zeek is not None:
-        flows["conn_state"] = zeek.conn_state[:n]
-        flows["history"] = zeek.history[:n]
-        flows["zeek_flipped"] = zeek.flipped[:n]
-    return flows
+        cols["conn_state"] = Coded(zeek.conn_state_code[:n], CONN_STATE_LABELS)
+        cols["history"] = zeek.history[:n]
+        cols["zeek_flipped"] = zeek.flipped[:n]
+    return cols

@@ -24,6 +24,7 @@ import numpy as np
 from traceaudit.capture.batch import PacketBatch
 from traceaudit.flows import assign as A
 from traceaudit.flows.addresses import format_addresses
+from traceaudit.flows.columns import Columns
 from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.tracking import zeek_kernel as ZK
 
@@ -123,11 +124,24 @@ def _port_mask(ports: frozenset[int]) -> np.ndarray:
 
 @dataclass
 class ZeekResult:
-    rows: pd.DataFrame                 # ZEEK_ROW_COLUMNS, one row per Zeek connection
-    conn_state: np.ndarray             # per our connection id (object: str)
+    row_columns: Columns               # ZEEK_ROW_COLUMNS, one row per Zeek connection
+    conn_state_code: np.ndarray        # per our connection id: index into CONN_STATE_LABELS
     history: np.ndarray                # per our connection id (object: str)
     flipped: np.ndarray                # per our connection id: Zeek's originator is our server
     zeek_row: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # its row
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        return self.row_columns.frame()
+
+    @property
+    def conn_state(self) -> np.ndarray:
+        """Per our connection id (object: str; "" where Zeek never saw it)."""
+        return CONN_STATE_LABELS[self.conn_state_code]
+
+
+#: Zeek's conn_state codes, then "" (a connection Zeek's view never held).
+CONN_STATE_LABELS = np.array(list(ZK.CONN_STATES) + [""], dtype=object)
 
 
 class ZeekTracker:
@@ -214,7 +228,8 @@ class ZeekTracker:
             self._closed = True
             ZK.finish_all(self.zc, self.out, self.out_hist, self.slot_live, self.free, self.st)
 
-    def finish(self, flows: FlowBuilder, flow_table: pd.DataFrame | None = None) -> ZeekResult:
+    def finish(self, flows: FlowBuilder,
+               flow_table: pd.DataFrame | Columns | None = None) -> ZeekResult:
         """All rows, and the per-connection view. ``flow_table`` (``flows.table()``, if already
         built) lends its formatted addresses."""
         self.close()
@@ -230,19 +245,18 @@ class ZeekTracker:
         seen = zrow >= 0
         if n:
             zr = np.where(seen, zrow, 0)
-            conn_state = np.where(seen, states[zr], "").astype(object)
+            conn_state = np.where(seen, out[zr, ZK.O_STATE], len(ZK.CONN_STATES))
             history = np.where(seen, hist[zr], "").astype(object)
             flipped = seen & ((out[zr, ZK.O_ORIG_IS_A] == 1) != client_is_a)
         else:
-            conn_state = np.full(n_conns, "", object)
+            conn_state = np.full(n_conns, len(ZK.CONN_STATES), np.int64)
             history = np.full(n_conns, "", object)
             flipped = np.zeros(n_conns, bool)
         return ZeekResult(rows, conn_state, history, flipped, zrow)
 
     @staticmethod
     def _rows(flows: FlowBuilder, out: np.ndarray, hist: np.ndarray, states: np.ndarray,
-              client_is_a: np.ndarray, flow_table: pd.DataFrame | None) -> pd.DataFrame:
-        import pandas as pd
+              client_is_a: np.ndarray, flow_table: pd.DataFrame | Columns | None) -> Columns:
         orig_a = out[:, ZK.O_ORIG_IS_A] == 1
         ipv = out[:, ZK.O_IPV]
         s = flows.slots[out[:, ZK.O_SLOT]] if len(out) else np.zeros((0, A.N_SLOT_FIELDS),
@@ -250,8 +264,8 @@ class ZeekTracker:
         if flow_table is not None and len(out):
             conn = out[:, ZK.O_CONN]
             orig_client = orig_a == client_is_a[conn]
-            cip = flow_table["client_ip"].to_numpy(object)[conn]
-            sip = flow_table["server_ip"].to_numpy(object)[conn]
+            cip = np.asarray(flow_table["client_ip"], dtype=object)[conn]
+            sip = np.asarray(flow_table["server_ip"], dtype=object)[conn]
             orig_h = np.where(orig_client, cip, sip)
             resp_h = np.where(orig_client, sip, cip)
         else:
@@ -275,7 +289,7 @@ class ZeekTracker:
             "tunneled": out[:, ZK.O_TUNNELED] == 1,
             "ip_version": ipv.astype(np.int8),
         }
-        return pd.DataFrame(cols, columns=list(ZEEK_ROW_COLUMNS))
+        return Columns({name: cols[name] for name in ZEEK_ROW_COLUMNS}, len(out))
 
 
 def _history_strings(hist: np.ndarray) -> np.ndarray:

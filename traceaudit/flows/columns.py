@@ -1,0 +1,169 @@
+"""A table as named NumPy columns: the pipeline's tables before (or instead of) pandas.
+
+The pipeline builds the flow table and Zeek's rows as plain arrays. pandas is imported and a
+DataFrame made only when something asks for one (rules, reports, the terminal table); the CSV
+and Parquet outputs go from the arrays to Arrow directly, so ``traceaudit flows --format csv``
+never pays pandas' import (~0.2 s of one core) or a copy of the table.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+
+class Repeated:
+    """One string value in every row (a capture's path): a categorical in pandas, plain
+    strings in Arrow's files."""
+
+    __slots__ = ("value", "n")
+
+    def __init__(self, value: str, n: int) -> None:
+        self.value = value
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class Coded:
+    """A column of few distinct strings as integer codes into ``labels`` (state names, close
+    roles, Zeek's conn_state): an object array where one is asked for, a dictionary array
+    for Arrow (no per-row string work)."""
+
+    __slots__ = ("codes", "labels")
+
+    def __init__(self, codes: np.ndarray, labels: np.ndarray) -> None:
+        self.codes = codes
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def values(self) -> np.ndarray:
+        return self.labels[self.codes]
+
+
+Column = "np.ndarray | Repeated | Coded"
+
+
+class Columns:
+    """Named columns of one length, in order. ``frame()`` is the pandas view (made once)."""
+
+    def __init__(self, data: dict[str, Column], n: int | None = None) -> None:
+        self.data = data
+        self.n = n if n is not None else (len(next(iter(data.values()))) if data else 0)
+        self._frame: pd.DataFrame | None = None
+
+    @classmethod
+    def of_frame(cls, frame: pd.DataFrame) -> "Columns":
+        """Wrap an existing DataFrame (tests, other readers): ``frame()`` returns it as is."""
+        cols = cls({name: frame[name].to_numpy() for name in frame.columns}, len(frame))
+        cols._frame = frame
+        return cols
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.data
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return _plain(self.data[name])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.data)
+
+    def items(self) -> Iterator[tuple[str, Column]]:
+        return iter(self.data.items())
+
+    def __setitem__(self, name: str, values: Column) -> None:
+        if len(values) != self.n:
+            raise ValueError(f"column {name} has {len(values)} rows, expected {self.n}")
+        self.data[name] = values
+        self._frame = None
+
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:
+            import pandas as pd
+            cols = {name: (pd.Categorical([v.value] * v.n) if v.n else [])
+                    if isinstance(v, Repeated) else _plain(v) for name, v in self.data.items()}
+            self._frame = pd.DataFrame(cols, columns=list(self.data))
+        return self._frame
+
+    def arrow(self) -> pa.Table:
+        """The columns as an Arrow table (a repeated string becomes a plain string column;
+        NaN and None become nulls, as pandas' conversion makes them)."""
+        import pyarrow as pa
+
+        from traceaudit.capture import memory
+        memory.tune_arrow()
+        arrays = [_arrow_array(v, self.n) for v in self.data.values()]
+        return pa.Table.from_arrays(arrays, names=list(self.data))
+
+
+def _plain(v: Column) -> np.ndarray:
+    """A column as one NumPy array (strings as an object array)."""
+    if isinstance(v, Repeated):
+        return np.full(v.n, v.value, object)
+    if isinstance(v, Coded):
+        return v.values()
+    return v
+
+
+def _arrow_array(v: Column, n: int) -> pa.Array:
+    """One column as an Arrow array, built from its buffers: ``pyarrow.array`` would import
+    pandas (to recognise pandas inputs), the very cost these columns exist to avoid."""
+    import pyarrow as pa
+    if isinstance(v, (Repeated, Coded)):
+        codes = np.zeros(n, np.int32) if isinstance(v, Repeated) else v.codes.astype(np.int32)
+        labels = np.array([v.value], object) if isinstance(v, Repeated) else v.labels
+        indices = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(codes)])
+        return pa.DictionaryArray.from_arrays(indices, _strings(labels)).cast(pa.string())
+    if v.dtype == object:
+        return _strings(v)
+    if v.dtype == np.bool_:
+        data = pa.py_buffer(np.packbits(v, bitorder="little"))
+        return pa.Array.from_buffers(pa.bool_(), n, [None, data])
+    v = np.ascontiguousarray(v)
+    valid = None
+    if v.dtype.kind == "f":
+        missing = np.isnan(v)
+        if missing.any():
+            valid = pa.py_buffer(np.packbits(~missing, bitorder="little"))
+    return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), n, [valid, pa.py_buffer(v)])
+
+
+def _strings(v: np.ndarray) -> pa.Array:
+    """An object array of str (None for missing) as an Arrow string array."""
+    import pyarrow as pa
+    present = None
+    texts = v
+    try:
+        joined = "".join(texts)
+    except TypeError:                       # None (missing) or other objects among them
+        present = np.not_equal(v, None)
+        texts = np.where(present, v, "")
+        try:
+            joined = "".join(texts)
+        except TypeError:                   # not strings: Arrow converts them itself
+            return pa.array(list(v), pa.string())
+    if joined.isascii():
+        lengths = np.fromiter(map(len, texts), np.int64, len(v))
+        data = joined.encode("ascii")
+    else:
+        encoded = [t.encode() for t in texts]
+        lengths = np.fromiter(map(len, encoded), np.int64, len(v))
+        data = b"".join(encoded)
+    offsets = np.zeros(len(v) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    valid = None if present is None else pa.py_buffer(np.packbits(present, bitorder="little"))
+    return pa.Array.from_buffers(pa.large_string(), len(v),
+                                 [valid, pa.py_buffer(offsets), pa.py_buffer(data)]
+                                 ).cast(pa.string())
