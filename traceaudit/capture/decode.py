@@ -112,7 +112,7 @@ def initial_kind(linktype):
     return K_DONE
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")     # inlined: a call per header cost ~15% of decoding
 def ones_complement_sum(b, start, stop, acc):
     i = start
     while i + 1 < stop:
@@ -123,7 +123,7 @@ def ones_complement_sum(b, start, stop, acc):
     return acc
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, seg_len):
     """True when the TCP checksum over the pseudo-header and segment folds to 0xffff."""
     acc = np.int64(0)

@@ -121,11 +121,11 @@ def _arrow_array(v: Column, n: int) -> pa.Array:
     """One column as an Arrow array, built from its buffers: ``pyarrow.array`` would import
     pandas (to recognise pandas inputs), the very cost these columns exist to avoid."""
     import pyarrow as pa
-    if isinstance(v, (Repeated, Coded)):
-        codes = np.zeros(n, np.int32) if isinstance(v, Repeated) else v.codes.astype(np.int32)
-        labels = np.array([v.value], object) if isinstance(v, Repeated) else v.labels
-        indices = pa.Array.from_buffers(pa.int32(), n, [None, pa.py_buffer(codes)])
-        return pa.DictionaryArray.from_arrays(indices, _strings(labels)).cast(pa.string())
+    if isinstance(v, Repeated):
+        value = v.value.encode()
+        return _string_array(np.full(n, len(value), np.int64), value * n, None)
+    if isinstance(v, Coded):
+        return _coded_strings(v.codes, v.labels)
     if v.dtype == object:
         return _strings(v)
     if v.dtype == np.bool_:
@@ -161,9 +161,31 @@ def _strings(v: np.ndarray) -> pa.Array:
         encoded = [t.encode() for t in texts]
         lengths = np.fromiter(map(len, encoded), np.int64, len(v))
         data = b"".join(encoded)
-    offsets = np.zeros(len(v) + 1, np.int64)
-    np.cumsum(lengths, out=offsets[1:])
     valid = None if present is None else pa.py_buffer(np.packbits(present, bitorder="little"))
-    return pa.Array.from_buffers(pa.large_string(), len(v),
-                                 [valid, pa.py_buffer(offsets), pa.py_buffer(data)]
-                                 ).cast(pa.string())
+    return _string_array(lengths, data, valid)
+
+
+def _coded_strings(codes: np.ndarray, labels: np.ndarray) -> pa.Array:
+    """Rows ``labels[codes]`` as an Arrow string array, gathered as bytes by NumPy."""
+    encoded = [(x if isinstance(x, str) else str(x)).encode() for x in labels]
+    width = max((len(e) for e in encoded), default=0)
+    table = np.zeros((len(labels), max(width, 1)), np.uint8)
+    for i, e in enumerate(encoded):
+        table[i, :len(e)] = np.frombuffer(e, np.uint8)
+    label_len = np.array([len(e) for e in encoded], np.int64)
+    lengths = label_len[codes]
+    rows = table[codes]
+    data = rows[np.arange(rows.shape[1]) < lengths[:, None]]      # row-major: rows in order
+    return _string_array(lengths, data.tobytes(), None)
+
+
+def _string_array(lengths: np.ndarray, data: bytes, valid) -> pa.Array:
+    """An Arrow string array from each row's byte length and the rows' bytes, end to end
+    (32-bit offsets, as Arrow's ``string``, unless the bytes need 64)."""
+    import pyarrow as pa
+    big = len(data) >= 2**31
+    offsets = np.zeros(len(lengths) + 1, np.int64 if big else np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    arr = pa.Array.from_buffers(pa.large_string() if big else pa.string(), len(lengths),
+                                [valid, pa.py_buffer(offsets), pa.py_buffer(data)])
+    return arr.cast(pa.string()) if big else arr

@@ -52,13 +52,40 @@ def render_csv(tables: Tables) -> Iterator[bytes]:
     import pyarrow.csv as pa_csv
     header = True
     for table in _arrow_tables(tables):
-        for start in range(0, max(table.num_rows, 1 if header else 0), CSV_ROWS):
-            buf = pa.BufferOutputStream()
-            options = pa_csv.WriteOptions(quoting_style="needed", quoting_header="none",
-                                          include_header=header)
-            pa_csv.write_csv(table.slice(start, CSV_ROWS), buf, options)
-            header = False
-            yield buf.getvalue().to_pybytes()
+        pieces = _Pieces()
+        options = pa_csv.WriteOptions(quoting_style="needed", quoting_header="none",
+                                      include_header=header)
+        writer = pa_csv.CSVWriter(pa.PythonFile(pieces, mode="w"), table.schema,
+                                  write_options=options)
+        header = False
+        for start in range(0, table.num_rows, CSV_ROWS):
+            writer.write_table(table.slice(start, CSV_ROWS))
+            yield from pieces.take()
+        writer.close()
+        yield from pieces.take()
+
+
+class _Pieces:
+    """A write-only file for Arrow's writer that hands back what was written so far."""
+
+    closed = False
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> list[bytes]:
+        parts, self.parts = self.parts, []
+        return parts
 
 
 def render_json(tables: Tables) -> str:

@@ -33,98 +33,110 @@ from traceaudit.tracking.tracker import (EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REAS
 def corrected_events(tracked: Tracked) -> np.ndarray:
     """Events sorted by (conn, endpoint, time order), with the hindsight corrections applied.
 
-    The raw events are not copied as a whole: corrections work on the flagged rows only and
-    the result is gathered once, in its final order.
+    One compiled pass (``_correct_kernel``): rows are grouped by endpoint with a counting
+    sort; a flagged endpoint's rows are corrected in a scratch copy; each group is put in time
+    order (emission order breaks ties) straight into the result.
     """
     trk = tracked.trk
     ev = tracked.events
     if not len(ev):
         return ev[:0].copy()
     keep = _unanswered_syn_ack_keep(ev, trk)
+    if keep is None:
+        keep = np.ones(len(ev), np.bool_)
     flags = np.empty(2 * len(trk), np.int64)          # E_FLAGS by conn * 2 + endpoint
     flags[0::2] = trk[:, K.E_FLAGS]
     flags[1::2] = trk[:, K.NE + K.E_FLAGS]
-    keys = ev[:, EV_CONN] * 2 + ev[:, EV_ENDPOINT]
-    flagged = flags[keys] != 0
-    if keep is not None:
-        flagged &= keep
-    sel = np.flatnonzero(flagged)
-    if not len(sel):
-        rows = np.flatnonzero(keep) if keep is not None else np.arange(len(ev))
-        idx = _group_sort(keys[rows], ev[rows, EV_TS], rows.astype(np.float64), len(flags))
-        return ev[rows[idx]]
-    # the flagged pairs' rows, grouped by pair, emission order within a group
-    sel = sel[np.argsort(keys[sel], kind="stable")]
-    sub = ev[sel]
-    sub_keep = np.ones(len(sel), np.bool_)
-    sub_extra = np.zeros(len(sel), np.bool_)
-    _apply_kernel(sub, keys[sel], flags, trk, sub_keep, sub_extra,
-                  int(tracked.config.fin_timeout_s * 1e9), int(Reason.TIME_WAIT_SKIPPED),
-                  int(Reason.FIN_WAIT_2_EXPIRED))
-    if keep is None:
-        keep = np.ones(len(ev), np.bool_)
-    keep[sel] = sub_keep
-    # (temporaries are dropped as soon as they are used: each is 8 bytes an event)
-    kept = np.flatnonzero(keep)
-    del keep, flagged
-    n_kept = len(kept)
-    extra_rows = sel[np.flatnonzero(sub_extra)]
-    rows = np.concatenate([kept, extra_rows])
-    # a FIN_WAIT_1 added for crossed FINs sorts just before the CLOSING it is copied from
-    order = np.concatenate([kept.astype(np.float64), extra_rows - 0.5])
-    del kept
-    ts = ev[rows, EV_TS]
-    moved = np.flatnonzero(sub[:, EV_TS] != ev[sel, EV_TS])  # FIN_WAIT_2 expiry moves CLOSED back
-    if len(moved):
-        at = {int(r): int(t) for r, t in zip(sel[moved], sub[moved, EV_TS])}
-        for i in np.flatnonzero(np.isin(rows, sel[moved])).tolist():
-            ts[i] = at[int(rows[i])]
-    idx = _group_sort(keys[rows], ts, order, len(flags))
-    del ts, order, keys
-    src = rows[idx]
-    del rows
-    out = ev[src]
-    order_sel = np.argsort(sel)
-    sorted_sel = sel[order_sel]
-    j = np.minimum(np.searchsorted(sorted_sel, src), len(sel) - 1)
-    patched = np.flatnonzero(sorted_sel[j] == src)
-    out[patched] = sub[order_sel[j[patched]]]
-    del j, src
-    added = np.flatnonzero(idx >= n_kept)
-    out[added, EV_STATE] = K.FIN_WAIT_1
-    return out
+    out, n = _correct_kernel(ev, keep, flags, trk, int(tracked.config.fin_timeout_s * 1e9),
+                             int(Reason.TIME_WAIT_SKIPPED), int(Reason.FIN_WAIT_2_EXPIRED))
+    return out[:n]                  # (the unused tail is at most one row per flagged row)
 
 
 @njit(cache=True, nogil=True)
-def _group_sort(keys, ts, order, n_keys):
-    """The permutation ``np.lexsort((order, ts, keys))`` gives (``order`` is unique), in
-    linear time for event streams: a counting sort by key (conn * 2 + endpoint, below
-    ``n_keys``), then an insertion sort by (ts, order) inside each group, whose rows mostly
-    arrive in time order already."""
-    m = len(keys)
+def _correct_kernel(ev, keep, flags, trk, fin_timeout_ns, r_tw_skipped, r_fw2_expired):
+    """``corrected_events`` for the rows marked in ``keep``. Returns (buffer, rows used)."""
+    n_keys = len(flags)
+    m = len(ev)
     start = np.zeros(n_keys + 1, np.int64)
+    n_flagged = 0
     for i in range(m):
-        start[keys[i] + 1] += 1
+        if keep[i]:
+            k = ev[i, EV_CONN] * 2 + ev[i, EV_ENDPOINT]
+            start[k + 1] += 1
+            if flags[k] != 0:
+                n_flagged += 1
     for k in range(n_keys):
         start[k + 1] += start[k]
     pos = start[:n_keys].copy()
-    perm = np.empty(m, np.int64)
+    perm = np.empty(start[n_keys], np.int64)          # kept rows, by key, emission order
     for i in range(m):
-        k = keys[i]
-        perm[pos[k]] = i
-        pos[k] += 1
+        if keep[i]:
+            k = ev[i, EV_CONN] * 2 + ev[i, EV_ENDPOINT]
+            perm[pos[k]] = i
+            pos[k] += 1
+    # every flagged row may add one FIN_WAIT_1 row (crossed FINs)
+    out = np.empty((start[n_keys] + n_flagged, ev.shape[1]), ev.dtype)
+    ts = np.empty(len(out), np.int64)
+    order = np.empty(len(out), np.int64)
+    w = 0
+    width = ev.shape[1]
     for k in range(n_keys):
         a = start[k]
-        for j in range(a + 1, start[k + 1]):
-            x = perm[j]
-            tx = ts[x]
-            ox = order[x]
+        b = start[k + 1]
+        if a == b:
+            continue
+        g = w
+        if flags[k] == 0:
+            for j in range(a, b):
+                r = perm[j]
+                for c in range(width):
+                    out[w, c] = ev[r, c]
+                ts[w] = ev[r, EV_TS]
+                order[w] = 2 * r + 1
+                w += 1
+        else:
+            sub = np.empty((b - a, width), ev.dtype)
+            for j in range(a, b):
+                for c in range(width):
+                    sub[j - a, c] = ev[perm[j], c]
+            sub_keys = np.full(b - a, k, np.int64)
+            sub_keep = np.ones(b - a, np.bool_)
+            sub_extra = np.zeros(b - a, np.bool_)
+            _apply_kernel(sub, sub_keys, flags, trk, sub_keep, sub_extra, fin_timeout_ns,
+                          r_tw_skipped, r_fw2_expired)
+            for j in range(b - a):
+                r = perm[a + j]
+                if sub_extra[j]:
+                    # the FIN_WAIT_1 added for crossed FINs sorts just before its CLOSING
+                    for c in range(width):
+                        out[w, c] = sub[j, c]
+                    out[w, EV_STATE] = K.FIN_WAIT_1
+                    ts[w] = sub[j, EV_TS]
+                    order[w] = 2 * r
+                    w += 1
+                if sub_keep[j]:
+                    for c in range(width):
+                        out[w, c] = sub[j, c]
+                    ts[w] = sub[j, EV_TS]
+                    order[w] = 2 * r + 1
+                    w += 1
+        # time order inside the group (rows mostly arrive in it): insertion sort by (ts, order)
+        for j in range(g + 1, w):
+            tx = ts[j]
+            ox = order[j]
+            if ts[j - 1] < tx or (ts[j - 1] == tx and order[j - 1] < ox):
+                continue
+            row = out[j].copy()
             h = j - 1
-            while h >= a and (ts[perm[h]] > tx or (ts[perm[h]] == tx and order[perm[h]] > ox)):
-                perm[h + 1] = perm[h]
+            while h >= g and (ts[h] > tx or (ts[h] == tx and order[h] > ox)):
+                out[h + 1] = out[h]
+                ts[h + 1] = ts[h]
+                order[h + 1] = order[h]
                 h -= 1
-            perm[h + 1] = x
-    return perm
+            out[h + 1] = row
+            ts[h + 1] = tx
+            order[h + 1] = ox
+    return out, w
 
 
 def _unanswered_syn_ack_keep(ev: np.ndarray, trk: np.ndarray) -> np.ndarray | None:
