@@ -8,6 +8,7 @@ never pays pandas' import (~0.2 s of one core) or a copy of the table.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -52,10 +53,30 @@ class Coded:
 Column = "np.ndarray | Repeated | Coded"
 
 
-class Columns:
-    """Named columns of one length, in order. ``frame()`` is the pandas view (made once)."""
+class _FrameColumns(Mapping):
+    """A DataFrame's columns as NumPy arrays, made when asked for."""
 
-    def __init__(self, data: dict[str, Column], n: int | None = None) -> None:
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.frame[name].to_numpy()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.frame.columns)
+
+    def __len__(self) -> int:
+        return len(self.frame.columns)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.frame.columns
+
+
+class Columns:
+    """Named columns of one length, in order. ``frame()`` is the pandas view (made once; from
+    then on the DataFrame holds the data and the arrays it was made from are let go)."""
+
+    def __init__(self, data: Mapping[str, Column], n: int | None = None) -> None:
         self.data = data
         self.n = n if n is not None else (len(next(iter(data.values()))) if data else 0)
         self._frame: pd.DataFrame | None = None
@@ -63,7 +84,7 @@ class Columns:
     @classmethod
     def of_frame(cls, frame: pd.DataFrame) -> "Columns":
         """Wrap an existing DataFrame (tests, other readers): ``frame()`` returns it as is."""
-        cols = cls({name: frame[name].to_numpy() for name in frame.columns}, len(frame))
+        cols = cls(_FrameColumns(frame), len(frame))
         cols._frame = frame
         return cols
 
@@ -86,8 +107,10 @@ class Columns:
     def __setitem__(self, name: str, values: Column) -> None:
         if len(values) != self.n:
             raise ValueError(f"column {name} has {len(values)} rows, expected {self.n}")
-        self.data[name] = values
-        self._frame = None
+        if isinstance(self.data, _FrameColumns):
+            self._frame[name] = _plain(values)
+        else:
+            self.data[name] = values
 
     def frame(self) -> pd.DataFrame:
         if self._frame is None:
@@ -95,6 +118,7 @@ class Columns:
             cols = {name: (pd.Categorical([v.value] * v.n) if v.n else [])
                     if isinstance(v, Repeated) else _plain(v) for name, v in self.data.items()}
             self._frame = pd.DataFrame(cols, columns=list(self.data))
+            self.data = _FrameColumns(self._frame)
         return self._frame
 
     def arrow(self) -> pa.Table:
