@@ -15,7 +15,7 @@ from traceaudit.capture import CaptureStats, open_capture
 from traceaudit.capture.batch import DEFAULT_BATCH_ROWS
 from traceaudit.capture.prefetch import read_ahead
 from traceaudit.errors import CaptureError
-from traceaudit.flows import FLOW_COLUMNS, FlowBuilder
+from traceaudit.flows import FlowBuilder
 from traceaudit.flows.columns import Columns
 from traceaudit.tracking.excerpts import ExcerptRecorder, Excerpts
 from traceaudit.tracking.timeline import corrected_events
@@ -121,7 +121,7 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     if options.frames_soon:
         # pandas' import (~0.2 s) runs in a thread beside the compiled end-of-capture work
         # below, which releases the GIL
-        import_in_background("pandas")
+        _import_in_background("pandas")
     events = corrected_events(tracked)
     # the raw events are not read again: free them now (8 bytes x 6 an event)
     tracked = replace(tracked, events=np.empty((0, tracked.events.shape[1]), np.int64))
@@ -138,7 +138,7 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
                            zres.row_columns if zres is not None else None, kept)
 
 
-def import_in_background(module: str) -> None:
+def _import_in_background(module: str) -> None:
     """Start importing ``module`` in a thread; whoever imports it later waits for that import
     to finish (Python's per-module import lock)."""
     if module in sys.modules:

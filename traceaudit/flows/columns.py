@@ -97,13 +97,6 @@ class Columns:
     def __getitem__(self, name: str) -> np.ndarray:
         return _plain(self.data[name])
 
-    @property
-    def names(self) -> list[str]:
-        return list(self.data)
-
-    def items(self) -> Iterator[tuple[str, Column]]:
-        return iter(self.data.items())
-
     def __setitem__(self, name: str, values: Column) -> None:
         if len(values) != self.n:
             raise ValueError(f"column {name} has {len(values)} rows, expected {self.n}")
