@@ -21,6 +21,7 @@ from traceaudit.errors import TraceauditError
 from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures
 from traceaudit.report import flows as flow_report
 from traceaudit.report.output import write_output
+from traceaudit.retire import RetireOptions
 from traceaudit.tracking.tracker import TrackerConfig
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -47,12 +48,14 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                   tracker: TrackerConfig = TrackerConfig(),
                   each: Callable[[CaptureAnalysis], CaptureAnalysis] | None = None,
                   excerpts: bool = False,
-                  frames: bool = True) -> tuple[list[CaptureAnalysis], bool]:
+                  frames: bool = True,
+                  retire: bool = False) -> tuple[list[CaptureAnalysis], bool]:
     """Analyse every capture; report damage on stderr. Returns (analyses, any capture failed).
 
     ``each`` sees every analysis as soon as it is complete (and may slim it down) before the
     next capture is read. ``excerpts``: keep packets for ladder diagrams (only HTML draws them).
     ``frames``: the caller will use the DataFrames (pandas is imported while reading).
+    ``retire``: only the flow table is wanted; it is spilled as connections finish.
     """
     files = expand_paths(list(paths))
     if not files:
@@ -60,7 +63,8 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     from traceaudit.report.progress import CaptureProgress
 
     options = ReadOptions(reader=reader, verify_checksums=verify_checksums, tracker=tracker,
-                          excerpts=excerpts, frames_soon=frames)
+                          excerpts=excerpts, frames_soon=frames,
+                          retire=RetireOptions() if retire else None)
     results, failed = [], False
     with CaptureProgress(files) as progress:
         for analysis in analyze_captures(files, options, progress.update):
@@ -118,11 +122,18 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
         # only the flow tables are kept: each capture's tracker tables go as soon as it is read
         if fmt == "parquet" and output == "-":
             raise click.UsageError("--format parquet needs -o FILE")
-        # CSV and Parquet are written from the arrays: pandas is not needed for them
+        # CSV and Parquet are written from the arrays, pandas is not needed for them, and
+        # finished connections are spilled while reading (memory follows the open ones)
+        streamed = fmt in ("csv", "parquet")
         results, failed = read_captures(captures, reader, verify_checksums, each=_flows_only,
-                                        frames=fmt in ("table", "json"))
+                                        frames=not streamed, retire=streamed)
         tables = [r.table for r in results if len(r.table)]
-        write_output(output, flow_report.RENDERERS[fmt](tables))
+        try:
+            write_output(output, flow_report.RENDERERS[fmt](tables))
+        finally:
+            for r in results:
+                if hasattr(r.table, "close"):
+                    r.table.close()
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)

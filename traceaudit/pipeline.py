@@ -12,12 +12,15 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 
 from traceaudit.capture import CaptureStats, open_capture
-from traceaudit.capture.batch import DEFAULT_BATCH_ROWS
+from traceaudit.capture.batch import DEFAULT_BATCH_ROWS, PacketBatch
 from traceaudit.capture.prefetch import read_ahead
 from traceaudit.errors import CaptureError
 from traceaudit.flows import FlowBuilder
+from traceaudit.flows.table import Assignment
 from traceaudit.flows.columns import Columns
+from traceaudit.retire import RetireOptions
 from traceaudit.tracking.excerpts import ExcerptRecorder, Excerpts
+from traceaudit.tracking.kernel import N_TRK
 from traceaudit.tracking.timeline import corrected_events
 from traceaudit.tracking.tracker import ConnectionTracker, Tracked, TrackerConfig
 from traceaudit.tracking.zeek import (
@@ -29,6 +32,8 @@ from traceaudit.tracking.zeek import (
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from traceaudit.retire.spill import SpilledTable
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class ReadOptions:
     read_ahead: bool = True                     # decode the next batches in a second thread
     frames_soon: bool = True                    # the caller will want DataFrames (import pandas
                                                 # beside the end-of-capture kernels)
+    retire: RetireOptions | None = None         # flow table only, finished connections retired
+                                                # to a spill file while reading (memory flat)
 
 
 @dataclass
@@ -49,7 +56,8 @@ class CaptureAnalysis:
     """Everything learned from one capture file."""
 
     stats: CaptureStats
-    table: Columns               # FLOW_COLUMNS + the tracking columns (connections.py)
+    table: Columns | SpilledTable   # FLOW_COLUMNS + the tracking columns (connections.py);
+                                    # a SpilledTable from a retiring read
     tracked: Tracked             # raw tracker facts per connection
     events: np.ndarray           # corrected transition events, sorted by conn/endpoint/time
     zeek_table: Columns | None = None       # Zeek's connections (tracking/zeek.py), if enabled
@@ -57,7 +65,7 @@ class CaptureAnalysis:
 
     def __post_init__(self) -> None:
         # callers holding DataFrames (tests, tools) may pass them as they are
-        if not isinstance(self.table, Columns):
+        if not isinstance(self.table, Columns) and not hasattr(self.table, "chunks"):
             self.table = Columns.of_frame(self.table)
         if self.zeek_table is not None and not isinstance(self.zeek_table, Columns):
             self.zeek_table = Columns.of_frame(self.zeek_table)
@@ -83,39 +91,19 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
                     progress: ProgressHook | None = None) -> CaptureAnalysis:
     """Read one capture: flow table, trackers, timelines. Never raises for a bad file: see
     ``stats.error`` (what was read before the damage is still analysed)."""
-    # a Zeek view run without -C needs each segment's checksum verdict: the native reader marks
-    # it per row (seg_flags); for other readers a verifying second read tells (stopgap)
-    marks = options.zeek is not None and not options.zeek.ignore_checksums
-    source = open_capture(path, reader=options.reader, verify_checksums=options.verify_checksums,
-                          batch_rows=options.batch_rows, seg_flags=marks)
-    builder = FlowBuilder()
-    tracker = ConnectionTracker(options.tracker)
-    excerpts = ExcerptRecorder() if options.excerpts else None
-    zeek = ZeekTracker(options.zeek) if options.zeek is not None else None
-    ok_frames = None
-    if marks and not options.verify_checksums and options.reader != "native":
-        ok_frames = checksum_ok_frames(path, reader=options.reader,
-                                       batch_rows=options.batch_rows)
-    # the built-in reader decodes ahead in its own thread (its kernels release the GIL); the
-    # tshark reader drives an event loop of its own and stays in this one
-    batches = (read_ahead(source.batches) if options.read_ahead and options.reader == "native"
-               else source.batches())
+    if options.retire is not None:
+        return _retiring_read(path, options, progress)
+    stages = _Stages(path, options)
+    source = stages.source
     try:
-        for batch in batches:
-            assignment = builder.add(batch)
-            tracker.add(batch, assignment, builder)
-            if excerpts is not None:
-                excerpts.add(batch, assignment, builder)
-            if zeek is not None:
-                seg = batch.columns.get("seg_flags")
-                if ok_frames is not None:
-                    marks = seg_flags_from_ok_frames(batch["frame"], ok_frames)
-                    seg = marks if seg is None else (seg | marks)
-                zeek.add(batch, assignment, builder, seg)
+        for batch in stages.batches():
+            stages.add(batch)
             if progress:
                 progress(source.stats)
     except CaptureError as exc:
         source.stats.error = exc
+    builder, tracker, excerpts, zeek = stages.builder, stages.tracker, stages.excerpts, stages.zeek
+    del stages
     tracked = tracker.finish(builder.n_conns, source.stats.last_ts_ns)
     del tracker
     if options.frames_soon:
@@ -136,6 +124,102 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     flows = add_tracking_columns(table, tracked, events, zres)
     return CaptureAnalysis(source.stats, flows, tracked, events,
                            zres.row_columns if zres is not None else None, kept)
+
+
+class _Stages:
+    """One read of a capture through the streaming stages (flows, trackers, Zeek view,
+    excerpts), batch by batch."""
+
+    def __init__(self, path: str | Path, options: ReadOptions, excerpts: bool | None = None):
+        # a Zeek view run without -C needs each segment's checksum verdict: the native reader
+        # marks it per row (seg_flags); for other readers a verifying second read tells
+        self.options = options
+        self.marks = options.zeek is not None and not options.zeek.ignore_checksums
+        self.source = open_capture(path, reader=options.reader,
+                                   verify_checksums=options.verify_checksums,
+                                   batch_rows=options.batch_rows, seg_flags=self.marks)
+        self.builder = FlowBuilder()
+        self.tracker = ConnectionTracker(options.tracker)
+        keep = options.excerpts if excerpts is None else excerpts
+        self.excerpts = ExcerptRecorder() if keep else None
+        self.zeek = ZeekTracker(options.zeek) if options.zeek is not None else None
+        self.ok_frames = None
+        if self.marks and not options.verify_checksums and options.reader != "native":
+            self.ok_frames = checksum_ok_frames(path, reader=options.reader,
+                                                batch_rows=options.batch_rows)
+
+    def batches(self) -> Iterator[PacketBatch]:
+        # the built-in reader decodes ahead in its own thread (its kernels release the GIL); the
+        # tshark reader drives an event loop of its own and stays in this one
+        if self.options.read_ahead and self.options.reader == "native":
+            return read_ahead(self.source.batches)
+        return self.source.batches()
+
+    def add(self, batch: PacketBatch) -> Assignment:
+        assignment = self.builder.add(batch)
+        self.tracker.add(batch, assignment, self.builder)
+        if self.excerpts is not None:
+            self.excerpts.add(batch, assignment, self.builder)
+        if self.zeek is not None:
+            seg = batch.columns.get("seg_flags")
+            if self.ok_frames is not None:
+                marks = seg_flags_from_ok_frames(batch["frame"], self.ok_frames)
+                seg = marks if seg is None else (seg | marks)
+            self.zeek.add(batch, assignment, self.builder, seg)
+        return assignment
+
+
+def _retiring_read(path: str | Path, options: ReadOptions,
+                   progress: ProgressHook | None) -> CaptureAnalysis:
+    """``analyze_capture`` for the flow table alone, with finished connections retired to a
+    spill file as the read goes (``traceaudit.retire``)."""
+    from traceaudit.retire.spill import SpilledTable
+    from traceaudit.retire.sweep import Retirer, TupleSet, finish_live
+    stages = _Stages(path, options, excerpts=False)
+    source = stages.source
+    spill = SpilledTable(str(path), zeek=options.zeek is not None)
+    retirer = Retirer(spill, options.retire)
+    last_frame = 0
+    try:
+        for batch in stages.batches():
+            slots, conns = stages.builder.n_slots, stages.builder.n_conns
+            assignment = stages.add(batch)
+            retirer.after_batch(batch, assignment, stages.builder, slots, conns,
+                                stages.tracker, stages.zeek)
+            if len(batch):
+                last_frame = int(batch["frame"][-1])
+            if progress:
+                progress(source.stats)
+    except CaptureError as exc:
+        source.stats.error = exc
+    end_ts = source.stats.last_ts_ns or 0
+    finish_live(retirer, stages.builder, stages.tracker, stages.zeek, end_ts)
+    del stages
+    if retirer.suspects:
+        _repair(path, options, retirer, TupleSet(np.concatenate(retirer.suspects)), last_frame,
+                end_ts)
+    tracked = Tracked(np.empty((0, N_TRK), np.int64), np.empty((0, 6), np.int64), end_ts,
+                      options.tracker)
+    return CaptureAnalysis(source.stats, spill, tracked, np.empty((0, 6), np.int64))
+
+
+def _repair(path: str | Path, options: ReadOptions, retirer, tuples, last_frame: int,
+            end_ts: int) -> None:
+    """Read the capture again for the 4-tuples that came back after retiring, without
+    retiring; their rows replace the first read's."""
+    from traceaudit.retire.sweep import finish_live
+    stages = _Stages(path, options, excerpts=False)
+    try:
+        for batch in stages.batches():
+            rows = tuples.batch_rows(batch) & (batch["frame"] <= last_frame)
+            if rows.any():
+                stages.add(PacketBatch({k: v[rows] for k, v in batch.columns.items()}))
+            if len(batch) and batch["frame"][-1] >= last_frame:
+                break
+    except CaptureError:
+        pass                                # the same damage as the first read: same packets
+    retirer.spill.drop_first_read(tuples.record_rows)
+    finish_live(retirer, stages.builder, stages.tracker, stages.zeek, end_ts, repair=True)
 
 
 def _import_in_background(module: str) -> None:

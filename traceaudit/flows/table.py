@@ -103,44 +103,72 @@ class FlowBuilder:
 
     def columns(self, capture: str) -> Columns:
         """The flow table so far as NumPy columns (``FLOW_COLUMNS``, in order)."""
-        c = self.conn[:self.n_conns]
+        return flow_columns(self.raw(slice(0, self.n_conns)), capture, 0)
+
+    def raw(self, rows: np.ndarray | slice) -> dict[str, np.ndarray]:
+        """``RAW_FIELDS`` of connections ``rows``: integers only, a fixed-width record each."""
+        c = self.conn[rows]
         s = self.slots[c[:, A.F_SLOT]]
         client_is_a = c[:, A.F_CLIENT_IS_A] == 1
-        a_hi, a_lo = s[:, A.S_A_HI], s[:, A.S_A_LO]
-        b_hi, b_lo = s[:, A.S_B_HI], s[:, A.S_B_LO]
-        ipv = c[:, A.F_IPV]
-        c_hi = np.where(client_is_a, a_hi, b_hi)
-        c_lo = np.where(client_is_a, a_lo, b_lo)
-        s_hi = np.where(client_is_a, b_hi, a_hi)
-        s_lo = np.where(client_is_a, b_lo, a_lo)
-        cols: dict[str, np.ndarray | Repeated] = {
-            "id": np.arange(self.n_conns, dtype=np.int64),
-            "capture": Repeated(capture, self.n_conns),
-            "client_ip": format_addresses(c_hi, c_lo, ipv),
-            "client_port": np.where(client_is_a, s[:, A.S_A_PORT], s[:, A.S_B_PORT]).astype(
-                np.int32),
-            "server_ip": format_addresses(s_hi, s_lo, ipv),
-            "server_port": np.where(client_is_a, s[:, A.S_B_PORT], s[:, A.S_A_PORT]).astype(
-                np.int32),
-            "ip_version": ipv.astype(np.int8),
-            "orientation_guessed": c[:, A.F_GUESSED] == 1,
-            "tunneled": c[:, A.F_TUNNELED] == 1,
-            "start_ts": _seconds(c[:, A.F_FIRST_TS]),
-            "end_ts": _seconds(c[:, A.F_LAST_TS]),
-            "first_frame": c[:, A.F_FIRST_FRAME],
-            "last_frame": c[:, A.F_LAST_FRAME],
+        a, b = (client_is_a, ~client_is_a)
+        raw = {
+            "c_hi": np.where(a, s[:, A.S_A_HI], s[:, A.S_B_HI]),
+            "c_lo": np.where(a, s[:, A.S_A_LO], s[:, A.S_B_LO]),
+            "s_hi": np.where(b, s[:, A.S_A_HI], s[:, A.S_B_HI]),
+            "s_lo": np.where(b, s[:, A.S_A_LO], s[:, A.S_B_LO]),
+            "client_port": np.where(a, s[:, A.S_A_PORT], s[:, A.S_B_PORT]),
+            "server_port": np.where(a, s[:, A.S_B_PORT], s[:, A.S_A_PORT]),
         }
-        for d, side in enumerate(("client", "server")):
-            cols[f"{side}_packets"] = c[:, A.F_PKTS + d]
-            cols[f"{side}_bytes"] = c[:, A.F_BYTES + d]
-            cols[f"{side}_payload"] = c[:, A.F_PAYLOAD + d]
-        for d, side in enumerate(("client", "server")):
-            sent = c[:, A.F_DIR_FIRST_FRAME + d] >= 0
-            cols[f"{side}_first_ts"] = np.where(sent, _seconds(c[:, A.F_DIR_FIRST_TS + d]), np.nan)
-            cols[f"{side}_last_ts"] = np.where(sent, _seconds(c[:, A.F_DIR_LAST_TS + d]), np.nan)
-            cols[f"{side}_first_frame"] = c[:, A.F_DIR_FIRST_FRAME + d]
-            cols[f"{side}_last_frame"] = np.where(sent, c[:, A.F_DIR_LAST_FRAME + d], -1)
-        return Columns({name: cols[name] for name in FLOW_COLUMNS}, self.n_conns)
+        for name, field in _RAW_CONN_FIELDS.items():
+            raw[name] = c[:, field]
+        return raw
+
+
+#: Raw per-connection fields (int64) a flow row is made from; ``flow_columns`` formats them.
+_RAW_CONN_FIELDS = {
+    "ipv": A.F_IPV, "guessed": A.F_GUESSED, "tunneled": A.F_TUNNELED,
+    "first_ts": A.F_FIRST_TS, "last_ts": A.F_LAST_TS,
+    "first_frame": A.F_FIRST_FRAME, "last_frame": A.F_LAST_FRAME,
+    **{f"{name}{d}": base + d for d in (0, 1) for name, base in (
+        ("pkts", A.F_PKTS), ("bytes", A.F_BYTES), ("payload", A.F_PAYLOAD),
+        ("dir_first_ts", A.F_DIR_FIRST_TS), ("dir_last_ts", A.F_DIR_LAST_TS),
+        ("dir_first_frame", A.F_DIR_FIRST_FRAME), ("dir_last_frame", A.F_DIR_LAST_FRAME))},
+}
+RAW_FIELDS = ["c_hi", "c_lo", "s_hi", "s_lo", "client_port", "server_port",
+              *_RAW_CONN_FIELDS]
+
+
+def flow_columns(raw, capture: str, first_id: int) -> Columns:
+    """``FLOW_COLUMNS`` from raw fields (a dict of arrays or a record array), ids counted from
+    ``first_id``."""
+    n = len(raw["first_frame"])
+    ipv = raw["ipv"]
+    cols: dict[str, np.ndarray | Repeated] = {
+        "id": np.arange(first_id, first_id + n, dtype=np.int64),
+        "capture": Repeated(capture, n),
+        "client_ip": format_addresses(raw["c_hi"], raw["c_lo"], ipv),
+        "client_port": raw["client_port"].astype(np.int32),
+        "server_ip": format_addresses(raw["s_hi"], raw["s_lo"], ipv),
+        "server_port": raw["server_port"].astype(np.int32),
+        "ip_version": ipv.astype(np.int8),
+        "orientation_guessed": raw["guessed"] == 1,
+        "tunneled": raw["tunneled"] == 1,
+        "start_ts": _seconds(raw["first_ts"]),
+        "end_ts": _seconds(raw["last_ts"]),
+        "first_frame": raw["first_frame"],
+        "last_frame": raw["last_frame"],
+    }
+    for d, side in enumerate(("client", "server")):
+        cols[f"{side}_packets"] = raw[f"pkts{d}"]
+        cols[f"{side}_bytes"] = raw[f"bytes{d}"]
+        cols[f"{side}_payload"] = raw[f"payload{d}"]
+    for d, side in enumerate(("client", "server")):
+        sent = raw[f"dir_first_frame{d}"] >= 0
+        cols[f"{side}_first_ts"] = np.where(sent, _seconds(raw[f"dir_first_ts{d}"]), np.nan)
+        cols[f"{side}_last_ts"] = np.where(sent, _seconds(raw[f"dir_last_ts{d}"]), np.nan)
+        cols[f"{side}_first_frame"] = raw[f"dir_first_frame{d}"]
+        cols[f"{side}_last_frame"] = np.where(sent, raw[f"dir_last_frame{d}"], -1)
+    return Columns({name: cols[name] for name in FLOW_COLUMNS}, n)
 
 
 def _grow(arr: np.ndarray, rows: int) -> np.ndarray:

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    Tables = Sequence[Columns | pd.DataFrame]
+    from traceaudit.retire.spill import SpilledTable
+
+    Tables = Sequence[Columns | SpilledTable | pd.DataFrame]
 
 FORMATS = ("table", "csv", "json", "parquet")
 CSV_ROWS = 16_384
@@ -51,17 +53,21 @@ def render_csv(tables: Tables) -> Iterator[bytes]:
     import pyarrow as pa
     import pyarrow.csv as pa_csv
     header = True
-    for table in _arrow_tables(tables):
+    for chunks in _arrow_tables(tables):
         pieces = _Pieces()
-        options = pa_csv.WriteOptions(quoting_style="needed", quoting_header="none",
-                                      include_header=header)
-        writer = pa_csv.CSVWriter(pa.PythonFile(pieces, mode="w"), table.schema,
-                                  write_options=options)
-        header = False
-        for start in range(0, table.num_rows, CSV_ROWS):
-            writer.write_table(table.slice(start, CSV_ROWS))
-            yield from pieces.take()
-        writer.close()
+        writer = None
+        for table in chunks:
+            if writer is None:
+                options = pa_csv.WriteOptions(quoting_style="needed", quoting_header="none",
+                                              include_header=header)
+                writer = pa_csv.CSVWriter(pa.PythonFile(pieces, mode="w"), table.schema,
+                                          write_options=options)
+                header = False
+            for start in range(0, table.num_rows, CSV_ROWS):
+                writer.write_table(table.slice(start, CSV_ROWS))
+                yield from pieces.take()
+        if writer is not None:
+            writer.close()
         yield from pieces.take()
 
 
@@ -97,28 +103,37 @@ def render_json(tables: Tables) -> str:
     return json.dumps(records, indent=1) + "\n"
 
 
-def render_parquet(tables: Tables) -> bytes:
+def render_parquet(tables: Tables) -> Iterator[bytes]:
+    """Parquet written chunk by chunk (a row group each), handed out as it is written."""
     import pyarrow as pa
     import pyarrow.parquet as pa_parquet
-    buf = pa.BufferOutputStream()
-    pa_parquet.write_table(pa.concat_tables(_arrow_tables(tables)), buf)
-    return buf.getvalue().to_pybytes()
+    pieces = _Pieces()
+    writer = None
+    for chunks in _arrow_tables(tables):
+        for table in chunks:
+            if writer is None:
+                writer = pa_parquet.ParquetWriter(pa.PythonFile(pieces, mode="w"), table.schema)
+            writer.write_table(table)
+            yield from pieces.take()
+    writer.close()
+    yield from pieces.take()
 
 
-def _arrow_tables(tables: Tables) -> list[pa.Table]:
-    """One Arrow table per capture; with no capture, an empty one of the flow columns."""
+def _arrow_tables(tables: Tables) -> Iterator[Iterator[pa.Table]]:
+    """Per capture, its Arrow tables (one, or a chunk at a time from a spilled table); with no
+    capture, an empty table of the flow columns."""
     if not tables:
-        return [_empty_columns().arrow()]
-    return [_columns(t).arrow() for t in tables]
-
-
-def _columns(table: Columns | pd.DataFrame) -> Columns:
-    return table if isinstance(table, Columns) else Columns.of_frame(table)
+        yield iter([_empty_columns().arrow()])
+    for t in tables:
+        if hasattr(t, "chunks"):
+            yield (c.arrow() for c in t.chunks())
+        else:
+            yield iter([(t if isinstance(t, Columns) else Columns.of_frame(t)).arrow()])
 
 
 def _frame(tables: Tables) -> pd.DataFrame:
     import pandas as pd
-    frames = [t.frame() if isinstance(t, Columns) else t for t in tables]
+    frames = [t if isinstance(t, pd.DataFrame) else t.frame() for t in tables]
     if not frames:
         return _empty_columns().frame()
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)

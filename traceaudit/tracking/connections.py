@@ -37,11 +37,11 @@ TRACKING_COLUMNS: dict[str, str] = {
                     "then upper case for the server)",
 }
 
-_STATE_NAMES = np.array([s.name for s in sorted(EndpointState, key=int)], dtype=object)
+STATE_NAMES = np.array([s.name for s in sorted(EndpointState, key=int)], dtype=object)
 
 
 def state_names(values: np.ndarray) -> np.ndarray:
-    return _STATE_NAMES[values + 1]          # UNSEEN is -1
+    return STATE_NAMES[values + 1]          # UNSEEN is -1
 
 
 def add_tracking_columns(flows: FlowTable, tracked: Tracked, events: np.ndarray,
@@ -59,8 +59,8 @@ def tracking_columns(n: int, tracked: Tracked, events: np.ndarray,
     final = final_states(events, n)
     trk = tracked.trk[:n]
     cols: dict[str, np.ndarray | Coded] = {
-        "client_state": Coded(final[:, 0] + 1, _STATE_NAMES),     # UNSEEN is -1
-        "server_state": Coded(final[:, 1] + 1, _STATE_NAMES),
+        "client_state": Coded(final[:, 0] + 1, STATE_NAMES),     # UNSEEN is -1
+        "server_state": Coded(final[:, 1] + 1, STATE_NAMES),
         "close_role": Coded(close_role_codes(trk), ROLE_LABELS),
         "close_kind": Coded(close_kind_codes(trk), KIND_LABELS),
         "midstream": trk[:, K.K_MIDSTREAM] == 1,

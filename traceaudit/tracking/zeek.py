@@ -237,22 +237,33 @@ class ZeekTracker:
         out = self.out[:n]
         n_conns = flows.n_conns
         client_is_a = flows.conn[:n_conns, A.F_CLIENT_IS_A] == 1
-        hist = _history_strings(self.out_hist[:n])
+        hist = history_strings(self.out_hist[:n])
         states = np.array(ZK.CONN_STATES, dtype=object)[out[:, ZK.O_STATE]] if n else \
             np.empty(0, object)
         rows = self._rows(flows, out, hist, states, client_is_a, flow_table)
         zrow = self.our_zrow[:n_conns]
-        seen = zrow >= 0
-        if n:
-            zr = np.where(seen, zrow, 0)
-            conn_state = np.where(seen, out[zr, ZK.O_STATE], len(ZK.CONN_STATES))
-            history = np.where(seen, hist[zr], "").astype(object)
-            flipped = seen & ((out[zr, ZK.O_ORIG_IS_A] == 1) != client_is_a)
-        else:
-            conn_state = np.full(n_conns, len(ZK.CONN_STATES), np.int64)
-            history = np.full(n_conns, "", object)
-            flipped = np.zeros(n_conns, bool)
+        conn_state, hist_bytes, flipped = self.conn_view(zrow, client_is_a)
+        history = history_strings(hist_bytes)
         return ZeekResult(rows, conn_state, history, flipped, zrow)
+
+    def conn_view(self, zrow: np.ndarray, client_is_a: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per our connection, from the Zeek row holding its last packet (``zrow``, -1 none):
+        conn_state code (``len(CONN_STATES)`` where Zeek never saw it), history letters
+        (uint8 rows of HMAX, NUL-padded) and whether Zeek's originator is our server."""
+        seen = zrow >= 0
+        zr = np.where(seen, zrow, 0)
+        if not int(self.st[0]):
+            zr = zr[:0]
+        out = self.out
+        conn_state = np.full(len(zrow), len(ZK.CONN_STATES), np.int64)
+        hist = np.zeros((len(zrow), ZK.HMAX), np.uint8)
+        flipped = np.zeros(len(zrow), bool)
+        if len(zr):
+            conn_state[seen] = out[zr[seen], ZK.O_STATE]
+            hist[seen] = self.out_hist[zr[seen]]
+            flipped = seen & ((out[zr, ZK.O_ORIG_IS_A] == 1) != client_is_a)
+        return conn_state, hist, flipped
 
     @staticmethod
     def _rows(flows: FlowBuilder, out: np.ndarray, hist: np.ndarray, states: np.ndarray,
@@ -292,7 +303,7 @@ class ZeekTracker:
         return Columns({name: cols[name] for name in ZEEK_ROW_COLUMNS}, len(out))
 
 
-def _history_strings(hist: np.ndarray) -> np.ndarray:
+def history_strings(hist: np.ndarray) -> np.ndarray:
     """Rows of letter bytes → str objects (NUL padding dropped by the fixed-width bytes view)."""
     if not len(hist):
         return np.empty(0, object)

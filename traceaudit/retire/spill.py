@@ -1,0 +1,110 @@
+"""Spilled records of one capture, merged back in order of first frame.
+
+Records are written to one unlinked temporary file in *segments*: each retirement sweep writes
+its records grouped by bucket (``BUCKET_FRAMES`` consecutive first-frame numbers). At the end a
+bucket's segments are read together and sorted, so reading back holds one bucket's rows at a
+time, whatever the capture's length.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Iterator
+
+import numpy as np
+
+from traceaudit.flows.columns import Coded, Columns, Repeated
+from traceaudit.retire.records import RECORD, record_columns
+
+BUCKET_FRAMES = 1 << 18
+
+
+class SpilledTable:
+    """A flow table kept on disk (``CaptureAnalysis.table`` of a retiring read)."""
+
+    def __init__(self, capture: str, zeek: bool) -> None:
+        self.capture = capture
+        self.zeek = zeek
+        self._file = tempfile.TemporaryFile(prefix="traceaudit-spill-")
+        self._segments: list[tuple[int, int, int, bool]] = []   # bucket, offset, rows, repair
+        self._end = 0
+        self._rows = 0
+        self._drop = None                # selects first-read rows to drop (repaired tuples)
+        self._dropped = 0
+
+    def append(self, records: np.ndarray, repair: bool = False) -> None:
+        """Add records sorted by first frame (``repair``: rows of the filtered second read)."""
+        if not len(records):
+            return
+        bucket = records["first_frame"] // BUCKET_FRAMES
+        cuts = np.flatnonzero(np.diff(bucket)) + 1
+        self._file.seek(self._end)
+        for part in np.split(records, cuts):
+            data = part.tobytes()
+            self._file.write(data)
+            self._segments.append((int(part["first_frame"][0] // BUCKET_FRAMES), self._end,
+                                   len(part), repair))
+            self._end += len(data)
+        self._rows += len(records)
+
+    def drop_first_read(self, select) -> None:
+        """Rows of the first read for which ``select(records)`` is True are replaced by the
+        repair read's rows (appended with ``repair=True``)."""
+        self._drop = select
+        self._dropped = sum(int(select(part).sum()) for part, repair in self._read_all()
+                            if not repair)
+
+    def _read_all(self) -> Iterator[tuple[np.ndarray, bool]]:
+        for _, offset, rows, repair in self._segments:
+            yield self._read(offset, rows), repair
+
+    def _read(self, offset: int, rows: int) -> np.ndarray:
+        self._file.seek(offset)
+        return np.frombuffer(self._file.read(rows * RECORD.itemsize), RECORD)
+
+    def __len__(self) -> int:
+        return self._rows - self._dropped
+
+    def chunks(self) -> Iterator[Columns]:
+        """The rows in order of first frame, a bucket at a time, with their ids."""
+        by_bucket: dict[int, list[tuple[int, int, bool]]] = {}
+        for bucket, offset, rows, repair in self._segments:
+            by_bucket.setdefault(bucket, []).append((offset, rows, repair))
+        first_id = 0
+        for bucket in sorted(by_bucket):
+            parts = []
+            for offset, rows, repair in by_bucket[bucket]:
+                part = self._read(offset, rows)
+                if self._drop is not None and not repair:
+                    part = part[~self._drop(part)]
+                parts.append(part)
+            rec = np.concatenate(parts)
+            rec = rec[np.argsort(rec["first_frame"], kind="stable")]
+            if len(rec):
+                yield record_columns(rec, self.capture, first_id, self.zeek)
+                first_id += len(rec)
+
+    def columns(self) -> Columns:
+        """All rows as one in-memory table (the small formats: terminal table, JSON)."""
+        chunks = list(self.chunks())
+        if not chunks:
+            return record_columns(np.zeros(0, RECORD), self.capture, 0, self.zeek)
+        if len(chunks) == 1:
+            return chunks[0]
+        return Columns({name: _concat([c.data[name] for c in chunks]) for name in chunks[0].data},
+                       sum(len(c) for c in chunks))
+
+    def frame(self):
+        return self.columns().frame()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _concat(parts):
+    first = parts[0]
+    if isinstance(first, Repeated):
+        return Repeated(first.value, sum(p.n for p in parts))
+    if isinstance(first, Coded):
+        return Coded(np.concatenate([p.codes for p in parts]), first.labels)
+    return np.concatenate(parts)

@@ -1,0 +1,209 @@
+"""The retirement sweep: between batches, rows that may retire are written out as records and
+compacted away from the flow builder, the trackers and the Zeek view."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from traceaudit.capture.batch import PacketBatch
+from traceaudit.flows import assign as A
+from traceaudit.flows.table import Assignment, FlowBuilder
+from traceaudit.retire import RetireOptions
+from traceaudit.retire import kernels as RK
+from traceaudit.retire.records import make_records
+from traceaudit.retire.spill import SpilledTable
+from traceaudit.tracking import kernel as K
+from traceaudit.tracking import zeek_kernel as ZK
+from traceaudit.tracking.timeline import corrected_events
+from traceaudit.tracking.tracker import EV_CONN, ConnectionTracker, Tracked
+from traceaudit.tracking.zeek import ZeekTracker
+
+
+class Retirer:
+    """Runs the sweeps of one capture and remembers what retired."""
+
+    def __init__(self, spill: SpilledTable, options: RetireOptions = RetireOptions()) -> None:
+        self.spill = spill
+        self.options = options
+        self.grace = int(options.grace_s * 1e9)
+        self.bits = np.zeros(max(1, options.bloom_bits // 64), np.uint64)
+        self.suspects: list[np.ndarray] = []      # slot-shaped rows of returning 4-tuples
+        self.retired = 0
+        self.now = np.iinfo(np.int64).min
+        self._unswept = 0
+
+    def after_batch(self, batch: PacketBatch, assignment: Assignment, builder: FlowBuilder,
+                    slots_before: int, conns_before: int, tracker: ConnectionTracker,
+                    zeek: ZeekTracker | None) -> None:
+        """Call once a batch went through every stage."""
+        if not len(batch):
+            return
+        self.now = max(self.now, int(batch["ts_ns"].max()))
+        if self.retired and builder.n_slots > slots_before:
+            hit = RK.returning_slots(self.bits, assignment.conn, assignment.from_client,
+                                     batch["flags"], batch["seq"], builder.conn, builder.slots,
+                                     slots_before, conns_before, builder.n_conns)
+            if hit.any():
+                conns = np.flatnonzero(hit) + conns_before
+                self.suspects.append(builder.slots[builder.conn[conns, A.F_SLOT]].copy())
+        self._unswept += len(batch)
+        if self._unswept >= self.options.sweep_rows:
+            self._unswept = 0
+            self.sweep(builder, tracker, zeek)
+
+    def sweep(self, builder: FlowBuilder, tracker: ConnectionTracker,
+              zeek: ZeekTracker | None) -> None:
+        n, ns = builder.n_conns, builder.n_slots
+        if not n:
+            return
+        if zeek is not None:
+            ZK.sweep(zeek.zc, zeek.out, zeek.out_hist, zeek.slot_live, zeek.free, zeek.st,
+                     zeek.prm)
+        need = tracker._n_ev + 2 * n + 1
+        if need > len(tracker._ev):
+            tracker._grow_events(need)
+        retire = np.zeros(n, np.bool_)
+        freed = np.zeros(ns, np.bool_)
+        empty = np.empty(0, np.int64)
+        tracker._n_ev = RK.select_retirable(
+            builder.conn, n, builder.slots, ns, tracker.trk,
+            zeek.our_zrow if zeek is not None else empty,
+            zeek.out if zeek is not None else np.empty((0, ZK.NO), np.int64),
+            zeek.slot_live if zeek is not None else empty, self.now, self.grace,
+            tracker.msl2, tracker._ev, tracker._n_ev, retire, freed)
+        rows = np.flatnonzero(retire)
+        if not len(rows):
+            return
+        RK.remember_retired(self.bits, builder.conn, builder.slots, np.flatnonzero(freed))
+        self.spill.append(records_of(rows, builder, tracker, zeek, self.now))
+        self.retired += len(rows)
+        _compact(retire, freed, builder, tracker, zeek)
+
+
+def records_of(rows: np.ndarray, builder: FlowBuilder, tracker: ConnectionTracker,
+               zeek: ZeekTracker | None, end_ts_ns: int) -> np.ndarray:
+    """Output records of connections ``rows`` (their events are taken from the tracker's
+    buffer as they are: TIME_WAITs must have been expired by the caller)."""
+    k = len(rows)
+    local = np.full(builder.n_conns, -1, np.int64)
+    local[rows] = np.arange(k)
+    ev = tracker._ev[:tracker._n_ev]
+    ev = ev[local[ev[:, EV_CONN]] >= 0]
+    ev[:, EV_CONN] = local[ev[:, EV_CONN]]
+    tracked = Tracked(tracker.trk[rows], ev, end_ts_ns, tracker.config)
+    view = None
+    if zeek is not None:
+        client_is_a = builder.conn[rows, A.F_CLIENT_IS_A] == 1
+        view = zeek.conn_view(zeek.our_zrow[rows], client_is_a)
+    return make_records(builder.raw(rows), tracked, corrected_events(tracked), view)
+
+
+def _remap(values: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Old row numbers → new ones (-1 stays -1; so does a row that went)."""
+    return np.where(values >= 0, new[np.maximum(values, 0)], -1)
+
+
+def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
+             tracker: ConnectionTracker, zeek: ZeekTracker | None) -> None:
+    """Remove the retired rows and freed slots from every working table, keeping order, and
+    renumber every reference to them."""
+    n, ns = builder.n_conns, builder.n_slots
+    keep = ~retire
+    new = np.cumsum(keep) - 1
+    new[retire] = -1
+    k = int(keep.sum())
+    conn = builder.conn[:n][keep]
+    conn[:, A.F_PREV] = _remap(conn[:, A.F_PREV], new)
+    trk = tracker.trk[:n][keep]
+    trk[:, K.K_PREV] = _remap(trk[:, K.K_PREV], new)
+    builder.conn[:k] = conn
+    tracker.trk[:k] = trk
+    tracker.trk[k:n] = 0                # K_INIT 0: the kernel initialises a new row
+    ev = tracker._ev[:tracker._n_ev]
+    ev = ev[keep[ev[:, EV_CONN]]]
+    ev[:, EV_CONN] = new[ev[:, EV_CONN]]
+    tracker._ev[:len(ev)] = ev
+    tracker._n_ev = len(ev)
+
+    slot_keep = ~freed
+    snew = np.cumsum(slot_keep) - 1
+    snew[freed] = -1
+    ks = int(slot_keep.sum())
+    slots = builder.slots[:ns][slot_keep]
+    slots[:, A.S_CONN] = _remap(slots[:, A.S_CONN], new)
+    builder.slots[:ks] = slots
+    builder.conn[:k, A.F_SLOT] = snew[builder.conn[:k, A.F_SLOT]]
+    builder.ht.fill(-1)
+    A.rebuild_table(builder.ht, builder.slots, ks)
+    builder.n_conns, builder.n_slots = k, ks
+    if zeek is not None:
+        _compact_zeek(zeek, keep, new, k, n, slot_keep, snew, ks, ns)
+
+
+def _compact_zeek(zeek: ZeekTracker, keep: np.ndarray, new: np.ndarray, k: int, n: int,
+                  slot_keep: np.ndarray, snew: np.ndarray, ks: int, ns: int) -> None:
+    """The Zeek view's part: output rows still live or read by a kept connection stay."""
+    our = zeek.our_zrow[:n][keep]
+    used = int(zeek.st[0])
+    out = zeek.out[:used]
+    live = out[:, ZK.O_LIVE] >= 0
+    okeep = live.copy()
+    okeep[our[our >= 0]] = True
+    onew = np.cumsum(okeep) - 1
+    ko = int(okeep.sum())
+    z_live = out[live, ZK.O_LIVE]
+    zeek.zc[z_live, ZK.Z_ROW] = onew[zeek.zc[z_live, ZK.Z_ROW]]
+    zeek.zc[z_live, ZK.Z_SLOT] = snew[zeek.zc[z_live, ZK.Z_SLOT]]
+    kept_out = out[okeep]
+    kept_out[:, ZK.O_SLOT] = snew[kept_out[:, ZK.O_SLOT]]
+    kept_out[:, ZK.O_CONN] = _remap(kept_out[:, ZK.O_CONN], new)
+    kept_hist = zeek.out_hist[:used][okeep]
+    zeek.out[:ko] = kept_out
+    zeek.out[ko:used] = 0
+    zeek.out_hist[:ko] = kept_hist
+    zeek.out_hist[ko:used] = 0          # a new row's history is read up to its first NUL
+    zeek.st[0] = ko
+    zeek.our_zrow[:k] = _remap(our, onew)
+    zeek.our_zrow[k:n] = -1
+    slot_live = zeek.slot_live[:ns][slot_keep]
+    zeek.slot_live[:ks] = slot_live
+    zeek.slot_live[ks:ns] = -1
+
+
+def finish_live(retirer: Retirer, builder: FlowBuilder, tracker: ConnectionTracker,
+                zeek: ZeekTracker | None, end_ts_ns: int, repair: bool = False) -> None:
+    """Capture end: the rows still live are finished as in a normal read and spilled."""
+    n = builder.n_conns
+    need = tracker._n_ev + 2 * n + 1
+    if need > len(tracker._ev):
+        tracker._grow_events(need)
+    tracker._n_ev = K.finish(tracker.trk[:n], tracker._ev, tracker._n_ev, n, end_ts_ns,
+                             tracker.msl2)
+    if zeek is not None:
+        zeek.close()
+    if n:
+        retirer.spill.append(records_of(np.arange(n), builder, tracker, zeek, end_ts_ns),
+                             repair=repair)
+
+
+class TupleSet:
+    """A set of 4-tuples (slot-shaped rows), tested a batch or a record array at a time."""
+
+    def __init__(self, tuples: np.ndarray) -> None:
+        self.tuples = np.unique(tuples, axis=0)
+        size = 1 << max(4, int(2 * len(self.tuples)).bit_length())
+        self.ht = np.full(size, -1, np.int64)
+        A.rebuild_table(self.ht, self.tuples, len(self.tuples))
+
+    def __len__(self) -> int:
+        return len(self.tuples)
+
+    def batch_rows(self, batch: PacketBatch) -> np.ndarray:
+        return RK.tuple_rows(self.ht, self.tuples, batch["src_hi"], batch["src_lo"],
+                             batch["sport"], batch["dst_hi"], batch["dst_lo"], batch["dport"])
+
+    def record_rows(self, rec: np.ndarray) -> np.ndarray:
+        return RK.tuple_rows(self.ht, self.tuples, rec["c_hi"].view(np.uint64),
+                             rec["c_lo"].view(np.uint64), rec["client_port"],
+                             rec["s_hi"].view(np.uint64), rec["s_lo"].view(np.uint64),
+                             rec["server_port"])
