@@ -24,5 +24,6 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RetireOptions:
     grace_s: float = 60.0          # idle time before a finished connection may retire
-    sweep_rows: int = 1 << 18      # packets between sweeps
+    sweep_conns: int = 1 << 15     # sweep once this many connections are live, and twice as
+                                   # many as the last sweep kept (amortised O(1) a connection)
     bloom_bits: int = 1 << 27      # Bloom filter of retired 4-tuples (16 MB; a power of two)

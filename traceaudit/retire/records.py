@@ -25,7 +25,7 @@ def make_records(raw: dict[str, np.ndarray], tracked: Tracked, events: np.ndarra
                  zeek: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> np.ndarray:
     """Records of k connections: ``raw`` flow fields, their tracker rows and corrected events
     (connection numbers 0..k-1), and the Zeek view ``(conn_state, history, flipped)``;
-    sorted by first frame."""
+    sorted by first frame (rows in creation order already are)."""
     k = len(raw["first_frame"])
     rec = np.zeros(k, RECORD)
     for name in RAW_FIELDS:
@@ -36,7 +36,10 @@ def make_records(raw: dict[str, np.ndarray], tracked: Tracked, events: np.ndarra
     rec["midstream"] = cols["midstream"]
     if zeek is not None:
         rec["conn_state"], rec["history"], rec["zeek_flipped"] = zeek
-    return rec[np.argsort(rec["first_frame"], kind="stable")]
+    first = rec["first_frame"]
+    if len(first) > 1 and (first[1:] < first[:-1]).any():
+        rec = rec[np.argsort(first, kind="stable")]
+    return rec
 
 
 def record_columns(rec: np.ndarray, capture: str, first_id: int, zeek: bool) -> Columns:

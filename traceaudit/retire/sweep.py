@@ -30,7 +30,7 @@ class Retirer:
         self.suspects: list[np.ndarray] = []      # slot-shaped rows of returning 4-tuples
         self.retired = 0
         self.now = np.iinfo(np.int64).min
-        self._unswept = 0
+        self._next_sweep = options.sweep_conns
 
     def after_batch(self, batch: PacketBatch, assignment: Assignment, builder: FlowBuilder,
                     slots_before: int, conns_before: int, tracker: ConnectionTracker,
@@ -46,10 +46,9 @@ class Retirer:
             if hit.any():
                 conns = np.flatnonzero(hit) + conns_before
                 self.suspects.append(builder.slots[builder.conn[conns, A.F_SLOT]].copy())
-        self._unswept += len(batch)
-        if self._unswept >= self.options.sweep_rows:
-            self._unswept = 0
+        if builder.n_conns >= self._next_sweep:
             self.sweep(builder, tracker, zeek)
+            self._next_sweep = max(self.options.sweep_conns, 2 * builder.n_conns)
 
     def sweep(self, builder: FlowBuilder, tracker: ConnectionTracker,
               zeek: ZeekTracker | None) -> None:
@@ -75,21 +74,22 @@ class Retirer:
         if not len(rows):
             return
         RK.remember_retired(self.bits, builder.conn, builder.slots, np.flatnonzero(freed))
-        self.spill.append(records_of(rows, builder, tracker, zeek, self.now))
+        ev = tracker._ev[:tracker._n_ev]
+        gone = retire[ev[:, EV_CONN]]
+        self.spill.append(records_of(rows, builder, tracker, zeek, self.now, ev[gone]))
         self.retired += len(rows)
+        kept = ev[~gone]
+        tracker._ev[:len(kept)] = kept
+        tracker._n_ev = len(kept)
         _compact(retire, freed, builder, tracker, zeek)
 
 
 def records_of(rows: np.ndarray, builder: FlowBuilder, tracker: ConnectionTracker,
-               zeek: ZeekTracker | None, end_ts_ns: int) -> np.ndarray:
-    """Output records of connections ``rows`` (their events are taken from the tracker's
-    buffer as they are: TIME_WAITs must have been expired by the caller)."""
-    k = len(rows)
-    local = np.full(builder.n_conns, -1, np.int64)
-    local[rows] = np.arange(k)
-    ev = tracker._ev[:tracker._n_ev]
-    ev = ev[local[ev[:, EV_CONN]] >= 0]
-    ev[:, EV_CONN] = local[ev[:, EV_CONN]]
+               zeek: ZeekTracker | None, end_ts_ns: int, ev: np.ndarray) -> np.ndarray:
+    """Output records of connections ``rows`` (ascending) from their raw events ``ev`` (a
+    copy; TIME_WAITs must have been expired by the caller)."""
+    if len(rows) != builder.n_conns:
+        ev[:, EV_CONN] = np.searchsorted(rows, ev[:, EV_CONN])
     tracked = Tracked(tracker.trk[rows], ev, end_ts_ns, tracker.config)
     view = None
     if zeek is not None:
@@ -119,11 +119,8 @@ def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
     builder.conn[:k] = conn
     tracker.trk[:k] = trk
     tracker.trk[k:n] = 0                # K_INIT 0: the kernel initialises a new row
-    ev = tracker._ev[:tracker._n_ev]
-    ev = ev[keep[ev[:, EV_CONN]]]
+    ev = tracker._ev[:tracker._n_ev]            # the retired rows' events are gone already
     ev[:, EV_CONN] = new[ev[:, EV_CONN]]
-    tracker._ev[:len(ev)] = ev
-    tracker._n_ev = len(ev)
 
     slot_keep = ~freed
     snew = np.cumsum(slot_keep) - 1
@@ -182,8 +179,8 @@ def finish_live(retirer: Retirer, builder: FlowBuilder, tracker: ConnectionTrack
     if zeek is not None:
         zeek.close()
     if n:
-        retirer.spill.append(records_of(np.arange(n), builder, tracker, zeek, end_ts_ns),
-                             repair=repair)
+        retirer.spill.append(records_of(np.arange(n), builder, tracker, zeek, end_ts_ns,
+                                        tracker._ev[:tracker._n_ev]), repair=repair)
 
 
 class TupleSet:
