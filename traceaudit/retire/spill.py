@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from traceaudit.flows.columns import Coded, Columns, Repeated
-from traceaudit.retire.records import RECORD, record_columns
+from traceaudit.retire.records import FIELDS, Records, record_columns
 
 BUCKET_FRAMES = 1 << 18
 
@@ -32,18 +32,17 @@ class SpilledTable:
         self._drop = None                # selects first-read rows to drop (repaired tuples)
         self._dropped = 0
 
-    def append(self, records: np.ndarray, repair: bool = False) -> None:
+    def append(self, records: Records, repair: bool = False) -> None:
         """Add records sorted by first frame (``repair``: rows of the filtered second read)."""
         if not len(records):
             return
         bucket = records["first_frame"] // BUCKET_FRAMES
-        cuts = np.flatnonzero(np.diff(bucket)) + 1
+        bounds = [0, *(np.flatnonzero(np.diff(bucket)) + 1).tolist(), len(records)]
         self._file.seek(self._end)
-        for part in np.split(records, cuts):
-            data = part.tobytes()
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            data = np.ascontiguousarray(records.data[:, a:b]).tobytes()
             self._file.write(data)
-            self._segments.append((int(part["first_frame"][0] // BUCKET_FRAMES), self._end,
-                                   len(part), repair))
+            self._segments.append((int(bucket[a]), self._end, b - a, repair))
             self._end += len(data)
         self._rows += len(records)
 
@@ -54,13 +53,14 @@ class SpilledTable:
         self._dropped = sum(int(select(part).sum()) for part, repair in self._read_all()
                             if not repair)
 
-    def _read_all(self) -> Iterator[tuple[np.ndarray, bool]]:
+    def _read_all(self) -> Iterator[tuple[Records, bool]]:
         for _, offset, rows, repair in self._segments:
             yield self._read(offset, rows), repair
 
-    def _read(self, offset: int, rows: int) -> np.ndarray:
+    def _read(self, offset: int, rows: int) -> Records:
         self._file.seek(offset)
-        return np.frombuffer(self._file.read(rows * RECORD.itemsize), RECORD)
+        data = np.frombuffer(self._file.read(rows * 8 * len(FIELDS)), np.int64)
+        return Records(data.reshape(len(FIELDS), rows))
 
     def __len__(self) -> int:
         return self._rows - self._dropped
@@ -76,10 +76,12 @@ class SpilledTable:
             for offset, rows, repair in by_bucket[bucket]:
                 part = self._read(offset, rows)
                 if self._drop is not None and not repair:
-                    part = part[~self._drop(part)]
+                    part = part.take(~self._drop(part))
                 parts.append(part)
-            rec = np.concatenate(parts)
-            rec = rec[np.argsort(rec["first_frame"], kind="stable")]
+            rec = Records.concat(parts) if len(parts) > 1 else parts[0]
+            first = rec["first_frame"]
+            if len(first) > 1 and (first[1:] < first[:-1]).any():
+                rec = rec.take(np.argsort(first, kind="stable"))
             if len(rec):
                 yield record_columns(rec, self.capture, first_id, self.zeek)
                 first_id += len(rec)
@@ -88,7 +90,7 @@ class SpilledTable:
         """All rows as one in-memory table (the small formats: terminal table, JSON)."""
         chunks = list(self.chunks())
         if not chunks:
-            return record_columns(np.zeros(0, RECORD), self.capture, 0, self.zeek)
+            return record_columns(Records.empty(), self.capture, 0, self.zeek)
         if len(chunks) == 1:
             return chunks[0]
         return Columns({name: _concat([c.data[name] for c in chunks]) for name in chunks[0].data},

@@ -10,7 +10,7 @@ from traceaudit.flows import assign as A
 from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.retire import RetireOptions
 from traceaudit.retire import kernels as RK
-from traceaudit.retire.records import make_records
+from traceaudit.retire.records import Records, make_records
 from traceaudit.retire.spill import SpilledTable
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking import zeek_kernel as ZK
@@ -55,7 +55,7 @@ class Retirer:
         n, ns = builder.n_conns, builder.n_slots
         if not n:
             return
-        if zeek is not None:
+        if zeek is not None:            # Zeek's timers up to now first: its rows must be done
             ZK.sweep(zeek.zc, zeek.out, zeek.out_hist, zeek.slot_live, zeek.free, zeek.st,
                      zeek.prm)
         need = tracker._n_ev + 2 * n + 1
@@ -85,17 +85,19 @@ class Retirer:
 
 
 def records_of(rows: np.ndarray, builder: FlowBuilder, tracker: ConnectionTracker,
-               zeek: ZeekTracker | None, end_ts_ns: int, ev: np.ndarray) -> np.ndarray:
+               zeek: ZeekTracker | None, end_ts_ns: int, ev: np.ndarray) -> Records:
     """Output records of connections ``rows`` (ascending) from their raw events ``ev`` (a
     copy; TIME_WAITs must have been expired by the caller)."""
-    if len(rows) != builder.n_conns:
+    every = len(rows) == builder.n_conns          # capture end: views, not copies
+    if not every:
         ev[:, EV_CONN] = np.searchsorted(rows, ev[:, EV_CONN])
-    tracked = Tracked(tracker.trk[rows], ev, end_ts_ns, tracker.config)
+    take = slice(0, len(rows)) if every else rows
+    tracked = Tracked(tracker.trk[take], ev, end_ts_ns, tracker.config)
     view = None
     if zeek is not None:
-        client_is_a = builder.conn[rows, A.F_CLIENT_IS_A] == 1
-        view = zeek.conn_view(zeek.our_zrow[rows], client_is_a)
-    return make_records(builder.raw(rows), tracked, corrected_events(tracked), view)
+        client_is_a = builder.conn[take, A.F_CLIENT_IS_A] == 1
+        view = zeek.conn_view(zeek.our_zrow[take], client_is_a)
+    return make_records(builder.raw(take), tracked, corrected_events(tracked), view)
 
 
 def _remap(values: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -108,16 +110,18 @@ def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
     """Remove the retired rows and freed slots from every working table, keeping order, and
     renumber every reference to them."""
     n, ns = builder.n_conns, builder.n_slots
-    keep = ~retire
-    new = np.cumsum(keep) - 1
+    k = n - int(retire.sum())
+    # the live rows beyond k move into the holes below k (O(retired) copies, not O(live)):
+    # row order is not creation order afterwards; records are sorted by first frame anyway
+    holes = np.flatnonzero(retire[:k])
+    movers = np.flatnonzero(~retire[k:]) + k
+    new = np.arange(n)
     new[retire] = -1
-    k = int(keep.sum())
-    conn = builder.conn[:n][keep]
-    conn[:, A.F_PREV] = _remap(conn[:, A.F_PREV], new)
-    trk = tracker.trk[:n][keep]
-    trk[:, K.K_PREV] = _remap(trk[:, K.K_PREV], new)
-    builder.conn[:k] = conn
-    tracker.trk[:k] = trk
+    new[movers] = holes
+    builder.conn[holes] = builder.conn[movers]
+    tracker.trk[holes] = tracker.trk[movers]
+    builder.conn[:k, A.F_PREV] = _remap(builder.conn[:k, A.F_PREV], new)
+    tracker.trk[:k, K.K_PREV] = _remap(tracker.trk[:k, K.K_PREV], new)
     tracker.trk[k:n] = 0                # K_INIT 0: the kernel initialises a new row
     ev = tracker._ev[:tracker._n_ev]            # the retired rows' events are gone already
     ev[:, EV_CONN] = new[ev[:, EV_CONN]]
@@ -134,13 +138,15 @@ def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
     A.rebuild_table(builder.ht, builder.slots, ks)
     builder.n_conns, builder.n_slots = k, ks
     if zeek is not None:
-        _compact_zeek(zeek, keep, new, k, n, slot_keep, snew, ks, ns)
+        _compact_zeek(zeek, holes, movers, new, k, n, slot_keep, snew, ks, ns)
 
 
-def _compact_zeek(zeek: ZeekTracker, keep: np.ndarray, new: np.ndarray, k: int, n: int,
-                  slot_keep: np.ndarray, snew: np.ndarray, ks: int, ns: int) -> None:
+def _compact_zeek(zeek: ZeekTracker, holes: np.ndarray, movers: np.ndarray, new: np.ndarray,
+                  k: int, n: int, slot_keep: np.ndarray, snew: np.ndarray, ks: int,
+                  ns: int) -> None:
     """The Zeek view's part: output rows still live or read by a kept connection stay."""
-    our = zeek.our_zrow[:n][keep]
+    zeek.our_zrow[holes] = zeek.our_zrow[movers]
+    our = zeek.our_zrow[:k]
     used = int(zeek.st[0])
     out = zeek.out[:used]
     live = out[:, ZK.O_LIVE] >= 0
@@ -199,8 +205,6 @@ class TupleSet:
         return RK.tuple_rows(self.ht, self.tuples, batch["src_hi"], batch["src_lo"],
                              batch["sport"], batch["dst_hi"], batch["dst_lo"], batch["dport"])
 
-    def record_rows(self, rec: np.ndarray) -> np.ndarray:
-        return RK.tuple_rows(self.ht, self.tuples, rec["c_hi"].view(np.uint64),
-                             rec["c_lo"].view(np.uint64), rec["client_port"],
-                             rec["s_hi"].view(np.uint64), rec["s_lo"].view(np.uint64),
-                             rec["server_port"])
+    def record_rows(self, rec: Records) -> np.ndarray:
+        return RK.tuple_rows(self.ht, self.tuples, rec["c_hi"], rec["c_lo"],
+                             rec["client_port"], rec["s_hi"], rec["s_lo"], rec["server_port"])
