@@ -122,7 +122,7 @@ def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
     tracker.trk[holes] = tracker.trk[movers]
     builder.conn[:k, A.F_PREV] = _remap(builder.conn[:k, A.F_PREV], new)
     tracker.trk[:k, K.K_PREV] = _remap(tracker.trk[:k, K.K_PREV], new)
-    tracker.trk[k:n] = 0                # K_INIT 0: the kernel initialises a new row
+    tracker.trk[k:n, K.K_INIT] = 0      # the kernel initialises (zeroes) a row it reuses
     ev = tracker._ev[:tracker._n_ev]            # the retired rows' events are gone already
     ev[:, EV_CONN] = new[ev[:, EV_CONN]]
 
