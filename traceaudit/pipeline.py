@@ -91,7 +91,8 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
                     progress: ProgressHook | None = None) -> CaptureAnalysis:
     """Read one capture: flow table, trackers, timelines. Never raises for a bad file: see
     ``stats.error`` (what was read before the damage is still analysed)."""
-    if options.retire is not None:
+    if options.retire is not None and Path(path).is_file():
+        # (a pipe or device could not be read a second time for the repair: kept whole)
         return _retiring_read(path, options, progress)
     stages = _Stages(path, options)
     source = stages.source
