@@ -116,3 +116,18 @@ def test_cli_csv_and_parquet_from_a_retiring_read(tmp_path):
     assert result.stdout_bytes == b"".join(render_csv([full.table]))
     assert b"".join(render_parquet([full.table])) == pa.BufferReader(
         out.read_bytes()).read_buffer().to_pybytes()
+
+
+def test_spilled_table_as_a_dataframe(tmp_path, monkeypatch):
+    """The in-memory view of a spilled table (terminal table and JSON formats) equals the full
+    read's flow table, across several buckets of first frames."""
+    from traceaudit.retire import spill
+    monkeypatch.setattr(spill, "BUCKET_FRAMES", 4)     # a few frames a bucket: several chunks
+    path = late_capture(tmp_path, lambda c: c.send("s", RST | ACK))
+    full = analyze_capture(path, ReadOptions(excerpts=False, frames_soon=False))
+    spilled = analyze_capture(path, ReadOptions(
+        batch_rows=2, excerpts=False, frames_soon=False,
+        retire=RetireOptions(grace_s=0.0, sweep_conns=0)))
+    assert len(list(spilled.table.chunks())) > 1
+    assert spilled.table.frame().equals(full.flows)
+    spilled.table.close()
