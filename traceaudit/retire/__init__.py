@@ -13,7 +13,8 @@ therefore speculative, with an exact repair:
 * a Bloom filter remembers the retired 4-tuples. A 4-tuple that comes back with anything but a
   pure SYN that would start a new incarnation anyway is a *suspect*;
 * at capture end the suspects' packets are read again (a filtered second read) and their rows
-  recomputed without retirement; those rows replace the first read's (``repair.py``);
+  recomputed without retirement; those rows replace the first read's (``pipeline._repair``,
+  ``sweep.TupleSet``);
 * the rows are merged back in order of first frame, and ids given by that order
   (``spill.py``), so the output equals the one computed without retirement.
 """
