@@ -8,10 +8,9 @@ import numpy as np
 from traceaudit.flows.columns import Coded, Columns
 from traceaudit.flows.table import RAW_FIELDS, flow_columns
 from traceaudit.tracking import zeek_kernel as ZK
-from traceaudit.tracking.classify import KIND_LABELS, ROLE_LABELS
-from traceaudit.tracking.connections import STATE_NAMES, tracking_columns
+from traceaudit.tracking.connections import CODED_LABELS, tracking_columns
 from traceaudit.tracking.tracker import Tracked
-from traceaudit.tracking.zeek import CONN_STATE_LABELS, history_strings
+from traceaudit.tracking.zeek import history_strings
 
 _CODED = ("client_state", "server_state", "close_role", "close_kind")
 _HIST_WORDS = ZK.HMAX // 8
@@ -86,13 +85,11 @@ def record_columns(rec: Records, capture: str, first_id: int, zeek: bool) -> Col
     """The flow table's columns (FLOW_COLUMNS + TRACKING_COLUMNS, as ``add_tracking_columns``
     orders them) of records, ids counted from ``first_id``."""
     cols = flow_columns(rec, capture, first_id)
-    labels = {"client_state": STATE_NAMES, "server_state": STATE_NAMES,
-              "close_role": ROLE_LABELS, "close_kind": KIND_LABELS}
     for name in _CODED:
-        cols[name] = Coded(rec[name], labels[name])
+        cols[name] = Coded(rec[name], CODED_LABELS[name])
     cols["midstream"] = rec["midstream"] == 1
     if zeek:
-        cols["conn_state"] = Coded(rec["conn_state"], CONN_STATE_LABELS)
+        cols["conn_state"] = Coded(rec["conn_state"], CODED_LABELS["conn_state"])
         cols["history"] = history_strings(rec.history())
         cols["zeek_flipped"] = rec["zeek_flipped"] == 1
     return cols

@@ -58,9 +58,7 @@ class Retirer:
         if zeek is not None:            # Zeek's timers up to now first: its rows must be done
             ZK.sweep(zeek.zc, zeek.out, zeek.out_hist, zeek.slot_live, zeek.free, zeek.st,
                      zeek.prm)
-        need = tracker._n_ev + 2 * n + 1
-        if need > len(tracker._ev):
-            tracker._grow_events(need)
+        tracker.reserve_events(2 * n)
         retire = np.zeros(n, np.bool_)
         freed = np.zeros(ns, np.bool_)
         empty = np.empty(0, np.int64)
@@ -74,13 +72,11 @@ class Retirer:
         if not len(rows):
             return
         RK.remember_retired(self.bits, builder.conn, builder.slots, np.flatnonzero(freed))
-        ev = tracker._ev[:tracker._n_ev]
+        ev = tracker.events()
         gone = retire[ev[:, EV_CONN]]
         self.spill.append(records_of(rows, builder, tracker, zeek, self.now, ev[gone]))
         self.retired += len(rows)
-        kept = ev[~gone]
-        tracker._ev[:len(kept)] = kept
-        tracker._n_ev = len(kept)
+        tracker.keep_events(ev[~gone])
         _compact(retire, freed, builder, tracker, zeek)
 
 
@@ -95,8 +91,9 @@ def records_of(rows: np.ndarray, builder: FlowBuilder, tracker: ConnectionTracke
     tracked = Tracked(tracker.trk[take], ev, end_ts_ns, tracker.config)
     view = None
     if zeek is not None:
-        client_is_a = builder.conn[take, A.F_CLIENT_IS_A] == 1
-        view = zeek.conn_view(zeek.our_zrow[take], client_is_a)
+        zrow = zeek.our_zrow[take]
+        conn_state, flipped = zeek.conn_view(zrow, builder.conn[take, A.F_CLIENT_IS_A] == 1)
+        view = conn_state, zeek.history_letters(zrow), flipped
     return make_records(builder.raw(take), tracked, corrected_events(tracked), view)
 
 
@@ -123,7 +120,7 @@ def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
     builder.conn[:k, A.F_PREV] = _remap(builder.conn[:k, A.F_PREV], new)
     tracker.trk[:k, K.K_PREV] = _remap(tracker.trk[:k, K.K_PREV], new)
     tracker.trk[k:n, K.K_INIT] = 0      # the kernel initialises (zeroes) a row it reuses
-    ev = tracker._ev[:tracker._n_ev]            # the retired rows' events are gone already
+    ev = tracker.events()                       # the retired rows' events are gone already
     ev[:, EV_CONN] = new[ev[:, EV_CONN]]
 
     slot_keep = ~freed
@@ -177,16 +174,12 @@ def finish_live(retirer: Retirer, builder: FlowBuilder, tracker: ConnectionTrack
                 zeek: ZeekTracker | None, end_ts_ns: int, repair: bool = False) -> None:
     """Capture end: the rows still live are finished as in a normal read and spilled."""
     n = builder.n_conns
-    need = tracker._n_ev + 2 * n + 1
-    if need > len(tracker._ev):
-        tracker._grow_events(need)
-    tracker._n_ev = K.finish(tracker.trk[:n], tracker._ev, tracker._n_ev, n, end_ts_ns,
-                             tracker.msl2)
+    tracked = tracker.finish(n, end_ts_ns)
     if zeek is not None:
         zeek.close()
     if n:
         retirer.spill.append(records_of(np.arange(n), builder, tracker, zeek, end_ts_ns,
-                                        tracker._ev[:tracker._n_ev]), repair=repair)
+                                        tracked.events), repair=repair)
 
 
 class TupleSet:

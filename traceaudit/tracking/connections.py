@@ -40,6 +40,13 @@ TRACKING_COLUMNS: dict[str, str] = {
 STATE_NAMES = np.array([s.name for s in sorted(EndpointState, key=int)], dtype=object)
 
 
+#: Labels of the tracking columns kept as codes (``Coded``) until strings are asked for.
+CODED_LABELS: dict[str, np.ndarray] = {
+    "client_state": STATE_NAMES, "server_state": STATE_NAMES,
+    "close_role": ROLE_LABELS, "close_kind": KIND_LABELS, "conn_state": CONN_STATE_LABELS,
+}
+
+
 def state_names(values: np.ndarray) -> np.ndarray:
     return STATE_NAMES[values + 1]          # UNSEEN is -1
 
@@ -59,14 +66,14 @@ def tracking_columns(n: int, tracked: Tracked, events: np.ndarray,
     final = final_states(events, n)
     trk = tracked.trk[:n]
     cols: dict[str, np.ndarray | Coded] = {
-        "client_state": Coded(final[:, 0] + 1, STATE_NAMES),     # UNSEEN is -1
-        "server_state": Coded(final[:, 1] + 1, STATE_NAMES),
-        "close_role": Coded(close_role_codes(trk), ROLE_LABELS),
-        "close_kind": Coded(close_kind_codes(trk), KIND_LABELS),
+        "client_state": Coded(final[:, 0] + 1, CODED_LABELS["client_state"]),  # UNSEEN -1
+        "server_state": Coded(final[:, 1] + 1, CODED_LABELS["server_state"]),
+        "close_role": Coded(close_role_codes(trk), CODED_LABELS["close_role"]),
+        "close_kind": Coded(close_kind_codes(trk), CODED_LABELS["close_kind"]),
         "midstream": trk[:, K.K_MIDSTREAM] == 1,
     }
     if zeek is not None:
-        cols["conn_state"] = Coded(zeek.conn_state_code[:n], CONN_STATE_LABELS)
+        cols["conn_state"] = Coded(zeek.conn_state_code[:n], CODED_LABELS["conn_state"])
         cols["history"] = zeek.history[:n]
         cols["zeek_flipped"] = zeek.flipped[:n]
     return cols

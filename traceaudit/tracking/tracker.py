@@ -71,11 +71,23 @@ class ConnectionTracker:
             if row < len(batch):
                 self._grow_events(self._n_ev + K.EV_HEADROOM + 1)
 
+    def reserve_events(self, rows: int) -> None:
+        """Room for ``rows`` more events (expiring TIME_WAITs: at most 2 a connection)."""
+        if self._n_ev + rows > len(self._ev):
+            self._grow_events(self._n_ev + rows)
+
+    def events(self) -> np.ndarray:
+        """The raw events so far (a view of the buffer)."""
+        return self._ev[:self._n_ev]
+
+    def keep_events(self, kept: np.ndarray) -> None:
+        """Replace the buffered events by ``kept`` (fewer rows than now)."""
+        self._ev[:len(kept)] = kept
+        self._n_ev = len(kept)
+
     def finish(self, n_conns: int, end_ts_ns: int | None) -> Tracked:
         trk = self.trk[:n_conns]
         end = end_ts_ns or 0
-        need = self._n_ev + 2 * n_conns + 1
-        if need > len(self._ev):
-            self._grow_events(need)
-        n_ev = K.finish(trk, self._ev, self._n_ev, n_conns, end, self.msl2)
-        return Tracked(trk, self._ev[:n_ev], end, self.config)
+        self.reserve_events(2 * n_conns + 1)
+        self._n_ev = K.finish(trk, self._ev, self._n_ev, n_conns, end, self.msl2)
+        return Tracked(trk, self.events(), end, self.config)

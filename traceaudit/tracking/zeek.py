@@ -242,28 +242,32 @@ class ZeekTracker:
             np.empty(0, object)
         rows = self._rows(flows, out, hist, states, client_is_a, flow_table)
         zrow = self.our_zrow[:n_conns]
-        conn_state, hist_bytes, flipped = self.conn_view(zrow, client_is_a)
-        history = history_strings(hist_bytes)
+        conn_state, flipped = self.conn_view(zrow, client_is_a)
+        seen = zrow >= 0
+        history = np.where(seen, hist[np.where(seen, zrow, 0)], "").astype(object) if n else \
+            np.full(n_conns, "", object)
         return ZeekResult(rows, conn_state, history, flipped, zrow)
 
     def conn_view(self, zrow: np.ndarray, client_is_a: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  ) -> tuple[np.ndarray, np.ndarray]:
         """Per our connection, from the Zeek row holding its last packet (``zrow``, -1 none):
-        conn_state code (``len(CONN_STATES)`` where Zeek never saw it), history letters
-        (uint8 rows of HMAX, NUL-padded) and whether Zeek's originator is our server."""
+        conn_state code (``len(CONN_STATES)`` where Zeek never saw it) and whether Zeek's
+        originator is our server."""
         seen = zrow >= 0
-        zr = np.where(seen, zrow, 0)
-        if not int(self.st[0]):
-            zr = zr[:0]
-        out = self.out
         conn_state = np.full(len(zrow), len(ZK.CONN_STATES), np.int64)
-        hist = np.zeros((len(zrow), ZK.HMAX), np.uint8)
         flipped = np.zeros(len(zrow), bool)
-        if len(zr):
-            conn_state[seen] = out[zr[seen], ZK.O_STATE]
-            hist[seen] = self.out_hist[zr[seen]]
-            flipped = seen & ((out[zr, ZK.O_ORIG_IS_A] == 1) != client_is_a)
-        return conn_state, hist, flipped
+        if seen.any():
+            out = self.out[zrow[seen]]
+            conn_state[seen] = out[:, ZK.O_STATE]
+            flipped[seen] = (out[:, ZK.O_ORIG_IS_A] == 1) != client_is_a[seen]
+        return conn_state, flipped
+
+    def history_letters(self, zrow: np.ndarray) -> np.ndarray:
+        """Per our connection, its Zeek history letters: uint8 rows of HMAX, NUL-padded."""
+        letters = np.zeros((len(zrow), ZK.HMAX), np.uint8)
+        seen = zrow >= 0
+        letters[seen] = self.out_hist[zrow[seen]]
+        return letters
 
     @staticmethod
     def _rows(flows: FlowBuilder, out: np.ndarray, hist: np.ndarray, states: np.ndarray,
