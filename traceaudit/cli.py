@@ -245,7 +245,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
 
         results, failed = read_captures(captures, reader, verify_checksums,
                                         _tracker_config(msl2, fin_timeout), each=audit,
-                                        excerpts=html_path is not None)
+                                        excerpts=html_path is not None,
+                                        frames=html_path is not None)
         report = build_report(results, config, known, findings=findings,
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(

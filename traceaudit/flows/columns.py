@@ -8,6 +8,7 @@ never pays pandas' import (~0.2 s of one core) or a copy of the table.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Iterator
 
@@ -96,6 +97,21 @@ class Columns:
 
     def __getitem__(self, name: str) -> np.ndarray:
         return _plain(self.data[name])
+
+    def column(self, name: str) -> Column:
+        """A column as stored: codes and labels, one repeated value, or an array (writers
+        that handle those forms need not expand them)."""
+        return self.data[name]
+
+    def value_counts(self, name: str) -> dict:
+        """How many rows hold each value of a column (codes counted without strings)."""
+        v = self.data[name]
+        if isinstance(v, Coded):
+            counts = np.bincount(v.codes, minlength=len(v.labels))
+            return {label: int(k) for label, k in zip(v.labels.tolist(), counts.tolist()) if k}
+        if isinstance(v, Repeated):
+            return {v.value: v.n} if v.n else {}
+        return dict(Counter(_plain(v).tolist()))
 
     def __setitem__(self, name: str, values: Column) -> None:
         if len(values) != self.n:

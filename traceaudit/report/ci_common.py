@@ -49,11 +49,10 @@ def analyses_by_path(report: AuditReport) -> dict[str, CaptureAnalysis]:
 
 def endpoints(analysis: CaptureAnalysis | None) -> dict[int, tuple[str, str]]:
     """Connection id → (client "ip:port", server "ip:port"), IPv6 addresses in brackets."""
-    if analysis is None or analysis.flows is None or analysis.flows.empty:
+    if analysis is None or not len(analysis.table):
         return {}
-    flows = analysis.flows
-    cols = [flows[c].tolist() for c in ("id", "client_ip", "client_port", "server_ip",
-                                        "server_port")]
+    cols = [analysis.table[c].tolist() for c in ("id", "client_ip", "client_port", "server_ip",
+                                                 "server_port")]
     return {int(i): (_hostport(ci, cp), _hostport(si, sp)) for i, ci, cp, si, sp in zip(*cols)}
 
 

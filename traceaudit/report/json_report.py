@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 import numpy as np
 import orjson
 
+from traceaudit.flows.columns import Coded, Repeated
 from traceaudit.pipeline import CaptureAnalysis
+from traceaudit.report.json_text import INT, TEXT, TIMELINE, RowWriter, TextTable
 from traceaudit.tracking.connections import state_names
 from traceaudit.tracking.states import REASON_TEXT, Reason
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE, EV_TS
@@ -38,7 +40,7 @@ def capture_entry(a: CaptureAnalysis) -> dict:
         "link_types": list(st.link_types),
         "packets": st.packets,
         "tcp_packets": st.tcp_packets,
-        "connections": len(a.flows),
+        "connections": len(a.table),
         "first_ts": None if st.first_ts_ns is None else st.first_ts_ns / 1e9,
         "last_ts": None if st.last_ts_ns is None else st.last_ts_ns / 1e9,
         "warnings": list(st.warnings),
@@ -144,155 +146,107 @@ def render_chunks(analyses: Iterable[CaptureAnalysis], findings: list[dict] | No
     yield b'],"findings":' + orjson.dumps(findings or []) + b"}\n"
 
 
-class _Memo(dict):
-    """value -> ``prefix`` + its JSON text, each distinct value serialised once."""
-
-    def __init__(self, prefix: bytes = b"") -> None:
-        super().__init__()
-        self.prefix = prefix
-
-    def __missing__(self, value):
-        text = self[value] = self.prefix + orjson.dumps(value)
-        return text
-
-
-def _tokens(values: list, numeric: bool, memo: _Memo | None = None,
-            prefix: bytes = b"") -> list[bytes]:
-    """``prefix`` + the JSON text of each value, as orjson writes it inside any container
-    (``memo``, when given, supplies the prefix)."""
-    if not values:
-        return []
-    if numeric:          # numbers, booleans, null: no commas (nor NULs) inside
-        body = orjson.dumps(values)[1:-1]
-        if not prefix:
-            return body.split(b",")
-        return (prefix + body.replace(b",", b"\0" + prefix)).split(b"\0")
-    return list(map((memo if memo is not None else _Memo(prefix)).__getitem__, values))
+def _column_values(column, table: TextTable) -> tuple[int, np.ndarray]:
+    """(kind, per-row values) of one flow-table column for the row writer: integers as they
+    are, anything else as indices of its JSON texts in ``table`` (each distinct string, and
+    each float as orjson writes it, made once)."""
+    if isinstance(column, Coded):
+        first = table.add_texts([orjson.dumps(label) for label in column.labels.tolist()])
+        return TEXT, first + column.codes.astype(np.int64) % max(len(column.labels), 1)
+    if isinstance(column, Repeated):
+        first = table.add_texts([orjson.dumps(column.value)])
+        return TEXT, np.full(column.n, first, np.int64)
+    values = np.asarray(column)
+    kind = values.dtype.kind
+    if kind == "b":
+        first = table.add_texts([b"false", b"true"])
+        return TEXT, first + values.astype(np.int64)
+    if kind == "i" or (kind == "u" and values.dtype.itemsize < 8):
+        return INT, values.astype(np.int64)
+    if kind in "uf":
+        return TEXT, table.add_numbers(values.tolist()) + np.arange(len(values))
+    return TEXT, _factorised(values.tolist(), table)
 
 
-class _Column:
-    """One flow-table column's values as ``label`` + JSON text, for a range of rows at a time:
-    numbers serialised by orjson a range at a time, anything else factorised once (each
-    distinct value serialised once; missing values as their own ``tolist`` value is)."""
+def _factorised(items: list, table: TextTable) -> np.ndarray:
+    """Each value's index into ``table``, each distinct value's JSON text added once. Keyed
+    by type as well unless every value is a string (1 and True hash alike but are written
+    differently)."""
+    plain = set(map(type, items)) <= {str}
+    keys = items if plain else [(type(v), v) for v in items]
+    distinct = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+    codes = np.fromiter(map(distinct.__getitem__, keys), np.int64, len(keys))
+    texts = [orjson.dumps(k if plain else k[1]) for k in distinct]
+    return table.add_texts(texts) + codes
 
-    def __init__(self, series: pd.Series, label: bytes) -> None:
-        import pandas as pd
-        self.label = label
-        self.numeric = series.dtype.kind in "biuf"
-        self.series = series
-        # factorising is exact for strings only (an object column may hold 1 and True, which
-        # hash alike but are written differently)
-        self.factorised = not self.numeric and pd.api.types.is_string_dtype(series)
-        if self.numeric:
-            self.values = series.to_numpy()
-        elif not self.factorised:
-            self.memo = _Memo(label)
+
+def _connection_writer(a: CaptureAnalysis) -> RowWriter:
+    """The row writer of one capture's connections (``connection_entries``' text)."""
+    flows = a.table
+    n = len(flows)
+    fields = [f for f in _CONN_FIELDS if f in flows]
+    capture = orjson.dumps(a.stats.path).decode()
+    # the literal text before each value of a row: the fields, then capture, client
+    # {final_state, timeline}, server {...}
+    labels = ["{" + f'"{fields[0]}":'] + [f',"{f}":' for f in fields[1:]] + [
+        f',"capture":{capture},"client":{{"final_state":', ',"timeline":',
+        '},"server":{"final_state":', ',"timeline":']
+    # each value's source: a column, or an endpoint's timeline (0 client, 1 server)
+    sources = [flows.column(f) for f in fields] + [flows.column("client_state"), 0,
+                                                   flows.column("server_state"), 1]
+    table = TextTable()
+    kinds = []
+    values = np.zeros((len(sources), n), np.int64)
+    for k, source in enumerate(sources):
+        if isinstance(source, int):
+            kinds.append(TIMELINE)
+            values[k] = source
         else:
-            codes, uniques = pd.factorize(series, use_na_sentinel=True)
-            memo = _Memo(label)
-            self.codes = codes
-            self.text = np.array([memo[u] for u in list(uniques)] + [b""], dtype=object)
-            self.missing = np.flatnonzero(codes < 0)
-            self.memo = memo
-
-    def tokens(self, lo: int, hi: int) -> list[bytes]:
-        if hi <= lo:
-            return []
-        if self.numeric:
-            return _tokens(self.values[lo:hi].tolist(), True, prefix=self.label)
-        if not self.factorised:
-            return _tokens(self.series.iloc[lo:hi].tolist(), False, self.memo)
-        out = self.text[self.codes[lo:hi]].tolist()
-        a, b = np.searchsorted(self.missing, [lo, hi])
-        for i in self.missing[a:b].tolist():
-            out[i - lo] = self.memo[self.series.iloc[i:i + 1].tolist()[0]]
-        return out
+            kind, values[k] = _column_values(source, table)
+            kinds.append(kind)
+    ev = a.events
+    group = ev[:, EV_CONN] * 2 + ev[:, EV_ENDPOINT]
+    ev_first = np.searchsorted(group, np.arange(2 * n + 1))
+    ev_ts = _float_indices(ev[:, EV_TS] / 1e9, table)
+    # each event's state and reason, as one of the few distinct texts after the frame
+    key = ev[:, EV_STATE] * 4096 + ev[:, EV_REASON]
+    used = np.flatnonzero(np.bincount(key)) if len(key) else np.zeros(0, np.int64)
+    slot = np.zeros(int(used[-1]) + 1 if len(used) else 0, np.int64)
+    slot[used] = table.add_texts([_tail_memo[k] for k in used.tolist()]) + np.arange(len(used))
+    ev_tail = slot[key]
+    return RowWriter(kinds, [x.encode() for x in labels], values, table, b"}}",
+                     ev_first, ev_ts, np.ascontiguousarray(ev[:, EV_FRAME]), ev_tail)
 
 
 def _connection_chunks(a: CaptureAnalysis, size: int) -> Iterator[bytes]:
     """``connection_entries(a)`` as JSON text, ``size`` connections (comma-separated) per
     piece."""
-    flows = a.flows
-    n = len(flows)
+    n = len(a.table)
     if not n:
         return
-    fields = [f for f in _CONN_FIELDS if f in flows.columns]
-    capture = orjson.dumps(a.stats.path).decode()
-    # the literal text before each value of a row: the fields, then capture, client
-    # {final_state, timeline}, server {...}; each value's token carries its literal
-    labels = [p.encode() for p in ["{" + f'"{fields[0]}":'] + [f',"{f}":' for f in fields[1:]]]
-    client_state = f',"capture":{capture},"client":{{"final_state":'.encode()
-    timeline = b',"timeline":'
-    server_state = b'},"server":{"final_state":'
-    columns = [_Column(flows[f], label) for f, label in zip(fields, labels)]
-    client_col = _Column(flows["client_state"], client_state)
-    server_col = _Column(flows["server_state"], server_state)
-    ev = a.events
-    ev_conn = ev[:, EV_CONN]
+    writer = _connection_writer(a)
     for lo in range(0, n, size):
-        hi = min(n, lo + size)
-        values = [col.tokens(lo, hi) for col in columns]
-        e0, e1 = np.searchsorted(ev_conn, [lo, hi])
-        tl = _timeline_texts(ev[e0:e1], lo, hi - lo, timeline)
-        values.append(client_col.tokens(lo, hi))
-        values.append(tl[0::2])
-        values.append(server_col.tokens(lo, hi))
-        values.append(tl[1::2])
-        # row r: its value tokens, then the closing '}},' (no comma after the chunk's last)
-        m = hi - lo
-        width = len(values) + 1
-        out: list[bytes] = [b""] * (width * m)
-        for k, tokens in enumerate(values):
-            out[k::width] = tokens
-        out[width - 1::width] = [b"}},"] * m
-        out[-1] = b"}}"
-        yield b"".join(out)
+        yield writer.chunk(lo, min(n, lo + size))
 
 
-_EMPTY_TEXT = b"[]"
+def _float_indices(values: np.ndarray, table: TextTable) -> np.ndarray:
+    """Each float's ``repr`` added to ``table``; their indices. orjson writes the same
+    shortest round-trip digits in the same positional form wherever repr is positional (0 and
+    1e-4 <= x < 1e16, checked on millions of values); repr is used for anything else."""
+    index = table.add_numbers(values.tolist()) + np.arange(len(values))
+    odd = np.flatnonzero(~((values == 0) | ((values >= 1e-4) & (values < 1e16))))
+    if len(odd):
+        index[odd] = table.add_texts([repr(float(values[i])).encode() for i in odd.tolist()]) \
+            + np.arange(len(odd))
+    return index
 
 
 def _float_texts(values: np.ndarray) -> list[bytes]:
-    """``repr`` of each float, as bytes. orjson writes the same shortest round-trip digits in
-    the same positional form wherever repr is positional (0 and 1e-4 <= x < 1e16, checked on
-    millions of values); repr is kept for anything else."""
-    out = orjson.dumps(values.tolist())[1:-1].split(b",") if len(values) else []
-    odd = np.flatnonzero(~((values == 0) | ((values >= 1e-4) & (values < 1e16))))
-    for i in odd.tolist():
-        out[i] = repr(float(values[i])).encode()
-    return out
-
-
-def _timeline_texts(events: np.ndarray, first: int, n: int, prefix: bytes = b"") -> list[bytes]:
-    """``prefix`` + [client, server] timeline JSON text of connections first .. first+n-1,
-    flattened (index 2 * (conn - first) + endpoint): each entry
-    ``{"ts":repr(seconds),"frame":frame or null,"state":"NAME","why":"text"}``."""
-    out = [prefix + _EMPTY_TEXT] * (2 * n)
-    m = len(events)
-    if not m:
-        return out
-    ts = _float_texts(events[:, EV_TS] / 1e9)
-    frames = events[:, EV_FRAME]
-    fr = orjson.dumps(frames.tolist())[1:-1].split(b",")
-    for i in np.flatnonzero(frames < 0).tolist():
-        fr[i] = b"null"
-    key = events[:, EV_STATE] * 4096 + events[:, EV_REASON]
-    tail = list(map(_tail_memo.__getitem__, key.tolist()))
-    group = (events[:, EV_CONN] - first) * 2 + events[:, EV_ENDPOINT]
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    # each event: sep '{"ts":' ts ',"frame":' frame tail; the group's first sep opens '['
-    toks: list[bytes] = [b""] * (5 * m)
-    toks[0::5] = [b',{"ts":'] * m
-    for i in starts.tolist():
-        toks[5 * i] = prefix + b'[{"ts":'
-    toks[1::5] = ts
-    toks[2::5] = [b',"frame":'] * m
-    toks[3::5] = fr
-    toks[4::5] = tail
-    ends = np.r_[starts[1:], m]
-    for g, a, b in zip(group[starts].tolist(), (5 * starts).tolist(), (5 * ends).tolist()):
-        out[g] = b"".join(toks[a:b]) + b"]"
-    return out
+    """``repr`` of each float, as bytes (as the timelines write them)."""
+    table = TextTable()
+    index = _float_indices(values, table)
+    buf, starts, ends = table.arrays()
+    return [buf[starts[i]:ends[i]].tobytes() for i in index.tolist()]
 
 
 class _TailMemo(dict):

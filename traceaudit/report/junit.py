@@ -164,7 +164,7 @@ def _properties(report: AuditReport, path: str, a: CaptureAnalysis | None) -> li
     if a is not None:
         st = a.stats
         props += [("format", st.format), ("packets", st.packets),
-                  ("tcp_packets", st.tcp_packets), ("connections", len(a.flows))]
+                  ("tcp_packets", st.tcp_packets), ("connections", len(a.table))]
         if st.first_ts_ns is not None and st.last_ts_ns is not None:
             props += [("first_packet", iso_utc(st.first_ts_ns / 1e9)),
                       ("last_packet", iso_utc(st.last_ts_ns / 1e9))]

@@ -175,7 +175,7 @@ def _artifact(path: str, analysis, location: dict) -> dict:
     if analysis is not None:
         st = analysis.stats
         art["properties"] = {"path": path, "format": st.format, "packets": st.packets,
-                             "tcpPackets": st.tcp_packets, "connections": len(analysis.flows),
+                             "tcpPackets": st.tcp_packets, "connections": len(analysis.table),
                              "readable": not analysis.failed}
         if os.path.isfile(path):
             art["length"] = os.path.getsize(path)

@@ -23,7 +23,7 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 def render(report: AuditReport, console: Console) -> None:
     analyses = report.analyses
     packets = sum(a.stats.packets for a in analyses)
-    conns = sum(len(a.flows) for a in analyses)
+    conns = sum(len(a.table) for a in analyses)
     console.print(Text(f"traceaudit {report.tool_version}: {len(analyses)} capture(s), "
                        f"{packets:,} packets, {conns:,} TCP connections, "
                        f"analysed in {report.elapsed_s:.1f} s", style="bold"))
@@ -31,14 +31,14 @@ def render(report: AuditReport, console: Console) -> None:
         for a in analyses:
             st = a.stats
             state = Text(" damaged", style="red") if st.error else Text("")
-            console.print(Text(f"  {st.path}: {st.packets:,} packets, {len(a.flows):,} "
+            console.print(Text(f"  {st.path}: {st.packets:,} packets, {len(a.table):,} "
                                f"connections{_span(st)}") + state, highlight=False)
     roles: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     for a in analyses:
-        if len(a.flows):
-            roles.update(a.flows["close_role"].value_counts().to_dict())
-            kinds.update(a.flows["close_kind"].value_counts().to_dict())
+        if len(a.table):
+            roles.update(a.table.value_counts("close_role"))
+            kinds.update(a.table.value_counts("close_kind"))
     if conns:
         console.print("closed first by: " + _counts(roles), highlight=False)
         console.print("endings:         " + _counts(kinds), highlight=False)

@@ -40,11 +40,11 @@ class View:
 
     @cached_property
     def trk(self) -> np.ndarray:
-        return self.analysis.tracked.trk[:len(self.analysis.flows)]
+        return self.analysis.tracked.trk[:len(self.analysis.table)]
 
     @property
     def n(self) -> int:
-        return len(self.analysis.flows)
+        return len(self.analysis.table)
 
     def ep(self, e: int, field: int) -> np.ndarray:
         """Field of endpoint ``e`` (0 client, 1 server) for every connection."""
@@ -67,30 +67,36 @@ class View:
         return self.conn(K.K_MIDSTREAM) == 0
 
     @cached_property
-    def columns(self) -> dict[str, list]:
-        flows = self.analysis.flows
-        return {c: flows[c].tolist() for c in ("client_ip", "client_port", "server_ip",
-                                               "server_port", "first_frame")}
-
-    @cached_property
-    def _addresses(self) -> tuple[list[str], list[str]]:
-        cols = self.columns
-        return tuple([f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-                      for ip, port in zip(cols[f"{side}_ip"], cols[f"{side}_port"])]
-                     for side in ENDPOINTS)
+    def columns(self) -> dict[str, np.ndarray]:
+        table = self.analysis.table
+        return {c: table[c] for c in ("client_ip", "client_port", "server_ip", "server_port",
+                                      "first_frame")}
 
     def address(self, c: int, e: int) -> str:
-        return self._addresses[e][c]
+        """Endpoint ``e`` of connection ``c`` as ip:port ([ip]:port for IPv6)."""
+        side = ENDPOINTS[e]
+        ip, port = self.columns[f"{side}_ip"][c], int(self.columns[f"{side}_port"][c])
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+    def addresses(self, e: int) -> list[str]:
+        """``address(c, e)`` of every connection (made once, for rules that group by it)."""
+        key = ("addresses", e)
+        if key not in self.memo:
+            side = ENDPOINTS[e]
+            self.memo[key] = [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+                              for ip, port in zip(self.columns[f"{side}_ip"].tolist(),
+                                                  self.columns[f"{side}_port"].tolist())]
+        return self.memo[key]
 
     def ip(self, c: int, e: int) -> str:
-        return self.columns[f"{ENDPOINTS[e]}_ip"][c]
+        return str(self.columns[f"{ENDPOINTS[e]}_ip"][c])
 
     def describe(self, c: int) -> str:
         """'client 10.0.0.1:40000 → server 10.0.0.2:80 (tcp.stream 7)'."""
         return f"{self.address(c, 0)} → {self.address(c, 1)} (tcp.stream {c})"
 
     def key(self, c: int) -> str:
-        return f"{self._addresses[0][c]}>{self._addresses[1][c]}#{self.columns['first_frame'][c]}"
+        return f"{self.address(c, 0)}>{self.address(c, 1)}#{int(self.columns['first_frame'][c])}"
 
     def finding(self, rule: Rule, c: int, e: int | None, ts_ns: int, frames: list[int],
                 message: str, **details: Any) -> Finding:

@@ -14,8 +14,7 @@ def check(analysis, params):
     if not v.n:
         return []
     hit = np.flatnonzero(v.conn(K.K_REFUSED) == 1)
-    flows = analysis.flows
-    first = flows["client_first_frame"].to_numpy()
+    first = analysis.table["client_first_frame"]
     out = []
     for c in hit.tolist():
         t = v.row(c)

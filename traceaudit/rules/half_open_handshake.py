@@ -15,8 +15,9 @@ def check(analysis, params):
     v = View.of(analysis)
     if not v.n:
         return []
-    flows = analysis.flows
-    synack_ts = (flows["server_first_ts"].to_numpy() * 1e9).round()
+    table = analysis.table
+    first_frames = table["client_first_frame"], table["server_first_frame"]
+    synack_ts = (table["server_first_ts"] * 1e9).round()
     synack_ts = np.where(np.isnan(synack_ts), 0, synack_ts).astype(np.int64)
     rst = np.minimum(np.where(v.ep(0, K.E_RST) > 0, v.ep(0, K.E_RST_TS), NEVER),
                      np.where(v.ep(1, K.E_RST) > 0, v.ep(1, K.E_RST_TS), NEVER))
@@ -32,7 +33,7 @@ def check(analysis, params):
         t = v.row(c)
         service = v.address(c, 1)
         synacks = int(t[K.NE + K.E_SYN_COUNT])
-        frames = [int(flows["client_first_frame"].iat[c]), int(flows["server_first_frame"].iat[c]),
+        frames = [int(first_frames[0][c]), int(first_frames[1][c]),
                   int(t[K.NE + K.E_SYN_LAST_FRAME])]
         ended = ("until the capture ended" if rst[c] > v.end_ns else
                  f"until an RST (frame {min(f for f in (t[K.E_RST_FRAME], t[K.NE + K.E_RST_FRAME]) if f >= 0)})")

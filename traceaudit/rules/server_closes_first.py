@@ -19,12 +19,12 @@ def check(analysis, params):
     v = View.of(analysis)
     if not v.n:
         return []
-    guessed = analysis.flows["orientation_guessed"].to_numpy(dtype=bool)
+    guessed = np.asarray(analysis.table["orientation_guessed"], bool)
     hit = np.flatnonzero((v.conn(K.K_CLOSER) == 1) & (v.ep(1, K.E_FIN) == 1) &
                          (v.ep(1, K.E_FIN_FRAME) == v.conn(K.K_CLOSE_FRAME)) & ~guessed)
     if not len(hit):
         return []
-    servers = v._addresses[1]
+    servers = v.addresses(1)
     by_service: dict[str, list[int]] = {}
     for c in hit.tolist():
         by_service.setdefault(servers[c], []).append(c)

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from traceaudit.rules.common import NS
 from traceaudit.rules.model import Finding, Rule, Severity
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_STATE, EV_TS
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 def time_wait_intervals(analysis) -> pd.DataFrame:
     """One row per TIME_WAIT stay: conn, endpoint, host, peer (ip:port), start/end ns, frame."""
+    import pandas as pd
     ev = analysis.events
-    flows = analysis.flows
-    if not len(ev) or flows.empty:
+    flows = analysis.table
+    if not len(ev) or not len(flows):
         return pd.DataFrame(columns=["conn", "endpoint", "host", "peer", "start", "end", "frame"])
     tw = np.flatnonzero(ev[:, EV_STATE] == K.TIME_WAIT)
     nxt = tw + 1
@@ -25,8 +30,8 @@ def time_wait_intervals(analysis) -> pd.DataFrame:
     end = np.full(len(tw), int(analysis.tracked.end_ts_ns), np.int64)
     end[same] = ev[nxt[same], EV_TS]
     conn, e = ev[tw, EV_CONN], ev[tw, EV_ENDPOINT]
-    cip, sip = flows["client_ip"].to_numpy(object), flows["server_ip"].to_numpy(object)
-    cport, sport = flows["client_port"].to_numpy(), flows["server_port"].to_numpy()
+    cip, sip = np.asarray(flows["client_ip"], object), np.asarray(flows["server_ip"], object)
+    cport, sport = flows["client_port"], flows["server_port"]
     host = np.where(e == 0, cip[conn], sip[conn])
     peer_ip, peer_port = np.where(e == 0, sip[conn], cip[conn]), np.where(e == 0, sport[conn],
                                                                           cport[conn])
@@ -37,6 +42,7 @@ def time_wait_intervals(analysis) -> pd.DataFrame:
 
 def peaks(intervals: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """Per group: the most stays open at once, when that was first reached, and its frame."""
+    import pandas as pd
     n = len(intervals)
     steps = pd.DataFrame({
         **{k: np.concatenate([intervals[k].to_numpy(), intervals[k].to_numpy()]) for k in by},
@@ -54,8 +60,8 @@ def peaks(intervals: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 def busiest_host_peak(analysis) -> int:
     """The most TIME_WAIT stays any one host had open at once (integer codes, no strings)."""
     ev = analysis.events
-    flows = analysis.flows
-    if not len(ev) or flows.empty:
+    n = len(analysis.table)
+    if not len(ev) or not n:
         return 0
     tw = np.flatnonzero(ev[:, EV_STATE] == K.TIME_WAIT)
     if not len(tw):
@@ -64,10 +70,11 @@ def busiest_host_peak(analysis) -> int:
     same = (nxt > tw) & (ev[nxt, EV_CONN] == ev[tw, EV_CONN]) & \
         (ev[nxt, EV_ENDPOINT] == ev[tw, EV_ENDPOINT])
     end = np.where(same, ev[nxt, EV_TS], int(analysis.tracked.end_ts_ns))
-    codes, _ = pd.factorize(pd.concat([flows["client_ip"], flows["server_ip"]],
-                                      ignore_index=True))
+    ips = analysis.table["client_ip"].tolist() + analysis.table["server_ip"].tolist()
+    ids = {ip: i for i, ip in enumerate(dict.fromkeys(ips))}
+    codes = np.fromiter(map(ids.__getitem__, ips), np.int64, len(ips))
     conn, e = ev[tw, EV_CONN], ev[tw, EV_ENDPOINT]
-    host = codes[conn + e * len(flows)]
+    host = codes[conn + e * n]
     t = np.concatenate([ev[tw, EV_TS], end])
     d = np.concatenate([np.ones(len(tw), np.int64), -np.ones(len(tw), np.int64)])
     h = np.concatenate([host, host])

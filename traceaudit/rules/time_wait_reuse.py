@@ -31,7 +31,7 @@ def check(analysis, params):
             holder = v.address(prev, pe)
             e = 0 if holder == v.address(c, 0) else 1
             tw_frame, tw_ts = int(pt[pe * K.NE + K.E_TW_FRAME]), int(pt[pe * K.NE + K.E_TW_TS])
-            ts = int(round(float(analysis.flows["start_ts"].iat[c]) * 1e9))   # its SYN
+            ts = int(round(float(analysis.table["start_ts"][c]) * 1e9))   # its SYN
             message = (f"a new SYN (frame {syn}) reused the 4-tuple of tcp.stream {prev} while "
                        f"{ENDPOINTS[e]} {holder} still held it in TIME_WAIT (entered at frame "
                        f"{tw_frame}, {seconds(ts - tw_ts)} before): the stack had to accept a "
