@@ -9,6 +9,7 @@ import threading
 import zlib
 from collections import Counter
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Callable
 
 import numpy as np
@@ -43,9 +44,7 @@ class Columns:
 def columns(findings: list[Finding]) -> Columns:
     if not findings:
         return Columns(*([] for _ in range(10)))
-    # one list per field, read from each instance dict (3x faster than zip(*attrgetter))
-    ds = [vars(f) for f in findings]
-    cols = [[d[name] for d in ds] for name in _FIELDS]
+    cols = [list(map(attrgetter(name), findings)) for name in _FIELDS]
     cols[0] = [int(s) for s in cols[0]]
     return Columns(*cols)
 

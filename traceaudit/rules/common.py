@@ -29,6 +29,7 @@ class View:
 
     analysis: "CaptureAnalysis"
     memo: dict = field(default_factory=dict)    # results several rules share
+    _address_of: dict = field(default_factory=dict)    # 2 * conn + endpoint -> "ip:port"
 
     @classmethod
     def of(cls, analysis: "CaptureAnalysis") -> "View":
@@ -74,9 +75,13 @@ class View:
 
     def address(self, c: int, e: int) -> str:
         """Endpoint ``e`` of connection ``c`` as ip:port ([ip]:port for IPv6)."""
-        side = ENDPOINTS[e]
-        ip, port = self.columns[f"{side}_ip"][c], int(self.columns[f"{side}_port"][c])
-        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        known = self._address_of.get(2 * c + e)
+        if known is None:
+            side = ENDPOINTS[e]
+            ip, port = self.columns[f"{side}_ip"][c], int(self.columns[f"{side}_port"][c])
+            known = self._address_of[2 * c + e] = \
+                f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        return known
 
     def addresses(self, e: int) -> list[str]:
         """``address(c, e)`` of every connection (made once, for rules that group by it)."""
@@ -101,13 +106,11 @@ class View:
     def finding(self, rule: Rule, c: int, e: int | None, ts_ns: int, frames: list[int],
                 message: str, **details: Any) -> Finding:
         """A finding about connection ``c`` (endpoint ``e`` at fault, or None: both/neither)."""
-        return Finding(
-            rule=rule.name, code=rule.code, severity=rule.severity,
-            capture=self.analysis.stats.path, ts=ts_ns / NS,
-            frames=sorted({f for f in frames if f >= 0}),
-            message=message, remediation=rule.remediation, connection=int(c),
-            endpoint=ENDPOINTS[e] if e is not None else None,
-            display_filter=f"tcp.stream eq {c}", details=details, key=self.key(c))
+        # (positional: tens of thousands of these on a large capture)
+        return Finding(rule.name, rule.code, rule.severity, self.analysis.stats.path,
+                       ts_ns / NS, sorted({f for f in frames if f >= 0}), message,
+                       rule.remediation, int(c), ENDPOINTS[e] if e is not None else None, None,
+                       f"tcp.stream eq {c}", details, self.key(c))
 
 
 @dataclass
