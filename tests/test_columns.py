@@ -70,3 +70,17 @@ def test_flows_csv_does_not_import_pandas():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=ROOT, timeout=120)
     assert out.stdout.split() == ["0", "False"], out.stderr
+
+
+def test_value_counts_of_each_column_form():
+    import numpy as np
+    from traceaudit.flows.columns import Coded, Columns, Repeated
+    cols = Columns({"kind": Coded(np.array([2, 0, 2, 2]), np.array(["a", "b", "c"], object)),
+                    "path": Repeated("x.pcap", 4),
+                    "ip": np.array(["1.1.1.1", "2.2.2.2", "1.1.1.1", "1.1.1.1"], object)})
+    assert cols.value_counts("kind") == {"a": 1, "c": 3}
+    assert cols.value_counts("path") == {"x.pcap": 4}
+    assert cols.value_counts("ip") == {"1.1.1.1": 3, "2.2.2.2": 1}
+    assert cols.column("path").value == "x.pcap"
+    frame = cols.frame()                                   # the same counts from a DataFrame
+    assert Columns.of_frame(frame).value_counts("kind") == {"a": 1, "c": 3}

@@ -7,7 +7,7 @@ FORMAT_VERSION history:
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import orjson
@@ -18,9 +18,6 @@ from traceaudit.report.json_text import INT, TEXT, TIMELINE, RowWriter, TextTabl
 from traceaudit.tracking.connections import state_names
 from traceaudit.tracking.states import REASON_TEXT, Reason
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE, EV_TS
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 FORMAT_VERSION = 1
 
@@ -127,8 +124,9 @@ def render_chunks(analyses: Iterable[CaptureAnalysis], findings: list[dict] | No
     ``orjson.dumps`` makes of the document ``{format, tool, generated_at, captures,
     connections (connection_entries of every analysis), findings}`` plus a newline.
 
-    Connections are written as text column by column (each distinct string, and each number
-    column, serialised by orjson once), not as one dict per connection.
+    Connections are written by a compiled row writer (``json_text``) from texts prepared a
+    column at a time (each distinct string, and each float column, serialised by orjson
+    once), not as one dict per connection.
     """
     analyses = list(analyses)
     head = orjson.dumps({

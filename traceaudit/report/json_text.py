@@ -3,7 +3,8 @@
 A connection's entry is a fixed sequence of values, each after a literal label (``{"id":``,
 ``,"client_ip":`` …). Every value is either an integer (written by the kernel), a piece of
 pre-made JSON text (each distinct string, each float as orjson writes it), or an endpoint's
-timeline (its events, each ``{"ts":…,"frame":…,"state":…,"why":…}``). Python prepares those
+timeline (its events, each ``{"ts":…,"frame":…`` then one of the few distinct
+``,"state":…,"why":…}`` texts). Python prepares those
 texts once per column, a column at a time; the kernel only copies bytes, so 100,000
 connections with 850,000 timeline events take a fraction of a second and no object per value.
 """
@@ -16,7 +17,7 @@ from numba import njit
 
 INT = 0        # the column's value is an integer: written in decimal
 TEXT = 1       # the column's value indexes a JSON text in the text table
-TIMELINE = 2   # the column is an endpoint's timeline (0 client, 1 server): the events'
+TIMELINE = 2   # the column's value is an endpoint (0 client, 1 server): its timeline
 
 _COMMA, _LBRACKET, _RBRACKET = 44, 91, 93
 _NULL = np.frombuffer(b"null", np.uint8)
@@ -124,8 +125,8 @@ def _rows(out, write, lo, hi, kinds, labels, label_offs, values, buf, starts, en
     """Write (or, when not ``write``, measure) the entries of rows lo .. hi-1, comma-separated.
 
     ``values[r, k]``: row r's integer (INT) or text index (TEXT) for column k; a TIMELINE
-    column k writes endpoint ``values[r, k]``'s events ``ev_first[2r+e] .. ev_first[2r+e+1]``.
-    ``end`` closes each entry.
+    column writes endpoint e = ``values[r, k]``'s events ``ev_first[2r+e] .. ev_first[2r+e+1]``
+    (texts ``ev_ts`` and ``ev_tail``, frame ``ev_frame`` or null). ``end`` closes each entry.
     """
     pos = 0
     for r in range(lo, hi):
