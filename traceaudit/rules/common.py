@@ -83,15 +83,18 @@ class View:
                 f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         return known
 
-    def addresses(self, e: int) -> list[str]:
-        """``address(c, e)`` of every connection (made once, for rules that group by it)."""
-        key = ("addresses", e)
-        if key not in self.memo:
-            side = ENDPOINTS[e]
-            self.memo[key] = [f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-                              for ip, port in zip(self.columns[f"{side}_ip"].tolist(),
-                                                  self.columns[f"{side}_port"].tolist())]
-        return self.memo[key]
+    @cached_property
+    def ip_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Client and server IP addresses as integer codes (one numbering for both sides),
+        for rules that group by host without a string per connection."""
+        ips = self.columns["client_ip"].tolist() + self.columns["server_ip"].tolist()
+        ids = {ip: i for i, ip in enumerate(dict.fromkeys(ips))}
+        codes = np.fromiter(map(ids.__getitem__, ips), np.int64, len(ips))
+        return codes[:self.n], codes[self.n:]
+
+    def service_codes(self, e: int) -> np.ndarray:
+        """Endpoint ``e``'s (address, port) of every connection as one integer."""
+        return self.ip_codes[e] * 65536 + self.columns[f"{ENDPOINTS[e]}_port"]
 
     def ip(self, c: int, e: int) -> str:
         return str(self.columns[f"{ENDPOINTS[e]}_ip"][c])

@@ -24,13 +24,15 @@ def check(analysis, params):
                          (v.ep(1, K.E_FIN_FRAME) == v.conn(K.K_CLOSE_FRAME)) & ~guessed)
     if not len(hit):
         return []
-    servers = v.addresses(1)
-    by_service: dict[str, list[int]] = {}
-    for c in hit.tolist():
-        by_service.setdefault(servers[c], []).append(c)
-    totals: dict[str, int] = {}
-    for s in servers:
-        totals[s] = totals.get(s, 0) + 1
+    services = v.service_codes(1)
+    by_code: dict[int, list[int]] = {}
+    for c, code in zip(hit.tolist(), services[hit].tolist()):
+        by_code.setdefault(code, []).append(c)
+    every = np.sort(services)
+    codes = np.array(list(by_code), np.int64)
+    counts = np.searchsorted(every, codes, "right") - np.searchsorted(every, codes, "left")
+    by_service = {v.address(conns[0], 1): conns for conns in by_code.values()}
+    totals = dict(zip(by_service, counts.tolist()))
     fin_frames, fin_ts = v.ep(1, K.E_FIN_FRAME), v.ep(1, K.E_FIN_TS)
     tw_frames = v.ep(1, K.E_TW_FRAME)
     out = []

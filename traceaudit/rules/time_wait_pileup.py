@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from traceaudit.rules.common import NS
+from traceaudit.rules.common import NS, View
 from traceaudit.rules.model import Finding, Rule, Severity
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_STATE, EV_TS
@@ -70,9 +70,7 @@ def busiest_host_peak(analysis) -> int:
     same = (nxt > tw) & (ev[nxt, EV_CONN] == ev[tw, EV_CONN]) & \
         (ev[nxt, EV_ENDPOINT] == ev[tw, EV_ENDPOINT])
     end = np.where(same, ev[nxt, EV_TS], int(analysis.tracked.end_ts_ns))
-    ips = analysis.table["client_ip"].tolist() + analysis.table["server_ip"].tolist()
-    ids = {ip: i for i, ip in enumerate(dict.fromkeys(ips))}
-    codes = np.fromiter(map(ids.__getitem__, ips), np.int64, len(ips))
+    codes = np.concatenate(View.of(analysis).ip_codes)
     conn, e = ev[tw, EV_CONN], ev[tw, EV_ENDPOINT]
     host = codes[conn + e * n]
     t = np.concatenate([ev[tw, EV_TS], end])
