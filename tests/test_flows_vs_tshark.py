@@ -102,3 +102,17 @@ def test_frame_shifted_traces_are_in_the_corpus():
     names = {p.name for p in CORPUS_TRACES}
     if names:
         assert set(FRAME_SHIFTED) <= names
+
+
+@needs_tshark
+@pytest.mark.parametrize("path", [p for p in CORPUS_TRACES + SAMPLE_CAPTURES
+                                  if p.name not in FRAME_SHIFTED], ids=lambda p: p.name)
+def test_connection_times_are_tsharks_exactly(path):
+    """start_ts / end_ts are the double nearest the capture's time of the first / last frame:
+    what float() makes of tshark's frame.time_epoch, digit for digit (no rounding twice)."""
+    _, _, table = ours(path)
+    epoch = {int(f): float(t) for f, t in tshark_fields(path, ["frame.number",
+                                                               "frame.time_epoch"])}
+    for row in table.itertuples():
+        assert row.start_ts == epoch[row.first_frame], (row.id, row.first_frame)
+        assert row.end_ts == epoch[row.last_frame], (row.id, row.last_frame)

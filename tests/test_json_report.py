@@ -17,6 +17,8 @@ from traceaudit.report import json_report
 from traceaudit.report.output import write_output
 from traceaudit.tracking.tracker import EV_TS
 
+NS = 1_000_000_000
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,8 +51,8 @@ def test_render_matches_the_dict_document(analyses, monkeypatch):
 
 
 def test_render_odd_values(analyses):
-    """Odd paths, timestamps repr writes in exponent form, strings with commas and quotes,
-    negative and extreme integers."""
+    """Odd paths, times far from now, strings with commas and quotes, negative and extreme
+    integers."""
     a = next(x for x in analyses if len(x.flows) and len(x.events))
     stats = dataclasses.replace(a.stats, path='we"ird, 100%s/é.pcap')
     flows = a.flows.copy()
@@ -82,11 +84,35 @@ def test_render_without_connections(analyses):
     assert json_report.render([], tool_version="t") == dict_document([], tool_version="t")
 
 
-def test_float_texts_are_repr():
-    values = np.array([0.0, 1e-4, 9.99e-5, 1.5, 1700000000.123456, 2.0 ** 53, 1e16 - 2, 1e16,
-                       1e22, 5e-324, -1.5, 123.0])
-    assert [t.decode() for t in json_report._float_texts(values)] == \
-        [repr(float(v)) for v in values]
+def test_timeline_times_are_exact_decimal_seconds():
+    """The kernel's and Python's decimal seconds agree; a JSON reader gets the double nearest
+    the capture's time; for microsecond times the text is what repr writes of that double."""
+    rng = np.random.default_rng(7)
+    us = (1_700_000_000 + rng.integers(0, 10**8, 20000)) * NS + rng.integers(0, 10**6, 20000) * 1000
+    odd = np.array([0, 1, 5, 10**9, 10**9 - 1, -1, -1_500_000_000, 123_456_789,
+                    3 * 10**17, 2**62, 1_700_000_000_123_456_789], np.int64)
+    for ns in (us, odd, rng.integers(-10**18, 10**18, 20000)):
+        texts = [json_report.decimal_seconds(int(t)) for t in ns.tolist()]
+        assert _kernel_texts(ns) == texts
+        assert [float(t) for t in texts] == [int(t) / NS for t in ns.tolist()]
+    assert [json_report.decimal_seconds(int(t)) for t in us.tolist()] == \
+        [repr(int(t) / NS) for t in us.tolist()]
+    assert json_report.decimal_seconds(1_700_000_000_123_456_789) == "1700000000.123456789"
+    assert json_report.decimal_seconds(0) == "0.0"
+    assert json_report.decimal_seconds(-1_500_000_000) == "-1.5"
+
+
+def _kernel_texts(ns: np.ndarray) -> list[str]:
+    """Each time as the row writer's kernel writes it (one-event timelines)."""
+    from traceaudit.report.json_text import TIMELINE, RowWriter, TextTable
+    n = len(ns)
+    tail = TextTable()
+    tail.add_texts([b"}"])
+    writer = RowWriter([TIMELINE], [b""], np.zeros((1, n), np.int64), tail, b"",
+                       np.repeat(np.arange(n + 1), 2)[1:-1] if n else np.zeros(1, np.int64),
+                       ns.astype(np.int64), np.full(n, -1, np.int64), np.zeros(n, np.int64))
+    text = writer.chunk(0, n).decode()
+    return [t.split(",")[0] for t in text.split('{"ts":')[1:]]
 
 
 def test_write_streams_to_a_file(analyses, tmp_path):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from traceaudit.capture.batch import PacketBatch
+from traceaudit.capture.times import epoch_seconds
 from traceaudit.flows import assign as A
 from traceaudit.flows.columns import Columns, Repeated
 from traceaudit.flows.addresses import format_addresses
@@ -155,8 +156,8 @@ def flow_columns(raw, capture: str, first_id: int) -> Columns:
         "ip_version": ipv.astype(np.int8),
         "orientation_guessed": raw["guessed"] == 1,
         "tunneled": raw["tunneled"] == 1,
-        "start_ts": _seconds(raw["first_ts"]),
-        "end_ts": _seconds(raw["last_ts"]),
+        "start_ts": epoch_seconds(raw["first_ts"]),
+        "end_ts": epoch_seconds(raw["last_ts"]),
         "first_frame": raw["first_frame"],
         "last_frame": raw["last_frame"],
     }
@@ -166,8 +167,8 @@ def flow_columns(raw, capture: str, first_id: int) -> Columns:
         cols[f"{side}_payload"] = raw[f"payload{d}"]
     for d, side in enumerate(("client", "server")):
         sent = raw[f"dir_first_frame{d}"] >= 0
-        cols[f"{side}_first_ts"] = np.where(sent, _seconds(raw[f"dir_first_ts{d}"]), np.nan)
-        cols[f"{side}_last_ts"] = np.where(sent, _seconds(raw[f"dir_last_ts{d}"]), np.nan)
+        cols[f"{side}_first_ts"] = np.where(sent, epoch_seconds(raw[f"dir_first_ts{d}"]), np.nan)
+        cols[f"{side}_last_ts"] = np.where(sent, epoch_seconds(raw[f"dir_last_ts{d}"]), np.nan)
         cols[f"{side}_first_frame"] = raw[f"dir_first_frame{d}"]
         cols[f"{side}_last_frame"] = np.where(sent, raw[f"dir_last_frame{d}"], -1)
     return Columns({name: cols[name] for name in FLOW_COLUMNS}, n)
@@ -178,10 +179,6 @@ def _grow(arr: np.ndarray, rows: int) -> np.ndarray:
     out = np.zeros((size,) + arr.shape[1:], arr.dtype)
     out[:len(arr)] = arr
     return out
-
-
-def _seconds(ns: np.ndarray) -> np.ndarray:
-    return ns.astype(np.float64) / 1e9
 
 
 def build_flow_table(path: str | Path, **reader_options) -> pd.DataFrame:

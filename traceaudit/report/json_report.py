@@ -2,6 +2,9 @@
 
 FORMAT_VERSION history:
   1: captures, connections (with both endpoints' final_state and timeline); findings list.
+     Times are epoch seconds: numbers that read as the double nearest the capture's time;
+     timeline entries write it as exact decimal seconds (all nine digits of a nanosecond
+     capture).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import orjson
 
+from traceaudit.capture.times import NS
 from traceaudit.flows.columns import Coded, Repeated
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report.json_text import INT, TEXT, TIMELINE, RowWriter, TextTable
@@ -38,8 +42,9 @@ def capture_entry(a: CaptureAnalysis) -> dict:
         "packets": st.packets,
         "tcp_packets": st.tcp_packets,
         "connections": len(a.table),
-        "first_ts": None if st.first_ts_ns is None else st.first_ts_ns / 1e9,
-        "last_ts": None if st.last_ts_ns is None else st.last_ts_ns / 1e9,
+        # (int / int: the double nearest the capture's time)
+        "first_ts": None if st.first_ts_ns is None else st.first_ts_ns / NS,
+        "last_ts": None if st.last_ts_ns is None else st.last_ts_ns / NS,
         "warnings": list(st.warnings),
         "error": None if st.error is None else str(st.error),
     }
@@ -72,23 +77,34 @@ def _timelines(events: np.ndarray, n: int) -> list[list]:
     """Per connection, [client, server] timelines as pre-serialised JSON arrays.
 
     Events arrive sorted by (connection, endpoint, time); each entry is written once as text
-    and the group is handed to orjson as a Fragment (no dict per event: 850k events for 100k
-    connections otherwise dominate the report time).
+    and the group is handed to orjson as a Fragment. Times are exact decimal seconds
+    (``decimal_seconds``), which a float cannot carry for nanosecond captures.
     """
     result = [[_EMPTY, _EMPTY] for _ in range(n)]
     if not len(events):
         return result
     names = state_names(events[:, EV_STATE]).tolist()
     whys = [orjson.dumps(_REASONS.get(w, "")).decode() for w in events[:, EV_REASON].tolist()]
-    items = [f'{{"ts":{t!r},"frame":{fr if fr >= 0 else "null"},"state":"{st}","why":{why}}}'
-             for t, fr, st, why in zip((events[:, EV_TS] / 1e9).tolist(),
-                                       events[:, EV_FRAME].tolist(), names, whys)]
+    items = [f'{{"ts":{decimal_seconds(t)},"frame":{fr if fr >= 0 else "null"},"state":"{st}",'
+             f'"why":{why}}}'
+             for t, fr, st, why in zip(events[:, EV_TS].tolist(), events[:, EV_FRAME].tolist(),
+                                       names, whys)]
     group = events[:, EV_CONN] * 2 + events[:, EV_ENDPOINT]
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]).tolist()
     ends = starts[1:] + [len(items)]
     for g, a, b in zip(group[starts].tolist(), starts, ends):
         result[g >> 1][g & 1] = orjson.Fragment(("[" + ",".join(items[a:b]) + "]").encode())
     return result
+
+
+def decimal_seconds(ns: int) -> str:
+    """A time in nanoseconds as exact decimal seconds, trailing zeros dropped (at least one
+    fractional digit): 1700000000123456000 -> '1700000000.123456'. For a microsecond capture
+    this is what ``repr`` writes of the nearest double (and what Wireshark shows); a JSON reader
+    gets that double from either."""
+    sign = "-" if ns < 0 else ""
+    whole, frac = divmod(abs(ns), NS)
+    return f"{sign}{whole}.{f'{frac:09d}'.rstrip('0') or '0'}"
 
 
 def render(analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = None,
@@ -205,7 +221,7 @@ def _connection_writer(a: CaptureAnalysis) -> RowWriter:
     ev = a.events
     group = ev[:, EV_CONN] * 2 + ev[:, EV_ENDPOINT]
     ev_first = np.searchsorted(group, np.arange(2 * n + 1))
-    ev_ts = _float_indices(ev[:, EV_TS] / 1e9, table)
+    ev_ts = np.ascontiguousarray(ev[:, EV_TS])
     # each event's state and reason, as one of the few distinct texts after the frame
     key = ev[:, EV_STATE] * 4096 + ev[:, EV_REASON]
     used = np.flatnonzero(np.bincount(key)) if len(key) else np.zeros(0, np.int64)
@@ -225,26 +241,6 @@ def _connection_chunks(a: CaptureAnalysis, size: int) -> Iterator[bytes]:
     writer = _connection_writer(a)
     for lo in range(0, n, size):
         yield writer.chunk(lo, min(n, lo + size))
-
-
-def _float_indices(values: np.ndarray, table: TextTable) -> np.ndarray:
-    """Each float's ``repr`` added to ``table``; their indices. orjson writes the same
-    shortest round-trip digits in the same positional form wherever repr is positional (0 and
-    1e-4 <= x < 1e16, checked on millions of values); repr is used for anything else."""
-    index = table.add_numbers(values.tolist()) + np.arange(len(values))
-    odd = np.flatnonzero(~((values == 0) | ((values >= 1e-4) & (values < 1e16))))
-    if len(odd):
-        index[odd] = table.add_texts([repr(float(values[i])).encode() for i in odd.tolist()]) \
-            + np.arange(len(odd))
-    return index
-
-
-def _float_texts(values: np.ndarray) -> list[bytes]:
-    """``repr`` of each float, as bytes (as the timelines write them)."""
-    table = TextTable()
-    index = _float_indices(values, table)
-    buf, starts, ends = table.arrays()
-    return [buf[starts[i]:ends[i]].tobytes() for i in index.tolist()]
 
 
 class _TailMemo(dict):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from traceaudit.capture.batch import PacketBatch
+from traceaudit.capture.times import epoch_seconds
 from traceaudit.flows import assign as A
 from traceaudit.flows.addresses import format_addresses
 from traceaudit.flows.columns import Columns
@@ -298,7 +299,7 @@ class ZeekTracker:
             "history": hist,
             "orig_pkts": out[:, ZK.O_ORIG_PKTS],
             "resp_pkts": out[:, ZK.O_RESP_PKTS],
-            "start_ts": out[:, ZK.O_START_TS].astype(np.float64) / 1e9,
+            "start_ts": epoch_seconds(out[:, ZK.O_START_TS]),
             "first_frame": out[:, ZK.O_FIRST_FRAME],
             "last_frame": out[:, ZK.O_LAST_FRAME],
             "tunneled": out[:, ZK.O_TUNNELED] == 1,
