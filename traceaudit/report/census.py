@@ -1,10 +1,10 @@
 """State census: how many endpoints were in each state over time, computed from the events.
 
 Each endpoint's state is a step function: an event adds one to the state it enters, and the
-endpoint's next event takes that one away again. Counting both per point of a time grid (two
-``bincount`` calls and a ``cumsum``; no sort, no per-event Python) samples every state's
-census at once. ``Changes`` holds what the census, the per-service table and its sparklines
-share, computed once per capture.
+endpoint's next event takes that one away again. Counting both per point of a time grid, then
+running sums (one compiled pass, no sort) samples every state's census at once. ``Changes``
+holds what the census, the per-service table and its sparklines share, computed once per
+capture.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.timeline import final_states
@@ -52,28 +53,54 @@ class Changes:
         self.events = events
         self.samples = samples
         self.times = np.linspace(t0_ns, max(t1_ns, t0_ns + 1), samples).astype(np.int64)
-        n = len(events)
         self.state = events[:, EV_STATE] + 1
-        conn, side = events[:, EV_CONN], events[:, EV_ENDPOINT]
-        same = (conn[1:] == conn[:-1]) & (side[1:] == side[:-1]) if n else np.empty(0, bool)
-        self.nxt = np.r_[same, False] if n else np.empty(0, bool)
         t0 = int(self.times[0])
         step = max(int(self.times[-1]) - t0, 1) / max(samples - 1, 1)
-        slot = np.ceil((events[:, EV_TS] - t0) / step) if n else np.empty(0)
-        self.slot = np.clip(slot, 0, samples).astype(np.int64)
+        self.slot, self.nxt = _slots(events, t0, step, samples)
 
     def levels(self, key: np.ndarray, n_keys: int, rows: np.ndarray | None = None) -> np.ndarray:
         """(n_keys, samples) census of event rows grouped by ``key`` (per row; -1: skip)."""
-        width = self.samples + 1
         if rows is None:
             rows = np.arange(len(self.events))
-        k = key[rows]
-        enter = rows[k >= 0]
-        leave = enter[self.nxt[enter]]
-        counts = (np.bincount(key[enter] * width + self.slot[enter], minlength=n_keys * width) -
-                  np.bincount(key[leave] * width + self.slot[leave + 1],
-                              minlength=n_keys * width))
-        return np.cumsum(counts.reshape(n_keys, width), axis=1)[:, :self.samples]
+        return _levels(np.ascontiguousarray(key, np.int64), self.slot, self.nxt,
+                       np.ascontiguousarray(rows, np.int64), n_keys, self.samples)
+
+
+@njit(cache=True, nogil=True)
+def _slots(events, t0, step, samples):
+    """Per event row, its grid slot (the first grid point at or after it, clipped to
+    0 .. samples) and whether its endpoint has a later row."""
+    n = len(events)
+    slot = np.empty(n, np.int64)
+    nxt = np.zeros(n, np.bool_)
+    for i in range(n):
+        s = np.ceil((events[i, EV_TS] - t0) / step)
+        slot[i] = 0 if s < 0 else (samples if s > samples else int(s))
+        if i + 1 < n:
+            nxt[i] = (events[i + 1, EV_CONN] == events[i, EV_CONN] and
+                      events[i + 1, EV_ENDPOINT] == events[i, EV_ENDPOINT])
+    return slot, nxt
+
+
+@njit(cache=True, nogil=True)
+def _levels(key, slot, nxt, rows, n_keys, samples):
+    """``Changes.levels`` in one pass: a row adds one at its slot to its key's count, and its
+    endpoint's next row (if any) takes it away again at that row's slot; then running sums."""
+    counts = np.zeros((n_keys, samples + 1), np.int64)
+    for r in rows:
+        k = key[r]
+        if k < 0:
+            continue
+        counts[k, slot[r]] += 1
+        if nxt[r]:
+            counts[k, slot[r + 1]] -= 1
+    out = np.empty((n_keys, samples), np.int64)
+    for k in range(n_keys):
+        level = 0
+        for s in range(samples):
+            level += counts[k, s]
+            out[k, s] = level
+    return out
 
 
 def census(ch: Changes) -> Census:
