@@ -27,6 +27,7 @@ from traceaudit.report.ladder import connection_changes, ladder_svg
 from traceaudit.rules import run_rules
 from traceaudit.rules.config import RulesConfig
 from traceaudit.tracking.states import EndpointState
+from traceaudit.tracking.tracker import EV_TS
 
 ACTUAL = ROOT / "tests" / "actual"
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser",
@@ -160,6 +161,23 @@ def test_census_counts_endpoints_per_state():
     assert c.final == {**{s.name: 0 for s in C.CENSUS_STATES}, "CLOSE_WAIT": 1, "FIN_WAIT_2": 1}
     held = C.held(ev, 20 * 10**9, ch.nxt)
     assert (held // 10**9).tolist() == [10, 10, 10, 1, 9]
+
+
+def test_census_equals_the_states_at_each_grid_time():
+    """On a real capture's thousands of events: each grid point's census is the count of
+    endpoints whose timeline puts them in that state at that moment."""
+    from traceaudit.tracking.timeline import states_at
+    a = analyze_capture(SAMPLES / "time-wait-pileup.pcap")
+    ev = a.events
+    t0, t1 = int(ev[:, EV_TS].min()), int(ev[:, EV_TS].max())
+    ch = C.Changes(ev, t0, t1, samples=50)
+    c = C.census(ch)
+    assert len(ev) > 5000
+    for i, t in enumerate(ch.times.tolist()):
+        states = states_at(ev, len(a.table), t)
+        for s in C.CENSUS_STATES:
+            assert c.levels[s.name][i] == int((states == s).sum()), (s.name, t)
+    assert max(c.peak.values()) > 1000
 
 
 def test_escaping_of_capture_names_static(tmp_path):
