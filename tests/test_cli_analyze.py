@@ -91,3 +91,20 @@ def test_flows_gain_tracking_columns(tmp_path):
     header = result.output.splitlines()[0].split(",")
     for col in ("client_state", "server_state", "close_role", "close_kind"):
         assert col in header
+
+
+def test_report_on_standard_output_is_one_document(tmp_path):
+    """`--json -` writes only the report on standard output (the summary goes to standard
+    error), so it pipes into jq; to a file, the summary stays on standard output."""
+    import subprocess
+    import sys
+    p, _, _ = capture(tmp_path)
+    run = [sys.executable, "-m", "traceaudit.cli", "analyze", str(p)]
+    piped = subprocess.run(run + ["--json", "-"], capture_output=True, text=True)
+    assert piped.returncode == 1, piped.stderr
+    doc = json.loads(piped.stdout)                        # nothing but the document
+    assert len(doc["connections"]) == 2
+    assert "Findings by rule" in piped.stderr
+    to_file = subprocess.run(run + ["--json", str(tmp_path / "r.json")], capture_output=True,
+                             text=True)
+    assert "Findings by rule" in to_file.stdout

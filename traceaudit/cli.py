@@ -259,8 +259,12 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             write_output(write_baseline_path,
                          render_baseline(report.findings + report.suppressed, __version__))
         from traceaudit.report import summary_report
-        summary_report.render(report, Console(highlight=False,
-                                              width=None if sys.stdout.isatty() else 120))
+        # a report written to standard output (`--json -`) keeps it to itself: the summary
+        # goes to standard error then, so `| jq` reads one document
+        piped = "-" in (json_path, junit_path, sarif_path, html_path, write_baseline_path)
+        stream = sys.stderr if piped else sys.stdout
+        summary_report.render(report, Console(file=stream, highlight=False,
+                                              width=None if stream.isatty() else 120))
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)

@@ -135,8 +135,9 @@ CHUNK_CONNECTIONS = 4096
 
 
 def render_chunks(analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = None,
-                  *, tool_version: str, generated_at: str | None = None) -> Iterator[bytes]:
-    """The report as consecutive pieces of bytes; joined they are byte for byte what
+                  *, tool_version: str,
+                  generated_at: str | None = None) -> Iterator[bytes | memoryview]:
+    """The report as consecutive bytes-like pieces; joined they are byte for byte what
     ``orjson.dumps`` makes of the document ``{format, tool, generated_at, captures,
     connections (connection_entries of every analysis), findings}`` plus a newline.
 
@@ -155,7 +156,9 @@ def render_chunks(analyses: Iterable[CaptureAnalysis], findings: list[dict] | No
     first = True
     for a in analyses:
         for chunk in _connection_chunks(a, CHUNK_CONNECTIONS):
-            yield chunk if first else b"," + chunk
+            if not first:
+                yield b","          # (its own piece: a chunk is megabytes, not copied again)
+            yield chunk
             first = False
     yield b'],"findings":' + orjson.dumps(findings or []) + b"}\n"
 
@@ -232,7 +235,7 @@ def _connection_writer(a: CaptureAnalysis) -> RowWriter:
                      ev_first, ev_ts, np.ascontiguousarray(ev[:, EV_FRAME]), ev_tail)
 
 
-def _connection_chunks(a: CaptureAnalysis, size: int) -> Iterator[bytes]:
+def _connection_chunks(a: CaptureAnalysis, size: int) -> Iterator[memoryview]:
     """``connection_entries(a)`` as JSON text, ``size`` connections (comma-separated) per
     piece."""
     n = len(a.table)

@@ -212,10 +212,11 @@ class RowWriter:
         self.end = np.frombuffer(end, np.uint8)
         self.ev = (ev_first, ev_ts, ev_frame, ev_tail)
 
-    def chunk(self, lo: int, hi: int) -> bytes:
+    def chunk(self, lo: int, hi: int) -> memoryview:
+        """The text as a view of the kernel's buffer (bytes-like; not copied again)."""
         args = (lo, hi, self.kinds, self.labels, self.label_offs, self.values, self.buf,
                 self.starts, self.ends) + self.ev + (self.end,)
         size = _rows(np.zeros(0, np.uint8), False, *args)
         out = np.empty(size, np.uint8)
         _rows(out, True, *args)
-        return out.tobytes()
+        return memoryview(out)
