@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import IntEnum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 if TYPE_CHECKING:
@@ -103,5 +104,6 @@ class Finding:
         return entry
 
 
+@lru_cache(maxsize=256)
 def _basename(path: str) -> str:
     return path.replace("\\", "/").rsplit("/", 1)[-1]
