@@ -15,7 +15,7 @@ from traceaudit.capture import expand_paths
 from traceaudit.pipeline import analyze_capture
 from traceaudit.report import json_report
 from traceaudit.report.output import write_output
-from traceaudit.tracking.tracker import EV_TS
+from traceaudit.tracking.tracker import EV_STATE, EV_TS
 
 NS = 1_000_000_000
 
@@ -70,6 +70,7 @@ def test_render_odd_values(analyses):
     events = a.events.copy()
     events[0, EV_TS] = 5                       # 5e-09 seconds
     events[-1, EV_TS] = 3 * 10**17             # 3e+08 s: positional
+    events[1, EV_STATE] = -1                   # UNSEEN (a negative state code)
     odd = dataclasses.replace(a, stats=stats, table=flows, events=events)
     for group in ([odd], [odd, a]):
         assert json_report.render(group, tool_version="t") == \

@@ -227,10 +227,12 @@ def _connection_writer(a: CaptureAnalysis) -> RowWriter:
     ev_ts = np.ascontiguousarray(ev[:, EV_TS])
     # each event's state and reason, as one of the few distinct texts after the frame
     key = ev[:, EV_STATE] * 4096 + ev[:, EV_REASON]
-    used = np.flatnonzero(np.bincount(key)) if len(key) else np.zeros(0, np.int64)
+    low = int(key.min()) if len(key) else 0           # (UNSEEN is -1)
+    used = np.flatnonzero(np.bincount(key - low)) if len(key) else np.zeros(0, np.int64)
     slot = np.zeros(int(used[-1]) + 1 if len(used) else 0, np.int64)
-    slot[used] = table.add_texts([_tail_memo[k] for k in used.tolist()]) + np.arange(len(used))
-    ev_tail = slot[key]
+    slot[used] = table.add_texts([_tail_memo[k + low] for k in used.tolist()]) \
+        + np.arange(len(used))
+    ev_tail = slot[key - low]
     return RowWriter(kinds, [x.encode() for x in labels], values, table, b"}}",
                      ev_first, ev_ts, np.ascontiguousarray(ev[:, EV_FRAME]), ev_tail)
 
