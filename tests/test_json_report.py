@@ -65,6 +65,7 @@ def test_render_odd_values(analyses):
     flows.loc[0, "start_ts"] = 1e-7
     flows.loc[0, "client_bytes"] = -7                          # integers the kernel writes
     flows.loc[len(flows) - 1, "server_bytes"] = 2**63 - 1
+    flows.loc[0, "client_payload"] = -2**63
     flows["ip_version"] = flows["ip_version"].astype(np.uint64)  # written by orjson instead
     flows.loc[len(flows) - 1, "end_ts"] = 1e17
     events = a.events.copy()
