@@ -92,7 +92,7 @@ def test_timeline_times_are_exact_decimal_seconds():
     rng = np.random.default_rng(7)
     us = (1_700_000_000 + rng.integers(0, 10**8, 20000)) * NS + rng.integers(0, 10**6, 20000) * 1000
     odd = np.array([0, 1, 5, 10**9, 10**9 - 1, -1, -1_500_000_000, 123_456_789,
-                    3 * 10**17, 2**62, 1_700_000_000_123_456_789], np.int64)
+                    3 * 10**17, 2**62, 1_700_000_000_123_456_789, -2**63, 2**63 - 1], np.int64)
     for ns in (us, odd, rng.integers(-10**18, 10**18, 20000)):
         texts = [json_report.decimal_seconds(int(t)) for t in ns.tolist()]
         assert _kernel_texts(ns) == texts

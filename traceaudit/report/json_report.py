@@ -178,8 +178,7 @@ def _column_values(column, table: TextTable) -> tuple[int, np.ndarray]:
     if kind == "b":
         first = table.add_texts([b"false", b"true"])
         return TEXT, first + values.astype(np.int64)
-    if (kind == "i" or (kind == "u" and values.dtype.itemsize < 8)) and \
-            not (len(values) and values.min() == np.iinfo(np.int64).min):   # (-v overflows)
+    if kind == "i" or (kind == "u" and values.dtype.itemsize < 8):
         return INT, values.astype(np.int64)
     if kind in "uf":
         return TEXT, table.add_numbers(values.tolist()) + np.arange(len(values))

@@ -24,6 +24,8 @@ _COMMA, _LBRACKET, _RBRACKET = 44, 91, 93
 _NULL = np.frombuffer(b"null", np.uint8)
 _TS = np.frombuffer(b'{"ts":', np.uint8)
 _FRAME = np.frombuffer(b',"frame":', np.uint8)
+_INT64_MIN = np.iinfo(np.int64).min
+_INT64_MIN_DIGITS = np.frombuffer(b"9223372036854775808", np.uint8)
 
 
 class TextTable:
@@ -90,6 +92,8 @@ def _put_int(out, pos, v, write):
         if write:
             out[pos] = 45
         pos += 1
+        if v == _INT64_MIN:             # (its negation does not fit)
+            return _put(out, pos, _INT64_MIN_DIGITS, 0, len(_INT64_MIN_DIGITS), write)
         v = -v
     n = 1
     t = v
@@ -111,16 +115,20 @@ def _put_int(out, pos, v, write):
 def _put_seconds(out, pos, ns, write):
     """Write a time in nanoseconds as exact decimal seconds: ``1700000000.123456`` (trailing
     zeros dropped, at least one fractional digit), as ``decimal_seconds`` does."""
+    whole = ns // 1_000_000_000
+    frac = ns % 1_000_000_000
     if ns < 0:
         if write:
             out[pos] = 45
         pos += 1
-        ns = -ns
-    pos = _put_int(out, pos, ns // 1_000_000_000, write)
+        if frac:                        # -1.5 s: whole -2, frac 0.5 -> written 1.5
+            whole += 1
+            frac = 1_000_000_000 - frac
+        whole = -whole
+    pos = _put_int(out, pos, whole, write)
     if write:
         out[pos] = 46
     pos += 1
-    frac = ns % 1_000_000_000
     digits = 9
     if frac == 0:
         digits = 1
