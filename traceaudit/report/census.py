@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from traceaudit.flows.columns import Coded, Columns
 from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.timeline import final_states
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_STATE, EV_TS
@@ -122,21 +123,22 @@ def held(events: np.ndarray, end_ns: int, nxt: np.ndarray) -> np.ndarray:
     return np.where(nxt, np.r_[ts[1:], end_ns], end_ns) - ts
 
 
-def per_service(flows: pd.DataFrame, ch: Changes, end_ns: int,
+def per_service(flows: Columns, ch: Changes, end_ns: int,
                 findings_per_conn: np.ndarray | None = None, top: int = 25,
                 min_hold_s: float = 1.0, spark_every: int = 3) -> pd.DataFrame:
     """The ``top`` services (server ip:port) that leak most. Per side: connections whose
     endpoint stayed in a leak state at least ``min_hold_s`` (``*_held``), those in TIME_WAIT
     at the end (``*_TIME_WAIT_end``), findings about the service, and (column ``spark``) the
-    server side's CLOSE_WAIT census (every ``spark_every``-th grid point)."""
-    if flows.empty:
+    server side's CLOSE_WAIT census (every ``spark_every``-th grid point). ``flows``: the
+    flow table's columns (no DataFrame of all connections is made)."""
+    if not len(flows):
         return pd.DataFrame()
     events = ch.events
     codes, names = service_codes(flows)
     n_srv = len(names)
     out = {"service": np.array(names, dtype=object),
            "connections": np.bincount(codes, minlength=n_srv)}
-    kind_codes, kind_names = pd.factorize(flows["close_kind"])
+    kind_codes, kind_names = _codes(flows, "close_kind")
     by_kind = np.bincount(codes * len(kind_names) + kind_codes,
                           minlength=n_srv * len(kind_names)).reshape(n_srv, len(kind_names))
     kind_names = list(kind_names)
@@ -186,12 +188,30 @@ def _sparks(ch: Changes, codes: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     return ch.levels(key, len(chosen), rows)
 
 
-def service_codes(flows: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """Per connection, the index of its service (server ip:port); and the services' names."""
-    ip_codes, ips = pd.factorize(flows["server_ip"], sort=False)
-    key = ip_codes.astype(np.int64) * 65536 + flows["server_port"].to_numpy().astype(np.int64)
-    codes, keys = pd.factorize(key, sort=False)
-    return codes, [_service(f"{ips[k >> 16]}|{k & 0xFFFF}") for k in keys.tolist()]
+def service_codes(flows: Columns) -> tuple[np.ndarray, list[str]]:
+    """Per connection, the index of its service (server ip:port), numbered in order of first
+    appearance; and the services' names."""
+    ips = flows["server_ip"].tolist()
+    ip_ids = {ip: i for i, ip in enumerate(dict.fromkeys(ips))}
+    ip_codes = np.fromiter(map(ip_ids.__getitem__, ips), np.int64, len(ips))
+    key = ip_codes * 65536 + np.asarray(flows["server_port"], np.int64)
+    keys, first, codes = np.unique(key, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")            # first appearance, as pandas numbers
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    names = list(ip_ids)
+    return rank[codes.reshape(-1)], [_service(f"{names[k >> 16]}|{k & 0xFFFF}")
+                                     for k in keys[order].tolist()]
+
+
+def _codes(flows: Columns, name: str) -> tuple[np.ndarray, list]:
+    """A column as (integer codes, the values they stand for)."""
+    column = flows.column(name)
+    if isinstance(column, Coded):
+        return column.codes.astype(np.int64), column.labels.tolist()
+    values = np.asarray(column).tolist()
+    ids = {v: i for i, v in enumerate(dict.fromkeys(values))}
+    return np.fromiter(map(ids.__getitem__, values), np.int64, len(values)), list(ids)
 
 
 def _service(key: str) -> str:

@@ -58,7 +58,7 @@ def _render(report: AuditReport, max_details: int, max_per_rule: int) -> bytes:
     cap_ix = [by_path[p].index if p in by_path else -1 for p in cols.capture]
     rules = _rules(report, cols)
     chosen = F.choose_details(cols, max_details, max_per_rule)
-    hosts = F.fault_hosts(cols, cap_ix, [c.a.flows for c in caps])
+    hosts = F.fault_hosts(cols, cap_ix, [c.a.table for c in caps])
     host_counts = Counter(hosts)
     host_counts.pop("", None)
     table = F.table_data(cols, hosts, cap_ix, chosen, rules, [c.name for c in caps],
@@ -96,7 +96,7 @@ class _Capture:
         self._ev_conn = None
         self._cols: dict = {}
         self._changes: C.Changes | None = None
-        self.n = len(a.flows)
+        self.n = len(a.table)
 
     def changes(self) -> C.Changes:
         if self._changes is None:
@@ -111,10 +111,11 @@ class _Capture:
         return self.a.events[lo:hi]
 
     def value(self, name: str, row: int):
-        """One flow-table value."""
+        """One flow-table value (a plain Python value)."""
         if name not in self._cols:
-            self._cols[name] = self.a.flows[name]
-        return self._cols[name].iat[row]
+            self._cols[name] = self.a.table[name]
+        v = self._cols[name][row]
+        return v.item() if isinstance(v, np.generic) else v
 
 
 def _overview(caps: list[_Capture]) -> dict:
@@ -122,10 +123,10 @@ def _overview(caps: list[_Capture]) -> dict:
     lasts = [c.a.stats.last_ts_ns for c in caps if c.a.stats.last_ts_ns is not None]
     roles, kinds = Counter(), Counter()
     for c in caps:
-        if len(c.a.flows):
-            roles.update(c.a.flows["close_role"].value_counts().to_dict())
-            kinds.update(c.a.flows["close_kind"].value_counts().to_dict())
-    conns = sum(len(c.a.flows) for c in caps)
+        if len(c.a.table):
+            roles.update(c.a.table.value_counts("close_role"))
+            kinds.update(c.a.table.value_counts("close_kind"))
+    conns = sum(len(c.a.table) for c in caps)
     return {
         "captures": [_capture_row(c) for c in caps],
         "packets": sum(c.a.stats.packets for c in caps),
@@ -145,7 +146,7 @@ def _capture_row(c: _Capture) -> dict:
     span = (st.last_ts_ns - st.first_ts_ns) / 1e9 if st.first_ts_ns is not None else None
     return {"index": c.index, "name": c.name, "path": st.path, "format": st.format,
             "packets": st.packets, "tcp_packets": st.tcp_packets,
-            "connections": len(c.a.flows), "start": _iso(st.first_ts_ns),
+            "connections": len(c.a.table), "start": _iso(st.first_ts_ns),
             "duration": _dur(span) if span is not None else "", "warnings": list(st.warnings),
             "error": str(st.error) if st.error is not None else ""}
 
@@ -190,8 +191,8 @@ def _verdict(report: AuditReport, cols: F.Columns) -> dict:
 
 # -- census and services ---------------------------------------------------------------------
 def _charts(caps: list[_Capture]) -> dict:
-    ranked = [c for c in caps if len(c.a.flows) and c.a.stats.first_ts_ns is not None]
-    ranked.sort(key=lambda c: -len(c.a.flows))
+    ranked = [c for c in caps if len(c.a.table) and c.a.stats.first_ts_ns is not None]
+    ranked.sort(key=lambda c: -len(c.a.table))
     shown = sorted(ranked[:MAX_CHARTS], key=lambda c: c.index)
     charts = []
     for c in shown:
@@ -213,12 +214,12 @@ def _services(caps: list[_Capture], cols: F.Columns, cap_ix: list[int]) -> dict:
     rows = []
     for c in caps:
         st = c.a.stats
-        n = len(c.a.flows)
+        n = len(c.a.table)
         if not n or st.first_ts_ns is None:
             continue
         conns = conn[(cix == c.index) & (conn >= 0) & (conn < n)]
         counts = np.bincount(conns, minlength=n)
-        table = C.per_service(c.a.flows, c.changes(), st.last_ts_ns, counts)
+        table = C.per_service(c.a.table, c.changes(), st.last_ts_ns, counts)
         for rec in table.to_dict("records"):
             rec["capture"] = c.name
             spark = rec.pop("spark")
@@ -268,9 +269,9 @@ def _detail(i: int, f: Finding, by_path: dict, rules: list[dict]) -> dict:
 
 def _ladder_connection(f: Finding, cap: _Capture | None) -> int | None:
     """The connection a finding's ladder shows: its own, else the one holding its first frame."""
-    if cap is None or not len(cap.a.flows):
+    if cap is None or not len(cap.a.table):
         return None
-    n = len(cap.a.flows)
+    n = len(cap.a.table)
     if f.connection is not None and 0 <= f.connection < n:
         return int(f.connection)
     conns = f.details.get("connections") if isinstance(f.details, dict) else None
@@ -279,9 +280,8 @@ def _ladder_connection(f: Finding, cap: _Capture | None) -> int | None:
     if not f.frames:
         return None
     fr = f.frames[0]
-    flows = cap.a.flows
-    hit = np.flatnonzero((flows["first_frame"].to_numpy() <= fr) &
-                         (flows["last_frame"].to_numpy() >= fr))
+    flows = cap.a.table
+    hit = np.flatnonzero((flows["first_frame"] <= fr) & (flows["last_frame"] >= fr))
     ex = cap.a.excerpts
     for c in hit.tolist():
         if ex is not None and any(p.frame == fr for p in ex.packets(c)):

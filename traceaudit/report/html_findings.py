@@ -84,7 +84,7 @@ def choose_details(c: Columns, cap: int, per_rule: int) -> list[int]:
 
 def fault_hosts(c: Columns, cap_ix: list[int], flows: list) -> list[str]:
     """The host of each finding: its own, else the address of the endpoint at fault, else the
-    server's (``flows[k]``: capture k's flow table)."""
+    server's (``flows[k]``: capture k's flow table, ``Columns``)."""
     host = np.array([h or "" for h in c.host], dtype=object)
     conn = np.array([-1 if x is None else x for x in c.conn], np.int64)
     cix = np.array(cap_ix, np.int64)
@@ -94,8 +94,8 @@ def fault_hosts(c: Columns, cap_ix: list[int], flows: list) -> list[str]:
         sel = np.flatnonzero(empty & (cix == k) & (conn >= 0) & (conn < len(table)))
         if len(sel):
             rows = conn[sel]
-            cli = np.array(table["client_ip"].take(rows).tolist(), dtype=object)
-            srv = np.array(table["server_ip"].take(rows).tolist(), dtype=object)
+            cli = np.asarray(table["client_ip"], dtype=object)[rows]
+            srv = np.asarray(table["server_ip"], dtype=object)[rows]
             host[sel] = np.where(client[sel], cli, srv)
     return [str(h) for h in host.tolist()]
 
