@@ -84,3 +84,11 @@ def test_value_counts_of_each_column_form():
     assert cols.column("path").value == "x.pcap"
     frame = cols.frame()                                   # the same counts from a DataFrame
     assert Columns.of_frame(frame).value_counts("kind") == {"a": 1, "c": 3}
+
+
+def test_first_seen_codes_number_values_in_order_of_appearance():
+    from traceaudit.flows.columns import first_seen_codes
+    codes, values = first_seen_codes(["b", "a", "b", "c", "a"])
+    assert codes.tolist() == [0, 1, 0, 2, 1] and values == ["b", "a", "c"]
+    codes, values = first_seen_codes([])
+    assert codes.tolist() == [] and values == []

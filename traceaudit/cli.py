@@ -97,10 +97,8 @@ def main() -> None:
     # almost no reference cycles: automatic generational collection only costs time (0.3 s of
     # 3.5 s on 3M packets). read_captures collects between captures instead, and what the
     # imports built is frozen out of those collections.
+    gc.disable()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
 
 
 @main.command()
@@ -373,11 +371,6 @@ def run() -> None:
     left is freeing the run's objects one by one (about 0.15 s after a 3M-packet capture),
     which the operating system does at once. Output streams are flushed first.
     """
-    # No automatic cyclic collection: a large capture's tens of thousands of findings and
-    # report rows set it off again and again, each pass scanning every live object (~0.3 s of
-    # a 3M-packet run), while none of that work makes reference cycles. Memory is still freed
-    # by reference counting; read_captures collects explicitly between captures.
-    gc.disable()
     try:
         main()
         code = EXIT_CLEAN

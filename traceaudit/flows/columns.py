@@ -141,6 +141,13 @@ class Columns:
         return pa.Table.from_arrays(arrays, names=list(self.data))
 
 
+def first_seen_codes(values: list) -> tuple[np.ndarray, list]:
+    """Each value's number, distinct values numbered in order of first appearance (as
+    ``pandas.factorize``, without pandas); and the distinct values."""
+    ids = {v: i for i, v in enumerate(dict.fromkeys(values))}
+    return np.fromiter(map(ids.__getitem__, values), np.int64, len(values)), list(ids)
+
+
 def _plain(v: Column) -> np.ndarray:
     """A column as one NumPy array (strings as an object array)."""
     if isinstance(v, Repeated):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from traceaudit.flows.columns import Coded, Columns
+from traceaudit.flows.columns import Coded, Columns, first_seen_codes
 from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.timeline import final_states
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_STATE, EV_TS
@@ -191,17 +191,10 @@ def _sparks(ch: Changes, codes: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 def service_codes(flows: Columns) -> tuple[np.ndarray, list[str]]:
     """Per connection, the index of its service (server ip:port), numbered in order of first
     appearance; and the services' names."""
-    ips = flows["server_ip"].tolist()
-    ip_ids = {ip: i for i, ip in enumerate(dict.fromkeys(ips))}
-    ip_codes = np.fromiter(map(ip_ids.__getitem__, ips), np.int64, len(ips))
-    key = ip_codes * 65536 + np.asarray(flows["server_port"], np.int64)
-    keys, first, codes = np.unique(key, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")            # first appearance, as pandas numbers
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    names = list(ip_ids)
-    return rank[codes.reshape(-1)], [_service(f"{names[k >> 16]}|{k & 0xFFFF}")
-                                     for k in keys[order].tolist()]
+    ip_codes, names = first_seen_codes(flows["server_ip"].tolist())
+    codes, keys = first_seen_codes(
+        (ip_codes * 65536 + np.asarray(flows["server_port"], np.int64)).tolist())
+    return codes, [_service(f"{names[k >> 16]}|{k & 0xFFFF}") for k in keys]
 
 
 def _codes(flows: Columns, name: str) -> tuple[np.ndarray, list]:
@@ -209,9 +202,7 @@ def _codes(flows: Columns, name: str) -> tuple[np.ndarray, list]:
     column = flows.column(name)
     if isinstance(column, Coded):
         return column.codes.astype(np.int64), column.labels.tolist()
-    values = np.asarray(column).tolist()
-    ids = {v: i for i, v in enumerate(dict.fromkeys(values))}
-    return np.fromiter(map(ids.__getitem__, values), np.int64, len(values)), list(ids)
+    return first_seen_codes(np.asarray(column).tolist())
 
 
 def _service(key: str) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 
 from traceaudit.capture.times import NS
-from traceaudit.flows.columns import Coded, Repeated
+from traceaudit.flows.columns import Coded, Repeated, first_seen_codes
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report.json_text import INT, TEXT, TIMELINE, RowWriter, TextTable
 from traceaudit.tracking.connections import state_names
@@ -190,9 +190,7 @@ def _factorised(items: list, table: TextTable) -> np.ndarray:
     by type as well unless every value is a string (1 and True hash alike but are written
     differently)."""
     plain = set(map(type, items)) <= {str}
-    keys = items if plain else [(type(v), v) for v in items]
-    distinct = {k: i for i, k in enumerate(dict.fromkeys(keys))}
-    codes = np.fromiter(map(distinct.__getitem__, keys), np.int64, len(keys))
+    codes, distinct = first_seen_codes(items if plain else [(type(v), v) for v in items])
     texts = [orjson.dumps(k if plain else k[1]) for k in distinct]
     return table.add_texts(texts) + codes
 

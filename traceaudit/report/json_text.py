@@ -3,11 +3,10 @@
 A connection's entry is a fixed sequence of values, each after a literal label (``{"id":``,
 ``,"client_ip":`` …). Every value is either an integer (written by the kernel), a piece of
 pre-made JSON text (each distinct string, each float as orjson writes it), or an endpoint's
-timeline (its events, each ``{"ts":…,"frame":…`` — the time as exact decimal seconds —
-then one of the few distinct
-``,"state":…,"why":…}`` texts). Python prepares those
-texts once per column, a column at a time; the kernel only copies bytes, so 100,000
-connections with 850,000 timeline events take a fraction of a second and no object per value.
+timeline (its events, each ``{"ts":…,"frame":…`` — the time as exact decimal seconds — then
+one of the few distinct ``,"state":…,"why":…}`` texts). Python prepares those texts once per
+column, a column at a time; the kernel only copies bytes, so 100,000 connections with 850,000
+timeline events take a fraction of a second and no object per value.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from traceaudit.flows.columns import first_seen_codes
 from traceaudit.rules.model import Finding, Rule
 from traceaudit.tracking import kernel as K
 
@@ -87,9 +88,8 @@ class View:
     def ip_codes(self) -> tuple[np.ndarray, np.ndarray]:
         """Client and server IP addresses as integer codes (one numbering for both sides),
         for rules that group by host without a string per connection."""
-        ips = self.columns["client_ip"].tolist() + self.columns["server_ip"].tolist()
-        ids = {ip: i for i, ip in enumerate(dict.fromkeys(ips))}
-        codes = np.fromiter(map(ids.__getitem__, ips), np.int64, len(ips))
+        codes, _ = first_seen_codes(self.columns["client_ip"].tolist() +
+                                    self.columns["server_ip"].tolist())
         return codes[:self.n], codes[self.n:]
 
     def service_codes(self, e: int) -> np.ndarray:
