@@ -111,7 +111,7 @@ def _kernel_texts(ns: np.ndarray) -> list[str]:
     tail = TextTable()
     tail.add_texts([b"}"])
     writer = RowWriter([TIMELINE], [b""], np.zeros((1, n), np.int64), tail, b"",
-                       np.repeat(np.arange(n + 1), 2)[1:-1] if n else np.zeros(1, np.int64),
+                       np.repeat(np.arange(n + 1), 2)[1:],
                        ns.astype(np.int64), np.full(n, -1, np.int64), np.zeros(n, np.int64))
     text = bytes(writer.chunk(0, n)).decode()
     return [t.split(",")[0] for t in text.split('{"ts":')[1:]]

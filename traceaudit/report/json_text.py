@@ -25,6 +25,8 @@ _TS = np.frombuffer(b'{"ts":', np.uint8)
 _FRAME = np.frombuffer(b',"frame":', np.uint8)
 _INT64_MIN = np.iinfo(np.int64).min
 _INT64_MIN_DIGITS = np.frombuffer(b"9223372036854775808", np.uint8)
+_LONGEST_INT = 20           # -9223372036854775808
+_LONGEST_SECONDS = 31       # a sign, 19 whole digits at most, the point, 9 fractional digits
 
 
 class TextTable:
@@ -85,48 +87,44 @@ def _comma_separated(body, n):
 
 
 @njit(cache=True, inline="always")
-def _put_int(out, pos, v, write):
-    """Write integer ``v`` in decimal at ``pos`` (only measure when not ``write``)."""
+def _put_int(out, pos, v):
+    """Write integer ``v`` in decimal at ``pos``; returns the position after it."""
     if v < 0:
-        if write:
-            out[pos] = 45
+        out[pos] = 45
         pos += 1
         if v == _INT64_MIN:             # (its negation does not fit)
-            return _put(out, pos, _INT64_MIN_DIGITS, 0, len(_INT64_MIN_DIGITS), write)
+            return _put(out, pos, _INT64_MIN_DIGITS, 0, len(_INT64_MIN_DIGITS))
         v = -v
     n = 1
     t = v
     while t >= 10:
         t //= 10
         n += 1
-    if write:
-        p = pos + n - 1
-        while True:
-            out[p] = 48 + v % 10
-            v //= 10
-            if v == 0:
-                break
-            p -= 1
+    p = pos + n - 1
+    while True:
+        out[p] = 48 + v % 10
+        v //= 10
+        if v == 0:
+            break
+        p -= 1
     return pos + n
 
 
 @njit(cache=True, inline="always")
-def _put_seconds(out, pos, ns, write):
+def _put_seconds(out, pos, ns):
     """Write a time in nanoseconds as exact decimal seconds: ``1700000000.123456`` (trailing
     zeros dropped, at least one fractional digit), as ``decimal_seconds`` does."""
     whole = ns // 1_000_000_000
     frac = ns % 1_000_000_000
     if ns < 0:
-        if write:
-            out[pos] = 45
+        out[pos] = 45
         pos += 1
         if frac:                        # -1.5 s: whole -2, frac 0.5 -> written 1.5
             whole += 1
             frac = 1_000_000_000 - frac
         whole = -whole
-    pos = _put_int(out, pos, whole, write)
-    if write:
-        out[pos] = 46
+    pos = _put_int(out, pos, whole)
+    out[pos] = 46
     pos += 1
     digits = 9
     if frac == 0:
@@ -134,30 +132,29 @@ def _put_seconds(out, pos, ns, write):
     while frac and frac % 10 == 0:
         frac //= 10
         digits -= 1
-    if write:
-        for i in range(digits):
-            out[pos + digits - 1 - i] = 48 + frac % 10
-            frac //= 10
+    for i in range(digits):
+        out[pos + digits - 1 - i] = 48 + frac % 10
+        frac //= 10
     return pos + digits
 
 
 @njit(cache=True, inline="always")
-def _put(out, pos, buf, a, b, write):
-    if write:
-        for i in range(b - a):          # (a slice assignment costs more for a few bytes)
-            out[pos + i] = buf[a + i]
+def _put(out, pos, buf, a, b):
+    for i in range(b - a):              # (a slice assignment costs more for a few bytes)
+        out[pos + i] = buf[a + i]
     return pos + b - a
 
 
 @njit(cache=True, inline="always")
-def _put_text(out, pos, buf, starts, ends, i, write):
-    return _put(out, pos, buf, starts[i], ends[i], write)
+def _put_text(out, pos, buf, starts, ends, i):
+    return _put(out, pos, buf, starts[i], ends[i])
 
 
 @njit(cache=True)
-def _rows(out, write, lo, hi, kinds, labels, label_offs, values, buf, starts, ends,
+def _rows(out, lo, hi, kinds, labels, label_offs, values, buf, starts, ends,
           ev_first, ev_ts, ev_frame, ev_tail, end):
-    """Write (or, when not ``write``, measure) the entries of rows lo .. hi-1, comma-separated.
+    """Write the entries of rows lo .. hi-1, comma-separated, into ``out`` (large enough: no
+    bounds are checked); returns the length written.
 
     ``values[r, k]``: row r's integer (INT) or text index (TEXT) for column k; a TIMELINE
     column writes endpoint e = ``values[r, k]``'s events ``ev_first[2r+e] .. ev_first[2r+e+1]``
@@ -167,38 +164,34 @@ def _rows(out, write, lo, hi, kinds, labels, label_offs, values, buf, starts, en
     pos = 0
     for r in range(lo, hi):
         if r > lo:
-            if write:
-                out[pos] = _COMMA
+            out[pos] = _COMMA
             pos += 1
         for k in range(len(kinds)):
-            pos = _put(out, pos, labels, label_offs[k], label_offs[k + 1], write)
+            pos = _put(out, pos, labels, label_offs[k], label_offs[k + 1])
             kind = kinds[k]
             if kind == INT:
-                pos = _put_int(out, pos, values[r, k], write)
+                pos = _put_int(out, pos, values[r, k])
             elif kind == TEXT:
-                pos = _put_text(out, pos, buf, starts, ends, values[r, k], write)
+                pos = _put_text(out, pos, buf, starts, ends, values[r, k])
             else:
                 g = 2 * r + values[r, k]
-                if write:
-                    out[pos] = _LBRACKET
+                out[pos] = _LBRACKET
                 pos += 1
                 for j in range(ev_first[g], ev_first[g + 1]):
                     if j > ev_first[g]:
-                        if write:
-                            out[pos] = _COMMA
+                        out[pos] = _COMMA
                         pos += 1
-                    pos = _put(out, pos, _TS, 0, len(_TS), write)
-                    pos = _put_seconds(out, pos, ev_ts[j], write)
-                    pos = _put(out, pos, _FRAME, 0, len(_FRAME), write)
+                    pos = _put(out, pos, _TS, 0, len(_TS))
+                    pos = _put_seconds(out, pos, ev_ts[j])
+                    pos = _put(out, pos, _FRAME, 0, len(_FRAME))
                     if ev_frame[j] >= 0:
-                        pos = _put_int(out, pos, ev_frame[j], write)
+                        pos = _put_int(out, pos, ev_frame[j])
                     else:
-                        pos = _put(out, pos, _NULL, 0, 4, write)
-                    pos = _put_text(out, pos, buf, starts, ends, ev_tail[j], write)
-                if write:
-                    out[pos] = _RBRACKET
+                        pos = _put(out, pos, _NULL, 0, 4)
+                    pos = _put_text(out, pos, buf, starts, ends, ev_tail[j])
+                out[pos] = _RBRACKET
                 pos += 1
-        pos = _put(out, pos, end, 0, len(end), write)
+        pos = _put(out, pos, end, 0, len(end))
     return pos
 
 
@@ -218,12 +211,19 @@ class RowWriter:
         self.buf, self.starts, self.ends = table.arrays()
         self.end = np.frombuffer(end, np.uint8)
         self.ev = (ev_first, ev_ts, ev_frame, ev_tail)
+        # the most bytes a row (without its events) and an event can take, so one pass writes
+        # into a buffer that is surely large enough (the kernel does not check bounds)
+        longest = int((self.ends - self.starts).max()) if len(self.starts) else 0
+        self.row_bound = (len(self.labels) + len(kinds) * max(_LONGEST_INT, longest)
+                          + len(self.end) + 1)
+        self.event_bound = (len(_TS) + _LONGEST_SECONDS + len(_FRAME) + _LONGEST_INT
+                            + longest + 1)
 
     def chunk(self, lo: int, hi: int) -> memoryview:
         """The text as a view of the kernel's buffer (bytes-like; not copied again)."""
-        args = (lo, hi, self.kinds, self.labels, self.label_offs, self.values, self.buf,
-                self.starts, self.ends) + self.ev + (self.end,)
-        size = _rows(np.zeros(0, np.uint8), False, *args)
-        out = np.empty(size, np.uint8)
-        _rows(out, True, *args)
-        return memoryview(out)
+        ev_first = self.ev[0]
+        events = int(ev_first[2 * hi] - ev_first[2 * lo])
+        out = np.empty((hi - lo) * self.row_bound + events * self.event_bound, np.uint8)
+        size = _rows(out, lo, hi, self.kinds, self.labels, self.label_offs, self.values,
+                     self.buf, self.starts, self.ends, *self.ev, self.end)
+        return memoryview(out)[:size]
