@@ -131,7 +131,7 @@ def write(target, analyses: Iterable[CaptureAnalysis], findings: list[dict] | No
 
 
 #: Connections rendered per chunk by ``render_chunks``.
-CHUNK_CONNECTIONS = 4096
+CHUNK_CONNECTIONS = 512
 
 
 def render_chunks(analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = None,

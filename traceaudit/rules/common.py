@@ -30,7 +30,6 @@ class View:
 
     analysis: "CaptureAnalysis"
     memo: dict = field(default_factory=dict)    # results several rules share
-    _address_of: dict = field(default_factory=dict)    # 2 * conn + endpoint -> "ip:port"
 
     @classmethod
     def of(cls, analysis: "CaptureAnalysis") -> "View":
@@ -74,15 +73,19 @@ class View:
         return {c: table[c] for c in ("client_ip", "client_port", "server_ip", "server_port",
                                       "first_frame")}
 
+    @cached_property
+    def _plain(self) -> tuple[list, list, list, list, list]:
+        """Client IPs, client ports, server IPs, server ports, first frames as Python lists:
+        a finding reads a few values of one row, and a list is indexed ~10x faster."""
+        cols = self.columns
+        return tuple(cols[c].tolist() for c in ("client_ip", "client_port", "server_ip",
+                                                 "server_port", "first_frame"))
+
     def address(self, c: int, e: int) -> str:
         """Endpoint ``e`` of connection ``c`` as ip:port ([ip]:port for IPv6)."""
-        known = self._address_of.get(2 * c + e)
-        if known is None:
-            side = ENDPOINTS[e]
-            ip, port = self.columns[f"{side}_ip"][c], int(self.columns[f"{side}_port"][c])
-            known = self._address_of[2 * c + e] = \
-                f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-        return known
+        plain = self._plain
+        ip, port = plain[2 * e][c], plain[2 * e + 1][c]
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
     @cached_property
     def ip_codes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +107,7 @@ class View:
         return f"{self.address(c, 0)} → {self.address(c, 1)} (tcp.stream {c})"
 
     def key(self, c: int) -> str:
-        return f"{self.address(c, 0)}>{self.address(c, 1)}#{int(self.columns['first_frame'][c])}"
+        return f"{self.address(c, 0)}>{self.address(c, 1)}#{self._plain[4][c]}"
 
     def finding(self, rule: Rule, c: int, e: int | None, ts_ns: int, frames: list[int],
                 message: str, **details: Any) -> Finding:
