@@ -112,11 +112,32 @@ class View:
     def finding(self, rule: Rule, c: int, e: int | None, ts_ns: int, frames: list[int],
                 message: str, **details: Any) -> Finding:
         """A finding about connection ``c`` (endpoint ``e`` at fault, or None: both/neither)."""
-        # (positional: tens of thousands of these on a large capture)
-        return Finding(rule.name, rule.code, rule.severity, self.analysis.stats.path,
-                       ts_ns / NS, sorted({f for f in frames if f >= 0}), message,
-                       rule.remediation, int(c), ENDPOINTS[e] if e is not None else None, None,
-                       f"tcp.stream eq {c}", details, self.key(c))
+        return self.findings(rule, [c], e, [ts_ns], [frames], [message], [details])[0]
+
+    def take(self, conns: np.ndarray, e: int | None, *fields: int) -> list[list[int]]:
+        """Tracker ``fields`` of endpoint ``e`` (None: connection fields) for the rows
+        ``conns``, one plain list per field: a rule's findings are written from lists (a
+        NumPy scalar read one at a time costs more than the finding's text)."""
+        base = 0 if e is None else e * K.NE
+        return self.trk[np.ix_(conns, [base + f for f in fields])].T.tolist()
+
+    def addresses(self, conns: list[int], e: int) -> list[str]:
+        return [self.address(c, e) for c in conns]
+
+    def findings(self, rule: Rule, conns: list[int], e: int | None, ts_ns: list[int],
+                 frames: list[list[int]], messages: list[str],
+                 details: list[dict[str, Any]]) -> list[Finding]:
+        """Findings about connections ``conns`` (endpoint ``e`` at fault, or None:
+        both/neither), one per row of the other lists."""
+        path, name, code, severity = self.analysis.stats.path, rule.name, rule.code, rule.severity
+        remediation, endpoint = rule.remediation, ENDPOINTS[e] if e is not None else None
+        out = []
+        for c, t, fr, message, detail in zip(conns, ts_ns, frames, messages, details):
+            # (positional: tens of thousands of these on a large capture)
+            out.append(Finding(name, code, severity, path, t / NS,
+                               sorted({f for f in fr if f >= 0}), message, remediation, c,
+                               endpoint, None, f"tcp.stream eq {c}", detail, self.key(c)))
+        return out
 
 
 @dataclass

@@ -13,21 +13,22 @@ def check(analysis, params):
     v = View.of(analysis)
     if not v.n:
         return []
-    hit = np.flatnonzero(v.conn(K.K_REFUSED) == 1)
-    first = analysis.table["client_first_frame"]
-    out = []
-    for c in hit.tolist():
-        t = v.row(c)
-        rst, syns = int(t[K.NE + K.E_RST_FRAME]), int(t[K.E_SYN_COUNT])
-        tries = f" after {syns} SYN transmissions" if syns > 1 else ""
-        message = (f"server {v.address(c, 1)} refused the connection from client "
-                   f"{v.address(c, 0)}: the SYN (frame {first[c]}) was answered by RST "
-                   f"(frame {rst}){tries}. Nothing was listening on port "
-                   f"{v.columns['server_port'][c]} (or a firewall rejects with tcp-reset, or "
-                   f"the listen backlog overflowed with tcp_abort_on_overflow).")
-        out.append(v.finding(RULE, c, 1, int(t[K.NE + K.E_RST_TS]), [int(first[c]), rst],
-                             message, syn_transmissions=syns))
-    return out
+    hits = np.flatnonzero(v.conn(K.K_REFUSED) == 1)
+    first = analysis.table["client_first_frame"][hits].tolist()
+    ports = v.columns["server_port"][hits].tolist()
+    rst, rst_ts = v.take(hits, 1, K.E_RST_FRAME, K.E_RST_TS)
+    (syns,) = v.take(hits, 0, K.E_SYN_COUNT)
+    conns = hits.tolist()
+    messages = []
+    for i, c in enumerate(conns):
+        tries = f" after {syns[i]} SYN transmissions" if syns[i] > 1 else ""
+        messages.append(
+            f"server {v.address(c, 1)} refused the connection from client {v.address(c, 0)}: "
+            f"the SYN (frame {first[i]}) was answered by RST (frame {rst[i]}){tries}. Nothing "
+            f"was listening on port {ports[i]} (or a firewall rejects with tcp-reset, or the "
+            f"listen backlog overflowed with tcp_abort_on_overflow).")
+    return v.findings(RULE, conns, 1, rst_ts, [list(f) for f in zip(first, rst)], messages,
+                      [{"syn_transmissions": n} for n in syns])
 
 
 RULE = Rule(

@@ -24,47 +24,55 @@ def check(analysis, params):
         expired = (v.ep(e, K.E_FLAGS) & K.F_FW2_EXPIRED) != 0
         wait = half_closed_wait(v, start, peer_fin, p, min_ns,
                                 cap=np.where(expired, start + fin_timeout, NEVER))
-        for c in np.flatnonzero((v.ep(e, K.E_FW2_FRAME) >= 0) & wait.hit).tolist():
-            out.append(_finding(v, c, e, int(start[c]), int(wait.stop[c]),
-                                int(wait.idle_from[c]), v.end_ns, bool(expired[c]), min_ns))
+        hits = np.flatnonzero((v.ep(e, K.E_FW2_FRAME) >= 0) & wait.hit)
+        out += _findings(v, hits, e, start[hits].tolist(), wait.stop[hits].tolist(),
+                         wait.idle_from[hits].tolist(), expired[hits].tolist(), min_ns)
     return out
 
 
-def _finding(v, c, e, start, stop, idle_from, end, expired, min_ns):
+def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[int],
+              idles: list[int], expired: list[bool], min_ns: int):
     p = 1 - e
-    trk = v.row(c)
-    eo, po = e * K.NE, p * K.NE
-    fin_frame, ack_frame = int(trk[eo + K.E_FIN_FRAME]), int(trk[eo + K.E_FIN_ACKED_FRAME])
-    frames = [fin_frame, ack_frame]
-    still = stop >= end and trk[po + K.E_FIN] == 0 and trk[eo + K.E_RST] == 0 \
-        and trk[po + K.E_RST] == 0
-    confidence = "high"
-    if still:
-        how = "and still was at capture end"
-        if stop - start < min_ns:
-            how += " (the capture ends there, so how long it lasted is unknown)"
-            confidence = "low"
-    elif expired:
-        how = ("until the orphaned socket timed out (tcp_fin_timeout): its later RST "
-               f"(frame {trk[eo + K.E_RST_FRAME]}) shows it was gone")
-        frames.append(int(trk[eo + K.E_RST_FRAME]))
-    elif trk[po + K.E_FIN] == 1 and trk[po + K.E_FIN_TS] <= stop:
-        how = f"until the {ENDPOINTS[p]}'s FIN finally came (frame {trk[po + K.E_FIN_FRAME]})"
-        frames.append(int(trk[po + K.E_FIN_FRAME]))
-    else:
-        rst_ep = e if trk[eo + K.E_RST] > 0 and trk[eo + K.E_RST_TS] <= stop else p
-        how = f"until {ENDPOINTS[rst_ep]} sent RST (frame {trk[rst_ep * K.NE + K.E_RST_FRAME]})"
-        frames.append(int(trk[rst_ep * K.NE + K.E_RST_FRAME]))
-    message = (f"{ENDPOINTS[e]} {v.address(c, e)} closed first (FIN frame {fin_frame}, "
-               f"acknowledged at frame {ack_frame}) and waited {seconds(stop - start)} in "
-               f"FIN_WAIT_2 for the {ENDPOINTS[p]}'s FIN, {how}.")
-    if idle_from > start:
-        message += f" The {ENDPOINTS[p]} sent data until {seconds(idle_from - start)} in."
-    return v.finding(RULE, c, e, start, frames, message,
-                     duration_s=round((stop - start) / 1e9, 6),
-                     idle_s=round((stop - idle_from) / 1e9, 6),
-                     still_open_at_capture_end=bool(still), confidence=confidence,
-                     orphan_timed_out=expired)
+    me, peer, end = ENDPOINTS[e], ENDPOINTS[p], v.end_ns
+    fin_frame, acked, rst, rst_ts, rst_frame = v.take(
+        hits, e, K.E_FIN_FRAME, K.E_FIN_ACKED_FRAME, K.E_RST, K.E_RST_TS, K.E_RST_FRAME)
+    peer_fin, peer_fin_ts, peer_fin_frame, peer_rst, peer_rst_frame = v.take(
+        hits, p, K.E_FIN, K.E_FIN_TS, K.E_FIN_FRAME, K.E_RST, K.E_RST_FRAME)
+    conns = hits.tolist()
+    frames, messages, details = [], [], []
+    for i, (c, start, stop, idle_from) in enumerate(zip(conns, starts, stops, idles)):
+        fr = [fin_frame[i], acked[i]]
+        still = stop >= end and peer_fin[i] == 0 and rst[i] == 0 and peer_rst[i] == 0
+        confidence = "high"
+        if still:
+            how = "and still was at capture end"
+            if stop - start < min_ns:
+                how += " (the capture ends there, so how long it lasted is unknown)"
+                confidence = "low"
+        elif expired[i]:
+            how = ("until the orphaned socket timed out (tcp_fin_timeout): its later RST "
+                   f"(frame {rst_frame[i]}) shows it was gone")
+            fr.append(rst_frame[i])
+        elif peer_fin[i] == 1 and peer_fin_ts[i] <= stop:
+            how = f"until the {peer}'s FIN finally came (frame {peer_fin_frame[i]})"
+            fr.append(peer_fin_frame[i])
+        else:
+            own = rst[i] > 0 and rst_ts[i] <= stop
+            frame = rst_frame[i] if own else peer_rst_frame[i]
+            how = f"until {me if own else peer} sent RST (frame {frame})"
+            fr.append(frame)
+        message = (f"{me} {v.address(c, e)} closed first (FIN frame {fin_frame[i]}, "
+                   f"acknowledged at frame {acked[i]}) and waited {seconds(stop - start)} in "
+                   f"FIN_WAIT_2 for the {peer}'s FIN, {how}.")
+        if idle_from > start:
+            message += f" The {peer} sent data until {seconds(idle_from - start)} in."
+        frames.append(fr)
+        messages.append(message)
+        details.append({"duration_s": round((stop - start) / 1e9, 6),
+                        "idle_s": round((stop - idle_from) / 1e9, 6),
+                        "still_open_at_capture_end": still, "confidence": confidence,
+                        "orphan_timed_out": expired[i]})
+    return v.findings(RULE, conns, e, starts, frames, messages, details)
 
 
 RULE = Rule(

@@ -23,53 +23,58 @@ def check(analysis, params):
         start = v.ep(e, K.E_CW_TS)
         own_fin = np.where(v.ep(e, K.E_FIN) == 1, v.ep(e, K.E_FIN_TS), NEVER)
         wait = half_closed_wait(v, start, own_fin, e, min_ns)
-        for c in np.flatnonzero(in_cw & wait.hit).tolist():
-            out.append(_finding(v, c, e, int(start[c]), int(wait.stop[c]),
-                                int(wait.idle_from[c]), v.end_ns, min_ns))
+        hits = np.flatnonzero(in_cw & wait.hit)
+        out += _findings(v, hits, e, start[hits].tolist(), wait.stop[hits].tolist(),
+                         wait.idle_from[hits].tolist(), min_ns)
     return out
 
 
-def _finding(v: View, c: int, e: int, start: int, stop: int, idle_from: int, end: int,
-             min_ns: int):
+def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[int],
+              idles: list[int], min_ns: int):
     p = 1 - e
-    trk = v.row(c)
-    eo, po = e * K.NE, p * K.NE
-    fin_frame, ack_frame = int(trk[eo + K.E_GOT_FIN_FRAME]), int(trk[po + K.E_FIN_ACKED_FRAME])
-    still = stop >= end and trk[eo + K.E_FIN] == 0 and trk[eo + K.E_RST] == 0 \
-        and trk[po + K.E_RST] == 0
-    frames = [fin_frame, ack_frame]
-    confidence = "high"
-    if still:
-        how = "and still was at capture end"
-        if stop - start < min_ns:
-            how += " (the capture ends there, so how long it lasted is unknown)"
-            confidence = "low"
-    elif trk[eo + K.E_FIN] == 1 and trk[eo + K.E_FIN_TS] <= stop:
-        how = f"until it finally sent its FIN (frame {trk[eo + K.E_FIN_FRAME]})"
-        frames.append(int(trk[eo + K.E_FIN_FRAME]))
-    elif trk[eo + K.E_RST] > 0 and trk[eo + K.E_RST_TS] <= stop:
-        how = f"until it sent RST (frame {trk[eo + K.E_RST_FRAME]})"
-        frames.append(int(trk[eo + K.E_RST_FRAME]))
-    else:
-        how = f"until the {ENDPOINTS[p]} reset the connection (frame {trk[po + K.E_RST_FRAME]})"
-        frames.append(int(trk[po + K.E_RST_FRAME]))
-    extra = []
-    if idle_from > start:
-        extra.append(f"it last sent data {seconds(idle_from - start)} into CLOSE_WAIT"
-                     + (f", then nothing for {seconds(stop - idle_from)}"
-                        if stop - idle_from >= 1_000_000 else ""))
-    probes = int(trk[eo + K.E_KEEPALIVE_HALF])
-    if probes:
-        extra.append(f"its {probes} keepalive probe(s) kept the connection alive")
-    message = (f"{ENDPOINTS[e]} {v.address(c, e)} received the {ENDPOINTS[p]}'s FIN "
-               f"(frame {fin_frame}) and acknowledged it (frame {ack_frame}) but never sent its "
-               f"own FIN: CLOSE_WAIT for {seconds(stop - start)}, {how}"
-               + ("; " + "; ".join(extra) if extra else "") + ".")
-    return v.finding(RULE, c, e, start, frames, message,
-                     duration_s=round((stop - start) / 1e9, 6),
-                     idle_s=round((stop - idle_from) / 1e9, 6),
-                     still_open_at_capture_end=bool(still), confidence=confidence,
-                     keepalive_probes=probes)
+    me, peer, end = ENDPOINTS[e], ENDPOINTS[p], v.end_ns
+    got_fin, fin, fin_ts, fin_frame, rst, rst_ts, rst_frame, probes = v.take(
+        hits, e, K.E_GOT_FIN_FRAME, K.E_FIN, K.E_FIN_TS, K.E_FIN_FRAME, K.E_RST, K.E_RST_TS,
+        K.E_RST_FRAME, K.E_KEEPALIVE_HALF)
+    acked, peer_rst, peer_rst_frame = v.take(hits, p, K.E_FIN_ACKED_FRAME, K.E_RST,
+                                             K.E_RST_FRAME)
+    conns = hits.tolist()
+    frames, messages, details = [], [], []
+    for i, (c, start, stop, idle_from) in enumerate(zip(conns, starts, stops, idles)):
+        still = stop >= end and fin[i] == 0 and rst[i] == 0 and peer_rst[i] == 0
+        fr = [got_fin[i], acked[i]]
+        confidence = "high"
+        if still:
+            how = "and still was at capture end"
+            if stop - start < min_ns:
+                how += " (the capture ends there, so how long it lasted is unknown)"
+                confidence = "low"
+        elif fin[i] == 1 and fin_ts[i] <= stop:
+            how = f"until it finally sent its FIN (frame {fin_frame[i]})"
+            fr.append(fin_frame[i])
+        elif rst[i] > 0 and rst_ts[i] <= stop:
+            how = f"until it sent RST (frame {rst_frame[i]})"
+            fr.append(rst_frame[i])
+        else:
+            how = f"until the {peer} reset the connection (frame {peer_rst_frame[i]})"
+            fr.append(peer_rst_frame[i])
+        extra = []
+        if idle_from > start:
+            extra.append(f"it last sent data {seconds(idle_from - start)} into CLOSE_WAIT"
+                         + (f", then nothing for {seconds(stop - idle_from)}"
+                            if stop - idle_from >= 1_000_000 else ""))
+        if probes[i]:
+            extra.append(f"its {probes[i]} keepalive probe(s) kept the connection alive")
+        frames.append(fr)
+        messages.append(
+            f"{me} {v.address(c, e)} received the {peer}'s FIN (frame {got_fin[i]}) and "
+            f"acknowledged it (frame {acked[i]}) but never sent its own FIN: CLOSE_WAIT for "
+            f"{seconds(stop - start)}, {how}" + ("; " + "; ".join(extra) if extra else "") + ".")
+        details.append({"duration_s": round((stop - start) / 1e9, 6),
+                        "idle_s": round((stop - idle_from) / 1e9, 6),
+                        "still_open_at_capture_end": still, "confidence": confidence,
+                        "keepalive_probes": probes[i]})
+    return v.findings(RULE, conns, e, starts, frames, messages, details)
 
 
 RULE = Rule(

@@ -25,31 +25,42 @@ def check(analysis, params):
     half_open = (v.handshake_seen & (v.ep(0, K.E_ISN_SET) == 1) & (v.ep(1, K.E_SYN_COUNT) > 0) &
                  (v.conn(K.K_SYNACK) == 1) & (v.ep(0, K.E_ACK_SET) == 0) &
                  (v.ep(0, K.E_FIN) == 0) & (v.ep(0, K.E_DATA_PKTS) == 0))
-    hit = np.flatnonzero(half_open & (stop - synack_ts >= int(params["min_duration"] * 1e9)))
-    per_service = Counter(v.address(c, 1) for c in hit.tolist())
+    hits = np.flatnonzero(half_open & (stop - synack_ts >= int(params["min_duration"] * 1e9)))
+    conns = hits.tolist()
+    services = v.addresses(conns, 1)
+    per_service = Counter(services)
     flood = int(params["flood_count"])
-    out = []
-    for c in hit.tolist():
-        t = v.row(c)
-        service = v.address(c, 1)
-        synacks = int(t[K.NE + K.E_SYN_COUNT])
-        frames = [int(first_frames[0][c]), int(first_frames[1][c]),
-                  int(t[K.NE + K.E_SYN_LAST_FRAME])]
-        ended = ("until the capture ended" if rst[c] > v.end_ns else
-                 f"until an RST (frame {min(f for f in (t[K.E_RST_FRAME], t[K.NE + K.E_RST_FRAME]) if f >= 0)})")
+    synacks, synack_frame, srv_rst_frame = v.take(hits, 1, K.E_SYN_COUNT, K.E_SYN_LAST_FRAME,
+                                                  K.E_RST_FRAME)
+    (cli_rst_frame,) = v.take(hits, 0, K.E_RST_FRAME)
+    first_client = first_frames[0][hits].tolist()
+    first_server = first_frames[1][hits].tolist()
+    opened = synack_ts[hits].tolist()
+    waited = (stop[hits] - synack_ts[hits]).tolist()
+    reset = (rst[hits] <= v.end_ns).tolist()
+    frames, messages, details = [], [], []
+    for i, c in enumerate(conns):
+        service = services[i]
+        fr = [first_client[i], first_server[i], synack_frame[i]]
+        if reset[i]:
+            first_rst = min(f for f in (cli_rst_frame[i], srv_rst_frame[i]) if f >= 0)
+            ended = f"until an RST (frame {first_rst})"
+        else:
+            ended = "until the capture ended"
         many = per_service[service]
         message = (f"server {service} answered the SYN of {v.address(c, 0)} with SYN-ACK "
-                   f"(frame {frames[1]}, sent {synacks} time(s)) but the handshake's final ACK "
-                   f"never came: SYN_RECEIVED for {seconds(stop[c] - synack_ts[c])}, {ended}.")
+                   f"(frame {fr[1]}, sent {synacks[i]} time(s)) but the handshake's final ACK "
+                   f"never came: SYN_RECEIVED for {seconds(waited[i])}, {ended}.")
         if many >= flood:
             message += (f" {many} half-open handshakes to this service in the capture look like "
                         f"a SYN flood (or SYN-ACKs dropped on the way back to clients).")
         elif many > 1:
             message += f" {many} half-open handshakes to this service in the capture."
-        out.append(v.finding(RULE, c, 1, int(synack_ts[c]), frames, message,
-                             synack_transmissions=synacks, half_open_to_service=many,
-                             syn_flood_suspected=many >= flood))
-    return out
+        frames.append(fr)
+        messages.append(message)
+        details.append({"synack_transmissions": synacks[i], "half_open_to_service": many,
+                        "syn_flood_suspected": many >= flood})
+    return v.findings(RULE, conns, 1, opened, frames, messages, details)
 
 
 RULE = Rule(

@@ -24,35 +24,37 @@ def check(analysis, params):
     out = []
     for e in (0, 1) if v.n else ():
         story = reset_story(v, e)
-        hit = story.abort & ~is_unread(story, e)
-        for c in np.flatnonzero(hit).tolist():
-            out.append(_finding(v, c, e, bool(story.unanswered_data[c])))
+        hits = np.flatnonzero(story.abort & ~is_unread(story, e))
+        out += _findings(v, hits, e, story.unanswered_data[hits].tolist())
     return out
 
 
-def _finding(v: View, c: int, e: int, after_peer_data: bool):
-    p = 1 - e
-    t = v.row(c)
-    eo, po = e * K.NE, p * K.NE
-    rst = int(t[eo + K.E_RST_FRAME])
-    state = "CLOSE_WAIT" if t[eo + K.E_RST_STATE] == K.CLOSE_WAIT else "ESTABLISHED"
-    frames = [int(t[eo + K.E_LAST_DATA_FRAME]), int(t[po + K.E_LAST_DATA_FRAME]), rst]
-    if after_peer_data:
-        confidence = "medium"
-        caveat = (f" The {ENDPOINTS[p]}'s last data (frame {t[po + K.E_LAST_DATA_FRAME]}) came "
-                  f"after this side's: if the application had not read it, this is a close() "
-                  f"with unread data instead (same packets on the wire).")
-    else:
-        confidence = "high"
-        own = int(t[eo + K.E_LAST_DATA_FRAME])
-        caveat = (f" Its own data was the last to flow (frame {own}): nothing was left "
-                  f"unanswered." if own >= 0 else " No data had flowed from the peer.")
-    message = (f"{ENDPOINTS[e]} {v.address(c, e)} ended the connection from {state} with RST "
-               f"(frame {rst}) instead of FIN, with nothing in the capture for the RST to "
-               f"answer: an abortive close, typically SO_LINGER {{on, 0}} then close(). The "
-               f"{ENDPOINTS[p]} gets ECONNRESET and any data in flight is lost.{caveat}")
-    return v.finding(RULE, c, e, int(t[eo + K.E_RST_TS]), frames, message,
-                     confidence=confidence, state_before=state)
+def _findings(v: View, hits: np.ndarray, e: int, after_peer_data: list[bool]):
+    me, peer = ENDPOINTS[e], ENDPOINTS[1 - e]
+    rst, rst_state, rst_ts, own = v.take(hits, e, K.E_RST_FRAME, K.E_RST_STATE, K.E_RST_TS,
+                                         K.E_LAST_DATA_FRAME)
+    (peer_data,) = v.take(hits, 1 - e, K.E_LAST_DATA_FRAME)
+    conns = hits.tolist()
+    frames, messages, details = [], [], []
+    for i, c in enumerate(conns):
+        state = "CLOSE_WAIT" if rst_state[i] == K.CLOSE_WAIT else "ESTABLISHED"
+        if after_peer_data[i]:
+            confidence = "medium"
+            caveat = (f" The {peer}'s last data (frame {peer_data[i]}) came after this "
+                      f"side's: if the application had not read it, this is a close() with "
+                      f"unread data instead (same packets on the wire).")
+        else:
+            confidence = "high"
+            caveat = (f" Its own data was the last to flow (frame {own[i]}): nothing was left "
+                      f"unanswered." if own[i] >= 0 else " No data had flowed from the peer.")
+        frames.append([own[i], peer_data[i], rst[i]])
+        messages.append(
+            f"{me} {v.address(c, e)} ended the connection from {state} with RST "
+            f"(frame {rst[i]}) instead of FIN, with nothing in the capture for the RST to "
+            f"answer: an abortive close, typically SO_LINGER {{on, 0}} then close(). The "
+            f"{peer} gets ECONNRESET and any data in flight is lost.{caveat}")
+        details.append({"confidence": confidence, "state_before": state})
+    return v.findings(RULE, conns, e, rst_ts, frames, messages, details)
 
 
 RULE = Rule(

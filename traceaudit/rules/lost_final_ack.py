@@ -13,27 +13,33 @@ def check(analysis, params):
     v = View.of(analysis)
     out = []
     for e in (0, 1) if v.n else ():
-        p = 1 - e
         passive = ((v.ep(e, K.E_GOT_FIN_FRAME) >= 0) &
                    (v.ep(e, K.E_GOT_FIN_FRAME) < v.ep(e, K.E_FIN_FRAME)) &
                    ((v.ep(e, K.E_FLAGS) & K.F_FINS_CROSSED) == 0))
-        hit = passive & (v.ep(e, K.E_FIN_COUNT) > 1) & (v.ep(e, K.E_FIN_RETX_FRAME) >= 0)
-        for c in np.flatnonzero(hit).tolist():
-            t = v.row(c)
-            eo = e * K.NE
-            fin, retx = int(t[eo + K.E_FIN_FRAME]), int(t[eo + K.E_FIN_RETX_FRAME])
-            ack_lost = bool(t[eo + K.E_FLAGS] & K.F_ACK_LOST)
-            seen = (" The capture shows the ACK, so it was lost between the capture point and "
-                    f"the {ENDPOINTS[e]}." if ack_lost else
-                    " No ACK of it was captured: the FIN or its ACK was lost.")
-            message = (f"{ENDPOINTS[e]} {v.address(c, e)} closed second (FIN frame {fin}) and "
-                       f"had to retransmit its FIN (frame {retx}, {int(t[eo + K.E_FIN_COUNT])} "
-                       f"transmissions in all): the {ENDPOINTS[p]}'s final ACK did not reach it, "
-                       f"so it stayed in LAST_ACK.{seen}")
-            out.append(v.finding(RULE, c, e, int(t[eo + K.E_FIN_TS]), [fin, retx], message,
-                                 fin_transmissions=int(t[eo + K.E_FIN_COUNT]),
-                                 ack_captured=ack_lost))
+        hits = np.flatnonzero(passive & (v.ep(e, K.E_FIN_COUNT) > 1) &
+                              (v.ep(e, K.E_FIN_RETX_FRAME) >= 0))
+        out += _findings(v, hits, e)
     return out
+
+
+def _findings(v: View, hits: np.ndarray, e: int):
+    me, peer = ENDPOINTS[e], ENDPOINTS[1 - e]
+    fin, retx, count, fin_ts, flags = v.take(hits, e, K.E_FIN_FRAME, K.E_FIN_RETX_FRAME,
+                                             K.E_FIN_COUNT, K.E_FIN_TS, K.E_FLAGS)
+    conns = hits.tolist()
+    messages, details = [], []
+    for i, c in enumerate(conns):
+        ack_lost = bool(flags[i] & K.F_ACK_LOST)
+        seen = (" The capture shows the ACK, so it was lost between the capture point and "
+                f"the {me}." if ack_lost else
+                " No ACK of it was captured: the FIN or its ACK was lost.")
+        messages.append(
+            f"{me} {v.address(c, e)} closed second (FIN frame {fin[i]}) and had to retransmit "
+            f"its FIN (frame {retx[i]}, {count[i]} transmissions in all): the {peer}'s final "
+            f"ACK did not reach it, so it stayed in LAST_ACK.{seen}")
+        details.append({"fin_transmissions": count[i], "ack_captured": ack_lost})
+    return v.findings(RULE, conns, e, fin_ts, [list(f) for f in zip(fin, retx)], messages,
+                      details)
 
 
 RULE = Rule(

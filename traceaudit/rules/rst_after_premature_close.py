@@ -16,48 +16,51 @@ def check(analysis, params):
     out = []
     for e in (0, 1) if v.n else ():
         story = reset_story(v, e)
-        for c in np.flatnonzero(story.premature >= 0).tolist():
-            out.append(_finding(v, c, e, PREMATURE_CAUSES[story.premature[c]]))
+        hits = np.flatnonzero(story.premature >= 0)
+        out += _findings(v, hits, e, story.premature[hits].tolist())
     return out
 
 
-def _finding(v: View, c: int, e: int, cause: str):
-    p = 1 - e
-    t = v.row(c)
-    eo, po = e * K.NE, p * K.NE
-    rst, answer = int(t[eo + K.E_RST_FRAME]), int(t[eo + K.E_RST_ANSWER])
-    rst_ts = int(t[eo + K.E_RST_TS])
-    me, peer = f"{ENDPOINTS[e]} {v.address(c, e)}", ENDPOINTS[p]
-    fin = int(t[eo + K.E_FIN_FRAME])
-    if cause == "time_wait_skipped":
-        tw = int(t[eo + K.E_TW_FRAME])
-        frames = [fin, tw, answer, rst]
-        again = "retransmitted " if t[eo + K.E_RST_ANSWER_KIND] & K.ANS_FIN_AGAIN else ""
-        message = (f"{me} closed first (FIN frame {fin}) and answered the {peer}'s {again}"
-                   f"FIN (frame {answer}) with a bare RST (frame {rst}) instead of an ACK: it "
-                   f"no longer held TIME_WAIT"
-                   + (f" (it entered TIME_WAIT at frame {tw}, "
-                      f"{seconds(rst_ts - t[eo + K.E_TW_TS])} before)" if 0 <= tw != answer else
-                      " (its orphaned FIN_WAIT_2 socket was already gone when this FIN came: "
-                      "it needed a TIME_WAIT bucket it did not get)")
-                   + f". The {peer}'s close ends in an error instead of a clean LAST_ACK.")
-    elif cause == "fin_wait_2_expired":
-        fw2 = int(t[eo + K.E_FW2_FRAME])
-        timeout = v.analysis.tracked.config.fin_timeout_s
-        frames = [fin, fw2, answer, rst]
-        message = (f"{me} closed first (FIN frame {fin}); {seconds(rst_ts - t[eo + K.E_FW2_TS])} "
-                   f"after entering FIN_WAIT_2 (frame {fw2}) it answered the {peer}'s late "
-                   f"segment (frame {answer}) with a bare RST (frame {rst}): the orphaned socket "
-                   f"had been freed after tcp_fin_timeout ({timeout:g} s here), while the {peer} "
-                   f"still held the connection half-open; its late data was lost.")
-    else:
-        data = int(t[po + K.E_LAST_DATA_FRAME])
-        frames = [fin, data, rst]
-        message = (f"{me} had closed (FIN frame {fin}) and answered the {peer}'s later data "
-                   f"(frame {data}) with RST (frame {rst}): "
-                   f"the {peer} kept sending after this side's close(), and its data was "
-                   f"discarded.")
-    return v.finding(RULE, c, e, rst_ts, frames, message, cause=cause)
+def _findings(v: View, hits: np.ndarray, e: int, causes: list[int]):
+    peer = ENDPOINTS[1 - e]
+    rst, answer, rst_ts, fin, tw, tw_ts, kind, fw2, fw2_ts = v.take(
+        hits, e, K.E_RST_FRAME, K.E_RST_ANSWER, K.E_RST_TS, K.E_FIN_FRAME, K.E_TW_FRAME,
+        K.E_TW_TS, K.E_RST_ANSWER_KIND, K.E_FW2_FRAME, K.E_FW2_TS)
+    (data,) = v.take(hits, 1 - e, K.E_LAST_DATA_FRAME)
+    timeout = v.analysis.tracked.config.fin_timeout_s
+    conns = hits.tolist()
+    frames, messages, details = [], [], []
+    for i, c in enumerate(conns):
+        cause = PREMATURE_CAUSES[causes[i]]
+        me = f"{ENDPOINTS[e]} {v.address(c, e)}"
+        if cause == "time_wait_skipped":
+            frames.append([fin[i], tw[i], answer[i], rst[i]])
+            again = "retransmitted " if kind[i] & K.ANS_FIN_AGAIN else ""
+            messages.append(
+                f"{me} closed first (FIN frame {fin[i]}) and answered the {peer}'s {again}"
+                f"FIN (frame {answer[i]}) with a bare RST (frame {rst[i]}) instead of an ACK: "
+                f"it no longer held TIME_WAIT"
+                + (f" (it entered TIME_WAIT at frame {tw[i]}, "
+                   f"{seconds(rst_ts[i] - tw_ts[i])} before)" if 0 <= tw[i] != answer[i] else
+                   " (its orphaned FIN_WAIT_2 socket was already gone when this FIN came: "
+                   "it needed a TIME_WAIT bucket it did not get)")
+                + f". The {peer}'s close ends in an error instead of a clean LAST_ACK.")
+        elif cause == "fin_wait_2_expired":
+            frames.append([fin[i], fw2[i], answer[i], rst[i]])
+            messages.append(
+                f"{me} closed first (FIN frame {fin[i]}); {seconds(rst_ts[i] - fw2_ts[i])} "
+                f"after entering FIN_WAIT_2 (frame {fw2[i]}) it answered the {peer}'s late "
+                f"segment (frame {answer[i]}) with a bare RST (frame {rst[i]}): the orphaned "
+                f"socket had been freed after tcp_fin_timeout ({timeout:g} s here), while the "
+                f"{peer} still held the connection half-open; its late data was lost.")
+        else:
+            frames.append([fin[i], data[i], rst[i]])
+            messages.append(
+                f"{me} had closed (FIN frame {fin[i]}) and answered the {peer}'s later data "
+                f"(frame {data[i]}) with RST (frame {rst[i]}): the {peer} kept sending after "
+                f"this side's close(), and its data was discarded.")
+        details.append({"cause": cause})
+    return v.findings(RULE, conns, e, rst_ts, frames, messages, details)
 
 
 RULE = Rule(

@@ -11,16 +11,15 @@ from traceaudit.tracking import kernel as K
 
 def check(analysis, params):
     v = View.of(analysis)
-    out = []
-    for c in (np.flatnonzero(v.conn(K.K_CLOSER) == 2).tolist() if v.n else []):
-        t = v.row(c)
-        f0, f1 = int(t[K.E_FIN_FRAME]), int(t[K.NE + K.E_FIN_FRAME])
-        message = (f"both endpoints sent FIN before seeing the other's (client frame {f0}, "
-                   f"server frame {f1}): a simultaneous close. Both go through CLOSING and "
-                   f"both end in TIME_WAIT, so each side holds a TIME_WAIT socket.")
-        out.append(v.finding(RULE, c, None, int(min(t[K.E_FIN_TS], t[K.NE + K.E_FIN_TS])),
-                             [f0, f1], message))
-    return out
+    hits = np.flatnonzero(v.conn(K.K_CLOSER) == 2) if v.n else np.zeros(0, np.int64)
+    f0, t0 = v.take(hits, 0, K.E_FIN_FRAME, K.E_FIN_TS)
+    f1, t1 = v.take(hits, 1, K.E_FIN_FRAME, K.E_FIN_TS)
+    messages = [f"both endpoints sent FIN before seeing the other's (client frame {a}, "
+                f"server frame {b}): a simultaneous close. Both go through CLOSING and "
+                f"both end in TIME_WAIT, so each side holds a TIME_WAIT socket."
+                for a, b in zip(f0, f1)]
+    return v.findings(RULE, hits.tolist(), None, list(map(min, t0, t1)),
+                      [list(f) for f in zip(f0, f1)], messages, [{} for _ in messages])
 
 
 RULE = Rule(

@@ -16,34 +16,36 @@ def check(analysis, params):
     out = []
     for e in (0, 1) if v.n else ():
         story = reset_story(v, e)
-        for c in np.flatnonzero(is_unread(story, e)).tolist():
-            out.append(_finding(v, c, e, bool(story.answers_data[c])))
+        hits = np.flatnonzero(is_unread(story, e))
+        out += _findings(v, hits, e, story.answers_data[hits].tolist())
     return out
 
 
-def _finding(v: View, c: int, e: int, answers_data: bool):
-    p = 1 - e
-    t = v.row(c)
-    eo, po = e * K.NE, p * K.NE
-    rst, rst_ts = int(t[eo + K.E_RST_FRAME]), int(t[eo + K.E_RST_TS])
-    data, data_ts = int(t[po + K.E_LAST_DATA_FRAME]), int(t[po + K.E_LAST_DATA_TS])
-    me, peer = f"{ENDPOINTS[e]} {v.address(c, e)}", ENDPOINTS[p]
-    if answers_data:
-        how = (f"{seconds(rst_ts - data_ts)} after the {peer}'s data (frame {data}) arrived, "
-               f"before acknowledging it any other way")
-        caveat = ("An application that read that data and then aborted with SO_LINGER 0 "
-                  "would send the same packets (see linger-zero-abort).")
-    else:
-        how = (f"{seconds(rst_ts - data_ts)} after the {peer}'s data (frame {data}), which it "
-               f"had acknowledged but never answered")
-        caveat = ("A server that read the request and then aborted with SO_LINGER 0 would "
-                  "send the same packets (see linger-zero-abort).")
-    message = (f"{me} sent RST (frame {rst}) instead of FIN {how}: close() with data still "
-               f"unread in the receive queue makes the kernel reset the connection, and the "
-               f"{peer}'s pending data (including a response it may still be reading) is "
-               f"lost. {caveat}")
-    return v.finding(RULE, c, e, rst_ts, [data, rst], message, confidence="medium",
-                     unread_data_frame=data)
+def _findings(v: View, hits: np.ndarray, e: int, answers_data: list[bool]):
+    peer = ENDPOINTS[1 - e]
+    rst, rst_ts = v.take(hits, e, K.E_RST_FRAME, K.E_RST_TS)
+    data, data_ts = v.take(hits, 1 - e, K.E_LAST_DATA_FRAME, K.E_LAST_DATA_TS)
+    conns = hits.tolist()
+    frames, messages, details = [], [], []
+    for i, c in enumerate(conns):
+        if answers_data[i]:
+            how = (f"{seconds(rst_ts[i] - data_ts[i])} after the {peer}'s data (frame "
+                   f"{data[i]}) arrived, before acknowledging it any other way")
+            caveat = ("An application that read that data and then aborted with SO_LINGER 0 "
+                      "would send the same packets (see linger-zero-abort).")
+        else:
+            how = (f"{seconds(rst_ts[i] - data_ts[i])} after the {peer}'s data (frame "
+                   f"{data[i]}), which it had acknowledged but never answered")
+            caveat = ("A server that read the request and then aborted with SO_LINGER 0 would "
+                      "send the same packets (see linger-zero-abort).")
+        frames.append([data[i], rst[i]])
+        messages.append(
+            f"{ENDPOINTS[e]} {v.address(c, e)} sent RST (frame {rst[i]}) instead of FIN {how}: "
+            f"close() with data still unread in the receive queue makes the kernel reset the "
+            f"connection, and the {peer}'s pending data (including a response it may still be "
+            f"reading) is lost. {caveat}")
+        details.append({"confidence": "medium", "unread_data_frame": data[i]})
+    return v.findings(RULE, conns, e, rst_ts, frames, messages, details)
 
 
 RULE = Rule(
