@@ -43,9 +43,10 @@ def analyses():
 
 
 def test_render_matches_the_dict_document(analyses, monkeypatch):
-    findings = [{"rule": "x", "n": 1, "why": "a,b \"quoted\" é"}]
+    findings = [{"rule": "x", "n": i, "why": "a,b \"quoted\" é"} for i in range(7)]
     monkeypatch.setattr(json_report, "CHUNK_CONNECTIONS", 3)      # many chunk seams
-    got = json_report.render(analyses, findings, tool_version="t", generated_at="now")
+    monkeypatch.setattr(json_report, "CHUNK_FINDINGS", 2)
+    got = json_report.render(analyses, iter(findings), tool_version="t", generated_at="now")
     assert got == dict_document(analyses, findings, tool_version="t", generated_at="now")
     assert len(orjson.loads(got)["connections"]) == sum(len(a.flows) for a in analyses)
 

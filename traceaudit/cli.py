@@ -275,7 +275,7 @@ def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None
     """Every requested report, each written atomically; renderers never read captures."""
     if json_path:
         from traceaudit.report import json_report
-        json_report.write(json_path, report.analyses, [f.to_dict() for f in report.findings],
+        json_report.write(json_path, report.analyses, (f.to_dict() for f in report.findings),
                           tool_version=__version__, generated_at=report.generated_at)
     if junit_path:
         from traceaudit.report.junit import render_junit

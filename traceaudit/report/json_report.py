@@ -10,6 +10,7 @@ FORMAT_VERSION history:
 from __future__ import annotations
 
 import io
+from itertools import islice
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -107,7 +108,7 @@ def decimal_seconds(ns: int) -> str:
     return f"{sign}{whole}.{f'{frac:09d}'.rstrip('0') or '0'}"
 
 
-def render(analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = None,
+def render(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None = None,
            *, tool_version: str, generated_at: str | None = None) -> bytes:
     """The whole report as one JSON document (what ``render_chunks`` yields, joined).
 
@@ -121,7 +122,7 @@ def render(analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = No
     return buf.getvalue()
 
 
-def write(target, analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = None,
+def write(target, analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None = None,
           *, tool_version: str, generated_at: str | None = None) -> None:
     """Stream the report to ``target`` (``-`` = stdout; a file is written atomically): the
     text of at most CHUNK_CONNECTIONS connections is held in memory at a time."""
@@ -130,11 +131,12 @@ def write(target, analyses: Iterable[CaptureAnalysis], findings: list[dict] | No
                                        generated_at=generated_at))
 
 
-#: Connections rendered per chunk by ``render_chunks``.
-CHUNK_CONNECTIONS = 512
+#: Connections and findings rendered per chunk by ``render_chunks``.
+CHUNK_CONNECTIONS = 1024
+CHUNK_FINDINGS = 1024
 
 
-def render_chunks(analyses: Iterable[CaptureAnalysis], findings: list[dict] | None = None,
+def render_chunks(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None = None,
                   *, tool_version: str,
                   generated_at: str | None = None) -> Iterator[bytes | memoryview]:
     """The report as consecutive bytes-like pieces; joined they are byte for byte what
@@ -160,7 +162,17 @@ def render_chunks(analyses: Iterable[CaptureAnalysis], findings: list[dict] | No
                 yield b","          # (its own piece: a chunk is megabytes, not copied again)
             yield chunk
             first = False
-    yield b'],"findings":' + orjson.dumps(findings or []) + b"}\n"
+    # findings too in pieces: their dicts are made as they are written (the caller may pass a
+    # generator), so 35,000 of them are never all held as dicts and text at once
+    yield b'],"findings":['
+    pending = iter(findings or ())
+    first = True
+    while batch := list(islice(pending, CHUNK_FINDINGS)):
+        if not first:
+            yield b","
+        yield orjson.dumps(batch)[1:-1]
+        first = False
+    yield b"]}\n"
 
 
 def _column_values(column, table: TextTable) -> tuple[int, np.ndarray]:
