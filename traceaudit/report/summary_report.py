@@ -63,8 +63,8 @@ def _by_rule(report: AuditReport, console: Console) -> None:
         console.print(Text(f"No findings ({len(report.rules)} rules ran).", style="green"))
         return
     counts: dict[str, Counter] = {}
-    for f in report.findings:
-        counts.setdefault(f.rule, Counter())[f.severity] += 1
+    for (rule, severity), n in Counter((f.rule, f.severity) for f in report.findings).items():
+        counts.setdefault(rule, Counter())[severity] = n
     table = Table(title="Findings by rule", title_justify="left", box=None, pad_edge=False)
     table.add_column("code")
     table.add_column("rule")
