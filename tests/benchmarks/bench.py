@@ -61,7 +61,8 @@ except OSError as exc:
 wall = time.perf_counter() - t0
 ru = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"rc": rc, "wall_s": wall, "maxrss_kb": ru.ru_maxrss, "user_s": ru.ru_utime,
-                  "sys_s": ru.ru_stime, "stderr": err[-2000:]}))
+                  "sys_s": ru.ru_stime, "stderr": err[-2000:],
+                  "traceback": "Traceback (most recent call last)" in err}))
 """
 
 HTML_SCRIPT = r"""
@@ -204,7 +205,8 @@ def run_row(name: str, cmd: list[str] | None, packets: int, repeat: int,
         row.update(available=False, note=note or "not available")
         return row
     runs = [measure(cmd, ROOT) for _ in range(repeat)]
-    bad = [r for r in runs if r["rc"] not in ok_codes]
+    # (a Python traceback also exits 1, which analyze uses for "findings": not a success)
+    bad = [r for r in runs if r["rc"] not in ok_codes or r["traceback"]]
     if bad:
         row.update(available=True, ok=False, rc=bad[0]["rc"],
                    note=f"exit {bad[0]['rc']}: {bad[0]['stderr'].strip()[-300:]}")

@@ -173,6 +173,15 @@ def half_closed_wait(v: View, start: np.ndarray, awaited: np.ndarray, active: in
                           (held >= min_ns) | (open_at_end & (idle_from == start)))
 
 
+def still_waiting(waited_ns: int, min_ns: int) -> tuple[str, str]:
+    """How a wait still open at capture end is told, and the finding's confidence: low when
+    the capture is too short to show that it lasted ``min_ns``."""
+    if waited_ns < min_ns:
+        return ("and still was at capture end (the capture ends there, so how long it lasted "
+                "is unknown)", "low")
+    return "and still was at capture end", "high"
+
+
 def seconds(ns: int | float) -> str:
     """A duration for people: 850 ms, 3.2 s, 4 min 12 s, 2 h 5 min."""
     s = ns / NS

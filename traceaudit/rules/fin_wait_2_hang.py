@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from traceaudit.rules.common import ENDPOINTS, NEVER, View, half_closed_wait, seconds
+from traceaudit.rules.common import (ENDPOINTS, NEVER, View, half_closed_wait, seconds,
+                                     still_waiting)
 from traceaudit.rules.model import Rule, Severity
 from traceaudit.tracking import kernel as K
 
@@ -45,10 +46,7 @@ def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[
         still = stop >= end and peer_fin[i] == 0 and rst[i] == 0 and peer_rst[i] == 0
         confidence = "high"
         if still:
-            how = "and still was at capture end"
-            if stop - start < min_ns:
-                how += " (the capture ends there, so how long it lasted is unknown)"
-                confidence = "low"
+            how, confidence = still_waiting(stop - start, min_ns)
         elif expired[i]:
             how = ("until the orphaned socket timed out (tcp_fin_timeout): its later RST "
                    f"(frame {rst_frame[i]}) shows it was gone")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from traceaudit.rules.common import ENDPOINTS, NEVER, View, half_closed_wait, seconds
+from traceaudit.rules.common import (ENDPOINTS, NEVER, View, half_closed_wait, seconds,
+                                     still_waiting)
 from traceaudit.rules.model import Rule, Severity
 from traceaudit.tracking import kernel as K
 
@@ -45,10 +46,7 @@ def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[
         fr = [got_fin[i], acked[i]]
         confidence = "high"
         if still:
-            how = "and still was at capture end"
-            if stop - start < min_ns:
-                how += " (the capture ends there, so how long it lasted is unknown)"
-                confidence = "low"
+            how, confidence = still_waiting(stop - start, min_ns)
         elif fin[i] == 1 and fin_ts[i] <= stop:
             how = f"until it finally sent its FIN (frame {fin_frame[i]})"
             fr.append(fin_frame[i])
