@@ -112,7 +112,7 @@ class View:
     def finding(self, rule: Rule, c: int, e: int | None, ts_ns: int, frames: list[int],
                 message: str, **details: Any) -> Finding:
         """A finding about connection ``c`` (endpoint ``e`` at fault, or None: both/neither)."""
-        return self.findings(rule, [c], e, [ts_ns], [frames], [message], [details])[0]
+        return self.findings(rule, [int(c)], e, [int(ts_ns)], [frames], [message], [details])[0]
 
     def take(self, conns: np.ndarray, e: int | None, *fields: int) -> list[list[int]]:
         """Tracker ``fields`` of endpoint ``e`` (None: connection fields) for the rows
