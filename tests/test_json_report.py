@@ -118,6 +118,30 @@ def _kernel_texts(ns: np.ndarray) -> list[str]:
     return [t.split(",")[0] for t in text.split('{"ts":')[1:]]
 
 
+def test_row_writer_buffer_holds_the_longest_values():
+    """The kernel writes without bounds checks into a buffer sized from the longest row and
+    event: with every number at its longest (smallest int64, the most negative time, the
+    largest frame) and texts short (so they do not pad the bound), what it writes still fits
+    and reads back as those values."""
+    from traceaudit.report.json_text import INT, TEXT, TIMELINE, RowWriter, TextTable
+    table = TextTable()
+    text = table.add_texts([b'"x"'])
+    tail = table.add_texts([b"}"])
+    n, low = 3, np.iinfo(np.int64).min
+    values = np.array([[low] * n, [text] * n, [0] * n], np.int64)
+    events = 4                                         # per row, on the client's timeline
+    ev_first = np.repeat(np.arange(n + 1) * events, 2)[1:]   # (servers' timelines empty)
+    writer = RowWriter([INT, TEXT, TIMELINE], [b'{"i":', b',"t":', b',"tl":'], values, table,
+                       b"}", ev_first, np.full(n * events, low, np.int64),
+                       np.full(n * events, np.iinfo(np.int64).max, np.int64),
+                       np.full(n * events, tail, np.int64))
+    # (text cut at the buffer's end would not parse)
+    rows = orjson.loads(b"[" + bytes(writer.chunk(0, n)) + b"]")
+    assert [r["i"] for r in rows] == [int(low)] * n and rows[0]["t"] == "x"
+    assert len(rows[0]["tl"]) == events and rows[0]["tl"][0]["frame"] == 2**63 - 1
+    assert rows[-1]["tl"][-1]["ts"] == float(json_report.decimal_seconds(int(low)))
+
+
 def test_write_streams_to_a_file(analyses, tmp_path):
     out = tmp_path / "sub" / "report.json"
     json_report.write(out, analyses, tool_version="t")
