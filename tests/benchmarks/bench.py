@@ -306,8 +306,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: load average {load:.2f} before the run: other work on this machine "
               "will slow the figures down (best-of-N helps, cpu s is steadier)")
 
-    # warm-up: page cache for the file, numba's JIT cache for traceaudit (not counted)
+    # warm-up: page cache for the file, numba's JIT cache for traceaudit (not counted), and
+    # its bytecode: with PYTHONDONTWRITEBYTECODE set (as in some sandboxes and containers) an
+    # edited module would otherwise be compiled from source on every measured run
     warm_page_cache(capture)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "traceaudit")],
+                   check=False, stdout=subprocess.DEVNULL)
     warm = BENCH_DATA / "warmup.pcap"
     if (flows_ok or analyze_ok) and not warm.exists():
         BENCH_DATA.mkdir(exist_ok=True)

@@ -50,7 +50,9 @@ class TextTable:
         if not values:
             return self.n
         body = orjson.dumps(values)[1:-1]      # numbers hold no commas of their own
-        starts, ends = _comma_separated(np.frombuffer(body, np.uint8), len(values))
+        starts = np.empty(len(values), np.int64)
+        ends = np.empty(len(values), np.int64)
+        _comma_separated(np.frombuffer(body, np.uint8), starts, ends)
         return self._add(body, starts, ends)
 
     def _add(self, data: bytes, starts: np.ndarray, ends: np.ndarray) -> int:
@@ -71,10 +73,9 @@ class TextTable:
 
 
 @njit(cache=True)
-def _comma_separated(body, n):
-    """Where each of the ``n`` comma-separated texts in ``body`` starts and ends."""
-    starts = np.empty(n, np.int64)
-    ends = np.empty(n, np.int64)
+def _comma_separated(body, starts, ends):
+    """Where each of the comma-separated texts in ``body`` starts and ends (one per element
+    of ``starts`` and ``ends``). Allocates nothing: see ``tracking.timeline._corrected``."""
     k = 0
     starts[0] = 0
     for i in range(len(body)):
@@ -83,7 +84,6 @@ def _comma_separated(body, n):
             k += 1
             starts[k] = i + 1
     ends[k] = len(body)
-    return starts, ends
 
 
 @njit(cache=True, inline="always")

@@ -58,17 +58,23 @@ def _corrected(ev, keep, flags, trk, fin_timeout_ns, r_tw_skipped, r_fw2_expired
     # saves ~10,000 page faults for 860,000 events
     start = np.zeros(len(flags) + 1, np.int64)
     perm = np.empty(len(ev), np.int64)
-    n_flagged = _group_kernel(ev, keep, flags, start, perm)
+    n_flagged = _group_kernel(ev, keep, flags, start, perm, np.empty(len(flags), np.int64))
     # every flagged row may add one FIN_WAIT_1 row (crossed FINs)
     rows = int(start[-1]) + n_flagged
     out = np.empty((rows, ev.shape[1]), ev.dtype)
+    # scratch for one flagged endpoint's rows (the kernels allocate nothing: a kernel that
+    # does makes numba import its array library, ~12 ms, when the kernel is loaded)
+    widest = int(np.diff(start).max()) if len(flags) else 0
+    scratch = np.empty((widest + 1, ev.shape[1]), ev.dtype)
     n = _correct_kernel(ev, flags, trk, start, perm, out, np.empty(rows, np.int64),
-                        np.empty(rows, np.int64), fin_timeout_ns, r_tw_skipped, r_fw2_expired)
+                        np.empty(rows, np.int64), scratch, np.empty(widest, np.int64),
+                        np.empty(widest, np.bool_), np.empty(widest, np.bool_),
+                        fin_timeout_ns, r_tw_skipped, r_fw2_expired)
     return out[:n]                  # (the unused tail is at most one row per flagged row)
 
 
 @njit(cache=True, nogil=True)
-def _group_kernel(ev, keep, flags, start, perm):
+def _group_kernel(ev, keep, flags, start, perm, pos):
     """Counting sort of the rows marked in ``keep`` by endpoint (conn * 2 + endpoint):
     fills ``start`` (each endpoint's first position, then the total) and ``perm`` (row
     numbers, by endpoint, in emission order). Returns how many rows are of flagged
@@ -83,7 +89,8 @@ def _group_kernel(ev, keep, flags, start, perm):
                 n_flagged += 1
     for k in range(n_keys):
         start[k + 1] += start[k]
-    pos = start[:n_keys].copy()
+    for k in range(n_keys):
+        pos[k] = start[k]
     for i in range(len(ev)):
         if keep[i]:
             k = ev[i, EV_CONN] * 2 + ev[i, EV_ENDPOINT]
@@ -93,10 +100,11 @@ def _group_kernel(ev, keep, flags, start, perm):
 
 
 @njit(cache=True, nogil=True)
-def _correct_kernel(ev, flags, trk, start, perm, out, ts, order, fin_timeout_ns, r_tw_skipped,
-                    r_fw2_expired):
+def _correct_kernel(ev, flags, trk, start, perm, out, ts, order, sub, sub_keys, sub_keep,
+                    sub_extra, fin_timeout_ns, r_tw_skipped, r_fw2_expired):
     """``corrected_events`` from the grouped rows (``_group_kernel``), written to ``out``
-    (``ts``, ``order``: scratch of its length). Returns the rows used."""
+    (``ts``, ``order``: scratch of its length; ``sub``..: scratch for the widest group, and
+    one more row of ``sub`` to hold a row being moved). Returns the rows used."""
     n_keys = len(flags)
     w = 0
     width = ev.shape[1]
@@ -115,14 +123,13 @@ def _correct_kernel(ev, flags, trk, start, perm, out, ts, order, fin_timeout_ns,
                 order[w] = 2 * r + 1
                 w += 1
         else:
-            sub = np.empty((b - a, width), ev.dtype)
             for j in range(a, b):
                 for c in range(width):
                     sub[j - a, c] = ev[perm[j], c]
-            sub_keys = np.full(b - a, k, np.int64)
-            sub_keep = np.ones(b - a, np.bool_)
-            sub_extra = np.zeros(b - a, np.bool_)
-            _apply_kernel(sub, sub_keys, flags, trk, sub_keep, sub_extra, fin_timeout_ns,
+                sub_keys[j - a] = k
+                sub_keep[j - a] = True
+                sub_extra[j - a] = False
+            _apply_kernel(sub, sub_keys, b - a, flags, trk, sub_keep, sub_extra, fin_timeout_ns,
                           r_tw_skipped, r_fw2_expired)
             for j in range(b - a):
                 r = perm[a + j]
@@ -146,14 +153,18 @@ def _correct_kernel(ev, flags, trk, start, perm, out, ts, order, fin_timeout_ns,
             ox = order[j]
             if ts[j - 1] < tx or (ts[j - 1] == tx and order[j - 1] < ox):
                 continue
-            row = out[j].copy()
+            held = len(sub) - 1
+            for c in range(width):
+                sub[held, c] = out[j, c]
             h = j - 1
             while h >= g and (ts[h] > tx or (ts[h] == tx and order[h] > ox)):
-                out[h + 1] = out[h]
+                for c in range(width):
+                    out[h + 1, c] = out[h, c]
                 ts[h + 1] = ts[h]
                 order[h + 1] = order[h]
                 h -= 1
-            out[h + 1] = row
+            for c in range(width):
+                out[h + 1, c] = sub[held, c]
             ts[h + 1] = tx
             order[h + 1] = ox
     return w
@@ -192,12 +203,11 @@ def _unanswered_syn_ack_keep(ev: np.ndarray, trk: np.ndarray) -> np.ndarray | No
 
 
 @njit(cache=True, nogil=True)
-def _apply_kernel(ev, keys, flags, trk, keep, extra, fin_timeout_ns, r_tw_skipped,
+def _apply_kernel(ev, keys, n, flags, trk, keep, extra, fin_timeout_ns, r_tw_skipped,
                   r_fw2_expired):
     """``ev``: the flagged pairs' rows, grouped by pair (``keys``: conn * 2 + endpoint), in
     emission order within a group; corrected in place. Marks dropped rows in ``keep`` and the
-    CLOSING rows to copy as FIN_WAIT_1 in ``extra``."""
-    n = len(keys)
+    CLOSING rows to copy as FIN_WAIT_1 in ``extra``. Only the first ``n`` rows are used."""
     a = 0
     while a < n:
         key = keys[a]
