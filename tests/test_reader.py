@@ -198,3 +198,62 @@ def test_seg_flags_survive_concat(tmp_path):
     assert len(parts) > 1 and all("seg_flags" in b.columns for b in parts)
     whole = PacketBatch.concat(parts)
     assert len(whole["seg_flags"]) == len(whole)
+
+
+def _plain_and_tagged_cases() -> list[g.Frame]:
+    """Frames the reader's plain-Ethernet fast path takes (or must hand back to the general
+    loop): options, padding, TSO lengths, fragments, bad checksums, short snap lengths."""
+    frames = []
+    t = 1_700_000_000_000_000_000
+
+    def add(ip: bytes, ver: int, pad: int = 0, orig: int | None = None, cut: int | None = None):
+        data = g.ethernet(ip, ver) + b"\0" * pad
+        frames.append(g.Frame(t + len(frames) * 1000, data[:cut] if cut else data, orig))
+
+    opts = g.mss_ws_sack_ts()
+    for src, dst in (("10.0.0.1", "10.0.0.2"), ("2001:db8::1", "2001:db8::2")):
+        add(*g.tcp_segment(src, dst, 40000, 80, seq=7, flags=g.SYN, options=opts))
+        add(*g.tcp_segment(src, dst, 40000, 80, seq=8, ack=9, payload=b"hello"))
+        add(*g.tcp_segment(src, dst, 40000, 80, seq=8, ack=9), pad=6)          # padded
+        add(*g.tcp_segment(src, dst, 40000, 80, seq=8, ack=9, payload=b"y" * 300,
+                           bad_checksum=True))
+        add(*g.tcp_segment(src, dst, 40000, 80, payload=b"z" * 200), cut=70)   # snap length
+        add(*g.tcp_segment(src, dst, 40000, 80, payload=b"z" * 200), cut=50)   # header cut
+        ip, ver = g.tcp_segment(src, dst, 40000, 80, payload=b"w" * 1000)
+        zero = (ip[:2] + b"\0\0" + ip[4:]) if ver == 4 else (ip[:4] + b"\0\0" + ip[6:])
+        add(zero, ver, orig=14 + len(ip), cut=120)                              # TSO: length 0
+        # the IP length ends inside the TCP options (what follows is padding): not parsed
+        ip, ver = g.tcp_segment(src, dst, 40000, 80, seq=9, options=opts)
+        short = bytearray(ip)
+        if ver == 4:
+            short[2:4] = (40).to_bytes(2, "big")
+        else:
+            short[4:6] = (20).to_bytes(2, "big")
+        add(bytes(short), ver)
+        bogus = bytearray(ip)
+        bogus[(20 if ver == 4 else 40) + 12] = 0x30                             # data offset 3
+        add(bytes(bogus), ver)
+    ip, _ = g.tcp_segment("10.0.0.1", "10.0.0.2", 40000, 80, payload=b"f" * 64)
+    add(ip[:6] + b"\x20\x00" + ip[8:], 4)                                       # first fragment
+    add(ip[:6] + b"\x00\x10" + ip[8:], 4)                                       # later fragment
+    add(bytes([0x46]) + ip[1:20] + b"\x01\x01\x01\x00" + ip[20:], 4)            # IP options
+    return frames
+
+
+@pytest.mark.parametrize("options", [{}, {"verify_checksums": True}, {"seg_flags": True}])
+def test_plain_ethernet_fast_path_decodes_as_the_general_loop(tmp_path, options):
+    """A VLAN tag sends the same packets through the general decode loop: every field and
+    warning must come out the same as from the fast path for untagged Ethernet."""
+    frames = _plain_and_tagged_cases()
+    tagged = [g.Frame(f.ts_ns, f.data[:12] + b"\x81\x00\x00\x0a" + f.data[12:],
+                      None if f.orig_len is None else f.orig_len + 4) for f in frames]
+    plain, plain_stats = read_all(write(tmp_path, "p.pcap", g.pcap_bytes(frames)), **options)
+    vlan, vlan_stats = read_all(write(tmp_path, "v.pcap", g.pcap_bytes(tagged)), **options)
+    assert len(plain) >= 12
+    columns_equal(plain, vlan, skip=("frame_len",))
+    assert (vlan["frame_len"] - plain["frame_len"]).tolist() == [4] * len(plain)
+    if options.get("seg_flags"):
+        assert np.array_equal(plain["seg_flags"], vlan["seg_flags"])
+        assert plain["seg_flags"].any()
+    assert plain_stats.warnings == vlan_stats.warnings
+    assert plain_stats.warnings                 # the fragment, the bogus header ...
