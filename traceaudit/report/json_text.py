@@ -14,6 +14,9 @@ from __future__ import annotations
 import numpy as np
 import orjson
 from numba import njit
+from numba import types as nbt
+from numba.core import cgutils
+from numba.core.extending import intrinsic
 
 INT = 0        # the column's value is an integer: written in decimal
 TEXT = 1       # the column's value indexes a JSON text in the text table
@@ -138,10 +141,24 @@ def _put_seconds(out, pos, ns):
     return pos + digits
 
 
+@intrinsic
+def _memcpy(typingctx, dst, dst_pos, src, src_pos, n):
+    """``dst[dst_pos:dst_pos + n] = src[src_pos:src_pos + n]`` for uint8 arrays, as one call
+    to memcpy (no bounds checks). Writing the report's texts byte by byte in a loop took
+    2.6 times as long: 0.116 s against 0.044 s for the 130 MB of 100,000 connections."""
+    def codegen(context, builder, signature, args):
+        d, dp, s, sp, count = args
+        d_array = context.make_array(signature.args[0])(context, builder, d)
+        s_array = context.make_array(signature.args[2])(context, builder, s)
+        cgutils.raw_memcpy(builder, builder.gep(d_array.data, [dp]),
+                           builder.gep(s_array.data, [sp]), count, 1)
+        return context.get_dummy_value()
+    return nbt.void(dst, dst_pos, src, src_pos, n), codegen
+
+
 @njit(cache=True, inline="always")
 def _put(out, pos, buf, a, b):
-    for i in range(b - a):              # (a slice assignment costs more for a few bytes)
-        out[pos + i] = buf[a + i]
+    _memcpy(out, pos, buf, a, b - a)
     return pos + b - a
 
 
