@@ -16,29 +16,35 @@ def format_address(hi: int, lo: int, version: int) -> str:
 
 
 def format_addresses(hi: np.ndarray, lo: np.ndarray, version: np.ndarray) -> np.ndarray:
-    """Vectorised over rows: each distinct address is formatted once (IPv4 rows are keyed by
-    their 32 bits alone, which is much cheaper than a row-wise unique)."""
+    """Vectorised over rows: each distinct address is formatted once."""
+    codes, labels = address_codes(hi, lo, version)
+    return labels[codes]
+
+
+def address_codes(hi: np.ndarray, lo: np.ndarray,
+                  version: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's address as a code into the distinct addresses' texts (an object array):
+    (codes, labels), equal addresses equal codes. IPv4 rows are keyed by their 32 bits alone,
+    which is much cheaper than a row-wise unique."""
     n = len(hi)
-    if n == 0:
-        return np.array([], dtype=object)
-    out = np.empty(n, dtype=object)
+    codes = np.zeros(n, np.int64)
+    labels: list[str] = []
     v4 = np.asarray(version) == 4
     rows = np.flatnonzero(v4)
     if len(rows):
         keys = np.asarray(lo)[rows].astype(np.uint64) & np.uint64(0xFFFF_FFFF)
         uniq, inverse = np.unique(keys, return_inverse=True)
-        text = np.array([str(ipaddress.IPv4Address(k)) for k in uniq.tolist()], dtype=object)
-        out[rows] = text[inverse.reshape(-1)]
+        labels += [str(ipaddress.IPv4Address(k)) for k in uniq.tolist()]
+        codes[rows] = inverse.reshape(-1)
     rows = np.flatnonzero(~v4)
     if len(rows):
         keys = np.stack([np.asarray(hi)[rows].astype(np.uint64),
                          np.asarray(lo)[rows].astype(np.uint64),
                          np.asarray(version)[rows].astype(np.uint64)], axis=1)
         uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
-        text = np.array([format_address(h, lo_, v) for h, lo_, v in uniq.tolist()],
-                        dtype=object)
-        out[rows] = text[inverse.reshape(-1)]
-    return out
+        codes[rows] = len(labels) + inverse.reshape(-1)
+        labels += [format_address(h, lo_, v) for h, lo_, v in uniq.tolist()]
+    return codes, np.array(labels, dtype=object)
 
 
 def parse_address(text: str) -> tuple[int, int, int]:

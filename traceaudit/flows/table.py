@@ -11,8 +11,8 @@ import numpy as np
 from traceaudit.capture.batch import PacketBatch
 from traceaudit.capture.times import epoch_seconds
 from traceaudit.flows import assign as A
-from traceaudit.flows.columns import Columns, Repeated
-from traceaudit.flows.addresses import format_addresses
+from traceaudit.flows.columns import Coded, Columns, Repeated
+from traceaudit.flows.addresses import address_codes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -146,12 +146,17 @@ def flow_columns(raw, capture: str, first_id: int) -> Columns:
     ``first_id``."""
     n = len(raw["first_frame"])
     ipv = raw["ipv"]
-    cols: dict[str, np.ndarray | Repeated] = {
+    # both sides' addresses as codes into one set of texts: a host is one code whichever side
+    # it is on (rules group by host), and writers need not hash 2 strings a connection
+    codes, labels = address_codes(np.concatenate([raw["c_hi"], raw["s_hi"]]),
+                                  np.concatenate([raw["c_lo"], raw["s_lo"]]),
+                                  np.concatenate([ipv, ipv]))
+    cols: dict[str, np.ndarray | Repeated | Coded] = {
         "id": np.arange(first_id, first_id + n, dtype=np.int64),
         "capture": Repeated(capture, n),
-        "client_ip": format_addresses(raw["c_hi"], raw["c_lo"], ipv),
+        "client_ip": Coded(codes[:n], labels),
         "client_port": raw["client_port"].astype(np.int32),
-        "server_ip": format_addresses(raw["s_hi"], raw["s_lo"], ipv),
+        "server_ip": Coded(codes[n:], labels),
         "server_port": raw["server_port"].astype(np.int32),
         "ip_version": ipv.astype(np.int8),
         "orientation_guessed": raw["guessed"] == 1,

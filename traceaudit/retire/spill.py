@@ -108,5 +108,7 @@ def _concat(parts):
     if isinstance(first, Repeated):
         return Repeated(first.value, sum(p.n for p in parts))
     if isinstance(first, Coded):
-        return Coded(np.concatenate([p.codes for p in parts]), first.labels)
+        if all(p.labels is first.labels for p in parts):     # a fixed set (state names ...)
+            return Coded(np.concatenate([p.codes for p in parts]), first.labels)
+        return np.concatenate([p.values() for p in parts])   # each chunk's own (addresses)
     return np.concatenate(parts)

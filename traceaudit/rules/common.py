@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from traceaudit.flows.columns import first_seen_codes
+from traceaudit.flows.columns import Coded, first_seen_codes
 from traceaudit.rules.model import Finding, Rule
 from traceaudit.tracking import kernel as K
 
@@ -91,6 +91,11 @@ class View:
     def ip_codes(self) -> tuple[np.ndarray, np.ndarray]:
         """Client and server IP addresses as integer codes (one numbering for both sides),
         for rules that group by host without a string per connection."""
+        table = self.analysis.table
+        client, server = table.column("client_ip"), table.column("server_ip")
+        if isinstance(client, Coded) and isinstance(server, Coded) and \
+                client.labels is server.labels:            # as the flow builder makes them
+            return client.codes, server.codes
         codes, _ = first_seen_codes(self.columns["client_ip"].tolist() +
                                     self.columns["server_ip"].tolist())
         return codes[:self.n], codes[self.n:]
