@@ -191,10 +191,14 @@ def _sparks(ch: Changes, codes: np.ndarray, chosen: np.ndarray) -> np.ndarray:
 def service_codes(flows: Columns) -> tuple[np.ndarray, list[str]]:
     """Per connection, the index of its service (server ip:port), numbered in order of first
     appearance; and the services' names."""
-    ip_codes, names = first_seen_codes(flows["server_ip"].tolist())
-    codes, keys = first_seen_codes(
-        (ip_codes * 65536 + np.asarray(flows["server_port"], np.int64)).tolist())
-    return codes, [_service(f"{names[k >> 16]}|{k & 0xFFFF}") for k in keys]
+    ip_codes, names = _codes(flows, "server_ip")     # (the flow builder's address codes)
+    keys = ip_codes * 65536 + np.asarray(flows["server_port"], np.int64)
+    distinct, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")          # number them by first appearance
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.reshape(-1)], [_service(f"{names[k >> 16]}|{k & 0xFFFF}")
+                                       for k in distinct[order].tolist()]
 
 
 def _codes(flows: Columns, name: str) -> tuple[np.ndarray, list]:
