@@ -181,13 +181,25 @@ def assign_batch(src_hi, src_lo, dst_hi, dst_lo, sport, dport, flags, seq, ack, 
     Stops early, before a row, when a new slot or connection might not fit (``slots`` or
     ``conn`` full, or ``ht`` half full), so that the caller can grow them and call again.
     """
+    # the previous segment's 4-tuple and slot: about half the segments of a capture follow one
+    # of the same connection, and skip the hash and the table probe
+    last_s = -1
+    last_a_hi = last_a_lo = last_b_hi = last_b_lo = np.uint64(0)
+    last_a_port = last_b_port = np.int64(-1)
     for i in range(start, len(src_hi)):
         if n_conns >= len(conn) or n_slots >= len(slots) or 2 * (n_slots + 1) > len(ht):
             return n_slots, n_conns, i
         a_hi, a_lo, a_port, b_hi, b_lo, b_port, src_is_a = canonical(
             np.uint64(src_hi[i]), np.uint64(src_lo[i]), np.int64(sport[i]),
             np.uint64(dst_hi[i]), np.uint64(dst_lo[i]), np.int64(dport[i]))
-        s, n_slots = _lookup(ht, slots, n_slots, a_hi, a_lo, a_port, b_hi, b_lo, b_port)
+        if last_s >= 0 and a_lo == last_a_lo and b_lo == last_b_lo and a_port == last_a_port \
+                and b_port == last_b_port and a_hi == last_a_hi and b_hi == last_b_hi:
+            s = last_s
+        else:
+            s, n_slots = _lookup(ht, slots, n_slots, a_hi, a_lo, a_port, b_hi, b_lo, b_port)
+            last_s = s
+            last_a_hi, last_a_lo, last_a_port = a_hi, a_lo, a_port
+            last_b_hi, last_b_lo, last_b_port = b_hi, b_lo, b_port
         f = np.int64(flags[i])
         sq = np.int64(seq[i])
         c = slots[s, S_CONN]
