@@ -78,6 +78,34 @@ def test_cached_kernels_load_light_and_new_kernels_still_compile():
     assert out.stdout.split() == ["True", "5.0", "True"]
 
 
+NO_ARRAY_LIBRARY = r"""
+import sys
+from traceaudit.cli import main
+try:
+    main(["analyze", sys.argv[1], "--json", sys.argv[2]])
+except SystemExit as exc:
+    assert exc.code == 1, exc.code                  # the sample has findings
+print("numba.np.arrayobj" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(not numba_start.LIGHT_LOADING_VERSIONS or
+                    not __import__("numba").__version__.startswith(
+                        numba_start.LIGHT_LOADING_VERSIONS),
+                    reason="this numba version starts the usual way (full refresh)")
+def test_no_kernel_of_analyze_json_makes_numba_import_its_array_library(tmp_path):
+    """A cached kernel that allocates an array (or slices one) makes numba import its array
+    library when the kernel is loaded (~12 ms a run): the kernels of `analyze --json` get
+    their arrays from NumPy."""
+    capture = str(ROOT / "sample_pcaps" / "close-wait-leak.pcap")   # findings, timelines
+    target = str(tmp_path / "report.json")
+    warm = _run(NO_ARRAY_LIBRARY, capture, target)       # compiles what is not cached yet
+    assert warm.returncode == 0, warm.stderr
+    out = _run(NO_ARRAY_LIBRARY, capture, target)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "False"           # (after the terminal summary)
+
+
 def test_light_and_full_start_give_the_same_report(tmp_path):
     reports = []
     for name, env in (("light", {}), ("full", {"TRACEAUDIT_NUMBA_FULL_START": "1"})):

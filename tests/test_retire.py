@@ -129,3 +129,27 @@ def test_spilled_table_as_a_dataframe(tmp_path, monkeypatch):
     assert len(list(spilled.table.chunks())) > 1
     assert spilled.table.frame().equals(full.flows)
     spilled.table.close()
+
+
+def test_retired_table_in_memory_equals_full_read_across_buckets(tmp_path, monkeypatch):
+    """The in-memory form of a spilled table (terminal table, JSON) joins its buckets: each
+    bucket codes its addresses into its own texts, and the join must keep every row's address
+    (a join that reused the first bucket's texts would rename hosts)."""
+    from traceaudit.retire import spill
+    frames = []
+    for k in range(40):
+        c = g.Conversation(client=f"10.0.{k}.1", server=f"10.1.{k % 3}.2", cport=40000 + k,
+                           t0_ns=1_700_000_000_000_000_000 + k * 10**9)
+        frames += c.handshake().send("c", ACK | 0x08, b"hi").close_by("c").frames
+    path = tmp_path / "hosts.pcap"
+    path.write_bytes(g.pcap_bytes(sorted(frames, key=lambda f: f.ts_ns)))
+    monkeypatch.setattr(spill, "BUCKET_FRAMES", 16)      # a few connections a bucket
+    options = dict(batch_rows=64, excerpts=False, frames_soon=False, **FAST)
+    retired = analyze_capture(str(path), ReadOptions(retire=EAGER, **options)).table
+    full = analyze_capture(str(path), ReadOptions(retire=None, **options)).table
+    assert len(list(retired.chunks())) > 5
+    joined = retired.columns()
+    assert len(joined) == len(full) == 40
+    for name in ("client_ip", "server_ip", "client_port", "close_role", "conn_state"):
+        assert joined[name].tolist() == full[name].tolist(), name
+    assert sorted(set(joined["client_ip"].tolist())) == sorted(f"10.0.{k}.1" for k in range(40))
