@@ -92,3 +92,14 @@ def test_first_seen_codes_number_values_in_order_of_appearance():
     assert codes.tolist() == [0, 1, 0, 2, 1] and values == ["b", "a", "c"]
     codes, values = first_seen_codes([])
     assert codes.tolist() == [] and values == []
+
+
+def test_values_at_rows_equal_the_expanded_column_at_those_rows():
+    cols = odd_columns()
+    rows = np.array([3, 0, 3, 1])
+    for name in cols.data:
+        expected = cols[name][rows].tolist()
+        got = cols.at(name, rows).tolist()
+        assert [str(x) for x in got] == [str(x) for x in expected], name
+    frame_cols = Columns.of_frame(cols.frame())
+    assert frame_cols.at("port", rows).tolist() == [65535, 1, 65535, 2]

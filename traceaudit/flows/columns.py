@@ -98,6 +98,16 @@ class Columns:
     def __getitem__(self, name: str) -> np.ndarray:
         return _plain(self.data[name])
 
+    def at(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column ``name`` at ``rows`` only (codes and repeated values are not expanded for
+        every row first)."""
+        v = self.data[name]
+        if isinstance(v, Coded):
+            return v.labels[v.codes[rows]]
+        if isinstance(v, Repeated):
+            return np.full(len(rows), v.value, object)
+        return np.asarray(v)[rows]
+
     def column(self, name: str) -> Column:
         """A column as stored: codes and labels, one repeated value, or an array (writers
         that handle those forms need not expand them)."""

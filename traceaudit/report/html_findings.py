@@ -16,7 +16,6 @@ import numpy as np
 import orjson
 from markupsafe import Markup
 
-from traceaudit.flows.columns import Coded
 from traceaudit.rules.model import Finding, Severity
 
 INLINE_JSON_LIMIT = 256 * 1024
@@ -95,17 +94,9 @@ def fault_hosts(c: Columns, cap_ix: list[int], flows: list) -> list[str]:
         sel = np.flatnonzero(empty & (cix == k) & (conn >= 0) & (conn < len(table)))
         if len(sel):
             rows = conn[sel]
-            host[sel] = np.where(client[sel], _rows_of(table, "client_ip", rows),
-                                 _rows_of(table, "server_ip", rows))
+            host[sel] = np.where(client[sel], table.at("client_ip", rows),
+                                 table.at("server_ip", rows))
     return [str(h) for h in host.tolist()]
-
-
-def _rows_of(table, name: str, rows: np.ndarray) -> np.ndarray:
-    """Column ``name`` at ``rows`` (an address column's texts, without expanding all rows)."""
-    column = table.column(name)
-    if isinstance(column, Coded):
-        return column.labels[column.codes[rows]]
-    return np.asarray(table[name], dtype=object)[rows]
 
 
 def table_data(c: Columns, hosts: list[str], cap_ix: list[int], chosen: list[int],
