@@ -74,31 +74,39 @@ class View:
                                       "first_frame")}
 
     @cached_property
-    def _plain(self) -> tuple[list, list, list, list, list]:
-        """Client IPs, client ports, server IPs, server ports, first frames as Python lists:
-        a finding reads a few values of one row, and a list is indexed ~10x faster."""
-        cols = self.columns
-        return tuple(cols[c].tolist() for c in ("client_ip", "client_port", "server_ip",
-                                                 "server_port", "first_frame"))
-
-    def address(self, c: int, e: int) -> str:
-        """Endpoint ``e`` of connection ``c`` as ip:port ([ip]:port for IPv6)."""
-        plain = self._plain
-        ip, port = plain[2 * e][c], plain[2 * e + 1][c]
-        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-    @cached_property
-    def ip_codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Client and server IP addresses as integer codes (one numbering for both sides),
-        for rules that group by host without a string per connection."""
+    def _hosts(self) -> tuple[tuple[np.ndarray, np.ndarray], list[str]]:
+        """Client and server IP addresses as integer codes (one numbering for both sides) and
+        the address of each code: rules group by host and write addresses without a string
+        per connection."""
         table = self.analysis.table
         client, server = table.column("client_ip"), table.column("server_ip")
         if isinstance(client, Coded) and isinstance(server, Coded) and \
                 client.labels is server.labels:            # as the flow builder makes them
-            return client.codes, server.codes
-        codes, _ = first_seen_codes(self.columns["client_ip"].tolist() +
-                                    self.columns["server_ip"].tolist())
-        return codes[:self.n], codes[self.n:]
+            return (client.codes, server.codes), [str(x) for x in client.labels.tolist()]
+        codes, labels = first_seen_codes(self.columns["client_ip"].tolist() +
+                                         self.columns["server_ip"].tolist())
+        return (codes[:self.n], codes[self.n:]), [str(x) for x in labels]
+
+    @property
+    def ip_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._hosts[0]
+
+    @cached_property
+    def _port_prefixes(self) -> list[str]:
+        """Each address code's text before the port: 'ip:' ('[ip]:' for IPv6)."""
+        return [f"[{ip}]:" if ":" in ip else f"{ip}:" for ip in self._hosts[1]]
+
+    def addresses(self, conns, e: int) -> list[str]:
+        """Endpoint ``e`` of each connection in ``conns`` as ip:port ([ip]:port for IPv6)."""
+        rows = np.asarray(conns, np.int64)
+        prefixes = self._port_prefixes
+        return [prefixes[code] + str(port) for code, port in
+                zip(self.ip_codes[e][rows].tolist(),
+                    self.columns[f"{ENDPOINTS[e]}_port"][rows].tolist())]
+
+    def address(self, c: int, e: int) -> str:
+        """Endpoint ``e`` of connection ``c`` as ip:port ([ip]:port for IPv6)."""
+        return self.addresses([c], e)[0]
 
     def service_codes(self, e: int) -> np.ndarray:
         """Endpoint ``e``'s (address, port) of every connection as one integer."""
@@ -111,8 +119,12 @@ class View:
         """'client 10.0.0.1:40000 → server 10.0.0.2:80 (tcp.stream 7)'."""
         return f"{self.address(c, 0)} → {self.address(c, 1)} (tcp.stream {c})"
 
-    def key(self, c: int) -> str:
-        return f"{self.address(c, 0)}>{self.address(c, 1)}#{self._plain[4][c]}"
+    def keys(self, conns) -> list[str]:
+        """What identifies each connection of ``conns`` across runs (its endpoints and first
+        frame), for fingerprints."""
+        firsts = self.columns["first_frame"][np.asarray(conns, np.int64)].tolist()
+        return [f"{a}>{b}#{f}" for a, b, f in zip(self.addresses(conns, 0),
+                                                 self.addresses(conns, 1), firsts)]
 
     def finding(self, rule: Rule, c: int, e: int | None, ts_ns: int, frames: list[int],
                 message: str, **details: Any) -> Finding:
@@ -126,9 +138,6 @@ class View:
         base = 0 if e is None else e * K.NE
         return self.trk[np.ix_(conns, [base + f for f in fields])].T.tolist()
 
-    def addresses(self, conns: list[int], e: int) -> list[str]:
-        return [self.address(c, e) for c in conns]
-
     def findings(self, rule: Rule, conns: list[int], e: int | None, ts_ns: list[int],
                  frames: list[list[int]], messages: list[str],
                  details: list[dict[str, Any]]) -> list[Finding]:
@@ -136,13 +145,12 @@ class View:
         both/neither), one per row of the other lists."""
         path, name, code, severity = self.analysis.stats.path, rule.name, rule.code, rule.severity
         remediation, endpoint = rule.remediation, ENDPOINTS[e] if e is not None else None
-        out = []
-        for c, t, fr, message, detail in zip(conns, ts_ns, frames, messages, details):
-            # (positional: tens of thousands of these on a large capture)
-            out.append(Finding(name, code, severity, path, t / NS,
-                               sorted({f for f in fr if f >= 0}), message, remediation, c,
-                               endpoint, None, f"tcp.stream eq {c}", detail, self.key(c)))
-        return out
+        # (positional: tens of thousands of these on a large capture)
+        return [Finding(name, code, severity, path, t / NS, sorted({f for f in fr if f >= 0}),
+                        message, remediation, c, endpoint, None, f"tcp.stream eq {c}", detail,
+                        key)
+                for c, t, fr, message, detail, key in zip(conns, ts_ns, frames, messages,
+                                                          details, self.keys(conns))]
 
 
 @dataclass

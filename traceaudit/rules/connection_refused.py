@@ -19,11 +19,12 @@ def check(analysis, params):
     rst, rst_ts = v.take(hits, 1, K.E_RST_FRAME, K.E_RST_TS)
     (syns,) = v.take(hits, 0, K.E_SYN_COUNT)
     conns = hits.tolist()
+    servers, clients = v.addresses(hits, 1), v.addresses(hits, 0)
     messages = []
     for i, c in enumerate(conns):
         tries = f" after {syns[i]} SYN transmissions" if syns[i] > 1 else ""
         messages.append(
-            f"server {v.address(c, 1)} refused the connection from client {v.address(c, 0)}: "
+            f"server {servers[i]} refused the connection from client {clients[i]}: "
             f"the SYN (frame {first[i]}) was answered by RST (frame {rst[i]}){tries}. Nothing "
             f"was listening on port {ports[i]} (or a firewall rejects with tcp-reset, or the "
             f"listen backlog overflowed with tcp_abort_on_overflow).")

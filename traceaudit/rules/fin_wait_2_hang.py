@@ -40,6 +40,7 @@ def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[
     peer_fin, peer_fin_ts, peer_fin_frame, peer_rst, peer_rst_frame = v.take(
         hits, p, K.E_FIN, K.E_FIN_TS, K.E_FIN_FRAME, K.E_RST, K.E_RST_FRAME)
     conns = hits.tolist()
+    addrs = v.addresses(hits, e)
     frames, messages, details = [], [], []
     for i, (c, start, stop, idle_from) in enumerate(zip(conns, starts, stops, idles)):
         fr = [fin_frame[i], acked[i]]
@@ -59,7 +60,7 @@ def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[
             frame = rst_frame[i] if own else peer_rst_frame[i]
             how = f"until {me if own else peer} sent RST (frame {frame})"
             fr.append(frame)
-        message = (f"{me} {v.address(c, e)} closed first (FIN frame {fin_frame[i]}, "
+        message = (f"{me} {addrs[i]} closed first (FIN frame {fin_frame[i]}, "
                    f"acknowledged at frame {acked[i]}) and waited {seconds(stop - start)} in "
                    f"FIN_WAIT_2 for the {peer}'s FIN, {how}.")
         if idle_from > start:

@@ -40,6 +40,7 @@ def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[
     acked, peer_rst, peer_rst_frame = v.take(hits, p, K.E_FIN_ACKED_FRAME, K.E_RST,
                                              K.E_RST_FRAME)
     conns = hits.tolist()
+    addrs = v.addresses(hits, e)
     frames, messages, details = [], [], []
     for i, (c, start, stop, idle_from) in enumerate(zip(conns, starts, stops, idles)):
         still = stop >= end and fin[i] == 0 and rst[i] == 0 and peer_rst[i] == 0
@@ -65,7 +66,7 @@ def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[
             extra.append(f"its {probes[i]} keepalive probe(s) kept the connection alive")
         frames.append(fr)
         messages.append(
-            f"{me} {v.address(c, e)} received the {peer}'s FIN (frame {got_fin[i]}) and "
+            f"{me} {addrs[i]} received the {peer}'s FIN (frame {got_fin[i]}) and "
             f"acknowledged it (frame {acked[i]}) but never sent its own FIN: CLOSE_WAIT for "
             f"{seconds(stop - start)}, {how}" + ("; " + "; ".join(extra) if extra else "") + ".")
         details.append({"duration_s": round((stop - start) / 1e9, 6),

@@ -28,6 +28,7 @@ def check(analysis, params):
     hits = np.flatnonzero(half_open & (stop - synack_ts >= int(params["min_duration"] * 1e9)))
     conns = hits.tolist()
     services = v.addresses(conns, 1)
+    clients = v.addresses(conns, 0)
     per_service = Counter(services)
     flood = int(params["flood_count"])
     synacks, synack_frame, srv_rst_frame = v.take(hits, 1, K.E_SYN_COUNT, K.E_SYN_LAST_FRAME,
@@ -48,7 +49,7 @@ def check(analysis, params):
         else:
             ended = "until the capture ended"
         many = per_service[service]
-        message = (f"server {service} answered the SYN of {v.address(c, 0)} with SYN-ACK "
+        message = (f"server {service} answered the SYN of {clients[i]} with SYN-ACK "
                    f"(frame {fr[1]}, sent {synacks[i]} time(s)) but the handshake's final ACK "
                    f"never came: SYN_RECEIVED for {seconds(waited[i])}, {ended}.")
         if many >= flood:

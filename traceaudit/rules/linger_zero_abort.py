@@ -35,6 +35,7 @@ def _findings(v: View, hits: np.ndarray, e: int, after_peer_data: list[bool]):
                                          K.E_LAST_DATA_FRAME)
     (peer_data,) = v.take(hits, 1 - e, K.E_LAST_DATA_FRAME)
     conns = hits.tolist()
+    addrs = v.addresses(hits, e)
     frames, messages, details = [], [], []
     for i, c in enumerate(conns):
         state = "CLOSE_WAIT" if rst_state[i] == K.CLOSE_WAIT else "ESTABLISHED"
@@ -49,7 +50,7 @@ def _findings(v: View, hits: np.ndarray, e: int, after_peer_data: list[bool]):
                       f"unanswered." if own[i] >= 0 else " No data had flowed from the peer.")
         frames.append([own[i], peer_data[i], rst[i]])
         messages.append(
-            f"{me} {v.address(c, e)} ended the connection from {state} with RST "
+            f"{me} {addrs[i]} ended the connection from {state} with RST "
             f"(frame {rst[i]}) instead of FIN, with nothing in the capture for the RST to "
             f"answer: an abortive close, typically SO_LINGER {{on, 0}} then close(). The "
             f"{peer} gets ECONNRESET and any data in flight is lost.{caveat}")

@@ -27,6 +27,7 @@ def _findings(v: View, hits: np.ndarray, e: int):
     fin, retx, count, fin_ts, flags = v.take(hits, e, K.E_FIN_FRAME, K.E_FIN_RETX_FRAME,
                                              K.E_FIN_COUNT, K.E_FIN_TS, K.E_FLAGS)
     conns = hits.tolist()
+    addrs = v.addresses(hits, e)
     messages, details = [], []
     for i, c in enumerate(conns):
         ack_lost = bool(flags[i] & K.F_ACK_LOST)
@@ -34,7 +35,7 @@ def _findings(v: View, hits: np.ndarray, e: int):
                 f"the {me}." if ack_lost else
                 " No ACK of it was captured: the FIN or its ACK was lost.")
         messages.append(
-            f"{me} {v.address(c, e)} closed second (FIN frame {fin[i]}) and had to retransmit "
+            f"{me} {addrs[i]} closed second (FIN frame {fin[i]}) and had to retransmit "
             f"its FIN (frame {retx[i]}, {count[i]} transmissions in all): the {peer}'s final "
             f"ACK did not reach it, so it stayed in LAST_ACK.{seen}")
         details.append({"fin_transmissions": count[i], "ack_captured": ack_lost})

@@ -26,7 +26,7 @@ class Severity(IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        return _LABELS[self]
 
     @classmethod
     def parse(cls, text: str) -> "Severity":
@@ -35,6 +35,8 @@ class Severity(IntEnum):
         except KeyError:
             raise ValueError(f"unknown severity {text!r} (info, warning or error)") from None
 
+
+_LABELS = tuple(s.name.lower() for s in Severity)   # (an enum's name is slow to read)
 
 Params = Mapping[str, Any]
 Check = Callable[["CaptureAnalysis", Params], Iterable["Finding"]]

@@ -29,10 +29,11 @@ def _findings(v: View, hits: np.ndarray, e: int, causes: list[int]):
     (data,) = v.take(hits, 1 - e, K.E_LAST_DATA_FRAME)
     timeout = v.analysis.tracked.config.fin_timeout_s
     conns = hits.tolist()
+    addrs = v.addresses(hits, e)
     frames, messages, details = [], [], []
     for i, c in enumerate(conns):
         cause = PREMATURE_CAUSES[causes[i]]
-        me = f"{ENDPOINTS[e]} {v.address(c, e)}"
+        me = f"{ENDPOINTS[e]} {addrs[i]}"
         if cause == "time_wait_skipped":
             frames.append([fin[i], tw[i], answer[i], rst[i]])
             again = "retransmitted " if kind[i] & K.ANS_FIN_AGAIN else ""

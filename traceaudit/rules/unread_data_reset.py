@@ -26,6 +26,7 @@ def _findings(v: View, hits: np.ndarray, e: int, answers_data: list[bool]):
     rst, rst_ts = v.take(hits, e, K.E_RST_FRAME, K.E_RST_TS)
     data, data_ts = v.take(hits, 1 - e, K.E_LAST_DATA_FRAME, K.E_LAST_DATA_TS)
     conns = hits.tolist()
+    addrs = v.addresses(hits, e)
     frames, messages, details = [], [], []
     for i, c in enumerate(conns):
         if answers_data[i]:
@@ -40,7 +41,7 @@ def _findings(v: View, hits: np.ndarray, e: int, answers_data: list[bool]):
                       "send the same packets (see linger-zero-abort).")
         frames.append([data[i], rst[i]])
         messages.append(
-            f"{ENDPOINTS[e]} {v.address(c, e)} sent RST (frame {rst[i]}) instead of FIN {how}: "
+            f"{ENDPOINTS[e]} {addrs[i]} sent RST (frame {rst[i]}) instead of FIN {how}: "
             f"close() with data still unread in the receive queue makes the kernel reset the "
             f"connection, and the {peer}'s pending data (including a response it may still be "
             f"reading) is lost. {caveat}")
