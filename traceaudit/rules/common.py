@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from traceaudit.flows.columns import Coded, first_seen_codes
-from traceaudit.rules.model import Finding, Rule
+from traceaudit.rules.model import Finding, Rule, fingerprints
 from traceaudit.tracking import kernel as K
 
 if TYPE_CHECKING:
@@ -97,12 +97,19 @@ class View:
         return [f"[{ip}]:" if ":" in ip else f"{ip}:" for ip in self._hosts[1]]
 
     def addresses(self, conns, e: int) -> list[str]:
-        """Endpoint ``e`` of each connection in ``conns`` as ip:port ([ip]:port for IPv6)."""
+        """Endpoint ``e`` of each connection in ``conns`` as ip:port ([ip]:port for IPv6).
+        The last texts of each endpoint are kept: a rule writes its findings' messages with
+        them, then ``findings`` their keys with the same."""
         rows = np.asarray(conns, np.int64)
+        last = self.memo.get(("addresses", e))
+        if last is not None and np.array_equal(last[0], rows):
+            return last[1]
         prefixes = self._port_prefixes
-        return [prefixes[code] + str(port) for code, port in
-                zip(self.ip_codes[e][rows].tolist(),
-                    self.columns[f"{ENDPOINTS[e]}_port"][rows].tolist())]
+        texts = [prefixes[code] + str(port) for code, port in
+                 zip(self.ip_codes[e][rows].tolist(),
+                     self.columns[f"{ENDPOINTS[e]}_port"][rows].tolist())]
+        self.memo[("addresses", e)] = (rows, texts)
+        return texts
 
     def address(self, c: int, e: int) -> str:
         """Endpoint ``e`` of connection ``c`` as ip:port ([ip]:port for IPv6)."""
@@ -127,9 +134,11 @@ class View:
                                                  self.addresses(conns, 1), firsts)]
 
     def finding(self, rule: Rule, c: int, e: int | None, ts_ns: int, frames: list[int],
-                message: str, **details: Any) -> Finding:
-        """A finding about connection ``c`` (endpoint ``e`` at fault, or None: both/neither)."""
-        return self.findings(rule, [int(c)], e, [int(ts_ns)], [frames], [message], [details])[0]
+                message: str, details: dict[str, Any], key: str | None = None) -> Finding:
+        """A finding about connection ``c`` (endpoint ``e`` at fault, or None: both/neither);
+        ``key`` names its subject for the fingerprint when that is not the connection."""
+        return self.findings(rule, [int(c)], e, [int(ts_ns)], [frames], [message], [details],
+                             None if key is None else [key])[0]
 
     def take(self, conns: np.ndarray, e: int | None, *fields: int) -> list[list[int]]:
         """Tracker ``fields`` of endpoint ``e`` (None: connection fields) for the rows
@@ -140,17 +149,21 @@ class View:
 
     def findings(self, rule: Rule, conns: list[int], e: int | None, ts_ns: list[int],
                  frames: list[list[int]], messages: list[str],
-                 details: list[dict[str, Any]]) -> list[Finding]:
+                 details: list[dict[str, Any]], keys: list[str] | None = None
+                 ) -> list[Finding]:
         """Findings about connections ``conns`` (endpoint ``e`` at fault, or None:
-        both/neither), one per row of the other lists."""
+        both/neither), one per row of the other lists; ``keys``: their subjects, for the
+        fingerprints, when not the connections (``View.keys``)."""
         path, name, code, severity = self.analysis.stats.path, rule.name, rule.code, rule.severity
         remediation, endpoint = rule.remediation, ENDPOINTS[e] if e is not None else None
+        keys = self.keys(conns) if keys is None else keys
+        prints = fingerprints(name, path, endpoint, [d.get("cause", "") for d in details], keys)
         # (positional: tens of thousands of these on a large capture)
         return [Finding(name, code, severity, path, t / NS, sorted({f for f in fr if f >= 0}),
                         message, remediation, c, endpoint, None, f"tcp.stream eq {c}", detail,
-                        key)
-                for c, t, fr, message, detail, key in zip(conns, ts_ns, frames, messages,
-                                                          details, self.keys(conns))]
+                        key, fingerprint)
+                for c, t, fr, message, detail, key, fingerprint in zip(
+                    conns, ts_ns, frames, messages, details, keys, prints)]
 
 
 @dataclass

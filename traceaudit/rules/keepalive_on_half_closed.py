@@ -31,7 +31,7 @@ def check(analysis, params):
                        f"indefinitely. Last probe by frame {t[eo + K.E_LAST_FRAME]}.")
             out.append(v.finding(RULE, c, e, int(t[eo + K.E_LAST_TS]),
                                  [fin, int(t[eo + K.E_LAST_FRAME])], message,
-                                 keepalive_probes=probes))
+                                 {"keepalive_probes": probes}))
     return out
 
 

@@ -82,28 +82,42 @@ class Finding:
     @property
     def fingerprint(self) -> str:
         """Stable across runs of the same capture and across unrelated changes to others.
-        Computed once, on first use (reports read it several times): rules set ``key`` first."""
-        if not self._fingerprint:
-            cause = self.details.get("cause", "")
-            parts = [self.rule, str(cause), _basename(self.capture),
-                     self.key or self.host or "", self.endpoint or ""]
-            self._fingerprint = hashlib.sha256(
-                "\x1f".join(parts).encode("utf-8", "replace")).hexdigest()[:24]
-        return self._fingerprint
+        Computed once: by ``View.findings`` as it makes a rule's findings, else on first use.
+        The rule, capture, endpoint, cause and ``key`` (else ``host``) it is made of must not
+        change after that."""
+        fingerprint = self._fingerprint
+        if not fingerprint:
+            fingerprint = self._fingerprint = fingerprints(
+                self.rule, self.capture, self.endpoint, [self.details.get("cause", "")],
+                [self.key or self.host or ""])[0]
+        return fingerprint
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report's finding entry (plain Python values)."""
-        entry: dict[str, Any] = {
-            "rule": self.rule, "code": self.code, "severity": self.severity.label,
+        # (one dict display: tens of thousands of these are written on a large capture)
+        head = {
+            "rule": self.rule, "code": self.code, "severity": _LABELS[self.severity],
             "capture": self.capture, "connection": self.connection, "endpoint": self.endpoint,
             "ts": self.ts, "frames": self.frames, "message": self.message,
             "remediation": self.remediation, "display_filter": self.display_filter,
-            "fingerprint": self.fingerprint,
+            "fingerprint": self._fingerprint or self.fingerprint,
         }
-        if self.host is not None:
-            entry["host"] = self.host
-        entry.update(self.details)
-        return entry
+        if self.host is None:
+            return {**head, **self.details} if self.details else head
+        head["host"] = self.host
+        head.update(self.details)
+        return head
+
+
+def fingerprints(rule: str, capture: str, endpoint: str | None, causes: list,
+                 subjects: list[str]) -> list[str]:
+    """``Finding.fingerprint`` of findings of one rule, capture and endpoint, by their
+    ``details["cause"]`` and subject (``key``, else ``host``): a rule's findings get theirs
+    at once, while their texts are at hand."""
+    head, mid, tail = f"{rule}\x1f", f"\x1f{_basename(capture)}\x1f", f"\x1f{endpoint or ''}"
+    sha256 = hashlib.sha256
+    return [sha256(f"{head}{cause}{mid}{subject}{tail}".encode("utf-8", "replace"))
+            .hexdigest()[:24] for cause, subject in zip(causes, subjects)]
 
 
 @lru_cache(maxsize=256)

@@ -48,11 +48,11 @@ def check(analysis, params):
                    f"this capture (first: tcp.stream {first}, FIN frame {frames[0]}{held}): "
                    f"the server, not its clients, holds their TIME_WAIT sockets for 2×MSL.")
         finding = v.finding(RULE, first, 1, int(fin_ts[first]), frames, message,
-                            connections=n, service_connections=total,
-                            example_connections=conns[:EXAMPLES])
+                            {"connections": n, "service_connections": total,
+                             "example_connections": conns[:EXAMPLES]},
+                            key=f"service {service}")
         finding.display_filter = (f"{field}.src == {ip} && tcp.srcport == {port} && "
                                   f"tcp.flags.fin == 1")
-        finding.key = f"service {service}"
         out.append(finding)
     return out
 

@@ -39,8 +39,8 @@ def check(analysis, params):
                        f"be reused; old duplicates of the previous connection could corrupt the "
                        f"new one without timestamps.")
             out.append(v.finding(RULE, c, e, ts, [tw_frame, syn], message,
-                                 previous_connection=prev,
-                                 time_wait_age_s=round((ts - tw_ts) / 1e9, 6)))
+                                 {"previous_connection": prev,
+                                  "time_wait_age_s": round((ts - tw_ts) / 1e9, 6)}))
     return out
 
 
