@@ -120,3 +120,28 @@ def test_light_and_full_start_give_the_same_report(tmp_path):
         reports.append(report)
     assert reports[0] == reports[1]
     assert len(reports[0]["connections"]) > 1000 and reports[0]["findings"]
+
+
+IMPORT = r"""
+import sys
+import traceaudit.flows.assign           # a kernel module: the command's first numba import
+print("scipy" in sys.modules, "yaml" in sys.modules)
+import scipy, yaml                       # both still importable
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("scipy") is None or
+                    importlib.util.find_spec("yaml") is None,
+                    reason="SciPy or PyYAML not installed: nothing for numba to import")
+def test_numba_is_imported_without_scipy_and_yaml_unless_it_has_a_config_file(tmp_path):
+    def run() -> list[str]:
+        out = subprocess.run([sys.executable, "-c", IMPORT], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=600, check=False)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert run() == ["False", "False"]
+    # numba reads its settings from a .numba_config.yaml in the working directory: with one
+    # there, PyYAML is imported as numba would
+    (tmp_path / ".numba_config.yaml").write_text("")
+    assert run() == ["False", "True"]

@@ -8,7 +8,7 @@ MPLS in PPPoE, Ethernet in VXLAN in UDP in IPv6, ...) are handled by one loop wi
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from traceaudit.jit import njit
 
 from traceaudit.capture import linktypes as lt
 

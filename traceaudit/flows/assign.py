@@ -9,7 +9,7 @@ for ``tcp.stream`` so that connection ids equal Wireshark's stream numbers (see 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from traceaudit.jit import njit
 
 from traceaudit.capture.batch import ACK, SYN
 

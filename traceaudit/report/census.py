@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from numba import njit
+from traceaudit.jit import njit
 
 from traceaudit.flows.columns import Coded, Columns, first_seen_codes
 from traceaudit.tracking.states import EndpointState

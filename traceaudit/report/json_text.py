@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import orjson
-from numba import njit
-from numba import types as nbt
-from numba.core import cgutils
-from numba.core.extending import intrinsic
+
+from traceaudit.jit import cgutils, intrinsic, njit
+from traceaudit.jit import types as nbt
 
 INT = 0        # the column's value is an integer: written in decimal
 TEXT = 1       # the column's value indexes a JSON text in the text table

@@ -4,7 +4,7 @@ and 4-tuple sets."""
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from traceaudit.jit import njit
 
 from traceaudit.capture.batch import ACK, SYN
 from traceaudit.flows import assign as A

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit
+from traceaudit.jit import njit
 
 from traceaudit.capture.batch import FIN, RST, SYN, PacketBatch
 from traceaudit.flows import assign as A

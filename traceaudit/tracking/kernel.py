@@ -12,7 +12,7 @@ timeline afterwards (``timeline.py``).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from traceaudit.jit import njit
 
 from traceaudit.capture.batch import ACK, FIN, RST, SYN
 

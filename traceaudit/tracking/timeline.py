@@ -22,7 +22,7 @@ Corrections that need later packets are applied here, only to the connections fl
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from traceaudit.jit import njit
 
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking.states import EndpointState, Reason

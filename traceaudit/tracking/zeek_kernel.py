@@ -27,7 +27,7 @@ incref/decref pair per array per call, which would dominate the per-packet cost.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from traceaudit.jit import njit
 
 from traceaudit.capture.batch import ACK, FIN, RST, SYN
 from traceaudit.flows.assign import F_CLIENT_IS_A, F_IPV, F_SLOT, F_TUNNELED
