@@ -59,18 +59,18 @@ PROTO_IPIP = 4
 PROTO_IPV6 = 41
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def be16(b, p):
     return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def be32(b, p):
     return (np.int64(b[p]) << 24) | (np.int64(b[p + 1]) << 16) | (np.int64(b[p + 2]) << 8) \
         | np.int64(b[p + 3])
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def be64u(b, p):
     v = np.uint64(0)
     for i in range(8):
@@ -112,7 +112,7 @@ def initial_kind(linktype):
     return K_DONE
 
 
-@njit(cache=True, inline="always")     # inlined: a call per header cost ~15% of decoding
+@njit(inline="always")     # inlined: a call per header cost ~15% of decoding
 def ones_complement_sum(b, start, stop, acc):
     i = start
     while i + 1 < stop:
@@ -123,7 +123,7 @@ def ones_complement_sum(b, start, stop, acc):
     return acc
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, seg_len):
     """True when the TCP checksum over the pseudo-header and segment folds to 0xffff."""
     acc = np.int64(0)
@@ -138,7 +138,7 @@ def tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, seg_len):
     return acc == 0xFFFF
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos, marks):
     """Fill the TCP fields of the scratch row ``out``. Returns False to drop the row."""
     if tcp_pos + 16 > end:
@@ -210,7 +210,7 @@ def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos, marks):
     return True
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks):
     """Decode one record into the scratch row ``out``. Returns True when it was a TCP segment."""
     pos = start

@@ -26,7 +26,7 @@ SPB_TYPE = 0x00000003
 EPB_TYPE = 0x00000006
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def rd32(b, p, little):
     if little:
         return (np.int64(b[p + 3]) << 24) | (np.int64(b[p + 2]) << 16) | \
@@ -35,7 +35,7 @@ def rd32(b, p, little):
         (np.int64(b[p + 2]) << 8) | np.int64(b[p + 3])
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def rd16(b, p, little):
     if little:
         return (np.int64(b[p + 1]) << 8) | np.int64(b[p])

@@ -44,7 +44,7 @@ N_SLOT_FIELDS = 7
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _mix(h, v):
     h ^= v + GOLDEN + (h << np.uint64(6)) + (h >> np.uint64(2))
     h *= np.uint64(0xBF58476D1CE4E5B9)
@@ -106,7 +106,7 @@ def _note_base(conn, c, d, flags, seq, ack):
         conn[c, F_BASE + 1 - d] = (ack - 1) & 0xFFFFFFFF
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _slot_hash(a_hi, a_lo, a_port, b_hi, b_lo, b_port):
     return _mix(_mix(_mix(_mix(_mix(_mix(np.uint64(0), a_hi), a_lo), np.uint64(a_port)), b_hi),
                      b_lo), np.uint64(b_port))

@@ -88,7 +88,7 @@ def _comma_separated(body, starts, ends):
     ends[k] = len(body)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _put_int(out, pos, v):
     """Write integer ``v`` in decimal at ``pos``; returns the position after it."""
     if v < 0:
@@ -112,7 +112,7 @@ def _put_int(out, pos, v):
     return pos + n
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _put_seconds(out, pos, ns):
     """Write a time in nanoseconds as exact decimal seconds: ``1700000000.123456`` (trailing
     zeros dropped, at least one fractional digit), as ``decimal_seconds`` does."""
@@ -155,13 +155,13 @@ def _memcpy(typingctx, dst, dst_pos, src, src_pos, n):
     return nbt.void(dst, dst_pos, src, src_pos, n), codegen
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _put(out, pos, buf, a, b):
     _memcpy(out, pos, buf, a, b - a)
     return pos + b - a
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _put_text(out, pos, buf, starts, ends, i):
     return _put(out, pos, buf, starts[i], ends[i])
 

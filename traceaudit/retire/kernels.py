@@ -55,12 +55,12 @@ def select_retirable(conn, n_conns, slots, n_slots, trk, our_zrow, zout, slot_li
     return n_ev
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _key(tuple_hash, side, value):
     return A._mix(A._mix(tuple_hash, np.uint64(side)), np.uint64(value))
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _bloom_bits(bits, h):
     mask = np.uint64(len(bits) * 64 - 1)
     h2 = A._mix(h, A.GOLDEN) | np.uint64(1)
@@ -81,7 +81,7 @@ def _bloom_has(bits, h):
     return True
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _tuple_hash(slots, s):
     return A._slot_hash(np.uint64(slots[s, A.S_A_HI]), np.uint64(slots[s, A.S_A_LO]),
                         slots[s, A.S_A_PORT], np.uint64(slots[s, A.S_B_HI]),

@@ -100,7 +100,7 @@ HALF = np.int64(1) << 31
 FULL = np.int64(1) << 32
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _unwrap(base, ref, raw):
     """Unwrapped value of a raw 32-bit sequence number, the one nearest ``ref``."""
     rel = (np.int64(raw) - base) & (FULL - 1)

@@ -139,7 +139,7 @@ CH_S, CH_H, CH_A, CH_D, CH_F, CH_R, CH_I, CH_Q, CH_T, CH_W, CH_C, CH_G = (
 CH_CARET = ord("^")
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _sdelta(a, b):
     """Signed 32-bit difference a - b of two raw sequence numbers (Zeek's seq_delta)."""
     d = (a - b) & M32
@@ -148,7 +148,7 @@ def _sdelta(a, b):
     return d
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _add(out, out_hist, row, ch, is_orig):
     n = out[row, O_HLEN]
     if n < HMAX:
@@ -156,7 +156,7 @@ def _add(out, out_hist, row, ch, is_orig):
     out[row, O_HLEN] = n + 1
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _add_raw(out, out_hist, row, ch):
     n = out[row, O_HLEN]
     if n < HMAX:
@@ -164,7 +164,7 @@ def _add_raw(out, out_hist, row, ch):
     out[row, O_HLEN] = n + 1
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _check(zc, z, out, out_hist, e, mask, ch):
     """Connection::CheckHistory: True when already seen; else records the letter."""
     m = mask if e == 0 else mask << 16
@@ -175,7 +175,7 @@ def _check(zc, z, out, out_hist, e, mask, ch):
     return False
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _scaled(zc, z, out, out_hist, e, cnt, ch):
     """Connection::ScaledHistoryEntry, base 10: letter at the 1st, 10th, 100th ... event."""
     b = ZE + e * NEP
@@ -185,7 +185,7 @@ def _scaled(zc, z, out, out_hist, e, cnt, ch):
         zc[z, b + cnt + 1] *= 10
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _handshake(s):
     return s <= SYN_ACK_SENT
 
@@ -418,7 +418,7 @@ def _deliver(zc, z, b):
         _pop_first(zc, z, b)
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _pop_first(zc, z, b):
     n = zc[z, b + P_NBLK]
     for j in range(1, n):
@@ -427,7 +427,7 @@ def _pop_first(zc, z, b):
     zc[z, b + P_NBLK] = n - 1
 
 
-@njit(cache=True, inline="always")
+@njit(inline="always")
 def _clean(zc, z, e):
     b = ZE + e * NEP
     st = zc[z, b + P_STATE]
