@@ -238,3 +238,22 @@ def test_removed_connections_free_their_live_rows(tmp_path):
     res = zt.finish(fb)
     assert len(res.rows) == 3000 and set(res.rows.conn_state) == {"REJ"}
     assert len(zt.zc) <= 1024
+
+
+@pytest.mark.parametrize("mix", [None, 0], ids=["hashed", "every-hash-collides"])
+def test_history_codes_give_each_row_its_own_letters(monkeypatch, mix):
+    """Rows grouped by a hash of their bytes; with every hash equal (mix 0) the check against
+    each group's first row must catch it and group them exactly."""
+    import traceaudit.tracking.zeek as Z
+    if mix is not None:
+        monkeypatch.setattr(Z, "_MIX", np.uint64(mix))
+    rng = np.random.default_rng(7)
+    words = ["ShADadFf", "S", "ShR", "", "ShADadfF", "D" * ZK.HMAX, "Sr", "ShADadFfR"]
+    picked = rng.integers(0, len(words), 500)
+    hist = np.zeros((len(picked), ZK.HMAX), np.uint8)
+    for row, w in zip(hist, picked):
+        row[:len(words[w])] = np.frombuffer(words[w].encode(), np.uint8)
+    coded = Z.history_codes(hist)
+    assert coded.values().tolist() == [words[w] for w in picked]
+    assert len(coded.labels) == len(set(picked.tolist()))
+    assert Z.history_codes(hist[:0]).values().tolist() == []

@@ -10,7 +10,7 @@ from traceaudit.flows.table import RAW_FIELDS, flow_columns
 from traceaudit.tracking import zeek_kernel as ZK
 from traceaudit.tracking.connections import CODED_LABELS, tracking_columns
 from traceaudit.tracking.tracker import Tracked
-from traceaudit.tracking.zeek import history_strings
+from traceaudit.tracking.zeek import history_codes
 
 _CODED = ("client_state", "server_state", "close_role", "close_kind")
 _HIST_WORDS = ZK.HMAX // 8
@@ -90,6 +90,6 @@ def record_columns(rec: Records, capture: str, first_id: int, zeek: bool) -> Col
     cols["midstream"] = rec["midstream"] == 1
     if zeek:
         cols["conn_state"] = Coded(rec["conn_state"], CODED_LABELS["conn_state"])
-        cols["history"] = history_strings(rec.history())
+        cols["history"] = history_codes(rec.history())
         cols["zeek_flipped"] = rec["zeek_flipped"] == 1
     return cols

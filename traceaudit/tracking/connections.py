@@ -74,6 +74,6 @@ def tracking_columns(n: int, tracked: Tracked, events: np.ndarray,
     }
     if zeek is not None:
         cols["conn_state"] = Coded(zeek.conn_state_code[:n], CODED_LABELS["conn_state"])
-        cols["history"] = zeek.history[:n]
+        cols["history"] = Coded(zeek.history.codes[:n], zeek.history.labels)
         cols["zeek_flipped"] = zeek.flipped[:n]
     return cols

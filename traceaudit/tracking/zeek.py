@@ -25,7 +25,7 @@ from traceaudit.capture.batch import PacketBatch
 from traceaudit.capture.times import epoch_seconds
 from traceaudit.flows import assign as A
 from traceaudit.flows.addresses import format_addresses
-from traceaudit.flows.columns import Columns
+from traceaudit.flows.columns import Coded, Columns, first_seen_codes
 from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.tracking import zeek_kernel as ZK
 
@@ -127,7 +127,7 @@ def _port_mask(ports: frozenset[int]) -> np.ndarray:
 class ZeekResult:
     row_columns: Columns               # ZEEK_ROW_COLUMNS, one row per Zeek connection
     conn_state_code: np.ndarray        # per our connection id: index into CONN_STATE_LABELS
-    history: np.ndarray                # per our connection id (object: str)
+    history: Coded                     # per our connection id ("" where Zeek never saw it)
     flipped: np.ndarray                # per our connection id: Zeek's originator is our server
     zeek_row: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))  # its row
 
@@ -238,16 +238,17 @@ class ZeekTracker:
         out = self.out[:n]
         n_conns = flows.n_conns
         client_is_a = flows.conn[:n_conns, A.F_CLIENT_IS_A] == 1
-        hist = history_strings(self.out_hist[:n])
-        states = np.array(ZK.CONN_STATES, dtype=object)[out[:, ZK.O_STATE]] if n else \
-            np.empty(0, object)
+        hist = history_codes(self.out_hist[:n])
+        states = Coded(out[:, ZK.O_STATE], CONN_STATE_LABELS)
         rows = self._rows(flows, out, hist, states, client_is_a, flow_table)
         zrow = self.our_zrow[:n_conns]
         conn_state, flipped = self.conn_view(zrow, client_is_a)
         seen = zrow >= 0
-        history = np.where(seen, hist[np.where(seen, zrow, 0)], "").astype(object) if n else \
-            np.full(n_conns, "", object)
-        return ZeekResult(rows, conn_state, history, flipped, zrow)
+        # our connections' histories: their Zeek rows' codes, "" (one more label) if none
+        labels = np.append(hist.labels, np.array([""], object))
+        codes = np.where(seen, hist.codes[np.where(seen, zrow, 0)], len(labels) - 1) if n \
+            else np.full(n_conns, 0, np.int64)
+        return ZeekResult(rows, conn_state, Coded(codes, labels), flipped, zrow)
 
     def conn_view(self, zrow: np.ndarray, client_is_a: np.ndarray
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -271,13 +272,22 @@ class ZeekTracker:
         return letters
 
     @staticmethod
-    def _rows(flows: FlowBuilder, out: np.ndarray, hist: np.ndarray, states: np.ndarray,
+    def _rows(flows: FlowBuilder, out: np.ndarray, hist: Coded, states: Coded,
               client_is_a: np.ndarray, flow_table: pd.DataFrame | Columns | None) -> Columns:
         orig_a = out[:, ZK.O_ORIG_IS_A] == 1
         ipv = out[:, ZK.O_IPV]
         s = flows.slots[out[:, ZK.O_SLOT]] if len(out) else np.zeros((0, A.N_SLOT_FIELDS),
                                                                        np.int64)
-        if flow_table is not None and len(out):
+        client = flow_table.column("client_ip") if isinstance(flow_table, Columns) else None
+        server = flow_table.column("server_ip") if isinstance(flow_table, Columns) else None
+        if isinstance(client, Coded) and isinstance(server, Coded) and \
+                client.labels is server.labels and len(out):   # as the flow builder makes them
+            conn = out[:, ZK.O_CONN]
+            orig_client = orig_a == client_is_a[conn]
+            cc, sc = client.codes[conn], server.codes[conn]
+            orig_h = Coded(np.where(orig_client, cc, sc), client.labels)
+            resp_h = Coded(np.where(orig_client, sc, cc), client.labels)
+        elif flow_table is not None and len(out):
             conn = out[:, ZK.O_CONN]
             orig_client = orig_a == client_is_a[conn]
             cip = np.asarray(flow_table["client_ip"], dtype=object)[conn]
@@ -308,12 +318,31 @@ class ZeekTracker:
         return Columns({name: cols[name] for name in ZEEK_ROW_COLUMNS}, len(out))
 
 
-def history_strings(hist: np.ndarray) -> np.ndarray:
-    """Rows of letter bytes → str objects (NUL padding dropped by the fixed-width bytes view)."""
-    if not len(hist):
-        return np.empty(0, object)
-    fixed = np.ascontiguousarray(hist).view(f"S{ZK.HMAX}").ravel()
-    return fixed.astype(str).astype(object)
+def history_codes(hist: np.ndarray) -> Coded:
+    """Rows of letter bytes (NUL-padded) → codes into their distinct strings.
+
+    Few histories recur across many connections (a few hundred in 100,000), so each distinct
+    one is made into a string once: rows are grouped by a 64-bit hash of their bytes, and the
+    grouping is checked against every group's first row (exact grouping if two ever collide).
+    """
+    n = len(hist)
+    if not n:
+        return Coded(np.zeros(0, np.int64), np.zeros(0, object))
+    rows = np.ascontiguousarray(hist)
+    fixed = rows.view(f"S{rows.shape[1]}").ravel()
+    words = rows.view(np.uint64)                       # (HMAX is a multiple of 8)
+    key = words[:, 0] * _MIX
+    for j in range(1, words.shape[1]):
+        key = (key ^ words[:, j]) * _MIX
+    _, first, codes = np.unique(key, return_index=True, return_inverse=True)
+    if not np.array_equal(fixed[first][codes], fixed):
+        codes, distinct = first_seen_codes(fixed.tolist())
+        return Coded(codes, np.array([v.decode() for v in distinct], object))
+    labels = np.array([v.decode() for v in fixed[first].tolist()], object)
+    return Coded(codes.astype(np.int64).ravel(), labels)
+
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
 def _grow_1d(arr: np.ndarray, n: int, fill: int) -> np.ndarray:
