@@ -232,9 +232,10 @@ def _connection_writer(a: CaptureAnalysis) -> RowWriter:
             kind, values[k] = _column_values(source, table)
             kinds.append(kind)
     ev = a.events
-    group = ev[:, EV_CONN] * 2 + ev[:, EV_ENDPOINT]
-    ev_first = np.searchsorted(group, np.arange(2 * n + 1))
-    ev_ts = np.ascontiguousarray(ev[:, EV_TS])
+    # events are sorted by connection, endpoint: each timeline's first event by counting
+    ev_first = np.zeros(2 * n + 1, np.int64)
+    np.cumsum(np.bincount(ev[:, EV_CONN] * 2 + ev[:, EV_ENDPOINT], minlength=2 * n),
+              out=ev_first[1:])
     # each event's state and reason, as one of the few distinct texts after the frame
     key = ev[:, EV_STATE] * 4096 + ev[:, EV_REASON]
     low = int(key.min()) if len(key) else 0           # (UNSEEN is -1)
@@ -243,8 +244,9 @@ def _connection_writer(a: CaptureAnalysis) -> RowWriter:
     slot[used] = table.add_texts([_tail_memo[k + low] for k in used.tolist()]) \
         + np.arange(len(used))
     ev_tail = slot[key - low]
+    # (the kernel reads times and frames from the events' rows: no column copies)
     return RowWriter(kinds, [x.encode() for x in labels], values, table, b"}}",
-                     ev_first, ev_ts, np.ascontiguousarray(ev[:, EV_FRAME]), ev_tail)
+                     ev_first, ev[:, EV_TS], ev[:, EV_FRAME], ev_tail)
 
 
 def _connection_chunks(a: CaptureAnalysis, size: int) -> Iterator[memoryview]:
