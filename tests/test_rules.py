@@ -9,6 +9,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import CORPUS, SAMPLES, needs_corpus
@@ -141,6 +142,24 @@ def test_fingerprints_are_stable_and_distinct():
     analysis_of.cache_clear()
     again = [f.fingerprint for f in findings_of("time-wait-reuse-server")]
     assert first == again and len(set(first)) == len(first)
+
+
+def test_rules_read_tracker_fields_as_read_only_copies_of_the_matrix():
+    """Every rule reads the same column copies (View.ep / View.conn): they must equal the
+    tracker matrix's columns, and none may be changed by a rule for the rules after it."""
+    from traceaudit.rules.common import View
+    from traceaudit.tracking import kernel as K
+    a = analysis_of("close-wait-leak")
+    v = View.of(a)
+    trk = a.tracked.trk[:len(a.table)]
+    for e in (0, 1):
+        for field in (K.E_RST, K.E_FIN_TS, K.E_LAST_DATA_FRAME):
+            column = v.ep(e, field)
+            assert np.array_equal(column, trk[:, e * K.NE + field])
+            assert column is v.ep(e, field) and not column.flags.writeable
+    assert np.array_equal(v.conn(K.K_REFUSED), trk[:, K.K_REFUSED])
+    with pytest.raises(ValueError):
+        v.conn(K.K_REFUSED)[:] = 1
 
 
 def test_fingerprints_made_with_the_findings_are_those_of_their_final_fields():
