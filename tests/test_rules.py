@@ -206,3 +206,12 @@ def test_fast_time_wait_peak_equals_the_per_host_sweep():
         iv = time_wait_intervals(a)
         slow = int(peaks(iv, ["host"])["peak"].max()) if len(iv) else 0
         assert busiest_host_peak(a) == slow, p.name
+        if len(iv):
+            # only hosts with at least `floor` stays in all are swept: the same answer when
+            # one of them is the busiest, 0 when none has that many
+            stays = iv["host"].value_counts()
+            for floor in (stays.max(), stays.max() + 1, slow, slow + 1):
+                hosts = stays.index[stays >= floor]
+                want = int(peaks(iv[iv["host"].isin(hosts)], ["host"])["peak"].max()) \
+                    if len(hosts) else 0
+                assert busiest_host_peak(a, int(floor)) == want, (p.name, floor)

@@ -57,8 +57,10 @@ def peaks(intervals: pd.DataFrame, by: list[str]) -> pd.DataFrame:
                                                                        "frame"]]
 
 
-def busiest_host_peak(analysis) -> int:
-    """The most TIME_WAIT stays any one host had open at once (integer codes, no strings)."""
+def busiest_host_peak(analysis, floor: int = 0) -> int:
+    """The most TIME_WAIT stays any one host had open at once (integer codes, no strings),
+    among the hosts with at least ``floor`` stays in all: no other can have had ``floor`` open
+    at once, so only those are swept (0 when there are none)."""
     ev = analysis.events
     n = len(analysis.table)
     if not len(ev) or not n:
@@ -66,13 +68,18 @@ def busiest_host_peak(analysis) -> int:
     tw = np.flatnonzero(ev[:, EV_STATE] == K.TIME_WAIT)
     if not len(tw):
         return 0
+    codes = np.concatenate(View.of(analysis).ip_codes)
+    host = codes[ev[tw, EV_CONN] + ev[tw, EV_ENDPOINT] * n]
+    if floor > 1:
+        stays = np.bincount(host)
+        keep = stays[host] >= floor
+        if not keep.any():
+            return 0
+        tw, host = tw[keep], host[keep]
     nxt = np.minimum(tw + 1, len(ev) - 1)
     same = (nxt > tw) & (ev[nxt, EV_CONN] == ev[tw, EV_CONN]) & \
         (ev[nxt, EV_ENDPOINT] == ev[tw, EV_ENDPOINT])
     end = np.where(same, ev[nxt, EV_TS], int(analysis.tracked.end_ts_ns))
-    codes = np.concatenate(View.of(analysis).ip_codes)
-    conn, e = ev[tw, EV_CONN], ev[tw, EV_ENDPOINT]
-    host = codes[conn + e * n]
     t = np.concatenate([ev[tw, EV_TS], end])
     d = np.concatenate([np.ones(len(tw), np.int64), -np.ones(len(tw), np.int64)])
     h = np.concatenate([host, host])
@@ -85,7 +92,7 @@ def busiest_host_peak(analysis) -> int:
 
 
 def check(analysis, params):
-    if busiest_host_peak(analysis) < params["min_sockets"]:
+    if busiest_host_peak(analysis, int(params["min_sockets"])) < params["min_sockets"]:
         return []                                       # the common case, without strings
     intervals = time_wait_intervals(analysis)
     if intervals.empty:
