@@ -145,3 +145,59 @@ def test_numba_is_imported_without_scipy_and_yaml_unless_it_has_a_config_file(tm
     # there, PyYAML is imported as numba would
     (tmp_path / ".numba_config.yaml").write_text("")
     assert run() == ["False", "True"]
+
+
+LAZY_LINKING = r"""
+import sys
+import llvmlite.binding as ll
+from numba import njit
+from traceaudit.capture.walk import units_to_ns
+from traceaudit.pipeline import analyze_capture
+from traceaudit.tracking import kernel
+analyze_capture(sys.argv[1])                     # kernels loaded from the cache, lightly
+print(units_to_ns(1234567, 1000, 5))             # loaded lightly too (no compilation yet)
+if sys.argv[2] == "check":
+    # the symbols read from the object code of each lightly loaded library: numba's engine
+    # knows every one it would have listed from the library's linking module (all but
+    # private constant tables, which are never looked up by name)
+    checked = 0
+    for dispatcher in (kernel.track_batch, units_to_ns):
+        for cres in dispatcher.overloads.values():
+            library = cres.library
+            module = ll.parse_bitcode(library.__dict__["_traceaudit_linking_bitcode"])
+            wanted = {g.name for group in (module.functions, module.global_variables)
+                      for g in group
+                      if not g.is_declaration and g.linkage != ll.Linkage.private}
+            missing = wanted - library._codegen._engine._defined_symbols
+            assert wanted and not missing, sorted(missing)[:3]
+            # asked for its linking module (a compilation that links it), it parses it then
+            linking = library._get_module_for_linking()
+            assert wanted <= {f.name for f in linking.functions if not f.is_declaration} | \
+                {g.name for g in linking.global_variables if not g.is_declaration}
+            checked += 1
+    print(checked)
+# a new function calling a lightly loaded kernel: numba links that kernel's module (parsed
+# only now), and the result must be right
+@njit
+def via(units):
+    return units_to_ns(units, 1000, 5) + 1
+print(via(1234567))
+"""
+
+
+@pytest.mark.skipif(not numba_start.LIGHT_LOADING_VERSIONS or
+                    not __import__("numba").__version__.startswith(
+                        numba_start.LIGHT_LOADING_VERSIONS),
+                    reason="this numba version starts the usual way (full refresh)")
+def test_kernels_loaded_without_their_linking_module_define_the_same_symbols_and_link():
+    capture = str(ROOT / "sample_pcaps" / "half-close.pcap")
+    warm = _run(LAZY_LINKING, capture, "warm")            # compiles what is not cached yet
+    assert warm.returncode == 0, warm.stderr
+    out = _run(LAZY_LINKING, capture, "check")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1234567000005", "2", "1234567000006"]
+
+
+def test_elf_symbols_are_read_only_from_elf_objects():
+    assert numba_start.elf_defined_symbols(b"\xcf\xfa\xed\xfe" + bytes(100)) is None  # Mach-O
+    assert numba_start.elf_defined_symbols(b"\x7fELF") is None
