@@ -17,7 +17,6 @@ from traceaudit.jit import njit
 
 from traceaudit.flows.columns import Coded, Columns, first_seen_codes
 from traceaudit.tracking.states import EndpointState
-from traceaudit.tracking.timeline import final_states
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_STATE, EV_TS
 
 _N = len(EndpointState)           # state value + 1 indexes rows (UNSEEN is -1)
@@ -146,18 +145,20 @@ def per_service(flows: Columns, ch: Changes, end_ns: int,
         out[kind] = by_kind[:, kind_names.index(kind)] if kind in kind_names else \
             np.zeros(n_srv, np.int64)
     long = np.zeros((n_srv, 2, _N), np.int64)
+    tw_end = np.zeros((2, n_srv), np.int64)
     if len(events):
-        keep = held(events, end_ns, ch.nxt) >= int(min_hold_s * 1e9)
-        ev = events[keep]
-        ix = (codes[ev[:, EV_CONN]] * 2 + ev[:, EV_ENDPOINT]) * _N + ev[:, EV_STATE] + 1
+        conn, endpoint = events[:, EV_CONN], events[:, EV_ENDPOINT]
+        keep = np.flatnonzero(held(events, end_ns, ch.nxt) >= int(min_hold_s * 1e9))
+        ix = (codes[conn[keep]] * 2 + endpoint[keep]) * _N + ch.state[keep]
         long = np.bincount(ix, minlength=n_srv * 2 * _N).reshape(n_srv, 2, _N)
-    final = final_states(events, len(flows))
+        # an endpoint's last row (no later one) holds its state at capture end
+        last = np.flatnonzero(~ch.nxt & (ch.state == EndpointState.TIME_WAIT + 1))
+        tw_end = np.bincount(endpoint[last] * n_srv + codes[conn[last]],
+                             minlength=2 * n_srv).reshape(2, n_srv)
     for e, who in ((1, "server"), (0, "client")):
         for s in LEAK_STATES:
             out[f"{who}_{s.name}_held"] = long[:, e, s + 1]
-        out[f"{who}_TIME_WAIT_end"] = np.bincount(
-            codes, weights=final[:, e] == EndpointState.TIME_WAIT, minlength=n_srv
-        ).astype(np.int64)
+        out[f"{who}_TIME_WAIT_end"] = tw_end[e]
     found = np.zeros(n_srv, np.int64)
     if findings_per_conn is not None and len(findings_per_conn):
         found = np.bincount(codes, weights=findings_per_conn[:len(codes)],
