@@ -179,21 +179,22 @@ def _unanswered_syn_ack_keep(ev: np.ndarray, trk: np.ndarray) -> np.ndarray | No
     that received nothing cannot have reached CLOSE_WAIT either.
     """
     srv = K.NE
-    est = np.flatnonzero((ev[:, EV_STATE] == K.ESTABLISHED) &
-                         (ev[:, EV_REASON] == K.R_RECEIVED_SYN_ACK) & (ev[:, EV_ENDPOINT] == 0))
+    client_last = trk[:, K.E_LAST_FRAME]
+    # the evidence that needs no event first (cheap, and usually nobody has it)
+    maybe = ((trk[:, srv + K.E_SYN_COUNT] > 1) &
+             (client_last < trk[:, srv + K.E_SYN_LAST_FRAME]) & (trk[:, K.E_ISN_SET] == 1))
+    if not maybe.any():
+        return None
+    cand = np.flatnonzero(maybe[ev[:, EV_CONN]])          # those connections' event rows
+    c = ev[cand, EV_CONN]
+    est = cand[(ev[cand, EV_STATE] == K.ESTABLISHED) &
+               (ev[cand, EV_REASON] == K.R_RECEIVED_SYN_ACK) & (ev[cand, EV_ENDPOINT] == 0)]
     if not len(est):
         return None
     est_frame = np.full(len(trk), np.iinfo(np.int64).max, np.int64)
     np.minimum.at(est_frame, ev[est, EV_CONN], ev[est, EV_FRAME])
-    client_last = trk[:, K.E_LAST_FRAME]
-    lost = ((trk[:, srv + K.E_SYN_COUNT] > 1) & (client_last < trk[:, srv + K.E_SYN_LAST_FRAME]) &
-            (client_last < est_frame) & (trk[:, K.E_ISN_SET] == 1))
-    if not lost.any():
-        return None
-    conn = ev[:, EV_CONN]
-    cand = np.flatnonzero(lost[conn])
-    c = conn[cand]
-    drop = cand[(ev[cand, EV_ENDPOINT] == 0) & (ev[cand, EV_FRAME] >= est_frame[c]) &
+    lost = maybe & (client_last < est_frame)
+    drop = cand[lost[c] & (ev[cand, EV_ENDPOINT] == 0) & (ev[cand, EV_FRAME] >= est_frame[c]) &
                 (ev[cand, EV_STATE] != K.CLOSED)]
     if not len(drop):
         return None
