@@ -16,6 +16,9 @@ numba then records that BLAS is unavailable (its ``np.dot`` / ``np.linalg`` in c
 would fail to compile in this process; nothing in traceaudit uses them) and ``scipy.linalg``
 stays importable as usual afterwards.
 
+numba also initialises its installed extensions (entry points: a scan of every installed
+package's metadata) on a dispatcher's first call; that too waits for the first refresh.
+
 A cached kernel is its machine code plus its LLVM module "for linking", kept for any later
 compilation of a function that calls it. Loading one parses that module (100 KB of bitcode for
 the larger kernels) only to list the symbols it defines: ~40 ms a run for the ~13 kernels of
@@ -77,18 +80,24 @@ def _light_cache_loading(context) -> None:
     """Cache loads into ``context`` initialise the NRT only; the first refresh (numba's
     compiler asks for one before compiling anything) runs with scipy.linalg hidden and from
     then on everything is as numba does it."""
-    from numba.core import caching
+    from numba.core import caching, entrypoints
     from numba.core.runtime import rtsys
 
     numba_load = caching.Cache.load_overload
     numba_refresh = context.refresh
     refreshed = False
+    # numba initialises its installed extensions (entry points: a scan of every installed
+    # package's metadata, ~4 ms) on a dispatcher's first call; a cached kernel needs none of
+    # them, so that waits for the first refresh too
+    extensions_done = entrypoints._already_initialized
+    entrypoints._already_initialized = True
 
     def refresh() -> None:
         nonlocal refreshed
         if not refreshed:
             refreshed = True
             del context.refresh                  # numba's own method from now on
+            entrypoints._already_initialized = extensions_done   # (the refresh loads them)
             _refresh_hiding_scipy(numba_refresh)
         else:                                    # (only if numba kept a reference to ours)
             numba_refresh()
