@@ -8,9 +8,9 @@ MPLS in PPPoE, Ethernet in VXLAN in UDP in IPv6, ...) are handled by one loop wi
 from __future__ import annotations
 
 import numpy as np
-from traceaudit.jit import njit
 
 from traceaudit.capture import linktypes as lt
+from traceaudit.jit import njit
 
 # Field indices of the int64 scratch row a record is decoded into (PacketBatch column order).
 C_FRAME, C_TS, C_IPV, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_SPORT, C_DPORT, C_SEQ, C_ACK, \

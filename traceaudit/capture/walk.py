@@ -8,6 +8,7 @@ damage). Offsets are positions in the buffer; the caller maps them to file offse
 from __future__ import annotations
 
 import numpy as np
+
 from traceaudit.jit import njit
 
 # Why a walk returned.

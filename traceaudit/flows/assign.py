@@ -9,9 +9,9 @@ for ``tcp.stream`` so that connection ids equal Wireshark's stream numbers (see 
 from __future__ import annotations
 
 import numpy as np
-from traceaudit.jit import njit
 
 from traceaudit.capture.batch import ACK, SYN
+from traceaudit.jit import njit
 
 # Per-connection integer fields (columns of the ``conn`` matrix; one row per connection).
 F_SLOT = 0            # the 4-tuple slot this connection lives in

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
-from traceaudit.jit import njit
 
 from traceaudit.flows.columns import Coded, Columns, first_seen_codes
+from traceaudit.jit import njit
 from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_STATE, EV_TS
 
@@ -124,14 +123,14 @@ def held(events: np.ndarray, end_ns: int, nxt: np.ndarray) -> np.ndarray:
 
 def per_service(flows: Columns, ch: Changes, end_ns: int,
                 findings_per_conn: np.ndarray | None = None, top: int = 25,
-                min_hold_s: float = 1.0, spark_every: int = 3) -> pd.DataFrame:
-    """The ``top`` services (server ip:port) that leak most. Per side: connections whose
-    endpoint stayed in a leak state at least ``min_hold_s`` (``*_held``), those in TIME_WAIT
-    at the end (``*_TIME_WAIT_end``), findings about the service, and (column ``spark``) the
-    server side's CLOSE_WAIT census (every ``spark_every``-th grid point). ``flows``: the
-    flow table's columns (no DataFrame of all connections is made)."""
+                min_hold_s: float = 1.0, spark_every: int = 3) -> list[dict]:
+    """The ``top`` services (server ip:port) that leak most, a dict each. Per side:
+    connections whose endpoint stayed in a leak state at least ``min_hold_s`` (``*_held``),
+    those in TIME_WAIT at the end (``*_TIME_WAIT_end``), findings about the service, and
+    (``spark``) the server side's CLOSE_WAIT census (every ``spark_every``-th grid point).
+    ``flows``: the flow table's columns (no DataFrame of all connections is made)."""
     if not len(flows):
-        return pd.DataFrame()
+        return []
     events = ch.events
     codes, names = service_codes(flows)
     n_srv = len(names)
@@ -164,15 +163,14 @@ def per_service(flows: Columns, ch: Changes, end_ns: int,
         found = np.bincount(codes, weights=findings_per_conn[:len(codes)],
                             minlength=n_srv).astype(np.int64)
     out["findings"] = found
-    table = pd.DataFrame(out)
-    table["_code"] = np.arange(n_srv)
-    table["_score"] = (table["server_CLOSE_WAIT_held"] + table["client_CLOSE_WAIT_held"] +
-                       table["server_FIN_WAIT_2_held"] + table["client_FIN_WAIT_2_held"] +
-                       table["server_SYN_RECEIVED_held"])
-    table = table.sort_values(["findings", "_score", "connections"], ascending=False,
-                              kind="stable").head(top)
-    table["spark"] = list(_sparks(ch, codes, table["_code"].to_numpy())[:, ::spark_every])
-    return table.drop(columns=["_score", "_code"]).reset_index(drop=True)
+    score = (out["server_CLOSE_WAIT_held"] + out["client_CLOSE_WAIT_held"] +
+             out["server_FIN_WAIT_2_held"] + out["client_FIN_WAIT_2_held"] +
+             out["server_SYN_RECEIVED_held"])
+    # most findings, then most lingering, then most connections (ties: first seen first)
+    chosen = np.lexsort((-out["connections"], -score, -found))[:top]
+    sparks = _sparks(ch, codes, chosen)[:, ::spark_every]
+    values = [column[chosen].tolist() for column in out.values()]
+    return [{**dict(zip(out, row)), "spark": spark} for row, spark in zip(zip(*values), sparks)]
 
 
 def _sparks(ch: Changes, codes: np.ndarray, chosen: np.ndarray) -> np.ndarray:

@@ -220,7 +220,7 @@ def _services(caps: list[_Capture], cols: F.Columns, cap_ix: list[int]) -> dict:
         conns = conn[(cix == c.index) & (conn >= 0) & (conn < n)]
         counts = np.bincount(conns, minlength=n)
         table = C.per_service(c.a.table, c.changes(), st.last_ts_ns, counts)
-        for rec in table.to_dict("records"):
+        for rec in table:
             rec["capture"] = c.name
             spark = rec.pop("spark")
             rec["cw_peak"] = int(spark.max()) if len(spark) else 0

@@ -4,10 +4,10 @@ and 4-tuple sets."""
 from __future__ import annotations
 
 import numpy as np
-from traceaudit.jit import njit
 
 from traceaudit.capture.batch import ACK, SYN
 from traceaudit.flows import assign as A
+from traceaudit.jit import njit
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking import zeek_kernel as ZK
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from traceaudit.jit import njit
 
 from traceaudit.capture.batch import FIN, RST, SYN, PacketBatch
 from traceaudit.flows import assign as A
 from traceaudit.flows.table import Assignment, FlowBuilder
+from traceaudit.jit import njit
 
 HEAD = 3          # first packets of a connection (SYN, SYN-ACK, ACK)
 RING = 8          # its last packets

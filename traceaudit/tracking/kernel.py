@@ -12,9 +12,9 @@ timeline afterwards (``timeline.py``).
 from __future__ import annotations
 
 import numpy as np
-from traceaudit.jit import njit
 
 from traceaudit.capture.batch import ACK, FIN, RST, SYN
+from traceaudit.jit import njit
 
 # States (EndpointState values).
 UNSEEN, LISTEN, SYN_SENT, SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, \

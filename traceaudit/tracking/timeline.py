@@ -22,8 +22,8 @@ Corrections that need later packets are applied here, only to the connections fl
 from __future__ import annotations
 
 import numpy as np
-from traceaudit.jit import njit
 
+from traceaudit.jit import njit
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking.states import EndpointState, Reason
 from traceaudit.tracking.tracker import (EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE,

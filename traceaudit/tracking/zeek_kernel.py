@@ -27,10 +27,10 @@ incref/decref pair per array per call, which would dominate the per-packet cost.
 from __future__ import annotations
 
 import numpy as np
-from traceaudit.jit import njit
 
 from traceaudit.capture.batch import ACK, FIN, RST, SYN
 from traceaudit.flows.assign import F_CLIENT_IS_A, F_IPV, F_SLOT, F_TUNNELED
+from traceaudit.jit import njit
 
 # Zeek endpoint states (TCP_ENDPOINT_*; the script constants have the same values).
 INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
