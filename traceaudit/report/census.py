@@ -59,10 +59,10 @@ class Changes:
 
     def levels(self, key: np.ndarray, n_keys: int, rows: np.ndarray | None = None) -> np.ndarray:
         """(n_keys, samples) census of event rows grouped by ``key`` (per row; -1: skip)."""
-        if rows is None:
-            rows = np.arange(len(self.events))
-        return _levels(np.ascontiguousarray(key, np.int64), self.slot, self.nxt,
-                       np.ascontiguousarray(rows, np.int64), n_keys, self.samples)
+        every = rows is None                      # (no index array of every row)
+        rows = np.zeros(0, np.int64) if every else np.ascontiguousarray(rows, np.int64)
+        return _levels(np.ascontiguousarray(key, np.int64), self.slot, self.nxt, rows, every,
+                       n_keys, self.samples)
 
 
 @njit(cache=True, nogil=True)
@@ -82,11 +82,13 @@ def _slots(events, t0, step, samples):
 
 
 @njit(cache=True, nogil=True)
-def _levels(key, slot, nxt, rows, n_keys, samples):
+def _levels(key, slot, nxt, rows, every, n_keys, samples):
     """``Changes.levels`` in one pass: a row adds one at its slot to its key's count, and its
-    endpoint's next row (if any) takes it away again at that row's slot; then running sums."""
+    endpoint's next row (if any) takes it away again at that row's slot; then running sums.
+    The rows are ``rows``, or all of them when ``every``."""
     counts = np.zeros((n_keys, samples + 1), np.int64)
-    for r in rows:
+    for i in range(len(key) if every else len(rows)):
+        r = i if every else rows[i]
         k = key[r]
         if k < 0:
             continue

@@ -209,7 +209,7 @@ def _charts(caps: list[_Capture]) -> dict:
 
 
 def _services(caps: list[_Capture], cols: F.Columns, cap_ix: list[int]) -> dict:
-    conn = np.array([-1 if x is None else x for x in cols.conn], np.int64)
+    conn = cols.conn_rows
     cix = np.array(cap_ix, np.int64)
     rows = []
     for c in caps:

@@ -9,6 +9,7 @@ import threading
 import zlib
 from collections import Counter
 from dataclasses import dataclass
+from functools import cached_property
 from operator import attrgetter
 from typing import Callable
 
@@ -39,6 +40,11 @@ class Columns:
 
     def __len__(self) -> int:
         return len(self.sev)
+
+    @cached_property
+    def conn_rows(self) -> np.ndarray:
+        """The findings' connections as an array, -1 for a finding about a host."""
+        return np.array([-1 if x is None else x for x in self.conn], np.int64)
 
 
 def columns(findings: list[Finding]) -> Columns:
@@ -86,7 +92,7 @@ def fault_hosts(c: Columns, cap_ix: list[int], flows: list) -> list[str]:
     """The host of each finding: its own, else the address of the endpoint at fault, else the
     server's (``flows[k]``: capture k's flow table, ``Columns``)."""
     host = np.array([h or "" for h in c.host], dtype=object)
-    conn = np.array([-1 if x is None else x for x in c.conn], np.int64)
+    conn = c.conn_rows
     cix = np.array(cap_ix, np.int64)
     client = np.array([e == "client" for e in c.ep], bool)
     empty = host == ""
