@@ -86,10 +86,10 @@ class View:
         return self.conn(K.K_MIDSTREAM) == 0
 
     @cached_property
-    def columns(self) -> dict[str, np.ndarray]:
-        table = self.analysis.table
-        return {c: table[c] for c in ("client_ip", "client_port", "server_ip", "server_port",
-                                      "first_frame")}
+    def columns(self) -> "_TableColumns":
+        """Flow-table columns by name, each made into an array when first read (the address
+        columns are codes: rules rarely need their 100,000 strings)."""
+        return _TableColumns(self.analysis.table)
 
     @cached_property
     def _hosts(self) -> tuple[tuple[np.ndarray, np.ndarray], list[str]]:
@@ -182,6 +182,16 @@ class View:
                         key, fingerprint)
                 for c, t, fr, message, detail, key, fingerprint in zip(
                     conns, ts_ns, frames, messages, details, keys, prints)]
+
+
+class _TableColumns(dict):
+    def __init__(self, table) -> None:
+        super().__init__()
+        self.table = table
+
+    def __missing__(self, name: str) -> np.ndarray:
+        column = self[name] = self.table[name]
+        return column
 
 
 @dataclass
