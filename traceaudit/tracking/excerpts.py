@@ -108,26 +108,27 @@ class Excerpts:
     def packets(self, c: int) -> list[Packet]:
         """Connection ``c``'s kept packets in capture order."""
         n = int(self.count[c])
+        # (this connection's slots as lists first: one NumPy read per field, not per packet)
+        frame, ts, seq, ack, plen, win, flags = (self.slots[f][c].tolist() for f in (
+            "frame", "ts", "seq", "ack", "len", "win", "flags"))
         rows = []
-        s = self.slots
         for k in list(range(min(n, HEAD))) + list(range(max(HEAD, n - RING), n)):
             j = k if k < HEAD else HEAD + (k - HEAD) % RING
-            rows.append((k, int(s["frame"][c, j]), int(s["ts"][c, j]), int(s["seq"][c, j]),
-                         int(s["ack"][c, j]), int(s["len"][c, j]), int(s["win"][c, j]),
-                         int(s["flags"][c, j])))
+            rows.append((k, frame[j], ts[j], seq[j], ack[j], plen[j], win[j], flags[j]))
         for r in self.pool[self.pool_start[c]:self.pool_start[c + 1]].tolist():
             rows.append((r[P_IDX], r[P_FRAME], r[P_TS], r[P_SEQ], r[P_ACK], r[P_LEN], r[P_WIN],
                          r[P_FLAGS]))
         rows.sort()
-        return [self._packet(c, *r) for r in rows]
+        base = self.base[c].tolist()
+        return [self._packet(base, *r) for r in rows]
 
-    def _packet(self, c, idx, frame, ts, seq, ack, plen, win, flags) -> Packet:
+    @staticmethod
+    def _packet(base, idx, frame, ts, seq, ack, plen, win, flags) -> Packet:
         srv = bool(flags & FROM_SERVER)
-        own, peer = self.base[c, int(srv)], self.base[c, 1 - int(srv)]
+        own, peer = base[int(srv)], base[1 - int(srv)]
         rel_seq = (seq - own) & 0xFFFFFFFF if own >= 0 else seq
         rel_ack = (ack - peer) & 0xFFFFFFFF if peer >= 0 else ack
-        return Packet(idx, frame, ts, srv, flags & 0x1FF, seq, ack, int(rel_seq), int(rel_ack),
-                      plen, win)
+        return Packet(idx, frame, ts, srv, flags & 0x1FF, seq, ack, rel_seq, rel_ack, plen, win)
 
 
 class ExcerptRecorder:
