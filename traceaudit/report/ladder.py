@@ -183,20 +183,22 @@ def _packet(p: Packet, y: int, t0: int, hit: bool) -> str:
 def _states(changes: list[_Change], y: int, h: int) -> list[str]:
     """Each endpoint's new state(s) beside its column (several at one frame: A → B)."""
     out = []
+    if not changes:
+        return out
     for e in (0, 1):
-        mine = [c for c in changes if c.endpoint == e]
-        if not mine:
-            continue
-        x, anchor = (X_CLIENT - 8, "end") if e == 0 else (X_SERVER + 8, "start")
         spans = []
-        for i, c in enumerate(mine):
+        for c in changes:
+            if c.endpoint != e:
+                continue
             bad = ' class="lad-bad"' if c.state in _BAD_NAMES else ""
             tip = f"{'client' if e == 0 else 'server'} → {c.state}: {c.why}"
             if c.frame < 0:
                 tip += " (no packet: timer or inference)"
-            sep = "→ " if i else ""
-            spans.append(f'<tspan{bad}>{sep}{escape(c.state)}<title>{escape(tip)}</title>'
-                         f'</tspan>')
-        out.append(f'<text class="lad-st" x="{x}" y="{y + 17}" text-anchor="{anchor}">'
-                   + " ".join(spans) + "</text>")
+            sep = "→ " if spans else ""
+            # (a state's name is one of ours, an identifier: nothing to escape)
+            spans.append(f'<tspan{bad}>{sep}{c.state}<title>{escape(tip)}</title></tspan>')
+        if spans:
+            x, anchor = (X_CLIENT - 8, "end") if e == 0 else (X_SERVER + 8, "start")
+            out.append(f'<text class="lad-st" x="{x}" y="{y + 17}" text-anchor="{anchor}">'
+                       + " ".join(spans) + "</text>")
     return out
