@@ -51,7 +51,7 @@ def columns(findings: list[Finding]) -> Columns:
     if not findings:
         return Columns(*([] for _ in range(10)))
     cols = [list(map(attrgetter(name), findings)) for name in _FIELDS]
-    cols[0] = [int(s) for s in cols[0]]
+    cols[0] = list(map(int, cols[0]))
     return Columns(*cols)
 
 
@@ -116,7 +116,7 @@ def table_data(c: Columns, hosts: list[str], cap_ix: list[int], chosen: list[int
     for i in chosen:
         det[i] = 1
     frames = [f if len(f) <= MAX_FRAMES else f[:MAX_FRAMES] for f in c.frames]
-    rows = {"sev": c.sev, "rule": [rule_ix[r] for r in c.rule], "ts": c.ts, "cap": cap_ix,
+    rows = {"sev": c.sev, "rule": list(map(rule_ix.__getitem__, c.rule)), "ts": c.ts, "cap": cap_ix,
             "conn": c.conn, "ep": [e or "" for e in c.ep], "host": hosts, "msg": c.msg,
             "frames": frames, "filter": [f or frames_filter(fr) for f, fr in zip(c.filt, frames)],
             "det": det}
