@@ -22,9 +22,8 @@ Corrections that need later packets are applied here, only to the connections fl
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
 
-from traceaudit.jit import cgutils, intrinsic, njit, types
+from traceaudit.jit import njit, prefetch
 from traceaudit.tracking import kernel as K
 from traceaudit.tracking.states import EndpointState, Reason
 from traceaudit.tracking.tracker import (EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE,
@@ -106,29 +105,6 @@ def _group_kernel(ev, keep, flags, start, perm, pos):
 _AHEAD = 16
 
 
-@intrinsic
-def _prefetch_row(typingctx, array, row):
-    """Hint the CPU to load row ``row`` of a 2-D array into its caches (LLVM's prefetch: no
-    effect on results)."""
-    def codegen(context, builder, signature, args):
-        data, r = args
-        array_type = signature.args[0]
-        ary = context.make_array(array_type)(context, builder, data)
-        ptr = cgutils.get_item_pointer(context, builder, array_type, ary,
-                                       [r, context.get_constant(types.intp, 0)],
-                                       wraparound=False)
-        byte_ptr = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        prefetch = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32]),
-            "llvm.prefetch.p0")
-        # read, keep in all cache levels, data cache
-        builder.call(prefetch, [builder.bitcast(ptr, byte_ptr), ir.Constant(i32, 0),
-                                ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-    return types.void(array, row), codegen
-
-
 @njit(cache=True, nogil=True)
 def _correct_kernel(ev, flags, trk, start, perm, out, ts, order, sub, sub_keys, sub_keep,
                     sub_extra, fin_timeout_ns, r_tw_skipped, r_fw2_expired):
@@ -148,7 +124,7 @@ def _correct_kernel(ev, flags, trk, start, perm, out, ts, order, sub, sub_keys, 
         if flags[k] == 0:
             for j in range(a, b):
                 if j + _AHEAD < rows:
-                    _prefetch_row(ev, perm[j + _AHEAD])
+                    prefetch(ev, perm[j + _AHEAD], 0)
                 r = perm[j]
                 for c in range(width):
                     out[w, c] = ev[r, c]
