@@ -126,7 +126,12 @@ def _lazy_linking_modules(refreshed) -> None:
 
     def unserialize(cls, cg, state):
         name, kind, data = state
-        symbols = None if refreshed() or kind != "object" else elf_defined_symbols(data[0])
+        symbols = None
+        if not refreshed() and kind == "object":
+            try:
+                symbols = elf_defined_symbols(data[0])
+            except (ValueError, IndexError, UnicodeDecodeError):
+                symbols = None                   # not an object file we can read: numba's way
         if symbols is None:
             return numba_unserialize(cls, cg, state)
         # numba's own steps for an object-code library, minus parsing the linking module
