@@ -115,11 +115,13 @@ def table_data(c: Columns, hosts: list[str], cap_ix: list[int], chosen: list[int
     det = [0] * len(c)
     for i in chosen:
         det[i] = 1
-    frames = [f if len(f) <= MAX_FRAMES else f[:MAX_FRAMES] for f in c.frames]
-    rows = {"sev": c.sev, "rule": list(map(rule_ix.__getitem__, c.rule)), "ts": c.ts, "cap": cap_ix,
-            "conn": c.conn, "ep": [e or "" for e in c.ep], "host": hosts, "msg": c.msg,
-            "frames": frames, "filter": [f or frames_filter(fr) for f, fr in zip(c.filt, frames)],
-            "det": det}
+    frames = c.frames if max(map(len, c.frames), default=0) <= MAX_FRAMES else \
+        [f if len(f) <= MAX_FRAMES else f[:MAX_FRAMES] for f in c.frames]
+    filters = c.filt if all(c.filt) else \
+        [f or frames_filter(fr) for f, fr in zip(c.filt, frames)]
+    rows = {"sev": c.sev, "rule": list(map(rule_ix.__getitem__, c.rule)), "ts": c.ts,
+            "cap": cap_ix, "conn": c.conn, "ep": [e or "" for e in c.ep], "host": hosts,
+            "msg": c.msg, "frames": frames, "filter": filters, "det": det}
     doc = {"rows": rows, "rules": [[r["code"], r["name"], r["title"]] for r in rules],
            "captures": captures, "first": first_s}
     raw = orjson.dumps(doc)
