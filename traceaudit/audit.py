@@ -7,6 +7,7 @@ reads a capture.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from traceaudit.pipeline import CaptureAnalysis
@@ -28,9 +29,10 @@ class AuditReport:
     generated_at: str = ""                       # ISO 8601, UTC
     elapsed_s: float = 0.0
 
-    @property
+    @cached_property
     def failing(self) -> list[Finding]:
-        """Findings at or above ``fail_on``: these make the exit code 1."""
+        """Findings at or above ``fail_on``: these make the exit code 1 (listed once: the
+        summary and the exit code both ask)."""
         return [f for f in self.findings if f.severity >= self.fail_on]
 
     @property

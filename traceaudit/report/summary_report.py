@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
+from operator import attrgetter
 
 from rich.console import Console
 from rich.table import Table
@@ -63,7 +64,9 @@ def _by_rule(report: AuditReport, console: Console) -> None:
         console.print(Text(f"No findings ({len(report.rules)} rules ran).", style="green"))
         return
     counts: dict[str, Counter] = {}
-    for (rule, severity), n in Counter((f.rule, f.severity) for f in report.findings).items():
+    findings = report.findings
+    for (rule, severity), n in Counter(zip(map(attrgetter("rule"), findings),
+                                           map(attrgetter("severity"), findings))).items():
         counts.setdefault(rule, Counter())[severity] = n
     table = Table(title="Findings by rule", title_justify="left", box=None, pad_edge=False)
     table.add_column("code")
