@@ -59,10 +59,12 @@ class View:
         connection: the rules' vector work took a quarter longer on the matrix's columns than
         on copies of the ~60 it uses. The copies are rows of one large array (NumPy maps it in
         huge pages, and only the rows written become resident): ~25 page faults instead of
-        ~12,000 for as many separate arrays of 100,000 connections."""
+        ~12,000 for as many separate arrays of 100,000 connections, the same memory."""
         column = self._fields.get(k)
         if column is None:
-            column = self._field_block[k]
+            # rows in the order fields are first asked for: the written rows are contiguous,
+            # so the huge pages backing them hold no unwritten row
+            column = self._field_block[len(self._fields)]
             column[:] = self.trk[:, k]
             column.flags.writeable = False
             self._fields[k] = column
