@@ -11,7 +11,9 @@ from traceaudit.flows import assign as A
 from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.tracking import kernel as K
 
-EVENT_BUFFER_ROWS = 1 << 16
+#: First sizes of the growing tables (events; connections below): at least 4 MB each, the size
+#: from which NumPy asks for huge pages (fewer page faults; untouched pages cost nothing).
+EVENT_BUFFER_ROWS = 1 << 17
 
 #: Event matrix columns.
 EV_CONN, EV_ENDPOINT, EV_TS, EV_FRAME, EV_STATE, EV_REASON = range(6)
@@ -39,7 +41,7 @@ class Tracked:
 class ConnectionTracker:
     """Feeds each batch, after flow assignment, through ``kernel.track_batch``."""
 
-    def __init__(self, config: TrackerConfig = TrackerConfig(), initial: int = 1 << 12) -> None:
+    def __init__(self, config: TrackerConfig = TrackerConfig(), initial: int = 1 << 13) -> None:
         self.config = config
         self.msl2 = int(config.msl2_s * 1e9)
         self.fin_timeout = int(config.fin_timeout_s * 1e9)
