@@ -94,19 +94,17 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report's finding entry (plain Python values)."""
-        # (one dict display: tens of thousands of these are written on a large capture)
-        head = {
+        entry: dict[str, Any] = {
             "rule": self.rule, "code": self.code, "severity": _LABELS[self.severity],
             "capture": self.capture, "connection": self.connection, "endpoint": self.endpoint,
             "ts": self.ts, "frames": self.frames, "message": self.message,
             "remediation": self.remediation, "display_filter": self.display_filter,
             "fingerprint": self._fingerprint or self.fingerprint,
         }
-        if self.host is None:
-            return {**head, **self.details} if self.details else head
-        head["host"] = self.host
-        head.update(self.details)
-        return head
+        if self.host is not None:
+            entry["host"] = self.host
+        entry.update(self.details)
+        return entry
 
 
 def fingerprints(rule: str, capture: str, endpoint: str | None, causes: list,
