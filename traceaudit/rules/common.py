@@ -148,11 +148,9 @@ class View:
         return self.ip_codes[e] * 65536 + self.columns[f"{ENDPOINTS[e]}_port"]
 
     def ip(self, c: int, e: int) -> str:
-        return str(self.columns[f"{ENDPOINTS[e]}_ip"][c])
-
-    def describe(self, c: int) -> str:
-        """'client 10.0.0.1:40000 → server 10.0.0.2:80 (tcp.stream 7)'."""
-        return f"{self.address(c, 0)} → {self.address(c, 1)} (tcp.stream {c})"
+        """Endpoint ``e``'s address of connection ``c`` (from its code: no column of
+        strings is made)."""
+        return self._hosts[1][int(self.ip_codes[e][c])]
 
     def keys(self, conns) -> list[str]:
         """What identifies each connection of ``conns`` across runs (its endpoints and first

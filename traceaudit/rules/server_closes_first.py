@@ -42,7 +42,7 @@ def check(analysis, params):
         frames = [int(fin_frames[c]) for c in conns[:EXAMPLES]]
         tw = int(tw_frames[first])
         held = f", TIME_WAIT from frame {tw}" if tw >= 0 else ""
-        ip, port = v.columns["server_ip"][first], v.columns["server_port"][first]
+        ip, port = v.ip(first, 1), v.columns["server_port"][first]
         field = "ipv6" if ":" in ip else "ip"
         message = (f"server {service} closed first on {n:,} of its {total:,} connection(s) in "
                    f"this capture (first: tcp.stream {first}, FIN frame {frames[0]}{held}): "
