@@ -1,6 +1,7 @@
 """numba starts without the registries our cached kernels never use, without importing
 scipy.linalg (which stays importable), and compiles as usual when it has to
-(numba_start.py)."""
+(numba_start.py). These runs go through numba (TRACEAUDIT_NUMBA_ONLY), not the machine code
+of kernel_cache, which does not import numba at all."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ print(loaded_light, total(np.array([4.0, 9.0])),
 def _run(script: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=600, check=False,
-                          env={**os.environ, **(env or {})})
+                          env={**os.environ, "TRACEAUDIT_NUMBA_ONLY": "1", **(env or {})})
 
 
 @pytest.mark.skipif(importlib.util.find_spec("scipy") is None, reason="SciPy not installed")
@@ -118,7 +119,7 @@ def test_light_and_full_start_give_the_same_report(tmp_path):
         out = subprocess.run([sys.executable, "-m", "traceaudit.cli", "analyze",
                               str(ROOT / "sample_pcaps"), "--json", str(target)],
                              capture_output=True, text=True, cwd=ROOT, timeout=600,
-                             env={**os.environ, **env})
+                             env={**os.environ, "TRACEAUDIT_NUMBA_ONLY": "1", **env})
         assert out.returncode == 1, out.stderr            # the samples have findings
         report = orjson.loads(target.read_bytes())
         report.pop("generated_at")
@@ -129,7 +130,8 @@ def test_light_and_full_start_give_the_same_report(tmp_path):
 
 IMPORT = r"""
 import sys
-import traceaudit.flows.assign           # a kernel module: the command's first numba import
+import traceaudit.jit
+traceaudit.jit.use_numba()               # what the first kernel without machine code does
 print("scipy" in sys.modules, "yaml" in sys.modules)
 import scipy, yaml                       # both still importable
 print(scipy.__file__.startswith(sys.argv[1]), yaml.__file__.startswith(sys.argv[1]))
@@ -176,7 +178,7 @@ if sys.argv[2] == "check":
     # knows every one it would have listed from the library's linking module (all but
     # private constant tables, which are never looked up by name)
     checked = 0
-    for dispatcher in (kernel.track_batch, units_to_ns):
+    for dispatcher in (kernel.track_batch.dispatcher(), units_to_ns.dispatcher()):
         for cres in dispatcher.overloads.values():
             library = cres.library
             module = ll.parse_bitcode(library.__dict__["_traceaudit_linking_bitcode"])

@@ -13,7 +13,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from traceaudit.capture import decode, linktypes, memory, numba_start, walk
+from traceaudit.capture import decode, linktypes, memory, walk
 from traceaudit.capture.batch import COLUMNS, DEFAULT_BATCH_ROWS, PacketBatch
 from traceaudit.capture.source import CaptureStats
 from traceaudit.errors import CaptureError
@@ -87,7 +87,6 @@ class NativeSource:
     def __init__(self, path: str, *, batch_rows: int = DEFAULT_BATCH_ROWS,
                  verify_checksums: bool = False, seg_flags: bool = False) -> None:
         memory.tune()
-        numba_start.start()
         self.path = str(path)
         self.batch_rows = batch_rows
         self.verify = verify_checksums

@@ -36,6 +36,8 @@ import importlib.abc
 import os
 import sys
 
+from traceaudit.kernel_cache import elf_symbols
+
 #: numba versions (major.minor) whose ``Cache.load_overload`` is "refresh the target context,
 #: then ``_load_overload`` under ``_guard_against_spurious_io_errors``".
 LIGHT_LOADING_VERSIONS = ("0.68",)
@@ -154,40 +156,8 @@ def _lazy_linking_modules(refreshed) -> None:
     library_class._get_module_for_linking = module_for_linking
 
 
-_ELF_SYMBOL = [("name", "<u4"), ("info", "u1"), ("other", "u1"), ("shndx", "<u2"),
-               ("value", "<u8"), ("size", "<u8")]
-_SHT_SYMTAB = 2
-_SYMBOL_TYPES = (0, 1, 2)          # STT_NOTYPE, STT_OBJECT, STT_FUNC (not sections, files)
-
-
 def elf_defined_symbols(obj: bytes) -> set[str] | None:
     """Names of the functions and data an ELF64 little-endian object file defines (numba's
     object code on x86-64 / aarch64 Linux); None for any other kind of file."""
-    import numpy as np
-
-    if len(obj) < 64 or obj[:4] != b"\x7fELF" or obj[4] != 2 or obj[5] != 1:
-        return None
-    shoff = int.from_bytes(obj[0x28:0x30], "little")
-    shentsize = int.from_bytes(obj[0x3A:0x3C], "little")
-    sections = []
-    for i in range(int.from_bytes(obj[0x3C:0x3E], "little")):
-        h = obj[shoff + i * shentsize:shoff + (i + 1) * shentsize]
-        if len(h) < 48:
-            return None
-        sections.append((int.from_bytes(h[4:8], "little"), int.from_bytes(h[24:32], "little"),
-                         int.from_bytes(h[32:40], "little"), int.from_bytes(h[40:44], "little")))
-    dtype = np.dtype(_ELF_SYMBOL)
-    names: set[str] = set()
-    for kind, offset, size, link in sections:
-        if kind != _SHT_SYMTAB:
-            continue
-        if link >= len(sections) or offset + size > len(obj):
-            return None
-        symbols = np.frombuffer(obj, dtype, size // dtype.itemsize, offset)
-        _, text_offset, text_size, _ = sections[link]
-        text = obj[text_offset:text_offset + text_size]
-        defined = (symbols["shndx"] != 0) & (symbols["name"] != 0) & \
-            np.isin(symbols["info"] & 0xF, _SYMBOL_TYPES)
-        for at in symbols["name"][defined].tolist():
-            names.add(text[at:text.index(b"\0", at)].decode())
-    return names
+    symbols = elf_symbols(obj)
+    return None if symbols is None else symbols[0]
