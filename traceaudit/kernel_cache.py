@@ -356,7 +356,7 @@ class _Engine:
                                           address, main_env, (self,))
 
 
-_engine: _Engine | None = None
+_engine: _Engine | None | bool = None       # False: it could not be made in this process
 
 
 def load(fn: Callable) -> dict[tuple, Callable]:
@@ -365,10 +365,12 @@ def load(fn: Callable) -> dict[tuple, Callable]:
     try:
         with open(cache_file(fn), "rb") as f:
             saved = pickle.load(f)
-        if not isinstance(saved, dict) or saved.get("header") != header(fn):
+        if not isinstance(saved, dict) or saved.get("header") != header(fn) or \
+                _engine is False:
             return {}
         entries = saved["entries"]
         if _engine is None:
+            _engine = False
             _engine = _Engine()
         calls = {}
         for key, entry in entries.items():
