@@ -27,7 +27,7 @@ from traceaudit.report.ladder import connection_changes, ladder_svg
 from traceaudit.rules import run_rules
 from traceaudit.rules.config import RulesConfig
 from traceaudit.tracking.states import EndpointState
-from traceaudit.tracking.tracker import EV_TS
+from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_STATE, EV_TS
 
 ACTUAL = ROOT / "tests" / "actual"
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser",
@@ -161,6 +161,37 @@ def test_census_counts_endpoints_per_state():
     assert c.final == {**{s.name: 0 for s in C.CENSUS_STATES}, "CLOSE_WAIT": 1, "FIN_WAIT_2": 1}
     held = C.held(ev, 20 * 10**9, ch.nxt)
     assert (held // 10**9).tolist() == [10, 10, 10, 1, 9]
+
+
+@pytest.mark.parametrize("sample, min_hold_s", [
+    ("close-wait-leak.pcap", 0.0), ("fin-wait-2-hang.pcap", 0.0), ("time-wait-pileup.pcap", 0.0),
+    ("time-wait-pileup.pcap", 0.05)])
+def test_service_table_counts_endpoints_held_in_a_state_and_in_time_wait_at_the_end(
+        sample, min_hold_s):
+    """per_service's counts, made in one compiled pass, against the same counts from ``held``
+    and the event rows directly."""
+    a = analyze_capture(SAMPLES / sample)
+    ev, end = a.events, a.stats.last_ts_ns
+    ch = C.Changes(ev, a.stats.first_ts_ns, end)
+    codes, names = C.service_codes(a.table)
+    rows = C.per_service(a.table, ch, end, top=len(names), min_hold_s=min_hold_s)
+    assert len(rows) == len(names) and len(ev)
+    long = C.held(ev, end, ch.nxt) >= int(min_hold_s * 1e9)
+    last = ~ch.nxt
+    service = codes[ev[:, EV_CONN]]
+    checked = 0
+    for row in rows:
+        k = names.index(row["service"])
+        for e, who in ((1, "server"), (0, "client")):
+            mine = (service == k) & (ev[:, EV_ENDPOINT] == e)
+            for s in C.LEAK_STATES:
+                want = int((mine & long & (ev[:, EV_STATE] == s)).sum())
+                assert row[f"{who}_{s.name}_held"] == want
+                checked += want
+            assert row[f"{who}_TIME_WAIT_end"] == \
+                int((mine & last & (ev[:, EV_STATE] == EndpointState.TIME_WAIT)).sum())
+            checked += row[f"{who}_TIME_WAIT_end"]
+    assert checked > 0
 
 
 def test_census_equals_the_states_at_each_grid_time():

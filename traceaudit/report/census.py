@@ -19,6 +19,7 @@ from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_STATE, EV_TS
 
 _N = len(EndpointState)           # state value + 1 indexes rows (UNSEEN is -1)
+_TIME_WAIT = int(EndpointState.TIME_WAIT)
 #: States drawn in the census (CLOSED only grows; UNSEEN is not a state).
 CENSUS_STATES = [s for s in EndpointState if s not in (EndpointState.UNSEEN, EndpointState.CLOSED)]
 #: States in which a socket lingers when an application or a peer misbehaves.
@@ -147,15 +148,8 @@ def per_service(flows: Columns, ch: Changes, end_ns: int,
             np.zeros(n_srv, np.int64)
     long = np.zeros((n_srv, 2, _N), np.int64)
     tw_end = np.zeros((2, n_srv), np.int64)
-    if len(events):
-        conn, endpoint = events[:, EV_CONN], events[:, EV_ENDPOINT]
-        keep = np.flatnonzero(held(events, end_ns, ch.nxt) >= int(min_hold_s * 1e9))
-        ix = (codes[conn[keep]] * 2 + endpoint[keep]) * _N + ch.state[keep]
-        long = np.bincount(ix, minlength=n_srv * 2 * _N).reshape(n_srv, 2, _N)
-        # an endpoint's last row (no later one) holds its state at capture end
-        last = np.flatnonzero(~ch.nxt & (ch.state == EndpointState.TIME_WAIT + 1))
-        tw_end = np.bincount(endpoint[last] * n_srv + codes[conn[last]],
-                             minlength=2 * n_srv).reshape(2, n_srv)
+    _held_counts(events, ch.nxt, np.ascontiguousarray(codes, np.int64), end_ns,
+                 int(min_hold_s * 1e9), long, tw_end)
     for e, who in ((1, "server"), (0, "client")):
         for s in LEAK_STATES:
             out[f"{who}_{s.name}_held"] = long[:, e, s + 1]
@@ -173,6 +167,27 @@ def per_service(flows: Columns, ch: Changes, end_ns: int,
     sparks = _sparks(ch, codes, chosen)[:, ::spark_every]
     values = [column[chosen].tolist() for column in out.values()]
     return [{**dict(zip(out, row)), "spark": spark} for row, spark in zip(zip(*values), sparks)]
+
+
+@njit(cache=True, nogil=True)
+def _held_counts(events, nxt, codes, end_ns, min_ns, long, tw_end):
+    """One pass over the event rows for ``per_service``: ``long[service, endpoint, state + 1]``
+    counts the rows whose endpoint stayed in the state entered at least ``min_ns`` (until its
+    next row, or the capture end: ``held``), ``tw_end[endpoint, service]`` the endpoints in
+    TIME_WAIT at the end (their last row)."""
+    n = len(events)
+    for i in range(n):
+        ts = events[i, EV_TS]
+        later = nxt[i]
+        stop = events[i + 1, EV_TS] if later else end_ns
+        service = codes[events[i, EV_CONN]]
+        endpoint = events[i, EV_ENDPOINT]
+        state = events[i, EV_STATE]
+        if stop - ts >= min_ns:
+            long[service, endpoint, state + 1] += 1
+        if not later and state == _TIME_WAIT:
+            tw_end[endpoint, service] += 1
+
 
 
 def _sparks(ch: Changes, codes: np.ndarray, chosen: np.ndarray) -> np.ndarray:
