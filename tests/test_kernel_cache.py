@@ -16,6 +16,9 @@ import orjson
 from traceaudit import kernel_cache
 
 ROOT = Path(__file__).resolve().parents[1]
+# the environment of the runs, without settings that turn saved machine code off
+BASE_ENV = {k: v for k, v in os.environ.items()
+            if not k.startswith("NUMBA_") and k != "TRACEAUDIT_NUMBA_ONLY"}
 
 KERNELS = textwrap.dedent('''
     import numpy as np
@@ -64,7 +67,7 @@ CALLS = textwrap.dedent('''
 def _calls(work: Path, kind: str = "ints", env: dict | None = None) -> list[str]:
     out = subprocess.run([sys.executable, "-c", CALLS, kind], capture_output=True, text=True,
                          cwd=work, timeout=600, check=False,
-                         env={**os.environ, "PYTHONPATH": str(work), **(env or {})})
+                         env={**BASE_ENV, "PYTHONPATH": str(work), **(env or {})})
     assert out.returncode == 0, out.stderr
     return out.stdout.splitlines()
 
@@ -152,7 +155,7 @@ def test_analyze_from_machine_code_imports_no_numba_and_reports_as_numba_does(tm
         out = subprocess.run([sys.executable, "-c", ANALYZE, str(ROOT / "sample_pcaps"),
                               "--json", str(target), "--html", str(tmp_path / f"{name}.html")],
                              capture_output=True, text=True, cwd=ROOT, timeout=600,
-                             check=False, env={**os.environ, **env})
+                             check=False, env={**BASE_ENV, **env})
         assert out.returncode == 0, out.stderr
         numba_imported = out.stdout.splitlines()[-1]
         if name != "warm-up":
