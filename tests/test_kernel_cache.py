@@ -134,6 +134,7 @@ def test_symbols_the_objects_need_must_resolve_before_they_are_loaded():
     assert engine.resolvable({"PyLong_FromLongLong", "NRT_MemInfo_call_dtor", "numba_unpickle"})
     assert not engine.resolvable({"PyLong_FromLongLong", "traceaudit_no_such_symbol"})
     assert kernel_cache.elf_symbols(b"\xcf\xfa\xed\xfe" + bytes(100)) is None      # Mach-O
+    assert kernel_cache.elf_symbols(b"\x7fELF") is None                               # cut short
 
 
 ANALYZE = textwrap.dedent('''

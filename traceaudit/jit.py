@@ -23,15 +23,11 @@ from typing import Any, Callable
 
 from traceaudit import kernel_cache
 
-__all__ = ["Kernel", "cgutils", "intrinsic", "njit", "numba_imported", "prefetch", "types"]
+__all__ = ["Kernel", "cgutils", "intrinsic", "njit", "prefetch", "types", "use_numba"]
 
 _lazy: list["_Lazy"] = []          # every njit / intrinsic object, in definition order
 _numba_ready = False
 _lock = threading.RLock()          # kernels are called from the reader's thread too
-
-
-def numba_imported() -> bool:
-    return _numba_ready
 
 
 def _import_numba() -> None:
@@ -39,7 +35,7 @@ def _import_numba() -> None:
         return
     hide = [name for name in ("scipy", "yaml") if name not in sys.modules]
     if os.path.isfile(".numba_config.yaml") and "yaml" in hide:
-        hide.remove("yaml")
+        hide.remove("yaml")                   # numba reads its settings from that file
     for name in hide:
         sys.modules[name] = None              # `import name` raises ImportError
     try:

@@ -309,7 +309,7 @@ class _Engine:
             ll.add_symbol(name, address)
         self.defined = set(symbols)
         target = ll.Target.from_default_triple()
-        triple, cpu, features = machine()
+        _, cpu, features = machine()
         tm = target.create_target_machine(cpu=cpu, features=features, opt=3, reloc="default",
                                           codemodel="jitdefault", jit=True)
         self.engine = ll.create_mcjit_compiler(ll.parse_assembly(""), tm)
@@ -330,13 +330,13 @@ class _Engine:
         symbols = elf_symbols(obj)
         if symbols is None or not self.resolvable(symbols[1]):
             return None
+        if fn.__module__ not in sys.modules:
+            return None
         envs = [(fn.__module__, env_name, consts)] + list(referenced)
         # an environment's globals are its module's (numba's own modules, whose compiled
         # helpers get one too, need not be imported: nopython code reads only constants)
         names = [vars(sys.modules[m]) if m in sys.modules else {"__name__": m}
                  for m, _, _ in envs]
-        if fn.__module__ not in sys.modules:
-            return None
         engine = self.engine
         engine.add_object_file(self.ll.ObjectFileRef.from_data(obj))
         engine.finalize_object()
@@ -411,7 +411,7 @@ def _save(fn, dispatcher, key, args) -> bool:
     if payload is None:
         return False
     libdata, fndesc, env, _, objectmode, lifted, _, reload_init, referenced = payload
-    name, kind, data = libdata
+    _, kind, data = libdata
     if kind != "object" or objectmode or lifted or reload_init:
         return False
     others = []

@@ -306,11 +306,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: load average {load:.2f} before the run: other work on this machine "
               "will slow the figures down (best-of-N helps, cpu s is steadier)")
 
-    # warm-up: page cache for the file, numba's JIT cache and the kernels' saved machine code
-    # for traceaudit (not counted; a run on the measured capture too, for the kernels only a
-    # large capture calls: flow hash table growth, Zeek's sweeps, retiring connections), and its bytecode: with
-    # PYTHONDONTWRITEBYTECODE set (as in some sandboxes and containers) an edited module would
-    # otherwise be compiled from source on every measured run
+    # warm-up (not counted): page cache for the file; numba's JIT cache and the kernels' saved
+    # machine code for traceaudit (a run on the measured capture too, for the kernels only a
+    # large capture calls: flow hash table growth, Zeek's sweeps, retiring connections); and
+    # its bytecode: with PYTHONDONTWRITEBYTECODE set (as in some sandboxes and containers) an
+    # edited module would otherwise be compiled from source on every measured run
     warm_page_cache(capture)
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "traceaudit")],
                    check=False, stdout=subprocess.DEVNULL)

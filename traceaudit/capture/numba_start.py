@@ -131,7 +131,8 @@ def _lazy_linking_modules(refreshed) -> None:
         symbols = None
         if not refreshed() and kind == "object":
             try:
-                symbols = elf_defined_symbols(data[0])
+                found = elf_symbols(data[0])     # (defined, undefined), None: not ELF
+                symbols = None if found is None else found[0]
             except (ValueError, IndexError, UnicodeDecodeError):
                 symbols = None                   # not an object file we can read: numba's way
         if symbols is None:
@@ -154,10 +155,3 @@ def _lazy_linking_modules(refreshed) -> None:
 
     library_class._unserialize = classmethod(unserialize)
     library_class._get_module_for_linking = module_for_linking
-
-
-def elf_defined_symbols(obj: bytes) -> set[str] | None:
-    """Names of the functions and data an ELF64 little-endian object file defines (numba's
-    object code on x86-64 / aarch64 Linux); None for any other kind of file."""
-    symbols = elf_symbols(obj)
-    return None if symbols is None else symbols[0]

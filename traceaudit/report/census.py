@@ -117,7 +117,8 @@ def census(ch: Changes) -> Census:
 
 def held(events: np.ndarray, end_ns: int, nxt: np.ndarray) -> np.ndarray:
     """Per event row, how long the endpoint stayed in the state it entered (until its next
-    event, or the capture end)."""
+    event, or the capture end). (``per_service`` counts with the same rule in its compiled
+    pass; this is the plain definition, for other uses and its test.)"""
     if not len(events):
         return np.empty(0, np.int64)
     ts = events[:, EV_TS]
@@ -187,7 +188,6 @@ def _held_counts(events, nxt, codes, end_ns, min_ns, long, tw_end):
             long[service, endpoint, state + 1] += 1
         if not later and state == _TIME_WAIT:
             tw_end[endpoint, service] += 1
-
 
 
 def _sparks(ch: Changes, codes: np.ndarray, chosen: np.ndarray) -> np.ndarray:
