@@ -6,16 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# TCP flag bits as they sit in the 9-bit flags field (RFC 9293 §3.1; NS/AE from RFC 3540/AccECN).
-FIN = 0x001
-SYN = 0x002
-RST = 0x004
-PSH = 0x008
-ACK = 0x010
-URG = 0x020
-ECE = 0x040
-CWR = 0x080
-AE = 0x100
+# TCP flag bits (FIN=1 … AE=0x100), declared once in tcpflags.pxd for the compiled core.
+from traceaudit.capture.tcpflags import ACK, AE, CWR, ECE, FIN, PSH, RST, SYN, URG  # noqa: F401
 
 #: Column name -> dtype. Every batch carries exactly these arrays, all of one length.
 COLUMNS: dict[str, np.dtype] = {

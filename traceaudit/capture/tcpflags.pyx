@@ -1,0 +1,1 @@
+"""TCP flag bits (declared in ``tcpflags.pxd``, shared by the compiled core and Python)."""
