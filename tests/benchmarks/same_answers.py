@@ -11,7 +11,7 @@ trace of ``../shared/corpus/zeek`` (where it is there) and ``bench-data/syntheti
 (where it is there), plus ``analyze --html`` of the samples and of the synthetic capture and ``states`` of each
 sample at two moments, with the captures named by the
 same relative paths in every recording. ``compare`` scrubs what depends on the run (the JSON's
-``generated_at``, the HTML's generation time) and reports every file that differs.
+``generated_at``, the HTML's generation time and how long the analysis took) and reports every file that differs.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ SCRUB = [
     (re.compile(rb'"generated_at": ?"[^"]*"'), b'"generated_at": "-"'),
     (re.compile(rb"generated \d{4}-\d\d-\d\d[ T][0-9:]+Z?( UTC)?"), b"generated -"),
     (re.compile(rb"analysed in [0-9.]+ s"), b"analysed in - s"),
+    (re.compile(rb"analysis took [0-9.]+ s"), b"analysis took - s"),
 ]
 
 
