@@ -1,85 +1,130 @@
 """Compiled decoder: link layer → (tunnels) → IP → TCP, one record at a time, into typed columns.
 
-Everything here runs under numba on uint8 views of the file; no Python object is made per packet.
-The decoder walks a small state machine of protocol "kinds" so that stacks of any order (VLAN in
-MPLS in PPPoE, Ethernet in VXLAN in UDP in IPv6, ...) are handled by one loop with a depth limit.
+Everything here runs without the GIL on uint8 views of the file; no Python object is made per
+packet. The decoder walks a small state machine of protocol "kinds" so that stacks of any order
+(VLAN in MPLS in PPPoE, Ethernet in VXLAN in UDP in IPv6, ...) are handled by one loop with a
+depth limit.
+
+Bounds: the core indexes without bounds checks, so every byte read is preceded by a check that
+it lies before ``end``, the end of the record (``end`` only ever shrinks, to an IP packet's own
+length, and positions only grow from the record's start); ``decode_records`` checks that each
+record lies within ``buf``.
 """
 
-from __future__ import annotations
+from libc.stdint cimport int8_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
-import numpy as np
+cimport traceaudit.tracking.zeek_kernel as ZK
 
 from traceaudit.capture import linktypes as lt
-from traceaudit.jit import njit
 
 # Field indices of the int64 scratch row a record is decoded into (PacketBatch column order).
-C_FRAME, C_TS, C_IPV, C_SRC_HI, C_SRC_LO, C_DST_HI, C_DST_LO, C_SPORT, C_DPORT, C_SEQ, C_ACK, \
-    C_FLAGS, C_WIN, C_PLEN, C_FLEN, C_MSS, C_WSCALE, C_SACKP, C_HASTS, C_TSVAL, C_TSECR, \
-    C_TUNNELED, C_SEG = range(23)
-N_COLS = 23
+cpdef enum:
+    C_FRAME = 0
+    C_TS = 1
+    C_IPV = 2
+    C_SRC_HI = 3
+    C_SRC_LO = 4
+    C_DST_HI = 5
+    C_DST_LO = 6
+    C_SPORT = 7
+    C_DPORT = 8
+    C_SEQ = 9
+    C_ACK = 10
+    C_FLAGS = 11
+    C_WIN = 12
+    C_PLEN = 13
+    C_FLEN = 14
+    C_MSS = 15
+    C_WSCALE = 16
+    C_SACKP = 17
+    C_HASTS = 18
+    C_TSVAL = 19
+    C_TSECR = 20
+    C_TUNNELED = 21
+    C_SEG = 22
+    N_COLS = 23
 
-# Per-segment capture facts (the optional ``seg_flags`` column; same bits as the Zeek view's
-# zeek_kernel.SEG_*), computed only when the reader is asked for them.
-SEG_BAD_CSUM = 1       # TCP checksum verifiable (segment fully captured) and wrong
-SEG_PAYLOAD_CUT = 2    # TCP payload not fully captured (snap length)
-SEG_HEADER_CUT = 4     # TCP header, options included, not fully captured
-SEG_BAD_IP_CSUM = 8    # an IPv4 header (any layer, tunnels included) has a wrong checksum
+# Per-segment capture facts (the optional ``seg_flags`` column), computed only when the reader is
+# asked for them. The bits are the Zeek view's, declared once in tracking/zeek_kernel.pxd:
+#   SEG_BAD_CSUM      TCP checksum verifiable (segment fully captured) and wrong
+#   SEG_PAYLOAD_CUT   TCP payload not fully captured (snap length)
+#   SEG_HEADER_CUT    TCP header, options included, not fully captured
+#   SEG_BAD_IP_CSUM   an IPv4 header (any layer, tunnels included) has a wrong checksum
+SEG_BAD_CSUM = ZK.SEG_BAD_CSUM
+SEG_PAYLOAD_CUT = ZK.SEG_PAYLOAD_CUT
+SEG_HEADER_CUT = ZK.SEG_HEADER_CUT
+SEG_BAD_IP_CSUM = ZK.SEG_BAD_IP_CSUM
 
 # Counters the kernel keeps per call (index → meaning); the reader turns them into warnings.
-W_FRAGMENT = 0        # IP fragment other than the first: no TCP header, skipped
-W_TRUNCATED_TCP = 1   # TCP header cut by the snap length before the window field: skipped
-W_BAD_CHECKSUM = 2    # TCP checksum wrong, segment dropped (only with verify_checksums)
-W_UNVERIFIABLE = 3    # checksum not verifiable (payload not captured), segment kept
-W_TUNNELED = 4        # TCP segments found inside a tunnel
-W_TRUNCATED_IP = 5    # IP header cut by the snap length: skipped
-W_BOGUS_TCP = 6       # TCP data offset below 5 words: not a valid header, skipped
-N_WARN = 7
+cpdef enum:
+    W_FRAGMENT = 0        # IP fragment other than the first: no TCP header, skipped
+    W_TRUNCATED_TCP = 1   # TCP header cut by the snap length before the window field: skipped
+    W_BAD_CHECKSUM = 2    # TCP checksum wrong, segment dropped (only with verify_checksums)
+    W_UNVERIFIABLE = 3    # checksum not verifiable (payload not captured), segment kept
+    W_TUNNELED = 4        # TCP segments found inside a tunnel
+    W_TRUNCATED_IP = 5    # IP header cut by the snap length: skipped
+    W_BOGUS_TCP = 6       # TCP data offset below 5 words: not a valid header, skipped
+    N_WARN = 7
 
 # Protocol kinds of the decode loop.
-K_DONE = 0
-K_ETH = 1
-K_IP = 2          # IPv4 or IPv6, decided by the version nibble
-K_LLC = 3
-K_MPLS = 4
-K_PPP = 5         # PPP protocol field (2 bytes, or 1 if compressed)
-K_PPP_HDLC = 6    # optional ff 03 address/control, then PPP protocol
-K_WLAN = 7        # 802.11 data frame (Aruba GRE)
-K_FDDI = 8
-K_NULL_LE = 9     # BSD loopback, family in little-endian host order
-K_NULL_BE = 10
-K_SLL = 11
-K_SLL2 = 12
-K_ETHERTYPE = 13  # 2-byte ethertype at pos (after an encapsulation header)
-MAX_DEPTH = 24
+cpdef enum:
+    K_DONE = 0
+    K_ETH = 1
+    K_IP = 2          # IPv4 or IPv6, decided by the version nibble
+    K_LLC = 3
+    K_MPLS = 4
+    K_PPP = 5         # PPP protocol field (2 bytes, or 1 if compressed)
+    K_PPP_HDLC = 6    # optional ff 03 address/control, then PPP protocol
+    K_WLAN = 7        # 802.11 data frame (Aruba GRE)
+    K_FDDI = 8
+    K_NULL_LE = 9     # BSD loopback, family in little-endian host order
+    K_NULL_BE = 10
+    K_SLL = 11
+    K_SLL2 = 12
+    K_ETHERTYPE = 13  # 2-byte ethertype at pos (after an encapsulation header)
+    MAX_DEPTH = 24
 
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_GRE = 47
-PROTO_IPIP = 4
-PROTO_IPV6 = 41
+cpdef enum:
+    PROTO_TCP = 6
+    PROTO_UDP = 17
+    PROTO_GRE = 47
+    PROTO_IPIP = 4
+    PROTO_IPV6 = 41
+
+# Link types, read once from linktypes.py (their one declaration) into C globals.
+cdef int64_t LT_NULL = lt.NULL
+cdef int64_t LT_ETHERNET = lt.ETHERNET
+cdef int64_t LT_PPP = lt.PPP
+cdef int64_t LT_FDDI = lt.FDDI
+cdef int64_t LT_RAW_BSD12 = lt.RAW_BSD12
+cdef int64_t LT_RAW_BSD14 = lt.RAW_BSD14
+cdef int64_t LT_PPP_HDLC = lt.PPP_HDLC
+cdef int64_t LT_RAW = lt.RAW
+cdef int64_t LT_LOOP = lt.LOOP
+cdef int64_t LT_LINUX_SLL = lt.LINUX_SLL
+cdef int64_t LT_IPV4 = lt.IPV4
+cdef int64_t LT_IPV6 = lt.IPV6
+cdef int64_t LT_LINUX_SLL2 = lt.LINUX_SLL2
 
 
-@njit(inline="always")
-def be16(b, p):
-    return (np.int64(b[p]) << 8) | np.int64(b[p + 1])
+cdef inline int64_t be16(const uint8_t[::1] b, int64_t p) noexcept nogil:
+    return (<int64_t>b[p] << 8) | <int64_t>b[p + 1]
 
 
-@njit(inline="always")
-def be32(b, p):
-    return (np.int64(b[p]) << 24) | (np.int64(b[p + 1]) << 16) | (np.int64(b[p + 2]) << 8) \
-        | np.int64(b[p + 3])
+cdef inline int64_t be32(const uint8_t[::1] b, int64_t p) noexcept nogil:
+    return (<int64_t>b[p] << 24) | (<int64_t>b[p + 1] << 16) | (<int64_t>b[p + 2] << 8) \
+        | <int64_t>b[p + 3]
 
 
-@njit(inline="always")
-def be64u(b, p):
-    v = np.uint64(0)
+cdef inline uint64_t be64u(const uint8_t[::1] b, int64_t p) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int i
     for i in range(8):
-        v = (v << np.uint64(8)) | np.uint64(b[p + i])
+        v = (v << 8) | <uint64_t>b[p + i]
     return v
 
 
-@njit(cache=True)
-def kind_for_ethertype(et):
+cpdef int64_t kind_for_ethertype(int64_t et) noexcept nogil:
     """Map an ethertype to the next decode kind; K_DONE for anything that cannot carry TCP."""
     if et == 0x0800 or et == 0x86DD:
         return K_IP
@@ -90,43 +135,47 @@ def kind_for_ethertype(et):
     return K_DONE
 
 
-@njit(cache=True)
-def initial_kind(linktype):
-    if linktype == lt.ETHERNET:
+cpdef int64_t initial_kind(int64_t linktype) noexcept nogil:
+    if linktype == LT_ETHERNET:
         return K_ETH
-    if linktype == lt.RAW or linktype == lt.RAW_BSD12 or linktype == lt.RAW_BSD14 \
-            or linktype == lt.IPV4 or linktype == lt.IPV6:
+    if linktype == LT_RAW or linktype == LT_RAW_BSD12 or linktype == LT_RAW_BSD14 \
+            or linktype == LT_IPV4 or linktype == LT_IPV6:
         return K_IP
-    if linktype == lt.NULL:
+    if linktype == LT_NULL:
         return K_NULL_LE
-    if linktype == lt.LOOP:
+    if linktype == LT_LOOP:
         return K_NULL_BE
-    if linktype == lt.LINUX_SLL:
+    if linktype == LT_LINUX_SLL:
         return K_SLL
-    if linktype == lt.LINUX_SLL2:
+    if linktype == LT_LINUX_SLL2:
         return K_SLL2
-    if linktype == lt.PPP or linktype == lt.PPP_HDLC:
+    if linktype == LT_PPP or linktype == LT_PPP_HDLC:
         return K_PPP_HDLC
-    if linktype == lt.FDDI:
+    if linktype == LT_FDDI:
         return K_FDDI
     return K_DONE
 
 
-@njit(inline="always")     # inlined: a call per header cost ~15% of decoding
-def ones_complement_sum(b, start, stop, acc):
-    i = start
+# inline: a call per header cost ~15% of decoding (numba measure)
+cdef inline int64_t ones_complement_sum(const uint8_t[::1] b, int64_t start, int64_t stop,
+                                        int64_t acc) noexcept nogil:
+    """Callers pass ``stop`` <= the record end."""
+    cdef int64_t i = start
     while i + 1 < stop:
-        acc += (np.int64(b[i]) << 8) | np.int64(b[i + 1])
+        acc += (<int64_t>b[i] << 8) | <int64_t>b[i + 1]
         i += 2
     if i < stop:
-        acc += np.int64(b[i]) << 8
+        acc += <int64_t>b[i] << 8
     return acc
 
 
-@njit(inline="always")
-def tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, seg_len):
-    """True when the TCP checksum over the pseudo-header and segment folds to 0xffff."""
-    acc = np.int64(0)
+cdef inline bint tcp_checksum_ok(const uint8_t[::1] b, int64_t ipv, int64_t ip_pos,
+                                 int64_t tcp_pos, int64_t seg_len) noexcept nogil:
+    """True when the TCP checksum over the pseudo-header and segment folds to 0xffff.
+
+    Callers have checked that the IP header (20 or 40 bytes at ``ip_pos``) and the segment
+    (``seg_len`` bytes at ``tcp_pos``) lie within the record."""
+    cdef int64_t acc = 0
     if ipv == 4:
         acc = ones_complement_sum(b, ip_pos + 12, ip_pos + 20, acc)
     else:
@@ -138,9 +187,12 @@ def tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, seg_len):
     return acc == 0xFFFF
 
 
-@njit(inline="always")
-def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos, marks):
+cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, int64_t l4_len,
+                            int64_t* out, int64_t* warn, bint verify, int64_t ipv,
+                            int64_t ip_pos, bint marks) noexcept nogil:
     """Fill the TCP fields of the scratch row ``out``. Returns False to drop the row."""
+    cdef int64_t off_flags, hlen, plen, opt_end, p, olen
+    cdef uint8_t kind
     if tcp_pos + 16 > end:
         warn[W_TRUNCATED_TCP] += 1
         return False
@@ -178,7 +230,7 @@ def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos, marks):
             continue
         if p + 1 >= opt_end:
             break
-        olen = np.int64(b[p + 1])
+        olen = b[p + 1]
         if olen < 2 or p + olen > opt_end:
             break
         if kind == 2 and olen == 4:
@@ -201,26 +253,35 @@ def decode_tcp(b, tcp_pos, end, l4_len, out, warn, verify, ipv, ip_pos, marks):
             warn[W_UNVERIFIABLE] += 1
     if marks:
         if tcp_pos + hlen > end:
-            out[C_SEG] |= SEG_HEADER_CUT
+            out[C_SEG] |= ZK.SEG_HEADER_CUT
         if plen > 0 and tcp_pos + l4_len > end:
-            out[C_SEG] |= SEG_PAYLOAD_CUT
+            out[C_SEG] |= ZK.SEG_PAYLOAD_CUT
         if tcp_pos + l4_len <= end and l4_len >= 20 and \
                 not tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, l4_len):
-            out[C_SEG] |= SEG_BAD_CSUM
+            out[C_SEG] |= ZK.SEG_BAD_CSUM
     return True
 
 
-@njit(inline="always")
-def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks):
-    """Decode one record into the scratch row ``out``. Returns True when it was a TCP segment."""
-    pos = start
-    end = start + caplen
+cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t caplen,
+                               int64_t origlen, int64_t linktype, int64_t* out, int64_t* warn,
+                               bint verify, bint marks) noexcept nogil:
+    """Decode one record into the scratch row ``out``. Returns True when it was a TCP segment.
+
+    The record's ``caplen`` bytes at ``start`` lie within ``b`` (checked by the caller)."""
+    cdef int64_t pos = start
+    cdef int64_t end = start + caplen
+    cdef int64_t ip, total, l4_len, kind, tunneled, depth, et, proto, fam, hdr, ihl, acc, frag
+    cdef int64_t ip_pos = 0, ipv = 0, l4_pos = 0, ah_len, elen, sport, dport
+    cdef uint64_t src_hi = 0, src_lo = 0, dst_hi = 0, dst_lo = 0
+    cdef uint8_t fc0, fc1, nib, nxt
+    cdef bint vlan, bottom, amsdu
     out[C_SEG] = 0
     # The common case first, without the general loop below (a third faster): Ethernet (no
     # tag), then IPv4 without options, not a fragment (the loop checks IP checksums when
     # ``marks`` asks), or IPv6 without extension headers; then TCP. What it does is exactly
-    # what the loop does for such a record.
-    if linktype == lt.ETHERNET and caplen >= 54:
+    # what the loop does for such a record. (caplen >= 54 covers every byte read before
+    # decode_tcp, which checks its own.)
+    if linktype == LT_ETHERNET and caplen >= 54:
         if b[pos + 12] == 0x08 and b[pos + 13] == 0x00 and b[pos + 14] == 0x45 and \
                 b[pos + 23] == PROTO_TCP and not marks and (be16(b, pos + 20) & 0x1FFF) == 0:
             ip = pos + 14
@@ -231,9 +292,9 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks)
                 end = ip + total
             out[C_IPV] = 4
             out[C_SRC_HI] = 0
-            out[C_SRC_LO] = np.int64(np.uint64(0xFFFF00000000) | np.uint64(be32(b, ip + 12)))
+            out[C_SRC_LO] = <int64_t>0xFFFF00000000 | be32(b, ip + 12)
             out[C_DST_HI] = 0
-            out[C_DST_LO] = np.int64(np.uint64(0xFFFF00000000) | np.uint64(be32(b, ip + 16)))
+            out[C_DST_LO] = <int64_t>0xFFFF00000000 | be32(b, ip + 16)
             out[C_TUNNELED] = 0
             return decode_tcp(b, ip + 20, end, total - 20, out, warn, verify, 4, ip, marks)
         if b[pos + 12] == 0x86 and b[pos + 13] == 0xDD and b[pos + 14] >> 4 == 6 and \
@@ -245,10 +306,11 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks)
             if ip + 40 + l4_len < end:
                 end = ip + 40 + l4_len
             out[C_IPV] = 6
-            out[C_SRC_HI] = np.int64(be64u(b, ip + 8))
-            out[C_SRC_LO] = np.int64(be64u(b, ip + 16))
-            out[C_DST_HI] = np.int64(be64u(b, ip + 24))
-            out[C_DST_LO] = np.int64(be64u(b, ip + 32))
+            # uint64 bits into the int64 row, as numba's np.int64(uint64) did
+            out[C_SRC_HI] = <int64_t>be64u(b, ip + 8)
+            out[C_SRC_LO] = <int64_t>be64u(b, ip + 16)
+            out[C_DST_HI] = <int64_t>be64u(b, ip + 24)
+            out[C_DST_LO] = <int64_t>be64u(b, ip + 32)
             out[C_TUNNELED] = 0
             return decode_tcp(b, ip + 40, end, l4_len, out, warn, verify, 6, ip, marks)
     kind = initial_kind(linktype)
@@ -331,7 +393,7 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks)
             if pos + 1 > end:
                 return False
             if b[pos] & 0x01:               # compressed 1-byte protocol field
-                proto = np.int64(b[pos])
+                proto = b[pos]
                 pos += 1
             else:
                 if pos + 2 > end:
@@ -346,7 +408,7 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks)
             if pos + 4 > end:
                 return False
             if kind == K_NULL_LE:
-                fam = np.int64(b[pos]) | (np.int64(b[pos + 1]) << 8)
+                fam = <int64_t>b[pos] | (<int64_t>b[pos + 1] << 8)
                 if fam == 0:                # written on a big-endian host
                     fam = be16(b, pos + 2)
             else:
@@ -393,20 +455,20 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks)
         elif kind == K_IP:
             if pos + 1 > end:
                 return False
-            ver = b[pos] >> 4
-            if ver == 4:
+            nib = b[pos] >> 4
+            if nib == 4:
                 if pos + 20 > end:
                     warn[W_TRUNCATED_IP] += 1
                     return False
-                ihl = np.int64(b[pos] & 0x0F) * 4
+                ihl = <int64_t>(b[pos] & 0x0F) * 4
                 if ihl < 20:
                     return False
                 if marks and pos + ihl <= end:
-                    acc = ones_complement_sum(b, pos, pos + ihl, np.int64(0))
+                    acc = ones_complement_sum(b, pos, pos + ihl, 0)
                     while acc >> 16:
                         acc = (acc & 0xFFFF) + (acc >> 16)
                     if acc != 0xFFFF:
-                        out[C_SEG] |= SEG_BAD_IP_CSUM
+                        out[C_SEG] |= ZK.SEG_BAD_IP_CSUM
                 total = be16(b, pos + 2)
                 frag = be16(b, pos + 6)
                 proto = b[pos + 9]
@@ -418,20 +480,20 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks)
                     if proto == PROTO_TCP:
                         warn[W_FRAGMENT] += 1
                     return False
-                src_hi = np.uint64(0)
-                src_lo = np.uint64(0xFFFF00000000) | np.uint64(be32(b, pos + 12))
-                dst_hi = np.uint64(0)
-                dst_lo = np.uint64(0xFFFF00000000) | np.uint64(be32(b, pos + 16))
+                src_hi = 0
+                src_lo = <uint64_t>0xFFFF00000000 | <uint64_t>be32(b, pos + 12)
+                dst_hi = 0
+                dst_lo = <uint64_t>0xFFFF00000000 | <uint64_t>be32(b, pos + 16)
                 ipv = 4
                 l4_pos = pos + ihl
                 if pos + total < end:       # Ethernet padding is not part of the IP packet
                     end = pos + total
                 if proto == 51 and l4_pos + 8 <= end:   # IPsec AH: skip to what it protects
-                    ah_len = (np.int64(b[l4_pos + 1]) + 2) * 4
+                    ah_len = (<int64_t>b[l4_pos + 1] + 2) * 4
                     proto = b[l4_pos]
                     l4_pos += ah_len
                     l4_len -= ah_len
-            elif ver == 6:
+            elif nib == 6:
                 if pos + 40 > end:
                     warn[W_TRUNCATED_IP] += 1
                     return False
@@ -460,9 +522,9 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks)
                             return False
                         elen = 8
                     elif proto == 51:
-                        elen = (np.int64(b[l4_pos + 1]) + 2) * 4
+                        elen = (<int64_t>b[l4_pos + 1] + 2) * 4
                     else:
-                        elen = (np.int64(b[l4_pos + 1]) + 1) * 8
+                        elen = (<int64_t>b[l4_pos + 1] + 1) * 8
                     l4_pos += elen
                     l4_len -= elen
                     proto = nxt
@@ -470,10 +532,10 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks)
                 return False
             if proto == PROTO_TCP:
                 out[C_IPV] = ipv
-                out[C_SRC_HI] = np.int64(src_hi)
-                out[C_SRC_LO] = np.int64(src_lo)
-                out[C_DST_HI] = np.int64(dst_hi)
-                out[C_DST_LO] = np.int64(dst_lo)
+                out[C_SRC_HI] = <int64_t>src_hi
+                out[C_SRC_LO] = <int64_t>src_lo
+                out[C_DST_HI] = <int64_t>dst_hi
+                out[C_DST_LO] = <int64_t>dst_lo
                 out[C_TUNNELED] = tunneled
                 if not decode_tcp(b, l4_pos, end, l4_len, out, warn, verify, ipv, ip_pos, marks):
                     return False
@@ -497,7 +559,7 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks)
                 sport = be16(b, l4_pos)
                 dport = be16(b, l4_pos + 2)
                 pos = l4_pos + 8
-                kind, hdr = udp_tunnel(b, pos, end, sport, dport)
+                kind = udp_tunnel(b, pos, end, sport, dport, &hdr)
                 if kind == K_DONE:
                     return False
                 pos += hdr
@@ -507,10 +569,12 @@ def decode_record(b, start, caplen, origlen, linktype, out, warn, verify, marks)
     return False
 
 
-@njit(cache=True)
-def gre_header_len(b, pos, end):
-    flags = be16(b, pos)
-    n = 4
+cdef int64_t gre_header_len(const uint8_t[::1] b, int64_t pos, int64_t end) noexcept nogil:
+    """Length of the GRE header at ``pos``; only called after decode_gre_kind found its first
+    4 bytes within ``end``."""
+    cdef int64_t flags = be16(b, pos)
+    cdef int64_t n = 4
+    cdef int64_t proto
     if flags & 0x8000 or flags & 0x4000:    # checksum or routing present: checksum+offset word
         n += 4
     if flags & 0x2000:                      # key
@@ -529,8 +593,8 @@ def gre_header_len(b, pos, end):
     return n
 
 
-@njit(cache=True)
-def decode_gre_kind(b, pos, end):
+cdef int64_t decode_gre_kind(const uint8_t[::1] b, int64_t pos, int64_t end) noexcept nogil:
+    cdef int64_t proto
     if pos + 4 > end:
         return K_DONE
     proto = be16(b, pos + 2)
@@ -547,118 +611,180 @@ def decode_gre_kind(b, pos, end):
     return K_DONE
 
 
-@njit(cache=True)
-def udp_tunnel(b, pos, end, sport, dport):
-    """Recognise a UDP tunnel payload at pos. Returns (kind, header length) or (K_DONE, 0)."""
-    avail = end - pos
+cdef int64_t udp_tunnel(const uint8_t[::1] b, int64_t pos, int64_t end, int64_t sport,
+                        int64_t dport, int64_t* hdr_out) noexcept nogil:
+    """Recognise a UDP tunnel payload at pos. Returns the kind and sets ``*hdr_out`` to the
+    header length, or returns K_DONE with ``*hdr_out`` = 0."""
+    cdef int64_t avail = end - pos
+    cdef int64_t optlen, proto, kind, idlen, siglen, hdr
+    cdef uint8_t nxt
+    hdr_out[0] = 0
     if (dport == 4789 or sport == 4789) and avail >= 8 and (b[pos] & 0x08):
-        return K_ETH, 8                                     # VXLAN
+        hdr_out[0] = 8
+        return K_ETH                                        # VXLAN
     if (dport == 6081 or sport == 6081) and avail >= 8 and (b[pos] >> 6) == 0:
-        optlen = np.int64(b[pos] & 0x3F) * 4                # Geneve
+        optlen = <int64_t>(b[pos] & 0x3F) * 4               # Geneve
         proto = be16(b, pos + 2)
         if proto == 0x6558:
-            return K_ETH, 8 + optlen
+            hdr_out[0] = 8 + optlen
+            return K_ETH
         if proto == 0x0800 or proto == 0x86DD:
-            return K_IP, 8 + optlen
-        return K_DONE, 0
+            hdr_out[0] = 8 + optlen
+            return K_IP
+        return K_DONE
     if (dport == 2152 or sport == 2152) and avail >= 8:    # GTP-U G-PDU
-        return gtp_u(b, pos, end)
+        return gtp_u(b, pos, end, hdr_out)
     if (dport == 4754 or sport == 4754) and avail >= 4:    # GRE in UDP (RFC 8086)
         kind = decode_gre_kind(b, pos, end)
         if kind == K_DONE:
-            return K_DONE, 0
-        return kind, gre_header_len(b, pos, end)
+            return K_DONE
+        hdr_out[0] = gre_header_len(b, pos, end)
+        return kind
     if (dport == 6635 or sport == 6635) and avail >= 4:    # MPLS in UDP (RFC 7510)
-        return K_MPLS, 0
+        return K_MPLS
     if (dport == 5072 or sport == 5072) and avail >= 8:    # AYIYA
-        idlen = np.int64(1) << (b[pos] >> 4)
-        siglen = np.int64(b[pos + 1] >> 4) * 4
+        idlen = <int64_t>1 << (b[pos] >> 4)
+        siglen = <int64_t>(b[pos + 1] >> 4) * 4
         nxt = b[pos + 3]
         hdr = 8 + idlen + siglen
         if (nxt == PROTO_IPV6 or nxt == PROTO_IPIP) and hdr < avail:
-            return K_IP, hdr
-        return K_DONE, 0
+            hdr_out[0] = hdr
+            return K_IP
+        return K_DONE
     if dport == 3544 or sport == 3544:                       # Teredo
         hdr = 0
         if avail >= 4 and b[pos] == 0 and b[pos + 1] == 1:  # authentication indicator
-            hdr = 4 + np.int64(b[pos + 2]) + np.int64(b[pos + 3]) + 9
+            hdr = 4 + <int64_t>b[pos + 2] + <int64_t>b[pos + 3] + 9
         if pos + hdr + 2 <= end and b[pos + hdr] == 0 and b[pos + hdr + 1] == 0:
             hdr += 8                                         # origin indication
         if pos + hdr + 40 <= end and (b[pos + hdr] >> 4) == 6:
-            return K_IP, hdr
-        return K_DONE, 0
+            hdr_out[0] = hdr
+            return K_IP
+        return K_DONE
     # GTP-U on another port: recognised by its shape (version 1, PT, G-PDU) as Zeek does.
     if avail >= 8 and (b[pos] & 0xF0) == 0x30 and b[pos + 1] == 0xFF:
-        kind, hdr = gtp_u(b, pos, end)
+        kind = gtp_u(b, pos, end, &hdr)
         if kind != K_DONE and pos + hdr < end and ((b[pos + hdr] >> 4) == 4 or
                                                    (b[pos + hdr] >> 4) == 6):
-            return kind, hdr
-    return K_DONE, 0
+            hdr_out[0] = hdr
+            return kind
+    return K_DONE
 
 
-@njit(cache=True)
-def gtp_u(b, pos, end):
+cdef int64_t gtp_u(const uint8_t[::1] b, int64_t pos, int64_t end,
+                   int64_t* hdr_out) noexcept nogil:
+    """GTP-U G-PDU at ``pos`` (callers checked 8 bytes are there): K_IP and its header length
+    in ``*hdr_out``, or K_DONE and 0."""
+    cdef int64_t hdr, elen
+    cdef uint8_t nxt
+    hdr_out[0] = 0
     if (b[pos] >> 5) != 1 or b[pos + 1] != 0xFF:
-        return K_DONE, 0
+        return K_DONE
     hdr = 8
     if b[pos] & 0x07:
         if pos + 12 > end:
-            return K_DONE, 0
+            return K_DONE
         hdr = 12
         nxt = b[pos + 11]
         while nxt != 0:
             if pos + hdr + 1 > end:
-                return K_DONE, 0
-            elen = np.int64(b[pos + hdr]) * 4
+                return K_DONE
+            elen = <int64_t>b[pos + hdr] * 4
             if elen == 0 or pos + hdr + elen > end:
-                return K_DONE, 0
+                return K_DONE
             nxt = b[pos + hdr + elen - 1]
             hdr += elen
     if pos + hdr >= end:
-        return K_DONE, 0
-    return K_IP, hdr
+        return K_DONE
+    hdr_out[0] = hdr
+    return K_IP
 
 
-@njit(cache=True, nogil=True)
-def decode_records(buf, rec_off, rec_caplen, rec_origlen, rec_ts, rec_link, first_frame,
-                   scratch, warn, verify, marks, seg_flags, frame, ts_ns, ip_version, src_hi,
-                   src_lo, dst_hi, dst_lo, sport, dport, seq, ack, flags, win, payload_len,
-                   frame_len, mss, wscale, sack_perm, has_ts, tsval, tsecr, tunneled):
+def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
+                   const int64_t[::1] rec_caplen, const int64_t[::1] rec_origlen,
+                   const int64_t[::1] rec_ts, const int64_t[::1] rec_link, int64_t first_frame,
+                   int64_t[::1] scratch, int64_t[::1] warn, bint verify, bint marks,
+                   uint8_t[::1] seg_flags, int64_t[::1] frame, int64_t[::1] ts_ns,
+                   uint8_t[::1] ip_version, uint64_t[::1] src_hi, uint64_t[::1] src_lo,
+                   uint64_t[::1] dst_hi, uint64_t[::1] dst_lo, uint16_t[::1] sport,
+                   uint16_t[::1] dport, uint32_t[::1] seq, uint32_t[::1] ack,
+                   uint16_t[::1] flags, uint16_t[::1] win, int32_t[::1] payload_len,
+                   int32_t[::1] frame_len, uint16_t[::1] mss, int8_t[::1] wscale,
+                   uint8_t[::1] sack_perm, uint8_t[::1] has_ts, uint32_t[::1] tsval,
+                   uint32_t[::1] tsecr, uint8_t[::1] tunneled):
     """Decode ``len(rec_off)`` records; TCP rows are packed at the top of the typed column
-    arrays (``PacketBatch`` columns, in ``COLUMNS`` order). ``scratch``: an int64 row of
-    N_COLS that each record is decoded into first. With ``marks``, ``seg_flags`` (uint8)
-    receives each row's SEG_* bits.
+    arrays (``PacketBatch`` columns, in ``COLUMNS`` order; the bool columns are taken as bytes).
+    ``scratch``: an int64 row of N_COLS (kept for the callers; each record is now decoded into
+    a row on the C stack). With ``marks``, ``seg_flags`` (uint8) receives each row's SEG_* bits.
 
     Returns the number of TCP rows written.
     """
-    j = 0
-    r = scratch
-    for i in range(len(rec_off)):
-        if decode_record(buf, rec_off[i], rec_caplen[i], rec_origlen[i], rec_link[i], r, warn,
-                         verify, marks):
-            frame[j] = first_frame + i
-            ts_ns[j] = rec_ts[i]
-            ip_version[j] = r[C_IPV]
-            src_hi[j] = np.uint64(r[C_SRC_HI])
-            src_lo[j] = np.uint64(r[C_SRC_LO])
-            dst_hi[j] = np.uint64(r[C_DST_HI])
-            dst_lo[j] = np.uint64(r[C_DST_LO])
-            sport[j] = r[C_SPORT]
-            dport[j] = r[C_DPORT]
-            seq[j] = r[C_SEQ]
-            ack[j] = r[C_ACK]
-            flags[j] = r[C_FLAGS]
-            win[j] = r[C_WIN]
-            payload_len[j] = r[C_PLEN]
-            frame_len[j] = rec_origlen[i]
-            mss[j] = r[C_MSS]
-            wscale[j] = r[C_WSCALE]
-            sack_perm[j] = r[C_SACKP] != 0
-            has_ts[j] = r[C_HASTS] != 0
-            tsval[j] = r[C_TSVAL]
-            tsecr[j] = r[C_TSECR]
-            tunneled[j] = r[C_TUNNELED] != 0
-            if marks:
-                seg_flags[j] = r[C_SEG]
-            j += 1
+    cdef Py_ssize_t n = rec_off.shape[0]
+    cdef Py_ssize_t nbuf = buf.shape[0]
+    cdef Py_ssize_t i, j = 0, k, bad = -1, shortest
+    cdef int64_t start, caplen
+    cdef int64_t r[N_COLS]
+    cdef int64_t w[N_WARN]
+    if rec_caplen.shape[0] < n or rec_origlen.shape[0] < n or rec_ts.shape[0] < n \
+            or rec_link.shape[0] < n:
+        raise ValueError("decode_records: record arrays shorter than rec_off")
+    shortest = min(frame.shape[0], ts_ns.shape[0], ip_version.shape[0], src_hi.shape[0],
+                   src_lo.shape[0], dst_hi.shape[0], dst_lo.shape[0], sport.shape[0],
+                   dport.shape[0], seq.shape[0], ack.shape[0], flags.shape[0], win.shape[0],
+                   payload_len.shape[0], frame_len.shape[0], mss.shape[0], wscale.shape[0],
+                   sack_perm.shape[0], has_ts.shape[0], tsval.shape[0], tsecr.shape[0],
+                   tunneled.shape[0])
+    if marks and seg_flags.shape[0] < shortest:
+        shortest = seg_flags.shape[0]
+    if shortest < n:
+        raise ValueError("decode_records: a column array is shorter than rec_off")
+    if warn.shape[0] < N_WARN:
+        raise ValueError(f"decode_records: warn must hold {N_WARN} counters")
+    for k in range(N_COLS):
+        r[k] = 0
+    for k in range(N_WARN):
+        w[k] = 0
+    with nogil:
+        for i in range(n):
+            start = rec_off[i]
+            caplen = rec_caplen[i]
+            # the record must lie within buf (a negative caplen decodes to nothing)
+            if start < 0 or start > nbuf or start + caplen > nbuf:
+                bad = i
+                break
+            if decode_record(buf, start, caplen, rec_origlen[i], rec_link[i], r, w, verify,
+                             marks):
+                frame[j] = first_frame + i
+                ts_ns[j] = rec_ts[i]
+                ip_version[j] = <uint8_t>r[C_IPV]
+                # the int64 row holds the address bits; the columns are uint64
+                src_hi[j] = <uint64_t>r[C_SRC_HI]
+                src_lo[j] = <uint64_t>r[C_SRC_LO]
+                dst_hi[j] = <uint64_t>r[C_DST_HI]
+                dst_lo[j] = <uint64_t>r[C_DST_LO]
+                # narrowing stores truncate as numba's did (e.g. a wscale byte of 200 -> -56,
+                # a 32-bit length above 2**31 wraps in the int32 columns)
+                sport[j] = <uint16_t>r[C_SPORT]
+                dport[j] = <uint16_t>r[C_DPORT]
+                seq[j] = <uint32_t>r[C_SEQ]
+                ack[j] = <uint32_t>r[C_ACK]
+                flags[j] = <uint16_t>r[C_FLAGS]
+                win[j] = <uint16_t>r[C_WIN]
+                payload_len[j] = <int32_t>r[C_PLEN]
+                frame_len[j] = <int32_t>rec_origlen[i]
+                mss[j] = <uint16_t>r[C_MSS]
+                wscale[j] = <int8_t>r[C_WSCALE]
+                sack_perm[j] = r[C_SACKP] != 0
+                has_ts[j] = r[C_HASTS] != 0
+                tsval[j] = <uint32_t>r[C_TSVAL]
+                tsecr[j] = <uint32_t>r[C_TSECR]
+                tunneled[j] = r[C_TUNNELED] != 0
+                if marks:
+                    seg_flags[j] = <uint8_t>r[C_SEG]
+                j += 1
+    for k in range(N_WARN):
+        warn[k] += w[k]
+    if bad >= 0:
+        raise ValueError(f"decode_records: record {bad} (offset {rec_off[bad]}, length "
+                         f"{rec_caplen[bad]}) lies outside the buffer of {nbuf} bytes")
     return j
