@@ -2,7 +2,7 @@
 ``history``), from Zeek's own view of the capture.
 
 ``ZeekTracker`` runs beside the flow builder on the same batches (compiled loop in
-``zeek_kernel.py``) and keeps Zeek's connection table, which splits 4-tuples differently from ours
+``zeek_kernel.pyx``) and keeps Zeek's connection table, which splits 4-tuples differently from ours
 (Zeek's reuse rule, removal timers, bad-checksum handling). ``finish`` returns
 
 * ``rows``: one row per Zeek connection, like conn.log's TCP rows (``ZEEK_ROW_COLUMNS``);
