@@ -184,3 +184,34 @@ def test_reports_get_ordinary_file_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("resol", [64, 19, 0x80 | 63])
+def test_pcapng_time_resolution_beyond_nanosecond_range(tmp_path, resol):
+    conv = g.Conversation()
+    conv.handshake()
+    data = g.pcapng_section(conv.frames[:0], interfaces=[(1, resol)])
+    p = tmp_path / "resol.pcapng"
+    p.write_bytes(data)
+    result, _ = flows_json(tmp_path, p)
+    assert result.exit_code == 2
+    assert f"{p} at byte offset 28: corrupt pcapng interface block: time resolution" \
+        in result.stderr
+
+
+@pytest.mark.parametrize("big_endian", [False, True])
+def test_obsolete_packet_block_on_undecoded_link_names_the_link(tmp_path, big_endian):
+    conv = g.Conversation()
+    conv.handshake()
+    data = bytearray(g.pcapng_section(conv.frames, interfaces=[(189, None)], block="pb",
+                                      big_endian=big_endian))
+    o = ">" if big_endian else "<"
+    pos = 0
+    while struct.unpack(o + "I", data[pos:pos + 4])[0] != 2:
+        pos += struct.unpack(o + "I", data[pos + 4:pos + 8])[0]
+    data[pos + 10:pos + 12] = struct.pack(o + "H", 7)      # a drop count after the 16-bit id
+    p = tmp_path / "pb.pcapng"
+    p.write_bytes(bytes(data))
+    result, _ = flows_json(tmp_path, p)
+    assert result.exit_code == 2
+    assert f"{p} at byte offset {pos}: link type 189 is not decoded" in result.stderr

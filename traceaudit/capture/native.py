@@ -281,6 +281,11 @@ class NativeSource:
             elif code == 14 and olen == 8:        # if_tsoffset, seconds
                 offset_s = struct.unpack(o + "q", value)[0]
             p += 4 + ((olen + 3) & ~3)
+        if base >= 1 << 63 or abs(offset_s) * 1_000_000_000 >= 1 << 63:
+            # times are kept as int64 nanoseconds: such a resolution or offset cannot be held
+            raise CaptureError(self.path, f"corrupt pcapng interface block: time resolution "
+                               f"1/{base} s or offset {offset_s} s out of range",
+                               offset=offset, slug="corrupt-block")
         if link not in linktypes.SUPPORTED:
             link = -1 - link                      # remembered as unsupported; error if used
         elif link not in self.stats.link_types:
@@ -308,7 +313,10 @@ class NativeSource:
         elif status == walk.UNKNOWN_IF:
             msg, slug = "packet block names an interface that was never described", "corrupt-block"
         else:
-            ifid = struct.unpack(o + "I", bytes(chunks.buf[pos + 8:pos + 12]))[0]
+            # an obsolete Packet Block has a 16-bit interface id (then a drop count)
+            ifid = struct.unpack(o + ("H" if btype == walk.PB_TYPE else "I"),
+                                 bytes(chunks.buf[pos + 8:pos + (10 if btype == walk.PB_TYPE
+                                                                 else 12)]))[0]
             link = -1 - if_link[ifid if btype != walk.SPB_TYPE else 0]
             msg, slug = (f"link type {link} is not decoded by the built-in reader (try --reader "
                          "tshark)"), "unknown-linktype"
