@@ -2,9 +2,9 @@
 
 Each endpoint's state is a step function: an event adds one to the state it enters, and the
 endpoint's next event takes that one away again. Counting both per point of a time grid, then
-running sums (one compiled pass, no sort) samples every state's census at once. ``Changes``
-holds what the census, the per-service table and its sparklines share, computed once per
-capture.
+running sums (one compiled pass, no sort; the kernels are in ``_census``) samples every state's
+census at once. ``Changes`` holds what the census, the per-service table and its sparklines
+share, computed once per capture.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from traceaudit.flows.columns import Coded, Columns, first_seen_codes
-from traceaudit.jit import njit
+from traceaudit.report._census import _held_counts, _levels, _slots
 from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_STATE, EV_TS
 
 _N = len(EndpointState)           # state value + 1 indexes rows (UNSEEN is -1)
-_TIME_WAIT = int(EndpointState.TIME_WAIT)
 #: States drawn in the census (CLOSED only grows; UNSEEN is not a state).
 CENSUS_STATES = [s for s in EndpointState if s not in (EndpointState.UNSEEN, EndpointState.CLOSED)]
 #: States in which a socket lingers when an application or a peer misbehaves.
@@ -62,47 +61,8 @@ class Changes:
         """(n_keys, samples) census of event rows grouped by ``key`` (per row; -1: skip)."""
         every = rows is None                      # (no index array of every row)
         rows = np.zeros(0, np.int64) if every else np.ascontiguousarray(rows, np.int64)
-        return _levels(np.ascontiguousarray(key, np.int64), self.slot, self.nxt, rows, every,
-                       n_keys, self.samples)
-
-
-@njit(cache=True, nogil=True)
-def _slots(events, t0, step, samples):
-    """Per event row, its grid slot (the first grid point at or after it, clipped to
-    0 .. samples) and whether its endpoint has a later row."""
-    n = len(events)
-    slot = np.empty(n, np.int64)
-    nxt = np.zeros(n, np.bool_)
-    for i in range(n):
-        s = np.ceil((events[i, EV_TS] - t0) / step)
-        slot[i] = 0 if s < 0 else (samples if s > samples else int(s))
-        if i + 1 < n:
-            nxt[i] = (events[i + 1, EV_CONN] == events[i, EV_CONN] and
-                      events[i + 1, EV_ENDPOINT] == events[i, EV_ENDPOINT])
-    return slot, nxt
-
-
-@njit(cache=True, nogil=True)
-def _levels(key, slot, nxt, rows, every, n_keys, samples):
-    """``Changes.levels`` in one pass: a row adds one at its slot to its key's count, and its
-    endpoint's next row (if any) takes it away again at that row's slot; then running sums.
-    The rows are ``rows``, or all of them when ``every``."""
-    counts = np.zeros((n_keys, samples + 1), np.int64)
-    for i in range(len(key) if every else len(rows)):
-        r = i if every else rows[i]
-        k = key[r]
-        if k < 0:
-            continue
-        counts[k, slot[r]] += 1
-        if nxt[r]:
-            counts[k, slot[r + 1]] -= 1
-    out = np.empty((n_keys, samples), np.int64)
-    for k in range(n_keys):
-        level = 0
-        for s in range(samples):
-            level += counts[k, s]
-            out[k, s] = level
-    return out
+        return _levels(np.ascontiguousarray(key, np.int64), self.slot, self.nxt.view(np.uint8),
+                       rows, every, n_keys, self.samples)
 
 
 def census(ch: Changes) -> Census:
@@ -149,7 +109,7 @@ def per_service(flows: Columns, ch: Changes, end_ns: int,
             np.zeros(n_srv, np.int64)
     long = np.zeros((n_srv, 2, _N), np.int64)
     tw_end = np.zeros((2, n_srv), np.int64)
-    _held_counts(events, ch.nxt, np.ascontiguousarray(codes, np.int64), end_ns,
+    _held_counts(events, ch.nxt.view(np.uint8), np.ascontiguousarray(codes, np.int64), end_ns,
                  int(min_hold_s * 1e9), long, tw_end)
     for e, who in ((1, "server"), (0, "client")):
         for s in LEAK_STATES:
@@ -168,26 +128,6 @@ def per_service(flows: Columns, ch: Changes, end_ns: int,
     sparks = _sparks(ch, codes, chosen)[:, ::spark_every]
     values = [column[chosen].tolist() for column in out.values()]
     return [{**dict(zip(out, row)), "spark": spark} for row, spark in zip(zip(*values), sparks)]
-
-
-@njit(cache=True, nogil=True)
-def _held_counts(events, nxt, codes, end_ns, min_ns, long, tw_end):
-    """One pass over the event rows for ``per_service``: ``long[service, endpoint, state + 1]``
-    counts the rows whose endpoint stayed in the state entered at least ``min_ns`` (until its
-    next row, or the capture end: ``held``), ``tw_end[endpoint, service]`` the endpoints in
-    TIME_WAIT at the end (their last row)."""
-    n = len(events)
-    for i in range(n):
-        ts = events[i, EV_TS]
-        later = nxt[i]
-        stop = events[i + 1, EV_TS] if later else end_ns
-        service = codes[events[i, EV_CONN]]
-        endpoint = events[i, EV_ENDPOINT]
-        state = events[i, EV_STATE]
-        if stop - ts >= min_ns:
-            long[service, endpoint, state + 1] += 1
-        if not later and state == _TIME_WAIT:
-            tw_end[endpoint, service] += 1
 
 
 def _sparks(ch: Changes, codes: np.ndarray, chosen: np.ndarray) -> np.ndarray:

@@ -13,61 +13,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from traceaudit.capture.batch import FIN, RST, SYN, PacketBatch
+from traceaudit.capture.batch import PacketBatch
 from traceaudit.flows import assign as A
 from traceaudit.flows.table import Assignment, FlowBuilder
-from traceaudit.jit import njit
 
-HEAD = 3          # first packets of a connection (SYN, SYN-ACK, ACK)
-RING = 8          # its last packets
-SLOTS = HEAD + RING
-POOL_MAX = 8      # control packets per connection kept after they left the ring
-FROM_SERVER = 0x8000    # bit added to the stored flags of a packet the server sent
-_CONTROL = SYN | FIN | RST
-
-# Pool columns (int64 matrix, one row per evicted control packet).
-P_CONN, P_IDX, P_FRAME, P_TS, P_SEQ, P_ACK, P_LEN, P_WIN, P_FLAGS = range(9)
-N_POOL = 9
-
-
-@njit(cache=True, nogil=True)
-def record_batch(conn_ids, from_client, flags, seq, ack, plen, win, ts, frame, count,
-                 s_frame, s_ts, s_seq, s_ack, s_len, s_win, s_flags, pool, n_pool, pool_count,
-                 start):
-    """Record rows ``start``.. of a batch. Returns (pool rows, next row); stops early when the
-    pool is full so that the caller can grow it and call again."""
-    for i in range(start, len(conn_ids)):
-        if n_pool >= len(pool):
-            return n_pool, i
-        c = conn_ids[i]
-        k = count[c]
-        if k < HEAD:
-            j = k
-        else:
-            j = HEAD + (k - HEAD) % RING
-            if k >= SLOTS:
-                old = s_flags[c, j]
-                if (old & _CONTROL) != 0 and pool_count[c] < POOL_MAX:
-                    pool[n_pool, P_CONN] = c
-                    pool[n_pool, P_IDX] = k - RING
-                    pool[n_pool, P_FRAME] = s_frame[c, j]
-                    pool[n_pool, P_TS] = s_ts[c, j]
-                    pool[n_pool, P_SEQ] = s_seq[c, j]
-                    pool[n_pool, P_ACK] = s_ack[c, j]
-                    pool[n_pool, P_LEN] = s_len[c, j]
-                    pool[n_pool, P_WIN] = s_win[c, j]
-                    pool[n_pool, P_FLAGS] = old
-                    n_pool += 1
-                    pool_count[c] += 1
-        s_frame[c, j] = frame[i]
-        s_ts[c, j] = ts[i]
-        s_seq[c, j] = seq[i]
-        s_ack[c, j] = ack[i]
-        s_len[c, j] = plen[i]
-        s_win[c, j] = win[i]
-        s_flags[c, j] = flags[i] | (0 if from_client[i] else FROM_SERVER)
-        count[c] = k + 1
-    return n_pool, len(conn_ids)
+# The layout, declared once in _excerpts.pxd for the compiled kernel (``record_batch``):
+# HEAD first packets of a connection (SYN, SYN-ACK, ACK), a RING of its last packets (SLOTS in
+# all), up to POOL_MAX control packets per connection kept after they left the ring, the
+# FROM_SERVER bit added to the stored flags of a packet the server sent, and the pool's
+# columns (int64 matrix, one row per evicted control packet).
+from traceaudit.tracking._excerpts import (FROM_SERVER, HEAD, N_POOL, P_ACK,  # noqa: F401
+                                           P_CONN, P_FLAGS, P_FRAME, P_IDX, P_LEN, P_SEQ, P_TS,
+                                           P_WIN, POOL_MAX, RING, SLOTS, record_batch)
 
 
 @dataclass(frozen=True)
@@ -146,13 +103,14 @@ class ExcerptRecorder:
             self._grow(max(flows.n_conns, len(self.count) * 3 // 2))
         b = batch.columns
         s = self.slots
+        from_client = assignment.from_client.view(np.uint8)     # (bool, as the kernel takes it)
         row = 0
         while True:
             self.n_pool, row = record_batch(
-                assignment.conn, assignment.from_client, b["flags"], b["seq"], b["ack"],
-                b["payload_len"], b["win"], b["ts_ns"], b["frame"], self.count, s["frame"],
-                s["ts"], s["seq"], s["ack"], s["len"], s["win"], s["flags"], self.pool,
-                self.n_pool, self.pool_count, row)
+                assignment.conn, from_client, b["flags"], b["seq"], b["ack"], b["payload_len"],
+                b["win"], b["ts_ns"], b["frame"], self.count, s["frame"], s["ts"], s["seq"],
+                s["ack"], s["len"], s["win"], s["flags"], self.pool, self.n_pool,
+                self.pool_count, row)
             if row >= len(batch):
                 return
             grown = np.zeros((2 * len(self.pool), N_POOL), np.int64)

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from traceaudit.jit import njit, prefetch
 from traceaudit.tracking import kernel as K
+from traceaudit.tracking._timeline import _correct_kernel, _group_kernel
 from traceaudit.tracking.states import EndpointState, Reason
 from traceaudit.tracking.tracker import (EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE,
                                          EV_TS, Tracked)
@@ -33,10 +33,10 @@ from traceaudit.tracking.tracker import (EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REAS
 def corrected_events(tracked: Tracked) -> np.ndarray:
     """Events sorted by (conn, endpoint, time order), with the hindsight corrections applied.
 
-    Two compiled passes: rows are grouped by endpoint with a counting sort
+    Two compiled passes (``_timeline``): rows are grouped by endpoint with a counting sort
     (``_group_kernel``); then (``_correct_kernel``) a flagged endpoint's rows are corrected in
-    a scratch copy and each group is put in time order (emission order breaks ties) straight
-    into the result.
+    a scratch copy (``_apply_kernel``) and each group is put in time order (emission order
+    breaks ties) straight into the result.
     """
     trk = tracked.trk
     ev = tracked.events
@@ -58,125 +58,20 @@ def _corrected(ev, keep, flags, trk, fin_timeout_ns, r_tw_skipped, r_fw2_expired
     # saves ~10,000 page faults for 860,000 events
     start = np.zeros(len(flags) + 1, np.int64)
     perm = np.empty(len(ev), np.int64)
-    n_flagged = _group_kernel(ev, keep, flags, start, perm, np.empty(len(flags), np.int64))
+    # (bool arrays reach the kernels as uint8 views; the kernels take C-contiguous int64 tables)
+    n_flagged = _group_kernel(ev, keep.view(np.uint8), flags, start, perm,
+                              np.empty(len(flags), np.int64))
     # every flagged row may add one FIN_WAIT_1 row (crossed FINs)
     rows = int(start[-1]) + n_flagged
     out = np.empty((rows, ev.shape[1]), ev.dtype)
-    # scratch for one flagged endpoint's rows (the kernels allocate nothing: a kernel that
-    # does makes numba import its array library, ~12 ms, when the kernel is loaded)
+    # scratch for one flagged endpoint's rows (the kernels allocate nothing)
     widest = int(np.diff(start).max()) if len(flags) else 0
     scratch = np.empty((widest + 1, ev.shape[1]), ev.dtype)
     n = _correct_kernel(ev, flags, trk, start, perm, out, np.empty(rows, np.int64),
                         np.empty(rows, np.int64), scratch, np.empty(widest, np.int64),
-                        np.empty(widest, np.bool_), np.empty(widest, np.bool_),
+                        np.empty(widest, np.uint8), np.empty(widest, np.uint8),
                         fin_timeout_ns, r_tw_skipped, r_fw2_expired)
     return out[:n]                  # (the unused tail is at most one row per flagged row)
-
-
-@njit(cache=True, nogil=True)
-def _group_kernel(ev, keep, flags, start, perm, pos):
-    """Counting sort of the rows marked in ``keep`` by endpoint (conn * 2 + endpoint):
-    fills ``start`` (each endpoint's first position, then the total) and ``perm`` (row
-    numbers, by endpoint, in emission order). Returns how many rows are of flagged
-    endpoints."""
-    n_keys = len(flags)
-    n_flagged = 0
-    for i in range(len(ev)):
-        if keep[i]:
-            k = ev[i, EV_CONN] * 2 + ev[i, EV_ENDPOINT]
-            start[k + 1] += 1
-            if flags[k] != 0:
-                n_flagged += 1
-    for k in range(n_keys):
-        start[k + 1] += start[k]
-    for k in range(n_keys):
-        pos[k] = start[k]
-    for i in range(len(ev)):
-        if keep[i]:
-            k = ev[i, EV_CONN] * 2 + ev[i, EV_ENDPOINT]
-            perm[pos[k]] = i
-            pos[k] += 1
-    return n_flagged
-
-
-#: rows of ``perm`` the correction kernel asks the CPU to fetch ahead of the one it copies:
-#: the rows it reads are scattered over the whole event table (grouping by endpoint), and a
-#: cache miss per row was most of the kernel's time (22 -> 11 ms for 860,000 rows)
-_AHEAD = 16
-
-
-@njit(cache=True, nogil=True)
-def _correct_kernel(ev, flags, trk, start, perm, out, ts, order, sub, sub_keys, sub_keep,
-                    sub_extra, fin_timeout_ns, r_tw_skipped, r_fw2_expired):
-    """``corrected_events`` from the grouped rows (``_group_kernel``), written to ``out``
-    (``ts``, ``order``: scratch of its length; ``sub``..: scratch for the widest group, and
-    one more row of ``sub`` to hold a row being moved). Returns the rows used."""
-    n_keys = len(flags)
-    w = 0
-    width = ev.shape[1]
-    rows = start[n_keys]
-    for k in range(n_keys):
-        a = start[k]
-        b = start[k + 1]
-        if a == b:
-            continue
-        g = w
-        if flags[k] == 0:
-            for j in range(a, b):
-                if j + _AHEAD < rows:
-                    prefetch(ev, perm[j + _AHEAD], 0)
-                r = perm[j]
-                for c in range(width):
-                    out[w, c] = ev[r, c]
-                ts[w] = ev[r, EV_TS]
-                order[w] = 2 * r + 1
-                w += 1
-        else:
-            for j in range(a, b):
-                for c in range(width):
-                    sub[j - a, c] = ev[perm[j], c]
-                sub_keys[j - a] = k
-                sub_keep[j - a] = True
-                sub_extra[j - a] = False
-            _apply_kernel(sub, sub_keys, b - a, flags, trk, sub_keep, sub_extra, fin_timeout_ns,
-                          r_tw_skipped, r_fw2_expired)
-            for j in range(b - a):
-                r = perm[a + j]
-                if sub_extra[j]:
-                    # the FIN_WAIT_1 added for crossed FINs sorts just before its CLOSING
-                    for c in range(width):
-                        out[w, c] = sub[j, c]
-                    out[w, EV_STATE] = K.FIN_WAIT_1
-                    ts[w] = sub[j, EV_TS]
-                    order[w] = 2 * r
-                    w += 1
-                if sub_keep[j]:
-                    for c in range(width):
-                        out[w, c] = sub[j, c]
-                    ts[w] = sub[j, EV_TS]
-                    order[w] = 2 * r + 1
-                    w += 1
-        # time order inside the group (rows mostly arrive in it): insertion sort by (ts, order)
-        for j in range(g + 1, w):
-            tx = ts[j]
-            ox = order[j]
-            if ts[j - 1] < tx or (ts[j - 1] == tx and order[j - 1] < ox):
-                continue
-            held = len(sub) - 1
-            for c in range(width):
-                sub[held, c] = out[j, c]
-            h = j - 1
-            while h >= g and (ts[h] > tx or (ts[h] == tx and order[h] > ox)):
-                for c in range(width):
-                    out[h + 1, c] = out[h, c]
-                ts[h + 1] = ts[h]
-                order[h + 1] = order[h]
-                h -= 1
-            for c in range(width):
-                out[h + 1, c] = sub[held, c]
-            ts[h + 1] = tx
-            order[h + 1] = ox
-    return w
 
 
 def _unanswered_syn_ack_keep(ev: np.ndarray, trk: np.ndarray) -> np.ndarray | None:
@@ -210,62 +105,6 @@ def _unanswered_syn_ack_keep(ev: np.ndarray, trk: np.ndarray) -> np.ndarray | No
     keep = np.ones(len(ev), np.bool_)
     keep[drop] = False
     return keep
-
-
-@njit(cache=True, nogil=True)
-def _apply_kernel(ev, keys, n, flags, trk, keep, extra, fin_timeout_ns, r_tw_skipped,
-                  r_fw2_expired):
-    """``ev``: the flagged pairs' rows, grouped by pair (``keys``: conn * 2 + endpoint), in
-    emission order within a group; corrected in place. Marks dropped rows in ``keep`` and the
-    CLOSING rows to copy as FIN_WAIT_1 in ``extra``. Only the first ``n`` rows are used."""
-    a = 0
-    while a < n:
-        key = keys[a]
-        b = a
-        while b < n and keys[b] == key:
-            b += 1
-        c = key >> 1
-        o = (key & 1) * K.NE
-        f = flags[key]
-        if f & K.F_TW_SKIPPED:
-            tw = -1
-            for i in range(a, b):
-                if ev[i, EV_STATE] == K.TIME_WAIT:
-                    tw = i
-                    break
-            if tw >= 0:
-                ev[tw, EV_STATE] = K.CLOSED
-                ev[tw, EV_REASON] = r_tw_skipped
-                for i in range(tw + 1, b):
-                    if ev[i, EV_STATE] == K.CLOSED:
-                        keep[i] = False
-        if f & K.F_TW_NEVER:
-            for i in range(a, b):
-                if ev[i, EV_STATE] == K.TIME_WAIT:
-                    keep[i] = False
-                    break
-        if f & K.F_FW2_EXPIRED:
-            for i in range(a, b):
-                if ev[i, EV_STATE] == K.CLOSED and ev[i, EV_REASON] == K.R_SENT_RST:
-                    # flagged only when the RST came fin_timeout or more after FIN_WAIT_2
-                    ev[i, EV_REASON] = r_fw2_expired
-                    ev[i, EV_TS] = trk[c, o + K.E_FW2_TS] + fin_timeout_ns
-                    ev[i, EV_FRAME] = -1
-                    break
-        if f & K.F_FINS_CROSSED:
-            fin_frame = trk[c, o + K.E_FIN_FRAME]
-            for i in range(a, b):
-                if ev[i, EV_STATE] == K.CLOSE_WAIT and ev[i, EV_FRAME] <= fin_frame:
-                    keep[i] = False
-                if ev[i, EV_STATE] == K.CLOSING and ev[i, EV_FRAME] == fin_frame:
-                    extra[i] = True
-        if f & K.F_ACK_LOST:
-            for i in range(a, b):
-                if ev[i, EV_STATE] == K.LAST_ACK and ev[i, EV_REASON] == K.R_ACK_LOST:
-                    keep[i] = False
-                    if i > a and ev[i - 1, EV_STATE] == K.CLOSED:
-                        keep[i - 1] = False
-        a = b
 
 
 def final_states(events: np.ndarray, n_conns: int) -> np.ndarray:

@@ -10,13 +10,13 @@ from traceaudit.capture.batch import PacketBatch
 from traceaudit.flows import assign as A
 from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.tracking import kernel as K
+# Event matrix columns (EV_CONN … EV_REASON), declared once in events.pxd for the compiled core.
+from traceaudit.tracking.events import (EV_CONN, EV_ENDPOINT, EV_FRAME,  # noqa: F401
+                                        EV_REASON, EV_STATE, EV_TS)
 
 #: First sizes of the growing tables (events; connections below): at least 4 MB each, the size
 #: from which NumPy asks for huge pages (fewer page faults; untouched pages cost nothing).
 EVENT_BUFFER_ROWS = 1 << 17
-
-#: Event matrix columns.
-EV_CONN, EV_ENDPOINT, EV_TS, EV_FRAME, EV_STATE, EV_REASON = range(6)
 
 
 @dataclass(frozen=True)
