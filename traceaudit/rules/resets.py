@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from traceaudit.capture.tcpflags import ACK
 from traceaudit.rules.common import View
 from traceaudit.tracking import kernel as K
 
@@ -52,7 +53,7 @@ def _reset_story(v: View, e: int) -> ResetStory:
     premature[closed_first & ((hind & K.F_FW2_EXPIRED) != 0)] = 1   # past tcp_fin_timeout
     premature[closed_first & ((hind & K.F_TW_SKIPPED) != 0)] = 0
 
-    bare_answer = ((flags & K.ACK) == 0) & (answer >= 0)
+    bare_answer = ((flags & ACK) == 0) & (answer >= 0)
     keepalive_timeout = (v.ep(e, K.E_KEEPALIVES) > 0) & \
         (v.ep(p, K.E_LAST_FRAME) < v.ep(e, K.E_LAST_FRAME))
     abort = (sent & ~fin_first & ((state == K.ESTABLISHED) | (state == K.CLOSE_WAIT)) &

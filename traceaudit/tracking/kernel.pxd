@@ -1,4 +1,7 @@
 # Tracker constants and field layout shared by the compiled core and Python (traceaudit.tracking.kernel).
+
+from libc.stdint cimport int64_t
+
 cpdef enum:
     # States (EndpointState values).
     UNSEEN = -1
@@ -104,3 +107,9 @@ cpdef enum:
     ANS_SYN = 4
     ANS_FIN_AGAIN = 8
     EV_HEADROOM = 16  # more events than one segment can cause (both endpoints + a recycled one)
+
+
+# Tracker helper other compiled modules call (traceaudit.retire.kernels). ``trk``: the
+# (connections, N_TRK) tracker matrix; ``ev``: the (rows, 6) event matrix, written from ``n_ev``.
+cdef int64_t expire_time_wait(int64_t[:, ::1] trk, int64_t[:, ::1] ev, int64_t n_ev, Py_ssize_t c,
+                              int64_t now, int64_t msl2) noexcept nogil

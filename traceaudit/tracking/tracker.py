@@ -31,7 +31,7 @@ class TrackerConfig:
 class Tracked:
     """Raw tracker output for one capture: per-connection facts and the transition events."""
 
-    trk: np.ndarray            # (connections, K.N_TRK) int64, see kernel.py field names
+    trk: np.ndarray            # (connections, K.N_TRK) int64, see kernel.pxd field names
     events: np.ndarray         # (n, 6) int64: conn, endpoint, ts_ns, frame, state, reason
                                # (the pipeline empties it once the timelines are corrected)
     end_ts_ns: int
