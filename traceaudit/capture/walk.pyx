@@ -160,7 +160,7 @@ def walk_pcapng(const uint8_t[::1] buf, int64_t pos, int64_t end, bint little,
                 if 28 + caplen > blen - 4:        # the packet bytes lie within the block
                     status = CORRUPT
                     break
-                # a 64-bit count (bits as numba's int64 had them; the shift in unsigned)
+                # a 64-bit count, shifted as unsigned (a signed shift into the sign bit is undefined)
                 units = <int64_t>((<uint64_t>rd32(buf, pos + 12, little) << 32)
                                   | <uint64_t>rd32(buf, pos + 16, little))
                 last_ts = _units_to_ns(units, if_base[ifid], if_offset_ns[ifid])
@@ -182,8 +182,7 @@ def walk_pcapng(const uint8_t[::1] buf, int64_t pos, int64_t end, bint little,
                 if if_snap[0] > 0:
                     caplen = min(caplen, if_snap[0])
                 if caplen < 0:
-                    # a 12-byte SPB has no room for its original-length field: numba's walk
-                    # recorded -4 here, which decodes to nothing just as 0 does
+                    # a 12-byte SPB has no room for its original-length field: nothing to decode
                     caplen = 0
                 rec_ts[n] = last_ts         # a simple packet block carries no timestamp
                 rec_caplen[n] = caplen

@@ -58,7 +58,7 @@ ctypedef struct Tuple4:
 
 
 cdef inline uint64_t _mix(uint64_t h, uint64_t v) noexcept nogil:
-    # uint64 arithmetic wraps mod 2**64 (as np.uint64 in the numba version)
+    # uint64 arithmetic wraps mod 2**64
     h ^= v + GOLDEN + (h << 6) + (h >> 2)
     h *= 0xBF58476D1CE4E5B9ULL
     return h ^ (h >> 31)

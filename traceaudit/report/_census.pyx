@@ -26,7 +26,7 @@ def _slots(const int64_t[:, ::1] events, int64_t t0, double step, int64_t sample
         raise ZeroDivisionError("float division by zero")   # (Changes' step is never 0)
     with nogil:
         for i in range(n):
-            # (int64 difference, wrapping, then float64 division: as numba computed it)
+            # (int64 difference, wrapping, then float64 division)
             s = ceil(_divided(<double>(events[i, EV_TS] - t0), step))
             slot_v[i] = 0 if s < 0 else (samples if s > <double>samples else <int64_t>s)
             if i + 1 < n:

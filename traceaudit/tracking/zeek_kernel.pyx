@@ -252,7 +252,7 @@ cdef inline void _set_tmin(int64_t* Z) noexcept nogil:
 cdef int _timers_remove(int64_t* Z, int64_t now, const int64_t* P) except -1 nogil:
     """Would one of the connection's timers have removed it before a packet at ``now``?
     Consumes the one-shot timers that ran without removing it. (1 yes, 0 no; -1 with
-    ZeroDivisionError raised for a zero tcp_session_timer, as the numba kernel raised it.)"""
+    ZeroDivisionError raised for a zero tcp_session_timer.)"""
     cdef int64_t td = Z[Z_T_DELETE]
     if td >= 0 and td <= now:
         return True
@@ -288,7 +288,7 @@ cdef int _timers_remove(int64_t* Z, int64_t now, const int64_t* P) except -1 nog
     for f in range(Z_T_EXP1, Z_T_EXP2 + 1):          # EXP1 then EXP2
         t = Z[f]
         if t >= 0 and t <= now:
-            # floor division as numba's (cdivision off: a zero period raises)
+            # floor division (cdivision off: a zero period raises)
             last_fire = t + (now - t) // period * period
             if cond and last_fire > last + P[PR_LINGER]:
                 return True
