@@ -26,8 +26,9 @@ def extensions() -> list[Extension]:
             continue
         found.append(Extension(
             name, [str(rel)],
-            # -fwrapv: signed integers wrap as the kernels' 64-bit arithmetic expects
-            extra_compile_args=["-O2", "-fwrapv", "-Wno-unused-function"],
+            # -fwrapv: signed integers wrap as the kernels' 64-bit arithmetic expects;
+            # -g0: no debug information (a fifth of the size, faster to build)
+            extra_compile_args=["-O2", "-g0", "-fwrapv", "-Wno-unused-function"],
             define_macros=[("CYTHON_TRACE_NOGIL", "0")]))
     return found
 

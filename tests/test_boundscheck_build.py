@@ -77,19 +77,20 @@ def damaged_corpus(tmp_path_factory) -> list[Path]:
 
 
 def _flows(package_dir: Path | None, files: list[Path], out: Path) -> subprocess.CompletedProcess:
+    # run outside the checkout: `python -m` puts the working directory first on sys.path
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if package_dir is not None:
         env["PYTHONPATH"] = str(package_dir)
     return subprocess.run([sys.executable, "-m", "traceaudit", "flows", *map(str, files),
                            "--format", "csv", "-o", str(out)],
-                          capture_output=True, text=True, env=env, timeout=600)
+                          capture_output=True, text=True, env=env, timeout=600, cwd=out.parent)
 
 
 def test_checked_core_reads_nothing_out_of_bounds_on_damaged_captures(
         checked_package, damaged_corpus, tmp_path):
     probe = subprocess.run([sys.executable, "-c", "import traceaudit.capture.decode as d; "
                             "print(d.__file__)"], capture_output=True, text=True,
-                           env=dict(os.environ, PYTHONPATH=str(checked_package)))
+                           env=dict(os.environ, PYTHONPATH=str(checked_package)), cwd=tmp_path)
     assert probe.stdout.startswith(str(checked_package)), probe.stdout + probe.stderr
     checked = _flows(checked_package, damaged_corpus, tmp_path / "checked.csv")
     normal = _flows(None, damaged_corpus, tmp_path / "normal.csv")
