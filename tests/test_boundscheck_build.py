@@ -26,7 +26,7 @@ pytest.importorskip("Cython", reason="Cython is needed to build the checked core
 #: modules rebuilt with bounds checks: everything that indexes with values from the file
 CHECKED = ("traceaudit.capture.walk", "traceaudit.capture.decode", "traceaudit.flows.assign",
            "traceaudit.tracking.kernel", "traceaudit.tracking.zeek_kernel")
-MUTANTS_PER_CAPTURE = 12
+MUTANTS_PER_CAPTURE = 10
 
 
 def _damaged(data: bytes, rng: random.Random) -> bytes:
