@@ -102,7 +102,8 @@ def test_read_ahead_changes_nothing(path):
     ahead = analyze_capture(path, ReadOptions(read_ahead=True, batch_rows=5))
     pd.testing.assert_frame_equal(plain.flows, ahead.flows)
     assert np.array_equal(plain.events, ahead.events)
-    assert np.array_equal(plain.tracked.trk, ahead.tracked.trk)
+    assert np.array_equal(plain.tracked.endpoints, ahead.tracked.endpoints)
+    assert np.array_equal(plain.tracked.conns, ahead.tracked.conns)
 
 
 def test_damage_is_reported_the_same_with_read_ahead(tmp_path):

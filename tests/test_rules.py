@@ -144,22 +144,31 @@ def test_fingerprints_are_stable_and_distinct():
     assert first == again and len(set(first)) == len(first)
 
 
-def test_rules_read_tracker_fields_as_read_only_copies_of_the_matrix():
-    """Every rule reads the same column copies (View.ep / View.conn): they must equal the
-    tracker matrix's columns, and none may be changed by a rule for the rules after it."""
+def test_rules_read_tracker_facts_as_read_only_copies():
+    """Every rule reads the same field copies (View.ep / View.conn): they must equal the
+    tracker's facts, and none may be changed by a rule for the rules after it."""
     from traceaudit.rules.common import View
-    from traceaudit.tracking import kernel as K
     a = analysis_of("close-wait-leak")
     v = View.of(a)
-    trk = a.tracked.trk[:len(a.table)]
+    n = len(a.table)
+    ends, conns = a.tracked.endpoints[:n], a.tracked.conns[:n]
     for e in (0, 1):
-        for field in (K.E_RST, K.E_FIN_TS, K.E_LAST_DATA_FRAME):
+        for field in ("rst_count", "fin_ns", "last_data_frame"):
             column = v.ep(e, field)
-            assert np.array_equal(column, trk[:, e * K.NE + field])
+            assert np.array_equal(column, ends[:, e][field])
             assert column is v.ep(e, field) and not column.flags.writeable
-    assert np.array_equal(v.conn(K.K_REFUSED), trk[:, K.K_REFUSED])
+            assert column.flags.c_contiguous and column.dtype == np.int64
+    assert v.ep(0, "fin_ns") is not v.ep(1, "fin_ns")
+    assert np.array_equal(v.conn("refused"), conns["refused"])
     with pytest.raises(ValueError):
-        v.conn(K.K_REFUSED)[:] = 1
+        v.conn("refused")[:] = 1
+    with pytest.raises(ValueError):
+        v.ep(0, "no_such_fact")
+    c = int(np.flatnonzero(conns["closer"] >= 0)[0])
+    assert v.row(c, 1) == {name: int(ends[c, 1][name]) for name in ends.dtype.names}
+    assert v.row(c)["closer"] == int(conns[c]["closer"])
+    assert v.take([c], 0, "fin_frame", "rst_count") == [[int(ends[c, 0]["fin_frame"])],
+                                                         [int(ends[c, 0]["rst_count"])]]
 
 
 def test_fingerprints_made_with_the_findings_are_those_of_their_final_fields():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from traceaudit.tracking.facts import endpoint_table
 from traceaudit.tracking.timeline import _corrected
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_TS
 
@@ -20,8 +21,7 @@ def random_events(rng, m, n_conns, ts_values=6):
 
 def ordered(ev, keep, n_conns):
     flags = np.zeros(2 * n_conns, np.int64)               # nothing to correct
-    trk = np.zeros((n_conns, 1), np.int64)
-    return _corrected(ev, keep, flags, trk, 0, 0, 0)
+    return _corrected(ev, keep, flags, endpoint_table(n_conns), 0)
 
 
 def test_unflagged_rows_come_out_in_lexsort_order():

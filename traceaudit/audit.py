@@ -68,12 +68,13 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
 
     import numpy as np
 
+    from traceaudit.tracking.facts import conn_table, endpoint_table
     from traceaudit.tracking.tracker import Tracked
 
     t = analysis.tracked
     # fresh empty arrays: a [:0] view would keep the whole table it was cut from alive
-    empty = Tracked(np.empty((0, t.trk.shape[1]), t.trk.dtype), np.empty((0, 6), np.int64),
-                    t.end_ts_ns, t.config)
+    empty = Tracked(endpoint_table(0), conn_table(0), np.empty((0, 6), np.int64), t.end_ts_ns,
+                    t.config)
     events = analysis.events if keep_events else np.empty((0, 6), np.int64)
     return replace(analysis, tracked=empty, events=events, zeek_table=None,
                    excerpts=analysis.excerpts if keep_excerpts else None)

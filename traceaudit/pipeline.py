@@ -20,7 +20,7 @@ from traceaudit.flows.table import Assignment
 from traceaudit.flows.columns import Columns
 from traceaudit.retire import RetireOptions
 from traceaudit.tracking.excerpts import ExcerptRecorder, Excerpts
-from traceaudit.tracking.kernel import N_TRK
+from traceaudit.tracking.facts import conn_table, endpoint_table
 from traceaudit.tracking.timeline import corrected_events
 from traceaudit.tracking.tracker import ConnectionTracker, Tracked, TrackerConfig
 from traceaudit.tracking.zeek import (
@@ -199,7 +199,7 @@ def _retiring_read(path: str | Path, options: ReadOptions,
     if retirer.suspects:
         _repair(path, options, retirer, TupleSet(np.concatenate(retirer.suspects)), last_frame,
                 end_ts)
-    tracked = Tracked(np.empty((0, N_TRK), np.int64), np.empty((0, 6), np.int64), end_ts,
+    tracked = Tracked(endpoint_table(0), conn_table(0), np.empty((0, 6), np.int64), end_ts,
                       options.tracker)
     return CaptureAnalysis(source.stats, spill, tracked, np.empty((0, 6), np.int64))
 

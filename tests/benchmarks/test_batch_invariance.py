@@ -40,7 +40,8 @@ def test_batch_size_changes_nothing(capture, batch_rows):
     ref = analyze_capture(capture)
     got = analyze_capture(capture, ReadOptions(batch_rows=batch_rows))
     assert ref.stats.packets == got.stats.packets > 50_000
-    assert np.array_equal(ref.tracked.trk, got.tracked.trk)
+    assert np.array_equal(ref.tracked.endpoints, got.tracked.endpoints)
+    assert np.array_equal(ref.tracked.conns, got.tracked.conns)
     assert np.array_equal(ref.events, got.events)
     pd.testing.assert_frame_equal(ref.flows, got.flows)
     pd.testing.assert_frame_equal(ref.zeek_rows, got.zeek_rows)

@@ -9,7 +9,7 @@ from libc.stdint cimport int64_t, uint8_t
 import numpy as np
 
 from traceaudit.tracking.events cimport EV_CONN, EV_ENDPOINT, EV_STATE, EV_TS
-from traceaudit.tracking.kernel cimport TIME_WAIT
+from traceaudit.tracking.states cimport TIME_WAIT
 
 
 def _slots(const int64_t[:, ::1] events, int64_t t0, double step, int64_t samples):

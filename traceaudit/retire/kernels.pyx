@@ -10,8 +10,9 @@ from traceaudit.flows.assign cimport (F_BASE, F_BASE_SET, F_CLIENT_IS_A, F_LAST_
                                       F_SLOT, GOLDEN, S_A_HI, S_A_LO, S_A_PORT, S_B_HI, S_B_LO,
                                       S_B_PORT, S_CONN, N_FIELDS, N_SLOT_FIELDS, Tuple4, _mix,
                                       _slot_hash, canonical)
-from traceaudit.tracking.kernel cimport (E_STATE, E_TW_TS, K_INIT, N_TRK, NE, TIME_WAIT,
-                                         expire_time_wait)
+from traceaudit.tracking.facts cimport ConnFacts, EndpointFacts
+from traceaudit.tracking.kernel cimport expire_time_wait
+from traceaudit.tracking.states cimport TIME_WAIT
 from traceaudit.tracking.zeek_kernel cimport NO as ZK_NO, O_LIVE as ZK_O_LIVE
 
 ctypedef int64_t[:, ::1] Matrix
@@ -35,41 +36,43 @@ ctypedef fused port_t:
 
 
 def select_retirable(Matrix conn, Py_ssize_t n_conns, Matrix slots, Py_ssize_t n_slots,
-                     Matrix trk, const int64_t[::1] our_zrow, const int64_t[:, ::1] zout,
+                     EndpointFacts[:, ::1] ends, const ConnFacts[::1] conns,
+                     const int64_t[::1] our_zrow, const int64_t[:, ::1] zout,
                      const int64_t[::1] slot_live, int64_t now, int64_t grace, int64_t msl2,
                      Matrix ev, int64_t n_ev, uint8_t[::1] retire, uint8_t[::1] freed):
     """Mark in ``retire`` the rows that may leave the working tables, in ``freed`` the slots
     that go with them; expire the retiring rows' TIME_WAITs (events into ``ev``). Returns the
-    event count. ``our_zrow`` empty: no Zeek view. (``retire`` and ``freed`` are bool arrays.)
+    event count. ``ends``, ``conns``: the tracker's facts (facts.pxd); ``our_zrow`` empty: no
+    Zeek view. (``retire`` and ``freed`` are bool arrays.)
 
     A row may retire when it has been idle for ``grace`` ns, no endpoint is in a TIME_WAIT that
     has not yet lasted 2×MSL, and its Zeek connection (if any) is no longer live. The latest
     row of a 4-tuple goes only with every other live row of that tuple and when Zeek holds
     nothing on it: otherwise a later segment could reach a slot whose connection is gone."""
     cdef bint zeek = our_zrow.shape[0] > 0
-    if not (0 <= n_conns <= conn.shape[0] and n_conns <= trk.shape[0]
+    if not (0 <= n_conns <= conn.shape[0] and n_conns <= ends.shape[0]
+            and n_conns <= conns.shape[0] and ends.shape[1] == 2
             and n_conns <= retire.shape[0] and 0 <= n_slots <= slots.shape[0]
             and n_slots <= freed.shape[0] and conn.shape[1] >= N_FIELDS
-            and slots.shape[1] >= N_SLOT_FIELDS and trk.shape[1] >= N_TRK
+            and slots.shape[1] >= N_SLOT_FIELDS
             and ev.shape[1] >= 6 and 0 <= n_ev and n_ev + 2 * n_conns <= ev.shape[0]
             and (not zeek or (our_zrow.shape[0] >= n_conns and slot_live.shape[0] >= n_slots
                               and zout.shape[1] >= ZK_NO))):
         raise ValueError("select_retirable: tables too small for the counts")
     cdef uint8_t[::1] cand = np.zeros(n_conns, np.uint8)
     cdef uint8_t[::1] slot_all = np.ones(n_slots, np.uint8)
-    cdef Py_ssize_t r, e, o, s
+    cdef Py_ssize_t r, e, s
     cdef int64_t z
     cdef bint ok
     with nogil:
         for r in range(n_conns):
-            ok = now - conn[r, F_LAST_TS] >= grace and trk[r, K_INIT] == 1
+            ok = now - conn[r, F_LAST_TS] >= grace and conns[r].initialised == 1
             if ok and zeek:
                 z = our_zrow[r]
                 ok = z < 0 or zout[z, ZK_O_LIVE] < 0
             if ok:
                 for e in range(2):
-                    o = e * NE
-                    if trk[r, o + E_STATE] == TIME_WAIT and now < trk[r, o + E_TW_TS] + msl2:
+                    if ends[r, e].state == TIME_WAIT and now < ends[r, e].tw_since_ns + msl2:
                         ok = False
             cand[r] = ok
             if not ok:
@@ -83,7 +86,7 @@ def select_retirable(Matrix conn, Py_ssize_t n_conns, Matrix slots, Py_ssize_t n
                     continue
                 freed[s] = True
             retire[r] = True
-            n_ev = expire_time_wait(trk, ev, n_ev, r, now, msl2)
+            n_ev = expire_time_wait(ends, ev, n_ev, r, now, msl2)
     return n_ev
 
 

@@ -12,7 +12,6 @@ from traceaudit.retire import RetireOptions
 from traceaudit.retire import kernels as RK
 from traceaudit.retire.records import Records, make_records
 from traceaudit.retire.spill import SpilledTable
-from traceaudit.tracking import kernel as K
 from traceaudit.tracking import zeek_kernel as ZK
 from traceaudit.tracking.timeline import corrected_events
 from traceaudit.tracking.tracker import EV_CONN, ConnectionTracker, Tracked
@@ -63,7 +62,7 @@ class Retirer:
         freed = np.zeros(ns, np.bool_)
         empty = np.empty(0, np.int64)
         tracker._n_ev = RK.select_retirable(
-            builder.conn, n, builder.slots, ns, tracker.trk,
+            builder.conn, n, builder.slots, ns, tracker.ends, tracker.conns,
             zeek.our_zrow if zeek is not None else empty,
             zeek.out if zeek is not None else np.empty((0, ZK.NO), np.int64),
             zeek.slot_live if zeek is not None else empty, self.now, self.grace,
@@ -88,7 +87,7 @@ def records_of(rows: np.ndarray, builder: FlowBuilder, tracker: ConnectionTracke
     if not every:
         ev[:, EV_CONN] = np.searchsorted(rows, ev[:, EV_CONN])
     take = slice(0, len(rows)) if every else rows
-    tracked = Tracked(tracker.trk[take], ev, end_ts_ns, tracker.config)
+    tracked = Tracked(tracker.ends[take], tracker.conns[take], ev, end_ts_ns, tracker.config)
     view = None
     if zeek is not None:
         zrow = zeek.our_zrow[take]
@@ -116,10 +115,12 @@ def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
     new[retire] = -1
     new[movers] = holes
     builder.conn[holes] = builder.conn[movers]
-    tracker.trk[holes] = tracker.trk[movers]
+    tracker.ends[holes] = tracker.ends[movers]
+    tracker.conns[holes] = tracker.conns[movers]
     builder.conn[:k, A.F_PREV] = _remap(builder.conn[:k, A.F_PREV], new)
-    tracker.trk[:k, K.K_PREV] = _remap(tracker.trk[:k, K.K_PREV], new)
-    tracker.trk[k:n, K.K_INIT] = 0      # the kernel initialises (zeroes) a row it reuses
+    prev = tracker.conns["prev"]                # (field views: assignments write the table)
+    prev[:k] = _remap(prev[:k], new)
+    tracker.conns["initialised"][k:n] = 0       # the kernel initialises (zeroes) a row it reuses
     ev = tracker.events()                       # the retired rows' events are gone already
     ev[:, EV_CONN] = new[ev[:, EV_CONN]]
 

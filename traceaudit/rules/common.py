@@ -1,7 +1,8 @@
-"""What every rule needs: tracker fields by endpoint, connection identities, finding builders.
+"""What every rule needs: tracker facts by name, connection identities, finding builders.
 
-Rules are vectorised over the tracker matrix (one row per connection); Python runs only for the
-rows that produce a finding.
+Rules are vectorised over the tracker's facts (``traceaudit.tracking.facts``: one record per
+connection and endpoint, fields named as in facts.pxd); Python runs only for the rows that
+produce a finding.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from traceaudit.flows.columns import Coded, first_seen_codes
 from traceaudit.rules.model import Finding, Rule, fingerprints
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.facts import CONN_FIELDS, ENDPOINT_FIELDS
 
 if TYPE_CHECKING:
     from traceaudit.pipeline import CaptureAnalysis
@@ -39,52 +40,64 @@ class View:
             view = analysis.__dict__["_rules_view"] = cls(analysis)
         return view
 
-    @cached_property
-    def trk(self) -> np.ndarray:
-        return self.analysis.tracked.trk[:len(self.analysis.table)]
-
     @property
     def n(self) -> int:
         return len(self.analysis.table)
 
-    def ep(self, e: int, field: int) -> np.ndarray:
-        """Field of endpoint ``e`` (0 client, 1 server) for every connection (read-only)."""
-        return self._field(e * K.NE + field)
+    @cached_property
+    def endpoints(self) -> np.ndarray:
+        """The tracker's endpoint facts: (n, 2) ENDPOINT_FACTS, [:, 0] client, [:, 1] server."""
+        return self.analysis.tracked.endpoints[:self.n]
 
-    def _field(self, k: int) -> np.ndarray:
-        """Column ``k`` of the tracker matrix as an array of its own, made once per view.
+    @cached_property
+    def conns(self) -> np.ndarray:
+        """The tracker's connection facts: (n,) CONN_FACTS."""
+        return self.analysis.tracked.conns[:self.n]
 
-        The matrix is row-major (a connection's fields side by side, as the tracker kernel
-        writes them), so a NumPy operation on one of its columns reads a cache line per
-        connection: the rules' vector work took a quarter longer on the matrix's columns than
-        on copies of the ~60 it uses. The copies are rows of one large array (NumPy maps it in
-        huge pages, and only the rows written become resident): ~25 page faults instead of
-        ~12,000 for as many separate arrays of 100,000 connections, the same memory."""
-        column = self._fields.get(k)
+    def ep(self, e: int, field: str) -> np.ndarray:
+        """Fact ``field`` (``EndpointFacts`` in facts.pxd) of endpoint ``e`` (0 client,
+        1 server) for every connection (read-only)."""
+        return self._field(e, field)
+
+    def conn(self, field: str) -> np.ndarray:
+        """Fact ``field`` (``ConnFacts`` in facts.pxd) of every connection (read-only)."""
+        return self._field(None, field)
+
+    def _field(self, e: int | None, name: str) -> np.ndarray:
+        """Fact ``name`` of endpoint ``e`` (None: of the connection) as an array of its own,
+        made once per view.
+
+        A field of the tracker's structured arrays is a strided view (a connection's facts
+        lie side by side, as the tracker kernel writes them), so a NumPy operation on it reads
+        a cache line per connection: the rules' vector work takes longer on those views than
+        on contiguous copies of the ~60 fields they use. The copies are rows of one large
+        array (NumPy maps it in huge pages, and only the rows written become resident): ~25
+        page faults instead of ~12,000 for as many separate arrays of 100,000 connections,
+        the same memory."""
+        column = self._fields.get((e, name))
         if column is None:
+            source = (self.conns if e is None else self.endpoints[:, e])[name]
             # rows in the order fields are first asked for: the written rows are contiguous,
             # so the huge pages backing them hold no unwritten row
             column = self._field_block[len(self._fields)]
-            column[:] = self.trk[:, k]
+            column[:] = source
             column.flags.writeable = False
-            self._fields[k] = column
+            self._fields[(e, name)] = column
         return column
 
     @cached_property
-    def _fields(self) -> dict[int, np.ndarray]:
+    def _fields(self) -> dict[tuple[int | None, str], np.ndarray]:
         return {}
 
     @cached_property
     def _field_block(self) -> np.ndarray:
-        return np.empty((self.trk.shape[1], self.n), self.trk.dtype)
+        return np.empty((2 * len(ENDPOINT_FIELDS) + len(CONN_FIELDS), self.n), np.int64)
 
-    def row(self, c: int) -> list[int]:
-        """Connection ``c``'s tracker fields as plain ints (fast to index one by one)."""
-        return self.trk[c].tolist()
-
-    def conn(self, field: int) -> np.ndarray:
-        """Connection field ``field`` for every connection (read-only)."""
-        return self._field(field)
+    def row(self, c: int, e: int | None = None) -> dict[str, int]:
+        """Endpoint ``e``'s facts (None: the connection's) of connection ``c`` by name, as
+        plain ints (fast to read one by one)."""
+        facts = self.conns[c] if e is None else self.endpoints[c, e]
+        return dict(zip(facts.dtype.names, facts.tolist()))
 
     @property
     def end_ns(self) -> int:
@@ -93,7 +106,7 @@ class View:
 
     @cached_property
     def handshake_seen(self) -> np.ndarray:
-        return self.conn(K.K_MIDSTREAM) == 0
+        return self.conn("midstream") == 0
 
     @cached_property
     def columns(self) -> "_TableColumns":
@@ -166,12 +179,14 @@ class View:
         return self.findings(rule, [int(c)], e, [int(ts_ns)], [frames], [message], [details],
                              None if key is None else [key])[0]
 
-    def take(self, conns: np.ndarray, e: int | None, *fields: int) -> list[list[int]]:
-        """Tracker ``fields`` of endpoint ``e`` (None: connection fields) for the rows
-        ``conns``, one plain list per field: a rule's findings are written from lists (a
-        NumPy scalar read one at a time costs more than the finding's text)."""
-        base = 0 if e is None else e * K.NE
-        return self.trk[np.ix_(conns, [base + f for f in fields])].T.tolist()
+    def take(self, conns: np.ndarray, e: int | None, *fields: str) -> list[list[int]]:
+        """Facts ``fields`` of endpoint ``e`` (None: connection facts) for the rows ``conns``,
+        one plain list per field: a rule's findings are written from lists (a NumPy scalar
+        read one at a time costs more than the finding's text)."""
+        rows = np.asarray(conns, np.intp)
+        facts = self.conns if e is None else self.endpoints[:, e]
+        # field by field: NumPy gathers whole structured records one at a time (~20x slower)
+        return [facts[name][rows].tolist() for name in fields]
 
     def findings(self, rule: Rule, conns: list[int], e: int | None, ts_ns: list[int],
                  frames: list[list[int]], messages: list[str],
@@ -221,12 +236,12 @@ def half_closed_wait(v: View, start: np.ndarray, awaited: np.ndarray, active: in
     ``active``'s last data (a legitimate half-close keeps sending, then closes), and a wait
     still open at capture end counts if ``active`` sent nothing at all during it.
     """
-    rst = np.minimum(np.where(v.ep(0, K.E_RST) > 0, v.ep(0, K.E_RST_TS), NEVER),
-                     np.where(v.ep(1, K.E_RST) > 0, v.ep(1, K.E_RST_TS), NEVER))
+    rst = np.minimum(np.where(v.ep(0, "rst_count") > 0, v.ep(0, "rst_ns"), NEVER),
+                     np.where(v.ep(1, "rst_count") > 0, v.ep(1, "rst_ns"), NEVER))
     capped = np.zeros(v.n, bool) if cap is None else cap < NEVER
     limit = rst if cap is None else np.minimum(rst, cap)
     stop = np.maximum(np.minimum(np.minimum(awaited, limit), v.end_ns), start)
-    data = v.ep(active, K.E_LAST_DATA_TS)
+    data = v.ep(active, "last_data_ns")
     idle_from = np.where((data > start) & (data <= stop), data, start)
     reset = (rst < awaited) | capped
     held = np.where(reset, stop - start, stop - idle_from)

@@ -6,18 +6,17 @@ import numpy as np
 
 from traceaudit.rules.common import View
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
     v = View.of(analysis)
     if not v.n:
         return []
-    hits = np.flatnonzero(v.conn(K.K_REFUSED) == 1)
+    hits = np.flatnonzero(v.conn("refused") == 1)
     first = analysis.table["client_first_frame"][hits].tolist()
     ports = v.columns["server_port"][hits].tolist()
-    rst, rst_ts = v.take(hits, 1, K.E_RST_FRAME, K.E_RST_TS)
-    (syns,) = v.take(hits, 0, K.E_SYN_COUNT)
+    rst, rst_ts = v.take(hits, 1, "rst_frame", "rst_ns")
+    (syns,) = v.take(hits, 0, "syn_count")
     conns = hits.tolist()
     servers, clients = v.addresses(hits, 1), v.addresses(hits, 0)
     messages = []

@@ -7,7 +7,7 @@ import numpy as np
 from traceaudit.rules.common import (ENDPOINTS, NEVER, View, half_closed_wait, seconds,
                                      still_waiting)
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.states import Hindsight
 
 
 def check(analysis, params):
@@ -19,13 +19,13 @@ def check(analysis, params):
     out = []
     for e in (0, 1):
         p = 1 - e
-        start = v.ep(e, K.E_FW2_TS)
-        peer_fin = np.where((v.ep(p, K.E_FIN) == 1) & (v.ep(p, K.E_FIN_TS) >= start),
-                            v.ep(p, K.E_FIN_TS), NEVER)
-        expired = (v.ep(e, K.E_FLAGS) & K.F_FW2_EXPIRED) != 0
+        start = v.ep(e, "fw2_since_ns")
+        peer_fin = np.where((v.ep(p, "fin_sent") == 1) & (v.ep(p, "fin_ns") >= start),
+                            v.ep(p, "fin_ns"), NEVER)
+        expired = (v.ep(e, "hindsight") & Hindsight.FW2_EXPIRED) != 0
         wait = half_closed_wait(v, start, peer_fin, p, min_ns,
                                 cap=np.where(expired, start + fin_timeout, NEVER))
-        hits = np.flatnonzero((v.ep(e, K.E_FW2_FRAME) >= 0) & wait.hit)
+        hits = np.flatnonzero((v.ep(e, "fw2_frame") >= 0) & wait.hit)
         out += _findings(v, hits, e, start[hits].tolist(), wait.stop[hits].tolist(),
                          wait.idle_from[hits].tolist(), expired[hits].tolist(), min_ns)
     return out
@@ -36,9 +36,9 @@ def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[
     p = 1 - e
     me, peer, end = ENDPOINTS[e], ENDPOINTS[p], v.end_ns
     fin_frame, acked, rst, rst_ts, rst_frame = v.take(
-        hits, e, K.E_FIN_FRAME, K.E_FIN_ACKED_FRAME, K.E_RST, K.E_RST_TS, K.E_RST_FRAME)
+        hits, e, "fin_frame", "fin_acked_frame", "rst_count", "rst_ns", "rst_frame")
     peer_fin, peer_fin_ts, peer_fin_frame, peer_rst, peer_rst_frame = v.take(
-        hits, p, K.E_FIN, K.E_FIN_TS, K.E_FIN_FRAME, K.E_RST, K.E_RST_FRAME)
+        hits, p, "fin_sent", "fin_ns", "fin_frame", "rst_count", "rst_frame")
     conns = hits.tolist()
     addrs = v.addresses(hits, e)
     frames, messages, details = [], [], []

@@ -7,7 +7,7 @@ import numpy as np
 from traceaudit.rules.common import (ENDPOINTS, NEVER, View, half_closed_wait, seconds,
                                      still_waiting)
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.states import Hindsight
 
 
 def check(analysis, params):
@@ -15,14 +15,14 @@ def check(analysis, params):
     if not v.n:
         return []
     min_ns = int(params["min_duration"] * 1e9)
-    crossed = (v.ep(0, K.E_FLAGS) | v.ep(1, K.E_FLAGS)) & K.F_FINS_CROSSED
+    crossed = (v.ep(0, "hindsight") | v.ep(1, "hindsight")) & Hindsight.FINS_CROSSED
     out = []
     for e in (0, 1):
         p = 1 - e
-        in_cw = ((v.ep(e, K.E_CW_FRAME) >= 0) & (v.ep(p, K.E_FIN_ACKED_FRAME) >= 0) &
+        in_cw = ((v.ep(e, "cw_frame") >= 0) & (v.ep(p, "fin_acked_frame") >= 0) &
                  (crossed == 0))
-        start = v.ep(e, K.E_CW_TS)
-        own_fin = np.where(v.ep(e, K.E_FIN) == 1, v.ep(e, K.E_FIN_TS), NEVER)
+        start = v.ep(e, "cw_since_ns")
+        own_fin = np.where(v.ep(e, "fin_sent") == 1, v.ep(e, "fin_ns"), NEVER)
         wait = half_closed_wait(v, start, own_fin, e, min_ns)
         hits = np.flatnonzero(in_cw & wait.hit)
         out += _findings(v, hits, e, start[hits].tolist(), wait.stop[hits].tolist(),
@@ -35,10 +35,10 @@ def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[
     p = 1 - e
     me, peer, end = ENDPOINTS[e], ENDPOINTS[p], v.end_ns
     got_fin, fin, fin_ts, fin_frame, rst, rst_ts, rst_frame, probes = v.take(
-        hits, e, K.E_GOT_FIN_FRAME, K.E_FIN, K.E_FIN_TS, K.E_FIN_FRAME, K.E_RST, K.E_RST_TS,
-        K.E_RST_FRAME, K.E_KEEPALIVE_HALF)
-    acked, peer_rst, peer_rst_frame = v.take(hits, p, K.E_FIN_ACKED_FRAME, K.E_RST,
-                                             K.E_RST_FRAME)
+        hits, e, "got_fin_frame", "fin_sent", "fin_ns", "fin_frame", "rst_count", "rst_ns",
+        "rst_frame", "keepalives_half_closed")
+    acked, peer_rst, peer_rst_frame = v.take(hits, p, "fin_acked_frame", "rst_count",
+                                             "rst_frame")
     conns = hits.tolist()
     addrs = v.addresses(hits, e)
     frames, messages, details = [], [], []

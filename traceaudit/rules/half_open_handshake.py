@@ -8,7 +8,6 @@ import numpy as np
 
 from traceaudit.rules.common import NEVER, View, seconds
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
@@ -19,21 +18,21 @@ def check(analysis, params):
     first_frames = table["client_first_frame"], table["server_first_frame"]
     synack_ts = (table["server_first_ts"] * 1e9).round()
     synack_ts = np.where(np.isnan(synack_ts), 0, synack_ts).astype(np.int64)
-    rst = np.minimum(np.where(v.ep(0, K.E_RST) > 0, v.ep(0, K.E_RST_TS), NEVER),
-                     np.where(v.ep(1, K.E_RST) > 0, v.ep(1, K.E_RST_TS), NEVER))
+    rst = np.minimum(np.where(v.ep(0, "rst_count") > 0, v.ep(0, "rst_ns"), NEVER),
+                     np.where(v.ep(1, "rst_count") > 0, v.ep(1, "rst_ns"), NEVER))
     stop = np.minimum(rst, v.end_ns)
-    half_open = (v.handshake_seen & (v.ep(0, K.E_ISN_SET) == 1) & (v.ep(1, K.E_SYN_COUNT) > 0) &
-                 (v.conn(K.K_SYNACK) == 1) & (v.ep(0, K.E_ACK_SET) == 0) &
-                 (v.ep(0, K.E_FIN) == 0) & (v.ep(0, K.E_DATA_PKTS) == 0))
+    half_open = (v.handshake_seen & (v.ep(0, "isn_seen") == 1) & (v.ep(1, "syn_count") > 0) &
+                 (v.conn("synack_seen") == 1) & (v.ep(0, "ack_set") == 0) &
+                 (v.ep(0, "fin_sent") == 0) & (v.ep(0, "data_pkts") == 0))
     hits = np.flatnonzero(half_open & (stop - synack_ts >= int(params["min_duration"] * 1e9)))
     conns = hits.tolist()
     services = v.addresses(conns, 1)
     clients = v.addresses(conns, 0)
     per_service = Counter(services)
     flood = int(params["flood_count"])
-    synacks, synack_frame, srv_rst_frame = v.take(hits, 1, K.E_SYN_COUNT, K.E_SYN_LAST_FRAME,
-                                                  K.E_RST_FRAME)
-    (cli_rst_frame,) = v.take(hits, 0, K.E_RST_FRAME)
+    synacks, synack_frame, srv_rst_frame = v.take(hits, 1, "syn_count", "syn_last_frame",
+                                                  "rst_frame")
+    (cli_rst_frame,) = v.take(hits, 0, "rst_frame")
     first_client = first_frames[0][hits].tolist()
     first_server = first_frames[1][hits].tolist()
     opened = synack_ts[hits].tolist()

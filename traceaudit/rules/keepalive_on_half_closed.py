@@ -6,7 +6,6 @@ import numpy as np
 
 from traceaudit.rules.common import ENDPOINTS, View
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
@@ -14,23 +13,21 @@ def check(analysis, params):
     out = []
     for e in (0, 1) if v.n else ():
         p = 1 - e
-        hit = v.ep(e, K.E_KEEPALIVE_HALF) >= int(params["min_probes"])
+        hit = v.ep(e, "keepalives_half_closed") >= int(params["min_probes"])
         for c in np.flatnonzero(hit).tolist():
-            t = v.row(c)
-            eo = e * K.NE
-            probes = int(t[eo + K.E_KEEPALIVE_HALF])
-            if t[eo + K.E_GOT_FIN] == 1 and t[eo + K.E_FIN] == 0:
-                fin = int(t[eo + K.E_GOT_FIN_FRAME])
+            me = v.row(c, e)
+            probes = me["keepalives_half_closed"]
+            if me["got_fin"] == 1 and me["fin_sent"] == 0:
+                fin = me["got_fin_frame"]
                 side = f"in CLOSE_WAIT since the {ENDPOINTS[p]}'s FIN (frame {fin})"
             else:
-                side = f"after its own FIN (frame {t[eo + K.E_FIN_FRAME]})"
-                fin = int(t[eo + K.E_FIN_FRAME])
+                fin = me["fin_frame"]
+                side = f"after its own FIN (frame {fin})"
             message = (f"{ENDPOINTS[e]} {v.address(c, e)} sent {probes} keepalive probe(s) "
                        f"{side}: the {ENDPOINTS[p]} answers them, so keepalive never "
                        f"detects that this connection is finished and it stays half-closed "
-                       f"indefinitely. Last probe by frame {t[eo + K.E_LAST_FRAME]}.")
-            out.append(v.finding(RULE, c, e, int(t[eo + K.E_LAST_TS]),
-                                 [fin, int(t[eo + K.E_LAST_FRAME])], message,
+                       f"indefinitely. Last probe by frame {me['last_frame']}.")
+            out.append(v.finding(RULE, c, e, me["last_ns"], [fin, me["last_frame"]], message,
                                  {"keepalive_probes": probes}))
     return out
 

@@ -7,7 +7,7 @@ import numpy as np
 from traceaudit.rules.common import ENDPOINTS, View
 from traceaudit.rules.model import Rule, Severity
 from traceaudit.rules.resets import reset_story
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.states import EndpointState
 
 
 def is_unread(story, e: int) -> np.ndarray:
@@ -31,14 +31,14 @@ def check(analysis, params):
 
 def _findings(v: View, hits: np.ndarray, e: int, after_peer_data: list[bool]):
     me, peer = ENDPOINTS[e], ENDPOINTS[1 - e]
-    rst, rst_state, rst_ts, own = v.take(hits, e, K.E_RST_FRAME, K.E_RST_STATE, K.E_RST_TS,
-                                         K.E_LAST_DATA_FRAME)
-    (peer_data,) = v.take(hits, 1 - e, K.E_LAST_DATA_FRAME)
+    rst, rst_state, rst_ts, own = v.take(hits, e, "rst_frame", "rst_from_state", "rst_ns",
+                                         "last_data_frame")
+    (peer_data,) = v.take(hits, 1 - e, "last_data_frame")
     conns = hits.tolist()
     addrs = v.addresses(hits, e)
     frames, messages, details = [], [], []
     for i, c in enumerate(conns):
-        state = "CLOSE_WAIT" if rst_state[i] == K.CLOSE_WAIT else "ESTABLISHED"
+        state = "CLOSE_WAIT" if rst_state[i] == EndpointState.CLOSE_WAIT else "ESTABLISHED"
         if after_peer_data[i]:
             confidence = "medium"
             caveat = (f" The {peer}'s last data (frame {peer_data[i]}) came after this "

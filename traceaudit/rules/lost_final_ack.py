@@ -6,31 +6,31 @@ import numpy as np
 
 from traceaudit.rules.common import ENDPOINTS, View
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.states import Hindsight
 
 
 def check(analysis, params):
     v = View.of(analysis)
     out = []
     for e in (0, 1) if v.n else ():
-        passive = ((v.ep(e, K.E_GOT_FIN_FRAME) >= 0) &
-                   (v.ep(e, K.E_GOT_FIN_FRAME) < v.ep(e, K.E_FIN_FRAME)) &
-                   ((v.ep(e, K.E_FLAGS) & K.F_FINS_CROSSED) == 0))
-        hits = np.flatnonzero(passive & (v.ep(e, K.E_FIN_COUNT) > 1) &
-                              (v.ep(e, K.E_FIN_RETX_FRAME) >= 0))
+        passive = ((v.ep(e, "got_fin_frame") >= 0) &
+                   (v.ep(e, "got_fin_frame") < v.ep(e, "fin_frame")) &
+                   ((v.ep(e, "hindsight") & Hindsight.FINS_CROSSED) == 0))
+        hits = np.flatnonzero(passive & (v.ep(e, "fin_count") > 1) &
+                              (v.ep(e, "fin_retx_frame") >= 0))
         out += _findings(v, hits, e)
     return out
 
 
 def _findings(v: View, hits: np.ndarray, e: int):
     me, peer = ENDPOINTS[e], ENDPOINTS[1 - e]
-    fin, retx, count, fin_ts, flags = v.take(hits, e, K.E_FIN_FRAME, K.E_FIN_RETX_FRAME,
-                                             K.E_FIN_COUNT, K.E_FIN_TS, K.E_FLAGS)
+    fin, retx, count, fin_ts, flags = v.take(hits, e, "fin_frame", "fin_retx_frame",
+                                             "fin_count", "fin_ns", "hindsight")
     conns = hits.tolist()
     addrs = v.addresses(hits, e)
     messages, details = [], []
     for i, c in enumerate(conns):
-        ack_lost = bool(flags[i] & K.F_ACK_LOST)
+        ack_lost = bool(flags[i] & Hindsight.FIN_ACK_LOST)
         seen = (" The capture shows the ACK, so it was lost between the capture point and "
                 f"the {me}." if ack_lost else
                 " No ACK of it was captured: the FIN or its ACK was lost.")

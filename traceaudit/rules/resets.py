@@ -13,10 +13,11 @@ import numpy as np
 
 from traceaudit.capture.tcpflags import ACK
 from traceaudit.rules.common import View
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.states import Answered, EndpointState, Hindsight
 
 PREMATURE_CAUSES = ("time_wait_skipped", "fin_wait_2_expired", "data_after_close")
-_CLOSED_FIRST = (K.FIN_WAIT_1, K.FIN_WAIT_2, K.CLOSING, K.TIME_WAIT, K.LAST_ACK)
+_CLOSED_FIRST = (EndpointState.FIN_WAIT_1, EndpointState.FIN_WAIT_2, EndpointState.CLOSING,
+                 EndpointState.TIME_WAIT, EndpointState.LAST_ACK)
 
 
 @dataclass
@@ -37,29 +38,30 @@ def reset_story(v: View, e: int) -> ResetStory:
 
 def _reset_story(v: View, e: int) -> ResetStory:
     p = 1 - e
-    sent = v.ep(e, K.E_RST) > 0
-    state = v.ep(e, K.E_RST_STATE)
-    flags = v.ep(e, K.E_RST_FLAGS)
-    answer = v.ep(e, K.E_RST_ANSWER)
-    kind = v.ep(e, K.E_RST_ANSWER_KIND)
-    rst_frame = v.ep(e, K.E_RST_FRAME)
-    hind = v.ep(e, K.E_FLAGS)
-    fin_first = (v.ep(e, K.E_FIN) == 1) & (v.ep(e, K.E_FIN_FRAME) < rst_frame)
+    sent = v.ep(e, "rst_count") > 0
+    state = v.ep(e, "rst_from_state")
+    flags = v.ep(e, "rst_flags")
+    answer = v.ep(e, "rst_answers_frame")
+    kind = v.ep(e, "rst_answers_kind")
+    rst_frame = v.ep(e, "rst_frame")
+    hind = v.ep(e, "hindsight")
+    fin_first = (v.ep(e, "fin_sent") == 1) & (v.ep(e, "fin_frame") < rst_frame)
 
     premature = np.full(v.n, -1, np.int64)
     closed_first = sent & fin_first & np.isin(state, _CLOSED_FIRST)
-    data_after = closed_first & (((kind & K.ANS_DATA) != 0) | (v.ep(e, K.E_DATA_AFTER_FIN) > 0))
+    data_after = closed_first & (((kind & Answered.DATA) != 0) | (v.ep(e, "data_after_fin") > 0))
     premature[data_after] = 2
-    premature[closed_first & ((hind & K.F_FW2_EXPIRED) != 0)] = 1   # past tcp_fin_timeout
-    premature[closed_first & ((hind & K.F_TW_SKIPPED) != 0)] = 0
+    premature[closed_first & ((hind & Hindsight.FW2_EXPIRED) != 0)] = 1   # past tcp_fin_timeout
+    premature[closed_first & ((hind & Hindsight.TW_SKIPPED) != 0)] = 0
 
     bare_answer = ((flags & ACK) == 0) & (answer >= 0)
-    keepalive_timeout = (v.ep(e, K.E_KEEPALIVES) > 0) & \
-        (v.ep(p, K.E_LAST_FRAME) < v.ep(e, K.E_LAST_FRAME))
-    abort = (sent & ~fin_first & ((state == K.ESTABLISHED) | (state == K.CLOSE_WAIT)) &
-             ~bare_answer & ~keepalive_timeout & (v.conn(K.K_REFUSED) == 0))
-    peer_data = v.ep(p, K.E_LAST_DATA_FRAME)
-    unanswered = (peer_data >= 0) & (peer_data > v.ep(e, K.E_LAST_DATA_FRAME)) & \
+    keepalive_timeout = (v.ep(e, "keepalives") > 0) & \
+        (v.ep(p, "last_frame") < v.ep(e, "last_frame"))
+    abort = (sent & ~fin_first &
+             ((state == EndpointState.ESTABLISHED) | (state == EndpointState.CLOSE_WAIT)) &
+             ~bare_answer & ~keepalive_timeout & (v.conn("refused") == 0))
+    peer_data = v.ep(p, "last_data_frame")
+    unanswered = (peer_data >= 0) & (peer_data > v.ep(e, "last_data_frame")) & \
         (peer_data < rst_frame)
-    answers_data = (answer >= 0) & ((kind & K.ANS_DATA) != 0)
+    answers_data = (answer >= 0) & ((kind & Answered.DATA) != 0)
     return ResetStory(premature, abort, unanswered, answers_data)

@@ -8,7 +8,7 @@ import numpy as np
 from traceaudit.rules.common import ENDPOINTS, View, seconds
 from traceaudit.rules.model import Rule, Severity
 from traceaudit.rules.resets import PREMATURE_CAUSES, reset_story
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.states import Answered
 
 
 def check(analysis, params):
@@ -24,9 +24,9 @@ def check(analysis, params):
 def _findings(v: View, hits: np.ndarray, e: int, causes: list[int]):
     peer = ENDPOINTS[1 - e]
     rst, answer, rst_ts, fin, tw, tw_ts, kind, fw2, fw2_ts = v.take(
-        hits, e, K.E_RST_FRAME, K.E_RST_ANSWER, K.E_RST_TS, K.E_FIN_FRAME, K.E_TW_FRAME,
-        K.E_TW_TS, K.E_RST_ANSWER_KIND, K.E_FW2_FRAME, K.E_FW2_TS)
-    (data,) = v.take(hits, 1 - e, K.E_LAST_DATA_FRAME)
+        hits, e, "rst_frame", "rst_answers_frame", "rst_ns", "fin_frame", "tw_frame",
+        "tw_since_ns", "rst_answers_kind", "fw2_frame", "fw2_since_ns")
+    (data,) = v.take(hits, 1 - e, "last_data_frame")
     timeout = v.analysis.tracked.config.fin_timeout_s
     conns = hits.tolist()
     addrs = v.addresses(hits, e)
@@ -36,7 +36,7 @@ def _findings(v: View, hits: np.ndarray, e: int, causes: list[int]):
         me = f"{ENDPOINTS[e]} {addrs[i]}"
         if cause == "time_wait_skipped":
             frames.append([fin[i], tw[i], answer[i], rst[i]])
-            again = "retransmitted " if kind[i] & K.ANS_FIN_AGAIN else ""
+            again = "retransmitted " if kind[i] & Answered.FIN_AGAIN else ""
             messages.append(
                 f"{me} closed first (FIN frame {fin[i]}) and answered the {peer}'s {again}"
                 f"FIN (frame {answer[i]}) with a bare RST (frame {rst[i]}) instead of an ACK: "

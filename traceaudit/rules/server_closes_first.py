@@ -10,7 +10,7 @@ import numpy as np
 
 from traceaudit.rules.common import View
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.states import Closer
 
 EXAMPLES = 10
 
@@ -20,8 +20,8 @@ def check(analysis, params):
     if not v.n:
         return []
     guessed = np.asarray(analysis.table["orientation_guessed"], bool)
-    hit = np.flatnonzero((v.conn(K.K_CLOSER) == 1) & (v.ep(1, K.E_FIN) == 1) &
-                         (v.ep(1, K.E_FIN_FRAME) == v.conn(K.K_CLOSE_FRAME)) & ~guessed)
+    hit = np.flatnonzero((v.conn("closer") == Closer.SERVER) & (v.ep(1, "fin_sent") == 1) &
+                         (v.ep(1, "fin_frame") == v.conn("close_frame")) & ~guessed)
     if not len(hit):
         return []
     services = v.service_codes(1)
@@ -33,8 +33,8 @@ def check(analysis, params):
     counts = np.searchsorted(every, codes, "right") - np.searchsorted(every, codes, "left")
     by_service = {v.address(conns[0], 1): conns for conns in by_code.values()}
     totals = dict(zip(by_service, counts.tolist()))
-    fin_frames, fin_ts = v.ep(1, K.E_FIN_FRAME), v.ep(1, K.E_FIN_TS)
-    tw_frames = v.ep(1, K.E_TW_FRAME)
+    fin_frames, fin_ts = v.ep(1, "fin_frame"), v.ep(1, "fin_ns")
+    tw_frames = v.ep(1, "tw_frame")
     out = []
     for service, conns in by_service.items():
         first = conns[0]

@@ -6,14 +6,15 @@ import numpy as np
 
 from traceaudit.rules.common import View
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.states import Closer
 
 
 def check(analysis, params):
     v = View.of(analysis)
-    hits = np.flatnonzero(v.conn(K.K_CLOSER) == 2) if v.n else np.zeros(0, np.int64)
-    f0, t0 = v.take(hits, 0, K.E_FIN_FRAME, K.E_FIN_TS)
-    f1, t1 = v.take(hits, 1, K.E_FIN_FRAME, K.E_FIN_TS)
+    hits = (np.flatnonzero(v.conn("closer") == Closer.SIMULTANEOUS) if v.n
+            else np.zeros(0, np.int64))
+    f0, t0 = v.take(hits, 0, "fin_frame", "fin_ns")
+    f1, t1 = v.take(hits, 1, "fin_frame", "fin_ns")
     messages = [f"both endpoints sent FIN before seeing the other's (client frame {a}, "
                 f"server frame {b}): a simultaneous close. Both go through CLOSING and "
                 f"both end in TIME_WAIT, so each side holds a TIME_WAIT socket."

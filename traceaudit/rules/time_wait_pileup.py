@@ -8,7 +8,7 @@ import numpy as np
 
 from traceaudit.rules.common import NS, View
 from traceaudit.rules.model import Finding, Rule, Severity
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_STATE, EV_TS
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ def time_wait_intervals(analysis) -> pd.DataFrame:
     flows = analysis.table
     if not len(ev) or not len(flows):
         return pd.DataFrame(columns=["conn", "endpoint", "host", "peer", "start", "end", "frame"])
-    tw = np.flatnonzero(ev[:, EV_STATE] == K.TIME_WAIT)
+    tw = np.flatnonzero(ev[:, EV_STATE] == EndpointState.TIME_WAIT)
     nxt = tw + 1
     same = nxt < len(ev)
     same[same] = ((ev[nxt[same], EV_CONN] == ev[tw[same], EV_CONN]) &
@@ -65,7 +65,7 @@ def busiest_host_peak(analysis, floor: int = 0) -> int:
     n = len(analysis.table)
     if not len(ev) or not n:
         return 0
-    tw = np.flatnonzero(ev[:, EV_STATE] == K.TIME_WAIT)
+    tw = np.flatnonzero(ev[:, EV_STATE] == EndpointState.TIME_WAIT)
     if not len(tw):
         return 0
     codes = np.concatenate(View.of(analysis).ip_codes)

@@ -6,7 +6,7 @@ import numpy as np
 
 from traceaudit.rules.common import ENDPOINTS, View, seconds
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.tracking import kernel as K
+from traceaudit.tracking.states import Reason
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_REASON
 
 
@@ -14,23 +14,23 @@ def check(analysis, params):
     v = View.of(analysis)
     if not v.n:
         return []
-    hit = np.flatnonzero(v.conn(K.K_PREV_TW) == 1)
+    hit = np.flatnonzero(v.conn("prev_in_time_wait") == 1)
     if not len(hit):
         return []
     ev = analysis.events
-    recycled = ev[ev[:, EV_REASON] == K.R_TW_RECYCLED]
+    recycled = ev[ev[:, EV_REASON] == Reason.TIME_WAIT_RECYCLED]
     holders: dict[int, list[int]] = {}
     for conn, e in zip(recycled[:, EV_CONN].tolist(), recycled[:, EV_ENDPOINT].tolist()):
         holders.setdefault(conn, []).append(e)
     out = []
     for c in hit.tolist():
-        prev = int(v.conn(K.K_PREV)[c])
-        pt = v.row(prev)
-        syn = int(pt[K.K_TW_RECYCLED_FRAME])
+        prev = int(v.conn("prev")[c])
+        syn = v.row(prev)["tw_recycled_frame"]
         for pe in holders.get(prev, []):
             holder = v.address(prev, pe)
             e = 0 if holder == v.address(c, 0) else 1
-            tw_frame, tw_ts = int(pt[pe * K.NE + K.E_TW_FRAME]), int(pt[pe * K.NE + K.E_TW_TS])
+            held = v.row(prev, pe)
+            tw_frame, tw_ts = held["tw_frame"], held["tw_since_ns"]
             ts = int(round(float(analysis.table["start_ts"][c]) * 1e9))   # its SYN
             message = (f"a new SYN (frame {syn}) reused the 4-tuple of tcp.stream {prev} while "
                        f"{ENDPOINTS[e]} {holder} still held it in TIME_WAIT (entered at frame "

@@ -8,7 +8,6 @@ from traceaudit.rules.common import ENDPOINTS, View, seconds
 from traceaudit.rules.linger_zero_abort import is_unread
 from traceaudit.rules.model import Rule, Severity
 from traceaudit.rules.resets import reset_story
-from traceaudit.tracking import kernel as K
 
 
 def check(analysis, params):
@@ -23,8 +22,8 @@ def check(analysis, params):
 
 def _findings(v: View, hits: np.ndarray, e: int, answers_data: list[bool]):
     peer = ENDPOINTS[1 - e]
-    rst, rst_ts = v.take(hits, e, K.E_RST_FRAME, K.E_RST_TS)
-    data, data_ts = v.take(hits, 1 - e, K.E_LAST_DATA_FRAME, K.E_LAST_DATA_TS)
+    rst, rst_ts = v.take(hits, e, "rst_frame", "rst_ns")
+    data, data_ts = v.take(hits, 1 - e, "last_data_frame", "last_data_ns")
     conns = hits.tolist()
     addrs = v.addresses(hits, e)
     frames, messages, details = [], [], []

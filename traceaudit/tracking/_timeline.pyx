@@ -8,10 +8,9 @@ each group in time order, straight into the result. Both release the GIL.
 from libc.stdint cimport int64_t, uint8_t
 
 from traceaudit.tracking.events cimport EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE, EV_TS
-from traceaudit.tracking.kernel cimport (CLOSE_WAIT, CLOSED, CLOSING, E_FIN_FRAME, E_FW2_TS,
-                                         F_ACK_LOST, F_FINS_CROSSED, F_FW2_EXPIRED,
-                                         F_TW_NEVER, F_TW_SKIPPED, FIN_WAIT_1, LAST_ACK, NE,
-                                         R_ACK_LOST, R_SENT_RST, TIME_WAIT)
+from traceaudit.tracking.facts cimport EndpointFacts
+from traceaudit.tracking.states cimport (CLOSE_WAIT, CLOSED, CLOSING, FIN_WAIT_1, LAST_ACK,
+                                         TIME_WAIT, Hindsight, Reason)
 
 cdef extern from *:
     """
@@ -58,15 +57,17 @@ def _group_kernel(const int64_t[:, ::1] ev, const uint8_t[::1] keep, const int64
 
 
 def _correct_kernel(const int64_t[:, ::1] ev, const int64_t[::1] flags,
-                    const int64_t[:, ::1] trk, const int64_t[::1] start,
+                    const EndpointFacts[:, ::1] ends, const int64_t[::1] start,
                     const int64_t[::1] perm, int64_t[:, ::1] out, int64_t[::1] ts,
                     int64_t[::1] order, int64_t[:, ::1] sub, int64_t[::1] sub_keys,
-                    uint8_t[::1] sub_keep, uint8_t[::1] sub_extra, int64_t fin_timeout_ns,
-                    int64_t r_tw_skipped, int64_t r_fw2_expired):
+                    uint8_t[::1] sub_keep, uint8_t[::1] sub_extra, int64_t fin_timeout_ns):
     """``corrected_events`` from the grouped rows (``_group_kernel``), written to ``out``
     (``ts``, ``order``: scratch of its length; ``sub``..: scratch for the widest group, and
     one more row of ``sub`` to hold a row being moved; ``sub_keep``, ``sub_extra``: bool as
-    uint8). Returns the rows used."""
+    uint8). ``flags``: each endpoint's ``hindsight`` (conn * 2 + endpoint); ``ends``: the
+    endpoint facts. Returns the rows used."""
+    if ends.shape[0] * 2 < flags.shape[0] or ends.shape[1] != 2:
+        raise ValueError("_correct_kernel: endpoint facts of fewer connections than flags")
     cdef Py_ssize_t n_keys = flags.shape[0]
     cdef Py_ssize_t width = ev.shape[1]
     cdef Py_ssize_t held = sub.shape[0] - 1
@@ -97,8 +98,8 @@ def _correct_kernel(const int64_t[:, ::1] ev, const int64_t[::1] flags,
                     sub_keys[j - a] = k
                     sub_keep[j - a] = 1
                     sub_extra[j - a] = 0
-                _apply_kernel(sub, sub_keys, b - a, flags, trk, sub_keep, sub_extra,
-                              fin_timeout_ns, r_tw_skipped, r_fw2_expired)
+                _apply_kernel(sub, sub_keys, b - a, flags, ends, sub_keep, sub_extra,
+                              fin_timeout_ns)
                 for j in range(b - a):
                     r = perm[a + j]
                     if sub_extra[j]:
@@ -140,23 +141,23 @@ def _correct_kernel(const int64_t[:, ::1] ev, const int64_t[::1] flags,
 
 
 cdef void _apply_kernel(int64_t[:, ::1] ev, const int64_t[::1] keys, Py_ssize_t n,
-                        const int64_t[::1] flags, const int64_t[:, ::1] trk, uint8_t[::1] keep,
-                        uint8_t[::1] extra, int64_t fin_timeout_ns, int64_t r_tw_skipped,
-                        int64_t r_fw2_expired) noexcept nogil:
+                        const int64_t[::1] flags, const EndpointFacts[:, ::1] ends,
+                        uint8_t[::1] keep, uint8_t[::1] extra,
+                        int64_t fin_timeout_ns) noexcept nogil:
     """``ev``: the flagged pairs' rows, grouped by pair (``keys``: conn * 2 + endpoint), in
     emission order within a group; corrected in place. Marks dropped rows in ``keep`` and the
     CLOSING rows to copy as FIN_WAIT_1 in ``extra``. Only the first ``n`` rows are used."""
     cdef Py_ssize_t a = 0, b, i, tw
-    cdef int64_t key, c, o, f, fin_frame
+    cdef int64_t key, f, fin_frame
+    cdef const EndpointFacts* ep
     while a < n:
         key = keys[a]
         b = a
         while b < n and keys[b] == key:
             b += 1
-        c = key >> 1
-        o = (key & 1) * NE
+        ep = &ends[key >> 1, key & 1]
         f = flags[key]
-        if f & F_TW_SKIPPED:
+        if f & Hindsight.TW_SKIPPED:
             tw = -1
             for i in range(a, b):
                 if ev[i, EV_STATE] == TIME_WAIT:
@@ -164,33 +165,33 @@ cdef void _apply_kernel(int64_t[:, ::1] ev, const int64_t[::1] keys, Py_ssize_t 
                     break
             if tw >= 0:
                 ev[tw, EV_STATE] = CLOSED
-                ev[tw, EV_REASON] = r_tw_skipped
+                ev[tw, EV_REASON] = Reason.TIME_WAIT_SKIPPED
                 for i in range(tw + 1, b):
                     if ev[i, EV_STATE] == CLOSED:
                         keep[i] = 0
-        if f & F_TW_NEVER:
+        if f & Hindsight.TW_NEVER:
             for i in range(a, b):
                 if ev[i, EV_STATE] == TIME_WAIT:
                     keep[i] = 0
                     break
-        if f & F_FW2_EXPIRED:
+        if f & Hindsight.FW2_EXPIRED:
             for i in range(a, b):
-                if ev[i, EV_STATE] == CLOSED and ev[i, EV_REASON] == R_SENT_RST:
+                if ev[i, EV_STATE] == CLOSED and ev[i, EV_REASON] == Reason.SENT_RST:
                     # flagged only when the RST came fin_timeout or more after FIN_WAIT_2
-                    ev[i, EV_REASON] = r_fw2_expired
-                    ev[i, EV_TS] = trk[c, o + E_FW2_TS] + fin_timeout_ns
+                    ev[i, EV_REASON] = Reason.FIN_WAIT_2_EXPIRED
+                    ev[i, EV_TS] = ep.fw2_since_ns + fin_timeout_ns
                     ev[i, EV_FRAME] = -1
                     break
-        if f & F_FINS_CROSSED:
-            fin_frame = trk[c, o + E_FIN_FRAME]
+        if f & Hindsight.FINS_CROSSED:
+            fin_frame = ep.fin_frame
             for i in range(a, b):
                 if ev[i, EV_STATE] == CLOSE_WAIT and ev[i, EV_FRAME] <= fin_frame:
                     keep[i] = 0
                 if ev[i, EV_STATE] == CLOSING and ev[i, EV_FRAME] == fin_frame:
                     extra[i] = 1
-        if f & F_ACK_LOST:
+        if f & Hindsight.FIN_ACK_LOST:
             for i in range(a, b):
-                if ev[i, EV_STATE] == LAST_ACK and ev[i, EV_REASON] == R_ACK_LOST:
+                if ev[i, EV_STATE] == LAST_ACK and ev[i, EV_REASON] == Reason.ACK_LOST:
                     keep[i] = 0
                     if i > a and ev[i - 1, EV_STATE] == CLOSED:
                         keep[i - 1] = 0

@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from traceaudit.tracking import kernel as K
 from traceaudit.flows.columns import Coded, Columns
 from traceaudit.tracking.classify import (KIND_LABELS, ROLE_LABELS, close_kind_codes,
                                           close_role_codes)
@@ -64,13 +63,13 @@ def tracking_columns(n: int, tracked: Tracked, events: np.ndarray,
                      zeek: ZeekResult | None = None) -> dict[str, np.ndarray | Coded]:
     """``TRACKING_COLUMNS`` for the first ``n`` connections; few-valued string columns coded."""
     final = final_states(events, n)
-    trk = tracked.trk[:n]
+    ends, conns = tracked.endpoints[:n], tracked.conns[:n]
     cols: dict[str, np.ndarray | Coded] = {
         "client_state": Coded(final[:, 0] + 1, CODED_LABELS["client_state"]),  # UNSEEN -1
         "server_state": Coded(final[:, 1] + 1, CODED_LABELS["server_state"]),
-        "close_role": Coded(close_role_codes(trk), CODED_LABELS["close_role"]),
-        "close_kind": Coded(close_kind_codes(trk), CODED_LABELS["close_kind"]),
-        "midstream": trk[:, K.K_MIDSTREAM] == 1,
+        "close_role": Coded(close_role_codes(conns), CODED_LABELS["close_role"]),
+        "close_kind": Coded(close_kind_codes(ends, conns), CODED_LABELS["close_kind"]),
+        "midstream": conns["midstream"] == 1,
     }
     if zeek is not None:
         cols["conn_state"] = Coded(zeek.conn_state_code[:n], CODED_LABELS["conn_state"])

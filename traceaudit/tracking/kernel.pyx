@@ -10,11 +10,17 @@ timeline afterwards (``timeline.py``).
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.string cimport memset
 
 from traceaudit.capture.tcpflags cimport ACK, FIN, RST, SYN
+from traceaudit.tracking.facts cimport ConnFacts, EndpointFacts
+from traceaudit.tracking.states cimport (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1,
+                                         FIN_WAIT_2, LAST_ACK, LISTEN, SYN_RECEIVED, SYN_SENT,
+                                         TIME_WAIT, UNSEEN, Answered, Closer, Hindsight, Reason)
 
-# States, reasons, the E_*/K_* tracker columns (NE, N_TRK), F_* flags, ANS_* and EV_HEADROOM are
-# declared in kernel.pxd (Python reads them from this module). HALF and FULL do not fit a C int:
+# The facts are the structs of facts.pxd (Python reads them through traceaudit.tracking.facts);
+# states, reasons and bit sets the enums of states.pxd; EV_HEADROOM is in kernel.pxd. HALF and
+# FULL do not fit a C int:
 cdef extern from *:
     """
     static const int64_t traceaudit_kernel_HALF = (int64_t)1 << 31;
@@ -25,6 +31,8 @@ cdef extern from *:
 
 
 ctypedef int64_t[:, ::1] Matrix
+ctypedef EndpointFacts[:, ::1] Ends
+ctypedef ConnFacts[::1] Conns
 
 
 cdef inline int64_t _unwrap(int64_t base, int64_t ref, int64_t raw) noexcept nogil:
@@ -49,96 +57,102 @@ cdef inline int64_t _emit(Matrix ev, int64_t n_ev, int64_t c, int64_t e, int64_t
     return n_ev + 1
 
 
-cdef int64_t _set(Matrix trk, Matrix ev, int64_t n_ev, Py_ssize_t c, Py_ssize_t e, int64_t ts,
-                  int64_t frame, int64_t state, int64_t reason) noexcept nogil:
-    """Move endpoint e of connection c to ``state`` (no-op when already there)."""
-    cdef Py_ssize_t o = e * NE
-    if trk[c, o + E_STATE] == state:
+cdef int64_t _set(EndpointFacts* ep, Matrix ev, int64_t n_ev, Py_ssize_t c, Py_ssize_t e,
+                  int64_t ts, int64_t frame, int64_t state, int64_t reason) noexcept nogil:
+    """Move endpoint ``ep`` (endpoint e of connection c) to ``state`` (no-op when already
+    there)."""
+    if ep.state == state:
         return n_ev
-    trk[c, o + E_STATE] = state
-    trk[c, o + E_STATE_TS] = ts
+    ep.state = state
+    ep.state_since_ns = ts
     if state == TIME_WAIT:
-        trk[c, o + E_TW_TS] = ts
-        trk[c, o + E_TW_FRAME] = frame
+        ep.tw_since_ns = ts
+        ep.tw_frame = frame
     elif state == FIN_WAIT_2:
-        trk[c, o + E_FW2_TS] = ts
-        trk[c, o + E_FW2_FRAME] = frame
+        ep.fw2_since_ns = ts
+        ep.fw2_frame = frame
     elif state == CLOSE_WAIT:
-        trk[c, o + E_CW_TS] = ts
-        trk[c, o + E_CW_FRAME] = frame
+        ep.cw_since_ns = ts
+        ep.cw_frame = frame
     return _emit(ev, n_ev, c, e, ts, frame, state, reason)
 
 
-cdef inline void init_conn(Matrix trk, Py_ssize_t c, int64_t prev) noexcept nogil:
-    cdef Py_ssize_t j, e, o
-    for j in range(trk.shape[1]):
-        trk[c, j] = 0
+cdef inline void init_conn(Ends ends, Conns conns, Py_ssize_t c, int64_t prev) noexcept nogil:
+    cdef Py_ssize_t e
+    cdef EndpointFacts* ep
+    cdef ConnFacts* conn = &conns[c]
+    memset(&ends[c, 0], 0, 2 * sizeof(EndpointFacts))
+    memset(conn, 0, sizeof(ConnFacts))
     for e in range(2):
-        o = e * NE
-        trk[c, o + E_STATE] = UNSEEN
-        trk[c, o + E_RST_FRAME] = -1
-        trk[c, o + E_RST_ANSWER] = -1
-        trk[c, o + E_RST_STATE] = UNSEEN
-        trk[c, o + E_FIN_FRAME] = -1
-        trk[c, o + E_FIN_ACKED_FRAME] = -1
-        trk[c, o + E_GOT_FIN_FRAME] = -1
-        trk[c, o + E_TW_FRAME] = -1
-        trk[c, o + E_LAST_DATA_FRAME] = -1
-        trk[c, o + E_LAST_FRAME] = -1
-        trk[c, o + E_FIN_RETX_FRAME] = -1
-        trk[c, o + E_CW_FRAME] = -1
-        trk[c, o + E_FW2_FRAME] = -1
-        trk[c, o + E_SYN_LAST_FRAME] = -1
-    trk[c, K_CLOSER] = -1
-    trk[c, K_CLOSE_FRAME] = -1
-    trk[c, K_TW_RECYCLED_FRAME] = -1
-    trk[c, K_PREV] = prev
-    trk[c, K_INIT] = 1
+        ep = &ends[c, e]
+        ep.state = UNSEEN
+        ep.rst_frame = -1
+        ep.rst_answers_frame = -1
+        ep.rst_from_state = UNSEEN
+        ep.fin_frame = -1
+        ep.fin_acked_frame = -1
+        ep.got_fin_frame = -1
+        ep.tw_frame = -1
+        ep.last_data_frame = -1
+        ep.last_frame = -1
+        ep.fin_retx_frame = -1
+        ep.cw_frame = -1
+        ep.fw2_frame = -1
+        ep.syn_last_frame = -1
+    conn.closer = Closer.NONE
+    conn.close_frame = -1
+    conn.tw_recycled_frame = -1
+    conn.prev = prev
+    conn.initialised = 1
 
 
-cdef inline int64_t _expire_time_wait(Matrix trk, Matrix ev, int64_t n_ev, Py_ssize_t c,
+cdef inline int64_t _expire_time_wait(Ends ends, Matrix ev, int64_t n_ev, Py_ssize_t c,
                                       int64_t now, int64_t msl2) noexcept nogil:
     """Close endpoints whose TIME_WAIT has lasted 2×MSL by ``now``."""
     # (this module calls this copy: it runs for every segment, and the C compiler inlines it
     # where the exported ``expire_time_wait`` below must take its memoryviews whole)
-    cdef Py_ssize_t e, o
+    cdef Py_ssize_t e
     cdef int64_t t
+    cdef EndpointFacts* ep
     for e in range(2):
-        o = e * NE
-        if trk[c, o + E_STATE] == TIME_WAIT and now >= trk[c, o + E_TW_TS] + msl2:
-            t = trk[c, o + E_TW_TS] + msl2
-            n_ev = _set(trk, ev, n_ev, c, e, t, -1, CLOSED, R_TW_EXPIRED)
+        ep = &ends[c, e]
+        if ep.state == TIME_WAIT and now >= ep.tw_since_ns + msl2:
+            t = ep.tw_since_ns + msl2
+            n_ev = _set(ep, ev, n_ev, c, e, t, -1, CLOSED, Reason.TIME_WAIT_EXPIRED)
     return n_ev
 
 
-cdef int64_t expire_time_wait(Matrix trk, Matrix ev, int64_t n_ev, Py_ssize_t c, int64_t now,
+cdef int64_t expire_time_wait(Ends ends, Matrix ev, int64_t n_ev, Py_ssize_t c, int64_t now,
                               int64_t msl2) noexcept nogil:
     """Close endpoints whose TIME_WAIT has lasted 2×MSL by ``now`` (for other compiled
     modules: declared in kernel.pxd)."""
-    return _expire_time_wait(trk, ev, n_ev, c, now, msl2)
+    return _expire_time_wait(ends, ev, n_ev, c, now, msl2)
 
 
-cdef inline void _close_role(Matrix trk, Py_ssize_t c, int64_t x, int64_t ts,
+cdef inline void _close_role(ConnFacts* conn, int64_t x, int64_t ts,
                              int64_t frame) noexcept nogil:
-    if trk[c, K_CLOSER] < 0:
-        trk[c, K_CLOSER] = x
-        trk[c, K_CLOSE_FRAME] = frame
-        trk[c, K_CLOSE_TS] = ts
+    if conn.closer < 0:
+        conn.closer = x
+        conn.close_frame = frame
+        conn.close_ns = ts
 
 
-cdef int _check_tables(Matrix trk, Matrix ev) except -1:
-    if trk.shape[1] < N_TRK or ev.shape[1] < 6:
-        raise ValueError("tracker tables: (n, N_TRK) and (n, 6) int64 matrices expected")
+cdef int _check_tables(Ends ends, Conns conns, Matrix ev) except -1:
+    if ends.shape[1] != 2 or conns.shape[0] != ends.shape[0] or ev.shape[1] < 6:
+        raise ValueError("tracker tables: (n, 2) endpoint facts, (n,) connection facts and an "
+                         "(n, 6) int64 event matrix expected")
     return 0
 
 
 def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 const uint16_t[::1] flags, const uint32_t[::1] seq, const uint32_t[::1] ack,
                 const int32_t[::1] plen, const uint16_t[::1] win, const int64_t[::1] ts,
-                const int64_t[::1] frame, const int64_t[:] prev_of, Matrix trk, Matrix ev,
-                int64_t n_ev, int64_t msl2, int64_t fin_timeout, Py_ssize_t start):
+                const int64_t[::1] frame, const int64_t[:] prev_of, Ends ends, Conns conns,
+                Matrix ev, int64_t n_ev, int64_t msl2, int64_t fin_timeout, Py_ssize_t start):
     """Run both trackers over rows ``start``.. of a batch (capture order).
 
+    ``ends[c, 0]``, ``ends[c, 1]``, ``conns[c]``: connection c's client, server and connection
+    facts (facts.pxd), initialised at its first segment.
     ``prev_of[c]`` is the previous incarnation of connection c's 4-tuple (-1 when none).
     ``msl2`` and ``fin_timeout`` (ns): TIME_WAIT length and the orphaned FIN_WAIT_2 lifetime.
     ``ev`` receives (conn, endpoint, ts_ns, frame, state, reason) rows from ``n_ev`` on. Returns
@@ -152,8 +166,12 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
             and ts.shape[0] == rows and frame.shape[0] == rows and start >= 0
             and 0 <= n_ev <= ev.shape[0]):
         raise ValueError("track_batch: columns of different lengths")
-    _check_tables(trk, ev)
-    cdef Py_ssize_t i, c, e, x, y, ox, oy, p
+    _check_tables(ends, conns, ev)
+    cdef Py_ssize_t i, c, e, x, y, p
+    cdef EndpointFacts* me          # the sender of the segment
+    cdef EndpointFacts* peer        # its receiver
+    cdef EndpointFacts* old
+    cdef ConnFacts* conn
     cdef Py_ssize_t stop = rows
     cdef int64_t t, fr, f, n, s, end, a, ref, sx, sy, lf, pf, kind, sprev, fseq
     cdef bint syn, fin, rst, has_ack, fits, accept
@@ -168,247 +186,258 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
             f = flags[i]
             x = 0 if from_client[i] else 1
             y = 1 - x
-            ox = x * NE
-            oy = y * NE
-            if trk[c, K_INIT] == 0:
+            me = &ends[c, x]
+            peer = &ends[c, y]
+            conn = &conns[c]
+            if conn.initialised == 0:
                 p = prev_of[c]
-                init_conn(trk, c, p)
+                init_conn(ends, conns, c, p)
                 if p >= 0:
-                    n_ev = _expire_time_wait(trk, ev, n_ev, p, t, msl2)
+                    n_ev = _expire_time_wait(ends, ev, n_ev, p, t, msl2)
                     for e in range(2):
-                        if trk[p, e * NE + E_STATE] == TIME_WAIT:
-                            trk[c, K_PREV_TW] = 1
-                            trk[p, K_TW_RECYCLED_FRAME] = fr
-                            n_ev = _set(trk, ev, n_ev, p, e, t, fr, CLOSED, R_TW_RECYCLED)
+                        old = &ends[p, e]
+                        if old.state == TIME_WAIT:
+                            conn.prev_in_time_wait = 1
+                            conns[p].tw_recycled_frame = fr
+                            n_ev = _set(old, ev, n_ev, p, e, t, fr, CLOSED,
+                                        Reason.TIME_WAIT_RECYCLED)
             else:
-                n_ev = _expire_time_wait(trk, ev, n_ev, c, t, msl2)
+                n_ev = _expire_time_wait(ends, ev, n_ev, c, t, msl2)
             n = plen[i]
             syn = (f & SYN) != 0
             fin = (f & FIN) != 0
             rst = (f & RST) != 0
             has_ack = (f & ACK) != 0
             # -- sequence spaces ------------------------------------------------------------
-            if trk[c, ox + E_BASE_SET] == 0:
-                trk[c, ox + E_BASE_SET] = 1
-                trk[c, ox + E_BASE] = seq[i]
-                trk[c, ox + E_NXT] = 0
-            s = _unwrap(trk[c, ox + E_BASE], trk[c, ox + E_NXT], seq[i])
+            if me.seq_base_set == 0:
+                me.seq_base_set = 1
+                me.seq_base = seq[i]
+                me.snd_nxt = 0
+            s = _unwrap(me.seq_base, me.snd_nxt, seq[i])
             end = s + n + (1 if syn else 0) + (1 if fin else 0)
             a = 0
             if has_ack:
-                if trk[c, oy + E_BASE_SET] == 0:
+                if peer.seq_base_set == 0:
                     # the peer has sent nothing yet: its ISN is taken as ack - 1 (as Wireshark does)
-                    trk[c, oy + E_BASE_SET] = 1
-                    trk[c, oy + E_BASE] = (<int64_t>ack[i] - 1) & (FULL - 1)
-                    trk[c, oy + E_NXT] = 1
-                ref = trk[c, oy + E_NXT]
-                if trk[c, ox + E_ACK_SET] == 1 and trk[c, ox + E_ACK_MAX] > ref:
-                    ref = trk[c, ox + E_ACK_MAX]
-                a = _unwrap(trk[c, oy + E_BASE], ref, ack[i])
+                    peer.seq_base_set = 1
+                    peer.seq_base = (<int64_t>ack[i] - 1) & (FULL - 1)
+                    peer.snd_nxt = 1
+                ref = peer.snd_nxt
+                if me.ack_set == 1 and me.rcv_nxt > ref:
+                    ref = me.rcv_nxt
+                a = _unwrap(peer.seq_base, ref, ack[i])
             # -- first sight of the sender: handshake or mid-stream ------------------------
-            sx = trk[c, ox + E_STATE]
+            sx = me.state
             if sx == UNSEEN and not syn and not rst:
-                if trk[c, oy + E_STATE] == UNSEEN:
-                    trk[c, K_MIDSTREAM] = 1
-                    n_ev = _set(trk, ev, n_ev, c, y, t, fr, ESTABLISHED, R_MIDSTREAM)
-                n_ev = _set(trk, ev, n_ev, c, x, t, fr, ESTABLISHED, R_MIDSTREAM)
+                if peer.state == UNSEEN:
+                    conn.midstream = 1
+                    n_ev = _set(peer, ev, n_ev, c, y, t, fr, ESTABLISHED, Reason.MIDSTREAM)
+                n_ev = _set(me, ev, n_ev, c, x, t, fr, ESTABLISHED, Reason.MIDSTREAM)
             if syn and not rst:
-                trk[c, ox + E_SYN_COUNT] += 1
-                trk[c, ox + E_SYN_LAST_FRAME] = fr
-                if trk[c, ox + E_ISN_SET] == 0:
-                    trk[c, ox + E_ISN_SET] = 1
-                    trk[c, ox + E_BASE] = seq[i]
+                me.syn_count += 1
+                me.syn_last_frame = fr
+                if me.isn_seen == 0:
+                    me.isn_seen = 1
+                    me.seq_base = seq[i]
                     s = 0
                     end = 1 + n + (1 if fin else 0)
-                    trk[c, ox + E_NXT] = 0
+                    me.snd_nxt = 0
                 if not has_ack:
                     if sx == UNSEEN or sx == CLOSED:
-                        n_ev = _set(trk, ev, n_ev, c, x, t, fr, SYN_SENT, R_SENT_SYN)
-                    if trk[c, oy + E_STATE] == SYN_SENT:
-                        n_ev = _set(trk, ev, n_ev, c, y, t, fr, SYN_RECEIVED, R_RECEIVED_SYN)
+                        n_ev = _set(me, ev, n_ev, c, x, t, fr, SYN_SENT, Reason.SENT_SYN)
+                    if peer.state == SYN_SENT:
+                        n_ev = _set(peer, ev, n_ev, c, y, t, fr, SYN_RECEIVED, Reason.RECEIVED_SYN)
                 else:
-                    trk[c, K_SYNACK] = 1
+                    conn.synack_seen = 1
                     if sx == UNSEEN or sx == SYN_SENT or sx == LISTEN:
-                        n_ev = _set(trk, ev, n_ev, c, x, t, fr, SYN_RECEIVED, R_SENT_SYN_ACK)
-                    if trk[c, oy + E_STATE] == UNSEEN:
-                        n_ev = _set(trk, ev, n_ev, c, y, t, fr, SYN_SENT, R_MIDSTREAM)
-                    sy = trk[c, oy + E_STATE]
+                        n_ev = _set(me, ev, n_ev, c, x, t, fr, SYN_RECEIVED, Reason.SENT_SYN_ACK)
+                    if peer.state == UNSEEN:
+                        n_ev = _set(peer, ev, n_ev, c, y, t, fr, SYN_SENT, Reason.MIDSTREAM)
+                    sy = peer.state
                     if (sy == SYN_SENT or sy == SYN_RECEIVED) and a >= 1:
-                        n_ev = _set(trk, ev, n_ev, c, y, t, fr, ESTABLISHED, R_RECEIVED_SYN_ACK)
+                        n_ev = _set(peer, ev, n_ev, c, y, t, fr, ESTABLISHED,
+                                    Reason.RECEIVED_SYN_ACK)
             # -- what this segment answers (for RST analysis) -------------------------------
             if rst:
-                trk[c, ox + E_RST] += 1
-                if trk[c, ox + E_RST] == 1:
-                    trk[c, ox + E_RST_FRAME] = fr
-                    trk[c, ox + E_RST_TS] = t
-                    trk[c, ox + E_RST_STATE] = trk[c, ox + E_STATE]
-                    trk[c, ox + E_RST_FLAGS] = f
-                    lf = trk[c, oy + E_LAST_FRAME]
+                me.rst_count += 1
+                if me.rst_count == 1:
+                    me.rst_frame = fr
+                    me.rst_ns = t
+                    me.rst_from_state = me.state
+                    me.rst_flags = f
+                    lf = peer.last_frame
                     # It answers the peer's latest segment when that came after our own last one
                     # and the RST's numbers fit it (bare RST: seq = its ack; RST|ACK: acks its end).
-                    if lf >= 0 and lf > trk[c, ox + E_LAST_FRAME]:
-                        pf = trk[c, oy + E_LAST_FLAGS]
+                    if lf >= 0 and lf > me.last_frame:
+                        pf = peer.last_flags
                         fits = (not has_ack and (pf & ACK) != 0 and
-                                <int64_t>seq[i] == trk[c, oy + E_LAST_ACKVAL]) or \
-                            (has_ack and a == trk[c, oy + E_LAST_END]) or \
+                                <int64_t>seq[i] == peer.last_ack_raw) or \
+                            (has_ack and a == peer.last_seq_end) or \
                             (not has_ack and (pf & ACK) == 0 and <int64_t>seq[i] == 0)
                         if fits:
                             kind = 0
-                            if trk[c, oy + E_LAST_END] > 0 and (pf & FIN) != 0:
-                                kind |= ANS_FIN
-                                if trk[c, oy + E_FIN_COUNT] > 1:
-                                    kind |= ANS_FIN_AGAIN
+                            if peer.last_seq_end > 0 and (pf & FIN) != 0:
+                                kind |= Answered.FIN
+                                if peer.fin_count > 1:
+                                    kind |= Answered.FIN_AGAIN
                             if (pf & SYN) != 0:
-                                kind |= ANS_SYN
-                            if trk[c, oy + E_LAST_DATA_FRAME] == lf:
-                                kind |= ANS_DATA
-                            trk[c, ox + E_RST_ANSWER] = lf
-                            trk[c, ox + E_RST_ANSWER_KIND] = kind
-                    sprev = trk[c, ox + E_STATE]
-                    if not has_ack and trk[c, ox + E_RST_ANSWER] >= 0:
+                                kind |= Answered.SYN
+                            if peer.last_data_frame == lf:
+                                kind |= Answered.DATA
+                            me.rst_answers_frame = lf
+                            me.rst_answers_kind = kind
+                    sprev = me.state
+                    if not has_ack and me.rst_answers_frame >= 0:
                         # A bare RST answering a segment comes from a host with no socket.
-                        if sprev == TIME_WAIT and trk[c, ox + E_DATA_AFTER_FIN] > 0:
+                        if sprev == TIME_WAIT and me.data_after_fin > 0:
                             # data after its close reset the socket (Linux answers such data with
                             # RST): it never reached TIME_WAIT, the FIN came to a closed port
-                            trk[c, ox + E_FLAGS] |= F_TW_NEVER
+                            me.hindsight |= Hindsight.TW_NEVER
                         elif sprev == TIME_WAIT:
-                            trk[c, ox + E_FLAGS] |= F_TW_SKIPPED
-                        elif sprev == FIN_WAIT_2 and t - trk[c, ox + E_FW2_TS] >= fin_timeout:
+                            me.hindsight |= Hindsight.TW_SKIPPED
+                        elif sprev == FIN_WAIT_2 and t - me.fw2_since_ns >= fin_timeout:
                             # the orphan had outlived tcp_fin_timeout: freed, then a closed port
                             # answered (earlier, a live socket answers data after close)
-                            trk[c, ox + E_FLAGS] |= F_FW2_EXPIRED
-                _close_role(trk, c, x, t, fr)
-                if trk[c, ox + E_STATE] != CLOSED:
-                    n_ev = _set(trk, ev, n_ev, c, x, t, fr, CLOSED, R_SENT_RST)
-                sy = trk[c, oy + E_STATE]
+                            me.hindsight |= Hindsight.FW2_EXPIRED
+                _close_role(conn, x, t, fr)
+                if me.state != CLOSED:
+                    n_ev = _set(me, ev, n_ev, c, x, t, fr, CLOSED, Reason.SENT_RST)
+                sy = peer.state
                 accept = False
                 if sy == SYN_SENT:
                     accept = has_ack and a == 1
-                    if accept and trk[c, K_SYNACK] == 0:
-                        trk[c, K_REFUSED] = 1
+                    if accept and conn.synack_seen == 0:
+                        conn.refused = 1
                 elif sy != UNSEEN and sy != CLOSED:
-                    accept = trk[c, oy + E_ACK_SET] == 0 or s >= trk[c, oy + E_ACK_MAX] - 1
+                    accept = peer.ack_set == 0 or s >= peer.rcv_nxt - 1
                 if accept:
-                    trk[c, K_RST_ACCEPTED] = 1
-                    n_ev = _set(trk, ev, n_ev, c, y, t, fr, CLOSED, R_RECEIVED_RST)
+                    conn.rst_accepted = 1
+                    n_ev = _set(peer, ev, n_ev, c, y, t, fr, CLOSED, Reason.RECEIVED_RST)
             else:
                 # -- ACK: acknowledges the peer's SYN or FIN --------------------------------
                 if has_ack:
-                    if trk[c, ox + E_ACK_SET] == 0 or a > trk[c, ox + E_ACK_MAX]:
-                        trk[c, ox + E_ACK_MAX] = a
-                    trk[c, ox + E_ACK_SET] = 1
-                    sy = trk[c, oy + E_STATE]
+                    if me.ack_set == 0 or a > me.rcv_nxt:
+                        me.rcv_nxt = a
+                    me.ack_set = 1
+                    sy = peer.state
                     if sy == SYN_RECEIVED and a >= 1 and not syn:
-                        n_ev = _set(trk, ev, n_ev, c, y, t, fr, ESTABLISHED, R_RECEIVED_ACK_OF_SYN)
-                    if trk[c, oy + E_FIN] == 1 and trk[c, oy + E_FIN_ACKED] == 0 and \
-                            a >= trk[c, oy + E_FIN_SEQ] + 1:
-                        trk[c, oy + E_FIN_ACKED] = 1
-                        trk[c, oy + E_FIN_ACKED_FRAME] = fr
-                        sy = trk[c, oy + E_STATE]
+                        n_ev = _set(peer, ev, n_ev, c, y, t, fr, ESTABLISHED,
+                                    Reason.RECEIVED_ACK_OF_SYN)
+                    if peer.fin_sent == 1 and peer.fin_acked == 0 and a >= peer.fin_seq + 1:
+                        peer.fin_acked = 1
+                        peer.fin_acked_frame = fr
+                        sy = peer.state
                         if sy == FIN_WAIT_1:
-                            if fin and trk[c, oy + E_GOT_FIN] == 0:
+                            if fin and peer.got_fin == 0:
                                 pass                    # FIN|ACK: straight to TIME_WAIT below
                             else:
-                                n_ev = _set(trk, ev, n_ev, c, y, t, fr, FIN_WAIT_2, R_FIN_ACKED)
+                                n_ev = _set(peer, ev, n_ev, c, y, t, fr, FIN_WAIT_2,
+                                            Reason.FIN_ACKNOWLEDGED)
                         elif sy == CLOSING:
-                            n_ev = _set(trk, ev, n_ev, c, y, t, fr, TIME_WAIT, R_FIN_ACKED)
+                            n_ev = _set(peer, ev, n_ev, c, y, t, fr, TIME_WAIT,
+                                        Reason.FIN_ACKNOWLEDGED)
                         elif sy == LAST_ACK:
-                            n_ev = _set(trk, ev, n_ev, c, y, t, fr, CLOSED, R_FIN_ACKED)
+                            n_ev = _set(peer, ev, n_ev, c, y, t, fr, CLOSED,
+                                        Reason.FIN_ACKNOWLEDGED)
                 # -- data ------------------------------------------------------------------
                 if n > 0:
-                    trk[c, ox + E_DATA_PKTS] += 1
-                    trk[c, ox + E_LAST_DATA_FRAME] = fr
-                    trk[c, ox + E_LAST_DATA_TS] = t
-                    if trk[c, oy + E_FIN] == 1:
-                        trk[c, oy + E_DATA_AFTER_FIN] += 1
-                if n <= 1 and not syn and not fin and has_ack and trk[c, ox + E_SEEN] == 1 and \
-                        s == trk[c, ox + E_NXT] - 1:
+                    me.data_pkts += 1
+                    me.last_data_frame = fr
+                    me.last_data_ns = t
+                    if peer.fin_sent == 1:
+                        peer.data_after_fin += 1
+                if n <= 1 and not syn and not fin and has_ack and me.seen == 1 and \
+                        s == me.snd_nxt - 1:
                     # keepalive probe: one byte below snd_nxt, carrying nothing new
-                    trk[c, ox + E_KEEPALIVES] += 1
-                    if trk[c, ox + E_FIN] == 1 or trk[c, oy + E_FIN] == 1:
-                        trk[c, ox + E_KEEPALIVE_HALF] += 1
+                    me.keepalives += 1
+                    if me.fin_sent == 1 or peer.fin_sent == 1:
+                        me.keepalives_half_closed += 1
                 if win[i] == 0 and not syn:
-                    trk[c, ox + E_ZERO_WIN] += 1
+                    me.zero_windows += 1
                 # -- FIN -------------------------------------------------------------------
                 if fin:
                     fseq = s + n
-                    if trk[c, ox + E_FIN] == 0:
-                        trk[c, ox + E_FIN] = 1
-                        trk[c, ox + E_FIN_SEQ] = fseq
-                        trk[c, ox + E_FIN_FRAME] = fr
-                        trk[c, ox + E_FIN_TS] = t
-                        trk[c, ox + E_FIN_COUNT] = 1
-                        if trk[c, K_CLOSER] < 0:
-                            _close_role(trk, c, x, t, fr)
-                        elif trk[c, K_CLOSER] == y and trk[c, oy + E_FIN] == 1 and \
-                                (not has_ack or a < trk[c, oy + E_FIN_SEQ] + 1):
+                    if me.fin_sent == 0:
+                        me.fin_sent = 1
+                        me.fin_seq = fseq
+                        me.fin_frame = fr
+                        me.fin_ns = t
+                        me.fin_count = 1
+                        if conn.closer < 0:
+                            _close_role(conn, x, t, fr)
+                        elif conn.closer == y and peer.fin_sent == 1 and \
+                                (not has_ack or a < peer.fin_seq + 1):
                             # our FIN does not acknowledge the peer's: the two FINs crossed
-                            trk[c, K_CLOSER] = 2
-                            trk[c, ox + E_FLAGS] |= F_FINS_CROSSED
-                        sx = trk[c, ox + E_STATE]
+                            conn.closer = Closer.SIMULTANEOUS
+                            me.hindsight |= Hindsight.FINS_CROSSED
+                        sx = me.state
                         if sx == SYN_SENT:          # the SYN-ACK is missing from the capture
-                            n_ev = _set(trk, ev, n_ev, c, x, t, fr, ESTABLISHED, R_MIDSTREAM)
+                            n_ev = _set(me, ev, n_ev, c, x, t, fr, ESTABLISHED, Reason.MIDSTREAM)
                             sx = ESTABLISHED
-                        if trk[c, ox + E_FLAGS] & F_FINS_CROSSED:
+                        if me.hindsight & Hindsight.FINS_CROSSED:
                             if sx == ESTABLISHED or sx == SYN_RECEIVED or sx == CLOSE_WAIT:
-                                n_ev = _set(trk, ev, n_ev, c, x, t, fr, CLOSING, R_SENT_FIN)
+                                n_ev = _set(me, ev, n_ev, c, x, t, fr, CLOSING, Reason.SENT_FIN)
                         elif sx == CLOSE_WAIT:
-                            n_ev = _set(trk, ev, n_ev, c, x, t, fr, LAST_ACK, R_SENT_FIN)
+                            n_ev = _set(me, ev, n_ev, c, x, t, fr, LAST_ACK, Reason.SENT_FIN)
                         elif sx == ESTABLISHED or sx == SYN_RECEIVED:
-                            n_ev = _set(trk, ev, n_ev, c, x, t, fr, FIN_WAIT_1, R_SENT_FIN)
-                    elif fseq == trk[c, ox + E_FIN_SEQ]:
-                        trk[c, ox + E_FIN_COUNT] += 1
-                        if trk[c, ox + E_FIN_RETX_FRAME] < 0:
-                            trk[c, ox + E_FIN_RETX_FRAME] = fr
-                        sx = trk[c, ox + E_STATE]
-                        if sx == CLOSED and trk[c, ox + E_GOT_FIN] == 1 and trk[c, ox + E_RST] == 0:
+                            n_ev = _set(me, ev, n_ev, c, x, t, fr, FIN_WAIT_1, Reason.SENT_FIN)
+                    elif fseq == me.fin_seq:
+                        me.fin_count += 1
+                        if me.fin_retx_frame < 0:
+                            me.fin_retx_frame = fr
+                        sx = me.state
+                        if sx == CLOSED and me.got_fin == 1 and me.rst_count == 0:
                             # we took its FIN as acknowledged, but the ACK never reached it; the
                             # timeline drops that CLOSED (see timeline.py)
-                            trk[c, ox + E_FIN_ACKED] = 0
-                            trk[c, ox + E_FLAGS] |= F_ACK_LOST
-                            n_ev = _set(trk, ev, n_ev, c, x, t, fr, LAST_ACK, R_ACK_LOST)
+                            me.fin_acked = 0
+                            me.hindsight |= Hindsight.FIN_ACK_LOST
+                            n_ev = _set(me, ev, n_ev, c, x, t, fr, LAST_ACK, Reason.ACK_LOST)
                     # the peer receives it
-                    if trk[c, oy + E_GOT_FIN] == 0:
-                        trk[c, oy + E_GOT_FIN] = 1
-                        trk[c, oy + E_GOT_FIN_FRAME] = fr
-                        sy = trk[c, oy + E_STATE]
+                    if peer.got_fin == 0:
+                        peer.got_fin = 1
+                        peer.got_fin_frame = fr
+                        sy = peer.state
                         if sy == ESTABLISHED or sy == SYN_RECEIVED:
-                            n_ev = _set(trk, ev, n_ev, c, y, t, fr, CLOSE_WAIT, R_RECEIVED_FIN)
+                            n_ev = _set(peer, ev, n_ev, c, y, t, fr, CLOSE_WAIT,
+                                        Reason.RECEIVED_FIN)
                         elif sy == FIN_WAIT_1:
-                            if trk[c, oy + E_FIN_ACKED] == 1:
-                                n_ev = _set(trk, ev, n_ev, c, y, t, fr, TIME_WAIT, R_RECEIVED_FIN)
+                            if peer.fin_acked == 1:
+                                n_ev = _set(peer, ev, n_ev, c, y, t, fr, TIME_WAIT,
+                                            Reason.RECEIVED_FIN)
                             else:
-                                n_ev = _set(trk, ev, n_ev, c, y, t, fr, CLOSING, R_RECEIVED_FIN)
+                                n_ev = _set(peer, ev, n_ev, c, y, t, fr, CLOSING,
+                                            Reason.RECEIVED_FIN)
                         elif sy == FIN_WAIT_2:
-                            n_ev = _set(trk, ev, n_ev, c, y, t, fr, TIME_WAIT, R_RECEIVED_FIN)
-                        elif sy == CLOSING and trk[c, oy + E_FIN_ACKED] == 1:
-                            n_ev = _set(trk, ev, n_ev, c, y, t, fr, TIME_WAIT, R_RECEIVED_FIN)
+                            n_ev = _set(peer, ev, n_ev, c, y, t, fr, TIME_WAIT,
+                                        Reason.RECEIVED_FIN)
+                        elif sy == CLOSING and peer.fin_acked == 1:
+                            n_ev = _set(peer, ev, n_ev, c, y, t, fr, TIME_WAIT,
+                                        Reason.RECEIVED_FIN)
             # -- bookkeeping -------------------------------------------------------------------
-            if not rst and trk[c, ox + E_STATE] == TIME_WAIT and \
-                    trk[c, oy + E_LAST_FRAME] > trk[c, ox + E_TW_FRAME]:
+            if not rst and me.state == TIME_WAIT and peer.last_frame > me.tw_frame:
                 # answering a later segment (e.g. a retransmitted FIN) restarts the 60 s, as on
                 # Linux
-                trk[c, ox + E_TW_TS] = t
-            if not rst and end > trk[c, ox + E_NXT]:
-                trk[c, ox + E_NXT] = end
-            trk[c, ox + E_SEEN] = 1
-            trk[c, ox + E_LAST_FRAME] = fr
-            trk[c, ox + E_LAST_TS] = t
-            trk[c, ox + E_LAST_FLAGS] = f
-            trk[c, ox + E_LAST_ACKVAL] = ack[i]
-            trk[c, ox + E_LAST_END] = end
+                me.tw_since_ns = t
+            if not rst and end > me.snd_nxt:
+                me.snd_nxt = end
+            me.seen = 1
+            me.last_frame = fr
+            me.last_ns = t
+            me.last_flags = f
+            me.last_ack_raw = ack[i]
+            me.last_seq_end = end
     return n_ev, stop
 
 
-def finish(Matrix trk, Matrix ev, int64_t n_ev, Py_ssize_t n_conns, int64_t end_ts,
-           int64_t msl2):
+def finish(Ends ends, Conns conns, Matrix ev, int64_t n_ev, Py_ssize_t n_conns,
+           int64_t end_ts, int64_t msl2):
     """At capture end: expire TIME_WAITs whose 2×MSL passed before the capture ended."""
-    _check_tables(trk, ev)
-    if not (0 <= n_conns <= trk.shape[0] and 0 <= n_ev and n_ev + 2 * n_conns <= ev.shape[0]):
+    _check_tables(ends, conns, ev)
+    if not (0 <= n_conns <= ends.shape[0] and 0 <= n_ev and n_ev + 2 * n_conns <= ev.shape[0]):
         raise ValueError("finish: too few rows for the connections or their events")
     cdef Py_ssize_t c
     with nogil:
         for c in range(n_conns):
-            if trk[c, K_INIT] == 1:
-                n_ev = _expire_time_wait(trk, ev, n_ev, c, end_ts, msl2)
+            if conns[c].initialised == 1:
+                n_ev = _expire_time_wait(ends, ev, n_ev, c, end_ts, msl2)
     return n_ev

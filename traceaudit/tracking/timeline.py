@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from traceaudit.tracking import kernel as K
 from traceaudit.tracking._timeline import _correct_kernel, _group_kernel
 from traceaudit.tracking.states import EndpointState, Reason
 from traceaudit.tracking.tracker import (EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE,
@@ -38,21 +37,19 @@ def corrected_events(tracked: Tracked) -> np.ndarray:
     a scratch copy (``_apply_kernel``) and each group is put in time order (emission order
     breaks ties) straight into the result.
     """
-    trk = tracked.trk
+    ends = tracked.endpoints
     ev = tracked.events
     if not len(ev):
         return ev[:0].copy()
-    keep = _unanswered_syn_ack_keep(ev, trk)
+    keep = _unanswered_syn_ack_keep(ev, ends)
     if keep is None:
         keep = np.ones(len(ev), np.bool_)
-    flags = np.empty(2 * len(trk), np.int64)          # E_FLAGS by conn * 2 + endpoint
-    flags[0::2] = trk[:, K.E_FLAGS]
-    flags[1::2] = trk[:, K.NE + K.E_FLAGS]
-    return _corrected(ev, keep, flags, trk, int(tracked.config.fin_timeout_s * 1e9),
-                      int(Reason.TIME_WAIT_SKIPPED), int(Reason.FIN_WAIT_2_EXPIRED))
+    # each endpoint's hindsight bits by conn * 2 + endpoint (a contiguous copy)
+    flags = np.ascontiguousarray(ends["hindsight"]).reshape(-1)
+    return _corrected(ev, keep, flags, ends, int(tracked.config.fin_timeout_s * 1e9))
 
 
-def _corrected(ev, keep, flags, trk, fin_timeout_ns, r_tw_skipped, r_fw2_expired):
+def _corrected(ev, keep, flags, ends, fin_timeout_ns):
     """The kept rows of ``ev``, grouped by endpoint, corrected where flagged, time-ordered."""
     # the large arrays are NumPy's, not the kernels' own: NumPy asks for huge pages, which
     # saves ~10,000 page faults for 860,000 events
@@ -67,14 +64,14 @@ def _corrected(ev, keep, flags, trk, fin_timeout_ns, r_tw_skipped, r_fw2_expired
     # scratch for one flagged endpoint's rows (the kernels allocate nothing)
     widest = int(np.diff(start).max()) if len(flags) else 0
     scratch = np.empty((widest + 1, ev.shape[1]), ev.dtype)
-    n = _correct_kernel(ev, flags, trk, start, perm, out, np.empty(rows, np.int64),
+    n = _correct_kernel(ev, flags, ends, start, perm, out, np.empty(rows, np.int64),
                         np.empty(rows, np.int64), scratch, np.empty(widest, np.int64),
                         np.empty(widest, np.uint8), np.empty(widest, np.uint8),
-                        fin_timeout_ns, r_tw_skipped, r_fw2_expired)
+                        fin_timeout_ns)
     return out[:n]                  # (the unused tail is at most one row per flagged row)
 
 
-def _unanswered_syn_ack_keep(ev: np.ndarray, trk: np.ndarray) -> np.ndarray | None:
+def _unanswered_syn_ack_keep(ev: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
     """Rows to keep, None for all: remove what clients that evidently never got a SYN-ACK were
     credited with (vectorised).
 
@@ -82,24 +79,24 @@ def _unanswered_syn_ack_keep(ev: np.ndarray, trk: np.ndarray) -> np.ndarray | No
     first one. Its ESTABLISHED goes, and so does every later entry other than CLOSED: a client
     that received nothing cannot have reached CLOSE_WAIT either.
     """
-    srv = K.NE
-    client_last = trk[:, K.E_LAST_FRAME]
+    client, server = ends[:, 0], ends[:, 1]
+    client_last = client["last_frame"]
     # the evidence that needs no event first (cheap, and usually nobody has it)
-    maybe = ((trk[:, srv + K.E_SYN_COUNT] > 1) &
-             (client_last < trk[:, srv + K.E_SYN_LAST_FRAME]) & (trk[:, K.E_ISN_SET] == 1))
+    maybe = ((server["syn_count"] > 1) & (client_last < server["syn_last_frame"]) &
+             (client["isn_seen"] == 1))
     if not maybe.any():
         return None
     cand = np.flatnonzero(maybe[ev[:, EV_CONN]])          # those connections' event rows
     c = ev[cand, EV_CONN]
-    est = cand[(ev[cand, EV_STATE] == K.ESTABLISHED) &
-               (ev[cand, EV_REASON] == K.R_RECEIVED_SYN_ACK) & (ev[cand, EV_ENDPOINT] == 0)]
+    est = cand[(ev[cand, EV_STATE] == EndpointState.ESTABLISHED) &
+               (ev[cand, EV_REASON] == Reason.RECEIVED_SYN_ACK) & (ev[cand, EV_ENDPOINT] == 0)]
     if not len(est):
         return None
-    est_frame = np.full(len(trk), np.iinfo(np.int64).max, np.int64)
+    est_frame = np.full(len(ends), np.iinfo(np.int64).max, np.int64)
     np.minimum.at(est_frame, ev[est, EV_CONN], ev[est, EV_FRAME])
     lost = maybe & (client_last < est_frame)
     drop = cand[lost[c] & (ev[cand, EV_ENDPOINT] == 0) & (ev[cand, EV_FRAME] >= est_frame[c]) &
-                (ev[cand, EV_STATE] != K.CLOSED)]
+                (ev[cand, EV_STATE] != EndpointState.CLOSED)]
     if not len(drop):
         return None
     keep = np.ones(len(ev), np.bool_)

@@ -10,6 +10,7 @@ from traceaudit.capture.batch import PacketBatch
 from traceaudit.flows import assign as A
 from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.tracking import kernel as K
+from traceaudit.tracking.facts import conn_table, endpoint_table
 # Event matrix columns (EV_CONN … EV_REASON), declared once in events.pxd for the compiled core.
 from traceaudit.tracking.events import (EV_CONN, EV_ENDPOINT, EV_FRAME,  # noqa: F401
                                         EV_REASON, EV_STATE, EV_TS)
@@ -31,7 +32,8 @@ class TrackerConfig:
 class Tracked:
     """Raw tracker output for one capture: per-connection facts and the transition events."""
 
-    trk: np.ndarray            # (connections, K.N_TRK) int64, see kernel.pxd field names
+    endpoints: np.ndarray      # (connections, 2) ENDPOINT_FACTS: [:, 0] client, [:, 1] server
+    conns: np.ndarray          # (connections,) CONN_FACTS (facts.pxd names every field)
     events: np.ndarray         # (n, 6) int64: conn, endpoint, ts_ns, frame, state, reason
                                # (the pipeline empties it once the timelines are corrected)
     end_ts_ns: int
@@ -45,7 +47,8 @@ class ConnectionTracker:
         self.config = config
         self.msl2 = int(config.msl2_s * 1e9)
         self.fin_timeout = int(config.fin_timeout_s * 1e9)
-        self.trk = np.zeros((initial, K.N_TRK), np.int64)
+        self.ends = endpoint_table(initial)         # the facts (facts.pxd), one row a
+        self.conns = conn_table(initial)            # connection
         # the kernel appends events here directly; it grows 8x (untouched zero pages are not
         # resident) and ``finish`` hands out its filled rows without a copy
         self._ev = np.zeros((EVENT_BUFFER_ROWS, 6), np.int64)
@@ -57,19 +60,21 @@ class ConnectionTracker:
         self._ev = grown
 
     def add(self, batch: PacketBatch, assignment: Assignment, flows: FlowBuilder) -> None:
-        if flows.n_conns > len(self.trk):
+        if flows.n_conns > len(self.conns):
             # 8x: the untouched tail of np.zeros costs no resident memory, and the copies of
             # what was filled so far stay a fraction of the final table
-            grown = np.zeros((max(flows.n_conns, 8 * len(self.trk)), K.N_TRK), np.int64)
-            grown[:len(self.trk)] = self.trk
-            self.trk = grown
+            rows = max(flows.n_conns, 8 * len(self.conns))
+            ends, conns = endpoint_table(rows), conn_table(rows)
+            ends[:len(self.ends)] = self.ends
+            conns[:len(self.conns)] = self.conns
+            self.ends, self.conns = ends, conns
         b = batch.columns
         row = 0
         while row < len(batch):
             self._n_ev, row = K.track_batch(
                 assignment.conn, assignment.from_client, b["flags"], b["seq"], b["ack"],
                 b["payload_len"], b["win"], b["ts_ns"], b["frame"], flows.conn[:, A.F_PREV],
-                self.trk, self._ev, self._n_ev, self.msl2, self.fin_timeout, row)
+                self.ends, self.conns, self._ev, self._n_ev, self.msl2, self.fin_timeout, row)
             if row < len(batch):
                 self._grow_events(self._n_ev + K.EV_HEADROOM + 1)
 
@@ -88,8 +93,8 @@ class ConnectionTracker:
         self._n_ev = len(kept)
 
     def finish(self, n_conns: int, end_ts_ns: int | None) -> Tracked:
-        trk = self.trk[:n_conns]
+        ends, conns = self.ends[:n_conns], self.conns[:n_conns]
         end = end_ts_ns or 0
         self.reserve_events(2 * n_conns + 1)
-        self._n_ev = K.finish(trk, self._ev, self._n_ev, n_conns, end, self.msl2)
-        return Tracked(trk, self.events(), end, self.config)
+        self._n_ev = K.finish(ends, conns, self._ev, self._n_ev, n_conns, end, self.msl2)
+        return Tracked(ends, conns, self.events(), end, self.config)
