@@ -28,8 +28,9 @@ def extensions() -> list[Extension]:
         found.append(Extension(
             name, [str(rel)],
             # -fwrapv: signed integers wrap as the kernels' 64-bit arithmetic expects;
-            # -g0: no debug information (a fifth of the size, faster to build)
-            extra_compile_args=["-O0" if BOUNDSCHECK else "-O2", "-g0", "-fwrapv",
+            # -O3: flows 3-5% faster than -O2 (interleaved A/B, one core); -g0: no debug
+            # information (a fifth of the size, faster to build)
+            extra_compile_args=["-O0" if BOUNDSCHECK else "-O3", "-g0", "-fwrapv",
                                 "-Wno-unused-function"],
             define_macros=[("CYTHON_TRACE_NOGIL", "0")]))
     return found
