@@ -28,11 +28,12 @@ class AuditReport:
     tool_version: str = ""
     generated_at: str = ""                       # ISO 8601, UTC
     elapsed_s: float = 0.0
+    accepted_by: str = ""            # "--exit-zero" or "--write-baseline": findings exit 0
 
     @cached_property
     def failing(self) -> list[Finding]:
-        """Findings at or above ``fail_on``: these make the exit code 1 (listed once: the
-        summary and the exit code both ask)."""
+        """Findings at or above ``fail_on``: these make the exit code 1 unless ``accepted_by``
+        (listed once: the summary and the exit code both ask)."""
         return [f for f in self.findings if f.severity >= self.fail_on]
 
     @property

@@ -158,12 +158,13 @@ def tracker_options(func):
     return func
 
 
-def _rule_list(values: tuple[str, ...]) -> list[str] | None:
-    """Comma-separated and repeated --select/--ignore values, validated against the registry."""
+def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
+    """Comma-separated and repeated --select/--ignore values (rule names, codes or code
+    prefixes), validated against the registry."""
     from traceaudit.rules.config import check_rule_names
     if not values:
         return None
-    return check_rule_names([n for v in values for n in v.split(",")], "--select/--ignore")
+    return check_rule_names([n for v in values for n in v.split(",")], option)
 
 
 @main.command()
@@ -177,33 +178,43 @@ def _rule_list(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--html", "html_path", default=None, metavar="FILE",
               help="Write the self-contained HTML report (e.g. reports/incident.html).")
 @click.option("--select", multiple=True, metavar="RULES",
-              help="Run only these rules (names, comma-separated or repeated).")
-@click.option("--ignore", multiple=True, metavar="RULES", help="Do not run these rules.")
+              help="Run only these rules: names, codes (TA101) or code prefixes (TA1), "
+                   "comma-separated or repeated.")
+@click.option("--ignore", multiple=True, metavar="RULES",
+              help="Do not run these rules (names, codes or prefixes). When --select and "
+                   "--ignore both match a rule, the more specific entry wins (a name or code "
+                   "over a prefix, a longer prefix over a shorter); --ignore wins ties.")
 @click.option("--fail-on", type=click.Choice(["info", "warning", "error"]), default=None,
               help="Lowest severity that makes the exit code 1  [default: warning, or the "
                    "config file's fail-on].")
 @click.option("--baseline", "baseline_path", default=None, metavar="FILE",
               help="Suppress findings recorded in this baseline file (see --write-baseline).")
 @click.option("--write-baseline", "write_baseline_path", default=None, metavar="FILE",
-              help="Record every finding of this run as known, for later --baseline runs.")
+              help="Record every finding of this run as known, for later --baseline runs; "
+                   "this accepts them, so the exit status is 0 (2 if a capture is "
+                   "unreadable).")
+@click.option("--exit-zero", is_flag=True,
+              help="Exit 0 even when there are findings at or above --fail-on (still 2 for "
+                   "usage, configuration or unreadable input).")
 @click.option("--config", "config_path", default=None, metavar="FILE",
               help="Settings file (default: ./traceaudit.toml, else [tool.traceaudit] in "
                    "./pyproject.toml).")
 @click.option("--set", "overrides", multiple=True, metavar="rules.NAME.KEY=VALUE",
-              help="Override a rule threshold or severity, e.g. "
-                   "--set rules.half-closed-leak.min_duration=30.")
+              help="Override a rule threshold or severity (NAME: a rule name or code), e.g. "
+                   "--set rules.half-closed-leak.min_duration=30 or "
+                   "--set rules.TA101.severity=info.")
 @reader_options
 @tracker_options
 def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | None,
             sarif_path: str | None, html_path: str | None, select: tuple[str, ...],
             ignore: tuple[str, ...], fail_on: str | None, baseline_path: str | None,
-            write_baseline_path: str | None, config_path: str | None,
+            write_baseline_path: str | None, exit_zero: bool, config_path: str | None,
             overrides: tuple[str, ...], reader: str, verify_checksums: bool, msl2: float,
             fin_timeout: float) -> None:
     """Find how every TCP connection in CAPTURES ended, and which endings are bugs.
 
     Exit status: 0 no finding at or above --fail-on, 1 there are, 2 usage, configuration or
-    unreadable input.
+    unreadable input. With --exit-zero or --write-baseline, findings never make it 1.
 
     \b
     Examples:
@@ -225,10 +236,10 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
     started = time.monotonic()
     try:
         config = load_config(config_path)
-        chosen = _rule_list(select)
+        chosen = _rule_list(select, "--select")
         if chosen is not None:
             config.select = chosen
-        config.ignore = config.ignore + (_rule_list(ignore) or [])
+        config.ignore = config.ignore + (_rule_list(ignore, "--ignore") or [])
         if fail_on is not None:
             config.fail_on = Severity.parse(fail_on)
         for item in overrides:
@@ -251,7 +262,9 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(
                                   timespec="seconds").replace("+00:00", "Z"),
-                              elapsed_s=time.monotonic() - started)
+                              elapsed_s=time.monotonic() - started,
+                              accepted_by="--write-baseline" if write_baseline_path
+                              else "--exit-zero" if exit_zero else "")
         _write_reports(report, json_path, junit_path, sarif_path, html_path)
         if write_baseline_path:
             write_output(write_baseline_path,
@@ -268,7 +281,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
         sys.exit(EXIT_ERROR)
     if failed:
         sys.exit(EXIT_ERROR)
-    sys.exit(EXIT_FINDINGS if report.failing else EXIT_CLEAN)
+    # --write-baseline accepts today's findings; --exit-zero reports without failing
+    sys.exit(EXIT_FINDINGS if report.failing and not report.accepted_by else EXIT_CLEAN)
 
 
 def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None:
@@ -293,24 +307,26 @@ def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None
 @click.option("--config", "config_path", default=None, metavar="FILE",
               help="Show thresholds as configured in this settings file.")
 def rules_command(name: str | None, config_path: str | None) -> None:
-    """List the rules, or explain one (rationale, fix, thresholds, references).
+    """List the rules, or explain one, by name or code (rationale, fix, thresholds,
+    references).
 
     \b
     Examples:
       traceaudit rules
       traceaudit rules half-closed-leak
+      traceaudit rules TA101
     """
     from traceaudit.report import rules_report
     from traceaudit.rules import registry
-    from traceaudit.rules.config import check_rule_names, load_config
+    from traceaudit.rules.config import load_config, resolve_rule
 
     try:
         config = load_config(config_path)
         if name is None:
             click.echo(rules_report.render_list(registry(), config), nl=False)
         else:
-            check_rule_names([name], "traceaudit rules")
-            click.echo(rules_report.render_rule(registry()[name], config), nl=False)
+            rule = resolve_rule(name, "traceaudit rules")
+            click.echo(rules_report.render_rule(rule, config), nl=False)
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)

@@ -18,8 +18,9 @@ def render_list(rules: dict[str, Rule], config: RulesConfig) -> str:
         lines.append(f"{rule.code:<6} {rule.name:<27} {config.severity(rule).label:<8} "
                      f"{rule.title}{mark}")
     lines.append("")
-    lines.append("`traceaudit rules NAME` explains one; thresholds are set under [rules.NAME] "
-                 "in traceaudit.toml or with --set rules.NAME.KEY=VALUE.")
+    lines.append("`traceaudit rules NAME` (or CODE) explains one; thresholds are set under "
+                 "[rules.NAME] in traceaudit.toml or with --set rules.NAME.KEY=VALUE "
+                 "(NAME or CODE).")
     return "\n".join(lines) + "\n"
 
 

@@ -128,6 +128,10 @@ def _verdict(report: AuditReport, console: Console) -> None:
     if report.unreadable:
         console.print(Text(f"{len(report.unreadable)} capture(s) could not be read to the end "
                            f"(see the errors above): exit 2{extra}", style="bold red"))
+    elif failing and report.accepted_by:
+        console.print(Text(f"{len(failing):,} finding(s) at or above "
+                           f"'{report.fail_on.label}', accepted by {report.accepted_by}: "
+                           f"exit 0{extra}", style="bold yellow"))
     elif failing:
         console.print(Text(f"{len(failing):,} finding(s) at or above "
                            f"'{report.fail_on.label}': exit 1{extra}", style="bold red"))

@@ -2,14 +2,20 @@
 
 Config file (``traceaudit.toml``, or ``[tool.traceaudit]`` in ``pyproject.toml``)::
 
-    select = ["half-closed-leak", "fin-wait-2-hang"]   # default: every rule
+    select = ["half-closed-leak", "TA102"]   # names, codes or code prefixes ("TA1"); default: all
     ignore = ["simultaneous-close"]
     fail-on = "warning"                                # info | warning | error
     baseline = "traceaudit-baseline.json"
 
-    [rules.half-closed-leak]
+    [rules.half-closed-leak]     # or [rules.TA101]
     min_duration = 30          # a threshold (see `traceaudit rules`)
     severity = "error"         # override the rule's default severity
+
+Wherever a rule is named (``--select``/``--ignore``, ``select``/``ignore``, ``[rules.X]``,
+``--set rules.X.KEY=VALUE``, ``traceaudit rules X``) its name or its code is accepted; selection
+also accepts a code prefix. ``resolve_selector`` and ``resolve_rule`` are the only places such
+text becomes rules. As in ruff, when select and ignore both match a rule the more specific entry
+wins (an exact code or name over a prefix, a longer prefix over a shorter one); ignore wins ties.
 """
 
 from __future__ import annotations
@@ -38,8 +44,13 @@ class RulesConfig:
     # -- queries --------------------------------------------------------------------------
     def active_rules(self) -> list[Rule]:
         rules = _registry()
-        chosen = self.select if self.select is not None else list(rules)
-        return [rules[n] for n in rules if n in chosen and n not in self.ignore]
+        if self.select is None:
+            selected = {name: -1 for name in rules}        # everything, least specific of all
+        else:
+            selected = _best(self.select, "select")
+        ignored = _best(self.ignore, "ignore")
+        return [rule for name, rule in rules.items()
+                if name in selected and selected[name] > ignored.get(name, -2)]
 
     def params(self, rule: Rule) -> dict[str, Any]:
         values = dict(rule.thresholds)
@@ -74,10 +85,10 @@ class RulesConfig:
             for key, value in settings.items():
                 self.set_value(name, key, value, origin)
 
-    def set_value(self, rule_name: str, key: str, value: Any, origin: str) -> None:
-        rule = _registry().get(rule_name)
-        if rule is None:
-            raise UnknownRuleError(f"{origin}: unknown rule {rule_name!r}{_suggest(rule_name)}")
+    def set_value(self, rule_ref: str, key: str, value: Any, origin: str) -> None:
+        """One threshold or severity of one rule (named by its name or code)."""
+        rule = resolve_rule(rule_ref, origin)
+        rule_name = rule.name
         if key == "severity":
             _severity(value, f"{origin}: rules.{rule_name}.severity")
         elif key not in rule.thresholds:
@@ -93,7 +104,8 @@ class RulesConfig:
         lhs, sep, rhs = assignment.partition("=")
         parts = lhs.strip().split(".")
         if not sep or len(parts) != 3 or parts[0] != "rules" or not all(parts):
-            raise ConfigError(f"--set {assignment!r}: expected rules.NAME.KEY=VALUE")
+            raise ConfigError(f"--set {assignment!r}: expected rules.NAME.KEY=VALUE "
+                              "(NAME: a rule name or code)")
         self.set_value(parts[1], parts[2], _parse_value(rhs.strip()), "--set")
 
 
@@ -127,13 +139,63 @@ def load_config(path: str | None, cwd: Path | None = None) -> RulesConfig:
     return config
 
 
-def check_rule_names(names: Iterable[str], origin: str) -> list[str]:
-    names = [n.strip() for n in names if n.strip()]
+# -- naming rules -----------------------------------------------------------------------------
+
+EXACT = 1_000      # the specificity of a rule's name or full code: above any prefix's length
+
+
+@dataclass(frozen=True)
+class Selector:
+    """What one select/ignore entry means: the rules it matches, and how specifically."""
+
+    text: str
+    names: tuple[str, ...]          # matched rule names, in code order
+    specificity: int                # EXACT for a name or code, else the prefix's length
+
+
+def resolve_selector(text: str, origin: str) -> Selector:
+    """A rule name, a rule code (``TA101``) or a code prefix (``TA1``: every rule whose code
+    starts with it). Matching nothing is an ``UnknownRuleError`` naming the entry."""
+    entry = text.strip()
     rules = _registry()
+    if entry in rules:
+        return Selector(entry, (entry,), EXACT)
+    exact = [r.name for r in rules.values() if r.code == entry]
+    if exact:
+        return Selector(entry, tuple(exact), EXACT)
+    by_prefix = [r.name for r in rules.values() if r.code.startswith(entry)] if entry else []
+    if by_prefix:
+        return Selector(entry, tuple(by_prefix), len(entry))
+    raise UnknownRuleError(f"{origin}: unknown rule, code or code prefix {entry!r}"
+                           f"{_suggest(entry)}")
+
+
+def resolve_rule(text: str, origin: str) -> Rule:
+    """Exactly one rule, by name or full code (a prefix of several codes is an error)."""
+    found = resolve_selector(text, origin)
+    if found.specificity != EXACT:
+        raise UnknownRuleError(f"{origin}: {found.text!r} is a code prefix "
+                               f"({', '.join(_registry()[n].code for n in found.names)}); "
+                               "name one rule by its name or full code")
+    return _registry()[found.names[0]]
+
+
+def check_rule_names(names: Iterable[str], origin: str) -> list[str]:
+    """Select/ignore entries, stripped, each checked to match at least one rule."""
+    names = [n.strip() for n in names if n.strip()]
     for n in names:
-        if n not in rules:
-            raise UnknownRuleError(f"{origin}: unknown rule {n!r}{_suggest(n)}")
+        resolve_selector(n, origin)
     return names
+
+
+def _best(entries: Iterable[str], origin: str) -> dict[str, int]:
+    """For each rule some entry matches: the highest specificity among those entries."""
+    best: dict[str, int] = {}
+    for entry in entries:
+        found = resolve_selector(entry, origin)
+        for name in found.names:
+            best[name] = max(best.get(name, -1), found.specificity)
+    return best
 
 
 def _registry() -> dict[str, Rule]:
@@ -143,7 +205,9 @@ def _registry() -> dict[str, Rule]:
 
 def _suggest(name: str) -> str:
     import difflib
-    close = difflib.get_close_matches(name, list(_registry()), n=1)
+    rules = _registry()
+    known = list(rules) + [r.code for r in rules.values()]
+    close = difflib.get_close_matches(name, known, n=1)
     return f" (did you mean {close[0]!r}?)" if close else " (see `traceaudit rules`)"
 
 
@@ -152,7 +216,7 @@ def _str_list(value: Any, origin: str, key: str) -> list[str]:
         return value.split(",")
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return value
-    raise ConfigError(f"{origin}: {key} must be a list of rule names")
+    raise ConfigError(f"{origin}: {key} must be a list of rule names or codes")
 
 
 def _severity(value: Any, where: str) -> Severity:
