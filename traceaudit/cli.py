@@ -1,7 +1,8 @@
 """Command line: thin click commands over the pipeline; the only place exit codes are decided.
 
-Exit codes: 0 = clean, 1 = findings at or above --fail-on, 2 = usage, configuration or
-unreadable input (any capture that could not be read to its end).
+Exit codes: 0 = clean, 1 = findings at or above --fail-on (unless --exit-zero or
+--write-baseline accepts them), 2 = usage, configuration or unreadable input (any capture that
+could not be read to its end).
 """
 
 from __future__ import annotations
@@ -222,6 +223,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
       traceaudit analyze incident.pcapng --json reports/incident.json
       traceaudit analyze ci/*.pcap --junit junit.xml --fail-on error --baseline known.json
       traceaudit analyze x.pcap --select half-closed-leak --set rules.half-closed-leak.min_duration=30
+      traceaudit analyze ci/ --select TA1 --ignore TA108 --sarif out.sarif --exit-zero
     """
     import time
 
