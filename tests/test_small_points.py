@@ -81,6 +81,11 @@ def test_missing_capture_is_not_summarised_as_analysed(tmp_path):
     assert r.exit_code == 2
     assert "1 capture(s), 11 packets" in r.output and "1 capture(s) not read" in r.output
     assert f"{missing}: not read" in r.output
+    junk = tmp_path / "junk.pcap"
+    junk.write_bytes(b"not a capture at all, just some text")
+    r = CliRunner().invoke(main, ["analyze", str(junk)])
+    assert r.exit_code == 2 and "not read: at byte offset 0: not a pcap" in r.output
+    assert "No capture could be read" in r.output and "No findings" not in r.output
 
 
 # -- 3. wrapped finding lines ------------------------------------------------------------------

@@ -38,14 +38,12 @@ def render(report: AuditReport, console: Console) -> None:
     if len(analyses) <= 10:
         for a in analyses:
             st = a.stats
-            state = Text(f" damaged: {st.error}", style="red") if st.error else Text("")
+            state = Text(f" damaged: {_error(st)}", style="red") if st.error else Text("")
             console.print(_hanging(Text(f"{st.path}: {st.packets:,} packets, {len(a.table):,} "
                                         f"connections{_span(st)}") + state, 2, 4))
     for a in unread:
-        error = str(a.stats.error)
-        error = error.removeprefix(f"{a.stats.path}: ")
-        console.print(_hanging(Text.assemble(f"{a.stats.path}: ",
-                                             ("not read", "bold red"), f": {error}"), 2, 4))
+        console.print(_hanging(Text.assemble(f"{a.stats.path}: ", ("not read", "bold red"),
+                                             f": {_error(a.stats)}"), 2, 4))
     roles: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     for a in analyses:
@@ -58,6 +56,12 @@ def render(report: AuditReport, console: Console) -> None:
     _by_rule(report, console, len(analyses), len(unread))
     _worst(report, console)
     _verdict(report, console)
+
+
+def _error(st) -> str:
+    """A capture's error without its path (the line names it already)."""
+    text = str(st.error)
+    return text[len(st.path):].lstrip(": ") if text.startswith(st.path) else text
 
 
 def _not_read(a) -> bool:
