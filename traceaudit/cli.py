@@ -171,13 +171,17 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
 @main.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "json_path", default=None, metavar="FILE",
-              help="Write the JSON report (captures, connections with timelines, findings).")
+              help="Write the JSON report (captures, connections with timelines, findings); "
+                   "'-' writes it to standard output (the summary then goes to standard "
+                   "error, so the output pipes into jq).")
 @click.option("--junit", "junit_path", default=None, metavar="FILE",
-              help="Write JUnit XML for CI (one test suite per capture, a test per rule).")
+              help="Write JUnit XML for CI (one test suite per capture, a test per rule); '-' "
+                   "is standard output.")
 @click.option("--sarif", "sarif_path", default=None, metavar="FILE",
-              help="Write SARIF 2.1.0 (code-scanning dashboards).")
+              help="Write SARIF 2.1.0 (code-scanning dashboards); '-' is standard output.")
 @click.option("--html", "html_path", default=None, metavar="FILE",
-              help="Write the self-contained HTML report (e.g. reports/incident.html).")
+              help="Write the self-contained HTML report (e.g. reports/incident.html); '-' is "
+                   "standard output.")
 @click.option("--select", multiple=True, metavar="RULES",
               help="Run only these rules: names, codes (TA101) or code prefixes (TA1), "
                    "comma-separated or repeated.")
@@ -193,7 +197,7 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("--write-baseline", "write_baseline_path", default=None, metavar="FILE",
               help="Record every finding of this run as known, for later --baseline runs; "
                    "this accepts them, so the exit status is 0 (2 if a capture is "
-                   "unreadable).")
+                   "unreadable). '-' is standard output.")
 @click.option("--exit-zero", is_flag=True,
               help="Exit 0 even when there are findings at or above --fail-on (still 2 for "
                    "usage, configuration or unreadable input).")
@@ -216,6 +220,9 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
 
     Exit status: 0 no finding at or above --fail-on, 1 there are, 2 usage, configuration or
     unreadable input. With --exit-zero or --write-baseline, findings never make it 1.
+
+    Every report option (--json, --junit, --sarif, --html, --write-baseline) takes '-' for
+    standard output; the terminal summary then goes to standard error.
 
     \b
     Examples:
@@ -357,7 +364,8 @@ def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums:
         for analysis in results:
             ts_ns = parse_moment(at, analysis.stats.first_ts_ns)
             from traceaudit.report import states_report
-            click.echo(states_report.render(analysis, ts_ns, show_all), nl=False)
+            click.echo(states_report.render(analysis, ts_ns, show_all,
+                                            msl2_ns=int(msl2 * 1e9)), nl=False)
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)

@@ -26,6 +26,7 @@ from markupsafe import Markup
 from traceaudit.audit import AuditReport
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report import census as C
+from traceaudit.report import facts_text as FT
 from traceaudit.report import html_findings as F
 from traceaudit.report import ladder as L
 from traceaudit.report.svgplot import sparkline, state_class, step_chart
@@ -263,7 +264,7 @@ def _detail(i: int, f: Finding, by_path: dict, rules: list[dict]) -> dict:
         "frames_filter": frames_filter if f.display_filter and f.frames else "",
         "rationale": rule["rationale"], "remediation": f.remediation or rule["remediation"],
         "references": rule["references"], "conn_text": conn_text, "ladder": ladder,
-        "ladder_conn": conn, "details": [(k, _plain(v)) for k, v in f.details.items()],
+        "ladder_conn": conn, "details": FT.facts(f.details),
     }
 
 
@@ -292,15 +293,6 @@ def _ladder_connection(f: Finding, cap: _Capture | None) -> int | None:
 # -- helpers ---------------------------------------------------------------------------------
 def _addr(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in str(ip) else f"{ip}:{port}"
-
-
-def _plain(v) -> str:
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, (list, tuple)):
-        text = ", ".join(str(x) for x in v[:30])
-        return text + (f" … ({len(v)} in all)" if len(v) > 30 else "")
-    return str(v)
 
 
 def _iso(ns: int | None) -> str:
@@ -337,4 +329,5 @@ def _env() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = lambda v: f"{int(v):,}"
     env.filters["pct"] = lambda v: f"{v:.1f}%"
+    env.filters["code"] = FT.code_html
     return env

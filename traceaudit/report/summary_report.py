@@ -10,11 +10,12 @@ from collections import Counter
 from datetime import datetime, timezone
 from operator import attrgetter
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
 from rich.text import Text
 
 from traceaudit.audit import AuditReport
+from traceaudit.report import facts_text
 from traceaudit.rules.model import Finding, Severity
 
 WORST_SHOWN = 5
@@ -22,18 +23,27 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 
 
 def render(report: AuditReport, console: Console) -> None:
-    analyses = report.analyses
+    # a capture that could not be opened (missing, not a capture) was not analysed at all: it
+    # is listed with its error, and counted apart from the captures read
+    unread = [a for a in report.analyses if _not_read(a)]
+    analyses = [a for a in report.analyses if not _not_read(a)]
     packets = sum(a.stats.packets for a in analyses)
     conns = sum(len(a.table) for a in analyses)
-    console.print(Text(f"traceaudit {report.tool_version}: {len(analyses)} capture(s), "
-                       f"{packets:,} packets, {conns:,} TCP connections, "
-                       f"analysed in {report.elapsed_s:.1f} s", style="bold"))
+    head = (f"traceaudit {report.tool_version}: {len(analyses)} capture(s), "
+            f"{packets:,} packets, {conns:,} TCP connections, "
+            f"analysed in {report.elapsed_s:.1f} s")
+    console.print(Text(head, style="bold")
+                  + (Text(f"; {len(unread)} capture(s) not read", style="bold red")
+                     if unread else Text("")))
     if len(analyses) <= 10:
         for a in analyses:
             st = a.stats
-            state = Text(" damaged", style="red") if st.error else Text("")
-            console.print(Text(f"  {st.path}: {st.packets:,} packets, {len(a.table):,} "
-                               f"connections{_span(st)}") + state, highlight=False)
+            state = Text(f" damaged: {_error(st)}", style="red") if st.error else Text("")
+            console.print(_hanging(Text(f"{st.path}: {st.packets:,} packets, {len(a.table):,} "
+                                        f"connections{_span(st)}") + state, 2, 4))
+    for a in unread:
+        console.print(_hanging(Text.assemble(f"{a.stats.path}: ", ("not read", "bold red"),
+                                             f": {_error(a.stats)}"), 2, 4))
     roles: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     for a in analyses:
@@ -43,9 +53,39 @@ def render(report: AuditReport, console: Console) -> None:
     if conns:
         console.print("closed first by: " + _counts(roles), highlight=False)
         console.print("endings:         " + _counts(kinds), highlight=False)
-    _by_rule(report, console)
+    _by_rule(report, console, len(analyses), len(unread))
     _worst(report, console)
     _verdict(report, console)
+
+
+def _error(st) -> str:
+    """A capture's error without its path (the line names it already)."""
+    text = str(st.error)
+    return text[len(st.path):].lstrip(": ") if text.startswith(st.path) else text
+
+
+def _not_read(a) -> bool:
+    """Nothing of the capture could be read: it could not be opened, or is not a capture."""
+    st = a.stats
+    return st.error is not None and st.packets == 0 and st.first_ts_ns is None
+
+
+class _Hanging:
+    """``text`` indented by ``first`` columns and its wrapped lines by ``rest`` (rich itself
+    would start them at column 0)."""
+
+    def __init__(self, text: Text, first: int, rest: int) -> None:
+        self.text, self.first, self.rest = text, first, rest
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = max(8, options.max_width - self.rest)
+        for n, line in enumerate(self.text.wrap(console, width, overflow="fold")):
+            line.end = "\n"
+            yield Text(" " * (self.first if n == 0 else self.rest)) + line
+
+
+def _hanging(text: Text, first: int, rest: int) -> _Hanging:
+    return _Hanging(text, first, rest)
 
 
 def _span(st) -> str:
@@ -59,9 +99,17 @@ def _counts(counter: Counter) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counter.most_common())
 
 
-def _by_rule(report: AuditReport, console: Console) -> None:
+def _by_rule(report: AuditReport, console: Console, read: int = 1, unread: int = 0) -> None:
     if not report.findings:
-        console.print(Text(f"No findings ({len(report.rules)} rules ran).", style="green"))
+        if not read:
+            console.print(Text("No capture could be read: nothing was analysed.",
+                               style="bold red"))
+        elif unread:
+            console.print(Text(f"No findings in the {read} capture(s) read "
+                               f"({len(report.rules)} rules ran; {unread} capture(s) not "
+                               "read).", style="yellow"))
+        else:
+            console.print(Text(f"No findings ({len(report.rules)} rules ran).", style="green"))
         return
     counts: dict[str, Counter] = {}
     findings = report.findings
@@ -89,11 +137,14 @@ def _worst(report: AuditReport, console: Console) -> None:
     console.print(Text(f"Worst findings ({len(shown)} of {len(report.findings):,}):",
                        style="bold"))
     for f in shown:
-        console.print(_line(f), highlight=False)
-        console.print(Text(f"    {f.message}"), highlight=False)
+        console.print(_hanging(_line(f), 0, 10))
+        console.print(_hanging(Text(f.message), 4, 4))
+        if f.details:
+            console.print(_hanging(Text("; ".join(f"{k}: {v}" for k, v in
+                                                  facts_text.facts(f.details))), 4, 4))
         frames = ", ".join(str(x) for x in f.frames[:8]) + (" …" if len(f.frames) > 8 else "")
-        console.print(Text(f"    frames {frames}   Wireshark: {f.display_filter}",
-                           style="dim"), highlight=False)
+        console.print(_hanging(Text(f"frames {frames}   Wireshark: {f.display_filter}",
+                                    style="dim"), 4, 4))
 
 
 def _worst_of(findings: list[Finding]) -> list[Finding]:
@@ -126,8 +177,12 @@ def _verdict(report: AuditReport, console: Console) -> None:
     extra = f"; {len(report.suppressed):,} suppressed by the baseline" if report.suppressed \
         else ""
     if report.unreadable:
-        console.print(Text(f"{len(report.unreadable)} capture(s) could not be read to the end "
-                           f"(see the errors above): exit 2{extra}", style="bold red"))
+        unread = sum(1 for a in report.unreadable if _not_read(a))
+        damaged = len(report.unreadable) - unread
+        what = [f"{unread} capture(s) could not be read"] if unread else []
+        what += [f"{damaged} capture(s) could not be read to the end"] if damaged else []
+        console.print(Text(f"{', '.join(what)} (see the errors above): exit 2{extra}",
+                           style="bold red"))
     elif failing and report.accepted_by:
         console.print(Text(f"{len(failing):,} finding(s) at or above "
                            f"'{report.fail_on.label}', accepted by {report.accepted_by}: "
