@@ -198,8 +198,9 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
               help="Exit 0 even when there are findings at or above --fail-on (still 2 for "
                    "usage, configuration or unreadable input).")
 @click.option("--config", "config_path", default=None, metavar="FILE",
-              help="Settings file (default: ./traceaudit.toml, else [tool.traceaudit] in "
-                   "./pyproject.toml).")
+              help="Settings file (default: the first traceaudit.toml, or pyproject.toml "
+                   "with a [tool.traceaudit] table, in the current directory or its "
+                   "parents). Paths in it are relative to its directory.")
 @click.option("--set", "overrides", multiple=True, metavar="rules.NAME.KEY=VALUE",
               help="Override a rule threshold or severity (NAME: a rule name or code), e.g. "
                    "--set rules.half-closed-leak.min_duration=30 or "
@@ -307,7 +308,8 @@ def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None
 @main.command("rules")
 @click.argument("name", required=False)
 @click.option("--config", "config_path", default=None, metavar="FILE",
-              help="Show thresholds as configured in this settings file.")
+              help="Show thresholds as configured in this settings file (default: the "
+                   "one analyze would find).")
 def rules_command(name: str | None, config_path: str | None) -> None:
     """List the rules, or explain one, by name or code (rationale, fix, thresholds,
     references).

@@ -28,6 +28,8 @@ def render(report: AuditReport, console: Console) -> None:
     console.print(Text(f"traceaudit {report.tool_version}: {len(analyses)} capture(s), "
                        f"{packets:,} packets, {conns:,} TCP connections, "
                        f"analysed in {report.elapsed_s:.1f} s", style="bold"))
+    if report.config_source:
+        console.print(Text(f"  settings: {report.config_source}"), highlight=False)
     if len(analyses) <= 10:
         for a in analyses:
             st = a.stats
