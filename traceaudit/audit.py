@@ -29,6 +29,7 @@ class AuditReport:
     generated_at: str = ""                       # ISO 8601, UTC
     elapsed_s: float = 0.0
     accepted_by: str = ""            # "--exit-zero" or "--write-baseline": findings exit 0
+    config_source: str = ""          # the settings file used ("" when none was found)
 
     @cached_property
     def failing(self) -> list[Finding]:
@@ -57,7 +58,8 @@ def build_report(analyses: list[CaptureAnalysis], config: "RulesConfig",
     rules = config.active_rules()
     return AuditReport(analyses=analyses, findings=findings, rules=rules,
                        params={r.name: config.params(r) for r in rules},
-                       fail_on=config.fail_on, suppressed=suppressed, **meta)
+                       fail_on=config.fail_on, suppressed=suppressed,
+                       config_source=config.source or "", **meta)
 
 
 def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,

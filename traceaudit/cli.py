@@ -182,6 +182,14 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("--html", "html_path", default=None, metavar="FILE",
               help="Write the self-contained HTML report (e.g. reports/incident.html); '-' is "
                    "standard output.")
+@click.option("--output-format", "output_format", default=None,
+              type=click.Choice(["github", "gitlab", "json-lines"]),
+              help="Also write the findings for CI: github (workflow-command annotations), "
+                   "gitlab (Code Quality JSON) or json-lines (one finding per line), to "
+                   "--output-file.")
+@click.option("-o", "--output-file", "output_file", default="-", show_default=True,
+              metavar="FILE", help="Where --output-format writes; '-' is standard output "
+                                    "(the summary then goes to standard error).")
 @click.option("--select", multiple=True, metavar="RULES",
               help="Run only these rules: names, codes (TA101) or code prefixes (TA1), "
                    "comma-separated or repeated.")
@@ -202,8 +210,9 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
               help="Exit 0 even when there are findings at or above --fail-on (still 2 for "
                    "usage, configuration or unreadable input).")
 @click.option("--config", "config_path", default=None, metavar="FILE",
-              help="Settings file (default: ./traceaudit.toml, else [tool.traceaudit] in "
-                   "./pyproject.toml).")
+              help="Settings file (default: the first traceaudit.toml, or pyproject.toml "
+                   "with a [tool.traceaudit] table, in the current directory or its "
+                   "parents). Paths in it are relative to its directory.")
 @click.option("--set", "overrides", multiple=True, metavar="rules.NAME.KEY=VALUE",
               help="Override a rule threshold or severity (NAME: a rule name or code), e.g. "
                    "--set rules.half-closed-leak.min_duration=30 or "
@@ -211,7 +220,8 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
 @reader_options
 @tracker_options
 def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | None,
-            sarif_path: str | None, html_path: str | None, select: tuple[str, ...],
+            sarif_path: str | None, html_path: str | None, output_format: str | None,
+            output_file: str, select: tuple[str, ...],
             ignore: tuple[str, ...], fail_on: str | None, baseline_path: str | None,
             write_baseline_path: str | None, exit_zero: bool, config_path: str | None,
             overrides: tuple[str, ...], reader: str, verify_checksums: bool, msl2: float,
@@ -231,6 +241,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
       traceaudit analyze ci/*.pcap --junit junit.xml --fail-on error --baseline known.json
       traceaudit analyze x.pcap --select half-closed-leak --set rules.half-closed-leak.min_duration=30
       traceaudit analyze ci/ --select TA1 --ignore TA108 --sarif out.sarif --exit-zero
+      traceaudit analyze ci/ --output-format github
+      traceaudit analyze ci/ --output-format gitlab -o gl-code-quality.json
     """
     import time
 
@@ -243,6 +255,9 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
     from traceaudit.rules.model import Severity
 
     started = time.monotonic()
+    if output_file != "-" and not output_format:
+        raise click.UsageError("-o/--output-file is where --output-format writes: "
+                               "give --output-format too")
     try:
         config = load_config(config_path)
         chosen = _rule_list(select, "--select")
@@ -275,13 +290,16 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
                               accepted_by="--write-baseline" if write_baseline_path
                               else "--exit-zero" if exit_zero else "")
         _write_reports(report, json_path, junit_path, sarif_path, html_path)
+        if output_format:
+            write_output(output_file, _render_ci(output_format, report))
         if write_baseline_path:
             write_output(write_baseline_path,
                          render_baseline(report.findings + report.suppressed, __version__))
         from traceaudit.report import summary_report
         # a report written to standard output (`--json -`) keeps it to itself: the summary
         # goes to standard error then, so `| jq` reads one document
-        piped = "-" in (json_path, junit_path, sarif_path, html_path, write_baseline_path)
+        piped = "-" in (json_path, junit_path, sarif_path, html_path, write_baseline_path,
+                        output_file if output_format else None)
         stream = sys.stderr if piped else sys.stdout
         summary_report.render(report, Console(file=stream, highlight=False,
                                               width=None if stream.isatty() else 120))
@@ -311,10 +329,23 @@ def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None
         write_output(html_path, render_html(report))
 
 
+def _render_ci(output_format: str, report) -> str:
+    """--output-format: annotations or findings as CI services read them."""
+    if output_format == "github":
+        from traceaudit.report import github
+        return github.render(report)
+    if output_format == "gitlab":
+        from traceaudit.report import gitlab
+        return gitlab.render(report)
+    from traceaudit.report import json_lines
+    return json_lines.render(report)
+
+
 @main.command("rules")
 @click.argument("name", required=False)
 @click.option("--config", "config_path", default=None, metavar="FILE",
-              help="Show thresholds as configured in this settings file.")
+              help="Show thresholds as configured in this settings file (default: the "
+                   "one analyze would find).")
 def rules_command(name: str | None, config_path: str | None) -> None:
     """List the rules, or explain one, by name or code (rationale, fix, thresholds,
     references).

@@ -1,10 +1,14 @@
-"""Shared by the CI reports (JUnit, SARIF): grouping, endpoint names, times, safe text."""
+"""Shared by the CI reports (JUnit, SARIF, annotations): grouping, endpoint names, times, safe
+text, paths as CI shows them."""
 
 from __future__ import annotations
 
 import math
+import os
 import re
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 from traceaudit.audit import AuditReport
 from traceaudit.pipeline import CaptureAnalysis
@@ -30,6 +34,28 @@ def iso_utc(ts: float) -> str:
     if not math.isfinite(ts):
         return "unknown time"
     return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def relative_below(path: str, base: str | Path) -> str | None:
+    """``path`` relative to ``base`` (POSIX separators) when the file lies below ``base``,
+    else None. Compared both as written and with symbolic links resolved (``/tmp`` may be a
+    link; ``os.getcwd()`` never names one)."""
+    joined = os.path.join(base, path)
+    for resolve in (os.path.abspath, os.path.realpath):
+        try:
+            return Path(resolve(joined)).relative_to(resolve(base)).as_posix()
+        except ValueError:
+            continue
+    return None
+
+
+def shown_path(path: str, base: str | Path | None = None) -> str:
+    """A capture's path as CI reports name it: an absolute path below ``base`` (default: the
+    current directory) made relative to it; any other path as given."""
+    if not os.path.isabs(path):
+        return path
+    rel = relative_below(path, base if base is not None else os.getcwd())
+    return path if rel is None else rel
 
 
 def capture_paths(report: AuditReport) -> list[str]:
@@ -81,3 +107,16 @@ def subject(f: Finding, ends: dict[int, tuple[str, str]]) -> str:
 def worst(findings: list[Finding]) -> Finding:
     """The most severe finding, the earliest among equals."""
     return min(findings, key=lambda f: (-int(f.severity), f.ts))
+
+
+def plain_json(value: Any) -> Any:
+    """Plain JSON values with every string valid UTF-8 (lone surrogates → U+FFFD)."""
+    if isinstance(value, str):
+        return utf8_safe(value)
+    if isinstance(value, dict):
+        return {utf8_safe(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if hasattr(value, "tolist"):
+        return plain_json(value.tolist())   # numpy scalars and arrays in details or thresholds
+    return value

@@ -1,6 +1,8 @@
 """JUnit XML for CI test reporters (Jenkins, GitLab, GitHub): ``render_junit(report) -> bytes``.
 
-Layout: ``<testsuites>`` holds one ``<testsuite>`` per capture (name = the path as given). Each
+Layout: ``<testsuites>`` holds one ``<testsuite>`` per capture (name = the path relative to the
+current directory when the capture lies below it, else as given; the ``capture`` property keeps
+the path as given). Each
 suite has
 
 * ``capture is readable``: ``<error>`` (type = the error's slug) when the capture could not be
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from pathlib import Path
 
 from traceaudit.audit import AuditReport
 from traceaudit.pipeline import CaptureAnalysis
@@ -34,6 +37,7 @@ from traceaudit.report.ci_common import (
     capture_paths,
     endpoints,
     iso_utc,
+    shown_path,
     subject,
     worst,
     xml_safe,
@@ -43,8 +47,9 @@ from traceaudit.rules.model import Finding
 READ_TEST = "capture is readable"
 
 
-def render_junit(report: AuditReport) -> bytes:
-    """The report as a UTF-8 JUnit XML document (layout in the module docstring)."""
+def render_junit(report: AuditReport, cwd: str | Path | None = None) -> bytes:
+    """The report as a UTF-8 JUnit XML document (layout in the module docstring); captures
+    below ``cwd`` (default: the current directory) are named relative to it."""
     paths = capture_paths(report)
     by_path = analyses_by_path(report)
     times = _suite_times(report, paths, by_path)
@@ -54,7 +59,7 @@ def render_junit(report: AuditReport) -> bytes:
     totals = dict.fromkeys(("tests", "failures", "errors"), 0)
     for index, path in enumerate(paths):
         suite = _suite(report, index, path, by_path.get(path), rules, times[index],
-                       reported.get(path, {}), suppressed.get(path, {}))
+                       reported.get(path, {}), suppressed.get(path, {}), cwd)
         root.append(suite)
         for key in totals:
             totals[key] += int(suite.get(key))
@@ -67,14 +72,15 @@ def render_junit(report: AuditReport) -> bytes:
 
 def _suite(report: AuditReport, index: int, path: str, analysis: CaptureAnalysis | None,
            rules: list[tuple[str, str]], time: float, reported: dict[str, list[Finding]],
-           suppressed: dict[str, list[Finding]]) -> ET.Element:
-    suite = ET.Element("testsuite", name=xml_safe(path), id=str(index), time=f"{time:.3f}")
+           suppressed: dict[str, list[Finding]], cwd: str | Path | None) -> ET.Element:
+    shown = shown_path(path, cwd)
+    suite = ET.Element("testsuite", name=xml_safe(shown), id=str(index), time=f"{time:.3f}")
     if report.generated_at:
         suite.set("timestamp", xml_safe(report.generated_at))
     props = _properties(report, path, analysis)
     ET.SubElement(suite, "properties").extend(
         ET.Element("property", name=k, value=xml_safe(v)) for k, v in props)
-    classname = xml_safe(path).replace(".", "_")
+    classname = xml_safe(shown).replace(".", "_")
     ends = endpoints(analysis)
     cases = []
     if analysis is not None:
@@ -159,6 +165,8 @@ def _read_text(a: CaptureAnalysis) -> str:
 
 def _properties(report: AuditReport, path: str, a: CaptureAnalysis | None) -> list[tuple]:
     props = [("capture", path), ("fail_on", report.fail_on.label)]
+    if report.config_source:
+        props.append(("config", report.config_source))
     if report.tool_version:
         props.append(("tool_version", report.tool_version))
     if a is not None:

@@ -21,6 +21,8 @@ def render_list(rules: dict[str, Rule], config: RulesConfig) -> str:
     lines.append("`traceaudit rules NAME` (or CODE) explains one; thresholds are set under "
                  "[rules.NAME] in traceaudit.toml or with --set rules.NAME.KEY=VALUE "
                  "(NAME or CODE).")
+    if config.source:
+        lines.append(f"Settings from {config.source}.")
     return "\n".join(lines) + "\n"
 
 

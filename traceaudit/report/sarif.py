@@ -27,6 +27,8 @@ from traceaudit.report.ci_common import (
     capture_paths,
     endpoints,
     iso_utc,
+    plain_json,
+    relative_below,
     subject,
     utf8_safe,
 )
@@ -60,6 +62,8 @@ def render_sarif(report: AuditReport, cwd: str | Path | None = None) -> bytes:
         "results": results,
         "properties": {"failOn": report.fail_on.label, "elapsedSeconds": report.elapsed_s},
     }
+    if report.config_source:
+        run["properties"]["configFile"] = report.config_source
     if any(loc.get("uriBaseId") == SRCROOT for loc in locations.values()):
         run["originalUriBaseIds"] = {SRCROOT: {"uri": _file_uri(base, directory=True)}}
     log = {"$schema": SCHEMA_URI, "version": "2.1.0", "runs": [run]}
@@ -67,7 +71,7 @@ def render_sarif(report: AuditReport, cwd: str | Path | None = None) -> bytes:
     try:
         return orjson.dumps(log, default=str, option=options)
     except orjson.JSONEncodeError:     # lone surrogates (undecodable bytes in a file name)
-        return orjson.dumps(_clean(log), default=lambda o: utf8_safe(o), option=options)
+        return orjson.dumps(plain_json(log), default=lambda o: utf8_safe(o), option=options)
 
 
 def _driver(report: AuditReport) -> dict:
@@ -183,13 +187,12 @@ def _artifact(path: str, analysis, location: dict) -> dict:
 
 
 def _artifact_location(path: str, base: Path) -> dict:
-    """Relative to ``base`` when the file lies below it, else an absolute ``file:`` URI."""
-    absolute = Path(os.path.abspath(os.path.join(base, path)))
-    try:
-        rel = absolute.relative_to(os.path.abspath(base))
-    except ValueError:
-        return {"uri": _file_uri(absolute)}
-    return {"uri": quote(os.fsencode(rel.as_posix())), "uriBaseId": SRCROOT}
+    """Relative to ``base`` when the file lies below it (also through symbolic links), else
+    an absolute ``file:`` URI."""
+    rel = relative_below(path, base)
+    if rel is None:
+        return {"uri": _file_uri(Path(os.path.abspath(os.path.join(base, path))))}
+    return {"uri": quote(os.fsencode(rel)), "uriBaseId": SRCROOT}
 
 
 def _file_uri(path: Path, directory: bool = False) -> str:
@@ -197,16 +200,3 @@ def _file_uri(path: Path, directory: bool = False) -> str:
     if directory and not text.endswith("/"):
         text += "/"
     return "file://" + text
-
-
-def _clean(value: Any) -> Any:
-    """Plain JSON values with every string valid UTF-8 (lone surrogates → U+FFFD)."""
-    if isinstance(value, str):
-        return utf8_safe(value)
-    if isinstance(value, dict):
-        return {utf8_safe(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _clean(value.tolist())   # numpy scalars and arrays in details or thresholds
-    return value

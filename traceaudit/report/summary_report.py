@@ -35,6 +35,8 @@ def render(report: AuditReport, console: Console) -> None:
     console.print(Text(head, style="bold")
                   + (Text(f"; {len(unread)} capture(s) not read", style="bold red")
                      if unread else Text("")))
+    if report.config_source:
+        console.print(Text(f"  settings: {report.config_source}"), highlight=False)
     if len(analyses) <= 10:
         for a in analyses:
             st = a.stats

@@ -1,11 +1,12 @@
 """Rule selection and thresholds: defaults, then a config file, then ``--set``.
 
-Config file (``traceaudit.toml``, or ``[tool.traceaudit]`` in ``pyproject.toml``)::
+Config file (``traceaudit.toml``, or ``[tool.traceaudit]`` in ``pyproject.toml``; found in the
+current directory or the nearest parent holding one, unless ``--config FILE`` names it)::
 
     select = ["half-closed-leak", "TA102"]   # names, codes or code prefixes ("TA1"); default: all
     ignore = ["simultaneous-close"]
     fail-on = "warning"                                # info | warning | error
-    baseline = "traceaudit-baseline.json"
+    baseline = "traceaudit-baseline.json"              # relative to this file's directory
 
     [rules.half-closed-leak]     # or [rules.TA101]
     min_duration = 30          # a threshold (see `traceaudit rules`)
@@ -63,7 +64,9 @@ class RulesConfig:
         return Severity.parse(text) if text is not None else rule.severity
 
     # -- building -------------------------------------------------------------------------
-    def apply_table(self, table: dict[str, Any], origin: str) -> None:
+    def apply_table(self, table: dict[str, Any], origin: str, base: Path | None = None) -> None:
+        """Settings from one config table; a relative ``baseline`` is joined to ``base`` (the
+        config file's directory)."""
         unknown = set(table) - _TOP_KEYS
         if unknown:
             raise ConfigError(f"{origin}: unknown setting(s) {', '.join(sorted(unknown))} "
@@ -75,7 +78,10 @@ class RulesConfig:
         if "fail-on" in table:
             self.fail_on = _severity(table["fail-on"], f"{origin}: fail-on")
         if "baseline" in table:
-            self.baseline = str(table["baseline"])
+            baseline = table["baseline"]
+            if not isinstance(baseline, str) or not baseline:
+                raise ConfigError(f"{origin}: baseline must be a file path")
+            self.baseline = str(base / baseline) if base is not None else baseline
         rules = table.get("rules", {})
         if not isinstance(rules, dict):
             raise ConfigError(f"{origin}: [rules] must be a table of rule names")
@@ -110,33 +116,57 @@ class RulesConfig:
 
 
 def load_config(path: str | None, cwd: Path | None = None) -> RulesConfig:
-    """Settings from ``path``, else ``traceaudit.toml`` or ``pyproject.toml`` in ``cwd``."""
+    """Settings from ``path``, else from the file ``find_config`` discovers from ``cwd``
+    (default: the current directory) upward; defaults when there is none. Relative paths in
+    the file (``baseline``) are taken relative to the file's directory."""
     config = RulesConfig()
     if path is not None:
         file = Path(path)
         if not file.is_file():
             raise ConfigError(f"{path}: config file not found")
+        doc = _read_toml(file)
+        table = _tool_table(doc) if file.name == "pyproject.toml" else doc
+        if table is None:
+            raise ConfigError(f"{file}: no [tool.traceaudit] table")
     else:
-        here = cwd or Path.cwd()
-        file = next((f for f in (here / CONFIG_FILE, here / "pyproject.toml") if f.is_file()),
-                    None)
-        if file is None:
+        found = find_config(cwd or Path.cwd())
+        if found is None:
             return config
+        file, table = found
+    config.source = str(file)
+    config.apply_table(table, str(file), base=file.parent)
+    return config
+
+
+def find_config(start: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The settings file for a run started in ``start``, with its settings table: in
+    ``start`` and then each parent up to the filesystem root, the first directory holding
+    ``traceaudit.toml`` (first) or a ``pyproject.toml`` with a ``[tool.traceaudit]`` table
+    (a pyproject.toml without one is passed over, as ruff does)."""
+    start = Path(start).absolute()
+    for directory in (start, *start.parents):
+        own = directory / CONFIG_FILE
+        if own.is_file():
+            return own, _read_toml(own)
+        project = directory / "pyproject.toml"
+        if project.is_file():
+            table = _tool_table(_read_toml(project))
+            if table is not None:
+                return project, table
+    return None
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
     try:
-        doc = tomllib.loads(file.read_text(encoding="utf-8"))
+        return tomllib.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read config: {exc}") from None
-    if file.name == "pyproject.toml":
-        table = doc.get("tool", {}).get("traceaudit")
-        if table is None:
-            if path is not None:
-                raise ConfigError(f"{file}: no [tool.traceaudit] table")
-            return config
-    else:
-        table = doc
-    config.source = str(file)
-    config.apply_table(table, str(file))
-    return config
+
+
+def _tool_table(doc: dict[str, Any]) -> dict[str, Any] | None:
+    tool = doc.get("tool", {})
+    table = tool.get("traceaudit") if isinstance(tool, dict) else None
+    return table if isinstance(table, dict) else None
 
 
 # -- naming rules -----------------------------------------------------------------------------
