@@ -53,7 +53,7 @@ def test_states_after_the_capture_says_so_and_expires_time_waits(tmp_path):
     assert "TIME_WAIT  10.0.0.1:40000" in r.output       # 2×MSL (60 s) has not passed yet
     late = last + 100 * 10**9
     r = CliRunner().invoke(main, ["states", str(p), "--at", f"{late / 1e9:.6f}"])
-    assert "100.0 s after its last packet" in r.output and "1 expired" in r.output
+    assert "1 min 40 s after its last packet" in r.output and "1 expired" in r.output
     assert "TIME_WAIT  " not in r.output                  # expired by then
     r = CliRunner().invoke(main, ["states", str(p), "--at", f"{late / 1e9:.6f}", "--all"])
     assert "CLOSED" in r.output

@@ -13,26 +13,16 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from traceaudit.rules.common import seconds
+
 _BACKTICKED = re.compile(r"`([^`\n]+)`")
 MAX_LIST = 30
 
 
 def duration(s: float) -> str:
-    """Seconds as a person reads them: ``21 µs``, ``1.5 ms``, ``340 ms``, ``4.0 s``,
-    ``12 min 5 s``, ``3 h 2 min``."""
-    a = abs(s)
-    sign = "-" if s < 0 else ""
-    if a == 0:
-        return "0 s"
-    if a < 1e-3:
-        return f"{sign}{a * 1e6:.0f} µs"
-    if a < 1:
-        return f"{sign}{a * 1e3:.1f} ms" if a < 0.01 else f"{sign}{a * 1e3:.0f} ms"
-    if a < 120:
-        return f"{sign}{a:.1f} s"
-    if a < 7200:
-        return f"{sign}{int(a // 60)} min {int(a % 60)} s"
-    return f"{sign}{int(a // 3600)} h {int(a % 3600 // 60)} min"
+    """Seconds as a person reads them (``rules.common.seconds``: ``21 µs``, ``340 ms``,
+    ``4.0 s``, ``12 min 5 s``)."""
+    return seconds(s * 1_000_000_000)
 
 
 def label(key: str) -> str:

@@ -260,15 +260,23 @@ def still_waiting(waited_ns: int, min_ns: int) -> tuple[str, str]:
 
 
 def seconds(ns: int | float) -> str:
-    """A duration for people: 850 ms, 3.2 s, 4 min 12 s, 2 h 5 min."""
-    s = ns / NS
+    """A duration for people: 21 µs, 1.5 ms, 850 ms, 3.2 s, 4 min 12 s, 2 h 5 min (the one
+    duration format of messages, the summary and the HTML report)."""
+    s = abs(ns) / NS
+    sign = "-" if ns < 0 else ""
+    if s == 0:
+        return "0 s"
+    if s < 1e-3:
+        return f"{sign}{s * 1e6:.0f} µs"
+    if s < 0.01:
+        return f"{sign}{s * 1e3:.1f} ms"
     if s < 1:
-        return f"{s * 1000:.0f} ms"
+        return f"{sign}{s * 1000:.0f} ms"
     if s < 60:
-        return f"{s:.1f} s"
+        return f"{sign}{s:.1f} s"
     if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60)} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60)} min"
+        return f"{sign}{int(s // 60)} min {int(s % 60)} s"
+    return f"{sign}{int(s // 3600)} h {int(s % 3600 // 60)} min"
 
 
 def frame_ref(frame: int) -> str:
