@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+import traceback
 from typing import Callable
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
@@ -18,18 +19,29 @@ import click
 
 from traceaudit import __version__
 from traceaudit.capture import READERS, expand_paths
-from traceaudit.errors import TraceauditError
-from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures
+from traceaudit.errors import CaptureBug, TraceauditError
+from traceaudit.names import one_line
+from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures, failed_analysis
 from traceaudit.report import flows as flow_report
 from traceaudit.report.output import write_output
 from traceaudit.retire import RetireOptions
 from traceaudit.tracking.tracker import TrackerConfig
 
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+DEBUG_ENV = "TRACEAUDIT_DEBUG"     # set: a bug's traceback is printed after its message
 
 
 def _err(message: str) -> None:
-    click.echo(f"traceaudit: {message}", err=True)
+    """One line on standard error (control characters and undecodable bytes escaped)."""
+    click.echo(f"traceaudit: {one_line(message)}", err=True)
+
+
+def _debug_details(text: str) -> None:
+    """A bug's traceback, on standard error when TRACEAUDIT_DEBUG is set."""
+    if os.environ.get(DEBUG_ENV):
+        click.echo(text.rstrip("\n"), err=True)
+    else:
+        _err(f"(set {DEBUG_ENV}=1 for the traceback)")
 
 
 def reader_options(func):
@@ -70,8 +82,14 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     with CaptureProgress(files) as progress:
         for analysis in analyze_captures(files, options, progress.update):
             progress.finished(analysis.stats)
+            if each is not None:
+                try:
+                    analysis = each(analysis)
+                except Exception as exc:        # a bug: this capture fails, the run goes on
+                    analysis = failed_analysis(analysis.stats.path,
+                                               CaptureBug(analysis.stats.path, exc), options)
             _reported(analysis)
-            results.append(each(analysis) if each else analysis)
+            results.append(analysis)
             if len(results) < len(files):
                 gc.collect()            # one capture's cycles, before the next is read
             failed = failed or analysis.stats.error is not None
@@ -87,10 +105,27 @@ def _reported(analysis: CaptureAnalysis) -> CaptureAnalysis:
         kept = analysis.stats.packets
         tail = f" (kept {kept} packet(s) read before it)" if kept else ""
         _err(f"error: {analysis.stats.error}{tail}")
+        if isinstance(analysis.stats.error, CaptureBug):
+            _debug_details(analysis.stats.error.details)
     return analysis
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; an exception nothing else caught (a bug) is one error line and exit
+    2, never a traceback and exit 1 (which CI would read as findings)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            _internal_error(f"in traceaudit {ctx.invoked_subcommand}", exc)
+            sys.exit(EXIT_ERROR)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="traceaudit")
 def main() -> None:
     """traceaudit: how every TCP connection in a capture ended, and which endings are bugs."""
@@ -275,8 +310,10 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
         def audit(analysis):
             # rules run as each capture completes; then only what the reports read is kept,
             # so a batch of many large captures does not hold every tracker table at once
-            findings.extend(run_rules(analysis, config))
-            return slimmed(analysis, keep_excerpts=html_path is not None)
+            found = run_rules(analysis, config)
+            kept = slimmed(analysis, keep_excerpts=html_path is not None)
+            findings.extend(found)          # (only once nothing more can fail for it)
+            return kept
 
         results, failed = read_captures(captures, reader, verify_checksums,
                                         _tracker_config(msl2, fin_timeout), each=audit,
@@ -289,12 +326,16 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
                               elapsed_s=time.monotonic() - started,
                               accepted_by="--write-baseline" if write_baseline_path
                               else "--exit-zero" if exit_zero else "")
-        _write_reports(report, json_path, junit_path, sarif_path, html_path)
+        broken = _write_reports(report, json_path, junit_path, sarif_path, html_path)
         if output_format:
-            write_output(output_file, _render_ci(output_format, report))
+            broken |= _guarded(f"--output-format {output_format}", output_file,
+                               lambda: write_output(output_file,
+                                                    _render_ci(output_format, report)))
         if write_baseline_path:
-            write_output(write_baseline_path,
-                         render_baseline(report.findings + report.suppressed, __version__))
+            broken |= _guarded("--write-baseline", write_baseline_path, lambda: write_output(
+                write_baseline_path,
+                render_baseline(report.findings + report.suppressed, __version__)))
+        failed = failed or broken
         from traceaudit.report import summary_report
         # a report written to standard output (`--json -`) keeps it to itself: the summary
         # goes to standard error then, so `| jq` reads one document
@@ -312,21 +353,48 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
     sys.exit(EXIT_FINDINGS if report.failing and not report.accepted_by else EXIT_CLEAN)
 
 
-def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None:
-    """Every requested report, each written atomically; renderers never read captures."""
+def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> bool:
+    """Every requested report, each written atomically; renderers never read captures.
+    True when one of them failed with a bug (the others are still written)."""
+    broken = False
     if json_path:
         from traceaudit.report import json_report
-        json_report.write(json_path, report.analyses, (f.to_dict() for f in report.findings),
-                          tool_version=__version__, generated_at=report.generated_at)
+        broken |= _guarded("--json", json_path, lambda: json_report.write(
+            json_path, report.analyses, (f.to_dict() for f in report.findings),
+            tool_version=__version__, generated_at=report.generated_at))
     if junit_path:
         from traceaudit.report.junit import render_junit
-        write_output(junit_path, render_junit(report))
+        broken |= _guarded("--junit", junit_path,
+                           lambda: write_output(junit_path, render_junit(report)))
     if sarif_path:
         from traceaudit.report.sarif import render_sarif
-        write_output(sarif_path, render_sarif(report))
+        broken |= _guarded("--sarif", sarif_path,
+                           lambda: write_output(sarif_path, render_sarif(report)))
     if html_path:
         from traceaudit.report.html import render_html
-        write_output(html_path, render_html(report))
+        broken |= _guarded("--html", html_path,
+                           lambda: write_output(html_path, render_html(report)))
+    return broken
+
+
+def _guarded(option: str, target: str, write: Callable[[], None]) -> bool:
+    """Run ``write``; an unexpected exception (a bug) is reported and True returned, so one
+    failing report does not stop the others (nothing half-written: writes are atomic)."""
+    try:
+        write()
+    except TraceauditError:
+        raise
+    except Exception as exc:
+        _internal_error(f"writing {option} {target}", exc)
+        return True
+    return False
+
+
+def _internal_error(doing: str, exc: BaseException) -> None:
+    text = str(exc).strip()
+    _err(f"error: internal error {doing}: {type(exc).__name__}{': ' + text if text else ''}"
+         " — this is a bug, please report it")
+    _debug_details("".join(traceback.format_exception(exc)))
 
 
 def _render_ci(output_format: str, report) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 from traceaudit.capture import CaptureStats, open_capture
 from traceaudit.capture.batch import DEFAULT_BATCH_ROWS, PacketBatch
 from traceaudit.capture.prefetch import read_ahead
-from traceaudit.errors import CaptureError
+from traceaudit.errors import CaptureBug, CaptureError
 from traceaudit.flows import FlowBuilder
 from traceaudit.flows.table import Assignment
 from traceaudit.flows.columns import Columns
@@ -96,16 +96,25 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
         return _retiring_read(path, options, progress)
     stages = _Stages(path, options)
     source = stages.source
+    batches = stages.batches()
     try:
-        for batch in stages.batches():
+        for batch in batches:
             stages.add(batch)
             if progress:
                 progress(source.stats)
     except CaptureError as exc:
         source.stats.error = exc
-    builder, tracker, excerpts, zeek = stages.builder, stages.tracker, stages.excerpts, stages.zeek
-    del stages
-    tracked = tracker.finish(builder.n_conns, source.stats.last_ts_ns)
+    finally:
+        batches.close()                 # on any exception too: stops the read-ahead thread
+    return _finished(path, options, source.stats, stages)
+
+
+def _finished(path: str | Path, options: ReadOptions, stats: CaptureStats,
+              stages: _Stages) -> CaptureAnalysis:
+    """The analysis once every batch went through ``stages``: trackers finished, timelines
+    corrected, the Zeek view and the flow table made."""
+    builder, tracker, excerpts, zeek = stages.release()
+    tracked = tracker.finish(builder.n_conns, stats.last_ts_ns)
     del tracker
     if options.frames_soon:
         # pandas' import (~0.2 s) runs in a thread beside the compiled end-of-capture work
@@ -123,31 +132,49 @@ def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
     del builder, excerpts
     from traceaudit.tracking.connections import add_tracking_columns
     flows = add_tracking_columns(table, tracked, events, zres)
-    return CaptureAnalysis(source.stats, flows, tracked, events,
+    return CaptureAnalysis(stats, flows, tracked, events,
                            zres.row_columns if zres is not None else None, kept)
+
+
+def failed_analysis(path: str | Path, error: CaptureError,
+                    options: ReadOptions = ReadOptions()) -> CaptureAnalysis:
+    """The analysis of a capture of which nothing is kept (``error`` says why): no packet, no
+    connection, every table empty but of its full layout, as for a file that is not a
+    capture."""
+    stats = CaptureStats(path=str(path), error=error)
+    return _finished(path, options, stats, _Stages(path, options, excerpts=False, source=False))
 
 
 class _Stages:
     """One read of a capture through the streaming stages (flows, trackers, Zeek view,
     excerpts), batch by batch."""
 
-    def __init__(self, path: str | Path, options: ReadOptions, excerpts: bool | None = None):
+    def __init__(self, path: str | Path, options: ReadOptions, excerpts: bool | None = None,
+                 source: bool = True):
         # a Zeek view run without -C needs each segment's checksum verdict: the native reader
         # marks it per row (seg_flags); for other readers a verifying second read tells
         self.options = options
         self.marks = options.zeek is not None and not options.zeek.ignore_checksums
-        self.source = open_capture(path, reader=options.reader,
-                                   verify_checksums=options.verify_checksums,
-                                   batch_rows=options.batch_rows, seg_flags=self.marks)
+        if source:
+            self.source = open_capture(path, reader=options.reader,
+                                       verify_checksums=options.verify_checksums,
+                                       batch_rows=options.batch_rows, seg_flags=self.marks)
         self.builder = FlowBuilder()
         self.tracker = ConnectionTracker(options.tracker)
         keep = options.excerpts if excerpts is None else excerpts
         self.excerpts = ExcerptRecorder() if keep else None
         self.zeek = ZeekTracker(options.zeek) if options.zeek is not None else None
         self.ok_frames = None
-        if self.marks and not options.verify_checksums and options.reader != "native":
+        if source and self.marks and not options.verify_checksums and options.reader != "native":
             self.ok_frames = checksum_ok_frames(path, reader=options.reader,
                                                 batch_rows=options.batch_rows)
+
+    def release(self) -> tuple:
+        """(builder, tracker, excerpts, zeek), no longer held here: each is freed as soon as
+        its holder is done with it."""
+        parts = self.builder, self.tracker, self.excerpts, self.zeek
+        self.builder = self.tracker = self.excerpts = self.zeek = None
+        return parts
 
     def batches(self) -> Iterator[PacketBatch]:
         # the built-in reader decodes ahead in its own thread (its kernels release the GIL); the
@@ -181,8 +208,9 @@ def _retiring_read(path: str | Path, options: ReadOptions,
     spill = SpilledTable(str(path), zeek=options.zeek is not None)
     retirer = Retirer(spill, options.retire)
     last_frame = 0
+    batches = stages.batches()
     try:
-        for batch in stages.batches():
+        for batch in batches:
             slots, conns = stages.builder.n_slots, stages.builder.n_conns
             assignment = stages.add(batch)
             retirer.after_batch(batch, assignment, stages.builder, slots, conns,
@@ -193,6 +221,8 @@ def _retiring_read(path: str | Path, options: ReadOptions,
                 progress(source.stats)
     except CaptureError as exc:
         source.stats.error = exc
+    finally:
+        batches.close()
     end_ts = source.stats.last_ts_ns or 0
     finish_live(retirer, stages.builder, stages.tracker, stages.zeek, end_ts)
     del stages
@@ -240,7 +270,16 @@ def _import_in_background(module: str) -> None:
 
 def analyze_captures(paths: list[Path], options: ReadOptions = ReadOptions(),
                      progress: ProgressHook | None = None) -> Iterator[CaptureAnalysis]:
-    """One analysis per file, in order; a bad file yields an analysis with ``stats.error``."""
+    """One analysis per file, in order; a bad file yields an analysis with ``stats.error``.
+
+    Each capture is a unit: an unexpected exception while analysing one (a bug) yields a
+    ``failed_analysis`` whose error is a ``CaptureBug`` naming it, and the next is read."""
     for path in paths:
-        yield analyze_capture(path, options, progress)
+        try:
+            analysis = analyze_capture(path, options, progress)
+        except CaptureError as exc:        # the reader could not even start (tshark missing)
+            analysis = failed_analysis(path, exc, options)
+        except Exception as exc:
+            analysis = failed_analysis(path, CaptureBug(str(path), exc), options)
+        yield analysis
 

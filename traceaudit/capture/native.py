@@ -7,6 +7,7 @@ decoded by compiled kernels, and handed on as batches of at most ``batch_rows`` 
 from __future__ import annotations
 
 import gzip
+import io
 import struct
 import zlib
 from typing import BinaryIO, Iterator
@@ -81,6 +82,32 @@ class _Chunks:
         return 0
 
 
+class _Prefixed(io.RawIOBase):
+    """A binary stream that gives ``head`` (bytes already read from ``raw``) and then the rest
+    of ``raw``: sniffing a file's first bytes without seeking back."""
+
+    def __init__(self, head: bytes, raw: BinaryIO) -> None:
+        self.head = head
+        self.raw = raw
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, view) -> int:
+        # as a buffered file's readinto: fills ``view`` unless the stream ends first
+        n = min(len(view), len(self.head))
+        if n:
+            view[:n] = self.head[:n]
+            self.head = self.head[n:]
+        if n == len(view):
+            return n
+        return n + (self.raw.readinto(memoryview(view)[n:]) or 0)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
 class NativeSource:
     """CaptureSource for pcap / pcapng / gzip, decoded by the compiled kernels."""
 
@@ -107,11 +134,17 @@ class NativeSource:
             raw = open(self.path, "rb")
         except OSError as exc:
             raise CaptureError(self.path, f"cannot open ({exc.strerror})", slug="open") from None
-        head = raw.read(2)
-        raw.seek(0)
+        # the magic is sniffed without seeking back: a pipe, a FIFO or /dev/stdin cannot seek
+        try:
+            head = raw.read(2)
+        except OSError as exc:
+            raw.close()
+            raise CaptureError(self.path, f"cannot read ({exc.strerror or exc})", offset=0,
+                               slug="read-error") from None
+        stream = _Prefixed(head, raw)
         if head == GZIP_MAGIC:
-            return gzip.GzipFile(fileobj=raw, mode="rb"), True
-        return raw, False
+            return gzip.GzipFile(fileobj=stream, mode="rb"), True
+        return stream, False
 
     def batches(self) -> Iterator[PacketBatch]:
         stream, compressed = self._open()
@@ -268,23 +301,29 @@ class NativeSource:
             raise CaptureError(self.path, "corrupt pcapng interface block (too short)",
                                offset=offset, slug="corrupt-block")
         link, _, snap = struct.unpack(o + "HHI", block[8:16])
-        base, offset_s = 1_000_000, 0
-        p = 16
-        while p + 4 <= len(block) - 4:
+        base, offset_s, resol = 1_000_000, 0, "10^-6"
+        p, end = 16, len(block) - 4                # options end at the trailing length
+        while p + 4 <= end:
             code, olen = struct.unpack(o + "HH", block[p:p + 4])
             if code == 0:
                 break
+            if p + 4 + olen > end:
+                # (Wireshark too rejects the file: "option length too long")
+                raise CaptureError(self.path, f"corrupt pcapng interface block: option {code} "
+                                   f"of {olen} bytes runs past the end of the block",
+                                   offset=offset, slug="corrupt-block")
             value = block[p + 4:p + 4 + olen]
             if code == 9 and olen >= 1:           # if_tsresol
                 r = value[0]
                 base = (1 << (r & 0x7F)) if r & 0x80 else 10 ** r
+                resol = f"2^-{r & 0x7F}" if r & 0x80 else f"10^-{r}"
             elif code == 14 and olen == 8:        # if_tsoffset, seconds
                 offset_s = struct.unpack(o + "q", value)[0]
             p += 4 + ((olen + 3) & ~3)
         if base >= 1 << 63 or abs(offset_s) * 1_000_000_000 >= 1 << 63:
             # times are kept as int64 nanoseconds: such a resolution or offset cannot be held
             raise CaptureError(self.path, f"corrupt pcapng interface block: time resolution "
-                               f"1/{base} s or offset {offset_s} s out of range",
+                               f"{resol} s or offset {offset_s} s out of range",
                                offset=offset, slug="corrupt-block")
         if link not in linktypes.SUPPORTED:
             link = -1 - link                      # remembered as unsupported; error if used

@@ -26,7 +26,9 @@ import asyncio
 import functools
 import gzip
 import ipaddress
+import os
 import socket
+import stat
 import struct
 import zlib
 from typing import Any, Iterator
@@ -140,9 +142,13 @@ class TsharkSource:
     def _open(self) -> "_Capture":
         try:
             with open(self.path, "rb") as fh:
-                empty = not fh.read(1)
+                regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
+                empty = regular and not fh.read(1)
         except OSError as exc:
             raise CaptureError(self.path, f"cannot open ({exc.strerror})", slug="open") from None
+        if not regular:     # tshark is run on the file, and the file is read more than once
+            raise CaptureError(self.path, "the tshark reader reads regular files only, not a "
+                               "pipe or device (the built-in reader does)", slug="not-a-file")
         if empty:   # tshark would call it an ERF file with no records
             raise CaptureError(self.path, "empty file: not a capture", slug="empty")
         prefs = dict(PREFERENCES, **(CHECKSUM_PREFERENCES if self.verify else {}))

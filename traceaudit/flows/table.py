@@ -13,6 +13,7 @@ from traceaudit.capture.times import epoch_seconds
 from traceaudit.flows import assign as A
 from traceaudit.flows.columns import Coded, Columns, Repeated
 from traceaudit.flows.addresses import address_codes
+from traceaudit.names import display_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 FLOW_COLUMNS: dict[str, str] = {
     "id": "connection number within its capture, in order of first packet (0-based); equals "
           "Wireshark's tcp.stream wherever the groupings agree, so `tcp.stream eq ID` shows it",
-    "capture": "path of the capture file the connection was read from",
+    "capture": "path of the capture file the connection was read from (as every report writes "
+               "it: names.display_name)",
     "client_ip": "address of the client: the SYN sender (or the guessed side, see "
                  "orientation_guessed)",
     "client_port": "client TCP port",
@@ -154,7 +156,7 @@ def flow_columns(raw, capture: str, first_id: int) -> Columns:
                                   np.concatenate([ipv, ipv]))
     cols: dict[str, np.ndarray | Repeated | Coded] = {
         "id": np.arange(first_id, first_id + n, dtype=np.int64),
-        "capture": Repeated(capture, n),
+        "capture": Repeated(display_name(capture), n),
         "client_ip": Coded(codes[:n], labels),
         "client_port": raw["client_port"].astype(np.int32),
         "server_ip": Coded(codes[n:], labels),

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from traceaudit.audit import AuditReport
+from traceaudit.names import display_name
 from traceaudit.report.ci_common import analyses_by_path, endpoints, shown_path, subject, utf8_safe
 from traceaudit.rules.model import Finding, Severity
 
@@ -42,7 +43,8 @@ def render(report: AuditReport, cwd: str | Path | None = None) -> str:
     ends = {path: endpoints(a) for path, a in by_path.items()}
     lines = [_finding(f, ends.get(f.capture, {}), cwd) for f in report.findings]
     for a in report.unreadable:
-        lines.append(command("error", str(a.stats.error), file=shown_path(a.stats.path, cwd),
+        lines.append(command("error", str(a.stats.error),
+                             file=display_name(shown_path(a.stats.path, cwd)),
                              title="traceaudit: unreadable capture"))
     return "".join(line + "\n" for line in lines)
 
@@ -56,5 +58,5 @@ def _finding(f: Finding, ends: dict, cwd: str | Path | None) -> str:
         text += f"\nWireshark display filter: {f.display_filter}"
     if f.remediation:
         text += f"\nremediation: {f.remediation}"
-    return command(COMMANDS[f.severity], text, file=shown_path(f.capture, cwd),
+    return command(COMMANDS[f.severity], text, file=display_name(shown_path(f.capture, cwd)),
                    line=f.frames[0] if f.frames else None, title=f"{f.code} {f.rule}")

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from traceaudit.audit import AuditReport
+from traceaudit.names import display_name
 from traceaudit.report.ci_common import (
     analyses_by_path,
     endpoints,
@@ -50,7 +51,7 @@ def render(report: AuditReport, cwd: str | Path | None = None) -> str:
             "categories": ["Bug Risk"],
             "severity": SEVERITIES[f.severity],
             "fingerprint": fingerprint,
-            "location": {"path": shown_path(f.capture, cwd),
+            "location": {"path": display_name(shown_path(f.capture, cwd)),
                          "lines": {"begin": int(f.frames[0]) if f.frames else 1}},
         })
     return orjson.dumps(plain_json(issues), option=orjson.OPT_INDENT_2).decode() + "\n"

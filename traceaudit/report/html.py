@@ -24,6 +24,7 @@ from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from traceaudit.audit import AuditReport
+from traceaudit.names import display_name
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report import census as C
 from traceaudit.report import facts_text as FT
@@ -93,7 +94,7 @@ def _render(report: AuditReport, max_details: int, max_per_rule: int) -> bytes:
 class _Capture:
     def __init__(self, index: int, a: CaptureAnalysis) -> None:
         self.index, self.a = index, a
-        self.name = PurePath(a.stats.path).name or a.stats.path
+        self.name = display_name(PurePath(a.stats.path).name or a.stats.path)
         self._ev_conn = None
         self._cols: dict = {}
         self._changes: C.Changes | None = None
@@ -145,7 +146,7 @@ def _overview(caps: list[_Capture]) -> dict:
 def _capture_row(c: _Capture) -> dict:
     st = c.a.stats
     span = (st.last_ts_ns - st.first_ts_ns) / 1e9 if st.first_ts_ns is not None else None
-    return {"index": c.index, "name": c.name, "path": st.path, "format": st.format,
+    return {"index": c.index, "name": c.name, "path": display_name(st.path), "format": st.format,
             "packets": st.packets, "tcp_packets": st.tcp_packets,
             "connections": len(c.a.table), "start": _iso(st.first_ts_ns),
             "duration": _dur(span) if span is not None else "", "warnings": list(st.warnings),
@@ -258,7 +259,8 @@ def _detail(i: int, f: Finding, by_path: dict, rules: list[dict]) -> dict:
     return {
         "i": i, "anchor": f"f{i}", "code": f.code, "rule": f.rule, "title": rule["title"],
         "severity": f.severity.label, "message": f.message, "fault": fault,
-        "capture": cap.name if cap is not None else f.capture, "capture_path": f.capture,
+        "capture": cap.name if cap is not None else display_name(f.capture),
+        "capture_path": display_name(f.capture),
         "time": _iso(int(f.ts * 1e9)), "rel": _dur(f.ts - first / 1e9) if first else "",
         "frames": f.frames, "filter": f.display_filter or frames_filter,
         "frames_filter": frames_filter if f.display_filter and f.frames else "",

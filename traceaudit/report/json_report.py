@@ -17,6 +17,7 @@ import numpy as np
 import orjson
 
 from traceaudit.capture.times import NS
+from traceaudit.names import display_name
 from traceaudit.flows.columns import Coded, Repeated, first_seen_codes
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report.json_text import INT, TEXT, TIMELINE, RowWriter, TextTable
@@ -37,7 +38,7 @@ _CONN_FIELDS = ["id", "client_ip", "client_port", "server_ip", "server_port", "i
 def capture_entry(a: CaptureAnalysis) -> dict:
     st = a.stats
     return {
-        "path": st.path,
+        "path": display_name(st.path),
         "format": st.format,
         "link_types": list(st.link_types),
         "packets": st.packets,
@@ -61,7 +62,7 @@ def connection_entries(a: CaptureAnalysis) -> list[dict]:
     timelines = _timelines(a.events, len(flows))
     finals = {"client": flows["client_state"].tolist(), "server": flows["server_state"].tolist()}
     out = []
-    capture = a.stats.path
+    capture = display_name(a.stats.path)
     for i, values in enumerate(zip(*columns)):
         entry = dict(zip(fields, values))
         entry["capture"] = capture
@@ -212,7 +213,7 @@ def _connection_writer(a: CaptureAnalysis) -> RowWriter:
     flows = a.table
     n = len(flows)
     fields = [f for f in _CONN_FIELDS if f in flows]
-    capture = orjson.dumps(a.stats.path).decode()
+    capture = orjson.dumps(display_name(a.stats.path)).decode()
     # the literal text before each value of a row: the fields, then capture, client
     # {final_state, timeline}, server {...}
     labels = ["{" + f'"{fields[0]}":'] + [f',"{f}":' for f in fields[1:]] + [

@@ -31,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from traceaudit.audit import AuditReport
+from traceaudit.names import display_name
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report.ci_common import (
     analyses_by_path,
@@ -73,7 +74,7 @@ def render_junit(report: AuditReport, cwd: str | Path | None = None) -> bytes:
 def _suite(report: AuditReport, index: int, path: str, analysis: CaptureAnalysis | None,
            rules: list[tuple[str, str]], time: float, reported: dict[str, list[Finding]],
            suppressed: dict[str, list[Finding]], cwd: str | Path | None) -> ET.Element:
-    shown = shown_path(path, cwd)
+    shown = display_name(shown_path(path, cwd))
     suite = ET.Element("testsuite", name=xml_safe(shown), id=str(index), time=f"{time:.3f}")
     if report.generated_at:
         suite.set("timestamp", xml_safe(report.generated_at))
@@ -164,7 +165,7 @@ def _read_text(a: CaptureAnalysis) -> str:
 
 
 def _properties(report: AuditReport, path: str, a: CaptureAnalysis | None) -> list[tuple]:
-    props = [("capture", path), ("fail_on", report.fail_on.label)]
+    props = [("capture", display_name(path)), ("fail_on", report.fail_on.label)]
     if report.config_source:
         props.append(("config", report.config_source))
     if report.tool_version:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from traceaudit.capture import CaptureStats
+from traceaudit.names import display_name
 
 MIN_BYTES = 20 * 1024 * 1024       # below this a run is too short to need a bar
 
@@ -42,7 +43,7 @@ class CaptureProgress:
     def update(self, stats: CaptureStats) -> None:
         if self._bar is None:
             return
-        name = Path(stats.path).name
+        name = display_name(Path(stats.path).name)
         self._bar.update(self._task, description=f"reading {name}",
                          packets=self._packets_before + stats.packets)
 

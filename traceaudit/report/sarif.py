@@ -22,6 +22,7 @@ from urllib.parse import quote
 import orjson
 
 from traceaudit.audit import AuditReport
+from traceaudit.names import display_name
 from traceaudit.report.ci_common import (
     analyses_by_path,
     capture_paths,
@@ -178,7 +179,7 @@ def _artifact(path: str, analysis, location: dict) -> dict:
                            "roles": ["analysisTarget"]}
     if analysis is not None:
         st = analysis.stats
-        art["properties"] = {"path": path, "format": st.format, "packets": st.packets,
+        art["properties"] = {"path": display_name(path), "format": st.format, "packets": st.packets,
                              "tcpPackets": st.tcp_packets, "connections": len(analysis.table),
                              "readable": not analysis.failed}
         if os.path.isfile(path):

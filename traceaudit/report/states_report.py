@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from traceaudit.names import display_name
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report.facts_text import duration
 from traceaudit.tracking.connections import state_names
@@ -24,7 +25,8 @@ def render(analysis: CaptureAnalysis, ts_ns: int, show_all: bool = False,
     at = states_at(analysis.events, len(flows), ts_ns)
     when = datetime.fromtimestamp(ts_ns / 1e9, timezone.utc).isoformat(timespec="microseconds")
     start = analysis.stats.first_ts_ns or ts_ns
-    lines = [f"{analysis.stats.path} at {when} ({(ts_ns - start) / 1e9:+.6f} s from the first "
+    name = display_name(analysis.stats.path)
+    lines = [f"{name} at {when} ({(ts_ns - start) / 1e9:+.6f} s from the first "
              f"packet)"]
     first, last = analysis.stats.first_ts_ns, analysis.stats.last_ts_ns
     if last is not None and ts_ns > last:

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from traceaudit.audit import AuditReport
+from traceaudit.names import display_name
 from traceaudit.report import facts_text
 from traceaudit.rules.model import Finding, Severity
 
@@ -36,15 +37,16 @@ def render(report: AuditReport, console: Console) -> None:
                   + (Text(f"; {len(unread)} capture(s) not read", style="bold red")
                      if unread else Text("")))
     if report.config_source:
-        console.print(Text(f"  settings: {report.config_source}"), highlight=False)
+        console.print(Text(f"  settings: {display_name(report.config_source)}"),
+                      highlight=False)
     if len(analyses) <= 10:
         for a in analyses:
             st = a.stats
             state = Text(f" damaged: {_error(st)}", style="red") if st.error else Text("")
-            console.print(_hanging(Text(f"{st.path}: {st.packets:,} packets, {len(a.table):,} "
+            console.print(_hanging(Text(f"{display_name(st.path)}: {st.packets:,} packets, {len(a.table):,} "
                                         f"connections{_span(st)}") + state, 2, 4))
     for a in unread:
-        console.print(_hanging(Text.assemble(f"{a.stats.path}: ", ("not read", "bold red"),
+        console.print(_hanging(Text.assemble(f"{display_name(a.stats.path)}: ", ("not read", "bold red"),
                                              f": {_error(a.stats)}"), 2, 4))
     roles: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
@@ -62,8 +64,8 @@ def render(report: AuditReport, console: Console) -> None:
 
 def _error(st) -> str:
     """A capture's error without its path (the line names it already)."""
-    text = str(st.error)
-    return text[len(st.path):].lstrip(": ") if text.startswith(st.path) else text
+    text, name = str(st.error), display_name(st.path)
+    return text[len(name):].lstrip(": ") if text.startswith(name) else text
 
 
 def _not_read(a) -> bool:
@@ -171,7 +173,7 @@ def _line(f: Finding) -> Text:
     where = f"tcp.stream {f.connection}" if f.connection is not None else f"host {f.host}"
     who = f" ({f.endpoint})" if f.endpoint else ""
     return Text.assemble(("  " + f.severity.label.upper().ljust(8), _STYLE[f.severity]),
-                         f"{f.rule}  {f.capture}  {where}{who}")
+                         f"{f.rule}  {display_name(f.capture)}  {where}{who}")
 
 
 def _verdict(report: AuditReport, console: Console) -> None:

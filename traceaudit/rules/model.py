@@ -15,6 +15,8 @@ from enum import IntEnum
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
+from traceaudit.names import display_name
+
 if TYPE_CHECKING:
     from traceaudit.pipeline import CaptureAnalysis
 
@@ -96,7 +98,7 @@ class Finding:
         """The JSON report's finding entry (plain Python values)."""
         entry: dict[str, Any] = {
             "rule": self.rule, "code": self.code, "severity": _LABELS[self.severity],
-            "capture": self.capture, "connection": self.connection, "endpoint": self.endpoint,
+            "capture": display_name(self.capture), "connection": self.connection, "endpoint": self.endpoint,
             "ts": self.ts, "frames": self.frames, "message": self.message,
             "remediation": self.remediation, "display_filter": self.display_filter,
             "fingerprint": self._fingerprint or self.fingerprint,
