@@ -1,7 +1,8 @@
 """The compiled core never reads outside an array, whatever the capture says.
 
 The core is built without bounds checks; this builds the modules that read capture bytes (and
-the stages they feed) again with ``TRACEAUDIT_BOUNDSCHECK=1`` into a copy of the package and
+the stages they feed) again with ``TRACEAUDIT_BOUNDSCHECK=1`` into a copy of the package
+(``checked_package`` in conftest.py, built once a session; ``test_fuzz.py`` uses it too) and
 runs a corpus of damaged captures through both builds: the checked build must raise no
 IndexError (an out-of-bounds index there is a read past an array in the normal build), and
 both builds must answer alike.
@@ -11,21 +12,16 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-import traceaudit
-from conftest import CORPUS_TRACES, ROOT, SAMPLE_CAPTURES
+from conftest import CORPUS_TRACES, SAMPLE_CAPTURES
 
 pytest.importorskip("Cython", reason="Cython is needed to build the checked core")
 
-#: modules rebuilt with bounds checks: everything that indexes with values from the file
-CHECKED = ("traceaudit.capture.walk", "traceaudit.capture.decode", "traceaudit.flows.assign",
-           "traceaudit.tracking.kernel", "traceaudit.tracking.zeek_kernel")
 MUTANTS_PER_CAPTURE = 10
 
 
@@ -40,25 +36,6 @@ def _damaged(data: bytes, rng: random.Random) -> bytes:
     if kind in (1, 2):
         out = out[:rng.randrange(24, len(out))]
     return bytes(out)
-
-
-@pytest.fixture(scope="module")
-def checked_package(tmp_path_factory) -> Path:
-    """A copy of the package whose CHECKED modules are built with bounds checks."""
-    work = tmp_path_factory.mktemp("checked")
-    shutil.copytree(ROOT / "traceaudit", work / "traceaudit",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    installed = Path(traceaudit.__file__).resolve().parent
-    for built in installed.rglob("*.so"):      # the modules not rebuilt, from the install
-        target = work / "traceaudit" / built.relative_to(installed)
-        if not target.exists():
-            shutil.copy(built, target)
-    shutil.copy(ROOT / "setup.py", work / "setup.py")
-    env = dict(os.environ, TRACEAUDIT_BOUNDSCHECK="1", TRACEAUDIT_EXTENSIONS=",".join(CHECKED))
-    build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace",
-                            "--force"], cwd=work, env=env, capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-3000:]
-    return work
 
 
 @pytest.fixture(scope="module")

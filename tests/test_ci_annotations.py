@@ -118,7 +118,7 @@ def test_json_lines_one_finding_dict_per_line():
     assert json.loads(lines[0])["message"] == NASTY_MESSAGE          # newline kept in the value
     assert json_lines.render(make_report([], [])) == ""
     odd = make_report([], [finding(LEAK, "x\udce9.pcap")])             # an undecodable byte
-    assert json.loads(json_lines.render(odd))["capture"] == "x\ufffd.pcap"
+    assert json.loads(json_lines.render(odd))["capture"] == "x\\xe9.pcap"   # names.display_name
 
 
 # -- through the CLI ---------------------------------------------------------------------------

@@ -255,7 +255,7 @@ def test_escaping_round_trips_visible_text(tmp_path):
     data = render_junit(report)
     assert b"<script>" not in data and b"\x01" not in data and b"\x07" not in data
     root = junit_tree(data)
-    visible = "dir/<script>&\"'\ufffd x\ufffd.pcap"
+    visible = "dir/<script>&\"'\\x01 x\\xe9.pcap"   # names.display_name: as every report
     s = suite(root, visible)
     assert {p.get("name"): p.get("value") for p in s.iter("property")}["capture"] == visible
     failure = case(s, "half-closed-leak (TA101)").find("failure")
@@ -271,7 +271,7 @@ def test_escaping_round_trips_visible_text(tmp_path):
     assert loc["uriBaseId"] == "%SRCROOT%"
     assert res["message"]["text"].startswith(message)             # JSON carries \x07 exactly
     props = doc["runs"][0]["artifacts"][0]["properties"]
-    assert props["path"] == "dir/<script>&\"'\x01 x\ufffd.pcap"
+    assert props["path"] == visible
     assert doc["runs"][0]["tool"]["driver"]["rules"][1]["id"] == "TA9\x02"
 
 

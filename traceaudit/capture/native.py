@@ -57,6 +57,8 @@ class _Chunks:
         self.base = 0          # file offset of buf[0]
         self.end = 0           # valid bytes in buf
         self.eof = False
+        self.damage: CaptureError | None = None   # a read error, raised once the bytes read
+                                                  # before it are used
 
     def offset(self, pos: int) -> int:
         return self.base + pos
@@ -68,17 +70,28 @@ class _Chunks:
             self.buf[:keep] = self.buf[pos:self.end]
         self.base += pos
         self.end = keep
+        if self.damage is not None:
+            self.eof = True
+            raise self.damage
         view = memoryview(self.buf)[keep:keep + CHUNK_BYTES]
+        got = 0
         try:
-            got = self.stream.readinto(view)
+            # a decompressor is read a piece at a time: what it gave before the damage is kept
+            # (one buffered read of the whole chunk would drop it with the exception)
+            while got < CHUNK_BYTES:
+                n = (self.stream.readinto1 if self.compressed else self.stream.readinto)(
+                    view[got:])
+                if not n:
+                    self.eof = True
+                    break
+                got += n
         except (OSError, EOFError, zlib.error) as exc:
+            self.damage = CaptureError(self.path, f"cannot read ({exc})",
+                                       offset=self.offset(keep + got), slug="read-error")
+        self.end += got
+        if self.damage is not None and not got:
             self.eof = True
-            raise CaptureError(self.path, f"cannot read ({exc})",
-                               offset=self.offset(self.end), slug="read-error") from None
-        if not got:
-            self.eof = True
-        else:
-            self.end += got
+            raise self.damage
         return 0
 
 

@@ -141,14 +141,16 @@ class TsharkSource:
     # -- opening and closing -----------------------------------------------------------------
     def _open(self) -> "_Capture":
         try:
+            # (stat first: opening a FIFO would wait for a writer)
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                # tshark is run on the file, and the file is read more than once
+                raise CaptureError(self.path, "the tshark reader reads regular files only, "
+                                   "not a pipe or device (the built-in reader does)",
+                                   slug="not-a-file")
             with open(self.path, "rb") as fh:
-                regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
-                empty = regular and not fh.read(1)
+                empty = not fh.read(1)
         except OSError as exc:
             raise CaptureError(self.path, f"cannot open ({exc.strerror})", slug="open") from None
-        if not regular:     # tshark is run on the file, and the file is read more than once
-            raise CaptureError(self.path, "the tshark reader reads regular files only, not a "
-                               "pipe or device (the built-in reader does)", slug="not-a-file")
         if empty:   # tshark would call it an ERF file with no records
             raise CaptureError(self.path, "empty file: not a capture", slug="empty")
         prefs = dict(PREFERENCES, **(CHECKSUM_PREFERENCES if self.verify else {}))
