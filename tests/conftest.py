@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -36,30 +34,14 @@ def tshark_fields(path: Path, fields: list[str], display_filter: str | None = No
     return [line.split("\t") for line in out.splitlines()]
 
 
-#: modules rebuilt with bounds checks (``checked_package``): everything that indexes with
-#: values from the file
-CHECKED = ("traceaudit.capture.walk", "traceaudit.capture.decode", "traceaudit.flows.assign",
-           "traceaudit.tracking.kernel", "traceaudit.tracking.zeek_kernel")
-
-
 @pytest.fixture(scope="session")
 def checked_package(tmp_path_factory) -> Path:
-    """A copy of the package whose CHECKED modules are built with bounds checks (once a
-    session: test_boundscheck_build.py and test_fuzz.py share it). Put it first on
-    PYTHONPATH of a subprocess run outside the checkout."""
+    """A copy of the package with the modules that read capture bytes built with bounds checks
+    (tests/fuzz/checked_build.py), once a session: test_boundscheck_build.py and
+    test_fuzz.py share it. Put it first on PYTHONPATH of a subprocess run outside the
+    checkout."""
     pytest.importorskip("Cython", reason="Cython is needed to build the checked core")
     import traceaudit
-    work = tmp_path_factory.mktemp("checked")
-    shutil.copytree(ROOT / "traceaudit", work / "traceaudit",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    installed = Path(traceaudit.__file__).resolve().parent
-    for built in installed.rglob("*.so"):      # the modules not rebuilt, from the install
-        target = work / "traceaudit" / built.relative_to(installed)
-        if not target.exists():
-            shutil.copy(built, target)
-    shutil.copy(ROOT / "setup.py", work / "setup.py")
-    env = dict(os.environ, TRACEAUDIT_BOUNDSCHECK="1", TRACEAUDIT_EXTENSIONS=",".join(CHECKED))
-    build = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace",
-                            "--force"], cwd=work, env=env, capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-3000:]
-    return work
+    from fuzz.checked_build import build_checked
+    return build_checked(tmp_path_factory.mktemp("checked"),
+                         Path(traceaudit.__file__).resolve().parent)

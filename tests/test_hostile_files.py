@@ -395,3 +395,21 @@ def test_any_other_crash_is_exit_2_not_1(tmp_path, two, monkeypatch):
     assert result.stderr.splitlines()[-2:] == [
         "traceaudit: error: internal error in traceaudit analyze: KeyError: 'boom' — this is "
         "a bug, please report it", "traceaudit: (set TRACEAUDIT_DEBUG=1 for the traceback)"]
+
+
+@pytest.mark.parametrize("fmt", ["github", "gitlab", "json-lines"])
+def test_odd_names_in_baselines_and_ci_annotations(tmp_path, fmt):
+    """Findings under an odd name: --write-baseline (was a TypeError), CI formats, and the
+    baseline matches them on the next run."""
+    odd = os.path.join(os.fsencode(tmp_path), ODD)
+    with open(odd, "wb") as f:
+        f.write((ROOT / "sample_pcaps" / "close-wait-leak.pcap").read_bytes())
+    base, ci = tmp_path / "base.json", tmp_path / "ci.out"
+    result = run("analyze", odd, "--write-baseline", base, "--output-format", fmt, "-o", ci)
+    assert result.exit_code == 0, result.stderr
+    shown = f"{tmp_path}/{ODD_SHOWN}"
+    assert {e["capture"] for e in json.loads(base.read_text())["findings"].values()} == {shown}
+    text = ci.read_text("utf-8")
+    assert (shown if fmt == "github" else json.dumps(shown)[1:-1]) in text
+    again = run("analyze", odd, "--baseline", base)
+    assert again.exit_code == 0 and "suppressed by the baseline" in again.stdout

@@ -16,8 +16,7 @@ every input:
 Run it on the core built with bounds checks (an out-of-bounds index there is an IndexError,
 a read past an array in the normal build); ``tests/test_fuzz.py`` does, CI-sized:
 
-    TRACEAUDIT_BOUNDSCHECK=1 python3 setup.py build_ext --inplace --force   # (in a copy)
-    python3 tests/fuzz/run.py --minutes 30
+    python3 tests/fuzz/run.py --minutes 30 --checked /tmp/traceaudit-checked
 
 Without ``--minutes`` it runs ``--examples`` inputs per property. It prints what it ran and
 exits 1 at the first failure, with Hypothesis' smallest failing example.
@@ -26,7 +25,6 @@ exits 1 at the first failure, with Hypothesis' smallest failing example.
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import struct
 import sys
@@ -37,6 +35,27 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent
 sys.path.insert(0, str(TESTS))
+
+
+def _checked_first() -> None:
+    """``--checked DIR``: build the bounds-checked copy in DIR (once) and run again on it."""
+    if "--checked" not in sys.argv[1:-1]:
+        return
+    work = Path(sys.argv[sys.argv.index("--checked") + 1]).resolve()
+    if os.environ.get("TRACEAUDIT_FUZZ_CHECKED") == str(work):
+        return
+    if not (work / "traceaudit").is_dir():
+        import traceaudit
+
+        from fuzz.checked_build import build_checked
+        print(f"building the bounds-checked core in {work} ...", flush=True)
+        work.mkdir(parents=True, exist_ok=True)
+        build_checked(work, Path(traceaudit.__file__).resolve().parent)
+    env = dict(os.environ, PYTHONPATH=str(work), TRACEAUDIT_FUZZ_CHECKED=str(work))
+    os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], env)
+
+
+_checked_first()
 
 import pcapgen as g  # noqa: E402
 from hypothesis import HealthCheck, given, seed, settings  # noqa: E402
@@ -249,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=0.0,
                     help="keep running rounds of new inputs for this long")
     ap.add_argument("--seed", type=int, default=0, help="first round's random seed")
+    ap.add_argument("--checked", metavar="DIR",
+                    help="build the core with bounds checks in DIR (once; kept for later "
+                         "runs) and fuzz that build")
     args = ap.parse_args(argv)
     import traceaudit.capture.walk as walk
     print(f"fuzzing {walk.__file__} and the stages after it; {len(SEEDS)} seed captures",

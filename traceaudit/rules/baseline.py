@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 
 from traceaudit.errors import ConfigError
+from traceaudit.names import display_name
 from traceaudit.rules.model import Finding
 
 BASELINE_FORMAT = 1
@@ -21,7 +22,7 @@ BASELINE_FORMAT = 1
 def render_baseline(findings: list[Finding], tool_version: str) -> bytes:
     entries = {}
     for f in sorted(findings, key=lambda f: (f.capture, f.ts, f.code)):
-        entries.setdefault(f.fingerprint, {"rule": f.rule, "capture": f.capture,
+        entries.setdefault(f.fingerprint, {"rule": f.rule, "capture": display_name(f.capture),
                                            "subject": f.key or f.host or "",
                                            "endpoint": f.endpoint, "message": f.message})
     doc = {"format": BASELINE_FORMAT, "tool": {"name": "traceaudit", "version": tool_version},
