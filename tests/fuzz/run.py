@@ -11,7 +11,9 @@ every input:
   "unraisable" (what a bounds check in a ``nogil`` kernel turns into);
 - every ``CaptureError`` names the file and the byte offset of the damage, within the file;
 - the analysis reads the same packets as the reader;
-- a file only cut short keeps exactly the packets wholly before the cut.
+- a file only cut short keeps exactly the packets wholly before the cut;
+- (one input in eight) ``traceaudit analyze`` with every report, and ``states``, exit 0 or 2
+  and report no internal error.
 
 Run it on the core built with bounds checks (an out-of-bounds index there is an IndexError,
 a read past an array in the normal build); ``tests/test_fuzz.py`` does, CI-sized:
@@ -224,6 +226,27 @@ class Run:
         self.rejected += error is not None
         return source.stats.packets
 
+    def report(self, data: bytes, name) -> None:
+        """``analyze`` with every report, and ``states``: exit 0 or 2, never a bug."""
+        import gc
+
+        from click.testing import CliRunner
+
+        from traceaudit.cli import main
+        path = self.write(data, name)
+        self.inputs += 1
+        out = self.workdir / "out"
+        for args in (["analyze", path, "--exit-zero", "--json", f"{out}.json", "--html",
+                      f"{out}.html", "--junit", f"{out}.xml", "--sarif", f"{out}.sarif"],
+                     ["states", path, "--at", "0.5"]):
+            result = CliRunner().invoke(main, args)
+            gc.enable()                        # (the command turns it off for its run)
+            assert result.exception is None or isinstance(result.exception, SystemExit), \
+                result.exception
+            assert result.exit_code in (0, 2), (result.exit_code, result.stderr)
+            assert "internal error" not in result.stderr, result.stderr
+            assert not self.unraisable, self.unraisable
+
     @staticmethod
     def _named(error: CaptureError | None, path: str, data: bytes, compressed: bool) -> None:
         if error is None:
@@ -258,7 +281,14 @@ def properties(run: Run, examples: int):
         if countable:
             assert kept == packets_of(data, cut), (kept, packets_of(data, cut))
 
-    return [damaged_captures, cut_short]
+    @settings(common, max_examples=max(1, examples // 8))
+    @given(st.sampled_from(SEED_NAMES), st.lists(mutation, min_size=1, max_size=4),
+           st.sampled_from(NAMES))
+    def reports(seed_name, mutations, name):
+        data, _ = SEEDS[seed_name]
+        run.report(damaged(data, mutations), name)
+
+    return [damaged_captures, cut_short, reports]
 
 
 def main(argv: list[str] | None = None) -> int:
