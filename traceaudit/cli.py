@@ -159,6 +159,18 @@ def tracker_options(func):
     return func
 
 
+def _complete_rules(ctx, param, incomplete: str) -> list:
+    """Shell completion of rule names and codes (the part after the last comma)."""
+    from click.shell_completion import CompletionItem
+
+    from traceaudit.rules import registry
+    head, _, last = incomplete.rpartition(",")
+    prefix = head + "," if head else ""
+    return [CompletionItem(prefix + word, help=r.title)
+            for r in registry().values() for word in (r.code, r.name)
+            if word.lower().startswith(last.lower())]
+
+
 def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
     """Comma-separated and repeated --select/--ignore values (rule names, codes or code
     prefixes), validated against the registry."""
@@ -190,10 +202,10 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("-o", "--output-file", "output_file", default="-", show_default=True,
               metavar="FILE", help="Where --output-format writes; '-' is standard output "
                                     "(the summary then goes to standard error).")
-@click.option("--select", multiple=True, metavar="RULES",
+@click.option("--select", multiple=True, metavar="RULES", shell_complete=_complete_rules,
               help="Run only these rules: names, codes (TA101) or code prefixes (TA1), "
                    "comma-separated or repeated.")
-@click.option("--ignore", multiple=True, metavar="RULES",
+@click.option("--ignore", multiple=True, metavar="RULES", shell_complete=_complete_rules,
               help="Do not run these rules (names, codes or prefixes). When --select and "
                    "--ignore both match a rule, the more specific entry wins (a name or code "
                    "over a prefix, a longer prefix over a shorter); --ignore wins ties.")
@@ -342,7 +354,7 @@ def _render_ci(output_format: str, report) -> str:
 
 
 @main.command("rules")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=_complete_rules)
 @click.option("--config", "config_path", default=None, metavar="FILE",
               help="Show thresholds as configured in this settings file (default: the "
                    "one analyze would find).")

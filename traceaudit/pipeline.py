@@ -81,7 +81,15 @@ class CaptureAnalysis:
 
     @property
     def failed(self) -> bool:
+        """The capture is damaged or could not be read: ``stats.error`` says why."""
         return self.stats.error is not None
+
+    @property
+    def read(self) -> bool:
+        """Something of the capture was read. False when it could not be opened or is not a
+        capture at all: then it has no packet counts, and no rule ran on it."""
+        st = self.stats
+        return st.error is None or st.packets > 0 or st.first_ts_ns is not None
 
 
 ProgressHook = Callable[[CaptureStats], None]

@@ -36,13 +36,15 @@ _CONN_FIELDS = ["id", "client_ip", "client_port", "server_ip", "server_port", "i
 
 def capture_entry(a: CaptureAnalysis) -> dict:
     st = a.stats
+    read = a.read          # a capture that could not be opened has no counts, not zero ones
     return {
         "path": st.path,
+        "read": read,
         "format": st.format,
         "link_types": list(st.link_types),
-        "packets": st.packets,
-        "tcp_packets": st.tcp_packets,
-        "connections": len(a.table),
+        "packets": st.packets if read else None,
+        "tcp_packets": st.tcp_packets if read else None,
+        "connections": len(a.table) if read else None,
         # (int / int: the double nearest the capture's time)
         "first_ts": None if st.first_ts_ns is None else st.first_ts_ns / NS,
         "last_ts": None if st.last_ts_ns is None else st.last_ts_ns / NS,

@@ -25,8 +25,8 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 def render(report: AuditReport, console: Console) -> None:
     # a capture that could not be opened (missing, not a capture) was not analysed at all: it
     # is listed with its error, and counted apart from the captures read
-    unread = [a for a in report.analyses if _not_read(a)]
-    analyses = [a for a in report.analyses if not _not_read(a)]
+    unread = [a for a in report.analyses if not a.read]
+    analyses = [a for a in report.analyses if a.read]
     packets = sum(a.stats.packets for a in analyses)
     conns = sum(len(a.table) for a in analyses)
     head = (f"traceaudit {report.tool_version}: {len(analyses)} capture(s), "
@@ -64,12 +64,6 @@ def _error(st) -> str:
     """A capture's error without its path (the line names it already)."""
     text = str(st.error)
     return text[len(st.path):].lstrip(": ") if text.startswith(st.path) else text
-
-
-def _not_read(a) -> bool:
-    """Nothing of the capture could be read: it could not be opened, or is not a capture."""
-    st = a.stats
-    return st.error is not None and st.packets == 0 and st.first_ts_ns is None
 
 
 class _Hanging:
@@ -179,7 +173,7 @@ def _verdict(report: AuditReport, console: Console) -> None:
     extra = f"; {len(report.suppressed):,} suppressed by the baseline" if report.suppressed \
         else ""
     if report.unreadable:
-        unread = sum(1 for a in report.unreadable if _not_read(a))
+        unread = sum(1 for a in report.unreadable if not a.read)
         damaged = len(report.unreadable) - unread
         what = [f"{unread} capture(s) could not be read"] if unread else []
         what += [f"{damaged} capture(s) could not be read to the end"] if damaged else []
