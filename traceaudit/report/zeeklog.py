@@ -200,19 +200,21 @@ def render_tsv(logs: Sequence[ZeekLog]) -> Iterator[bytes]:
 def render_json(logs: Sequence[ZeekLog]) -> Iterator[bytes]:
     """Zeek's JSON logs (``LogAscii::use_json=T``): one object per line, no header, keys in
     field order, unset fields left out, ts and duration as numbers of seconds."""
+    keys = [(name, json.dumps(name) + ":", kind) for name, kind in CONN_LOG_FIELDS]
     for log in logs:
         chunk = []
         for rec in conn_records(log):
             parts = []
-            for name, _ in CONN_LOG_FIELDS:
+            for name, key, kind in keys:
                 value = rec[name]
                 if value is None:
                     continue
-                if name in ("ts", "duration"):
-                    text = json_double(value / 10**9)
+                if kind in ("time", "interval"):
+                    parts.append(key + json_double(value / 10**9))
+                elif kind in ("count", "port"):
+                    parts.append(key + str(value))
                 else:
-                    text = json.dumps(value)
-                parts.append(f"{json.dumps(name)}:{text}")
+                    parts.append(key + json.dumps(value))
             chunk.append("{" + ",".join(parts) + "}")
             if len(chunk) >= 4096:
                 yield ("\n".join(chunk) + "\n").encode()
@@ -225,9 +227,12 @@ def json_double(x: float) -> str:
     """A double as Zeek's JSON writer (rapidjson's ``Writer::Double``) writes it: the shortest
     digits that read back the same value, placed as rapidjson's ``Prettify`` places them
     (``0.00001`` where Python writes ``1e-05``; always a decimal point)."""
+    text = repr(x)
+    if "e" not in text and "n" not in text:
+        return text         # 1e-4 <= |x| < 1e16 (or 0): Python places the digits the same way
     if x != x or x in (float("inf"), float("-inf")):
         return "null"
-    sign, digits, exp = Decimal(repr(x)).as_tuple()
+    sign, digits, exp = Decimal(text).as_tuple()
     ds = "".join(map(str, digits)).rstrip("0") or "0"
     exp += len(digits) - len(ds)            # value = ds * 10**exp
     length, kk = len(ds), len(ds) + exp     # kk: where the decimal point goes
