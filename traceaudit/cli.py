@@ -105,7 +105,12 @@ def main() -> None:
 @main.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(flow_report.FORMATS), default="table",
-              show_default=True, help="Output format.")
+              show_default=True,
+              help="Output format. zeek: a conn.log as Zeek's ASCII writer writes it, one row "
+                   "per connection as Zeek splits them (zeek-cut reads it); zeek-json: the "
+                   "same as Zeek's JSON log. Their last column, tcp_stream, is not Zeek's: "
+                   "the connection id (Wireshark's tcp.stream) of the row's first packet. "
+                   "One log per capture; see docs/zeek-compat.md.")
 @click.option("-o", "--output", default="-", show_default=True,
               help="Write to this file (written atomically); '-' is standard output.")
 @reader_options
@@ -118,6 +123,7 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
       traceaudit flows sample_pcaps/
       traceaudit flows ring-*.pcapng --format csv -o flows.csv
       traceaudit flows big.pcap.gz --format parquet -o flows.parquet
+      traceaudit flows capture.pcap --format zeek -o conn.log
     """
     try:
         # only the flow tables are kept: each capture's tracker tables go as soon as it is read
@@ -126,6 +132,9 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
         # CSV and Parquet are written from the arrays, pandas is not needed for them, and
         # finished connections are spilled while reading (memory follows the open ones)
         streamed = fmt in ("csv", "parquet")
+        if fmt in flow_report.ZEEK_FORMATS:
+            failed = _zeek_log(captures, fmt, output, reader, verify_checksums)
+            sys.exit(EXIT_ERROR if failed else EXIT_CLEAN)
         results, failed = read_captures(captures, reader, verify_checksums, each=_flows_only,
                                         frames=not streamed, retire=streamed)
         tables = [r.table for r in results if len(r.table)]
@@ -139,6 +148,33 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_ERROR if failed else EXIT_CLEAN)
+
+
+def _zeek_log(captures: tuple[str, ...], fmt: str, output: str, reader: str,
+              verify_checksums: bool) -> bool:
+    """``flows --format zeek|zeek-json``: Zeek's rows of every capture, one log each (the
+    whole read is kept: Zeek's rows are not retired while reading). Returns: a capture
+    failed."""
+    from traceaudit.report import zeeklog
+    results, failed = read_captures(captures, reader, verify_checksums, each=_zeek_only,
+                                    frames=False)
+    now = datetime.now(timezone.utc)
+    logs = [zeeklog.ZeekLog(str(r.stats.path), r.zeek_table, now) for r in results
+            if r.zeek_table is not None and len(r.zeek_table)]
+    render = zeeklog.render_tsv if fmt == "zeek" else zeeklog.render_json
+    write_output(output, render(logs))
+    return failed
+
+
+def _zeek_only(analysis: CaptureAnalysis) -> CaptureAnalysis:
+    """Only Zeek's rows are written: the flow table goes too."""
+    from dataclasses import replace
+
+    from traceaudit.audit import slimmed
+    from traceaudit.flows.columns import Columns
+    zeek = analysis.zeek_table
+    return replace(slimmed(analysis, keep_excerpts=False, keep_events=False),
+                   table=Columns({}, 0), zeek_table=zeek)
 
 
 def _flows_only(analysis: CaptureAnalysis) -> CaptureAnalysis:
