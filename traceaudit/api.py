@@ -258,7 +258,8 @@ class Audit:
     def captures(self) -> pd.DataFrame:
         """One row per capture file: ``capture``, ``format``, ``link_types``, ``packets``
         (every frame), ``tcp_packets``, ``connections``, ``first_ts``, ``last_ts``,
-        ``warnings`` (a list), ``error`` (None, or why it could not be read to its end)."""
+        ``warnings`` (a list), ``error`` (why it could not be read to its end; missing when it
+        was)."""
         import pandas as pd
 
         from traceaudit.report.json_report import capture_entry
@@ -307,7 +308,8 @@ class Audit:
         the rules read (``EndpointFacts`` in ``tracking/facts.pxd``): frames are capture frame
         numbers (-1: none), ``*_ns`` times epoch nanoseconds (0: never), ``state`` (the
         tracker's own last state, before the timeline's hindsight corrections) and
-        ``rst_from_state`` (UNSEEN when it sent no RST) are state names, ``hindsight`` and
+        ``rst_from_state`` (its state before its first RST; UNSEEN when it sent none, or
+        nothing before it) are state names, ``hindsight`` and
         ``rst_answers_kind`` are bit sets (``tracking.states.Hindsight``, ``Answered``)."""
         import numpy as np
         import pandas as pd
