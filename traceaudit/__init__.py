@@ -14,9 +14,6 @@ command line's start) does not pay for pandas or the pipeline.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from traceaudit.errors import (CaptureError, CaptureNotFoundError, ConfigError,
                                TraceauditError, UnknownRuleError)
 
@@ -28,14 +25,16 @@ __all__ = ["Audit", "CaptureError", "CaptureNotFoundError", "ConfigError", "Trac
 _LAZY = {"analyze": "traceaudit.api", "Audit": "traceaudit.api"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str):
+    from importlib import import_module
+
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     if name == "rules":
         # the ``traceaudit.rules`` package itself: calling it is ``traceaudit.api.rules``
-        return importlib.import_module("traceaudit.rules")
+        return import_module("traceaudit.rules")
     raise AttributeError(f"module 'traceaudit' has no attribute {name!r}")
 
 
