@@ -23,20 +23,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from traceaudit.audit import AuditReport
-    from traceaudit.pipeline import CaptureAnalysis
     from traceaudit.rules.config import RulesConfig
 
 PathLike = Union[str, "os.PathLike[str]"]
 ERROR_MODES = ("raise", "collect")
-
-#: The findings frame's columns before the rules' own fields (``cause``, ``confidence``, ...).
-FINDING_COLUMNS = ["capture", "code", "rule", "severity", "connection", "endpoint", "host",
-                   "ts", "frames", "message", "remediation", "display_filter", "fingerprint"]
-#: Connection facts (``ConnFacts``) added to ``Audit.flows``; ``closer`` is its close_role and
-#: ``midstream`` is there already, ``initialised`` is the tracker's own bookkeeping.
-_FLOW_FACTS_SKIPPED = ("initialised", "closer", "midstream")
-#: Endpoint facts holding an ``EndpointState``: written as its name.
-_STATE_FACTS = ("state", "rst_from_state")
 
 
 def analyze(paths: PathLike | Iterable[PathLike], *,
@@ -144,8 +134,9 @@ def rules(*, select: str | Iterable[str] | None = None,
     frame = pd.DataFrame(rows, columns=["code", "name", "title", "severity", "default_severity",
                                         "selected", "thresholds", "rationale", "remediation",
                                         "references"])
+    from traceaudit.frames import SEVERITY
     for column in ("severity", "default_severity"):
-        frame[column] = frame[column].astype(_severity_dtype())
+        frame[column] = frame[column].astype(SEVERITY)
     return frame
 
 
@@ -253,27 +244,15 @@ class Audit:
         findings = self.findings
         return findings[findings["severity"] >= self.fail_on].reset_index(drop=True)
 
-    # -- tables --------------------------------------------------------------------------------
+    # -- tables (built by traceaudit.frames) ---------------------------------------------------
     @cached_property
     def captures(self) -> pd.DataFrame:
         """One row per capture file: ``capture``, ``format``, ``link_types``, ``packets``
         (every frame), ``tcp_packets``, ``connections``, ``first_ts``, ``last_ts``,
         ``warnings`` (a list), ``error`` (why it could not be read to its end; missing when it
         was)."""
-        import pandas as pd
-
-        from traceaudit.report.json_report import capture_entry
-
-        rows = []
-        for a in self.report.analyses:
-            entry = capture_entry(a)
-            entry["capture"] = entry.pop("path")
-            rows.append(entry)
-        frame = pd.DataFrame(rows, columns=["capture", "format", "link_types", "packets",
-                                            "tcp_packets", "connections", "first_ts",
-                                            "last_ts", "warnings", "error"])
-        frame["capture"] = self._capture_column([1] * len(rows))
-        return frame
+        from traceaudit.frames import captures_frame
+        return captures_frame(self.report.analyses)
 
     @cached_property
     def flows(self) -> pd.DataFrame:
@@ -284,19 +263,8 @@ class Audit:
         ``close_ns``, ``synack_seen``, ``refused``, ``rst_accepted``, ``tw_recycled_frame``,
         ``prev`` (the id of the 4-tuple's previous connection, -1 none),
         ``prev_in_time_wait``."""
-        import pandas as pd
-
-        from traceaudit.tracking.facts import CONN_FIELDS
-
-        facts = [f for f in CONN_FIELDS if f not in _FLOW_FACTS_SKIPPED]
-        parts = []
-        for a in self.report.analyses:
-            table = a.flows.drop(columns="capture")
-            conns = a.tracked.conns[:len(table)]
-            extra = pd.DataFrame({f: conns[f] for f in facts}, index=table.index)
-            parts.append(pd.concat([table, extra], axis=1))
-        frame = _stacked(parts, self._capture_column([len(p) for p in parts]), at=1)
-        return frame
+        from traceaudit.frames import flows_frame
+        return flows_frame(self.report.analyses)
 
     @cached_property
     def endpoints(self) -> pd.DataFrame:
@@ -309,33 +277,10 @@ class Audit:
         numbers (-1: none), ``*_ns`` times epoch nanoseconds (0: never), ``state`` (the
         tracker's own last state, before the timeline's hindsight corrections) and
         ``rst_from_state`` (its state before its first RST; UNSEEN when it sent none, or
-        nothing before it) are state names, ``hindsight`` and
-        ``rst_answers_kind`` are bit sets (``tracking.states.Hindsight``, ``Answered``)."""
-        import numpy as np
-        import pandas as pd
-
-        from traceaudit.tracking.connections import STATE_NAMES
-
-        parts = []
-        for a in self.report.analyses:
-            flows = a.flows
-            n = len(flows)
-            ends = a.tracked.endpoints[:n].reshape(-1)       # conn 0 client, conn 0 server, ...
-            head = {
-                "connection": np.repeat(flows["id"].to_numpy(), 2),
-                "endpoint": np.tile(np.array(["client", "server"], dtype=object), n),
-                "ip": _interleaved(flows["client_ip"], flows["server_ip"]),
-                "port": _interleaved(flows["client_port"], flows["server_port"]),
-                "final_state": _interleaved(flows["client_state"], flows["server_state"]),
-                "close_role": np.repeat(flows["close_role"].to_numpy(), 2),
-                "close_kind": np.repeat(flows["close_kind"].to_numpy(), 2),
-            }
-            facts = {name: (STATE_NAMES[ends[name] + 1] if name in _STATE_FACTS
-                            else ends[name]) for name in ends.dtype.names}
-            parts.append(pd.DataFrame({**head, **facts}))
-        frame = _stacked(parts, self._capture_column([len(p) for p in parts]))
-        return _categorical(frame, ["endpoint", "final_state", "close_role", "close_kind",
-                                    *_STATE_FACTS])
+        nothing before it) are state names, ``hindsight`` and ``rst_answers_kind`` are bit
+        sets (``tracking.states.Hindsight``, ``Answered``)."""
+        from traceaudit.frames import endpoints_frame
+        return endpoints_frame(self.report.analyses)
 
     @cached_property
     def timelines(self) -> pd.DataFrame:
@@ -344,33 +289,8 @@ class Audit:
         ``frame`` (-1 where no packet made it, e.g. TIME_WAIT expiring), ``state`` (the state
         entered), ``reason`` (``tracking.states.Reason`` name) and ``why`` (in words, as the
         JSON report writes it). Hindsight corrections are applied (``tracking/timeline.py``)."""
-        import numpy as np
-        import pandas as pd
-
-        from traceaudit.tracking.connections import state_names
-        from traceaudit.tracking.states import REASON_TEXT, Reason
-        from traceaudit.tracking.tracker import (EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON,
-                                                 EV_STATE, EV_TS)
-
-        size = max(map(int, Reason)) + 1
-        reason_names = np.full(size, "", dtype=object)
-        reason_texts = np.full(size, "", dtype=object)
-        for r in Reason:
-            reason_names[r], reason_texts[r] = r.name, REASON_TEXT.get(r, "")
-        parts = []
-        for a in self.report.analyses:
-            ev = a.events
-            parts.append(pd.DataFrame({
-                "connection": ev[:, EV_CONN],
-                "endpoint": np.array(["client", "server"], dtype=object)[ev[:, EV_ENDPOINT]],
-                "ts_ns": ev[:, EV_TS],
-                "frame": ev[:, EV_FRAME],
-                "state": state_names(ev[:, EV_STATE]),
-                "reason": reason_names[ev[:, EV_REASON]],
-                "why": reason_texts[ev[:, EV_REASON]],
-            }))
-        frame = _stacked(parts, self._capture_column([len(p) for p in parts]))
-        return _categorical(frame, ["endpoint", "state", "reason", "why"])
+        from traceaudit.frames import timelines_frame
+        return timelines_frame(self.report.analyses)
 
     @cached_property
     def findings(self) -> pd.DataFrame:
@@ -382,28 +302,22 @@ class Audit:
         ``display_filter`` (Wireshark), ``fingerprint``, then each rule's own fields
         (``cause``, ``confidence``, ``duration_s``, ...; missing where a rule has none):
         the JSON report's finding entries as a table."""
-        return self._finding_frame(self.report.findings)
+        from traceaudit.frames import findings_frame
+        return findings_frame(self.report.analyses, self.report.findings)
 
     @cached_property
     def suppressed(self) -> pd.DataFrame:
         """Findings the baseline accepted (``baseline=``), with ``findings``' columns."""
-        return self._finding_frame(self.report.suppressed)
+        from traceaudit.frames import findings_frame
+        return findings_frame(self.report.analyses, self.report.suppressed)
 
     @cached_property
     def zeek(self) -> pd.DataFrame:
         """One row per connection as Zeek would log it in conn.log (Zeek splits 4-tuples its
         own way, so its rows need not match ``flows``'): the columns of
         ``traceaudit.tracking.zeek.ZEEK_ROW_COLUMNS`` (documented there), after ``capture``."""
-        import pandas as pd
-
-        from traceaudit.tracking.zeek import ZEEK_ROW_COLUMNS
-
-        parts = []
-        for a in self.report.analyses:
-            rows = a.zeek_rows
-            parts.append(rows.drop(columns="capture", errors="ignore") if rows is not None
-                         else pd.DataFrame(columns=list(ZEEK_ROW_COLUMNS)))
-        return _stacked(parts, self._capture_column([len(p) for p in parts]))
+        from traceaudit.frames import zeek_frame
+        return zeek_frame(self.report.analyses)
 
     # -- reports -------------------------------------------------------------------------------
     def to_json(self, path: PathLike) -> None:
@@ -426,65 +340,3 @@ class Audit:
     def _write(self, **target: PathLike) -> None:
         from traceaudit.audit import write_reports
         write_reports(self.report, **{k: os.fspath(v) for k, v in target.items()})
-
-    # -- helpers -------------------------------------------------------------------------------
-    def _capture_column(self, lengths: list[int]) -> pd.Categorical:
-        """The ``capture`` column of a frame stacked from one part per analysis, ``lengths``
-        rows each: categories are the captures in reading order."""
-        import numpy as np
-        import pandas as pd
-
-        paths = [a.stats.path for a in self.report.analyses]
-        categories = list(dict.fromkeys(paths))
-        index = {p: i for i, p in enumerate(categories)}
-        codes = np.repeat(np.array([index[p] for p in paths], np.int64),
-                          np.asarray(lengths, np.int64)) if paths else np.empty(0, np.int64)
-        return pd.Categorical.from_codes(codes, categories=categories)
-
-    def _finding_frame(self, findings: list) -> pd.DataFrame:
-        import pandas as pd
-
-        rows = [f.to_dict() for f in findings]
-        extra = list(dict.fromkeys(k for row in rows for k in row if k not in FINDING_COLUMNS))
-        frame = pd.DataFrame(rows, columns=FINDING_COLUMNS + extra)
-        frame["connection"] = frame["connection"].astype("Int64")
-        frame["severity"] = frame["severity"].astype(_severity_dtype())
-        if extra:
-            # a rule's own fields are missing where another rule made the row: nullable
-            # types keep its integers integers and its flags booleans
-            frame[extra] = frame[extra].convert_dtypes()
-        paths = list(dict.fromkeys(a.stats.path for a in self.report.analyses))
-        frame["capture"] = pd.Categorical(frame["capture"], categories=paths)
-        return frame
-
-
-def _interleaved(client: pd.Series, server: pd.Series):
-    """Two columns as one, alternating rows: client 0, server 0, client 1, ..."""
-    import numpy as np
-    out = np.empty(2 * len(client), dtype=np.result_type(client.to_numpy().dtype,
-                                                         server.to_numpy().dtype))
-    out[0::2] = client.to_numpy()
-    out[1::2] = server.to_numpy()
-    return out
-
-
-def _stacked(parts: list[pd.DataFrame], capture: pd.Categorical, at: int = 0) -> pd.DataFrame:
-    """One frame of every capture's part, with ``capture`` inserted at column ``at``."""
-    import pandas as pd
-    frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else \
-        parts[0].reset_index(drop=True) if parts else pd.DataFrame()
-    frame.insert(at, "capture", capture)
-    return frame
-
-
-def _categorical(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    for column in columns:
-        frame[column] = frame[column].astype("category")
-    return frame
-
-
-def _severity_dtype():
-    import pandas as pd
-
-    from traceaudit.rules.model import Severity
-    return pd.CategoricalDtype([s.label for s in Severity], ordered=True)

@@ -26,7 +26,7 @@ from traceaudit.report.output import write_output
 from traceaudit.retire import RetireOptions
 from traceaudit.tracking.tracker import TrackerConfig
 
-from traceaudit.audit import EXIT_CLEAN, EXIT_ERROR, EXIT_FINDINGS  # noqa: F401
+from traceaudit.audit import EXIT_CLEAN, EXIT_ERROR
 
 
 def _err(message: str) -> None:
