@@ -22,6 +22,7 @@ from typing import Any, Callable
 import pytest
 
 _DIRS = pytest.StashKey[list]()
+_OPTIONS = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,13 +67,19 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def _options(config: pytest.Config) -> dict[str, Any]:
-    """The settings file every audit of this session uses unless told otherwise."""
-    chosen = config.getini("traceaudit_config")
-    if chosen:
-        return {"config": chosen[0]}
-    from traceaudit.rules.config import find_config
-    found = find_config(config.rootpath)
-    return {"config": found[0]} if found else {}
+    """The settings file every audit of this session uses unless told otherwise (looked for
+    once, when first needed)."""
+    options = config.stash.get(_OPTIONS, None)
+    if options is None:
+        chosen = config.getini("traceaudit_config")
+        if chosen:
+            options = {"config": chosen[0]}
+        else:
+            from traceaudit.rules.config import find_config
+            found = find_config(config.rootpath)
+            options = {"config": found[0]} if found else {}
+        config.stash[_OPTIONS] = options
+    return dict(options)
 
 
 class CaptureFile(pytest.File):
