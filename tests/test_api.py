@@ -388,4 +388,5 @@ def test_the_readme_example_runs(monkeypatch, capsys, tmp_path):
     assert (tmp_path / "reports" / "sample_pcaps.html").stat().st_size > 10_000
     out = capsys.readouterr().out
     assert "half_closed" in out and "cw_since_ns" in out and "TA101" in out
-    assert out.rstrip().endswith(f"{audit.exit_code} {traceaudit.rules().shape}")
+    assert out.rstrip().endswith(
+        f"{audit.exit_code} {len(audit.timelines)} {traceaudit.rules().shape}")

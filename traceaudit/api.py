@@ -247,10 +247,10 @@ class Audit:
     # -- tables (built by traceaudit.frames) ---------------------------------------------------
     @cached_property
     def captures(self) -> pd.DataFrame:
-        """One row per capture file: ``capture``, ``format``, ``link_types``, ``packets``
-        (every frame), ``tcp_packets``, ``connections``, ``first_ts``, ``last_ts``,
-        ``warnings`` (a list), ``error`` (why it could not be read to its end; missing when it
-        was)."""
+        """One row per capture file, the JSON report's capture entries: ``capture`` (its
+        path), ``format``, ``link_types``, ``packets`` (every frame), ``tcp_packets``,
+        ``connections`` (counts as nullable integers), ``first_ts``, ``last_ts``, ``warnings``
+        (a list), ``error`` (why it could not be read to its end; missing when it was)."""
         from traceaudit.frames import captures_frame
         return captures_frame(self.report.analyses)
 

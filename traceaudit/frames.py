@@ -23,8 +23,7 @@ from traceaudit.tracking.timeline import final_states
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE, EV_TS
 from traceaudit.tracking.zeek import ZEEK_ROW_COLUMNS
 
-CAPTURE_COLUMNS = ["capture", "format", "link_types", "packets", "tcp_packets", "connections",
-                   "first_ts", "last_ts", "warnings", "error"]
+COUNT_COLUMNS = ("packets", "tcp_packets", "connections")
 #: The findings frame's columns before the rules' own fields (``cause``, ``confidence``, ...).
 FINDING_COLUMNS = ["capture", "code", "rule", "severity", "connection", "endpoint", "host",
                    "ts", "frames", "message", "remediation", "display_filter", "fingerprint"]
@@ -39,13 +38,15 @@ _REASON_VALUES = frozenset(map(int, Reason))
 
 
 def captures_frame(analyses: list[CaptureAnalysis]) -> pd.DataFrame:
-    """One row per capture: the JSON report's ``captures`` entries."""
+    """One row per capture: the JSON report's ``captures`` entries (``path`` as ``capture``);
+    counts are nullable integers (missing for a file that could not be opened)."""
     rows = []
     for a in analyses:
         entry = capture_entry(a)
-        entry["capture"] = entry.pop("path")
-        rows.append(entry)
-    frame = pd.DataFrame(rows, columns=CAPTURE_COLUMNS)
+        rows.append({"capture": entry.pop("path"), **entry})
+    frame = pd.DataFrame(rows)
+    for column in COUNT_COLUMNS:
+        frame[column] = frame[column].astype("Int64")
     frame["capture"] = capture_column(analyses, [1] * len(rows))
     return frame
 
