@@ -88,6 +88,10 @@ def test_an_unreadable_capture_raises_by_default_and_is_collected_on_request(tmp
     # the packets before the damage are analysed: the leak is still there
     assert caps.loc[str(damaged), "connections"] == 1
     assert (audit.flows["capture"] == str(damaged)).sum() == 1
+    # every table holds what was read, and nothing of the file that is no capture
+    assert len(audit.endpoints) == 2 * len(audit.flows) == 4
+    for name in ("flows", "endpoints", "timelines", "zeek", "findings"):
+        assert str(not_a_capture) not in set(getattr(audit, name)["capture"]), name
 
 
 @pytest.mark.parametrize("kwargs, error", [

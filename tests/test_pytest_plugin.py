@@ -142,11 +142,12 @@ def test_captures_under_the_ini_folder_become_test_items(pt):
 
 
 def test_the_command_line_option_collects_a_folder_outside_the_arguments(pt):
-    tests = pt.mkpydir("tests")
-    (tests / "test_one.py").write_text("def test_one():\n    pass\n")
-    result = pt.runpytest(*PLUGIN, "tests", "--traceaudit-captures", "captures", "-v")
+    # (a plain directory, not a package: the outer session may hold a 'tests' package)
+    unit = pt.mkdir("unit")
+    (unit / "test_unit_one.py").write_text("def test_one():\n    pass\n")
+    result = pt.runpytest(*PLUGIN, "unit", "--traceaudit-captures", "captures", "-v")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines_random(["tests/test_one.py::test_one PASSED*",
+    result.stdout.fnmatch_lines_random(["unit/test_unit_one.py::test_one PASSED*",
                                         "captures/login.pcap::traceaudit FAILED*"])
     # named twice (as an argument too): each capture is still one item
     result = pt.runpytest(*PLUGIN, "captures", "--traceaudit-captures", "captures")
