@@ -45,8 +45,8 @@ def analyze(paths: PathLike | Iterable[PathLike], *,
 
     ``paths``: a capture file or a directory (its ``*.pcap``, ``*.pcapng``, ``*.cap`` and
     gzip-compressed captures, recursively), or a list of them. A path that does not exist
-    raises ``CaptureNotFoundError`` (a ``FileNotFoundError``) before anything is read; so does
-    a directory holding no capture (``CaptureError``, slug ``no-captures``).
+    raises ``CaptureNotFoundError`` (a ``FileNotFoundError``) before anything is read, and a
+    directory holding no capture raises ``CaptureError`` (slug ``no-captures``).
 
     Rules and settings, applied in this order (as the command line does):
 
@@ -123,6 +123,7 @@ def rules(*, select: str | Iterable[str] | None = None,
     import pandas as pd
 
     from traceaudit.rules import registry
+    from traceaudit.rules.model import Severity
 
     rules_config = _rules_config(config, select, ignore, settings, None)
     active = {r.name for r in rules_config.active_rules()}
@@ -134,9 +135,9 @@ def rules(*, select: str | Iterable[str] | None = None,
     frame = pd.DataFrame(rows, columns=["code", "name", "title", "severity", "default_severity",
                                         "selected", "thresholds", "rationale", "remediation",
                                         "references"])
-    from traceaudit.frames import SEVERITY
+    severity = pd.CategoricalDtype([s.label for s in Severity], ordered=True)
     for column in ("severity", "default_severity"):
-        frame[column] = frame[column].astype(SEVERITY)
+        frame[column] = frame[column].astype(severity)
     return frame
 
 
