@@ -1,4 +1,5 @@
-"""Command line: thin click commands over the pipeline; the only place exit codes are decided.
+"""Command line: thin click commands over the pipeline; library code never exits, the commands
+here do (``analyze`` with its report's ``exit_code``, ``audit.py``).
 
 Exit codes: 0 = clean, 1 = findings at or above --fail-on (unless --exit-zero or
 --write-baseline accepts them), 2 = usage, configuration or unreadable input (any capture that
@@ -25,7 +26,7 @@ from traceaudit.report.output import write_output
 from traceaudit.retire import RetireOptions
 from traceaudit.tracking.tracker import TrackerConfig
 
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+from traceaudit.audit import EXIT_CLEAN, EXIT_ERROR
 
 
 def _err(message: str) -> None:
@@ -296,26 +297,19 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
 
     from rich.console import Console
 
-    from traceaudit.audit import build_report, slimmed
+    from traceaudit.audit import build_report, slimmed, write_reports
     from traceaudit.rules import run_rules
     from traceaudit.rules.baseline import load_baseline, render_baseline
-    from traceaudit.rules.config import load_config
-    from traceaudit.rules.model import Severity
+    from traceaudit.rules.config import make_config
 
     started = time.monotonic()
     if output_file != "-" and not output_format:
         raise click.UsageError("-o/--output-file is where --output-format writes: "
                                "give --output-format too")
     try:
-        config = load_config(config_path)
-        chosen = _rule_list(select, "--select")
-        if chosen is not None:
-            config.select = chosen
-        config.ignore = config.ignore + (_rule_list(ignore, "--ignore") or [])
-        if fail_on is not None:
-            config.fail_on = Severity.parse(fail_on)
-        for item in overrides:
-            config.apply_set(item)
+        config = make_config(config_path, select=_rule_list(select, "--select"),
+                             ignore=_rule_list(ignore, "--ignore"), fail_on=fail_on,
+                             overrides=overrides)
         baseline = baseline_path or config.baseline
         known = load_baseline(baseline) if baseline else None
         findings: list = []
@@ -326,10 +320,10 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             findings.extend(run_rules(analysis, config))
             return slimmed(analysis, keep_excerpts=html_path is not None)
 
-        results, failed = read_captures(captures, reader, verify_checksums,
-                                        _tracker_config(msl2, fin_timeout), each=audit,
-                                        excerpts=html_path is not None,
-                                        frames=html_path is not None)
+        results, _ = read_captures(captures, reader, verify_checksums,
+                                   _tracker_config(msl2, fin_timeout), each=audit,
+                                   excerpts=html_path is not None,
+                                   frames=html_path is not None)
         report = build_report(results, config, known, findings=findings,
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(
@@ -337,7 +331,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
                               elapsed_s=time.monotonic() - started,
                               accepted_by="--write-baseline" if write_baseline_path
                               else "--exit-zero" if exit_zero else "")
-        _write_reports(report, json_path, junit_path, sarif_path, html_path)
+        write_reports(report, json=json_path, junit=junit_path, sarif=sarif_path,
+                      html=html_path)
         if output_format:
             write_output(output_file, _render_ci(output_format, report))
         if write_baseline_path:
@@ -354,27 +349,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)
-    if failed:
-        sys.exit(EXIT_ERROR)
     # --write-baseline accepts today's findings; --exit-zero reports without failing
-    sys.exit(EXIT_FINDINGS if report.failing and not report.accepted_by else EXIT_CLEAN)
-
-
-def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None:
-    """Every requested report, each written atomically; renderers never read captures."""
-    if json_path:
-        from traceaudit.report import json_report
-        json_report.write(json_path, report.analyses, (f.to_dict() for f in report.findings),
-                          tool_version=__version__, generated_at=report.generated_at)
-    if junit_path:
-        from traceaudit.report.junit import render_junit
-        write_output(junit_path, render_junit(report))
-    if sarif_path:
-        from traceaudit.report.sarif import render_sarif
-        write_output(sarif_path, render_sarif(report))
-    if html_path:
-        from traceaudit.report.html import render_html
-        write_output(html_path, render_html(report))
+    sys.exit(report.exit_code)
 
 
 def _render_ci(output_format: str, report) -> str:

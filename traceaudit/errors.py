@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 
 class TraceauditError(Exception):
     """Base error; ``slug`` names the kind of problem for docs and tests."""
@@ -28,9 +31,28 @@ class CaptureError(TraceauditError):
         self.reason = message
 
 
+class CaptureNotFoundError(CaptureError, FileNotFoundError):
+    """A path given to read does not exist: also a ``FileNotFoundError`` (``errno``,
+    ``filename``), so ``except FileNotFoundError`` catches it."""
+
+    slug = "not-found"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "no such file or directory")
+        self.errno = errno.ENOENT
+        self.strerror = os.strerror(errno.ENOENT)
+        self.filename = self.path
+
+    __str__ = TraceauditError.__str__       # "PATH: no such file or directory", not OSError's
+
+
 class ConfigError(TraceauditError):
+    """Settings that cannot be used: a bad config file, threshold, severity or option."""
+
     slug = "config"
 
 
 class UnknownRuleError(ConfigError):
+    """A rule name, code or code prefix that matches no rule."""
+
     slug = "unknown-rule"
