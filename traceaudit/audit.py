@@ -30,6 +30,8 @@ class AuditReport:
     elapsed_s: float = 0.0
     accepted_by: str = ""            # "--exit-zero" or "--write-baseline": findings exit 0
     config_source: str = ""          # the settings file used ("" when none was found)
+    skipped: list[str] = field(default_factory=list)   # files in the directories given that
+                                                       # are not captures (not read, listed)
 
     @cached_property
     def failing(self) -> list[Finding]:
