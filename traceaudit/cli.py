@@ -74,7 +74,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     if skipped is not None:
         skipped.extend(str(p) for p in scan.skipped)
     elif scan.skipped:
-        _err(f"note: {_listed(scan.skipped)} not a capture: skipped")
+        _err(f"note: not a capture, skipped: {_listed(scan.skipped)}")
     files = scan.files
     if not files:
         raise click.UsageError("no capture files found in the given paths")
@@ -99,7 +99,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
 def _listed(paths: list, shown: int = 5) -> str:
     names = ", ".join(str(p) for p in paths[:shown])
     more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
-    return f"{names}{more}: {'is' if len(paths) == 1 else 'are'}"
+    return names + more
 
 
 def _reported(analysis: CaptureAnalysis) -> CaptureAnalysis:
@@ -355,7 +355,8 @@ def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> None
     if json_path:
         from traceaudit.report import json_report
         json_report.write(json_path, report.analyses, (f.to_dict() for f in report.findings),
-                          tool_version=__version__, generated_at=report.generated_at)
+                          tool_version=__version__, generated_at=report.generated_at,
+                          skipped=report.skipped)
     if junit_path:
         from traceaudit.report.junit import render_junit
         write_output(junit_path, render_junit(report))

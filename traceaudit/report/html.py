@@ -149,7 +149,19 @@ def _capture_row(c: _Capture) -> dict:
             "packets": st.packets, "tcp_packets": st.tcp_packets,
             "connections": len(c.a.table), "start": _iso(st.first_ts_ns),
             "duration": _dur(span) if span is not None else "", "warnings": list(st.warnings),
-            "error": str(st.error) if st.error is not None else ""}
+            "error": str(st.error) if st.error is not None else "",
+            "timeline": _timeline_text(st)}
+
+
+def _timeline_text(st) -> str:
+    """A rotated set read as one timeline: its files, and the merged capture its frames are
+    numbered in ("" for a single file)."""
+    if not st.parts:
+        return ""
+    from traceaudit.capture.chain import merge_command
+    files = ", ".join(f"{PurePath(p.path).name} ({p.packets:,})" for p in st.parts)
+    return (f"one timeline of {len(st.parts)} files ({st.joined_by}): {files}; frame "
+            f"numbers as in: {merge_command(st)}")
 
 
 def _bar(counts: Counter, order: tuple[str, ...], total: int) -> list[dict]:
