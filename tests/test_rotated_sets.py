@@ -145,3 +145,106 @@ def test_tcpdump_names_found_and_non_captures_listed(tmp_path):
     assert items[1].name == "renamed.bin"
     assert [str(i) for i in group_captures(scan.files, merge=False)] == \
         [str(p) for p in scan.files]
+
+
+def test_sample_directory_is_not_taken_for_a_set():
+    scan = scan_paths([ROOT / "sample_pcaps"])
+    assert scan.files == SAMPLES
+    assert {p.suffix for p in scan.skipped} == {".json", ".md", ".py"}
+    assert group_captures(scan.files) == SAMPLES
+
+
+def _pieces(tmp_path: Path, sample: str, n: int) -> list[Path]:
+    src = ROOT / "sample_pcaps" / sample
+    subprocess.run(["editcap", "-c", str(n), str(src), str(tmp_path / "p.pcap")],
+                   check=True, capture_output=True)
+    return sorted(tmp_path.glob("p_*.pcap"))
+
+
+def test_ring_that_wrapped_is_read_from_its_oldest_piece(tmp_path):
+    """tcpdump -W: out.pcap0 … out.pcap2 where the writer wrapped round to out.pcap0."""
+    pieces = _pieces(tmp_path, "time-wait-pileup.pcap", 7000)
+    assert len(pieces) == 3
+    for piece, n in zip(pieces, (1, 2, 0)):
+        piece.rename(tmp_path / f"out.pcap{n}")
+    (s,) = group_captures(scan_paths([tmp_path]).files)
+    assert [p.name for p in s.files] == ["out.pcap1", "out.pcap2", "out.pcap0"]
+
+
+def test_strftime_names_ordered_by_time(tmp_path):
+    pieces = _pieces(tmp_path, "time-wait-pileup.pcap", 7000)
+    # tcpdump -G 60 -w 'trace-%d.%m.%Y-%H%M.pcap': names that do not sort by time
+    names = ["trace-21.11.2026-1230.pcap", "trace-21.11.2026-1201.pcap",
+             "trace-21.11.2026-1159.pcap"]
+    for piece, name in zip(pieces, names):
+        piece.rename(tmp_path / name)
+    (s,) = group_captures(scan_paths([tmp_path]).files)
+    assert s.joined_by.startswith("time-stamped") and [p.name for p in s.files] == names
+    a, = analyze_captures([s])
+    assert len(a.table) == 2000
+
+
+def test_overlapping_pieces_are_read_apart_with_a_warning(tmp_path):
+    """A "piece" that starts before the previous one ends is not the next piece: the
+    timeline stops there and the rest is read as captures of their own."""
+    src = ROOT / "sample_pcaps" / "close-wait-leak-rst.pcap"
+    for name in ("out.pcap", "out.pcap1"):
+        shutil.copy(src, tmp_path / name)
+    (s,) = group_captures(scan_paths([tmp_path]).files)
+    a, b = analyze_captures([s])
+    assert [Path(p.path).name for p in a.stats.parts] == ["out.pcap"]
+    assert "out.pcap1 starts" in a.stats.warnings[0] and "of its own" in a.stats.warnings[0]
+    assert Path(b.stats.path).name == "out.pcap1" and not b.stats.parts
+    assert len(a.table) == len(b.table) == 1
+
+
+def test_cli_merge_no_merge_and_listing(tmp_path):
+    from click.testing import CliRunner
+
+    from traceaudit.cli import main
+    pieces = _pieces(tmp_path, "close-wait-leak-rst.pcap", 5)
+    (tmp_path / "notes.txt").write_text("x")
+    run = CliRunner().invoke
+    r = run(main, ["analyze", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 1, r.output + r.stderr
+    assert "1 capture(s) (3 files read as 1 timeline(s))" in r.output
+    assert "not captures, skipped: " + str(tmp_path / "notes.txt") in r.output
+    command = "mergecap -a -w merged.pcapng " + " ".join(map(str, pieces))
+    assert "".join(command.split()) in "".join(r.output.split())     # (wrapped lines)
+    import json
+    doc = json.loads((tmp_path / "r.json").read_text())
+    (cap,) = doc["captures"]
+    assert [f["first_frame"] for f in cap["timeline"]["files"]] == [1, 6, 11]
+    assert doc["skipped"] == [{"path": str(tmp_path / "notes.txt"), "reason": "not a capture"}]
+    r = run(main, ["analyze", "--no-merge", *map(str, pieces)])
+    assert "3 capture(s), 11 packets, 3 TCP connections" in r.output
+    # --merge: two captures of different connections as one timeline
+    other = ROOT / "sample_pcaps" / "normal-close-client.pcap"
+    r = run(main, ["analyze", "--merge", str(other), str(pieces[0])])
+    assert "1 capture(s) (2 files read as 1 timeline(s))" in r.output
+    r = run(main, ["flows", str(tmp_path), "--format", "csv"])
+    assert r.exit_code == 0 and r.stdout.count("\n") == 2
+    assert "not a capture, skipped: " in r.stderr
+
+
+def test_retiring_read_of_sets_equals_the_whole_file(tmp_path, monkeypatch):
+    """flows --format csv|parquet retires finished connections and may re-read the capture
+    for 4-tuples that came back: for a set, it re-reads the set."""
+    from test_retire import EAGER, FAST, csv_of
+    from traceaudit import pipeline
+    repaired = []
+    repair = pipeline._repair
+
+    def counting(path, *args):
+        repaired.append(path)
+        return repair(path, *args)
+
+    monkeypatch.setattr(pipeline, "_repair", counting)
+    for sample in SAMPLES:
+        where = tmp_path / sample.stem
+        _split(sample, "editcap-c", where)
+        (s,) = group_captures(scan_paths([where]).files)
+        got = csv_of(s, EAGER, batch_rows=64, **FAST).replace(
+            str(s).encode(), str(sample).encode())
+        assert got == csv_of(sample, None, **FAST), sample.name
+    assert any(isinstance(p, CaptureSet) for p in repaired)
