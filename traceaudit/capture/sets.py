@@ -237,7 +237,9 @@ def _candidates(files: list[Path]) -> list[tuple[list[Path], str, bool]]:
     for f in files:
         m = _RING.match(f.name)
         if m:
-            ring.setdefault((m["prefix"], m["ext"]), []).append((int(m["num"]), f))
+            # (pieces compressed once written, as tcpdump -z gzip does, stay in the set)
+            ext = m["ext"][:-3] if m["ext"].endswith(".gz") else m["ext"]
+            ring.setdefault((m["prefix"], ext), []).append((int(m["num"]), f))
     for (prefix, ext), numbered in ring.items():
         if len(numbered) > 1:
             group = [f for _, f in sorted(numbered)]
@@ -252,10 +254,10 @@ def _candidates(files: list[Path]) -> list[tuple[list[Path], str, bool]]:
             continue
         base = stem[:m.start()]
         # tcpdump -C: the bare name then name1, name2 …; a -W ring: name0 … with no bare name
-        if base + gz in names or base.lower().endswith(_CAPTURE_EXT):
-            numbered_by_base.setdefault(base + gz, []).append((int(m.group()), f))
+        if base in names or base + ".gz" in names or base.lower().endswith(_CAPTURE_EXT):
+            numbered_by_base.setdefault(base, []).append((int(m.group()), f))
     for base, numbered in numbered_by_base.items():
-        bare = names.get(base)
+        bare = names.get(base) or names.get(base + ".gz")
         group = ([bare] if bare is not None else []) + [f for _, f in sorted(numbered)]
         if len(group) > 1:
             out.append((group, "tcpdump -C/-W names: name, name1, name2 …", False))
