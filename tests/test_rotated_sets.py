@@ -248,3 +248,43 @@ def test_retiring_read_of_sets_equals_the_whole_file(tmp_path, monkeypatch):
             str(s).encode(), str(sample).encode())
         assert got == csv_of(sample, None, **FAST), sample.name
     assert any(isinstance(p, CaptureSet) for p in repaired)
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcap-be", "pcap-ns", "pcap-ns-be", "pcapng",
+                                  "pcapng-be-ns", "pcapng-pb", "pcap.gz", "pcapng.gz"])
+def test_peek_and_scan_know_every_capture_by_its_magic(kind, tmp_path):
+    """A capture is recognised by its first bytes (pcap in both byte orders, micro- and
+    nanoseconds; pcapng; gzip of them), whatever its name; its first packet time is read
+    from its first record."""
+    import pcapgen as g
+    from traceaudit.capture.sets import is_capture, peek
+    c = g.Conversation(t0_ns=1_700_000_000_123_456_789).handshake().close_by("c")
+    if kind.startswith("pcapng"):
+        data = g.pcapng_section(c.frames, big_endian="-be" in kind,
+                                interfaces=[(1, 9 if "-ns" in kind else None)],
+                                block="pb" if kind.endswith("-pb") else "epb")
+    else:
+        data = g.pcap_bytes(c.frames, big_endian="-be" in kind, nano="-ns" in kind)
+    if kind.endswith(".gz"):
+        data = g.gzipped(data)
+    path = tmp_path / "capture.data"
+    path.write_bytes(data)
+    (tmp_path / "other.data").write_bytes(data[4:])
+    assert is_capture(path) and not is_capture(tmp_path / "other.data")
+    _, stats = read_all(path)
+    assert peek(path).first_ts_ns == stats.first_ts_ns
+    assert peek(path).link_type == 1
+    scan = scan_paths([tmp_path])
+    assert scan.files == [path] and scan.skipped == [tmp_path / "other.data"]
+
+
+def test_restarted_writer_starts_another_set(tmp_path):
+    """Two editcap (or dumpcap) runs with one prefix: the file numbers start again, so
+    the second run is another capture, not more pieces of the first."""
+    for sample in ("close-wait-leak-rst.pcap", "time-wait-pileup.pcap"):
+        src = ROOT / "sample_pcaps" / sample
+        subprocess.run(["editcap", "-c", "7000", str(src), str(tmp_path / "p.pcap")],
+                       check=True, capture_output=True)
+    items = group_captures(scan_paths([tmp_path]).files)
+    assert sorted(len(getattr(s, "files", [s])) for s in items) == [1, 3]
+    assert [len(a.table) for a in analyze_captures(items)] in ([1, 2000], [2000, 1])

@@ -95,7 +95,12 @@ def is_capture(path: str | Path) -> bool:
 def peek(path: str | Path) -> CaptureHead | None:
     """The head of a capture (None: not a capture, or not readable)."""
     try:
-        data = _read_head(Path(path), PEEK_BYTES)
+        data = _read_head(Path(path), 1 << 16)
+        if data[:4] == _PCAPNG and len(data) == 1 << 16:
+            head = _pcapng_head(data)
+            if head.first_ts_ns is not None:
+                return head
+            data = _read_head(Path(path), PEEK_BYTES)     # long section or interface blocks
     except OSError:
         return None
     if len(data) < 4:
@@ -208,7 +213,7 @@ def group_captures(files: list[Path], merge: bool | None = None) -> list[Path | 
         return [whole] + out
     sets: dict[Path, CaptureSet] = {}
     by_dir: dict[Path, list[Path]] = {}
-    for f in files:
+    for f in dict.fromkeys(files):              # (a file named twice is one piece)
         if heads[f] is not None:
             by_dir.setdefault(f.parent, []).append(f)
     for members in by_dir.values():
@@ -233,18 +238,27 @@ def _candidates(files: list[Path]) -> list[tuple[list[Path], str, bool]]:
     time rather than by name)."""
     out: list[tuple[list[Path], str, bool]] = []
     taken: set[Path] = set()
-    ring: dict[tuple[str, str], list[tuple[int, Path]]] = {}
+    ring: dict[tuple[str, str], list[tuple[str, int, Path]]] = {}
     for f in files:
         m = _RING.match(f.name)
         if m:
             # (pieces compressed once written, as tcpdump -z gzip does, stay in the set)
             ext = m["ext"][:-3] if m["ext"].endswith(".gz") else m["ext"]
-            ring.setdefault((m["prefix"], ext), []).append((int(m["num"]), f))
-    for (prefix, ext), numbered in ring.items():
-        if len(numbered) > 1:
-            group = [f for _, f in sorted(numbered)]
-            out.append((group, "dumpcap/editcap names: prefix_NNNNN_YYYYmmddHHMMSS", False))
+            ring.setdefault((m["prefix"], ext), []).append((m["stamp"], int(m["num"]), f))
+    for numbered in ring.values():
+        # in order of start time; a file number that does not grow starts another run of
+        # the writer (dumpcap restarted: its numbers start again)
+        runs: list[list[tuple[str, int, Path]]] = []
+        for item in sorted(numbered, key=lambda x: (x[0], x[1], x[2].name)):
+            if not runs or item[1] <= runs[-1][-1][1]:
+                runs.append([])
+            runs[-1].append(item)
+        for run in runs:
+            group = [f for _, _, f in run]
             taken.update(group)
+            if len(group) > 1:
+                out.append((group, "dumpcap/editcap names: prefix_NNNNN_YYYYmmddHHMMSS",
+                            False))
     names = {f.name: f for f in files if f not in taken}
     numbered_by_base: dict[str, list[tuple[int, Path]]] = {}
     for name, f in names.items():
