@@ -205,8 +205,13 @@ def test_cli_merge_no_merge_and_listing(tmp_path):
     pieces = _pieces(tmp_path, "close-wait-leak-rst.pcap", 5)
     (tmp_path / "notes.txt").write_text("x")
     run = CliRunner().invoke
-    r = run(main, ["analyze", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    r = run(main, ["analyze", str(tmp_path), "--json", str(tmp_path / "r.json"),
+                   "--html", str(tmp_path / "r.html"), "--junit", str(tmp_path / "r.xml")])
     assert r.exit_code == 1, r.output + r.stderr
+    html = (tmp_path / "r.html").read_text()
+    assert "open in Wireshark" in html and f"{pieces[2].name} frame 1" in html
+    junit = (tmp_path / "r.xml").read_text()
+    assert junit.count('name="timeline_file_') == 3 and 'name="merged_capture"' in junit
     assert "1 capture(s) (3 files read as 1 timeline(s))" in r.output
     assert "not captures, skipped: " + str(tmp_path / "notes.txt") in r.output
     command = "mergecap -a -w merged.pcapng " + " ".join(map(str, pieces))

@@ -45,42 +45,24 @@ class ChainedSource:
             source = open_capture(path, **self.kw)
             part = source.stats
             st.parts.append(part)
-            offset = st.packets
+            done = _Done(st)                   # the files before this one
             try:
                 for batch in source.batches():
-                    if offset:
+                    if done.packets:
                         frame = batch["frame"]
                         if frame.flags.writeable:
-                            frame += offset
+                            frame += done.packets
                         else:
-                            batch = PacketBatch({**batch.columns, "frame": frame + offset})
-                    self._add(part, offset)
+                            batch = PacketBatch({**batch.columns,
+                                                 "frame": frame + done.packets})
+                    done.add(part)
                     yield batch
             except CaptureError as exc:        # not a capture, cannot be opened
                 part.error = exc
-            self._add(part, offset)
+            done.add(part)
             st.warnings.extend(f"{PurePath(part.path).name}: {w}" for w in part.warnings)
             if part.error is not None and st.error is None:
                 st.error = part.error
-
-    def _add(self, part: CaptureStats, offset: int) -> None:
-        """The timeline's counts: the earlier files' and this one's so far."""
-        st = self.stats
-        earlier = st.parts[:-1]
-        st.packets = offset + part.packets
-        st.tcp_packets = sum(p.tcp_packets for p in earlier) + part.tcp_packets
-        for link in part.link_types:
-            if link not in st.link_types:
-                st.link_types.append(link)
-        formats = []
-        for p in st.parts:
-            if p.format and p.format not in formats:
-                formats.append(p.format)
-        st.format = "+".join(formats)
-        firsts = [p.first_ts_ns for p in st.parts if p.first_ts_ns is not None]
-        lasts = [p.last_ts_ns for p in st.parts if p.last_ts_ns is not None]
-        st.first_ts_ns = min(firsts) if firsts else None
-        st.last_ts_ns = max(lasts) if lasts else None
 
     def _follows(self, path: Path) -> bool:
         """Whether ``path`` may come next; if not, why not is a warning (checked sets)."""
@@ -103,6 +85,32 @@ class ChainedSource:
     def remainder(self) -> Path | CaptureSet | None:
         """The files the timeline stopped before (None: it read them all)."""
         return remainder(self.set, self.stats)
+
+
+class _Done:
+    """The timeline's counts of the files before the current one, and ``add``, which sets
+    the timeline's stats to those plus the current file's so far."""
+
+    def __init__(self, st: CaptureStats) -> None:
+        self.st = st
+        self.packets, self.tcp = st.packets, st.tcp_packets
+        self.first, self.last = st.first_ts_ns, st.last_ts_ns
+        self.formats = st.format.split("+") if st.format else []
+
+    def add(self, part: CaptureStats) -> None:
+        st = self.st
+        st.packets = self.packets + part.packets
+        st.tcp_packets = self.tcp + part.tcp_packets
+        for link in part.link_types:
+            if link not in st.link_types:
+                st.link_types.append(link)
+        if part.format and part.format not in self.formats:
+            st.format = "+".join(self.formats + [part.format])
+        if part.first_ts_ns is not None:
+            st.first_ts_ns = part.first_ts_ns if self.first is None \
+                else min(self.first, part.first_ts_ns)
+            st.last_ts_ns = part.last_ts_ns if self.last is None \
+                else max(self.last, part.last_ts_ns)
 
 
 def remainder(capture_set: CaptureSet, stats: CaptureStats) -> Path | CaptureSet | None:

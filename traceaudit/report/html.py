@@ -94,6 +94,8 @@ class _Capture:
     def __init__(self, index: int, a: CaptureAnalysis) -> None:
         self.index, self.a = index, a
         self.name = PurePath(a.stats.path).name or a.stats.path
+        if a.stats.parts:                       # a rotated set read as one timeline
+            self.name += f" + {len(a.stats.parts) - 1} file(s)"
         self._ev_conn = None
         self._cols: dict = {}
         self._changes: C.Changes | None = None
@@ -277,7 +279,13 @@ def _detail(i: int, f: Finding, by_path: dict, rules: list[dict]) -> dict:
         "rationale": rule["rationale"], "remediation": f.remediation or rule["remediation"],
         "references": rule["references"], "conn_text": conn_text, "ladder": ladder,
         "ladder_conn": conn, "details": FT.facts(f.details),
+        "merged": _merge_command(cap.a.stats) if cap is not None and cap.a.stats.parts else "",
     }
+
+
+def _merge_command(st) -> str:
+    from traceaudit.capture.chain import merge_command
+    return merge_command(st)
 
 
 def _ladder_connection(f: Finding, cap: _Capture | None) -> int | None:
