@@ -213,7 +213,7 @@ def test_cli_merge_no_merge_and_listing(tmp_path):
     junit = (tmp_path / "r.xml").read_text()
     assert junit.count('name="timeline_file_') == 3 and 'name="merged_capture"' in junit
     assert "1 capture(s) (3 files read as 1 timeline(s))" in r.output
-    assert "not captures, skipped: " + str(tmp_path / "notes.txt") in r.output
+    assert "not captures, skipped (1): " + str(tmp_path / "notes.txt") in r.output
     command = "mergecap -a -w merged.pcapng " + " ".join(map(str, pieces))
     assert "".join(command.split()) in "".join(r.output.split())     # (wrapped lines)
     import json

@@ -55,9 +55,9 @@ def render(report: AuditReport, console: Console) -> None:
         console.print(_hanging(Text.assemble(f"{a.stats.path}: ", ("not read", "bold red"),
                                              f": {_error(a.stats)}"), 2, 4))
     if report.skipped:
-        shown = ", ".join(report.skipped[:8])
-        more = f" and {len(report.skipped) - 8} more" if len(report.skipped) > 8 else ""
-        console.print(_hanging(Text(f"not captures, skipped: {shown}{more}", style="dim"),
+        n = len(report.skipped)
+        shown = ", ".join(report.skipped[:3]) + (f" and {n - 3} more" if n > 3 else "")
+        console.print(_hanging(Text(f"not captures, skipped ({n}): {shown}", style="dim"),
                                2, 4))
     roles: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
