@@ -68,7 +68,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     ``retire``: only the flow table is wanted; it is spilled as connections finish.
     ``merge``: rotated sets as one timeline (None: found by name and time; see
     ``capture.sets``). ``skipped`` (a list) receives the files of directories that are not
-    captures (they are also named on stderr).
+    captures, for the caller to list; without it they are named on stderr.
     """
     scan = scan_paths(list(paths))
     if skipped is not None:
