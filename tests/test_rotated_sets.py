@@ -293,3 +293,22 @@ def test_restarted_writer_starts_another_set(tmp_path):
     items = group_captures(scan_paths([tmp_path]).files)
     assert sorted(len(getattr(s, "files", [s])) for s in items) == [1, 3]
     assert [len(a.table) for a in analyze_captures(items)] in ([1, 2000], [2000, 1])
+
+
+@pytest.mark.skipif(shutil.which("mergecap") is None, reason="needs mergecap")
+def test_frames_are_those_of_mergecap_a(tmp_path):
+    """The timeline's rows carry the frame numbers of ``mergecap -a -w merged FILES``, the
+    command the reports print."""
+    from traceaudit.capture import open_capture
+    from traceaudit.capture.batch import PacketBatch
+    from traceaudit.capture.chain import merge_command
+    pieces = _pieces(tmp_path, "time-wait-pileup.pcap", 5000)
+    (s,) = group_captures(pieces)
+    src = open_capture(s)
+    got = PacketBatch.concat(list(src.batches()))
+    command = merge_command(src.stats, str(tmp_path / "merged.pcapng"))
+    subprocess.run(command.split(), check=True, capture_output=True)
+    want, _ = read_all(tmp_path / "merged.pcapng")
+    assert len(s.files) == 5 and len(got) == len(want) > 20000
+    for column in ("frame", "ts_ns", "seq", "flags"):
+        assert np.array_equal(got[column], want[column]), column
