@@ -312,3 +312,13 @@ def test_frames_are_those_of_mergecap_a(tmp_path):
     assert len(s.files) == 5 and len(got) == len(want) > 20000
     for column in ("frame", "ts_ns", "seq", "flags"):
         assert np.array_equal(got[column], want[column]), column
+
+
+def test_a_file_named_as_a_capture_is_still_read(tmp_path):
+    """In a directory, a file whose name claims a capture but whose bytes are not one is
+    read (and reported unreadable, exit 2) as before; only other names are skipped."""
+    (tmp_path / "broken.pcap").write_bytes(b"<html>error</html>")
+    (tmp_path / "notes.txt").write_text("x")
+    scan = scan_paths([tmp_path])
+    assert scan.files == [tmp_path / "broken.pcap"]
+    assert scan.skipped == [tmp_path / "notes.txt"]

@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from traceaudit.capture.batch import COLUMNS, DEFAULT_BATCH_ROWS, PacketBatch
-from traceaudit.capture.sets import CaptureSet, group_captures, scan_paths
+from traceaudit.capture.sets import CAPTURE_SUFFIXES, CaptureSet, group_captures, scan_paths
 from traceaudit.capture.source import CaptureSource, CaptureStats
 from traceaudit.errors import CaptureError
 
 READERS = ("native", "tshark")
 
 
-def open_capture(path: str | Path | CaptureSet, *, reader: str = "native", verify_checksums: bool = False,
-                 batch_rows: int = DEFAULT_BATCH_ROWS, seg_flags: bool = False) -> CaptureSource:
+def open_capture(path: str | Path | CaptureSet, *, reader: str = "native",
+                 verify_checksums: bool = False, batch_rows: int = DEFAULT_BATCH_ROWS,
+                 seg_flags: bool = False) -> CaptureSource:
     """A reader bound to ``path``; nothing is read until ``batches()`` is iterated.
 
     ``seg_flags``: ask for the optional per-row ``seg_flags`` column (``batch.OPTIONAL_COLUMNS``;
@@ -51,6 +52,6 @@ def read_all(path: str | Path, **kwargs) -> tuple[PacketBatch, CaptureStats]:
     return batch, src.stats
 
 
-__all__ = ["COLUMNS", "CaptureError", "CaptureSet", "CaptureSource", "CaptureStats",
-           "PacketBatch", "expand_paths", "group_captures", "open_capture", "read_all",
-           "scan_paths"]
+__all__ = ["CAPTURE_SUFFIXES", "COLUMNS", "CaptureError", "CaptureSet", "CaptureSource",
+           "CaptureStats", "PacketBatch", "expand_paths", "group_captures", "open_capture",
+           "read_all", "scan_paths"]

@@ -168,6 +168,11 @@ def _idb(body: bytes, o: str) -> tuple[int, int, int, int]:
 
 
 # -- finding the files -----------------------------------------------------------------------
+#: names that claim a capture: in a directory, such a file is read even when its first
+#: bytes are not a capture's (reading it then says what is wrong, an error like a named file)
+CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".pcap.gz", ".pcapng.gz", ".cap.gz", ".ntar")
+
+
 @dataclass
 class Scan:
     files: list[Path]                       # captures, and every file named explicitly
@@ -176,13 +181,15 @@ class Scan:
 
 def scan_paths(paths: Iterable[str | Path]) -> Scan:
     """Files as given, and every capture inside directories (recursively, sorted). Each
-    regular file of a directory is tried: what is not a capture is returned in ``skipped``.
-    A file named explicitly is kept whatever it holds (reading it says what is wrong)."""
+    regular file of a directory is tried by its magic (``out.pcap1``, ``capture.dmp`` are
+    found); a file that is not a capture is returned in ``skipped``, unless its name claims
+    one (``CAPTURE_SUFFIXES``). A file named explicitly is kept whatever it holds."""
     scan = Scan([], [])
     for p in map(Path, paths):
         if p.is_dir():
             for f in sorted(f for f in p.rglob("*") if f.is_file()):
-                (scan.files if is_capture(f) else scan.skipped).append(f)
+                keep = f.name.lower().endswith(CAPTURE_SUFFIXES) or is_capture(f)
+                (scan.files if keep else scan.skipped).append(f)
         else:
             scan.files.append(p)
     return scan
