@@ -15,7 +15,7 @@ import pytest
 
 from traceaudit.capture import CaptureSet, group_captures, read_all, scan_paths
 from traceaudit.capture.chain import locate
-from traceaudit.pipeline import ReadOptions, analyze_capture, analyze_captures
+from traceaudit.pipeline import analyze_capture, analyze_captures
 from traceaudit.rules import run_rules
 from traceaudit.rules.config import load_config
 
