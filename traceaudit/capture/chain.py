@@ -126,16 +126,25 @@ def remainder(capture_set: CaptureSet, stats: CaptureStats) -> Path | CaptureSet
 # -- where a frame of the timeline is ------------------------------------------------------
 def locate(stats: CaptureStats, frames: list[int]) -> list[tuple[str, int]]:
     """(file name, frame within it) of each merged-capture frame of a timeline."""
-    starts, names, acc = [], [], 0
-    for p in stats.parts:
-        starts.append(acc)
-        names.append(PurePath(p.path).name)
-        acc += p.packets
-    out = []
-    for f in frames:
-        i = max(bisect.bisect_left(starts, f) - 1, 0)
-        out.append((names[i], f - starts[i]))
-    return out
+    return _Locator(stats)(frames)
+
+
+class _Locator:
+    """``locate`` for many findings of one timeline: the files' first frames found once."""
+
+    def __init__(self, stats: CaptureStats) -> None:
+        self.starts, self.names, acc = [], [], 0
+        for p in stats.parts:
+            self.starts.append(acc)
+            self.names.append(PurePath(p.path).name)
+            acc += p.packets
+
+    def __call__(self, frames: list[int]) -> list[tuple[str, int]]:
+        starts, names, out = self.starts, self.names, []
+        for f in frames:
+            i = max(bisect.bisect_left(starts, f) - 1, 0)
+            out.append((names[i], f - starts[i]))
+        return out
 
 
 def merge_command(stats: CaptureStats, output: str = "merged.pcapng") -> str:
@@ -150,7 +159,7 @@ def annotate(findings: list, stats: CaptureStats) -> None:
     (``details["frames_in_files"]``, e.g. ``"out.pcap2 frame 34"``)."""
     if not stats.parts:
         return
+    where = _Locator(stats)
     for f in findings:
         if f.frames:
-            f.details["frames_in_files"] = [f"{name} frame {n}"
-                                            for name, n in locate(stats, f.frames)]
+            f.details["frames_in_files"] = [f"{name} frame {n}" for name, n in where(f.frames)]
