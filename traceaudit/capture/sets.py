@@ -210,7 +210,7 @@ def group_captures(files: list[Path], merge: bool | None = None) -> list[Path | 
         return list(files)
     heads = {f: peek(f) for f in files}
     if merge:
-        caps = [f for f in files if heads[f] is not None]
+        caps = [f for f in dict.fromkeys(files) if heads[f] is not None]
         if len(caps) < 2:
             return list(files)
         order = sorted(caps, key=lambda f: (heads[f].first_ts_ns is None,
