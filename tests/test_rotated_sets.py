@@ -154,6 +154,15 @@ def test_sample_directory_is_not_taken_for_a_set():
     assert group_captures(scan.files) == SAMPLES
 
 
+def test_unrelated_captures_with_digits_in_their_names_stay_apart():
+    """Zeek's test traces (``tcp.one-sided-2745.pcap``, ``tunnels.geneve-47101.pcap`` …)
+    are separate captures."""
+    from conftest import CORPUS_TRACES
+    if not CORPUS_TRACES:
+        pytest.skip("Zeek's trace corpus is not here")
+    assert group_captures(CORPUS_TRACES) == CORPUS_TRACES
+
+
 def _pieces(tmp_path: Path, sample: str, n: int) -> list[Path]:
     src = ROOT / "sample_pcaps" / sample
     subprocess.run(["editcap", "-c", str(n), str(src), str(tmp_path / "p.pcap")],
