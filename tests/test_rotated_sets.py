@@ -331,3 +331,16 @@ def test_a_file_named_as_a_capture_is_still_read(tmp_path):
     scan = scan_paths([tmp_path])
     assert scan.files == [tmp_path / "broken.pcap"]
     assert scan.skipped == [tmp_path / "notes.txt"]
+
+
+def test_a_damaged_piece_marks_the_timeline_and_the_next_pieces_are_read(tmp_path):
+    pieces = _pieces(tmp_path, "time-wait-pileup.pcap", 7000)
+    data = pieces[1].read_bytes()
+    pieces[1].write_bytes(data[:len(data) // 2])          # cut in the middle of a record
+    (s,) = group_captures(pieces)
+    (a,) = analyze_captures([s])
+    st = a.stats
+    assert st.error is not None and st.error.path == str(pieces[1])
+    assert st.parts[2].packets > 0 and st.parts[2].error is None
+    assert st.packets == sum(p.packets for p in st.parts)
+    assert any(w.startswith(pieces[1].name + ": ") for w in st.warnings)
