@@ -39,12 +39,15 @@ def analyze(paths: PathLike | Iterable[PathLike], *,
             errors: str = "raise",
             reader: str = "native",
             verify_checksums: bool = False,
+            merge: bool | None = None,
             msl2: float = 60.0,
             fin_timeout: float = 60.0) -> Audit:
     """Read captures, infer how every TCP connection ended, run the rules: an ``Audit``.
 
-    ``paths``: a capture file or a directory (its ``*.pcap``, ``*.pcapng``, ``*.cap`` and
-    gzip-compressed captures, recursively), or a list of them. A path that does not exist
+    ``paths``: a capture file or a directory (every capture in it, recursively, recognised by
+    its first bytes), or a list of them. Rotated pieces of one capture (tcpdump ``-C``/``-W``/
+    ``-G``, dumpcap rings, editcap splits) are read as one timeline; ``merge=True`` joins every
+    capture given, ``merge=False`` none (the command line's ``--merge``/``--no-merge``). A path that does not exist
     raises ``CaptureNotFoundError`` (a ``FileNotFoundError``) before anything is read, and a
     directory holding no capture raises ``CaptureError`` (slug ``no-captures``).
 
@@ -79,6 +82,7 @@ def analyze(paths: PathLike | Iterable[PathLike], *,
     from traceaudit import __version__
     from traceaudit.audit import build_report
     from traceaudit.capture import READERS
+    from traceaudit.capture.sets import group_captures
     from traceaudit.pipeline import ReadOptions, analyze_captures
     from traceaudit.rules import run_rules
     from traceaudit.rules.baseline import load_baseline
@@ -96,7 +100,7 @@ def analyze(paths: PathLike | Iterable[PathLike], *,
     options = ReadOptions(reader=reader, verify_checksums=verify_checksums,
                           tracker=TrackerConfig(msl2_s=msl2, fin_timeout_s=fin_timeout))
     analyses, findings = [], []
-    for analysis in analyze_captures(files, options):
+    for analysis in analyze_captures(group_captures(files, merge), options):
         if analysis.failed and errors == "raise":
             raise analysis.stats.error
         findings.extend(run_rules(analysis, rules_config))

@@ -35,6 +35,8 @@ class AuditReport:
     elapsed_s: float = 0.0
     accepted_by: str = ""            # "--exit-zero" or "--write-baseline": findings exit 0
     config_source: str = ""          # the settings file used ("" when none was found)
+    skipped: list[str] = field(default_factory=list)   # files in the directories given that
+                                                       # are not captures (not read, listed)
 
     @cached_property
     def failing(self) -> list[Finding]:
@@ -64,7 +66,8 @@ def write_reports(report: AuditReport, *, json: str | None = None, junit: str | 
     if json:
         from traceaudit.report import json_report
         json_report.write(json, report.analyses, (f.to_dict() for f in report.findings),
-                          tool_version=report.tool_version, generated_at=report.generated_at)
+                          tool_version=report.tool_version, generated_at=report.generated_at,
+                          skipped=report.skipped)
     if junit:
         from traceaudit.report.junit import render_junit
         write_output(junit, render_junit(report))

@@ -18,7 +18,7 @@ from decimal import Decimal, InvalidOperation
 import click
 
 from traceaudit import __version__
-from traceaudit.capture import READERS, expand_paths
+from traceaudit.capture import READERS, group_captures, scan_paths
 from traceaudit.errors import TraceauditError
 from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures
 from traceaudit.report import flows as flow_report
@@ -34,7 +34,14 @@ def _err(message: str) -> None:
 
 
 def reader_options(func):
-    """--reader and --verify-checksums, shared by every command that reads captures."""
+    """--reader, --verify-checksums and --merge/--no-merge, shared by every command that
+    reads captures."""
+    func = click.option("--merge/--no-merge", "merge", default=None,
+                        help="Read every capture given as one timeline (--merge: in order of "
+                             "first packet), or each file on its own (--no-merge). Default: "
+                             "rotated pieces of one capture (tcpdump -C/-W/-G, dumpcap ring "
+                             "buffers, editcap splits) are found by name and time and read "
+                             "as one.")(func)
     func = click.option("--verify-checksums", is_flag=True,
                         help="Drop TCP segments whose checksum is wrong (as Zeek does without "
                              "-C). Off by default: captures taken on a sending host carry "
@@ -51,15 +58,25 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                   each: Callable[[CaptureAnalysis], CaptureAnalysis] | None = None,
                   excerpts: bool = False,
                   frames: bool = True,
-                  retire: bool = False) -> tuple[list[CaptureAnalysis], bool]:
+                  retire: bool = False,
+                  merge: bool | None = None,
+                  skipped: list | None = None) -> tuple[list[CaptureAnalysis], bool]:
     """Analyse every capture; report damage on stderr. Returns (analyses, any capture failed).
 
     ``each`` sees every analysis as soon as it is complete (and may slim it down) before the
     next capture is read. ``excerpts``: keep packets for ladder diagrams (only HTML draws them).
     ``frames``: the caller will use the DataFrames (pandas is imported while reading).
     ``retire``: only the flow table is wanted; it is spilled as connections finish.
+    ``merge``: rotated sets as one timeline (None: found by name and time; see
+    ``capture.sets``). ``skipped`` (a list) receives the files of directories that are not
+    captures, for the caller to list; without it they are named on stderr.
     """
-    files = expand_paths(list(paths))
+    scan = scan_paths(list(paths))
+    if skipped is not None:
+        skipped.extend(str(p) for p in scan.skipped)
+    elif scan.skipped:
+        _err(f"note: not a capture, skipped: {_listed(scan.skipped)}")
+    files = scan.files
     if not files:
         raise click.UsageError("no capture files found in the given paths")
     from traceaudit.report.progress import CaptureProgress
@@ -69,7 +86,8 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                           retire=RetireOptions() if retire else None)
     results, failed = [], False
     with CaptureProgress(files) as progress:
-        for analysis in analyze_captures(files, options, progress.update):
+        for analysis in analyze_captures(group_captures(files, merge), options,
+                                         progress.update):
             progress.finished(analysis.stats)
             _reported(analysis)
             results.append(each(analysis) if each else analysis)
@@ -77,6 +95,12 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                 gc.collect()            # one capture's cycles, before the next is read
             failed = failed or analysis.stats.error is not None
     return results, failed
+
+
+def _listed(paths: list, shown: int = 5) -> str:
+    names = ", ".join(str(p) for p in paths[:shown])
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return names + more
 
 
 def _reported(analysis: CaptureAnalysis) -> CaptureAnalysis:
@@ -116,7 +140,7 @@ def main() -> None:
               help="Write to this file (written atomically); '-' is standard output.")
 @reader_options
 def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
-          verify_checksums: bool) -> None:
+          verify_checksums: bool, merge: bool | None) -> None:
     """List every TCP connection in CAPTURES (files or directories), one row each.
 
     \b
@@ -134,10 +158,10 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
         # finished connections are spilled while reading (memory follows the open ones)
         streamed = fmt in ("csv", "parquet")
         if fmt in flow_report.ZEEK_FORMATS:
-            failed = _zeek_log(captures, fmt, output, reader, verify_checksums)
+            failed = _zeek_log(captures, fmt, output, reader, verify_checksums, merge)
             sys.exit(EXIT_ERROR if failed else EXIT_CLEAN)
         results, failed = read_captures(captures, reader, verify_checksums, each=_flows_only,
-                                        frames=not streamed, retire=streamed)
+                                        frames=not streamed, retire=streamed, merge=merge)
         tables = [r.table for r in results if len(r.table)]
         try:
             write_output(output, flow_report.RENDERERS[fmt](tables))
@@ -152,13 +176,13 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
 
 
 def _zeek_log(captures: tuple[str, ...], fmt: str, output: str, reader: str,
-              verify_checksums: bool) -> bool:
+              verify_checksums: bool, merge: bool | None) -> bool:
     """``flows --format zeek|zeek-json``: Zeek's rows of every capture, one log each (the
     whole read is kept: Zeek's rows are not retired while reading). Returns: a capture
     failed."""
     from traceaudit.report import zeeklog
     results, failed = read_captures(captures, reader, verify_checksums, each=_zeek_only,
-                                    frames=False)
+                                    frames=False, merge=merge)
     now = datetime.now(timezone.utc)
     logs = [zeeklog.ZeekLog(str(r.stats.path), r.zeek_table, now) for r in results
             if r.zeek_table is not None and len(r.zeek_table)]
@@ -273,8 +297,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             output_file: str, select: tuple[str, ...],
             ignore: tuple[str, ...], fail_on: str | None, baseline_path: str | None,
             write_baseline_path: str | None, exit_zero: bool, config_path: str | None,
-            overrides: tuple[str, ...], reader: str, verify_checksums: bool, msl2: float,
-            fin_timeout: float) -> None:
+            overrides: tuple[str, ...], reader: str, verify_checksums: bool,
+            merge: bool | None, msl2: float, fin_timeout: float) -> None:
     """Find how every TCP connection in CAPTURES ended, and which endings are bugs.
 
     Exit status: 0 no finding at or above --fail-on, 1 there are, 2 usage, configuration or
@@ -320,17 +344,18 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             findings.extend(run_rules(analysis, config))
             return slimmed(analysis, keep_excerpts=html_path is not None)
 
+        skipped: list[str] = []
         results, _ = read_captures(captures, reader, verify_checksums,
                                    _tracker_config(msl2, fin_timeout), each=audit,
                                    excerpts=html_path is not None,
-                                   frames=html_path is not None)
+                                   frames=html_path is not None, merge=merge, skipped=skipped)
         report = build_report(results, config, known, findings=findings,
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(
                                   timespec="seconds").replace("+00:00", "Z"),
                               elapsed_s=time.monotonic() - started,
                               accepted_by="--write-baseline" if write_baseline_path
-                              else "--exit-zero" if exit_zero else "")
+                              else "--exit-zero" if exit_zero else "", skipped=skipped)
         write_reports(report, json=json_path, junit=junit_path, sarif=sarif_path,
                       html=html_path)
         if output_format:
@@ -405,7 +430,7 @@ def rules_command(name: str | None, config_path: str | None) -> None:
 @reader_options
 @tracker_options
 def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums: bool,
-           msl2: float, fin_timeout: float) -> None:
+           merge: bool | None, msl2: float, fin_timeout: float) -> None:
     """Every endpoint's TCP state at one moment, like netstat on both hosts at once.
 
     \b
@@ -415,7 +440,7 @@ def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums:
     """
     try:
         results, failed = read_captures((capture,), reader, verify_checksums,
-                                        _tracker_config(msl2, fin_timeout))
+                                        _tracker_config(msl2, fin_timeout), merge=merge)
         for analysis in results:
             ts_ns = parse_moment(at, analysis.stats.first_ts_ns)
             from traceaudit.report import states_report

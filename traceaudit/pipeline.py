@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from traceaudit.capture import CaptureStats, open_capture
+from traceaudit.capture import CaptureSet, CaptureStats, open_capture
 from traceaudit.capture.batch import DEFAULT_BATCH_ROWS, PacketBatch
 from traceaudit.capture.prefetch import read_ahead
 from traceaudit.errors import CaptureError
@@ -95,11 +95,14 @@ class CaptureAnalysis:
 ProgressHook = Callable[[CaptureStats], None]
 
 
-def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
+def analyze_capture(path: str | Path | CaptureSet, options: ReadOptions = ReadOptions(),
                     progress: ProgressHook | None = None) -> CaptureAnalysis:
     """Read one capture: flow table, trackers, timelines. Never raises for a bad file: see
-    ``stats.error`` (what was read before the damage is still analysed)."""
-    if options.retire is not None and Path(path).is_file():
+    ``stats.error`` (what was read before the damage is still analysed). A ``CaptureSet``
+    is read as one timeline (``stats.parts``), possibly only its first files: see
+    ``analyze_captures``."""
+    files = path.files if isinstance(path, CaptureSet) else (path,)
+    if options.retire is not None and all(Path(f).is_file() for f in files):
         # (a pipe or device could not be read a second time for the repair: kept whole)
         return _retiring_read(path, options, progress)
     stages = _Stages(path, options)
@@ -246,9 +249,15 @@ def _import_in_background(module: str) -> None:
     threading.Thread(target=load, name=f"traceaudit-import-{module}", daemon=True).start()
 
 
-def analyze_captures(paths: list[Path], options: ReadOptions = ReadOptions(),
+def analyze_captures(paths: list[Path | CaptureSet], options: ReadOptions = ReadOptions(),
                      progress: ProgressHook | None = None) -> Iterator[CaptureAnalysis]:
-    """One analysis per file, in order; a bad file yields an analysis with ``stats.error``."""
+    """One analysis per file or rotated set (``capture.group_captures``), in order; a bad
+    file yields an analysis with ``stats.error``. A set whose next file starts before the
+    previous one ends stops there (a warning says so): the files left are read after it."""
+    from traceaudit.capture.chain import remainder
     for path in paths:
-        yield analyze_capture(path, options, progress)
+        while path is not None:
+            analysis = analyze_capture(path, options, progress)
+            yield analysis
+            path = remainder(path, analysis.stats) if isinstance(path, CaptureSet) else None
 

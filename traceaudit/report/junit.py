@@ -185,6 +185,13 @@ def _properties(report: AuditReport, path: str, a: CaptureAnalysis | None) -> li
                       ("last_packet", iso_utc(st.last_ts_ns / 1e9))]
         if st.error is not None:
             props.append(("error", str(st.error)))
+        if st.parts:
+            # a rotated set read as one timeline: its files, in order, and how to merge them
+            from traceaudit.capture.chain import merge_command
+            props += [("timeline", st.joined_by)]
+            props += [(f"timeline_file_{i}", f"{p.path} ({p.packets} packets)")
+                      for i, p in enumerate(st.parts, 1)]
+            props.append(("merged_capture", merge_command(st)))
     return props
 
 

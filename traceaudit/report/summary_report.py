@@ -29,7 +29,10 @@ def render(report: AuditReport, console: Console) -> None:
     analyses = [a for a in report.analyses if a.read]
     packets = sum(a.stats.packets for a in analyses)
     conns = sum(len(a.table) for a in analyses)
-    head = (f"traceaudit {report.tool_version}: {len(analyses)} capture(s), "
+    files = sum(len(a.stats.parts) for a in analyses if a.stats.parts)
+    joined = sum(1 for a in analyses if a.stats.parts)
+    sets = f" ({files} files read as {joined} timeline(s))" if joined else ""
+    head = (f"traceaudit {report.tool_version}: {len(analyses)} capture(s){sets}, "
             f"{packets:,} packets, {conns:,} TCP connections, "
             f"analysed in {report.elapsed_s:.1f} s")
     console.print(Text(head, style="bold")
@@ -37,15 +40,25 @@ def render(report: AuditReport, console: Console) -> None:
                      if unread else Text("")))
     if report.config_source:
         console.print(Text(f"  settings: {report.config_source}"), highlight=False)
-    if len(analyses) <= 10:
-        for a in analyses:
-            st = a.stats
-            state = Text(f" damaged: {_error(st)}", style="red") if st.error else Text("")
-            console.print(_hanging(Text(f"{st.path}: {st.packets:,} packets, {len(a.table):,} "
-                                        f"connections{_span(st)}") + state, 2, 4))
+    for a in analyses:
+        st = a.stats
+        if len(analyses) > 10 and not st.parts:
+            continue
+        state = Text(f" damaged: {_error(st)}", style="red") if st.error else Text("")
+        name = st.path if not st.parts else (f"{st.path} + {len(st.parts) - 1} file(s), one "
+                                             f"timeline ({st.joined_by})")
+        console.print(_hanging(Text(f"{name}: {st.packets:,} packets, {len(a.table):,} "
+                                    f"connections{_span(st)}") + state, 2, 4))
+        if st.parts:
+            console.print(_hanging(Text(_timeline_files(st), style="dim"), 4, 6))
     for a in unread:
         console.print(_hanging(Text.assemble(f"{a.stats.path}: ", ("not read", "bold red"),
                                              f": {_error(a.stats)}"), 2, 4))
+    if report.skipped:
+        n = len(report.skipped)
+        shown = ", ".join(report.skipped[:3]) + (f" and {n - 3} more" if n > 3 else "")
+        console.print(_hanging(Text(f"not captures, skipped ({n}): {shown}", style="dim"),
+                               2, 4))
     roles: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     for a in analyses:
@@ -58,6 +71,14 @@ def render(report: AuditReport, console: Console) -> None:
     _by_rule(report, console, len(analyses), len(unread))
     _worst(report, console)
     _verdict(report, console)
+
+
+def _timeline_files(st) -> str:
+    """A timeline's files in order, and how to get the capture its frame numbers are of."""
+    from traceaudit.capture.chain import merge_command
+    files = ", ".join(f"{p.path} ({p.packets:,})" for p in st.parts)
+    return (f"files (packets): {files}; frame numbers are those of the merged capture: "
+            f"{merge_command(st)}")
 
 
 def _error(st) -> str:
@@ -139,7 +160,8 @@ def _worst(report: AuditReport, console: Console) -> None:
             console.print(_hanging(Text("; ".join(f"{k}: {v}" for k, v in
                                                   facts_text.facts(f.details))), 4, 4))
         frames = ", ".join(str(x) for x in f.frames[:8]) + (" …" if len(f.frames) > 8 else "")
-        console.print(_hanging(Text(f"frames {frames}   Wireshark: {f.display_filter}",
+        merged = " (on the merged capture)" if "frames_in_files" in f.details else ""
+        console.print(_hanging(Text(f"frames {frames}   Wireshark{merged}: {f.display_filter}",
                                     style="dim"), 4, 4))
 
 

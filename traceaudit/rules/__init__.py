@@ -57,6 +57,10 @@ def run_rules(analysis: "CaptureAnalysis", config: "RulesConfig") -> list[Findin
                 else severity
             findings.append(finding)
     findings.sort(key=lambda f: (f.ts, f.code, f.connection if f.connection is not None else -1))
+    if analysis.stats.parts:
+        # a rotated set read as one timeline: say which file holds each (merged) frame
+        from traceaudit.capture.chain import annotate
+        annotate(findings, analysis.stats)
     return findings
 
 
