@@ -88,6 +88,36 @@ def test_missing_capture_is_not_summarised_as_analysed(tmp_path):
     assert "No capture could be read" in r.output and "No findings" not in r.output
 
 
+def test_unread_capture_has_no_counts_in_json_junit_sarif(tmp_path):
+    """A capture that could not be opened is not a capture of 0 packets whose rules passed."""
+    import xml.etree.ElementTree as ET
+    missing = tmp_path / "nope.pcap"
+    out = {k: tmp_path / f"r.{k}" for k in ("json", "junit", "sarif")}
+    r = CliRunner().invoke(main, ["analyze", str(LEAK), str(missing),
+                                  *[a for k, p in out.items() for a in (f"--{k}", str(p))]])
+    assert r.exit_code == 2
+    caps = {c["path"]: c for c in json.loads(out["json"].read_text())["captures"]}
+    gone, read = caps[str(missing)], caps[str(LEAK)]
+    assert gone["read"] is False and "cannot open" in gone["error"]
+    assert gone["packets"] is gone["tcp_packets"] is gone["connections"] is None
+    assert read["read"] is True and read["packets"] == 11 and read["connections"] == 1
+    suites = {s.find("properties/property[@name='capture']").get("value"): s
+              for s in ET.parse(out["junit"]).getroot()}
+    gone_suite, read_suite = suites[str(missing)], suites[str(LEAK)]
+    cases = gone_suite.findall("testcase")
+    assert cases[0].find("error") is not None
+    assert all(c.find("skipped") is not None for c in cases[1:]) and len(cases) > 10
+    assert gone_suite.get("skipped") == str(len(cases) - 1)
+    props = {p.get("name") for p in gone_suite.iter("property")}
+    assert "packets" not in props and "packets" in {p.get("name")
+                                                   for p in read_suite.iter("property")}
+    assert not any(c.find("skipped") is not None for c in read_suite.findall("testcase"))
+    arts = json.loads(out["sarif"].read_text())["runs"][0]["artifacts"]
+    props = {a["properties"]["path"]: a["properties"] for a in arts}
+    assert props[str(missing)]["readable"] is False and "packets" not in props[str(missing)]
+    assert props[str(LEAK)]["packets"] == 11
+
+
 # -- 3. wrapped finding lines ------------------------------------------------------------------
 def test_wrapped_finding_lines_are_indented():
     out = io.StringIO()
@@ -147,3 +177,24 @@ def test_terminal_and_html_facts_read_as_text_json_keeps_raw_values(tmp_path):
     leak = next(f for f in json.loads(target.read_text())["findings"]
                 if f["rule"] == "half-closed-leak")
     assert leak["still_open_at_capture_end"] is False and isinstance(leak["idle_s"], float)
+
+
+# -- 7. shell completion (documented in the README) --------------------------------------------
+def complete(words: str, cword: int) -> list[str]:
+    r = CliRunner().invoke(main, [], prog_name="traceaudit",
+                           env={"_TRACEAUDIT_COMPLETE": "bash_complete",
+                                "COMP_WORDS": words, "COMP_CWORD": str(cword)})
+    assert r.exit_code == 0, r.output
+    return [line.split(",", 1)[1] for line in r.output.splitlines()]
+
+
+def test_shell_completion_of_commands_options_and_rules():
+    r = CliRunner().invoke(main, [], prog_name="traceaudit",
+                           env={"_TRACEAUDIT_COMPLETE": "bash_source"})
+    assert "complete -o nosort -F _traceaudit_completion traceaudit" in r.output
+    assert complete("traceaudit an", 1) == ["analyze"]
+    assert "--fail-on" in complete("traceaudit analyze --fai", 2)
+    assert complete("traceaudit rules TA11", 2) == ["TA110", "TA111", "TA112", "TA113"]
+    # after a comma, the list so far is kept and the last entry completed
+    assert complete("traceaudit analyze --select TA101,half-c", 3) == ["TA101,half-closed-leak"]
+    assert "TA108" in complete("traceaudit analyze --ignore TA10", 3)

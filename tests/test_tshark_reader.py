@@ -51,7 +51,7 @@ FIELDS = ["frame.number", "frame.time_epoch", "frame.len", "frame.protocols", "i
           "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw",
           "tcp.flags", "tcp.window_size_value", "tcp.len", "tcp.options.mss_val",
           "tcp.options.wscale.shift", "tcp.options.sack_perm", "tcp.options.timestamp.tsval",
-          "tcp.options.timestamp.tsecr", "tcp.checksum.status"]
+          "tcp.options.timestamp.tsecr", "tcp.checksum.status", "ip.len", "ipv6.plen"]
 
 
 def tshark_frames(path: Path, *prefs: str) -> list[dict[str, str]]:
@@ -101,7 +101,10 @@ def expected_row(f: dict[str, str]) -> dict[str, int] | None:
            "has_ts": bool(f["tcp.options.timestamp.tsval"]),
            "tsval": last("tcp.options.timestamp.tsval", 0),
            "tsecr": last("tcp.options.timestamp.tsecr", 0),
-           "tunneled": len(ips) > 1}
+           "tunneled": len(ips) > 1,
+           # the IP header's total length field (IPv6: payload length + 40)
+           "ip_len": int(f["ipv6.plen"].split("|")[k]) + 40 if name == "ipv6"
+           else int(f["ip.len"].split("|")[k])}
     row["src_hi"], row["src_lo"] = words(src)
     row["dst_hi"], row["dst_lo"] = words(dst)
     return row

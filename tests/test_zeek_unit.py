@@ -257,3 +257,49 @@ def test_history_codes_give_each_row_its_own_letters(monkeypatch, mix):
     assert coded.values().tolist() == [words[w] for w in picked]
     assert len(coded.labels) == len(set(picked.tolist()))
     assert Z.history_codes(hist[:0]).values().tolist() == []
+
+
+# --- conn.log's other fields (docs/zeek-compat.md, "conn.log output") ----------------------
+
+def _one(a):
+    assert len(a.zeek_rows) == 1
+    return a.zeek_rows.iloc[0]
+
+
+def test_sizes_come_from_sequence_progress_across_the_32_bit_wrap(tmp_path):
+    # the client's ISN sits 50 below 2**32: its 100 + 200 bytes wrap the sequence space
+    conv = g.Conversation(cisn=2**32 - 50).handshake()
+    conv.send("c", ACK | PSH, b"x" * 100).send("s", ACK).send("c", ACK | PSH, b"y" * 200)
+    conv.send("s", ACK | PSH, b"z" * 7).send("c", ACK).close_by("c")
+    r = _one(analyse(tmp_path, conv.frames))
+    assert (r.conn_state, int(r.orig_bytes), int(r.resp_bytes)) == ("SF", 300, 7)
+    # IP total lengths: 20 + 20 bytes of headers (+ the SYN's 20 bytes of options) + payload
+    assert int(r.orig_ip_bytes) == 60 + 140 + 240 + 40 + 40 + 40 + 40
+    assert int(r.resp_ip_bytes) == 40 + 40 + 47 + 40
+    assert int(r.duration_ns) == (len(conv.frames) - 2) * conv.gap_ns   # (last ACK: both closed)
+    assert int(r.missed_bytes) == 0
+
+
+def test_sizes_count_acked_space_and_gaps_count_missed_bytes(tmp_path):
+    # 100 bytes sent, the next 50 never captured, then acked with the 30 after them
+    conv = g.Conversation().handshake().send("c", ACK | PSH, b"x" * 100).send("s", ACK)
+    conv.send("c", ACK | PSH, b"y" * 50, advance=True, seq=None)
+    conv.frames.pop()                                   # lost in the capture
+    conv.send("c", ACK | PSH, b"z" * 30).send("s", ACK)
+    r = _one(analyse(tmp_path, conv.frames))
+    assert r.history == "ShADaG"
+    assert (int(r.orig_bytes), int(r.missed_bytes)) == (180, 50)
+
+
+def test_a_lone_syn_has_no_duration(tmp_path):
+    from datetime import datetime, timezone
+
+    from traceaudit.report import zeeklog
+    a = analyse(tmp_path, g.Conversation().send("c", SYN).frames)
+    r = _one(a)
+    assert int(r.duration_ns) == 0
+    rec = next(zeeklog.conn_records(zeeklog.ZeekLog("t.pcap", a.zeek_table,
+                                                     datetime.now(timezone.utc))))
+    # Zeek sets duration, orig_bytes and resp_bytes only when duration > 0
+    assert (rec["duration"], rec["orig_bytes"], rec["resp_bytes"]) == (None, None, None)
+    assert (rec["orig_pkts"], rec["orig_ip_bytes"], rec["history"]) == (1, 40, "S")

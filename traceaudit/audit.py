@@ -16,6 +16,11 @@ from traceaudit.rules.model import Finding, Rule, Severity
 if TYPE_CHECKING:
     from traceaudit.rules.config import RulesConfig
 
+#: Exit statuses of ``traceaudit analyze`` (``AuditReport.exit_code``): no finding at or above
+#: fail_on (or they were accepted); findings at or above it; usage, configuration or a capture
+#: that could not be read to its end.
+EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
 
 @dataclass
 class AuditReport:
@@ -30,6 +35,8 @@ class AuditReport:
     elapsed_s: float = 0.0
     accepted_by: str = ""            # "--exit-zero" or "--write-baseline": findings exit 0
     config_source: str = ""          # the settings file used ("" when none was found)
+    skipped: list[str] = field(default_factory=list)   # files in the directories given that
+                                                       # are not captures (not read, listed)
 
     @cached_property
     def failing(self) -> list[Finding]:
@@ -40,6 +47,36 @@ class AuditReport:
     @property
     def unreadable(self) -> list[CaptureAnalysis]:
         return [a for a in self.analyses if a.failed]
+
+    @property
+    def exit_code(self) -> int:
+        """``traceaudit analyze``'s exit status for this run: ``EXIT_ERROR`` when a capture
+        could not be read to its end, else ``EXIT_FINDINGS`` when findings at or above
+        ``fail_on`` were not accepted, else ``EXIT_CLEAN``."""
+        if self.unreadable:
+            return EXIT_ERROR
+        return EXIT_FINDINGS if self.failing and not self.accepted_by else EXIT_CLEAN
+
+
+def write_reports(report: AuditReport, *, json: str | None = None, junit: str | None = None,
+                  sarif: str | None = None, html: str | None = None) -> None:
+    """Every requested report (a path, or ``-`` for standard output), each written atomically
+    (``report.output``); renderers never read captures."""
+    from traceaudit.report.output import write_output
+    if json:
+        from traceaudit.report import json_report
+        json_report.write(json, report.analyses, (f.to_dict() for f in report.findings),
+                          tool_version=report.tool_version, generated_at=report.generated_at,
+                          skipped=report.skipped)
+    if junit:
+        from traceaudit.report.junit import render_junit
+        write_output(junit, render_junit(report))
+    if sarif:
+        from traceaudit.report.sarif import render_sarif
+        write_output(sarif, render_sarif(report))
+    if html:
+        from traceaudit.report.html import render_html
+        write_output(html, render_html(report))
 
 
 def build_report(analyses: list[CaptureAnalysis], config: "RulesConfig",

@@ -1,4 +1,5 @@
-"""Command line: thin click commands over the pipeline; the only place exit codes are decided.
+"""Command line: thin click commands over the pipeline; library code never exits, the commands
+here do (``analyze`` with its report's ``exit_code``, ``audit.py``).
 
 Exit codes: 0 = clean, 1 = findings at or above --fail-on (unless --exit-zero or
 --write-baseline accepts them), 2 = usage, configuration or unreadable input (any capture that
@@ -18,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 import click
 
 from traceaudit import __version__
-from traceaudit.capture import READERS, expand_paths
+from traceaudit.capture import READERS, group_captures, scan_paths
 from traceaudit.errors import CaptureBug, TraceauditError
 from traceaudit.names import one_line
 from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures, failed_analysis
@@ -27,7 +28,8 @@ from traceaudit.report.output import write_output
 from traceaudit.retire import RetireOptions
 from traceaudit.tracking.tracker import TrackerConfig
 
-EXIT_CLEAN, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+from traceaudit.audit import EXIT_CLEAN, EXIT_ERROR
+
 DEBUG_ENV = "TRACEAUDIT_DEBUG"     # set: a bug's traceback is printed after its message
 
 
@@ -45,7 +47,14 @@ def _debug_details(text: str) -> None:
 
 
 def reader_options(func):
-    """--reader and --verify-checksums, shared by every command that reads captures."""
+    """--reader, --verify-checksums and --merge/--no-merge, shared by every command that
+    reads captures."""
+    func = click.option("--merge/--no-merge", "merge", default=None,
+                        help="Read every capture given as one timeline (--merge: in order of "
+                             "first packet), or each file on its own (--no-merge). Default: "
+                             "rotated pieces of one capture (tcpdump -C/-W/-G, dumpcap ring "
+                             "buffers, editcap splits) are found by name and time and read "
+                             "as one.")(func)
     func = click.option("--verify-checksums", is_flag=True,
                         help="Drop TCP segments whose checksum is wrong (as Zeek does without "
                              "-C). Off by default: captures taken on a sending host carry "
@@ -62,15 +71,25 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                   each: Callable[[CaptureAnalysis], CaptureAnalysis] | None = None,
                   excerpts: bool = False,
                   frames: bool = True,
-                  retire: bool = False) -> tuple[list[CaptureAnalysis], bool]:
+                  retire: bool = False,
+                  merge: bool | None = None,
+                  skipped: list | None = None) -> tuple[list[CaptureAnalysis], bool]:
     """Analyse every capture; report damage on stderr. Returns (analyses, any capture failed).
 
     ``each`` sees every analysis as soon as it is complete (and may slim it down) before the
     next capture is read. ``excerpts``: keep packets for ladder diagrams (only HTML draws them).
     ``frames``: the caller will use the DataFrames (pandas is imported while reading).
     ``retire``: only the flow table is wanted; it is spilled as connections finish.
+    ``merge``: rotated sets as one timeline (None: found by name and time; see
+    ``capture.sets``). ``skipped`` (a list) receives the files of directories that are not
+    captures, for the caller to list; without it they are named on stderr.
     """
-    files = expand_paths(list(paths))
+    scan = scan_paths(list(paths))
+    if skipped is not None:
+        skipped.extend(str(p) for p in scan.skipped)
+    elif scan.skipped:
+        _err(f"note: not a capture, skipped: {_listed(scan.skipped)}")
+    files = scan.files
     if not files:
         raise click.UsageError("no capture files found in the given paths")
     from traceaudit.report.progress import CaptureProgress
@@ -80,7 +99,8 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                           retire=RetireOptions() if retire else None)
     results, failed = [], False
     with CaptureProgress(files) as progress:
-        for analysis in analyze_captures(files, options, progress.update):
+        for analysis in analyze_captures(group_captures(files, merge), options,
+                                         progress.update):
             progress.finished(analysis.stats)
             if each is not None:
                 try:
@@ -94,6 +114,12 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                 gc.collect()            # one capture's cycles, before the next is read
             failed = failed or analysis.stats.error is not None
     return results, failed
+
+
+def _listed(paths: list, shown: int = 5) -> str:
+    names = ", ".join(str(p) for p in paths[:shown])
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return names + more
 
 
 def _reported(analysis: CaptureAnalysis) -> CaptureAnalysis:
@@ -140,12 +166,17 @@ def main() -> None:
 @main.command()
 @click.argument("captures", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(flow_report.FORMATS), default="table",
-              show_default=True, help="Output format.")
+              show_default=True,
+              help="Output format. zeek: a conn.log as Zeek's ASCII writer writes it, one row "
+                   "per connection as Zeek splits them (zeek-cut reads it); zeek-json: the "
+                   "same as Zeek's JSON log. Their last column, tcp_stream, is not Zeek's: "
+                   "the connection id (Wireshark's tcp.stream) of the row's first packet. "
+                   "One log per capture; see docs/zeek-compat.md.")
 @click.option("-o", "--output", default="-", show_default=True,
               help="Write to this file (written atomically); '-' is standard output.")
 @reader_options
 def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
-          verify_checksums: bool) -> None:
+          verify_checksums: bool, merge: bool | None) -> None:
     """List every TCP connection in CAPTURES (files or directories), one row each.
 
     \b
@@ -153,6 +184,7 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
       traceaudit flows sample_pcaps/
       traceaudit flows ring-*.pcapng --format csv -o flows.csv
       traceaudit flows big.pcap.gz --format parquet -o flows.parquet
+      traceaudit flows capture.pcap --format zeek -o conn.log
     """
     try:
         # only the flow tables are kept: each capture's tracker tables go as soon as it is read
@@ -161,8 +193,11 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
         # CSV and Parquet are written from the arrays, pandas is not needed for them, and
         # finished connections are spilled while reading (memory follows the open ones)
         streamed = fmt in ("csv", "parquet")
+        if fmt in flow_report.ZEEK_FORMATS:
+            failed = _zeek_log(captures, fmt, output, reader, verify_checksums, merge)
+            sys.exit(EXIT_ERROR if failed else EXIT_CLEAN)
         results, failed = read_captures(captures, reader, verify_checksums, each=_flows_only,
-                                        frames=not streamed, retire=streamed)
+                                        frames=not streamed, retire=streamed, merge=merge)
         tables = [r.table for r in results if len(r.table)]
         try:
             write_output(output, flow_report.RENDERERS[fmt](tables))
@@ -174,6 +209,33 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)
     sys.exit(EXIT_ERROR if failed else EXIT_CLEAN)
+
+
+def _zeek_log(captures: tuple[str, ...], fmt: str, output: str, reader: str,
+              verify_checksums: bool, merge: bool | None) -> bool:
+    """``flows --format zeek|zeek-json``: Zeek's rows of every capture, one log each (the
+    whole read is kept: Zeek's rows are not retired while reading). Returns: a capture
+    failed."""
+    from traceaudit.report import zeeklog
+    results, failed = read_captures(captures, reader, verify_checksums, each=_zeek_only,
+                                    frames=False, merge=merge)
+    now = datetime.now(timezone.utc)
+    logs = [zeeklog.ZeekLog(str(r.stats.path), r.zeek_table, now) for r in results
+            if r.zeek_table is not None and len(r.zeek_table)]
+    render = zeeklog.render_tsv if fmt == "zeek" else zeeklog.render_json
+    write_output(output, render(logs))
+    return failed
+
+
+def _zeek_only(analysis: CaptureAnalysis) -> CaptureAnalysis:
+    """Only Zeek's rows are written: the flow table goes too."""
+    from dataclasses import replace
+
+    from traceaudit.audit import slimmed
+    from traceaudit.flows.columns import Columns
+    zeek = analysis.zeek_table
+    return replace(slimmed(analysis, keep_excerpts=False, keep_events=False),
+                   table=Columns({}, 0), zeek_table=zeek)
 
 
 def _flows_only(analysis: CaptureAnalysis) -> CaptureAnalysis:
@@ -192,6 +254,18 @@ def tracker_options(func):
     func = click.option("--msl2", type=float, default=60.0, show_default=True,
                         help="TIME_WAIT length in seconds (2×MSL; Linux: 60).")(func)
     return func
+
+
+def _complete_rules(ctx, param, incomplete: str) -> list:
+    """Shell completion of rule names and codes (the part after the last comma)."""
+    from click.shell_completion import CompletionItem
+
+    from traceaudit.rules import registry
+    head, _, last = incomplete.rpartition(",")
+    prefix = head + "," if head else ""
+    return [CompletionItem(prefix + word, help=r.title)
+            for r in registry().values() for word in (r.code, r.name)
+            if word.lower().startswith(last.lower())]
 
 
 def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
@@ -225,10 +299,10 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("-o", "--output-file", "output_file", default="-", show_default=True,
               metavar="FILE", help="Where --output-format writes; '-' is standard output "
                                     "(the summary then goes to standard error).")
-@click.option("--select", multiple=True, metavar="RULES",
+@click.option("--select", multiple=True, metavar="RULES", shell_complete=_complete_rules,
               help="Run only these rules: names, codes (TA101) or code prefixes (TA1), "
                    "comma-separated or repeated.")
-@click.option("--ignore", multiple=True, metavar="RULES",
+@click.option("--ignore", multiple=True, metavar="RULES", shell_complete=_complete_rules,
               help="Do not run these rules (names, codes or prefixes). When --select and "
                    "--ignore both match a rule, the more specific entry wins (a name or code "
                    "over a prefix, a longer prefix over a shorter); --ignore wins ties.")
@@ -259,8 +333,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             output_file: str, select: tuple[str, ...],
             ignore: tuple[str, ...], fail_on: str | None, baseline_path: str | None,
             write_baseline_path: str | None, exit_zero: bool, config_path: str | None,
-            overrides: tuple[str, ...], reader: str, verify_checksums: bool, msl2: float,
-            fin_timeout: float) -> None:
+            overrides: tuple[str, ...], reader: str, verify_checksums: bool,
+            merge: bool | None, msl2: float, fin_timeout: float) -> None:
     """Find how every TCP connection in CAPTURES ended, and which endings are bugs.
 
     Exit status: 0 no finding at or above --fail-on, 1 there are, 2 usage, configuration or
@@ -286,23 +360,16 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
     from traceaudit.audit import build_report, slimmed
     from traceaudit.rules import run_rules
     from traceaudit.rules.baseline import load_baseline, render_baseline
-    from traceaudit.rules.config import load_config
-    from traceaudit.rules.model import Severity
+    from traceaudit.rules.config import make_config
 
     started = time.monotonic()
     if output_file != "-" and not output_format:
         raise click.UsageError("-o/--output-file is where --output-format writes: "
                                "give --output-format too")
     try:
-        config = load_config(config_path)
-        chosen = _rule_list(select, "--select")
-        if chosen is not None:
-            config.select = chosen
-        config.ignore = config.ignore + (_rule_list(ignore, "--ignore") or [])
-        if fail_on is not None:
-            config.fail_on = Severity.parse(fail_on)
-        for item in overrides:
-            config.apply_set(item)
+        config = make_config(config_path, select=_rule_list(select, "--select"),
+                             ignore=_rule_list(ignore, "--ignore"), fail_on=fail_on,
+                             overrides=overrides)
         baseline = baseline_path or config.baseline
         known = load_baseline(baseline) if baseline else None
         findings: list = []
@@ -315,17 +382,18 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             findings.extend(found)          # (only once nothing more can fail for it)
             return kept
 
-        results, failed = read_captures(captures, reader, verify_checksums,
-                                        _tracker_config(msl2, fin_timeout), each=audit,
-                                        excerpts=html_path is not None,
-                                        frames=html_path is not None)
+        skipped: list[str] = []
+        results, _ = read_captures(captures, reader, verify_checksums,
+                                   _tracker_config(msl2, fin_timeout), each=audit,
+                                   excerpts=html_path is not None,
+                                   frames=html_path is not None, merge=merge, skipped=skipped)
         report = build_report(results, config, known, findings=findings,
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(
                                   timespec="seconds").replace("+00:00", "Z"),
                               elapsed_s=time.monotonic() - started,
                               accepted_by="--write-baseline" if write_baseline_path
-                              else "--exit-zero" if exit_zero else "")
+                              else "--exit-zero" if exit_zero else "", skipped=skipped)
         broken = _write_reports(report, json_path, junit_path, sarif_path, html_path)
         if output_format:
             broken |= _guarded(f"--output-format {output_format}", output_file,
@@ -335,7 +403,6 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             broken |= _guarded("--write-baseline", write_baseline_path, lambda: write_output(
                 write_baseline_path,
                 render_baseline(report.findings + report.suppressed, __version__)))
-        failed = failed or broken
         from traceaudit.report import summary_report
         # a report written to standard output (`--json -`) keeps it to itself: the summary
         # goes to standard error then, so `| jq` reads one document
@@ -347,33 +414,21 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)
-    if failed:
-        sys.exit(EXIT_ERROR)
     # --write-baseline accepts today's findings; --exit-zero reports without failing
-    sys.exit(EXIT_FINDINGS if report.failing and not report.accepted_by else EXIT_CLEAN)
+    sys.exit(EXIT_ERROR if broken else report.exit_code)
 
 
 def _write_reports(report, json_path, junit_path, sarif_path, html_path) -> bool:
-    """Every requested report, each written atomically; renderers never read captures.
-    True when one of them failed with a bug (the others are still written)."""
+    """Every requested report (``audit.write_reports``), each on its own: True when one of
+    them failed with a bug (the others are still written)."""
+    from traceaudit.audit import write_reports
     broken = False
-    if json_path:
-        from traceaudit.report import json_report
-        broken |= _guarded("--json", json_path, lambda: json_report.write(
-            json_path, report.analyses, (f.to_dict() for f in report.findings),
-            tool_version=__version__, generated_at=report.generated_at))
-    if junit_path:
-        from traceaudit.report.junit import render_junit
-        broken |= _guarded("--junit", junit_path,
-                           lambda: write_output(junit_path, render_junit(report)))
-    if sarif_path:
-        from traceaudit.report.sarif import render_sarif
-        broken |= _guarded("--sarif", sarif_path,
-                           lambda: write_output(sarif_path, render_sarif(report)))
-    if html_path:
-        from traceaudit.report.html import render_html
-        broken |= _guarded("--html", html_path,
-                           lambda: write_output(html_path, render_html(report)))
+    for option, key, target in (("--json", "json", json_path), ("--junit", "junit", junit_path),
+                                ("--sarif", "sarif", sarif_path), ("--html", "html", html_path)):
+        if target:
+            broken |= _guarded(option, target,
+                               lambda key=key, target=target: write_reports(report,
+                                                                            **{key: target}))
     return broken
 
 
@@ -410,7 +465,7 @@ def _render_ci(output_format: str, report) -> str:
 
 
 @main.command("rules")
-@click.argument("name", required=False)
+@click.argument("name", required=False, shell_complete=_complete_rules)
 @click.option("--config", "config_path", default=None, metavar="FILE",
               help="Show thresholds as configured in this settings file (default: the "
                    "one analyze would find).")
@@ -449,7 +504,7 @@ def rules_command(name: str | None, config_path: str | None) -> None:
 @reader_options
 @tracker_options
 def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums: bool,
-           msl2: float, fin_timeout: float) -> None:
+           merge: bool | None, msl2: float, fin_timeout: float) -> None:
     """Every endpoint's TCP state at one moment, like netstat on both hosts at once.
 
     \b
@@ -459,7 +514,7 @@ def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums:
     """
     try:
         results, failed = read_captures((capture,), reader, verify_checksums,
-                                        _tracker_config(msl2, fin_timeout))
+                                        _tracker_config(msl2, fin_timeout), merge=merge)
         for analysis in results:
             ts_ns = parse_moment(at, analysis.stats.first_ts_ns)
             from traceaudit.report import states_report

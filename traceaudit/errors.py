@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import traceback
-
-from traceaudit.names import display_name, one_line
 
 
 class TraceauditError(Exception):
@@ -26,6 +25,7 @@ class CaptureError(TraceauditError):
 
     def __init__(self, path: str, message: str, *, offset: int | None = None,
                  slug: str | None = None) -> None:
+        from traceaudit.names import display_name     # (import traceaudit stays light)
         self.path = os.fsdecode(path)    # as the file system gave it; the message escapes it
         self.offset = offset
         where = f" at byte offset {offset}" if offset is not None else ""
@@ -42,6 +42,7 @@ class CaptureBug(CaptureError):
     slug = "internal-error"
 
     def __init__(self, path: str, exc: BaseException) -> None:
+        from traceaudit.names import one_line
         text = one_line(str(exc).strip())
         super().__init__(path, f"internal error: {type(exc).__name__}"
                          f"{': ' + text if text else ''} — this is a bug, please report it",
@@ -49,9 +50,28 @@ class CaptureBug(CaptureError):
         self.details = "".join(traceback.format_exception(exc))
 
 
+class CaptureNotFoundError(CaptureError, FileNotFoundError):
+    """A path given to read does not exist: also a ``FileNotFoundError`` (``errno``,
+    ``filename``), so ``except FileNotFoundError`` catches it."""
+
+    slug = "not-found"
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path, "no such file or directory")
+        self.errno = errno.ENOENT
+        self.strerror = os.strerror(errno.ENOENT)
+        self.filename = self.path
+
+    __str__ = TraceauditError.__str__       # "PATH: no such file or directory", not OSError's
+
+
 class ConfigError(TraceauditError):
+    """Settings that cannot be used: a bad config file, threshold, severity or option."""
+
     slug = "config"
 
 
 class UnknownRuleError(ConfigError):
+    """A rule name, code or code prefix that matches no rule."""
+
     slug = "unknown-rule"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from traceaudit.capture import CaptureStats, open_capture
+from traceaudit.capture import CaptureSet, CaptureStats, open_capture
 from traceaudit.capture.batch import DEFAULT_BATCH_ROWS, PacketBatch
 from traceaudit.capture.prefetch import read_ahead
 from traceaudit.errors import CaptureBug, CaptureError
@@ -81,17 +81,28 @@ class CaptureAnalysis:
 
     @property
     def failed(self) -> bool:
+        """The capture is damaged or could not be read: ``stats.error`` says why."""
         return self.stats.error is not None
+
+    @property
+    def read(self) -> bool:
+        """Something of the capture was read. False when it could not be opened or is not a
+        capture at all: then it has no packet counts, and no rule ran on it."""
+        st = self.stats
+        return st.error is None or st.packets > 0 or st.first_ts_ns is not None
 
 
 ProgressHook = Callable[[CaptureStats], None]
 
 
-def analyze_capture(path: str | Path, options: ReadOptions = ReadOptions(),
+def analyze_capture(path: str | Path | CaptureSet, options: ReadOptions = ReadOptions(),
                     progress: ProgressHook | None = None) -> CaptureAnalysis:
     """Read one capture: flow table, trackers, timelines. Never raises for a bad file: see
-    ``stats.error`` (what was read before the damage is still analysed)."""
-    if options.retire is not None and Path(path).is_file():
+    ``stats.error`` (what was read before the damage is still analysed). A ``CaptureSet``
+    is read as one timeline (``stats.parts``), possibly only its first files: see
+    ``analyze_captures``."""
+    files = path.files if isinstance(path, CaptureSet) else (path,)
+    if options.retire is not None and all(Path(f).is_file() for f in files):
         # (a pipe or device could not be read a second time for the repair: kept whole)
         return _retiring_read(path, options, progress)
     stages = _Stages(path, options)
@@ -268,18 +279,23 @@ def _import_in_background(module: str) -> None:
     threading.Thread(target=load, name=f"traceaudit-import-{module}", daemon=True).start()
 
 
-def analyze_captures(paths: list[Path], options: ReadOptions = ReadOptions(),
+def analyze_captures(paths: list[Path | CaptureSet], options: ReadOptions = ReadOptions(),
                      progress: ProgressHook | None = None) -> Iterator[CaptureAnalysis]:
-    """One analysis per file, in order; a bad file yields an analysis with ``stats.error``.
+    """One analysis per file or rotated set (``capture.group_captures``), in order; a bad
+    file yields an analysis with ``stats.error``. A set whose next file starts before the
+    previous one ends stops there (a warning says so): the files left are read after it.
 
     Each capture is a unit: an unexpected exception while analysing one (a bug) yields a
     ``failed_analysis`` whose error is a ``CaptureBug`` naming it, and the next is read."""
+    from traceaudit.capture.chain import remainder
     for path in paths:
-        try:
-            analysis = analyze_capture(path, options, progress)
-        except CaptureError as exc:        # the reader could not even start (tshark missing)
-            analysis = failed_analysis(path, exc, options)
-        except Exception as exc:
-            analysis = failed_analysis(path, CaptureBug(str(path), exc), options)
-        yield analysis
+        while path is not None:
+            try:
+                analysis = analyze_capture(path, options, progress)
+            except CaptureError as exc:    # the reader could not even start (tshark missing)
+                analysis = failed_analysis(path, exc, options)
+            except Exception as exc:
+                analysis = failed_analysis(path, CaptureBug(str(path), exc), options)
+            yield analysis
+            path = remainder(path, analysis.stats) if isinstance(path, CaptureSet) else None
 

@@ -33,6 +33,9 @@ COLUMNS: dict[str, np.dtype] = {
     "tsval": np.dtype(np.uint32),       # TSval (0 when absent)
     "tsecr": np.dtype(np.uint32),       # TSecr (0 when absent)
     "tunneled": np.dtype(np.bool_),     # the TCP segment was found inside a tunnel
+    "ip_len": np.dtype(np.int32),       # the IP header's total length (IPv4 total length,
+                                        # IPv6 payload length + 40) of the innermost IP header
+                                        # carrying the TCP, as written (0 stays 0: TSO)
 }
 
 #: Columns a batch carries only when its reader was asked for them (``open_capture``).

@@ -42,7 +42,8 @@ cpdef enum:
     C_TSECR = 20
     C_TUNNELED = 21
     C_SEG = 22
-    N_COLS = 23
+    C_IPLEN = 23
+    N_COLS = 24
 
 # Per-segment capture facts (the optional ``seg_flags`` column), computed only when the reader is
 # asked for them. The bits are the Zeek view's, declared once in tracking/zeek_kernel.pxd:
@@ -211,6 +212,9 @@ cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, 
     if plen < 0:
         plen = 0
     out[C_PLEN] = plen
+    # the IP header's own total length, as Zeek's IP_Hdr::TotalLen() reads it (the caller
+    # checked that the 20 or 40 header bytes at ip_pos lie within the record)
+    out[C_IPLEN] = be16(b, ip_pos + 2) if ipv == 4 else be16(b, ip_pos + 4) + 40
     out[C_MSS] = 0
     out[C_WSCALE] = -1
     out[C_SACKP] = 0
@@ -711,7 +715,7 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                    uint16_t[::1] flags, uint16_t[::1] win, int32_t[::1] payload_len,
                    int32_t[::1] frame_len, uint16_t[::1] mss, int8_t[::1] wscale,
                    uint8_t[::1] sack_perm, uint8_t[::1] has_ts, uint32_t[::1] tsval,
-                   uint32_t[::1] tsecr, uint8_t[::1] tunneled):
+                   uint32_t[::1] tsecr, uint8_t[::1] tunneled, int32_t[::1] ip_len):
     """Decode ``len(rec_off)`` records; TCP rows are packed at the top of the typed column
     arrays (``PacketBatch`` columns, in ``COLUMNS`` order; the bool columns are taken as bytes).
     ``scratch``: an int64 row of N_COLS (kept for the callers; each record is now decoded into
@@ -733,7 +737,7 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                    dport.shape[0], seq.shape[0], ack.shape[0], flags.shape[0], win.shape[0],
                    payload_len.shape[0], frame_len.shape[0], mss.shape[0], wscale.shape[0],
                    sack_perm.shape[0], has_ts.shape[0], tsval.shape[0], tsecr.shape[0],
-                   tunneled.shape[0])
+                   tunneled.shape[0], ip_len.shape[0])
     if marks and seg_flags.shape[0] < shortest:
         shortest = seg_flags.shape[0]
     if shortest < n:
@@ -779,6 +783,7 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                 tsval[j] = <uint32_t>r[C_TSVAL]
                 tsecr[j] = <uint32_t>r[C_TSECR]
                 tunneled[j] = r[C_TUNNELED] != 0
+                ip_len[j] = <int32_t>r[C_IPLEN]
                 if marks:
                     seg_flags[j] = <uint8_t>r[C_SEG]
                 j += 1

@@ -23,6 +23,10 @@ class CaptureStats:
     warnings: list[str] = field(default_factory=list)
     #: set when the file is damaged: packets before it were kept, the rest is lost
     error: CaptureError | None = None
+    #: a rotated set read as one timeline (``capture.chain``): each file's own stats, in
+    #: order (empty for a single file), and why the files were joined
+    parts: list["CaptureStats"] = field(default_factory=list)
+    joined_by: str = ""
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

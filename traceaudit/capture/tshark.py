@@ -295,6 +295,7 @@ class _Rows:
         c["tsecr"].append(_int(f["tcp.options.timestamp.tsecr"][-1])
                           if "tcp.options.timestamp.tsecr" in f else 0)
         c["tunneled"].append(tunneled)
+        c["ip_len"].append(ip_total_length(ip_name, ip))
 
     def flush(self) -> PacketBatch:
         batch = PacketBatch({name: np.array(self.cols[name], dtype=dtype)
@@ -406,6 +407,15 @@ def payload_from_ip(ip_name: str, ip: dict, tcp_hdr_len: int,
         flat = _flatten(list(ah), {"ah.length"})
     l4 -= sum((_int(v) + 2) * 4 for v in flat.get("ah.length", []))   # RFC 4302 §2.2
     return max(l4 - tcp_hdr_len, 0)
+
+
+def ip_total_length(ip_name: str, ip: dict) -> int:
+    """The ``ip_len`` column: the IP header's total length field (IPv6: payload length + 40),
+    as written, 0 included."""
+    name = "ipv6.plen" if ip_name == "ipv6" else "ip.len"
+    flat = _flatten(ip, {name})
+    value = _int(flat[name][0]) if flat.get(name) else 0
+    return value + 40 if ip_name == "ipv6" else value
 
 
 def tcp_fields(layer: dict) -> dict[str, list[str]]:

@@ -20,7 +20,9 @@ if TYPE_CHECKING:
 
     Tables = Sequence[Columns | SpilledTable | pd.DataFrame]
 
-FORMATS = ("table", "csv", "json", "parquet")
+FORMATS = ("table", "csv", "json", "parquet", "zeek", "zeek-json")
+#: Formats written from Zeek's own rows (report/zeeklog.py), not from the flow table.
+ZEEK_FORMATS = ("zeek", "zeek-json")
 CSV_ROWS = 16_384
 
 #: Columns the terminal table shows (the other formats carry every column).

@@ -95,6 +95,8 @@ class _Capture:
     def __init__(self, index: int, a: CaptureAnalysis) -> None:
         self.index, self.a = index, a
         self.name = display_name(PurePath(a.stats.path).name or a.stats.path)
+        if a.stats.parts:                       # a rotated set read as one timeline
+            self.name += f" + {len(a.stats.parts) - 1} file(s)"
         self._ev_conn = None
         self._cols: dict = {}
         self._changes: C.Changes | None = None
@@ -150,7 +152,20 @@ def _capture_row(c: _Capture) -> dict:
             "packets": st.packets, "tcp_packets": st.tcp_packets,
             "connections": len(c.a.table), "start": _iso(st.first_ts_ns),
             "duration": _dur(span) if span is not None else "", "warnings": list(st.warnings),
-            "error": str(st.error) if st.error is not None else ""}
+            "error": str(st.error) if st.error is not None else "",
+            "timeline": _timeline_text(st)}
+
+
+def _timeline_text(st) -> str:
+    """A rotated set read as one timeline: its files, and the merged capture its frames are
+    numbered in ("" for a single file)."""
+    if not st.parts:
+        return ""
+    from traceaudit.capture.chain import merge_command
+    files = ", ".join(f"{display_name(PurePath(p.path).name)} ({p.packets:,})"
+                      for p in st.parts)
+    return (f"one timeline of {len(st.parts)} files ({st.joined_by}): {files}; frame "
+            f"numbers as in: {display_name(merge_command(st))}")
 
 
 def _bar(counts: Counter, order: tuple[str, ...], total: int) -> list[dict]:
@@ -267,7 +282,13 @@ def _detail(i: int, f: Finding, by_path: dict, rules: list[dict]) -> dict:
         "rationale": rule["rationale"], "remediation": f.remediation or rule["remediation"],
         "references": rule["references"], "conn_text": conn_text, "ladder": ladder,
         "ladder_conn": conn, "details": FT.facts(f.details),
+        "merged": _merge_command(cap.a.stats) if cap is not None and cap.a.stats.parts else "",
     }
+
+
+def _merge_command(st) -> str:
+    from traceaudit.capture.chain import merge_command
+    return display_name(merge_command(st))
 
 
 def _ladder_connection(f: Finding, cap: _Capture | None) -> int | None:

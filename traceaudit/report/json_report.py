@@ -37,19 +37,38 @@ _CONN_FIELDS = ["id", "client_ip", "client_port", "server_ip", "server_port", "i
 
 def capture_entry(a: CaptureAnalysis) -> dict:
     st = a.stats
+    read = a.read          # a capture that could not be opened has no counts, not zero ones
     return {
         "path": display_name(st.path),
+        "read": read,
         "format": st.format,
         "link_types": list(st.link_types),
-        "packets": st.packets,
-        "tcp_packets": st.tcp_packets,
-        "connections": len(a.table),
+        "packets": st.packets if read else None,
+        "tcp_packets": st.tcp_packets if read else None,
+        "connections": len(a.table) if read else None,
         # (int / int: the double nearest the capture's time)
         "first_ts": None if st.first_ts_ns is None else st.first_ts_ns / NS,
         "last_ts": None if st.last_ts_ns is None else st.last_ts_ns / NS,
         "warnings": list(st.warnings),
         "error": None if st.error is None else str(st.error),
+        **({"timeline": timeline_entry(st)} if st.parts else {}),
     }
+
+
+def timeline_entry(st) -> dict:
+    """A rotated set read as one timeline: why its files were joined, the files in order
+    (the frames of file i are numbered after those of files 0 … i-1, as ``mergecap -a``
+    numbers them: ``first_frame``), and the command that writes that merged capture."""
+    from traceaudit.capture.chain import merge_command
+    files, first = [], 1
+    for p in st.parts:
+        files.append({"path": display_name(p.path), "format": p.format, "packets": p.packets,
+                      "tcp_packets": p.tcp_packets, "first_frame": first,
+                      "first_ts": None if p.first_ts_ns is None else p.first_ts_ns / NS,
+                      "last_ts": None if p.last_ts_ns is None else p.last_ts_ns / NS,
+                      "error": None if p.error is None else str(p.error)})
+        first += p.packets
+    return {"joined_by": st.joined_by, "files": files, "merge_command": display_name(merge_command(st))}
 
 
 def connection_entries(a: CaptureAnalysis) -> list[dict]:
@@ -124,12 +143,13 @@ def render(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None 
 
 
 def write(target, analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None = None,
-          *, tool_version: str, generated_at: str | None = None) -> None:
+          *, tool_version: str, generated_at: str | None = None,
+          skipped: list[str] | None = None) -> None:
     """Stream the report to ``target`` (``-`` = stdout; a file is written atomically): the
     text of at most CHUNK_CONNECTIONS connections is held in memory at a time."""
     from traceaudit.report.output import write_output
     write_output(target, render_chunks(analyses, findings, tool_version=tool_version,
-                                       generated_at=generated_at))
+                                       generated_at=generated_at, skipped=skipped))
 
 
 #: Connections and findings rendered per chunk by ``render_chunks``.
@@ -138,8 +158,8 @@ CHUNK_FINDINGS = 1024
 
 
 def render_chunks(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None = None,
-                  *, tool_version: str,
-                  generated_at: str | None = None) -> Iterator[bytes | memoryview]:
+                  *, tool_version: str, generated_at: str | None = None,
+                  skipped: list[str] | None = None) -> Iterator[bytes | memoryview]:
     """The report as consecutive bytes-like pieces; joined they are byte for byte what
     ``orjson.dumps`` makes of the document ``{format, tool, generated_at, captures,
     connections (connection_entries of every analysis), findings}`` plus a newline.
@@ -154,6 +174,10 @@ def render_chunks(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] 
         "tool": {"name": "traceaudit", "version": tool_version},
         "generated_at": generated_at,
         "captures": [capture_entry(a) for a in analyses],
+        # files of the directories given that are not captures (only when there are some)
+        **({"skipped": [{"path": display_name(p), "reason": "not a capture"}
+                        for p in skipped]}
+           if skipped else {}),
     })
     yield head[:-1] + b',"connections":['
     first = True

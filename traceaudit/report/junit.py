@@ -7,7 +7,8 @@ suite has
 
 * ``capture is readable``: ``<error>`` (type = the error's slug) when the capture could not be
   read, or could only be read up to some damage (what was read is still audited below);
-* one test case per rule that ran, named ``RULE-NAME (CODE)``: ``<failure>`` (type = rule
+* one test case per rule that ran, named ``RULE-NAME (CODE)`` (*skipped* when nothing of the
+  capture could be read: no rule ran on it): ``<failure>`` (type = rule
   name, message = count and the worst finding, text = every finding with connection,
   endpoints, frames, time, message, display filter and remediation) when the capture has
   findings of that rule at or above ``fail_on``; passed otherwise. Findings below ``fail_on``
@@ -92,7 +93,11 @@ def _suite(report: AuditReport, index: int, path: str, analysis: CaptureAnalysis
                           message=xml_safe(err)).text = xml_safe(_read_text(analysis))
         cases.append(case)
     for name, code in rules:
-        cases.append(_rule_case(report, name, code, classname, reported.get(name, []), ends))
+        case = _rule_case(report, name, code, classname, reported.get(name, []), ends)
+        if analysis is not None and not analysis.read:
+            # nothing was read: the rule did not pass, it did not run
+            ET.SubElement(case, "skipped").text = "capture not read: the rule did not run"
+        cases.append(case)
     for name, code in rules:
         if name in suppressed:
             cases.append(_baseline_case(name, code, classname, suppressed[name], ends))
@@ -158,7 +163,8 @@ def _listing(findings: list[Finding], ends: dict) -> str:
 def _read_text(a: CaptureAnalysis) -> str:
     st = a.stats
     text = (f"{st.error}\n{st.packets} packets ({st.tcp_packets} TCP) were read before the "
-            f"problem; findings below cover only those.\n")
+            f"problem; findings below cover only those.\n" if a.read else
+            f"{st.error}\nNothing of it was read: no rule ran on it.\n")
     if st.warnings:
         text += "Reader warnings:\n" + "".join(f"  {w}\n" for w in st.warnings)
     return text
@@ -172,13 +178,21 @@ def _properties(report: AuditReport, path: str, a: CaptureAnalysis | None) -> li
         props.append(("tool_version", report.tool_version))
     if a is not None:
         st = a.stats
-        props += [("format", st.format), ("packets", st.packets),
-                  ("tcp_packets", st.tcp_packets), ("connections", len(a.table))]
+        if a.read:
+            props += [("format", st.format), ("packets", st.packets),
+                      ("tcp_packets", st.tcp_packets), ("connections", len(a.table))]
         if st.first_ts_ns is not None and st.last_ts_ns is not None:
             props += [("first_packet", iso_utc(st.first_ts_ns / 1e9)),
                       ("last_packet", iso_utc(st.last_ts_ns / 1e9))]
         if st.error is not None:
             props.append(("error", str(st.error)))
+        if st.parts:
+            # a rotated set read as one timeline: its files, in order, and how to merge them
+            from traceaudit.capture.chain import merge_command
+            props += [("timeline", st.joined_by)]
+            props += [(f"timeline_file_{i}", f"{p.path} ({p.packets} packets)")
+                      for i, p in enumerate(st.parts, 1)]
+            props.append(("merged_capture", merge_command(st)))
     return props
 
 

@@ -51,7 +51,8 @@ class CaptureProgress:
         if self._bar is None:
             return
         self._packets_before += stats.packets
-        self.done_bytes += self.sizes.get(stats.path, 0)
+        # (a rotated set read as one timeline: each of its files)
+        self.done_bytes += sum(self.sizes.get(p.path, 0) for p in stats.parts or [stats])
         self._bar.update(self._task, completed=self.done_bytes, packets=self._packets_before)
 
 

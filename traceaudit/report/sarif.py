@@ -179,9 +179,11 @@ def _artifact(path: str, analysis, location: dict) -> dict:
                            "roles": ["analysisTarget"]}
     if analysis is not None:
         st = analysis.stats
-        art["properties"] = {"path": display_name(path), "format": st.format, "packets": st.packets,
-                             "tcpPackets": st.tcp_packets, "connections": len(analysis.table),
+        art["properties"] = {"path": display_name(path), "format": st.format,
                              "readable": not analysis.failed}
+        if analysis.read:
+            art["properties"].update(packets=st.packets, tcpPackets=st.tcp_packets,
+                                     connections=len(analysis.table))
         if os.path.isfile(path):
             art["length"] = os.path.getsize(path)
     return art

@@ -26,11 +26,14 @@ _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO:
 def render(report: AuditReport, console: Console) -> None:
     # a capture that could not be opened (missing, not a capture) was not analysed at all: it
     # is listed with its error, and counted apart from the captures read
-    unread = [a for a in report.analyses if _not_read(a)]
-    analyses = [a for a in report.analyses if not _not_read(a)]
+    unread = [a for a in report.analyses if not a.read]
+    analyses = [a for a in report.analyses if a.read]
     packets = sum(a.stats.packets for a in analyses)
     conns = sum(len(a.table) for a in analyses)
-    head = (f"traceaudit {report.tool_version}: {len(analyses)} capture(s), "
+    files = sum(len(a.stats.parts) for a in analyses if a.stats.parts)
+    joined = sum(1 for a in analyses if a.stats.parts)
+    sets = f" ({files} files read as {joined} timeline(s))" if joined else ""
+    head = (f"traceaudit {report.tool_version}: {len(analyses)} capture(s){sets}, "
             f"{packets:,} packets, {conns:,} TCP connections, "
             f"analysed in {report.elapsed_s:.1f} s")
     console.print(Text(head, style="bold")
@@ -39,15 +42,26 @@ def render(report: AuditReport, console: Console) -> None:
     if report.config_source:
         console.print(Text(f"  settings: {display_name(report.config_source)}"),
                       highlight=False)
-    if len(analyses) <= 10:
-        for a in analyses:
-            st = a.stats
-            state = Text(f" damaged: {_error(st)}", style="red") if st.error else Text("")
-            console.print(_hanging(Text(f"{display_name(st.path)}: {st.packets:,} packets, {len(a.table):,} "
-                                        f"connections{_span(st)}") + state, 2, 4))
+    for a in analyses:
+        st = a.stats
+        if len(analyses) > 10 and not st.parts:
+            continue
+        state = Text(f" damaged: {_error(st)}", style="red") if st.error else Text("")
+        path = display_name(st.path)
+        name = path if not st.parts else (f"{path} + {len(st.parts) - 1} file(s), one "
+                                          f"timeline ({st.joined_by})")
+        console.print(_hanging(Text(f"{name}: {st.packets:,} packets, {len(a.table):,} "
+                                    f"connections{_span(st)}") + state, 2, 4))
+        if st.parts:
+            console.print(_hanging(Text(_timeline_files(st), style="dim"), 4, 6))
     for a in unread:
         console.print(_hanging(Text.assemble(f"{display_name(a.stats.path)}: ", ("not read", "bold red"),
                                              f": {_error(a.stats)}"), 2, 4))
+    if report.skipped:
+        n = len(report.skipped)
+        shown = ", ".join(map(display_name, report.skipped[:3])) + (f" and {n - 3} more" if n > 3 else "")
+        console.print(_hanging(Text(f"not captures, skipped ({n}): {shown}", style="dim"),
+                               2, 4))
     roles: Counter[str] = Counter()
     kinds: Counter[str] = Counter()
     for a in analyses:
@@ -62,16 +76,18 @@ def render(report: AuditReport, console: Console) -> None:
     _verdict(report, console)
 
 
+def _timeline_files(st) -> str:
+    """A timeline's files in order, and how to get the capture its frame numbers are of."""
+    from traceaudit.capture.chain import merge_command
+    files = ", ".join(f"{display_name(p.path)} ({p.packets:,})" for p in st.parts)
+    return (f"files (packets): {files}; frame numbers are those of the merged capture: "
+            f"{display_name(merge_command(st))}")
+
+
 def _error(st) -> str:
     """A capture's error without its path (the line names it already)."""
     text, name = str(st.error), display_name(st.path)
     return text[len(name):].lstrip(": ") if text.startswith(name) else text
-
-
-def _not_read(a) -> bool:
-    """Nothing of the capture could be read: it could not be opened, or is not a capture."""
-    st = a.stats
-    return st.error is not None and st.packets == 0 and st.first_ts_ns is None
 
 
 class _Hanging:
@@ -147,7 +163,8 @@ def _worst(report: AuditReport, console: Console) -> None:
             console.print(_hanging(Text("; ".join(f"{k}: {v}" for k, v in
                                                   facts_text.facts(f.details))), 4, 4))
         frames = ", ".join(str(x) for x in f.frames[:8]) + (" …" if len(f.frames) > 8 else "")
-        console.print(_hanging(Text(f"frames {frames}   Wireshark: {f.display_filter}",
+        merged = " (on the merged capture)" if "frames_in_files" in f.details else ""
+        console.print(_hanging(Text(f"frames {frames}   Wireshark{merged}: {f.display_filter}",
                                     style="dim"), 4, 4))
 
 
@@ -181,7 +198,7 @@ def _verdict(report: AuditReport, console: Console) -> None:
     extra = f"; {len(report.suppressed):,} suppressed by the baseline" if report.suppressed \
         else ""
     if report.unreadable:
-        unread = sum(1 for a in report.unreadable if _not_read(a))
+        unread = sum(1 for a in report.unreadable if not a.read)
         damaged = len(report.unreadable) - unread
         what = [f"{unread} capture(s) could not be read"] if unread else []
         what += [f"{damaged} capture(s) could not be read to the end"] if damaged else []

@@ -1,12 +1,17 @@
 """The rule registry: every module in this package that exports ``RULE`` is a rule.
 
 ``run_rules`` applies the selected rules, with their configured thresholds, to one capture.
+
+The package is callable: ``traceaudit.rules()`` is the public ``traceaudit.api.rules`` (every
+rule as a DataFrame), the name the Python API gives it (``docs/api.md``).
 """
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
+import types
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -52,4 +57,19 @@ def run_rules(analysis: "CaptureAnalysis", config: "RulesConfig") -> list[Findin
                 else severity
             findings.append(finding)
     findings.sort(key=lambda f: (f.ts, f.code, f.connection if f.connection is not None else -1))
+    if analysis.stats.parts:
+        # a rotated set read as one timeline: say which file holds each (merged) frame
+        from traceaudit.capture.chain import annotate
+        annotate(findings, analysis.stats)
     return findings
+
+
+class _CallableModule(types.ModuleType):
+    """This package's module type: calling it lists the rules (``traceaudit.api.rules``)."""
+
+    def __call__(self, *args, **kwargs):
+        from traceaudit.api import rules
+        return rules(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

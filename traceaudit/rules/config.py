@@ -24,7 +24,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from traceaudit.errors import ConfigError, UnknownRuleError
 from traceaudit.rules.model import Rule, Severity
@@ -135,6 +135,42 @@ def load_config(path: str | None, cwd: Path | None = None) -> RulesConfig:
         file, table = found
     config.source = str(file)
     config.apply_table(table, str(file), base=file.parent)
+    return config
+
+
+def make_config(path: str | Path | None = None, *, discover: bool = True,
+                cwd: Path | None = None, select: list[str] | None = None,
+                ignore: list[str] | None = None, fail_on: str | Severity | None = None,
+                settings: Mapping[str, Mapping[str, Any]] | None = None,
+                overrides: Iterable[str] = (), origin: str = "settings") -> RulesConfig:
+    """One run's settings, in the command line's order: the settings file (``path``; else,
+    when ``discover``, the one ``find_config`` finds from ``cwd``; else the defaults), then
+    ``select`` (replaces the file's), ``ignore`` (added to the file's), ``fail_on``,
+    ``settings`` (``{rule name or code: {threshold or "severity": value}}``, as ``[rules.X]``
+    tables) and ``overrides`` (``--set rules.X.KEY=VALUE`` texts). ``select`` and ``ignore``
+    are taken as checked (``check_rule_names``); ``origin`` names ``settings`` in errors."""
+    config = load_config(str(path), cwd) if path is not None else \
+        load_config(None, cwd) if discover else RulesConfig()
+    if select is not None:
+        config.select = list(select)
+    config.ignore = config.ignore + list(ignore or [])
+    if fail_on is not None:
+        config.fail_on = fail_on if isinstance(fail_on, Severity) else \
+            _severity(fail_on, "fail_on")
+    if settings is not None:
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"{origin}: expected {{rule: {{setting: value}}}}, "
+                              f"got {type(settings).__name__}")
+        for rule_ref, values in settings.items():
+            if not isinstance(rule_ref, str):
+                raise ConfigError(f"{origin}: rules are named by name or code, not {rule_ref!r}")
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"{origin}[{rule_ref!r}]: expected {{setting: value}}, "
+                                  f"got {values!r}")
+            for key, value in values.items():
+                config.set_value(rule_ref, key, value, origin)
+    for item in overrides:
+        config.apply_set(item)
     return config
 
 

@@ -68,7 +68,8 @@ class Finding:
     rule: str
     code: str
     severity: Severity
-    capture: str                    # capture file path as given
+    capture: str                    # capture file path as given (a rotated set read as one
+                                    # timeline: its first file's; frames are the timeline's)
     ts: float                       # epoch seconds of the decisive moment
     frames: list[int]               # decisive frames, in capture order
     message: str                    # what happened, in plain words, with figures

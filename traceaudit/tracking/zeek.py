@@ -63,6 +63,20 @@ ZEEK_ROW_COLUMNS: dict[str, str] = {
     "last_frame": "frame number of its last packet",
     "tunneled": "True when found inside a tunnel",
     "ip_version": "4 or 6",
+    "start_ns": "conn.log ts in integer nanoseconds since the epoch (start_ts exactly)",
+    "duration_ns": "Conn::last_time - start_time in ns: conn.log duration, which Zeek logs "
+                   "(with orig_bytes and resp_bytes) only when it is > 0. last_time stops "
+                   "moving once both sides have closed (Zeek's rule)",
+    "orig_bytes": "TCP_Endpoint::Size() of the originator (uint64): payload bytes from "
+                  "sequence-number progress, 32-bit wraps counted, SYN and FIN octets left out",
+    "resp_bytes": "the same for the responder",
+    "missed_bytes": "bytes of the content gaps Zeek reports (acked, never seen, both ends "
+                    "established or closing cleanly): the sum of its content_gap events",
+    "orig_ip_bytes": "sum of the IP total length fields of the originator's processed "
+                     "packets (Zeek's ConnSize analyzer)",
+    "resp_ip_bytes": "the same for the responder",
+    "tcp_stream": "our connection id (Wireshark's tcp.stream) of the Zeek connection's first "
+                  "packet",
 }
 
 
@@ -181,7 +195,8 @@ class ZeekTracker:
         row, n = 0, len(batch)
         while True:
             row = ZK.zeek_batch(assignment.conn, assignment.from_client, b["sport"], b["dport"],
-                                b["flags"], b["seq"], b["ack"], b["payload_len"], b["win"],
+                                b["flags"], b["seq"], b["ack"], b["payload_len"], b["ip_len"],
+                                b["win"],
                                 b["ts_ns"], b["frame"], sf, use, flows.conn, self.slot_live,
                                 self.our_zrow, self.zc, self.free, self.out, self.out_hist,
                                 self.st, self.likely, self.long_ports, self.prm, row)
@@ -315,6 +330,14 @@ class ZeekTracker:
             "last_frame": out[:, ZK.O_LAST_FRAME],
             "tunneled": out[:, ZK.O_TUNNELED] == 1,
             "ip_version": ipv.astype(np.int8),
+            "start_ns": out[:, ZK.O_START_TS].copy(),
+            "duration_ns": out[:, ZK.O_LAST_T] - out[:, ZK.O_START_TS],
+            "orig_bytes": out[:, ZK.O_ORIG_SIZE].view(np.uint64),
+            "resp_bytes": out[:, ZK.O_RESP_SIZE].view(np.uint64),
+            "missed_bytes": out[:, ZK.O_MISSED],
+            "orig_ip_bytes": out[:, ZK.O_ORIG_IP_BYTES],
+            "resp_ip_bytes": out[:, ZK.O_RESP_IP_BYTES],
+            "tcp_stream": out[:, ZK.O_CONN],
         }
         return Columns({name: cols[name] for name in ZEEK_ROW_COLUMNS}, len(out))
 

@@ -77,8 +77,11 @@ cpdef enum:
     P_NBLK = 23  # reassembler: out-of-order blocks held
     P_BLK = 24  # NBLK pairs (start, end), sorted by start
     NBLK = 4
-    NEP = 32
-    NZ = 81
+    P_IP_BYTES = 32  # sum of the IP total lengths of its processed packets (ConnSize)
+    P_SEQ_WRAPS = 33  # times last_seq wrapped past 2**32 (TCP_Endpoint::seq_wraps)
+    P_ACK_WRAPS = 34  # times ack_seq wrapped (TCP_Endpoint::ack_wraps)
+    NEP = 35
+    NZ = 87
 
     # Output row fields (columns of ``out``).
     O_SLOT = 0
@@ -94,7 +97,13 @@ cpdef enum:
     O_LIVE = 10  # its zc row while live, -1 once removed
     O_TUNNELED = 11
     O_CONN = 12  # our connection id of its first packet
-    NO = 13
+    O_LAST_T = 13  # Conn::last_time when removed (ns): duration = O_LAST_T - O_START_TS
+    O_ORIG_SIZE = 14  # TCP_Endpoint::Size() of the originator when removed (uint64 bits)
+    O_RESP_SIZE = 15  # ... of the responder
+    O_ORIG_IP_BYTES = 16  # sum of IP total lengths, originator's packets (ConnSize)
+    O_RESP_IP_BYTES = 17
+    O_MISSED = 18  # bytes of the content gaps reported (content_gap → missed_bytes)
+    NO = 19
     HMAX = 48
 
     # Parameters (``prm``), durations in ns.

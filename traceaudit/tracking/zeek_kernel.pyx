@@ -170,23 +170,26 @@ cdef void _flip(int64_t* Z, int64_t* O, uint8_t* H, bint rewrite) noexcept nogil
 
 
 cdef int64_t _size(const int64_t* Z, int e) noexcept nogil:
-    """TCP_Endpoint::Size (only used for REJ)."""
+    """TCP_Endpoint::Size(): the payload bytes an endpoint sent, from sequence-number progress
+    (the higher of last_seq and the peer's ack, in the 64-bit space its wrap counters give,
+    minus the initial sequence number, minus the SYN and FIN octets), not a sum of payloads.
+    Zeek computes it in uint64: a sequence number behind the start gives a huge count, which is
+    returned here as the same 64 bits (Python reads the column as uint64)."""
     cdef int b = ZE + e * NEP
-    cdef int64_t st = Z[b + P_STATE]
-    cdef int64_t pst, a, k, s
-    if st == INACTIVE:
-        return 0
-    pst = Z[ZE + (1 - e) * NEP + P_STATE]
-    if Z[b + P_PREV] == SYN_SENT and st == RESET and pst == INACTIVE:
-        return 0
-    a = _sdelta(Z[b + P_LAST], Z[b + P_START])
-    k = _sdelta(Z[b + P_ACKSEQ], Z[b + P_START])
-    s = _max(a, k)
-    if s > 0:
-        s -= 1
-    if Z[b + P_FIN_CNT] > 0 and s > 0:
-        s -= 1
-    return _max(s, 0)
+    cdef int64_t start = Z[b + P_START]
+    cdef int64_t last64 = (Z[b + P_SEQ_WRAPS] << 32) + Z[b + P_LAST]
+    cdef int64_t ack64 = (Z[b + P_ACK_WRAPS] << 32) + Z[b + P_ACKSEQ]
+    cdef int64_t size
+    if Z[b + P_PREV] == SYN_SENT and Z[b + P_STATE] == RESET and \
+            Z[ZE + (1 - e) * NEP + P_STATE] == INACTIVE and \
+            not (ack64 == start or ack64 == start + 1):
+        return 0        # a half-open connection discovered and aborted
+    size = (last64 if last64 > ack64 else ack64) - start
+    if size != 0:
+        size -= 1       # the SYN octet
+    if Z[b + P_FIN_CNT] > 0 and size != 0:
+        size -= 1       # the FIN octet
+    return size
 
 
 cdef int64_t _conn_state_code(const int64_t* Z, const int64_t* O,
@@ -377,10 +380,11 @@ cdef inline bint _clean(const int64_t* Z, int e) noexcept nogil:
 
 cdef void _ack_received(int64_t* Z, int64_t* O, uint8_t* H, int e, int64_t sq) noexcept nogil:
     """TCP_Reassembler::AckReceived for endpoint e's data: acked sequence space that never
-    arrived is a content gap (G/g), reported only while both endpoints are 'clean'."""
+    arrived is a content gap. Each gap (before a held block, or up to the ack) is one
+    ``Gap()``: while both endpoints are 'clean' it counts for a scaled G/g and its length goes
+    to missed_bytes (the ``content_gap`` event the conn script adds up)."""
     cdef int b = ZE + e * NEP
-    cdef int64_t fs
-    cdef bint gap
+    cdef int64_t fs, gaps, missed, k
     if Z[b + P_FIN_CNT] > 0:
         fs = Z[b + P_FIN_SEQ]
         if sq >= fs:
@@ -392,17 +396,22 @@ cdef void _ack_received(int64_t* Z, int64_t* O, uint8_t* H, int e, int64_t sq) n
         return
     if sq <= 2 and Z[Z_PARTIAL] == 1:
         return
-    gap = False
+    gaps = 0
+    missed = 0
     while Z[b + P_NBLK] > 0 and Z[b + P_BLK] < sq:
         if Z[b + P_BLK] > Z[b + P_R_LAST]:
-            gap = True
+            gaps += 1
+            missed += Z[b + P_BLK] - Z[b + P_R_LAST]
         Z[b + P_R_LAST] = _max(Z[b + P_R_LAST], Z[b + P_BLK + 1])
         _pop_first(Z, b)
     if sq > Z[b + P_R_LAST]:
-        gap = True
+        gaps += 1
+        missed += sq - Z[b + P_R_LAST]
         Z[b + P_R_LAST] = sq
-    if gap and _clean(Z, e) and _clean(Z, 1 - e):
-        _scaled(Z, O, H, e, P_CNT_G, CH_G)
+    if gaps and _clean(Z, e) and _clean(Z, 1 - e):
+        O[O_MISSED] += missed
+        for k in range(gaps):
+            _scaled(Z, O, H, e, P_CNT_G, CH_G)
 
 
 cdef void _connection_closed(int64_t* Z, int e, const int64_t* P) noexcept nogil:
@@ -456,6 +465,11 @@ cdef inline void _finalize(int64_t* Z, int64_t z, int64_t[:, ::1] out, const uin
     O[O_STATE] = _conn_state_code(Z, O, &out_hist[row, 0])
     O[O_ORIG_PKTS] = Z[ZE + P_PKTS]
     O[O_RESP_PKTS] = Z[ZE + NEP + P_PKTS]
+    O[O_ORIG_IP_BYTES] = Z[ZE + P_IP_BYTES]
+    O[O_RESP_IP_BYTES] = Z[ZE + NEP + P_IP_BYTES]
+    O[O_ORIG_SIZE] = _size(Z, 0)
+    O[O_RESP_SIZE] = _size(Z, 1)
+    O[O_LAST_T] = Z[Z_LAST_T]
     O[O_ORIG_IS_A] = Z[Z_ORIG_IS_A]
     O[O_LIVE] = -1
     if slot_live[Z[Z_SLOT]] == z:
@@ -521,7 +535,7 @@ cdef int _check_tables(int64_t[:, ::1] zc, int64_t[:, ::1] out, uint8_t[:, ::1] 
 def zeek_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                const uint16_t[::1] sport, const uint16_t[::1] dport, const uint16_t[::1] flags,
                const uint32_t[::1] seq, const uint32_t[::1] ack, const int32_t[::1] plen,
-               const uint16_t[::1] win, const int64_t[::1] ts, const int64_t[::1] frame,
+               const int32_t[::1] ip_len, const uint16_t[::1] win, const int64_t[::1] ts, const int64_t[::1] frame,
                const uint8_t[::1] seg_flags, bint use_seg_flags, const int64_t[:, ::1] fl_conn,
                int64_t[::1] slot_live, int64_t[::1] our_zrow, int64_t[:, ::1] zc,
                int64_t[::1] free, int64_t[:, ::1] out, uint8_t[:, ::1] out_hist,
@@ -530,13 +544,14 @@ def zeek_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
     """Run rows ``start``.. of a batch through the Zeek view. Returns the next row: it stops
     early, before a row, when the live table or the output rows are full (caller grows them).
 
+    ``ip_len`` is the batch column (IP total length, for orig/resp_ip_bytes).
     ``st`` = [output rows used, free live rows, latest packet time]; ``likely`` /
     ``long_ports`` are bool[65536]; ``from_client`` is bool (read as bytes)."""
     cdef Py_ssize_t n = conn_ids.shape[0]
     _check_tables(zc, out, out_hist, free, st, prm)
     if from_client.shape[0] < n or sport.shape[0] < n or dport.shape[0] < n or \
             flags.shape[0] < n or seq.shape[0] < n or ack.shape[0] < n or plen.shape[0] < n or \
-            win.shape[0] < n or ts.shape[0] < n or frame.shape[0] < n or \
+            ip_len.shape[0] < n or win.shape[0] < n or ts.shape[0] < n or frame.shape[0] < n or \
             (use_seg_flags and seg_flags.shape[0] < n) or start < 0:
         raise ValueError("batch columns shorter than the batch")
     if likely.shape[0] < 65536 or long_ports.shape[0] < 65536 or fl_conn.shape[1] < N_FIELDS:
@@ -550,7 +565,7 @@ def zeek_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
     cdef Py_ssize_t i
     cdef Py_ssize_t result = n
     cdef int64_t c, s, z, row, now, f, sq, ln, ak, wn, sp, dp, est, pst, seg, end, rel
-    cdef int64_t rel_ack, a1, da, last, dl, qb, sqa, sqd, code, fps, bits
+    cdef int64_t rel_ack, a1, da, last, dl, qb, sqa, sqd, code, fps, bits, ipl
     cdef uint8_t sf
     cdef uint16_t sp0, dp0
     cdef int e, b, pb
@@ -615,6 +630,7 @@ def zeek_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 _scaled(Z, O, H, e, P_CNT_C, CH_C)
                 continue
             ln = plen[i]
+            ipl = ip_len[i]
             # A connection that began with an unflipped SYN-ACK is flipped by the next ACK or
             # data segment (Zeek >= 5.1); its history then reads as if flipped at creation ('^h').
             if Z[Z_FIRST_SYNACK] == 1 and O[O_HLEN] == 1 and H[0] == CH_H \
@@ -728,6 +744,8 @@ def zeek_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                     elif not rst:                        # update_ack_seq
                         da = _sdelta(ak, Z[pb + P_ACKSEQ])
                         if not (ak == 0 and da > _TOO_LARGE) and da > 0:
+                            if ak < Z[pb + P_ACKSEQ]:         # UpdateAckSeq: a wrap
+                                Z[pb + P_ACK_WRAPS] += 1
                             Z[pb + P_ACKSEQ] = ak
 
             # update_last_seq (retransmissions)
@@ -736,10 +754,14 @@ def zeek_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
             if (syn or rst) and (dl > _TOO_LARGE or dl < -_TOO_LARGE):
                 pass
             elif fin and last == ((Z[b + P_START] + 1) & _M32):
+                if end < last:                          # UpdateLastSeq: a wrap
+                    Z[b + P_SEQ_WRAPS] += 1
                 Z[b + P_LAST] = end
             elif est == RESET:
                 pass
             elif dl > 0:
+                if end < last:
+                    Z[b + P_SEQ_WRAPS] += 1
                 Z[b + P_LAST] = end
             elif ln > 0:
                 _scaled(Z, O, H, e, P_CNT_T, CH_T)
@@ -829,6 +851,7 @@ def zeek_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
             if do_close:
                 _connection_closed(Z, e, P)
             Z[b + P_PKTS] += 1
+            Z[b + P_IP_BYTES] += ipl
             Z[Z_FPS] |= 1 if is_orig_param else 2
             Z[Z_NPK] += 1
     return result
