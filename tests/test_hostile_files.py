@@ -413,3 +413,24 @@ def test_odd_names_in_baselines_and_ci_annotations(tmp_path, fmt):
     assert (shown if fmt == "github" else json.dumps(shown)[1:-1]) in text
     again = run("analyze", odd, "--baseline", base)
     assert again.exit_code == 0 and "suppressed by the baseline" in again.stdout
+
+
+def test_bug_in_a_stage_stops_the_read_ahead_thread(tmp_path, two, monkeypatch):
+    """The trackers raise while the reader thread is ahead of them: the thread is stopped and
+    the next capture is read."""
+    import threading
+
+    from traceaudit import pipeline
+    real = pipeline._Stages.add
+
+    def add(self, batch):
+        if "boom" in self.source.path:
+            raise RuntimeError("tracker bug")
+        return real(self, batch)
+
+    monkeypatch.setattr(pipeline._Stages, "add", add)
+    result, rows = flows(tmp_path, *two)
+    assert result.exit_code == 2 and "a-boom.pcap: internal error: RuntimeError: tracker bug" \
+        in result.stderr
+    assert [r["capture"] for r in rows] == [str(two[1])]
+    assert not [t for t in threading.enumerate() if t.name == "traceaudit-read-ahead"]
