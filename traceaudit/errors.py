@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import traceback
 
-from traceaudit.names import display_name, one_line
-
 
 class TraceauditError(Exception):
     """Base error; ``slug`` names the kind of problem for docs and tests."""
@@ -26,6 +24,7 @@ class CaptureError(TraceauditError):
 
     def __init__(self, path: str, message: str, *, offset: int | None = None,
                  slug: str | None = None) -> None:
+        from traceaudit.names import display_name     # (import traceaudit stays light)
         self.path = os.fsdecode(path)    # as the file system gave it; the message escapes it
         self.offset = offset
         where = f" at byte offset {offset}" if offset is not None else ""
@@ -42,6 +41,7 @@ class CaptureBug(CaptureError):
     slug = "internal-error"
 
     def __init__(self, path: str, exc: BaseException) -> None:
+        from traceaudit.names import one_line
         text = one_line(str(exc).strip())
         super().__init__(path, f"internal error: {type(exc).__name__}"
                          f"{': ' + text if text else ''} — this is a bug, please report it",
