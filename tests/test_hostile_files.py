@@ -190,6 +190,19 @@ def test_fifo_reads_as_the_file(tmp_path, compress):
     assert rows[0]["client_packets"] + rows[0]["server_packets"] == 7
 
 
+def test_fifo_among_other_captures_reads_whole(tmp_path):
+    """With several captures given, nothing reads ahead into the pipe (looking for rotated
+    sets, say) and takes its first bytes from the reader."""
+    other = tmp_path / "other.pcap"
+    other.write_bytes(GOOD)
+    fifo, writer = _fifo_fed(tmp_path, GOOD)
+    result, rows = flows(tmp_path, other, fifo)
+    writer.join(10)
+    assert result.exit_code == 0, result.stderr
+    assert [(r["capture"], r["client_packets"] + r["server_packets"]) for r in rows] == [
+        (str(other), 7), (str(fifo), 7)]
+
+
 def test_fifo_is_not_retired_so_never_read_twice(tmp_path, monkeypatch):
     """flows csv/parquet retire finished connections and may read the file again to repair
     4-tuples that came back: a pipe cannot be read again, so it is not retired (and its rows
