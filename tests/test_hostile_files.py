@@ -165,6 +165,21 @@ def test_stdin_through_a_pipe_reads_as_the_file(tmp_path):
         assert _scrubbed(docs[0]) == _scrubbed(docs[1]), name
 
 
+@pytest.fixture()
+def deadline():
+    """A test reading a pipe fails after 60 s instead of waiting forever for a writer."""
+    import signal
+
+    def expired(signum, frame):
+        raise TimeoutError("still reading the pipe after 60 s")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 def _fifo_fed(tmp_path, data: bytes):
     fifo = tmp_path / "live.pcap"
     os.mkfifo(fifo)
@@ -181,7 +196,7 @@ def _fifo_fed(tmp_path, data: bytes):
 
 
 @pytest.mark.parametrize("compress", [False, True])
-def test_fifo_reads_as_the_file(tmp_path, compress):
+def test_fifo_reads_as_the_file(tmp_path, deadline, compress):
     fifo, writer = _fifo_fed(tmp_path, g.gzipped(GOOD) if compress else GOOD)
     result, rows = flows(tmp_path, fifo)
     writer.join(10)
@@ -190,7 +205,7 @@ def test_fifo_reads_as_the_file(tmp_path, compress):
     assert rows[0]["client_packets"] + rows[0]["server_packets"] == 7
 
 
-def test_fifo_among_other_captures_reads_whole(tmp_path):
+def test_fifo_among_other_captures_reads_whole(tmp_path, deadline):
     """With several captures given, nothing reads ahead into the pipe (looking for rotated
     sets, say) and takes its first bytes from the reader."""
     other = tmp_path / "other.pcap"
@@ -203,7 +218,7 @@ def test_fifo_among_other_captures_reads_whole(tmp_path):
         (str(other), 7), (str(fifo), 7)]
 
 
-def test_fifo_is_not_retired_so_never_read_twice(tmp_path, monkeypatch):
+def test_fifo_is_not_retired_so_never_read_twice(tmp_path, deadline, monkeypatch):
     """flows csv/parquet retire finished connections and may read the file again to repair
     4-tuples that came back: a pipe cannot be read again, so it is not retired (and its rows
     are those of the retiring read of the same file)."""
@@ -237,7 +252,7 @@ def test_fifo_is_not_retired_so_never_read_twice(tmp_path, monkeypatch):
 
 
 @needs_tshark
-def test_tshark_reader_refuses_a_pipe_clearly(tmp_path):
+def test_tshark_reader_refuses_a_pipe_clearly(tmp_path, deadline):
     fifo = tmp_path / "p.pcap"
     os.mkfifo(fifo)
     result, rows = flows(tmp_path, fifo, "--reader", "tshark")     # opens and closes it
