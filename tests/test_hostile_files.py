@@ -166,11 +166,20 @@ def test_stdin_through_a_pipe_reads_as_the_file(tmp_path):
 
 
 @pytest.fixture()
-def deadline():
-    """A test reading a pipe fails after 60 s instead of waiting forever for a writer."""
+def deadline(tmp_path):
+    """A test reading a pipe fails after 60 s instead of waiting forever for a writer (the
+    pipes of ``tmp_path`` are opened for writing and closed: a reader blocked in open(), in
+    the read-ahead thread too, sees their end)."""
     import signal
+    import stat
 
     def expired(signum, frame):
+        for f in tmp_path.iterdir():
+            if stat.S_ISFIFO(f.stat().st_mode):
+                try:
+                    os.close(os.open(f, os.O_WRONLY | os.O_NONBLOCK))
+                except OSError:
+                    pass
         raise TimeoutError("still reading the pipe after 60 s")
 
     previous = signal.signal(signal.SIGALRM, expired)
