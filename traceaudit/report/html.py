@@ -37,7 +37,8 @@ from traceaudit.tracking.tracker import EV_CONN
 MAX_DETAILS = 200          # findings drawn in full (ladder and all)
 MAX_PER_RULE = 20          # ... of which at most this many per rule
 OPEN_CAPTURES = 3          # capture sections start open when at most this many have findings
-OPEN_EVIDENCE = 3          # a finding's evidence starts open when its capture draws at most this many
+OPEN_LIST = 20             # ... and the section draws at most this many findings' evidence
+OPEN_EVIDENCE = 3          # a finding's evidence starts open when its capture draws this few
 _ROLES = ("client", "server", "simultaneous", "none")
 _KINDS = ("graceful", "half_closed", "reset", "refused", "open")
 
@@ -159,9 +160,10 @@ def _overview(caps: list[_Capture]) -> dict:
 # -- one section per capture: its facts and its findings' evidence ---------------------------
 def _sections(caps: list[_Capture], details: list[dict], sev: Counter) -> list[dict]:
     """The captures with findings first (the worst, then the most findings), then the others
-    in order. Sections start closed when more than ``OPEN_CAPTURES`` captures have findings
-    (and always for a capture without); a finding's evidence starts closed when its capture
-    draws more than ``OPEN_EVIDENCE``."""
+    in order. A section starts open only when at most ``OPEN_CAPTURES`` captures have findings,
+    it has some, and it draws at most ``OPEN_LIST``; a finding's evidence starts closed when
+    its capture draws more than ``OPEN_EVIDENCE``: the page opens short, the findings table
+    above is the index, and its links open what they lead to."""
     drawn: dict[int, list[dict]] = {}
     for d in details:
         drawn.setdefault(d["cap_index"], []).append(d)
@@ -175,7 +177,7 @@ def _sections(caps: list[_Capture], details: list[dict], sev: Counter) -> list[d
     rows.sort(key=lambda r: (not r["n_findings"], -r["worst"], -r["n_findings"], r["index"]))
     opened = sum(1 for r in rows if r["n_findings"]) <= OPEN_CAPTURES
     for r in rows:
-        r["open"] = opened and bool(r["n_findings"])
+        r["open"] = opened and bool(r["n_findings"]) and len(r["details"]) <= OPEN_LIST
         for d in r["details"]:
             d["open"] = len(r["details"]) <= OPEN_EVIDENCE
     return rows

@@ -5,7 +5,9 @@ points see the same connections twice. So each capture's census is drawn on its 
 and the page shows one at a time (the selector switches; without a script every chart is
 shown). Only when the captures follow one another without overlapping and with (almost) no
 gaps, as a ring buffer's files do, is their sum over one clock meaningful: then "all captures"
-is offered first and shown by default.
+is offered first and shown by default. Each file is still analysed on its own, so a socket one
+file leaves open or in TIME_WAIT is not carried into the next: the chart marks where files
+change, and the page says so.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def census_view(caps: list, findings_per_cap: list[int], fmt_time, fmt_dur) -> d
         peak = {k: int(v.max()) for k, v in levels.items()}
         final = {k: int(v[-1]) for k, v in levels.items()}
         label = f"all {len(timed)} captures, one clock"
+        ends = sorted(c.a.stats.last_ts_ns for c in timed)[:-1]
         charts.append(_chart(ALL, label, f"all {len(timed)} captures on one clock", t0, t1,
-                             levels, peak, final, fmt_time, fmt_dur))
+                             levels, peak, final, fmt_time, fmt_dur,
+                             marks=tuple((t - t0) / 1e9 for t in ends)))
     for c in shown:
         st = c.a.stats
         cen = C.census(c.changes())
@@ -58,7 +62,8 @@ def census_view(caps: list, findings_per_cap: list[int], fmt_time, fmt_dur) -> d
     return {"charts": charts, "default": default, "omitted": len(ranked) - len(shown)}
 
 
-def _chart(key, label, caption, t0, t1, levels, peak, final, fmt_time, fmt_dur) -> dict:
+def _chart(key, label, caption, t0, t1, levels, peak, final, fmt_time, fmt_dur,
+           marks: tuple[float, ...] = ()) -> dict:
     series = {k: v for k, v in levels.items() if peak[k] > 0}
     dur = (t1 - t0) / 1e9
     step = dur / (len(next(iter(levels.values()))) - 1) if levels and dur else 0.0
@@ -66,7 +71,7 @@ def _chart(key, label, caption, t0, t1, levels, peak, final, fmt_time, fmt_dur) 
             "duration": fmt_dur(dur), "step": fmt_dur(step),
             "legend": [{"state": k, "cls": state_class(k), "peak": peak[k], "final": final[k]}
                        for k in series],
-            "svg": step_chart(series, dur, label=f"state census of {caption}")}
+            "svg": step_chart(series, dur, label=f"state census of {caption}", marks=marks)}
 
 
 def one_clock(spans: list[tuple[int, int]]) -> bool:
@@ -94,9 +99,17 @@ def merged_levels(captures: list[tuple[np.ndarray, int, int]], t0: int, t1: int,
     grid over [t0, t1]; a capture counts only between its first and last packet (what its
     endpoints did outside it, the capture does not say)."""
     total = {s.name: np.zeros(samples, np.int64) for s in C.CENSUS_STATES}
+    times = grid_times(t0, t1, samples)
     for events, first, last in captures:
         ch = C.Changes(events, t0, t1, samples)
-        inside = (ch.times >= first) & (ch.times <= last)
+        inside = (times >= first) & (times <= last)
         for k, v in C.census(ch).levels.items():
             total[k] += np.where(inside, v, 0)
     return total
+
+
+def grid_times(t0: int, t1: int, samples: int = 400) -> np.ndarray:
+    """The census grid's times in exact integer nanoseconds (``Changes.times`` goes through
+    float64, whose steps are 256 ns at today's epoch: its last point can fall after ``t1``)."""
+    span, n = max(t1 - t0, 1), max(samples - 1, 1)
+    return np.array([t0 + i * span // n for i in range(samples)], np.int64)
