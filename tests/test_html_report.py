@@ -150,12 +150,15 @@ def test_census_equals_the_states_at_each_grid_time():
     assert max(c.peak.values()) > 1000
 
 
-def test_escaping_of_capture_names_static(tmp_path):
+@pytest.mark.parametrize("others", [[], ["close-wait-leak-rst.pcap"]])
+def test_escaping_of_capture_names_static(tmp_path, others):
+    """Alone, and beside another capture (then its name is also in the census selector)."""
     evil = tmp_path / EVIL
     shutil.copy(SAMPLES / "close-wait-leak.pcap", evil)
-    html = H.render_html(audit([evil])).decode()
+    html = H.render_html(audit([evil] + [SAMPLES / o for o in others])).decode()
     assert "<script>window.__pwned" not in html and "<img src=x" not in html
     assert "&lt;script&gt;window.__pwned=1" in html
+    assert ('id="census-capture"' in html) == bool(others)
 
 
 def test_many_findings_render_fast_and_capped(sample_report, tmp_path):
@@ -236,14 +239,17 @@ def test_capture_named_with_script_runs_nothing(browser, tmp_path):
     evil = tmp_path / EVIL
     shutil.copy(SAMPLES / "close-wait-leak.pcap", evil)
     out = tmp_path / "evil.html"
-    out.write_bytes(H.render_html(audit([evil])))
+    out.write_bytes(H.render_html(audit([evil, SAMPLES / "close-wait-leak-rst.pcap"])))
     page = Page(browser, out)
     try:
         pg = page.page
+        pg.select_option("#census-capture", "0")              # the evil capture's census
+        page.js("document.querySelectorAll('details').forEach(d => { d.open = true; })")
         assert pg.evaluate("window.__pwned") is None
         assert pg.locator("img").count() == 0
         assert pg.evaluate("document.scripts.length") == 2     # the page's own and its data
         assert EVIL in pg.inner_text("body")                   # shown as text, verbatim
+        assert EVIL in pg.inner_text("figure.census:visible figcaption")
         assert page.errors == [] and page.dialogs == [] and page.requests == []
     finally:
         page.close()
