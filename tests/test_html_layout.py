@@ -204,3 +204,14 @@ def test_ring_buffer_files_get_one_census_on_one_clock(tmp_path):
     assert '<figure class="census" data-census="0" hidden>' in html
     chart = html.split('data-census="all"')[1].split("</figure>")[0]
     assert chart.count('class="mark"') == 1                  # where one file ends
+
+
+def test_findings_about_a_capture_not_in_the_run_get_a_section_of_their_own():
+    from dataclasses import replace
+    report = audit([SAMPLES / "close-wait-leak.pcap", SAMPLES / "fin-wait-2-hang.pcap"],
+                   lambda fs: [replace(fs[0], capture="elsewhere.pcap")] + fs[1:])
+    html = H.render_html(report).decode()
+    section = html.split('id="cap--1"')[1].split("</details>\n  <details")[0]
+    assert "findings about captures not in this run" in section
+    assert section.count("<article") == 1 and "elsewhere.pcap" in section
+    assert html.count("<article") == len(report.findings)

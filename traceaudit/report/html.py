@@ -168,12 +168,10 @@ def _sections(caps: list[_Capture], details: list[dict], sev: Counter) -> list[d
     for d in details:
         drawn.setdefault(d["cap_index"], []).append(d)
     rows = [_capture_row(c, drawn.get(c.index, []), sev) for c in caps]
-    if -1 in drawn:                       # findings about a capture not in the run
-        rows.append({"index": -1, "name": "findings without a capture of this run", "path": "",
-                     "by_sev": [], "n_findings": len(drawn[-1]), "details": drawn[-1],
-                     "undrawn": 0, "kinds": [], "warnings": [], "error": "", "packets": 0,
-                     "tcp_packets": 0, "connections": 0, "start": "", "duration": "",
-                     "format": "", "worst": -1})
+    if any(k == -1 for k, _ in sev):      # findings about a capture not in the run
+        rows.append({"index": -1, "name": "findings about captures not in this run",
+                     "path": "", "packets": 0, "connections": 0, "duration": "", "error": "",
+                     "warnings": [], "timeline": "", **_findings_of(-1, drawn.get(-1, []), sev)})
     rows.sort(key=lambda r: (not r["n_findings"], -r["worst"], -r["n_findings"], r["index"]))
     opened = sum(1 for r in rows if r["n_findings"]) <= OPEN_CAPTURES
     for r in rows:
@@ -186,18 +184,22 @@ def _sections(caps: list[_Capture], details: list[dict], sev: Counter) -> list[d
 def _capture_row(c: _Capture, drawn: list[dict], sev: Counter) -> dict:
     st = c.a.stats
     span = (st.last_ts_ns - st.first_ts_ns) / 1e9 if st.first_ts_ns is not None else None
-    by_sev = [(s.label, sev.get((c.index, int(s)), 0)) for s in sorted(Severity, reverse=True)]
-    n = sum(k for _, k in by_sev)
-    worst = max((int(s) for s in Severity if sev.get((c.index, int(s)))), default=-1)
     return {"index": c.index, "name": c.name, "path": st.path, "format": st.format,
             "packets": st.packets, "tcp_packets": st.tcp_packets,
             "connections": len(c.a.table), "start": _iso(st.first_ts_ns),
             "duration": _dur(span) if span is not None else "", "warnings": list(st.warnings),
             "error": str(st.error) if st.error is not None else "",
-            "by_sev": [(label, k) for label, k in by_sev if k], "n_findings": n,
-            "worst": worst, "details": drawn, "undrawn": n - len(drawn),
             "kinds": [(b["label"], b["count"]) for b in _bar(Counter(c.kinds()), _KINDS, 0)],
-            "timeline": _timeline_text(st)}
+            "timeline": _timeline_text(st), **_findings_of(c.index, drawn, sev)}
+
+
+def _findings_of(index: int, drawn: list[dict], sev: Counter) -> dict:
+    """A section's findings: per severity (worst first), how many, the worst, those drawn."""
+    by_sev = [(s.label, sev.get((index, int(s)), 0)) for s in sorted(Severity, reverse=True)]
+    n = sum(k for _, k in by_sev)
+    worst = max((int(s) for s in Severity if sev.get((index, int(s)))), default=-1)
+    return {"by_sev": [(label, k) for label, k in by_sev if k], "n_findings": n,
+            "worst": worst, "details": drawn, "undrawn": n - len(drawn)}
 
 
 def _timeline_text(st) -> str:
@@ -249,7 +251,7 @@ def _verdict(report: AuditReport, cols: F.Columns) -> dict:
             "suppressed": len(report.suppressed), "unreadable": len(report.unreadable)}
 
 
-# -- services ---------------------------------------------------------------------
+# -- services --------------------------------------------------------------------------------
 def _services(caps: list[_Capture], cols: F.Columns, cap_ix: list[int]) -> dict:
     conn = cols.conn_rows
     cix = np.array(cap_ix, np.int64)
