@@ -144,8 +144,9 @@ def test_capture_sections_open_and_close(browser, samples_page):
         last.locator("summary").click()
         assert last.locator("dl.facts").is_visible()
         assert "how connections ended" in last.inner_text()
-        # with everything open, no rule text shows its backticks (they are <code>)
-        page.js("document.querySelectorAll('details').forEach(d => { d.open = true; })")
+        # printing opens everything; then no rule text shows its backticks (they are <code>)
+        page.js("window.dispatchEvent(new Event('beforeprint'))")
+        assert page.js("[...document.querySelectorAll('details')].every(d => d.open)")
         pg.click("#findings-table tbody tr.row >> nth=0")
         assert "`" not in page.js("document.body.innerText")
         assert pg.locator("details.rule code").count() > 0

@@ -212,6 +212,8 @@
     if (t && t.firstElementChild && t.firstElementChild.tagName === "DETAILS") t.firstElementChild.open = true;
   }
   window.addEventListener("hashchange", () => reveal(location.hash.slice(1)));
+  // a printed (or saved as PDF) report holds everything
+  window.addEventListener("beforeprint", () => document.querySelectorAll("details").forEach((d) => { d.open = true; }));
 
   function bindCensus() {
     const sel = document.getElementById("census-capture");
