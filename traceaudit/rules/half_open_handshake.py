@@ -14,10 +14,8 @@ def check(analysis, params):
     v = View.of(analysis)
     if not v.n:
         return []
-    table = analysis.table
-    first_frames = table["client_first_frame"], table["server_first_frame"]
-    synack_ts = (table["server_first_ts"] * 1e9).round()
-    synack_ts = np.where(np.isnan(synack_ts), 0, synack_ts).astype(np.int64)
+    # (the facts of the current incarnation: a replayed 4-tuple's first packets are older)
+    synack_ts = v.ep(1, "first_ns")
     rst = np.minimum(np.where(v.ep(0, "rst_count") > 0, v.ep(0, "rst_ns"), NEVER),
                      np.where(v.ep(1, "rst_count") > 0, v.ep(1, "rst_ns"), NEVER))
     stop = np.minimum(rst, v.end_ns)
@@ -33,8 +31,8 @@ def check(analysis, params):
     synacks, synack_frame, srv_rst_frame = v.take(hits, 1, "syn_count", "syn_last_frame",
                                                   "rst_frame")
     (cli_rst_frame,) = v.take(hits, 0, "rst_frame")
-    first_client = first_frames[0][hits].tolist()
-    first_server = first_frames[1][hits].tolist()
+    (first_client,) = v.take(hits, 0, "first_frame")
+    (first_server,) = v.take(hits, 1, "first_frame")
     opened = synack_ts[hits].tolist()
     waited = (stop[hits] - synack_ts[hits]).tolist()
     reset = (rst[hits] <= v.end_ns).tolist()

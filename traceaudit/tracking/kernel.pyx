@@ -99,11 +99,51 @@ cdef inline void init_conn(Ends ends, Conns conns, Py_ssize_t c, int64_t prev) n
         ep.cw_frame = -1
         ep.fw2_frame = -1
         ep.syn_last_frame = -1
+        ep.first_frame = -1
     conn.closer = Closer.NONE
     conn.close_frame = -1
     conn.tw_recycled_frame = -1
     conn.prev = prev
+    conn.incarnation_frame = -1
     conn.initialised = 1
+
+
+cdef inline bint _comes_back(EndpointFacts* me, EndpointFacts* peer, int64_t t, int64_t f,
+                             int64_t msl2) noexcept nogil:
+    """True when a segment at ``t`` with flags ``f`` from ``me`` begins a new incarnation of
+    its connection: the connection went quiet 2×MSL before (every segment of it is gone from
+    the network, and any TIME_WAIT of it ended), and either both endpoints had closed or the
+    segment is a SYN (a connection that had opened does not send one again; one still opening
+    retransmits its SYN sooner: Linux's longest SYN backoff is 32 s). Only a connection id that
+    Wireshark keeps one ``tcp.stream`` for (same 4-tuple, same ISN: a capture merged with a
+    replay of itself) gets here."""
+    if t - msl2 < me.last_ns or t - msl2 < peer.last_ns:
+        return False
+    if (f & (SYN | ACK)) == SYN:
+        return True
+    return (me.state == CLOSED or me.state == UNSEEN) and \
+        (peer.state == CLOSED or peer.state == UNSEEN)
+
+
+cdef int64_t _new_incarnation(Ends ends, Conns conns, Matrix ev, int64_t n_ev, Py_ssize_t c,
+                              int64_t t, int64_t frame) noexcept nogil:
+    """End connection c's incarnation at this frame (both endpoints CLOSED, reason
+    NEW_INCARNATION) and start the next with fresh facts; how the connection id began (its
+    previous 4-tuple incarnation) is kept."""
+    cdef Py_ssize_t e
+    cdef ConnFacts* conn = &conns[c]
+    cdef int64_t prev = conn.prev, prev_tw = conn.prev_in_time_wait
+    cdef int64_t recycled = conn.tw_recycled_frame, number = conn.incarnation + 1
+    for e in range(2):
+        if ends[c, e].state != UNSEEN:
+            n_ev = _emit(ev, n_ev, c, e, t, frame, CLOSED, Reason.NEW_INCARNATION)
+    init_conn(ends, conns, c, prev)
+    conn.prev_in_time_wait = prev_tw
+    conn.tw_recycled_frame = recycled
+    conn.incarnation = number
+    conn.incarnation_frame = frame
+    conn.incarnation_ns = t
+    return n_ev
 
 
 cdef inline int64_t _expire_time_wait(Ends ends, Matrix ev, int64_t n_ev, Py_ssize_t c,
@@ -203,6 +243,8 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                                         Reason.TIME_WAIT_RECYCLED)
             else:
                 n_ev = _expire_time_wait(ends, ev, n_ev, c, t, msl2)
+                if _comes_back(me, peer, t, f, msl2):
+                    n_ev = _new_incarnation(ends, conns, ev, n_ev, c, t, fr)
             n = plen[i]
             syn = (f & SYN) != 0
             fin = (f & FIN) != 0
@@ -236,6 +278,8 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
             if syn and not rst:
                 me.syn_count += 1
                 me.syn_last_frame = fr
+                me.syn_prev_ns = me.syn_last_ns
+                me.syn_last_ns = t
                 if me.isn_seen == 0:
                     me.isn_seen = 1
                     me.seq_base = seq[i]
@@ -420,7 +464,10 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 me.tw_since_ns = t
             if not rst and end > me.snd_nxt:
                 me.snd_nxt = end
-            me.seen = 1
+            if me.seen == 0:
+                me.seen = 1
+                me.first_frame = fr
+                me.first_ns = t
             me.last_frame = fr
             me.last_ns = t
             me.last_flags = f

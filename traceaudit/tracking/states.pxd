@@ -42,6 +42,8 @@ cpdef enum Reason:
     ACK_LOST = 13             # the peer retransmitted its FIN: our ACK of it never arrived
     TIME_WAIT_SKIPPED = 14    # answered the peer's retransmitted FIN with RST: no TIME_WAIT
     FIN_WAIT_2_EXPIRED = 15   # answered with RST while in FIN_WAIT_2: the orphan timed out
+    NEW_INCARNATION = 16      # the 4-tuple came back long after the connection ended: this
+                              # incarnation is over (CLOSED), the trackers start a new one
 
 
 cpdef enum Closer:
