@@ -888,6 +888,52 @@ def _half_open(ctx: Ctx) -> None:
 
 
 @scenario(
+    name="syn-recv-gave-up", fmt="pcap",
+    sysctls={"net.ipv4.tcp_synack_retries": "1"},
+    description="The client's handshake ACK never reaches the server (nft drops the client's "
+                "ACKs on the input hook): the client is ESTABLISHED, the server's request "
+                "socket stays in SYN_RECEIVED, retransmits its SYN/ACK once at 1 s "
+                "(tcp_synack_retries=1; the client ACKs it again, dropped again) and is "
+                "dropped silently at 3 s. At 4 s, the drop rule removed, the client sends a "
+                "request: the server has no connection for it and answers with RST.",
+    required=[req("half-open-handshake", "server")],
+    signature=[sig(SYN, "one SYN", count=1),
+               sig(SYNACK, "the SYN/ACK and one retransmission", count=2),
+               sig(f"{CPORT} && tcp.flags.syn==0 && tcp.len==0",
+                   "the client's ACKs of both SYN/ACKs", count=2),
+               sig(f"{CPORT} && tcp.len>0", "the client's request", count=1),
+               sig(f"{RST} && {SRV} && tcp.flags.ack==0",
+                   "the server's bare RST answers the request", count=1),
+               sig(RST, "one RST", count=1)],
+    expect={0: {"client": ["ESTABLISHED", "CLOSED"], "server": ["SYN_RECEIVED", "CLOSED"]}},
+    tool_says="half-open-handshake (server): SYN_RECEIVED until it gave up at 3 s",
+    notes="The client's ACKs are dropped at the input hook, so they are in the capture (as a "
+          "capture taken beside the client would show them). The request socket is removed "
+          "without a packet; `ss` shows SYN-RECV until then.",
+)
+def _syn_recv_gave_up(ctx: Ctx) -> None:
+    lsn = ctx.listen()
+    ctx.nft_drop(f"ip saddr {C4} ip daddr {S4} tcp sport 40000 tcp dport {SPORT} "
+                 "tcp flags & (syn | ack) == ack drop",
+                 "nft (input hook): drop every ACK from the client to the server")
+    c = ctx.client_socket(C4, 40000)
+    ctx.conn(C4, 40000, S4, SPORT, "server", "reset")
+    ctx.act("client", f"connect() from {ep(C4, 40000)} to {ep(S4, SPORT)}")
+    c.connect((S4, SPORT))
+    ctx.act("server", "never accept()s: the handshake never completes for it")
+    ctx.pause(4.0)
+    ctx.nft_clear()
+    ctx.send(c, "client", REQ, "request, 4 s after connect()")
+    try:
+        c.recv(100)
+        raise RuntimeError("client: expected ECONNRESET")
+    except ConnectionResetError:
+        ctx.act("client", "recv() failed with ECONNRESET")
+    ctx.pause()
+    del lsn
+
+
+@scenario(
     name="half-close", fmt="sll2-pcap",
     description="Legitimate half-close: the client sends its request and shutdown(SHUT_WR); "
                 "the server keeps streaming the answer for 3 s (12 chunks), then closes; the "

@@ -9,8 +9,8 @@ from libc.stdint cimport int64_t, uint8_t
 
 from traceaudit.tracking.events cimport EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE, EV_TS
 from traceaudit.tracking.facts cimport EndpointFacts
-from traceaudit.tracking.states cimport (CLOSE_WAIT, CLOSED, CLOSING, FIN_WAIT_1, LAST_ACK,
-                                         TIME_WAIT, Hindsight, Reason)
+from traceaudit.tracking.states cimport (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1,
+                                         LAST_ACK, SYN_RECEIVED, TIME_WAIT, Hindsight, Reason)
 
 cdef extern from *:
     """
@@ -195,6 +195,12 @@ cdef void _apply_kernel(int64_t[:, ::1] ev, const int64_t[::1] keys, Py_ssize_t 
                     keep[i] = 0
                 if ev[i, EV_STATE] == CLOSING and ev[i, EV_FRAME] == fin_frame:
                     extra[i] = 1
+        if f & Hindsight.SYN_ACK_AGAIN:
+            for i in range(a0, b):
+                if ev[i, EV_STATE] == SYN_RECEIVED and ev[i, EV_REASON] == Reason.ACK_OF_SYN_LOST:
+                    keep[i] = 0
+                    if i > a0 and ev[i - 1, EV_STATE] == ESTABLISHED:
+                        keep[i - 1] = 0
         if f & Hindsight.FIN_ACK_LOST:
             for i in range(a0, b):
                 if ev[i, EV_STATE] == LAST_ACK and ev[i, EV_REASON] == Reason.ACK_LOST:

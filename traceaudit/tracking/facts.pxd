@@ -58,6 +58,8 @@ ctypedef struct EndpointFacts:
     int64_t syn_last_frame      # its last SYN or SYN-ACK transmission
     int64_t syn_last_ns
     int64_t syn_prev_ns         # the SYN or SYN-ACK transmission before its last one (0: none)
+    int64_t gave_up_ns          # when it dropped its half-open connection: SYN_RECEIVED ended
+                                # after its last SYN-ACK retransmission's backoff (0: never)
     int64_t first_frame         # its first segment (of the current incarnation)
     int64_t first_ns
 

@@ -15,6 +15,8 @@ Corrections that need later packets are applied here, only to the connections fl
   it was never in CLOSE_WAIT: FIN_WAIT_1 then CLOSING at its own FIN.
 - ACK lost: the endpoint retransmitted its FIN from LAST_ACK after an ACK we took as reaching
   it; that ACK never arrived, so the CLOSED it caused is removed (it stayed in LAST_ACK).
+- ACK of the SYN-ACK lost: the endpoint retransmitted its SYN-ACK after the peer's ACK, so that
+  ACK never reached it: the ESTABLISHED it caused is removed (it stayed in SYN_RECEIVED).
 - SYN-ACK unanswered: the server retransmitted its SYN-ACK and the client sent nothing after the
   first one, so none reached the client: it stayed in SYN_SENT (its ESTABLISHED is removed).
 """
