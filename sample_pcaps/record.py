@@ -667,6 +667,76 @@ def _unread_data_reset(ctx: Ctx) -> None:
 
 
 @scenario(
+    name="pipelined-unread", fmt="pcap",
+    description="A server that answers one request per connection and closes (HTTP/1.0 "
+                "style): on connections 0-2 it answers and close()s, FIN. On connection 3 the "
+                "client pipelines two requests in one segment; the server reads and answers "
+                "the first and calls close() with the second still unread: Linux sends RST "
+                "instead of FIN. On the wire its answer is the last data, as after an "
+                "SO_LINGER 0 abort; its other connections tell the two apart.",
+    required=[req("server-closes-first", "server", 0), req("unread-data-reset", "server", 3)],
+    signature=[sig(SYN, "four handshakes", count=4),
+               sig(f"{FIN} && {SRV}", "the server's FINs on connections 0-2", count=3),
+               sig(RST, "exactly one RST", count=1),
+               sig(f"{RST} && {SRV} && tcp.dstport==40003",
+                   "the server's RST on connection 3", count=1),
+               sig("tcp.srcport==40003 && tcp.len>0", "both requests in one segment",
+                   count=1)],
+    expect={0: GRACEFUL_SERVER[0],
+            3: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}},
+    tool_says="server-closes-first (server, connection 0), unread-data-reset (server, "
+              "connection 3)",
+)
+def _pipelined_unread(ctx: Ctx) -> None:
+    lsn = ctx.listen()
+    for k in range(3):
+        c, s = ctx.open(lsn, 40000 + k, "server", "graceful")
+        ctx.exchange(c, s)
+        ctx.pause()
+        ctx.close(s, "server", "close() after answering (nothing unread)")
+        ctx.pause()
+        ctx.recv_eof(c, "client")
+        ctx.close(c, "client")
+        ctx.pause()
+    c, s = ctx.open(lsn, 40003, "server", "reset")
+    second = REQ.replace(b"42", b"43")
+    ctx.send(c, "client", REQ + second, "two pipelined requests in one send()")
+    ctx.recv_exact(s, "server", len(REQ), "the first request only")
+    ctx.send(s, "server", RESP, "response to the first request")
+    ctx.recv_exact(c, "client", len(RESP), "response")
+    ctx.pause()
+    ctx.close(s, "server", f"close() with the second request ({len(second)} bytes) unread")
+    ctx.pause()
+
+
+@scenario(
+    name="linger-zero-service", fmt="pcap",
+    description="A server with an abort policy: on each of three connections it answers the "
+                "request, sets SO_LINGER {on, 0} and calls close(): RST instead of FIN, with "
+                "nothing unread. Each connection alone looks like a close() with unread data "
+                "would; together they show the policy.",
+    required=[req("linger-zero-abort", "server", k) for k in range(3)],
+    neutral=["server-closes-first"],
+    signature=[sig(SYN, "three handshakes", count=3), sig(FIN, "no FIN anywhere", count=0),
+               sig(f"{RST} && {SRV}", "one RST from the server per connection", count=3),
+               sig(RST, "three RSTs", count=3)],
+    expect={k: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}
+            for k in range(3)},
+    tool_says="linger-zero-abort (server, connections 0-2), confidence high",
+)
+def _linger_zero_service(ctx: Ctx) -> None:
+    lsn = ctx.listen()
+    for k in range(3):
+        c, s = ctx.open(lsn, 40000 + k, "server", "reset")
+        ctx.exchange(c, s)
+        ctx.pause()
+        ctx.linger_zero(s, "server")
+        ctx.close(s, "server", "close() (SO_LINGER 0: abort, nothing unread)")
+        ctx.pause()
+        ctx.close(c, "client", "close() (the connection was reset: sends nothing)")
+
+
+@scenario(
     name="data-after-close", fmt="sll2-pcap",
     description="The server answers and calls close() (FIN); the client does not notice and "
                 "0.25 s later sends another request. The server's orphaned socket (FIN_WAIT_2) "
