@@ -682,7 +682,7 @@ def _unread_data_reset(ctx: Ctx) -> None:
                    "the server's RST on connection 3", count=1),
                sig("tcp.srcport==40003 && tcp.len>0", "both requests in one segment",
                    count=1)],
-    expect={0: GRACEFUL_SERVER[0],
+    expect={0: GRACEFUL_SERVER[0], 1: GRACEFUL_SERVER[0], 2: GRACEFUL_SERVER[0],
             3: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}},
     tool_says="server-closes-first (server, connection 0), unread-data-reset (server, "
               "connection 3)",

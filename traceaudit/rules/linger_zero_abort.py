@@ -32,6 +32,7 @@ def _findings(v: View, hits: np.ndarray, e: int, after_peer_data: list[bool],
     addrs = v.addresses(hits, e)
     frames, messages, details = [], [], []
     siblings = "connections to this service" if e == 0 else "connections"
+    whole = v.handshake_seen[hits].tolist()     # (else the peer's data may predate the capture)
     for i, c in enumerate(conns):
         state = "CLOSE_WAIT" if rst_state[i] == EndpointState.CLOSE_WAIT else "ESTABLISHED"
         if policy[i]:
@@ -40,7 +41,7 @@ def _findings(v: View, hits: np.ndarray, e: int, after_peer_data: list[bool],
             caveat = (f" It ended its {others_abort[i]} other {siblings} in the capture with "
                       f"RST as well and closed none with FIN: an abort policy, not data left "
                       f"unread.")
-        elif peer_data[i] < 0:
+        elif peer_data[i] < 0 and whole[i]:
             confidence = "high"
             caveat = f" The {peer} had sent no data: none could be left unread."
         elif after_peer_data[i]:
@@ -82,7 +83,10 @@ RULE = Rule(
                "own, unprompted, aborted the connection: SO_LINGER {on, 0} before close() (a "
                "common trick to avoid TIME_WAIT), or a proxy or load balancer configured to "
                "reset. The peer sees ECONNRESET, unacknowledged data is discarded, and nothing "
-               "protects a later connection on the same ports from stray old segments."),
+               "protects a later connection on the same ports from stray old segments. A close() "
+               "with data still unread (a pipelined request) sends the same RST: the confidence "
+               "is high only when the endpoint resets all its other connections in the capture "
+               "too, or the peer sent nothing that could be unread."),
     remediation=("Close gracefully: drop SO_LINGER 0 (or the proxy's 'nolinger' option) and "
                  "let the side that closes first hold TIME_WAIT; if TIME_WAIT pressure is the "
                  "reason, let the client close first or enable net.ipv4.tcp_tw_reuse."),
