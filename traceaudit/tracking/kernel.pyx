@@ -5,8 +5,12 @@ caused by a segment it RECEIVES is placed at the same frame too, i.e. the segmen
 arrive when the capture saw it. For a capture taken next to one host the other host's receive
 transitions really happen one path delay later. Evidence that a segment did not arrive (the
 peer retransmits it) corrects the state at the retransmission. Corrections that need hindsight
-(TIME_WAIT skipped, FIN_WAIT_2 expired, FINs that crossed) are flagged here and applied to the
-timeline afterwards (``timeline.py``).
+(TIME_WAIT skipped, FIN_WAIT_2 expired, FINs that crossed, the ACK of a SYN-ACK lost) are
+flagged here and applied to the timeline afterwards (``timeline.py``). Timers the capture
+cannot show are run when the connection's next segment (or the capture's end) proves them
+expired: TIME_WAIT's 2×MSL, and a half-open server's SYN-ACK retransmissions running out.
+A connection id whose 4-tuple comes back long after the connection went quiet starts a new
+incarnation (``_comes_back``).
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
