@@ -173,3 +173,23 @@ def pcapng_section(frames: list[Frame], *, big_endian: bool = False,
 
 def gzipped(data: bytes) -> bytes:
     return gzip.compress(data, mtime=0)
+
+
+def replayed(pcap: bytes, shift_s: float, copies: int = 2) -> bytes:
+    """A classic pcap followed by ``copies - 1`` copies of its own records, each shifted
+    ``shift_s`` seconds later than the one before: what merging runs of a deterministic test
+    harness (same 4-tuples, same ISNs) produces. Keeps the file's byte order and resolution."""
+    o = "<" if pcap[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    unit = 10**9 if struct.unpack(o + "I", pcap[:4])[0] == 0xA1B23C4D else 10**6
+    records, off = [], 24
+    while off + 16 <= len(pcap):
+        sec, frac, incl, orig = struct.unpack(o + "IIII", pcap[off:off + 16])
+        records.append((sec * unit + frac, pcap[off + 16:off + 16 + incl], orig))
+        off += 16 + incl
+    out = [pcap[:24]]
+    for k in range(copies):
+        shift = round(k * shift_s * unit)
+        for t, data, orig in records:
+            sec, frac = divmod(t + shift, unit)
+            out.append(struct.pack(o + "IIII", sec, frac, len(data), orig) + data)
+    return b"".join(out)

@@ -103,10 +103,33 @@ def test_findings_carry_evidence_a_person_can_open():
 
 
 def test_unread_and_linger_findings_say_how_sure_they_are():
+    """The same RST ends a close() with unread data and an SO_LINGER 0 abort: "high" only with
+    evidence beyond the connection's own packets."""
     (u,) = [f for f in findings_of("unread-data-reset") if f.rule == "unread-data-reset"]
     (lz,) = [f for f in findings_of("linger-zero-server") if f.rule == "linger-zero-abort"]
     assert u.details["confidence"] in ("medium", "low") and "same packets" in u.message
-    assert lz.details["confidence"] == "high"
+    # one connection, the server's answer last: nothing shows that it had read everything
+    assert lz.details["confidence"] == "medium" and "unread data" in lz.message
+    assert "nothing was left unanswered" not in lz.message
+    # a service that resets every connection: an abort policy
+    policy = [f for f in findings_of("linger-zero-service") if f.rule == "linger-zero-abort"]
+    assert [f.connection for f in policy] == [0, 1, 2]
+    assert all(f.details["confidence"] == "high" and f.details["other_resets"] == 2 and
+               f.details["other_fin_closes"] == 0 and "abort policy" in f.message
+               for f in policy)
+    # a service that FINs everywhere else: the pipelined request it never read
+    (pipelined,) = [f for f in findings_of("pipelined-unread") if f.rule == "unread-data-reset"]
+    assert pipelined.connection == 3 and pipelined.details["other_fin_closes"] == 3
+    assert pipelined.details["confidence"] == "medium" and "reset only this one" in \
+        pipelined.message
+
+
+@pytest.mark.parametrize("name", [p.name.split(".")[0] for p in TRUTHS])
+def test_linger_zero_is_high_only_with_evidence(name):
+    for f in findings_of(name):
+        if f.rule == "linger-zero-abort" and f.details["confidence"] == "high":
+            policy = f.details["other_resets"] >= 2 and f.details["other_fin_closes"] == 0
+            assert policy or "had sent no data" in f.message, f.message
 
 
 def test_leak_duration_and_still_open_are_reported():
