@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLES
+from conftest import SAMPLE_CAPTURES, SAMPLES
 from htmltest import ACTUAL, VIEWPORT, Page, audit, browser  # noqa: F401  (browser: a fixture)
 from traceaudit.pipeline import analyze_capture
 from traceaudit.report import census as C
@@ -57,7 +57,7 @@ def test_sample_page_is_short_and_the_table_keeps_its_width(browser, samples_pag
         width = table.bounding_box()["width"]
         assert width <= VIEWPORT["width"]
         rows = pg.locator("#findings-table tbody tr.row")
-        assert rows.count() == len(report.findings) == 30
+        assert rows.count() == len(report.findings) > 0
         for k in range(rows.count()):          # every row, opened and closed again
             rows.nth(k).click()
             opened = pg.locator("#findings-table tr.more")
@@ -85,7 +85,7 @@ def test_census_selector_switches_the_chart(browser, samples_page):
         pg = page.page
         shown = "figure.census:visible"
         options = pg.eval_on_selector_all("#census-capture option", "os => os.map(o => o.value)")
-        assert len(options) == 23 and "all" not in options     # no common clock: one by one
+        assert len(options) == min(len(SAMPLE_CAPTURES), HC.MAX_CHARTS) and "all" not in options     # no common clock: one by one
         assert pg.locator(shown).count() == 1
         # the capture with findings and the most connections is shown first
         assert "time-wait-pileup.pcap" in pg.locator(shown).inner_text()
@@ -104,7 +104,8 @@ def test_census_selector_switches_the_chart(browser, samples_page):
     # without a script, every chart is shown and the selector is not
     page = Page(browser, out, java_script_enabled=False)
     try:
-        assert page.page.locator("figure.census:visible").count() == 23
+        assert page.page.locator("figure.census:visible").count() == min(len(SAMPLE_CAPTURES),
+                                                                         HC.MAX_CHARTS)
         assert not page.page.locator("#census-capture").is_visible()
     finally:
         page.close()
@@ -116,7 +117,7 @@ def test_capture_sections_open_and_close(browser, samples_page):
     try:
         pg = page.page
         sections = pg.locator("details.capture")
-        assert sections.count() == 23
+        assert sections.count() == len(SAMPLE_CAPTURES)
         assert page.js("[...document.querySelectorAll('details.capture')].filter(d => d.open)"
                        ".length") == 0        # 20 captures with findings: all start closed
         names = pg.eval_on_selector_all("details.capture .cap-name",
@@ -124,7 +125,7 @@ def test_capture_sections_open_and_close(browser, samples_page):
         with_findings = {Path(f.capture).name for f in report.findings}
         k = len(with_findings)                 # the captures with findings come first
         assert set(names[:k]) == with_findings and not set(names[k:]) & with_findings
-        assert pg.locator("article.finding").count() == 30
+        assert pg.locator("article.finding").count() == len(report.findings)
         assert pg.locator("article.finding:visible").count() == 0
         before = page.js("document.documentElement.scrollHeight")
         # a capture with findings: its facts and each finding's evidence, ladder and all
@@ -139,9 +140,10 @@ def test_capture_sections_open_and_close(browser, samples_page):
         assert not first.evaluate("d => d.open")
         assert page.js("document.documentElement.scrollHeight") == before
         # a capture without findings says so, and opens to its facts
-        last = sections.nth(22)
-        assert "no findings" in last.locator("summary").inner_text()
-        last.locator("summary").click()
+        assert k < sections.count(), "the samples include captures without findings"
+        last = sections.nth(sections.count() - 1)
+        assert "no findings" in last.locator("summary").first.inner_text()
+        last.locator("summary").first.click()
         assert last.locator("dl.facts").is_visible()
         assert "how connections ended" in last.inner_text()
         # printing opens everything; then no rule text shows its backticks (they are <code>)
