@@ -37,7 +37,12 @@ WARNING_TEXT = {
                        "skipped (no TCP header)",
     decode.W_TRUNCATED_TCP: "{n} TCP header(s) cut short by the snap length were skipped",
     decode.W_TRUNCATED_IP: "{n} IP header(s) cut short by the snap length were skipped",
-    decode.W_BOGUS_TCP: "{n} TCP header(s) with a data offset below 20 bytes were skipped",
+    decode.W_BOGUS_TCP: "{n} TCP header(s) with a data offset below 20 bytes or past the end of "
+                        "the segment are malformed (kept: ports, flags and seq, as tshark does)",
+    decode.W_BAD_IP_OPTION: "{n} IPv4 header(s) with a malformed option (bad length): options "
+                            "after it ignored, packet kept (as tshark does)",
+    decode.W_ENCAP: "{n} packet(s) of an encapsulation (GRE, a UDP tunnel, L2TP, PPP, MPLS) "
+                    "carried a payload the reader does not decode and were skipped",
     decode.W_BAD_CHECKSUM: "{n} TCP segment(s) with a wrong checksum were dropped "
                            "(--verify-checksums)",
     decode.W_UNVERIFIABLE: "{n} TCP segment(s) could not have their checksum verified "
