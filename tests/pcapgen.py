@@ -163,6 +163,52 @@ def udp(sport: int, dport: int, payload: bytes) -> bytes:
     return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
 
 
+def ipv4_fragments(ip_packet: bytes, size: int = 8, *, ident: int = 0x4242) -> list[bytes]:
+    """The IPv4 packet cut into fragments of ``size`` payload bytes (a multiple of 8; the last
+    may be shorter), in order, each with its own header (MF, offset, length, checksum)."""
+    ihl = (ip_packet[0] & 0x0F) * 4
+    head, data = ip_packet[:ihl], ip_packet[ihl:]
+    out = []
+    for off in range(0, len(data), size):
+        part = data[off:off + size]
+        more = off + size < len(data)
+        out.append(ipv4_fragment(head, part, off, more, ident=ident))
+    return out
+
+
+def ipv4_fragment(head: bytes, part: bytes, offset: int, more: bool, *,
+                  ident: int = 0x4242) -> bytes:
+    """One IPv4 fragment: ``head`` (the datagram's header) with the length, id, MF, the
+    ``offset`` (bytes, a multiple of 8) and checksum set, over ``part``."""
+    h = bytearray(head)
+    h[2:4] = struct.pack("!H", len(head) + len(part))
+    h[4:6] = struct.pack("!H", ident)
+    h[6:8] = struct.pack("!H", (0x2000 if more else 0) | (offset // 8))
+    h[10:12] = b"\0\0"
+    h[10:12] = struct.pack("!H", internet_checksum(bytes(h)))
+    return bytes(h) + part
+
+
+def ipv6_fragments(ip_packet: bytes, size: int = 8, *, ident: int = 0x42424242) -> list[bytes]:
+    """The IPv6 packet (no extension headers) cut into fragments of ``size`` payload bytes
+    behind a fragment header (RFC 8200 4.5)."""
+    nxt, data = ip_packet[6], ip_packet[40:]
+    out = []
+    for off in range(0, len(data), size):
+        part = data[off:off + size]
+        more = off + size < len(data)
+        out.append(ipv6_fragment(ip_packet[:40], nxt, part, off, more, ident=ident))
+    return out
+
+
+def ipv6_fragment(head: bytes, nxt: int, part: bytes, offset: int, more: bool, *,
+                  ident: int = 0x42424242) -> bytes:
+    h = bytearray(head)
+    h[4:6] = struct.pack("!H", 8 + len(part))
+    h[6] = 44
+    return bytes(h) + struct.pack("!BBHI", nxt, 0, offset | (1 if more else 0), ident) + part
+
+
 # -- link layers and encapsulations: (IP packet, version) -> bytes ---------------------------
 def ethertype(version: int) -> int:
     return 0x0800 if version == 4 else 0x86DD

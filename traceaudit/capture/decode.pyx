@@ -43,7 +43,9 @@ cpdef enum:
     C_TUNNELED = 21
     C_SEG = 22
     C_IPLEN = 23
-    N_COLS = 24
+    C_FRAG_IP = 24    # a fragment held for reassembly: position of its IP header, else -1
+    C_FRAG_AT = 25    # ... and of its payload (IPv4) or fragment header (IPv6)
+    N_COLS = 26
 
 # Per-segment capture facts (the optional ``seg_flags`` column), computed only when the reader is
 # asked for them. The bits are the Zeek view's, declared once in tracking/zeek_kernel.pxd:
@@ -58,7 +60,7 @@ SEG_BAD_IP_CSUM = ZK.SEG_BAD_IP_CSUM
 
 # Counters the kernel keeps per call (index → meaning); the reader turns them into warnings.
 cpdef enum:
-    W_FRAGMENT = 0        # IP fragment other than the first: no TCP header, skipped
+    W_FRAGMENT = 0        # IP fragment not reassembled (cut by the snap length), no TCP header
     W_TRUNCATED_TCP = 1   # TCP header cut by the snap length before the window field: skipped
     W_BAD_CHECKSUM = 2    # TCP checksum wrong, segment dropped (only with verify_checksums)
     W_UNVERIFIABLE = 3    # checksum not verifiable (payload not captured), segment kept
@@ -215,6 +217,12 @@ cdef inline bint tcp_checksum_ok(const uint8_t[::1] b, int64_t ipv, int64_t ip_p
     return acc == 0xFFFF
 
 
+cdef inline bint may_carry_tcp(int64_t proto) noexcept nogil:
+    """IP protocols whose fragments are reassembled: TCP and what tunnels TCP."""
+    return proto == PROTO_TCP or proto == PROTO_UDP or proto == PROTO_GRE or \
+        proto == PROTO_IPIP or proto == PROTO_IPV6
+
+
 cdef int64_t ipv4_route_dst(const uint8_t[::1] b, int64_t p, int64_t opt_end,
                             int64_t* warn) noexcept nogil:
     """Walk the IPv4 options in [p, opt_end) (callers checked they lie within the record).
@@ -331,9 +339,11 @@ cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, 
 
 cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t caplen,
                                int64_t origlen, int64_t linktype, int64_t* out, int64_t* warn,
-                               bint verify, bint marks) noexcept nogil:
+                               bint verify, bint marks, bint reasm) noexcept nogil:
     """Decode one record into the scratch row ``out``. Returns True when it was a TCP segment.
 
+    With ``reasm``, an IP fragment (whole in the record) that may carry TCP is not decoded:
+    ``out[C_FRAG_IP]`` and ``out[C_FRAG_AT]`` locate it for the reassembler (fragments.py).
     The record's ``caplen`` bytes at ``start`` lie within ``b`` (checked by the caller)."""
     cdef int64_t pos = start
     cdef int64_t end = start + caplen
@@ -344,6 +354,7 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
     cdef uint8_t fc0, fc1, nib, nxt
     cdef bint vlan, bottom, amsdu
     out[C_SEG] = 0
+    out[C_FRAG_IP] = -1
     # The common case first, without the general loop below (a third faster): Ethernet (no
     # tag), then IPv4 without options, not a fragment (the loop checks IP checksums when
     # ``marks`` asks), or IPv6 without extension headers; then TCP. What it does is exactly
@@ -351,7 +362,7 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
     # decode_tcp, which checks its own.)
     if linktype == LT_ETHERNET and caplen >= 54:
         if b[pos + 12] == 0x08 and b[pos + 13] == 0x00 and b[pos + 14] == 0x45 and \
-                b[pos + 23] == PROTO_TCP and not marks and (be16(b, pos + 20) & 0x1FFF) == 0:
+                b[pos + 23] == PROTO_TCP and not marks and (be16(b, pos + 20) & 0x3FFF) == 0:
             ip = pos + 14
             total = be16(b, ip + 2)
             if total == 0:                      # TSO on the capturing host
@@ -591,10 +602,16 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
                 if total == 0:              # TSO on the capturing host: length from the frame
                     total = origlen - (pos - start)
                 l4_len = total - ihl
-                if (frag & 0x1FFF) != 0:
-                    if proto == PROTO_TCP:
-                        warn[W_FRAGMENT] += 1
-                    return False
+                if (frag & 0x3FFF) != 0:   # a fragment (MF or an offset)
+                    if reasm and total > ihl and pos + total <= end and may_carry_tcp(proto):
+                        out[C_FRAG_IP] = pos
+                        out[C_FRAG_AT] = pos + ihl
+                        out[C_TUNNELED] = tunneled
+                        return False
+                    if (frag & 0x1FFF) != 0:    # cut short: the first one is decoded as is
+                        if proto == PROTO_TCP:
+                            warn[W_FRAGMENT] += 1
+                        return False
                 dst_pos = pos + 16
                 if ihl > 20 and pos + ihl <= end:
                     route = ipv4_route_dst(b, pos + 20, pos + ihl, warn)
@@ -636,7 +653,15 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
                         return False
                     nxt = b[l4_pos]
                     if proto == 44:
-                        if (be16(b, l4_pos + 2) & 0xFFF8) != 0:
+                        frag = be16(b, l4_pos + 2)
+                        if (frag & 0xFFF9) != 0 and reasm and may_carry_tcp(nxt) and \
+                                be16(b, ip_pos + 4) != 0 and \
+                                ip_pos + 40 + be16(b, ip_pos + 4) <= end:
+                            out[C_FRAG_IP] = ip_pos
+                            out[C_FRAG_AT] = l4_pos
+                            out[C_TUNNELED] = tunneled
+                            return False
+                        if (frag & 0xFFF8) != 0:
                             if nxt == PROTO_TCP:
                                 warn[W_FRAGMENT] += 1
                             return False
@@ -810,7 +835,8 @@ cdef int64_t udp_tunnel(const uint8_t[::1] b, int64_t pos, int64_t end, int64_t 
         if (nxt == PROTO_IPV6 or nxt == PROTO_IPIP) and hdr < avail:
             hdr_out[0] = hdr
             return K_IP
-        hdr_out[0] = -1
+        if nxt != 59:                                       # 59: none (a heartbeat)
+            hdr_out[0] = -1
         return K_DONE
     if dport == 3544 or sport == 3544:                       # Teredo
         hdr = 0
@@ -902,13 +928,17 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                    uint16_t[::1] flags, uint16_t[::1] win, int32_t[::1] payload_len,
                    int32_t[::1] frame_len, uint16_t[::1] mss, int8_t[::1] wscale,
                    uint8_t[::1] sack_perm, uint8_t[::1] has_ts, uint32_t[::1] tsval,
-                   uint32_t[::1] tsecr, uint8_t[::1] tunneled, int32_t[::1] ip_len):
+                   uint32_t[::1] tsecr, uint8_t[::1] tunneled, int32_t[::1] ip_len,
+                   int64_t[:, ::1] frags=None):
     """Decode ``len(rec_off)`` records; TCP rows are packed at the top of the typed column
     arrays (``PacketBatch`` columns, in ``COLUMNS`` order; the bool columns are taken as bytes).
     ``scratch``: an int64 row of N_COLS (kept for the callers; each record is now decoded into
     a row on the C stack). With ``marks``, ``seg_flags`` (uint8) receives each row's SEG_* bits.
 
-    Returns the number of TCP rows written.
+    Returns the number of TCP rows written. With ``frags`` (int64, at least ``len(rec_off)``
+    rows of 4), IP fragments are held for reassembly instead: each gets a row (record index,
+    IP header position, payload / fragment header position, tunneled) and the return value
+    is (TCP rows, fragment rows).
     """
     cdef Py_ssize_t n = rec_off.shape[0]
     cdef Py_ssize_t nbuf = buf.shape[0]
@@ -916,6 +946,8 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
     cdef int64_t start, caplen
     cdef int64_t r[N_COLS]
     cdef int64_t w[N_WARN]
+    cdef Py_ssize_t nf = 0
+    cdef bint reasm = frags is not None
     if rec_caplen.shape[0] < n or rec_origlen.shape[0] < n or rec_ts.shape[0] < n \
             or rec_link.shape[0] < n:
         raise ValueError("decode_records: record arrays shorter than rec_off")
@@ -931,6 +963,8 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
         raise ValueError("decode_records: a column array is shorter than rec_off")
     if warn.shape[0] < N_WARN:
         raise ValueError(f"decode_records: warn must hold {N_WARN} counters")
+    if reasm and (frags.shape[0] < n or frags.shape[1] < 4):
+        raise ValueError("decode_records: frags must have a row of 4 for every record")
     for k in range(N_COLS):
         r[k] = 0
     for k in range(N_WARN):
@@ -943,8 +977,15 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
             if start < 0 or start > nbuf or start + caplen > nbuf:
                 bad = i
                 break
-            if decode_record(buf, start, caplen, rec_origlen[i], rec_link[i], r, w, verify,
-                             marks):
+            if not decode_record(buf, start, caplen, rec_origlen[i], rec_link[i], r, w, verify,
+                                 marks, reasm):
+                if r[C_FRAG_IP] >= 0:       # only ever set with reasm
+                    frags[nf, 0] = i
+                    frags[nf, 1] = r[C_FRAG_IP]
+                    frags[nf, 2] = r[C_FRAG_AT]
+                    frags[nf, 3] = r[C_TUNNELED]
+                    nf += 1
+            else:
                 frame[j] = first_frame + i
                 ts_ns[j] = rec_ts[i]
                 ip_version[j] = <uint8_t>r[C_IPV]
@@ -979,4 +1020,6 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
     if bad >= 0:
         raise ValueError(f"decode_records: record {bad} (offset {rec_off[bad]}, length "
                          f"{rec_caplen[bad]}) lies outside the buffer of {nbuf} bytes")
+    if reasm:
+        return j, nf
     return j
