@@ -132,11 +132,11 @@ def test_memory_held_is_bounded():
     r = fragments.Reassembler()
     head = g.ipv4_packet("10.0.0.1", "10.0.0.2", 6, b"")[:20]
     chunk = b"x" * 1480
-    for ident in range(4000):                            # 5.9 MB of first fragments
+    for ident in range(4000):                            # 8 MB of first fragments
         pkt = g.ipv4_fragment(head, chunk, 0, True, ident=ident)
         assert r.add(pkt, 20, ident, False) is None
         assert r.held <= fragments.IPFRAG_HIGH_THRESH
-    assert r.evicted and len(r.pending) * len(chunk) == r.held
+    assert r.evicted and len(r.pending) * (len(chunk) + fragments.FRAGMENT_OVERHEAD) == r.held
     # the newest datagrams are kept and still complete
     tail = g.ipv4_fragment(head, b"y" * 20, 1480, False, ident=3999)
     whole = r.add(tail, 20, 4000, False)
@@ -149,6 +149,10 @@ def test_oversized_datagram_is_dropped():
     head = g.ipv4_packet("10.0.0.1", "10.0.0.2", 6, b"")[:20]
     assert r.add(g.ipv4_fragment(head, b"z" * 16, 65528, False), 20, 0, False) is None
     assert r.oversized == 1 and not r.pending and r.held == 0
+    # 65,520 bytes of payload fit the field, not with the 20-byte header: dropped too
+    parts = [g.ipv4_fragment(head, b"z" * 16, off, off < 65504) for off in range(0, 65520, 16)]
+    assert all(r.add(p, 20, k, False) is None for k, p in enumerate(parts))
+    assert r.oversized == 2 and not r.pending and r.held == 0
 
 
 def test_duplicates_ignored_and_a_late_copy_starts_a_new_datagram():
@@ -170,3 +174,12 @@ def test_hostile_tiny_fragments_stay_fast():
         out = r.add(g.ipv4_fragment(head, off.to_bytes(8, "big"), off, off != 63992), 20, k,
                     False)
     assert out is not None and len(out) == 20 + 64000
+
+
+def test_a_flood_of_tiny_fragments_is_bounded_by_count():
+    r = fragments.Reassembler()
+    head = g.ipv4_packet("10.0.0.1", "10.0.0.2", 6, b"")[:20]
+    for ident in range(20000):
+        r.add(g.ipv4_fragment(head, b"t" * 8, 8, True, ident=ident), 20, ident, False)
+    assert len(r.pending) <= fragments.IPFRAG_HIGH_THRESH // fragments.FRAGMENT_OVERHEAD
+    assert r.evicted

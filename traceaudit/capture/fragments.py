@@ -21,7 +21,8 @@ Policy, with tshark as the oracle of the flow table:
   with an overlap is counted (a "weird"; Linux would drop it, RFC 5722);
 - bounds as Linux's defaults: a datagram not complete ``IPFRAG_TIME_NS`` (30 s,
   net.ipv4.ipfrag_time) after its first fragment is dropped; when the bytes held exceed
-  ``IPFRAG_HIGH_THRESH`` (4 MB, net.ipv4.ipfrag_high_thresh) the oldest datagrams are dropped
+  ``IPFRAG_HIGH_THRESH`` (4 MB, net.ipv4.ipfrag_high_thresh; each fragment counting its data
+  and ``FRAGMENT_OVERHEAD``) the oldest datagrams are dropped
   until they are within ``IPFRAG_LOW_THRESH`` (3 MB); a datagram longer than 65,535 bytes is
   dropped. All dropped and unfinished datagrams are counted in the reader's warnings.
 """
@@ -43,6 +44,9 @@ IPFRAG_HIGH_THRESH = 4 << 20            # net.ipv4.ipfrag_high_thresh: 4 MB
 IPFRAG_LOW_THRESH = 3 << 20             # net.ipv4.ipfrag_low_thresh: 3 MB
 MAX_PAYLOAD = 65535                     # an IPv4 datagram's (or IPv6 payload's) largest size
 MAX_NESTING = 4                         # fragments inside a reassembled datagram, and so on
+#: bytes a held fragment counts beyond its data (Linux counts a buffer's true size, not its
+#: data alone): so that a flood of tiny fragments is bounded by count as well as by bytes
+FRAGMENT_OVERHEAD = 512
 
 
 @dataclass
@@ -62,7 +66,7 @@ class Reassembler:
 
     def __init__(self) -> None:
         self.pending: OrderedDict[tuple, _Datagram] = OrderedDict()
-        self.held = 0                    # bytes of fragment data held
+        self.held = 0                    # bytes held: fragment data + FRAGMENT_OVERHEAD each
         self.duplicates = 0              # exact duplicates ignored
         self.arrivals = 0
         self.fragments = 0               # fragments handed over
@@ -110,12 +114,15 @@ class Reassembler:
         self.arrivals += 1
         dgram.parts.append((offset, self.arrivals, data))
         dgram.at_offset.setdefault(offset, []).append(data)
-        dgram.size += len(data)
-        self.held += len(data)
+        dgram.size += len(data) + FRAGMENT_OVERHEAD
+        self.held += len(data) + FRAGMENT_OVERHEAD
         _cover(dgram.covered, offset, offset + len(data))
         if dgram.total is not None and dgram.header is not None and dgram.covered[0][0] == 0 \
                 and dgram.covered[0][1] >= dgram.total:
             self._drop(key)
+            if dgram.header[0] >> 4 == 4 and len(dgram.header) + dgram.total > MAX_PAYLOAD:
+                self.oversized += 1         # an IPv4 datagram's length is 16 bits, header too
+                return None
             return self._build(dgram)
         if self.held > IPFRAG_HIGH_THRESH:
             while self.pending and self.held > IPFRAG_LOW_THRESH:
