@@ -249,7 +249,7 @@ def test_plain_ethernet_fast_path_decodes_as_the_general_loop(tmp_path, options)
                       None if f.orig_len is None else f.orig_len + 4) for f in frames]
     plain, plain_stats = read_all(write(tmp_path, "p.pcap", g.pcap_bytes(frames)), **options)
     vlan, vlan_stats = read_all(write(tmp_path, "v.pcap", g.pcap_bytes(tagged)), **options)
-    assert len(plain) >= 12
+    assert len(plain) >= 11              # (a first fragment is held for reassembly now)
     columns_equal(plain, vlan, skip=("frame_len",))
     assert (vlan["frame_len"] - plain["frame_len"]).tolist() == [4] * len(plain)
     if options.get("seg_flags"):
