@@ -647,13 +647,14 @@ def _linger_zero_server(ctx: Ctx) -> None:
     description="The client pipelines a second request; the server answered the first, never "
                 "reads the second and calls close() with it still in its receive queue: Linux "
                 "sends RST instead of FIN.",
-    required=[req("unread-data-reset", "server")],
+    required=[req("unread-data-reset", "server", confidence="high")],
     neutral=["server-closes-first"],
     signature=[sig(FIN, "no FIN anywhere", count=0), sig(RST, "exactly one RST", count=1),
                sig(f"{RST} && {SRV}", "the RST comes from the server", count=1),
                sig(f"{CPORT} && tcp.len>0", "two requests from the client", count=2)],
     expect={0: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}},
-    tool_says="unread-data-reset (server)",
+    tool_says="unread-data-reset (server; confidence high: two HTTP requests in, one response "
+              "out)",
 )
 def _unread_data_reset(ctx: Ctx) -> None:
     lsn = ctx.listen()
@@ -673,8 +674,10 @@ def _unread_data_reset(ctx: Ctx) -> None:
                 "client pipelines two requests in one segment; the server reads and answers "
                 "the first and calls close() with the second still unread: Linux sends RST "
                 "instead of FIN. On the wire its answer is the last data, as after an "
-                "SO_LINGER 0 abort; its other connections tell the two apart.",
-    required=[req("server-closes-first", "server", 0), req("unread-data-reset", "server", 3)],
+                "SO_LINGER 0 abort; the payload (two HTTP requests in, one response out) and "
+                "its other connections tell the two apart.",
+    required=[req("server-closes-first", "server", 0),
+              req("unread-data-reset", "server", 3, confidence="high")],
     signature=[sig(SYN, "four handshakes", count=4),
                sig(f"{FIN} && {SRV}", "the server's FINs on connections 0-2", count=3),
                sig(RST, "exactly one RST", count=1),
@@ -685,7 +688,7 @@ def _unread_data_reset(ctx: Ctx) -> None:
     expect={0: GRACEFUL_SERVER[0], 1: GRACEFUL_SERVER[0], 2: GRACEFUL_SERVER[0],
             3: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}},
     tool_says="server-closes-first (server, connection 0), unread-data-reset (server, "
-              "connection 3)",
+              "connection 3; confidence high: two HTTP requests in, one response out)",
 )
 def _pipelined_unread(ctx: Ctx) -> None:
     lsn = ctx.listen()

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from traceaudit.capture.batch import COLUMNS, PacketBatch
+from traceaudit.capture.batch import COLUMNS, PacketBatch, http_marks
 from traceaudit.capture.tshark import TsharkSource, tshark_available
 from traceaudit.errors import CaptureError
 
@@ -51,7 +51,8 @@ FIELDS = ["frame.number", "frame.time_epoch", "frame.len", "frame.protocols", "i
           "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw",
           "tcp.flags", "tcp.window_size_value", "tcp.len", "tcp.options.mss_val",
           "tcp.options.wscale.shift", "tcp.options.sack_perm", "tcp.options.timestamp.tsval",
-          "tcp.options.timestamp.tsecr", "tcp.checksum.status", "ip.len", "ipv6.plen"]
+          "tcp.options.timestamp.tsecr", "tcp.checksum.status", "ip.len", "ipv6.plen",
+          "tcp.payload"]
 
 
 def tshark_frames(path: Path, *prefs: str) -> list[dict[str, str]]:
@@ -104,7 +105,10 @@ def expected_row(f: dict[str, str]) -> dict[str, int] | None:
            "tunneled": len(ips) > 1,
            # the IP header's total length field (IPv6: payload length + 40)
            "ip_len": int(f["ipv6.plen"].split("|")[k]) + 40 if name == "ipv6"
-           else int(f["ip.len"].split("|")[k])}
+           else int(f["ip.len"].split("|")[k]),
+           # HTTP/1.x message starts in the captured payload (the -T fields hex of tcp.payload)
+           "app_marks": http_marks(bytes.fromhex(f["tcp.payload"].split("|")[-1]
+                                                 .replace(":", "")))}
     row["src_hi"], row["src_lo"] = words(src)
     row["dst_hi"], row["dst_lo"] = words(dst)
     return row

@@ -43,9 +43,10 @@ cpdef enum:
     C_TUNNELED = 21
     C_SEG = 22
     C_IPLEN = 23
-    C_FRAG_IP = 24    # a fragment held for reassembly: position of its IP header, else -1
-    C_FRAG_AT = 25    # ... and of its payload (IPv4) or fragment header (IPv6)
-    N_COLS = 26
+    C_APP = 24        # app_marks: HTTP/1.x requests / responses the payload starts
+    C_FRAG_IP = 25    # a fragment held for reassembly: position of its IP header, else -1
+    C_FRAG_AT = 26    # ... and of its payload (IPv4) or fragment header (IPv6)
+    N_COLS = 27
 
 # Per-segment capture facts (the optional ``seg_flags`` column), computed only when the reader is
 # asked for them. The bits are the Zeek view's, declared once in tracking/zeek_kernel.pxd:
@@ -256,6 +257,77 @@ cdef int64_t ipv4_route_dst(const uint8_t[::1] b, int64_t p, int64_t opt_end,
     return found
 
 
+cdef inline bint _token(const uint8_t[::1] b, int64_t p, int64_t end, const char* tok,
+                        int64_t n) noexcept nogil:
+    """The ``n`` bytes at ``p`` (all before ``end``) are ``tok``."""
+    cdef int64_t k
+    if p + n > end:
+        return False
+    for k in range(n):
+        if b[p + k] != <uint8_t>tok[k]:
+            return False
+    return True
+
+
+cdef inline int64_t _message_at(const uint8_t[::1] b, int64_t p, int64_t end) noexcept nogil:
+    """1: an HTTP/1.x request line starts at ``p`` (a method token and a space), 2: a status
+    line (``HTTP/1.``), 0: neither (or cut by ``end``)."""
+    if p >= end:
+        return 0
+    cdef uint8_t c = b[p]
+    if c == 71:                                  # G
+        return 1 if _token(b, p, end, b"GET ", 4) else 0
+    if c == 80:                                  # P
+        return 1 if _token(b, p, end, b"POST ", 5) or _token(b, p, end, b"PUT ", 4) or \
+            _token(b, p, end, b"PATCH ", 6) else 0
+    if c == 72:                                  # H
+        if _token(b, p, end, b"HTTP/1.", 7):
+            return 2
+        return 1 if _token(b, p, end, b"HEAD ", 5) else 0
+    if c == 68:                                  # D
+        return 1 if _token(b, p, end, b"DELETE ", 7) else 0
+    if c == 79:                                  # O
+        return 1 if _token(b, p, end, b"OPTIONS ", 8) else 0
+    if c == 67:                                  # C
+        return 1 if _token(b, p, end, b"CONNECT ", 8) else 0
+    if c == 84:                                  # T
+        return 1 if _token(b, p, end, b"TRACE ", 6) else 0
+    return 0
+
+
+cdef inline int64_t http_marks_at(const uint8_t[::1] b, int64_t p, int64_t end) noexcept nogil:
+    """The ``app_marks`` value of the captured payload ``b[p:end]`` (``batch.http_marks`` is
+    the same in Python): HTTP/1.x requests started (low 4 bits) and responses started (high
+    4 bits, each capped at 15), at the payload's first byte and right after every
+    ``\\r\\n\\r\\n`` that follows. Only a payload that starts a message is scanned."""
+    cdef int64_t kind, req = 0, resp = 0, q
+    kind = _message_at(b, p, end)
+    if kind == 0:
+        return 0
+    while True:
+        if kind == 1:
+            req += 1
+        elif kind == 2:
+            resp += 1
+        # the next end of a header block (or a blank line in a body: what follows it is looked
+        # at all the same)
+        q = p
+        while q + 3 < end and not (b[q] == 13 and b[q + 1] == 10 and b[q + 2] == 13 and
+                                   b[q + 3] == 10):
+            q += 1
+        if q + 3 >= end:
+            break
+        p = q + 4
+        if p >= end:
+            break
+        kind = _message_at(b, p, end)
+    if req > 15:
+        req = 15
+    if resp > 15:
+        resp = 15
+    return req | (resp << 4)
+
+
 cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, int64_t l4_len,
                             int64_t* out, int64_t* warn, bint verify, int64_t ipv,
                             int64_t ip_pos, int64_t dst_pos, bint marks) noexcept nogil:
@@ -319,6 +391,13 @@ cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, 
             out[C_TSVAL] = be32(b, p + 2)
             out[C_TSECR] = be32(b, p + 6)
         p += olen
+    # HTTP/1.x message starts in the captured payload (cheap: only a payload whose first byte
+    # is an uppercase ASCII letter is looked at)
+    out[C_APP] = 0
+    p = tcp_pos + hlen
+    if plen > 0 and p < end and 65 <= b[p] <= 90:
+        olen = tcp_pos + l4_len
+        out[C_APP] = http_marks_at(b, p, olen if olen < end else end)
     if verify:
         if tcp_pos + l4_len <= end and l4_len >= 20:
             if not tcp_checksum_ok(b, ipv, ip_pos, dst_pos, tcp_pos, l4_len):
@@ -929,7 +1008,7 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                    int32_t[::1] frame_len, uint16_t[::1] mss, int8_t[::1] wscale,
                    uint8_t[::1] sack_perm, uint8_t[::1] has_ts, uint32_t[::1] tsval,
                    uint32_t[::1] tsecr, uint8_t[::1] tunneled, int32_t[::1] ip_len,
-                   int64_t[:, ::1] frags=None):
+                   uint8_t[::1] app_marks, int64_t[:, ::1] frags=None):
     """Decode ``len(rec_off)`` records; TCP rows are packed at the top of the typed column
     arrays (``PacketBatch`` columns, in ``COLUMNS`` order; the bool columns are taken as bytes).
     ``scratch``: an int64 row of N_COLS (kept for the callers; each record is now decoded into
@@ -956,7 +1035,7 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                    dport.shape[0], seq.shape[0], ack.shape[0], flags.shape[0], win.shape[0],
                    payload_len.shape[0], frame_len.shape[0], mss.shape[0], wscale.shape[0],
                    sack_perm.shape[0], has_ts.shape[0], tsval.shape[0], tsecr.shape[0],
-                   tunneled.shape[0], ip_len.shape[0])
+                   tunneled.shape[0], ip_len.shape[0], app_marks.shape[0])
     if marks and seg_flags.shape[0] < shortest:
         shortest = seg_flags.shape[0]
     if shortest < n:
@@ -1012,6 +1091,7 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                 tsecr[j] = <uint32_t>r[C_TSECR]
                 tunneled[j] = r[C_TUNNELED] != 0
                 ip_len[j] = <int32_t>r[C_IPLEN]
+                app_marks[j] = <uint8_t>r[C_APP]
                 if marks:
                     seg_flags[j] = <uint8_t>r[C_SEG]
                 j += 1

@@ -13,6 +13,9 @@ tshark is asked for JSON (``-T json``, ~4x faster to parse than PDML). Duplicate
 that order is read from ``frame.protocols``: the innermost IP is the last ``ip``/``ipv6`` token
 before the first ``tcp`` token, and its position among the tokens of its name picks the layer.
 
+``app_marks`` (HTTP/1.x message starts) is computed from ``tcp.payload``, the captured payload
+bytes, by ``batch.http_marks``, the same rule the built-in decoder applies.
+
 Two columns are not copied from a single tshark field. ``payload_len`` is the IP length minus
 the IP, extension and TCP headers (the column's definition): ``tcp.len`` is clipped to what the
 frame and every enclosing layer hold, so it is short for a segment inside an outer IP fragment or
@@ -34,7 +37,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from traceaudit.capture.batch import COLUMNS, DEFAULT_BATCH_ROWS, PacketBatch
+from traceaudit.capture.batch import COLUMNS, DEFAULT_BATCH_ROWS, PacketBatch, http_marks
 from traceaudit.capture.source import CaptureStats
 from traceaudit.errors import CaptureError
 
@@ -57,7 +60,7 @@ TCP_FIELDS = frozenset({
     "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags",
     "tcp.window_size_value", "tcp.len", "tcp.hdr_len", "tcp.checksum.status", "tcp.options.mss_val",
     "tcp.options.wscale.shift", "tcp.options.sack_perm", "tcp.options.timestamp.tsval",
-    "tcp.options.timestamp.tsecr",
+    "tcp.options.timestamp.tsecr", "tcp.payload",
 })
 REQUIRED = ("tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags",
             "tcp.window_size_value", "tcp.hdr_len")
@@ -291,6 +294,7 @@ class _Rows:
                           if "tcp.options.timestamp.tsecr" in f else 0)
         c["tunneled"].append(tunneled)
         c["ip_len"].append(ip_total_length(ip_name, ip))
+        c["app_marks"].append(app_marks(f) if payload > 0 else 0)
 
     def flush(self) -> PacketBatch:
         batch = PacketBatch({name: np.array(self.cols[name], dtype=dtype)
@@ -416,6 +420,21 @@ def ip_total_length(ip_name: str, ip: dict) -> int:
     flat = _flatten(ip, {name})
     value = _int(flat[name][0]) if flat.get(name) else 0
     return value + 40 if ip_name == "ipv6" else value
+
+
+def app_marks(f: dict[str, list[str]]) -> int:
+    """The ``app_marks`` column from ``tcp.payload`` (the captured payload bytes, as hex pairs
+    joined by colons; only its first bytes are decoded unless it starts an HTTP/1.x message)."""
+    text = f.get("tcp.payload")
+    if not text:
+        return 0
+    hexes = text[0]
+    if not hexes or not ("41" <= hexes[:2].upper() <= "5A"):
+        return 0
+    try:
+        return http_marks(bytes.fromhex(hexes.replace(":", "")))
+    except ValueError:
+        return 0
 
 
 def tcp_fields(layer: dict) -> dict[str, list[str]]:

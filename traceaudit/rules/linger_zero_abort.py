@@ -18,12 +18,14 @@ def check(analysis, params):
         hits = np.flatnonzero(story.abort & ~is_unread(story, e))
         out += _findings(v, hits, e, story.unanswered_data[hits].tolist(),
                          story.resets_everywhere[hits].tolist(),
-                         story.others_fin[hits].tolist(), story.others_abort[hits].tolist())
+                         story.others_fin[hits].tolist(), story.others_abort[hits].tolist(),
+                         story.requests_in[hits].tolist(), story.responses_out[hits].tolist())
     return out
 
 
 def _findings(v: View, hits: np.ndarray, e: int, after_peer_data: list[bool],
-              policy: list[bool], others_fin: list[int], others_abort: list[int]):
+              policy: list[bool], others_fin: list[int], others_abort: list[int],
+              requests_in: list[int], responses_out: list[int]):
     me, peer = ENDPOINTS[e], ENDPOINTS[1 - e]
     rst, rst_state, rst_ts, own = v.take(hits, e, "rst_frame", "rst_from_state", "rst_ns",
                                          "last_data_frame")
@@ -63,6 +65,13 @@ def _findings(v: View, hits: np.ndarray, e: int, after_peer_data: list[bool],
                            f"with FIN, {others_abort[i]} with RST).")
             else:
                 caveat += " The capture has no other connection of it to compare."
+        if requests_in[i] and not policy[i]:
+            # (more requests than responses is unread-data-reset's: it never gets here)
+            caveat += (f" The payload shows {requests_in[i]} HTTP request"
+                       f"{'' if requests_in[i] == 1 else 's'} received and {responses_out[i]} "
+                       f"response{'' if responses_out[i] == 1 else 's'} sent: no request "
+                       f"the capture can see went unanswered, though a request body or data "
+                       f"past the snap length could still be unread.")
         frames.append([own[i], peer_data[i], rst[i]])
         messages.append(
             f"{me} {addrs[i]} ended the connection from {state} with RST "
@@ -70,7 +79,9 @@ def _findings(v: View, hits: np.ndarray, e: int, after_peer_data: list[bool],
             f"answer: an abortive close, typically SO_LINGER {{on, 0}} then close(). The "
             f"{peer} gets ECONNRESET and any data in flight is lost.{caveat}")
         details.append({"confidence": confidence, "state_before": state,
-                        "other_fin_closes": others_fin[i], "other_resets": others_abort[i]})
+                        "other_fin_closes": others_fin[i], "other_resets": others_abort[i],
+                        "http_requests_in": requests_in[i],
+                        "http_responses_out": responses_out[i]})
     return v.findings(RULE, conns, e, rst_ts, frames, messages, details)
 
 
@@ -86,7 +97,9 @@ RULE = Rule(
                "protects a later connection on the same ports from stray old segments. A close() "
                "with data still unread (a pipelined request) sends the same RST: the confidence "
                "is high only when the endpoint resets all its other connections in the capture "
-               "too, or the peer sent nothing that could be unread."),
+               "too, or the peer sent nothing that could be unread. An endpoint that received "
+               "more HTTP/1.x requests than it answered is reported as unread-data-reset "
+               "instead."),
     remediation=("Close gracefully: drop SO_LINGER 0 (or the proxy's 'nolinger' option) and "
                  "let the side that closes first hold TIME_WAIT; if TIME_WAIT pressure is the "
                  "reason, let the client close first or enable net.ipv4.tcp_tw_reuse."),

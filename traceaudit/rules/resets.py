@@ -8,7 +8,10 @@ An abortive close and a close() with unread data send the same RST, so the wire 
 tells them apart. Evidence comes from this connection (the RST acknowledges data that had just
 arrived; a server reset after the client's last request) or from the same service's other
 connections in the capture: one that closes all the others with FIN and resets only here had
-data it did not read; one that resets all of them has an abort policy.
+data it did not read; one that resets all of them has an abort policy. For HTTP/1.x the payload
+settles it: an endpoint that received more requests than it sent responses before its RST
+(``http_requests_in`` / ``http_responses_out``, counted by the decoder and the tracker: a
+request pipelined behind the one it answered) reset with a request unread.
 """
 
 from __future__ import annotations
@@ -36,6 +39,15 @@ class ResetStory:
     # its address's to that service), counted where it closed them
     others_fin: np.ndarray     # ... closed with its own FIN
     others_abort: np.ndarray   # ... ended with an abortive RST
+    # HTTP/1.x messages the payload shows, before its RST
+    requests_in: np.ndarray    # requests it received
+    responses_out: np.ndarray  # responses it sent
+
+    @property
+    def pipelined(self) -> np.ndarray:
+        """Aborts by an endpoint that had received more HTTP/1.x requests than it answered:
+        a request was left unread (or at least unanswered) when it reset."""
+        return self.abort & (self.requests_in > self.responses_out)
 
     @property
     def resets_everywhere(self) -> np.ndarray:
@@ -49,20 +61,23 @@ class ResetStory:
 
 
 def wire_unread(story: ResetStory, e: int) -> np.ndarray:
-    """Aborts whose own connection shows data unread: the RST acknowledges data it had not
-    acknowledged before (the data was still arriving), or the endpoint is the server and the
-    client's last data (a request) was never answered."""
+    """Aborts whose own connection's packets show data unread: the RST acknowledges data it
+    had not acknowledged before (the data was still arriving), or the endpoint is the server
+    and the client's last data (a request) was never answered. (The payload's evidence is
+    ``ResetStory.pipelined``.)"""
     return story.abort & (story.answers_data | (story.unanswered_data & (e == 1)))
 
 
 def is_unread(story: ResetStory, e: int) -> np.ndarray:
     """Aborts that look like close() with unread data (the rest look like SO_LINGER 0): shown
-    by the connection itself, or by a server that closed its other connections with FIN and
-    reset only this one (a client that does so may as well have given up on a slow answer
-    with an abort: there its other connections only say how sure a verdict is)."""
+    by the connection itself (its packets, or HTTP/1.x requests in its payload that it never
+    answered), or by a server that closed its other connections with FIN and reset only this
+    one (a client that does so may as well have given up on a slow answer with an abort: there
+    its other connections only say how sure a verdict is)."""
+    own = wire_unread(story, e) | story.pipelined
     if e == 0:
-        return wire_unread(story, e)
-    return wire_unread(story, e) | (story.abort & story.fins_elsewhere)
+        return own
+    return own | (story.abort & story.fins_elsewhere)
 
 
 def reset_story(v: View, e: int) -> ResetStory:
@@ -102,7 +117,8 @@ def _reset_story(v: View, e: int) -> ResetStory:
         (peer_data < rst_frame)
     answers_data = (answer >= 0) & ((kind & Answered.DATA) != 0)
     others_fin, others_abort = _elsewhere(v, e, (v.ep(e, "fin_sent") == 1) & ~abort, abort)
-    return ResetStory(premature, abort, unanswered, answers_data, others_fin, others_abort)
+    return ResetStory(premature, abort, unanswered, answers_data, others_fin, others_abort,
+                      v.ep(e, "http_requests_in"), v.ep(e, "http_responses_out"))
 
 
 def _elsewhere(v: View, e: int, fin: np.ndarray,

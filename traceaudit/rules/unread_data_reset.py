@@ -17,6 +17,7 @@ def check(analysis, params):
         hits = np.flatnonzero(is_unread(story, e))
         out += _findings(v, hits, e, story.answers_data[hits].tolist(),
                          wire_unread(story, e)[hits].tolist(),
+                         story.requests_in[hits].tolist(), story.responses_out[hits].tolist(),
                          story.fins_elsewhere[hits].tolist(),
                          story.resets_everywhere[hits].tolist(),
                          story.others_fin[hits].tolist(), story.others_abort[hits].tolist())
@@ -24,6 +25,7 @@ def check(analysis, params):
 
 
 def _findings(v: View, hits: np.ndarray, e: int, answers_data: list[bool], wire: list[bool],
+              requests_in: list[int], responses_out: list[int],
               fins_elsewhere: list[bool], resets_everywhere: list[bool],
               others_fin: list[int], others_abort: list[int]):
     peer = ENDPOINTS[1 - e]
@@ -53,12 +55,23 @@ def _findings(v: View, hits: np.ndarray, e: int, answers_data: list[bool], wire:
             caveat = (f"The wire shows nothing unanswered: the unread data came with what it "
                       f"did read (e.g. a request pipelined behind the one it answered, in the "
                       f"same segment). {elsewhere}")
-        if wire[i] and fins_elsewhere[i]:
+        pipelined = requests_in[i] > responses_out[i]
+        if pipelined:
+            # the payload shows it: a request came in that was never answered
+            confidence = "high"
+            caveat = (f"It received {_count(requests_in[i], 'HTTP request')} and answered "
+                      f"{responses_out[i]} before the RST: "
+                      f"{'a request' if requests_in[i] - responses_out[i] == 1 else 'requests'}"
+                      f" pipelined behind what it answered, visible in the payload, went "
+                      f"unanswered (HTTP/1.x message starts the capture shows).")
+            if fins_elsewhere[i]:
+                caveat += f" {elsewhere}"
+        elif wire[i] and fins_elsewhere[i]:
             caveat = elsewhere
             confidence = "high"
         else:
             confidence = "medium"
-        if wire[i] and resets_everywhere[i]:
+        if (wire[i] or pipelined) and resets_everywhere[i]:
             caveat += (f" It ended its {others_abort[i]} other {siblings} with RST too, "
                        f"though, as an SO_LINGER 0 policy would.")
         frames.append([data[i], rst[i]])
@@ -68,8 +81,14 @@ def _findings(v: View, hits: np.ndarray, e: int, answers_data: list[bool], wire:
             f"connection, and the {peer}'s pending data (including a response it may still be "
             f"reading) is lost. {caveat}")
         details.append({"confidence": confidence, "unread_data_frame": data[i],
-                        "other_fin_closes": others_fin[i], "other_resets": others_abort[i]})
+                        "other_fin_closes": others_fin[i], "other_resets": others_abort[i],
+                        "http_requests_in": requests_in[i],
+                        "http_responses_out": responses_out[i]})
     return v.findings(RULE, conns, e, rst_ts, frames, messages, details)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 RULE = Rule(

@@ -62,6 +62,10 @@ ctypedef struct EndpointFacts:
                                 # after its last SYN-ACK retransmission's backoff (0: never)
     int64_t first_frame         # its first segment (of the current incarnation)
     int64_t first_ns
+    int64_t http_requests_in    # HTTP/1.x requests it received (message starts the decoder saw
+                                # in the peer's new data, the app_marks column) before its own
+                                # first RST; retransmitted bytes are not counted again
+    int64_t http_responses_out  # HTTP/1.x responses it sent (the same way) before its first RST
 
 
 ctypedef struct ConnFacts:

@@ -223,7 +223,8 @@ cdef int _check_tables(Ends ends, Conns conns, Matrix ev) except -1:
 
 def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 const uint16_t[::1] flags, const uint32_t[::1] seq, const uint32_t[::1] ack,
-                const int32_t[::1] plen, const uint16_t[::1] win, const int64_t[::1] ts,
+                const int32_t[::1] plen, const uint16_t[::1] win, const uint8_t[::1] app,
+                const int64_t[::1] ts,
                 const int64_t[::1] frame, const int64_t[:] prev_of, Ends ends, Conns conns,
                 Matrix ev, int64_t n_ev, int64_t msl2, int64_t fin_timeout, Py_ssize_t start):
     """Run both trackers over rows ``start``.. of a batch (capture order).
@@ -235,11 +236,16 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
     ``ev`` receives (conn, endpoint, ts_ns, frame, state, reason) rows from ``n_ev`` on. Returns
     (event count, next row): it stops early, before a row, when ``ev`` has fewer than
     EV_HEADROOM free rows, so that the caller can drain it and call again.
+    ``app`` is the batch's ``app_marks`` column (HTTP/1.x requests / responses a segment
+    starts), counted into ``http_requests_in`` / ``http_responses_out`` for segments whose
+    payload begins at or past the sender's highest sequence number so far (new data, not a
+    retransmission or a keepalive).
     (``from_client`` is a bool array; ``prev_of`` may be a strided column, e.g. of flows.conn.)
     """
     cdef Py_ssize_t rows = conn_ids.shape[0]
     if not (from_client.shape[0] == rows and flags.shape[0] == rows and seq.shape[0] == rows
             and ack.shape[0] == rows and plen.shape[0] == rows and win.shape[0] == rows
+            and app.shape[0] == rows
             and ts.shape[0] == rows and frame.shape[0] == rows and start >= 0
             and 0 <= n_ev <= ev.shape[0]):
         raise ValueError("track_batch: columns of different lengths")
@@ -520,6 +526,14 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 # answering a later segment (e.g. a retransmitted FIN) restarts the 60 s, as on
                 # Linux
                 me.tw_since_ns = t
+            if not rst and n > 0 and app[i] != 0 and s >= me.snd_nxt:
+                # HTTP/1.x message starts in new data (a segment that begins past everything
+                # sent so far; a SYN's data starts one past the ISN), counted until the endpoint
+                # that would answer or read them has reset
+                if me.rst_count == 0:
+                    me.http_responses_out += app[i] >> 4
+                if peer.rst_count == 0:
+                    peer.http_requests_in += app[i] & 0x0F
             if not rst and end > me.snd_nxt:
                 me.snd_nxt = end
             if me.seen == 0:
