@@ -23,7 +23,10 @@ def main(report: str) -> None:
         page.evaluate("window.traceaudit.ready")
         page.screenshot(path=str(HERE / "report.png"))
         page.add_style_tag(content="header.top { position: static; }")
-        page.locator("article.finding").first.screenshot(path=str(HERE / "report-finding.png"))
+        first = page.locator("article.finding").first          # (its capture's section and
+        first.evaluate("a => { a.closest('details.capture').open = true; "   # evidence may
+                       "a.querySelector('details').open = true; }")          # start closed)
+        first.screenshot(path=str(HERE / "report-finding.png"))
         browser.close()
 
 

@@ -647,13 +647,14 @@ def _linger_zero_server(ctx: Ctx) -> None:
     description="The client pipelines a second request; the server answered the first, never "
                 "reads the second and calls close() with it still in its receive queue: Linux "
                 "sends RST instead of FIN.",
-    required=[req("unread-data-reset", "server")],
+    required=[req("unread-data-reset", "server", confidence="high")],
     neutral=["server-closes-first"],
     signature=[sig(FIN, "no FIN anywhere", count=0), sig(RST, "exactly one RST", count=1),
                sig(f"{RST} && {SRV}", "the RST comes from the server", count=1),
                sig(f"{CPORT} && tcp.len>0", "two requests from the client", count=2)],
     expect={0: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}},
-    tool_says="unread-data-reset (server)",
+    tool_says="unread-data-reset (server; confidence high: two HTTP requests in, one response "
+              "out)",
 )
 def _unread_data_reset(ctx: Ctx) -> None:
     lsn = ctx.listen()
@@ -664,6 +665,78 @@ def _unread_data_reset(ctx: Ctx) -> None:
     ctx.pause()
     ctx.close(s, "server", f"close() with {len(REQ)} unread bytes in the receive queue")
     ctx.pause()
+
+
+@scenario(
+    name="pipelined-unread", fmt="pcap",
+    description="A server that answers one request per connection and closes (HTTP/1.0 "
+                "style): on connections 0-2 it answers and close()s, FIN. On connection 3 the "
+                "client pipelines two requests in one segment; the server reads and answers "
+                "the first and calls close() with the second still unread: Linux sends RST "
+                "instead of FIN. On the wire its answer is the last data, as after an "
+                "SO_LINGER 0 abort; the payload (two HTTP requests in, one response out) and "
+                "its other connections tell the two apart.",
+    required=[req("server-closes-first", "server", 0),
+              req("unread-data-reset", "server", 3, confidence="high")],
+    signature=[sig(SYN, "four handshakes", count=4),
+               sig(f"{FIN} && {SRV}", "the server's FINs on connections 0-2", count=3),
+               sig(RST, "exactly one RST", count=1),
+               sig(f"{RST} && {SRV} && tcp.dstport==40003",
+                   "the server's RST on connection 3", count=1),
+               sig("tcp.srcport==40003 && tcp.len>0", "both requests in one segment",
+                   count=1)],
+    expect={0: GRACEFUL_SERVER[0], 1: GRACEFUL_SERVER[0], 2: GRACEFUL_SERVER[0],
+            3: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}},
+    tool_says="server-closes-first (server, connection 0), unread-data-reset (server, "
+              "connection 3; confidence high: two HTTP requests in, one response out)",
+)
+def _pipelined_unread(ctx: Ctx) -> None:
+    lsn = ctx.listen()
+    for k in range(3):
+        c, s = ctx.open(lsn, 40000 + k, "server", "graceful")
+        ctx.exchange(c, s)
+        ctx.pause()
+        ctx.close(s, "server", "close() after answering (nothing unread)")
+        ctx.pause()
+        ctx.recv_eof(c, "client")
+        ctx.close(c, "client")
+        ctx.pause()
+    c, s = ctx.open(lsn, 40003, "server", "reset")
+    second = REQ.replace(b"42", b"43")
+    ctx.send(c, "client", REQ + second, "two pipelined requests in one send()")
+    ctx.recv_exact(s, "server", len(REQ), "the first request only")
+    ctx.send(s, "server", RESP, "response to the first request")
+    ctx.recv_exact(c, "client", len(RESP), "response")
+    ctx.pause()
+    ctx.close(s, "server", f"close() with the second request ({len(second)} bytes) unread")
+    ctx.pause()
+
+
+@scenario(
+    name="linger-zero-service", fmt="pcap",
+    description="A server with an abort policy: on each of three connections it answers the "
+                "request, sets SO_LINGER {on, 0} and calls close(): RST instead of FIN, with "
+                "nothing unread. Each connection alone looks like a close() with unread data "
+                "would; together they show the policy.",
+    required=[req("linger-zero-abort", "server", k) for k in range(3)],
+    neutral=["server-closes-first"],
+    signature=[sig(SYN, "three handshakes", count=3), sig(FIN, "no FIN anywhere", count=0),
+               sig(f"{RST} && {SRV}", "one RST from the server per connection", count=3),
+               sig(RST, "three RSTs", count=3)],
+    expect={k: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}
+            for k in range(3)},
+    tool_says="linger-zero-abort (server, connections 0-2), confidence high",
+)
+def _linger_zero_service(ctx: Ctx) -> None:
+    lsn = ctx.listen()
+    for k in range(3):
+        c, s = ctx.open(lsn, 40000 + k, "server", "reset")
+        ctx.exchange(c, s)
+        ctx.pause()
+        ctx.linger_zero(s, "server")
+        ctx.close(s, "server", "close() (SO_LINGER 0: abort, nothing unread)")
+        ctx.pause()
+        ctx.close(c, "client", "close() (the connection was reset: sends nothing)")
 
 
 @scenario(
@@ -884,6 +957,52 @@ def _half_open(ctx: Ctx) -> None:
     ctx.pause(0.4)
     ctx.close(c, "client", "close() while still in SYN_SENT (sends nothing)")
     ctx.pause(3.2)
+    del lsn
+
+
+@scenario(
+    name="syn-recv-gave-up", fmt="pcap",
+    sysctls={"net.ipv4.tcp_synack_retries": "1"},
+    description="The client's handshake ACK never reaches the server (nft drops the client's "
+                "ACKs on the input hook): the client is ESTABLISHED, the server's request "
+                "socket stays in SYN_RECEIVED, retransmits its SYN/ACK once at 1 s "
+                "(tcp_synack_retries=1; the client ACKs it again, dropped again) and is "
+                "dropped silently at 3 s. At 4 s, the drop rule removed, the client sends a "
+                "request: the server has no connection for it and answers with RST.",
+    required=[req("half-open-handshake", "server")],
+    signature=[sig(SYN, "one SYN", count=1),
+               sig(SYNACK, "the SYN/ACK and one retransmission", count=2),
+               sig(f"{CPORT} && tcp.flags.syn==0 && tcp.len==0",
+                   "the client's ACKs of both SYN/ACKs", count=2),
+               sig(f"{CPORT} && tcp.len>0", "the client's request", count=1),
+               sig(f"{RST} && {SRV} && tcp.flags.ack==0",
+                   "the server's bare RST answers the request", count=1),
+               sig(RST, "one RST", count=1)],
+    expect={0: {"client": ["ESTABLISHED", "CLOSED"], "server": ["SYN_RECEIVED", "CLOSED"]}},
+    tool_says="half-open-handshake (server): SYN_RECEIVED until it gave up at 3 s",
+    notes="The client's ACKs are dropped at the input hook, so they are in the capture (as a "
+          "capture taken beside the client would show them). The request socket is removed "
+          "without a packet; `ss` shows SYN-RECV until then.",
+)
+def _syn_recv_gave_up(ctx: Ctx) -> None:
+    lsn = ctx.listen()
+    ctx.nft_drop(f"ip saddr {C4} ip daddr {S4} tcp sport 40000 tcp dport {SPORT} "
+                 "tcp flags & (syn | ack) == ack drop",
+                 "nft (input hook): drop every ACK from the client to the server")
+    c = ctx.client_socket(C4, 40000)
+    ctx.conn(C4, 40000, S4, SPORT, "server", "reset")
+    ctx.act("client", f"connect() from {ep(C4, 40000)} to {ep(S4, SPORT)}")
+    c.connect((S4, SPORT))
+    ctx.act("server", "never accept()s: the handshake never completes for it")
+    ctx.pause(4.0)
+    ctx.nft_clear()
+    ctx.send(c, "client", REQ, "request, 4 s after connect()")
+    try:
+        c.recv(100)
+        raise RuntimeError("client: expected ECONNRESET")
+    except ConnectionResetError:
+        ctx.act("client", "recv() failed with ECONNRESET")
+    ctx.pause()
     del lsn
 
 

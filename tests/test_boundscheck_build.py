@@ -18,11 +18,26 @@ from pathlib import Path
 
 import pytest
 
+import pcapgen as g
+import traceaudit
 from conftest import CORPUS_TRACES, SAMPLE_CAPTURES
+from test_decode_vs_tshark import ENCAPS, LINKS, two_connections
+from test_fragments import fragmented
 
 pytest.importorskip("Cython", reason="Cython is needed to build the checked core")
 
 MUTANTS_PER_CAPTURE = 10
+
+
+def _crafted() -> dict[str, bytes]:
+    """Captures of the link types, encapsulations and fragments the samples lack."""
+    out = {f"link-{name}.pcap": g.pcap_bytes(two_connections(wrap), linktype=linktype)
+           for name, (linktype, wrap) in LINKS.items()}
+    out.update({f"encap-{name}.pcap": g.pcap_bytes(two_connections(wrap))
+                for name, wrap in ENCAPS.items()})
+    out["frag-v4.pcap"] = g.pcap_bytes(fragmented(8, every=2))
+    out["frag-v6.pcap"] = g.pcap_bytes(fragmented(16, v6=True, every=2))
+    return out
 
 
 def _damaged(data: bytes, rng: random.Random) -> bytes:
@@ -43,6 +58,11 @@ def damaged_corpus(tmp_path_factory) -> list[Path]:
     rng = random.Random(17)
     out = tmp_path_factory.mktemp("damaged")
     originals = SAMPLE_CAPTURES + [p for p in CORPUS_TRACES if p.stat().st_size < 400_000]
+    crafted = out / "crafted"
+    crafted.mkdir()
+    for name, data in _crafted().items():
+        (crafted / name).write_bytes(data)
+        originals.append(crafted / name)
     files = []
     for original in originals:
         data = original.read_bytes()
@@ -70,7 +90,9 @@ def test_checked_core_reads_nothing_out_of_bounds_on_damaged_captures(
                            env=dict(os.environ, PYTHONPATH=str(checked_package)), cwd=tmp_path)
     assert probe.stdout.startswith(str(checked_package)), probe.stdout + probe.stderr
     checked = _flows(checked_package, damaged_corpus, tmp_path / "checked.csv")
-    normal = _flows(None, damaged_corpus, tmp_path / "normal.csv")
+    # the package this test imported (the installed one, or the checkout on PYTHONPATH)
+    normal = _flows(Path(traceaudit.__file__).resolve().parents[1], damaged_corpus,
+                    tmp_path / "normal.csv")
     for run in (checked, normal):
         assert "IndexError" not in run.stderr and "Traceback" not in run.stderr, run.stderr[-3000:]
         assert "Exception ignored" not in run.stderr, run.stderr[-3000:]

@@ -124,7 +124,7 @@ def test_terminal_summary_is_readable():
     r = run(SAMPLES)
     assert r.exit_code == 1
     text = r.output
-    assert "23 capture(s)" in text and "TCP connections" in text
+    assert "26 capture(s)" in text and "TCP connections" in text
     assert "closed first by:" in text and "endings:" in text
     assert "Findings by rule" in text and "TA101" in text and "half-closed-leak" in text
     assert "Worst findings" in text and "tcp.stream eq" in text

@@ -12,14 +12,10 @@ from traceaudit.flows import FlowBuilder
 from traceaudit.flows.addresses import format_addresses
 
 #: Traces where our frame numbers legitimately differ from tshark's, and why.
-FRAME_SHIFTED = {
-    "tunnels.gtp.gtp1_gn_normal_incl_fragmentation.pcap":
-        "the outer IP packets carrying GTP are fragmented: tshark reassembles them and shows the "
-        "inner TCP segment at the LAST fragment's frame; we decode the first fragment, which holds "
-        "the whole inner TCP header, and report that frame. Where the capture lacks the later "
-        "fragments tshark (and Zeek) drop the segment; we keep it, so we have more packets",
-    "tunnels.gtp.gtp2_different_udp_port.pcap":
-        "same outer-IP fragmentation of GTP packets as gtp1_gn_normal_incl_fragmentation",
+FRAME_SHIFTED: dict[str, str] = {
+    # The two GTP traces whose outer IP packets are fragmented used to be here: we decoded the
+    # first fragment, tshark reassembles and shows the segment at the last fragment's frame.
+    # The reader reassembles fragments too now (capture/fragments.py), frame for frame.
 }
 
 

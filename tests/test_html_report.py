@@ -1,7 +1,9 @@
 """HTML report: rendered for the sample captures and opened in real headless Chromium.
 
 The browser tests drive Debian's ``chromium`` through Playwright (no browser download) with
-every non-file request blocked and recorded. Screenshots go to tests/actual/ (git-ignored).
+every non-file request blocked and recorded (``htmltest``). Screenshots go to tests/actual/
+(git-ignored). The page's layout (its height, the table's width, the census selector, the
+capture sections) is tested in test_html_layout.py.
 """
 
 from __future__ import annotations
@@ -16,36 +18,18 @@ import numpy as np
 import pytest
 
 import pcapgen as g
-from conftest import ROOT, SAMPLES
+from conftest import SAMPLES
+from htmltest import ACTUAL, Page, audit, browser  # noqa: F401  (browser: a fixture)
 from pcapgen import ACK, FIN, PSH
 from traceaudit.audit import AuditReport
-from traceaudit.capture import expand_paths
-from traceaudit.pipeline import analyze_capture, analyze_captures
+from traceaudit.pipeline import analyze_capture
 from traceaudit.report import census as C
 from traceaudit.report import html as H
 from traceaudit.report.ladder import connection_changes, ladder_svg
-from traceaudit.rules import run_rules
-from traceaudit.rules.config import RulesConfig
 from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_STATE, EV_TS
 
-ACTUAL = ROOT / "tests" / "actual"
-CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser",
-                                                "google-chrome")) if p), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed "
-                                    "(apt-get install -y chromium)")
 EVIL = 'x<script>window.__pwned=1<\\script><img src=x onerror="window.__pwned=2">.pcap'
-
-
-def audit(paths, findings_hook=None) -> AuditReport:
-    cfg = RulesConfig()
-    analyses = list(analyze_captures(expand_paths([str(p) for p in paths])))
-    findings = [f for a in analyses for f in run_rules(a, cfg)]
-    if findings_hook:
-        findings = findings_hook(findings)
-    rules = cfg.active_rules()
-    return AuditReport(analyses, findings, rules, {r.name: cfg.params(r) for r in rules},
-                       tool_version="test", generated_at="2026-11-21T12:00:00Z", elapsed_s=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -55,51 +39,6 @@ def sample_report() -> tuple[AuditReport, Path]:
     out = ACTUAL / "report-sample_pcaps.html"
     out.write_bytes(H.render_html(report))
     return report, out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed "
-                                   "(pip install -e '.[test]')")
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
-
-
-class Page:
-    """A report opened with the network blocked; console errors and requests recorded."""
-
-    def __init__(self, browser, path: Path) -> None:
-        self.ctx = browser.new_context(viewport={"width": 1280, "height": 900})
-        self.page = self.ctx.new_page()
-        self.errors: list[str] = []
-        self.requests: list[str] = []
-        self.dialogs: list[str] = []
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
-        self.page.route("**/*", self._route)
-        self.page.goto(path.resolve().as_uri())
-        self.page.evaluate("window.traceaudit.ready")
-
-    def _route(self, route):
-        url = route.request.url
-        if url.startswith("file:"):
-            route.continue_()
-        else:
-            self.requests.append(url)
-            route.abort()
-
-    def rows(self) -> list[dict]:
-        return self.page.eval_on_selector_all(
-            "#findings-table tbody tr.row",
-            "rs => rs.map(r => ({rule: r.dataset.rule, severity: r.dataset.severity}))")
-
-    def close(self) -> None:
-        self.ctx.close()
 
 
 # -- static ----------------------------------------------------------------------------------
@@ -211,12 +150,15 @@ def test_census_equals_the_states_at_each_grid_time():
     assert max(c.peak.values()) > 1000
 
 
-def test_escaping_of_capture_names_static(tmp_path):
+@pytest.mark.parametrize("others", [[], ["close-wait-leak-rst.pcap"]])
+def test_escaping_of_capture_names_static(tmp_path, others):
+    """Alone, and beside another capture (then its name is also in the census selector)."""
     evil = tmp_path / EVIL
     shutil.copy(SAMPLES / "close-wait-leak.pcap", evil)
-    html = H.render_html(audit([evil])).decode()
+    html = H.render_html(audit([evil] + [SAMPLES / o for o in others])).decode()
     assert "<script>window.__pwned" not in html and "<img src=x" not in html
     assert "&lt;script&gt;window.__pwned=1" in html
+    assert ('id="census-capture"' in html) == bool(others)
 
 
 def test_many_findings_render_fast_and_capped(sample_report, tmp_path):
@@ -265,21 +207,29 @@ def test_report_in_chromium(browser, sample_report):
         codes = pg.eval_on_selector_all("#findings-table tbody tr.row td:nth-child(2) code",
                                         "cs => cs.map(c => c.textContent)")
         assert codes == sorted(codes)
-        # a row expands to its frames and filter; its link leads to the evidence
+        # a row expands to its frames and filter; its link leads to the evidence, opening
+        # the (closed) section of its capture on the way
         pg.click("#findings-table tbody tr.row >> nth=0")
         assert pg.locator("#findings-table tr.more code.filter").count() == 1
+        ACTUAL.mkdir(parents=True, exist_ok=True)
+        pg.screenshot(path=str(ACTUAL / "html-report.png"))
+        link = pg.locator("#findings-table tr.more a[href^='#f']")
+        target = link.get_attribute("href")
+        assert not pg.locator(target).is_visible()
+        link.click()
+        assert pg.evaluate("location.hash") == target
+        assert pg.locator(f"{target} svg.ladder").is_visible()
+        assert pg.locator(target).evaluate("a => a.closest('details.capture').open")
         # every finding's ladder is drawn
         assert pg.locator("article.finding").count() == n
         assert pg.locator("article.finding svg.ladder").count() == n
         # the copy button copies the filter
         page.ctx.grant_permissions(["clipboard-read", "clipboard-write"])
-        pg.click("article.finding button.copy >> nth=0")
+        copy = pg.locator(f"{target} button.copy").first
+        copy.click()
         pg.wait_for_timeout(200)
-        wanted = pg.get_attribute("article.finding button.copy >> nth=0", "data-copy")
-        assert pg.evaluate("navigator.clipboard.readText()") == wanted
-        ACTUAL.mkdir(parents=True, exist_ok=True)
-        pg.screenshot(path=str(ACTUAL / "html-report.png"))
-        pg.locator("article.finding").first.screenshot(path=str(ACTUAL / "html-finding.png"))
+        assert pg.evaluate("navigator.clipboard.readText()") == copy.get_attribute("data-copy")
+        pg.locator(target).screenshot(path=str(ACTUAL / "html-finding.png"))
         assert page.errors == [] and page.requests == [] and page.dialogs == []
     finally:
         page.close()
@@ -289,14 +239,17 @@ def test_capture_named_with_script_runs_nothing(browser, tmp_path):
     evil = tmp_path / EVIL
     shutil.copy(SAMPLES / "close-wait-leak.pcap", evil)
     out = tmp_path / "evil.html"
-    out.write_bytes(H.render_html(audit([evil])))
+    out.write_bytes(H.render_html(audit([evil, SAMPLES / "close-wait-leak-rst.pcap"])))
     page = Page(browser, out)
     try:
         pg = page.page
+        pg.select_option("#census-capture", "0")              # the evil capture's census
+        page.js("document.querySelectorAll('details').forEach(d => { d.open = true; })")
         assert pg.evaluate("window.__pwned") is None
         assert pg.locator("img").count() == 0
         assert pg.evaluate("document.scripts.length") == 2     # the page's own and its data
         assert EVIL in pg.inner_text("body")                   # shown as text, verbatim
+        assert EVIL in pg.inner_text("figure.census:visible figcaption")
         assert page.errors == [] and page.dialogs == [] and page.requests == []
     finally:
         page.close()

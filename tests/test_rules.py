@@ -59,6 +59,11 @@ def test_sample_yields_exactly_its_findings(name):
     extra = [(f.rule, f.endpoint, f.connection) for f in found if f.rule not in allowed]
     assert not extra, f"findings the truth file does not list: {extra}"
     assert not {f.rule for f in found} & set(t["findings"]["forbidden"])
+    for r in t["findings"]["required"]:
+        if "confidence" in r:       # the truth file says how sure the finding must be
+            (f,) = [f for f in found if subject(f) == required({"findings": {"required": [r]}})
+                    .pop()]
+            assert f.details["confidence"] == r["confidence"], (f.rule, f.message)
     if t.get("close_kind") in ("graceful",) or name.startswith(("normal-close", "half-close",
                                                                 "ipv6-normal")):
         assert all(f.severity == Severity.INFO for f in found), "a normal close is not a bug"
@@ -103,10 +108,43 @@ def test_findings_carry_evidence_a_person_can_open():
 
 
 def test_unread_and_linger_findings_say_how_sure_they_are():
+    """The same RST ends a close() with unread data and an SO_LINGER 0 abort: "high" only with
+    evidence beyond the connection's own segments and acknowledgments (its HTTP/1.x payload,
+    or the service's other connections)."""
     (u,) = [f for f in findings_of("unread-data-reset") if f.rule == "unread-data-reset"]
     (lz,) = [f for f in findings_of("linger-zero-server") if f.rule == "linger-zero-abort"]
-    assert u.details["confidence"] in ("medium", "low") and "same packets" in u.message
-    assert lz.details["confidence"] == "high"
+    # the second request's segment is on the wire, and the payload shows it is a request that
+    # got no response
+    assert u.details["confidence"] == "high" and \
+        "received 2 HTTP requests and answered 1 before the RST" in u.message
+    # one connection, the server's answer last: nothing shows that it had read everything
+    assert lz.details["confidence"] == "medium" and "unread data" in lz.message
+    assert "nothing was left unanswered" not in lz.message
+    assert (lz.details["http_requests_in"], lz.details["http_responses_out"]) == (1, 1)
+    # a service that resets every connection: an abort policy
+    policy = [f for f in findings_of("linger-zero-service") if f.rule == "linger-zero-abort"]
+    assert [f.connection for f in policy] == [0, 1, 2]
+    assert all(f.details["confidence"] == "high" and f.details["other_resets"] == 2 and
+               f.details["other_fin_closes"] == 0 and "abort policy" in f.message
+               for f in policy)
+    # a service that FINs everywhere else, and the pipelined request it never answered (two
+    # requests in one segment, one response): the payload settles it
+    (pipelined,) = [f for f in findings_of("pipelined-unread") if f.rule == "unread-data-reset"]
+    assert pipelined.connection == 3 and pipelined.details["other_fin_closes"] == 3
+    assert pipelined.details["confidence"] == "high" and "reset only this one" in \
+        pipelined.message
+    assert "received 2 HTTP requests and answered 1 before the RST" in pipelined.message
+
+
+@pytest.mark.parametrize("name", [p.name.split(".")[0] for p in TRUTHS])
+def test_linger_zero_is_high_only_with_evidence(name):
+    for f in findings_of(name):
+        if f.rule == "linger-zero-abort" and f.details["confidence"] == "high":
+            policy = f.details["other_resets"] >= 2 and f.details["other_fin_closes"] == 0
+            assert policy or "had sent no data" in f.message, f.message
+        if f.rule == "linger-zero-abort":
+            # more requests in than responses out is unread data, never an abort policy
+            assert f.details["http_requests_in"] <= f.details["http_responses_out"]
 
 
 def test_leak_duration_and_still_open_are_reported():
@@ -224,3 +262,48 @@ def test_fast_time_wait_peak_equals_the_per_host_sweep():
                 want = int(peaks(iv[iv["host"].isin(hosts)], ["host"])["peak"].max()) \
                     if len(hosts) else 0
                 assert busiest_host_peak(a, int(floor)) == want, (p.name, floor)
+
+
+# -- HTTP/1.x payload evidence (issue 20): requests received vs responses sent -------------------
+def _http_reset(tmp_path, requests: list[bytes], responses: list[bytes], *, retransmit=False):
+    """One connection, no other of the service: the client sends ``requests`` (one segment
+    each), the server answers with ``responses`` and resets."""
+    import pcapgen as g
+    from pcapgen import ACK, PSH, RST
+    conv = g.Conversation().handshake()
+    for r in requests:
+        conv.send("c", ACK | PSH, r)
+        if retransmit:      # the same bytes again: counted once
+            conv.send("c", ACK | PSH, r, seq=conv.nxt["c"] - len(r))
+    conv.send("s", ACK)
+    for r in responses:
+        conv.send("s", ACK | PSH, r)
+    conv.send("c", ACK).send("s", RST | ACK)
+    p = tmp_path / "http.pcap"
+    p.write_bytes(g.pcap_bytes(conv.frames))
+    a = analyze_capture(p)
+    return a, run_rules(a, RulesConfig())
+
+
+GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def test_a_pipelined_request_left_unanswered_is_unread_data_with_high_confidence(tmp_path):
+    a, found = _http_reset(tmp_path, [GET + GET.replace(b"/a", b"/b")], [OK])
+    server = a.tracked.endpoints[0, 1]
+    assert (server["http_requests_in"], server["http_responses_out"]) == (2, 1)
+    (f,) = [f for f in found if f.rule in ("unread-data-reset", "linger-zero-abort")]
+    assert f.rule == "unread-data-reset" and f.endpoint == "server"
+    assert f.details["confidence"] == "high"
+    assert "received 2 HTTP requests and answered 1 before the RST" in f.message
+    assert (f.details["http_requests_in"], f.details["http_responses_out"]) == (2, 1)
+
+
+def test_as_many_responses_as_requests_stays_linger_zero_not_high(tmp_path):
+    a, found = _http_reset(tmp_path, [GET], [OK], retransmit=True)
+    server = a.tracked.endpoints[0, 1]
+    assert (server["http_requests_in"], server["http_responses_out"]) == (1, 1)
+    (f,) = [f for f in found if f.rule in ("unread-data-reset", "linger-zero-abort")]
+    assert f.rule == "linger-zero-abort" and f.details["confidence"] != "high"
+    assert "1 HTTP request received and 1 response sent" in f.message

@@ -224,6 +224,8 @@ def test_truth_sanity(truth_path: Path):
             assert r["connection"] in idx or t["name"] == "time-wait-pileup"
         if "endpoint" in r:
             assert r["endpoint"] in ("client", "server")
+        if "confidence" in r:
+            assert r["confidence"] in ("high", "medium", "low")
         if r["rule"] == "rst-after-premature-close":
             assert r["cause"] in RST_CAUSES
         else:

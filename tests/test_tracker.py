@@ -5,8 +5,11 @@ from __future__ import annotations
 import pcapgen as g
 from pcapgen import ACK, FIN, PSH, RST, SYN
 from traceaudit.pipeline import analyze_capture
+from traceaudit.rules import run_rules
+from traceaudit.rules.config import RulesConfig
 from traceaudit.tracking.connections import state_names
-from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_STATE
+from traceaudit.tracking.states import Reason
+from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE, EV_TS
 
 
 def analyse(tmp_path, frames, name="t.pcap"):
@@ -164,3 +167,68 @@ def test_unanswered_syn_ack_leaves_the_client_in_syn_sent(tmp_path):
     answered.send("s", SYN | ACK, seq=answered.sisn, gap_ns=10**9).send("c", ACK)
     b = analyse(tmp_path, answered.frames, "b.pcap")
     assert states(b) == ["SYN_SENT", "ESTABLISHED"]
+
+
+# -- a half-open connection that the server gives up (SYN-ACK retransmissions exhausted) -----
+S = 1_000_000_000
+
+
+def half_open(synack_gaps_s, end_gap_s, client_acks=False):
+    """SYN, SYN-ACK, then SYN-ACKs again after ``synack_gaps_s`` (seconds each), the client
+    ACKing each when ``client_acks``; then, ``end_gap_s`` later, a packet of another
+    connection ends the capture."""
+    conv = g.Conversation().send("c", SYN).send("s", SYN | ACK, advance=False)
+    if client_acks:
+        conv.send("c", ACK, ack=conv.sisn + 1)
+    for gap in synack_gaps_s:
+        conv.send("s", SYN | ACK, seq=conv.sisn, ack=conv.cisn + 1, gap_ns=int(gap * S))
+        if client_acks:
+            conv.send("c", ACK, ack=conv.sisn + 1)
+    other = g.Conversation(cport=40001, t0_ns=conv.t + int(end_gap_s * S)).send("c", SYN)
+    return conv.frames + other.frames
+
+
+def test_server_gives_up_when_its_next_synack_is_not_sent(tmp_path):
+    # SYN-ACKs at 0, 1 s, 3 s: the next was due at 7 s; the capture goes on to 13 s
+    a = analyse(tmp_path, half_open([1, 2], 10))
+    ev = a.events[(a.events[:, EV_CONN] == 0) & (a.events[:, EV_ENDPOINT] == 1)]
+    assert state_names(ev[:, EV_STATE]).tolist() == ["SYN_RECEIVED", "CLOSED"]
+    assert ev[-1, EV_FRAME] == -1 and ev[-1, EV_REASON] == Reason.SYN_ACK_GAVE_UP
+    synack = a.tracked.endpoints[0, 1]
+    assert ev[-1, EV_TS] == synack["syn_last_ns"] + 4 * S == synack["gave_up_ns"]
+    (f,) = [f for f in run_rules(a, RulesConfig()) if f.rule == "half-open-handshake"]
+    assert f.details["server_gave_up"] and "gave up" in f.message
+    assert "SYN_RECEIVED for 7.0 s" in f.message
+
+
+def test_no_give_up_before_the_next_synack_could_be_late(tmp_path):
+    # the capture ends 0.5 s after the retransmission due at 7 s: not evidence enough
+    a = analyse(tmp_path, half_open([1, 2], 4.5))
+    assert states(a, endpoint="server") == ["SYN_RECEIVED"]
+    assert a.tracked.endpoints[0, 1]["gave_up_ns"] == 0
+
+
+def test_one_synack_tells_no_backoff(tmp_path):
+    a = analyse(tmp_path, half_open([], 60))
+    assert states(a, endpoint="server") == ["SYN_RECEIVED"]
+
+
+def test_synack_after_the_clients_ack_means_the_ack_was_lost(tmp_path):
+    # the client ACKs every SYN-ACK, but the server keeps retransmitting: none arrived
+    a = analyse(tmp_path, half_open([1, 2], 10, client_acks=True))
+    assert states(a, endpoint="server") == ["SYN_RECEIVED", "CLOSED"]
+    assert states(a, endpoint="client") == ["SYN_SENT", "ESTABLISHED"]
+    (f,) = [f for f in run_rules(a, RulesConfig()) if f.rule == "half-open-handshake"]
+    assert f.details["ack_lost"] and f.details["server_gave_up"]
+
+
+def test_server_established_again_once_it_sends(tmp_path):
+    # one ACK lost (SYN-ACK again), the next arrives: the server's first ACK shows it
+    conv = g.Conversation().send("c", SYN).send("s", SYN | ACK, advance=False)
+    conv.send("c", ACK, ack=conv.sisn + 1)
+    conv.send("s", SYN | ACK, seq=conv.sisn, ack=conv.cisn + 1, gap_ns=S)
+    conv.nxt["s"] = conv.sisn + 1
+    conv.send("c", ACK).send("c", ACK | PSH, b"request").send("s", ACK | PSH, b"response")
+    a = analyse(tmp_path, conv.frames)
+    assert timeline(a, endpoint="server") == [(2, "SYN_RECEIVED"), (7, "ESTABLISHED")]
+    assert not [f for f in run_rules(a, RulesConfig()) if f.rule == "half-open-handshake"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from traceaudit.capture.batch import COLUMNS, PacketBatch
+from traceaudit.capture.batch import COLUMNS, PacketBatch, http_marks
 from traceaudit.capture.tshark import TsharkSource, tshark_available
 from traceaudit.errors import CaptureError
 
@@ -51,13 +51,14 @@ FIELDS = ["frame.number", "frame.time_epoch", "frame.len", "frame.protocols", "i
           "ipv6.src", "ipv6.dst", "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw",
           "tcp.flags", "tcp.window_size_value", "tcp.len", "tcp.options.mss_val",
           "tcp.options.wscale.shift", "tcp.options.sack_perm", "tcp.options.timestamp.tsval",
-          "tcp.options.timestamp.tsecr", "tcp.checksum.status", "ip.len", "ipv6.plen"]
+          "tcp.options.timestamp.tsecr", "tcp.checksum.status", "ip.len", "ipv6.plen",
+          "tcp.payload"]
 
 
 def tshark_frames(path: Path, *prefs: str) -> list[dict[str, str]]:
     """One dict per frame of ``tshark -T fields`` output; repeated fields joined by ``|``."""
-    cmd = ["tshark", "-n", "-r", str(path), "-o", "ip.defragment:FALSE",
-           "-o", "ipv6.defragment:FALSE", "-T", "fields", "-E", "occurrence=a",
+    cmd = ["tshark", "-n", "-r", str(path), "-o", "ip.defragment:TRUE",
+           "-o", "ipv6.defragment:TRUE", "-T", "fields", "-E", "occurrence=a",
            "-E", "aggregator=|"]
     for pref in prefs:
         cmd += ["-o", pref]
@@ -104,7 +105,10 @@ def expected_row(f: dict[str, str]) -> dict[str, int] | None:
            "tunneled": len(ips) > 1,
            # the IP header's total length field (IPv6: payload length + 40)
            "ip_len": int(f["ipv6.plen"].split("|")[k]) + 40 if name == "ipv6"
-           else int(f["ip.len"].split("|")[k])}
+           else int(f["ip.len"].split("|")[k]),
+           # HTTP/1.x message starts in the captured payload (the -T fields hex of tcp.payload)
+           "app_marks": http_marks(bytes.fromhex(f["tcp.payload"].split("|")[-1]
+                                                 .replace(":", "")))}
     row["src_hi"], row["src_lo"] = words(src)
     row["dst_hi"], row["dst_lo"] = words(dst)
     return row
@@ -283,12 +287,12 @@ def crafted_pcap(tmp_path):
 @needs_tshark
 def test_crafted_capture(crafted_pcap):
     batch, src = read(crafted_pcap)
-    assert batch["frame"].tolist() == [1, 3, 5, 6, 7]      # no ICMP quote, no later fragment
-    assert batch["ts_ns"].tolist() == [T0, T0 + 2, T0 + 4, T0 + 5, T0 + 6]   # exact ns
+    assert batch["frame"].tolist() == [1, 4, 5, 6, 7]      # no ICMP quote; fragments reassembled
+    assert batch["ts_ns"].tolist() == [T0, T0 + 3, T0 + 4, T0 + 5, T0 + 6]   # exact ns
     assert batch["mss"][0] == 1460 and batch["wscale"][0] == 7 and batch["sack_perm"][0]
     assert batch["has_ts"][0] and (batch["tsval"][0], batch["tsecr"][0]) == (1, 0)
     assert batch["wscale"][1:].tolist() == [-1] * 4 and not batch["has_ts"][1:].any()
-    assert batch["payload_len"].tolist() == [0, 12, 3, 0, 1]  # first fragment: its own IP length
+    assert batch["payload_len"].tolist() == [0, 40, 3, 0, 1]  # the reassembled datagram's
     assert batch["ip_version"].tolist() == [4, 4, 6, 4, 4]
     assert batch["tunneled"].tolist() == [False, False, False, True, False]
     assert batch["flags"].tolist() == [0x002, 0x010, 0x011, 0x004, 0x1FF]
@@ -297,7 +301,7 @@ def test_crafted_capture(crafted_pcap):
     assert (src.stats.packets, src.stats.tcp_packets) == (7, 5)
     assert src.stats.link_types == [1] and (src.stats.first_ts_ns, src.stats.last_ts_ns) == \
         (T0, T0 + 6)
-    assert any("fragment" in w for w in src.stats.warnings)
+    assert not any("fragment" in w for w in src.stats.warnings)
     checked, src = read(crafted_pcap, verify_checksums=True)
     assert 7 not in checked["frame"].tolist() and 1 in checked["frame"].tolist()
 
@@ -484,9 +488,13 @@ def test_both_readers_see_tcp_behind_ipv4_ah(tmp_path):
 
 @needs_tshark
 @needs_native
-def test_both_readers_skip_a_bogus_data_offset(tmp_path):
+def test_a_bogus_data_offset_is_kept_by_the_native_reader_only(tmp_path):
+    """tshark gives such a segment to its tcp.stream but shows no flags: the native reader
+    keeps it (ports, flags, seq) as tshark's stream assignment does; this reader cannot."""
     path = tmp_path / "bogus.pcap"
     path.write_bytes(pcap_ns([(T0, bogus_offset())]))
     batch, src = read(path)
     assert len(batch) == 0 and any("data offset" in w for w in src.stats.warnings)
-    assert_same(path)
+    (native, nstats), _ = both(path)
+    assert native["seq"].tolist() == [30] and native["flags"].tolist() == [0x010]
+    assert any("data offset" in w for w in nstats.warnings)

@@ -36,7 +36,51 @@ COLUMNS: dict[str, np.dtype] = {
     "ip_len": np.dtype(np.int32),       # the IP header's total length (IPv4 total length,
                                         # IPv6 payload length + 40) of the innermost IP header
                                         # carrying the TCP, as written (0 stays 0: TSO)
+    "app_marks": np.dtype(np.uint8),    # HTTP/1.x messages the segment's captured payload
+                                        # starts: requests in the low 4 bits, responses in the
+                                        # high 4 (each capped at 15); see ``http_marks``
 }
+
+#: ``app_marks``: requests started (low nibble) and responses started (high nibble).
+APP_REQUESTS_MASK = 0x0F
+APP_RESPONSES_SHIFT = 4
+
+#: Request-line method tokens (with their space) that start an HTTP/1.x request.
+HTTP_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"OPTIONS ", b"PATCH ",
+                b"CONNECT ", b"TRACE ")
+
+
+def http_marks(payload: bytes) -> int:
+    """The ``app_marks`` value of a segment whose captured TCP payload is ``payload``.
+
+    Only a payload that starts a message (at its first byte: a request with one of
+    ``HTTP_METHODS``, a response with ``HTTP/1.``) is looked at; then every ``\\r\\n\\r\\n``
+    (the end of a header block) within the captured bytes is followed by a look for another
+    message start. Bodies are not parsed (no Content-Length, no chunking): a message that
+    follows a body in the same segment is not seen unless the body happens to end with a
+    blank line, nor one that begins in the middle of a later segment, nor anything past the
+    snap length. The compiled decoder
+    (``decode.pyx``, ``http_marks_at``) computes the same value; this is the reference the
+    tshark reader and the tests use.
+    """
+    if not payload or not (0x41 <= payload[0] <= 0x5A):
+        return 0
+    requests = responses = 0
+    at = 0
+    while True:
+        if payload.startswith(b"HTTP/1.", at):
+            responses += 1
+        elif any(payload.startswith(m, at) for m in HTTP_METHODS):
+            requests += 1
+        elif at == 0:
+            return 0                # not an HTTP/1.x message start: nothing more is looked at
+        nxt = payload.find(b"\r\n\r\n", at)
+        if nxt < 0:
+            break
+        at = nxt + 4
+        if at >= len(payload):
+            break
+    return min(requests, 15) | (min(responses, 15) << APP_RESPONSES_SHIFT)
 
 #: Columns a batch carries only when its reader was asked for them (``open_capture``).
 OPTIONAL_COLUMNS: dict[str, np.dtype] = {

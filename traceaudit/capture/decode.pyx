@@ -43,7 +43,10 @@ cpdef enum:
     C_TUNNELED = 21
     C_SEG = 22
     C_IPLEN = 23
-    N_COLS = 24
+    C_APP = 24        # app_marks: HTTP/1.x requests / responses the payload starts
+    C_FRAG_IP = 25    # a fragment held for reassembly: position of its IP header, else -1
+    C_FRAG_AT = 26    # ... and of its payload (IPv4) or fragment header (IPv6)
+    N_COLS = 27
 
 # Per-segment capture facts (the optional ``seg_flags`` column), computed only when the reader is
 # asked for them. The bits are the Zeek view's, declared once in tracking/zeek_kernel.pxd:
@@ -58,14 +61,16 @@ SEG_BAD_IP_CSUM = ZK.SEG_BAD_IP_CSUM
 
 # Counters the kernel keeps per call (index → meaning); the reader turns them into warnings.
 cpdef enum:
-    W_FRAGMENT = 0        # IP fragment other than the first: no TCP header, skipped
+    W_FRAGMENT = 0        # IP fragment not reassembled (cut by the snap length), no TCP header
     W_TRUNCATED_TCP = 1   # TCP header cut by the snap length before the window field: skipped
     W_BAD_CHECKSUM = 2    # TCP checksum wrong, segment dropped (only with verify_checksums)
     W_UNVERIFIABLE = 3    # checksum not verifiable (payload not captured), segment kept
     W_TUNNELED = 4        # TCP segments found inside a tunnel
     W_TRUNCATED_IP = 5    # IP header cut by the snap length: skipped
-    W_BOGUS_TCP = 6       # TCP data offset below 5 words: not a valid header, skipped
-    N_WARN = 7
+    W_BOGUS_TCP = 6       # TCP data offset below 5 words or past the segment: kept, counted
+    W_BAD_IP_OPTION = 7   # IPv4 option with a bad length: options walk stopped, packet kept
+    W_ENCAP = 8           # an encapsulation's payload is not something the reader decodes
+    N_WARN = 9
 
 # Protocol kinds of the decode loop.
 cpdef enum:
@@ -83,6 +88,11 @@ cpdef enum:
     K_SLL = 11
     K_SLL2 = 12
     K_ETHERTYPE = 13  # 2-byte ethertype at pos (after an encapsulation header)
+    K_RADIOTAP = 14   # radiotap header (little-endian length at +2), then an 802.11 frame
+    K_NFLOG = 15      # Linux NFLOG: 4-byte header, then TLVs; NFULA_PAYLOAD holds the IP packet
+    K_ARCNET = 16     # ARCNET: source, destination, 2-byte offset, protocol ID, RFC 1201 fields
+    K_IPOIB = 17      # IP over InfiniBand: 40-byte GRH, 2-byte ethertype, 2 reserved bytes
+    K_CHDLC = 18      # Cisco HDLC: address (0x0F/0x8F), control, 2-byte ethertype
     MAX_DEPTH = 24
 
 cpdef enum:
@@ -106,6 +116,12 @@ cdef int64_t LT_LINUX_SLL = lt.LINUX_SLL
 cdef int64_t LT_IPV4 = lt.IPV4
 cdef int64_t LT_IPV6 = lt.IPV6
 cdef int64_t LT_LINUX_SLL2 = lt.LINUX_SLL2
+cdef int64_t LT_CHDLC = lt.CHDLC
+cdef int64_t LT_IEEE802_11 = lt.IEEE802_11
+cdef int64_t LT_RADIOTAP = lt.IEEE802_11_RADIOTAP
+cdef int64_t LT_ARCNET_BSD = lt.ARCNET_BSD
+cdef int64_t LT_NFLOG = lt.NFLOG
+cdef int64_t LT_IPOIB = lt.IPOIB
 
 
 cdef inline int64_t be16(const uint8_t[::1] b, int64_t p) noexcept nogil:
@@ -154,6 +170,18 @@ cpdef int64_t initial_kind(int64_t linktype) noexcept nogil:
         return K_PPP_HDLC
     if linktype == LT_FDDI:
         return K_FDDI
+    if linktype == LT_CHDLC:
+        return K_CHDLC
+    if linktype == LT_IEEE802_11:
+        return K_WLAN
+    if linktype == LT_RADIOTAP:
+        return K_RADIOTAP
+    if linktype == LT_NFLOG:
+        return K_NFLOG
+    if linktype == LT_ARCNET_BSD:
+        return K_ARCNET
+    if linktype == LT_IPOIB:
+        return K_IPOIB
     return K_DONE
 
 
@@ -171,14 +199,16 @@ cdef inline int64_t ones_complement_sum(const uint8_t[::1] b, int64_t start, int
 
 
 cdef inline bint tcp_checksum_ok(const uint8_t[::1] b, int64_t ipv, int64_t ip_pos,
-                                 int64_t tcp_pos, int64_t seg_len) noexcept nogil:
+                                 int64_t dst_pos, int64_t tcp_pos, int64_t seg_len) noexcept nogil:
     """True when the TCP checksum over the pseudo-header and segment folds to 0xffff.
 
-    Callers have checked that the IP header (20 or 40 bytes at ``ip_pos``) and the segment
-    (``seg_len`` bytes at ``tcp_pos``) lie within the record."""
+    IPv4's pseudo-header destination is the 4 bytes at ``dst_pos``: the header's, or a source
+    route's final hop. Callers have checked that the IP header (20 or 40 bytes at ``ip_pos``),
+    ``dst_pos`` and the segment (``seg_len`` bytes at ``tcp_pos``) lie within the record."""
     cdef int64_t acc = 0
     if ipv == 4:
-        acc = ones_complement_sum(b, ip_pos + 12, ip_pos + 20, acc)
+        acc = ones_complement_sum(b, ip_pos + 12, ip_pos + 16, acc)
+        acc = ones_complement_sum(b, dst_pos, dst_pos + 4, acc)
     else:
         acc = ones_complement_sum(b, ip_pos + 8, ip_pos + 40, acc)
     acc += PROTO_TCP + seg_len
@@ -188,9 +218,119 @@ cdef inline bint tcp_checksum_ok(const uint8_t[::1] b, int64_t ipv, int64_t ip_p
     return acc == 0xFFFF
 
 
+cdef inline bint may_carry_tcp(int64_t proto) noexcept nogil:
+    """IP protocols whose fragments are reassembled: TCP and what tunnels TCP."""
+    return proto == PROTO_TCP or proto == PROTO_UDP or proto == PROTO_GRE or \
+        proto == PROTO_IPIP or proto == PROTO_IPV6
+
+
+cdef int64_t ipv4_route_dst(const uint8_t[::1] b, int64_t p, int64_t opt_end,
+                            int64_t* warn) noexcept nogil:
+    """Walk the IPv4 options in [p, opt_end) (callers checked they lie within the record).
+
+    Returns the position of the final hop of a loose or strict source route (RFC 791 options
+    131/137) that still has hops to go (pointer within the option): the destination the TCP
+    pseudo-header and tshark's ``ip.dst`` use; 0 when there is none. An option whose length is
+    below 2 (3 for a route) or runs past the options ends the walk and is counted (tshark
+    flags it and still decodes the packet)."""
+    cdef int64_t olen, ptr, found = 0
+    cdef uint8_t kind
+    while p < opt_end:
+        kind = b[p]
+        if kind == 0:                       # end of option list
+            break
+        if kind == 1:                       # no-operation
+            p += 1
+            continue
+        if p + 1 >= opt_end:
+            warn[W_BAD_IP_OPTION] += 1
+            break
+        olen = b[p + 1]
+        if olen < 2 or p + olen > opt_end or ((kind == 131 or kind == 137) and olen < 3):
+            warn[W_BAD_IP_OPTION] += 1
+            break
+        if (kind == 131 or kind == 137) and found == 0:
+            ptr = b[p + 2]
+            if ptr >= 4 and ptr <= olen and olen >= 7 and (olen - 3) % 4 == 0:
+                found = p + olen - 4
+        p += olen
+    return found
+
+
+cdef inline bint _token(const uint8_t[::1] b, int64_t p, int64_t end, const char* tok,
+                        int64_t n) noexcept nogil:
+    """The ``n`` bytes at ``p`` (all before ``end``) are ``tok``."""
+    cdef int64_t k
+    if p + n > end:
+        return False
+    for k in range(n):
+        if b[p + k] != <uint8_t>tok[k]:
+            return False
+    return True
+
+
+cdef inline int64_t _message_at(const uint8_t[::1] b, int64_t p, int64_t end) noexcept nogil:
+    """1: an HTTP/1.x request line starts at ``p`` (a method token and a space), 2: a status
+    line (``HTTP/1.``), 0: neither (or cut by ``end``)."""
+    if p >= end:
+        return 0
+    cdef uint8_t c = b[p]
+    if c == 71:                                  # G
+        return 1 if _token(b, p, end, b"GET ", 4) else 0
+    if c == 80:                                  # P
+        return 1 if _token(b, p, end, b"POST ", 5) or _token(b, p, end, b"PUT ", 4) or \
+            _token(b, p, end, b"PATCH ", 6) else 0
+    if c == 72:                                  # H
+        if _token(b, p, end, b"HTTP/1.", 7):
+            return 2
+        return 1 if _token(b, p, end, b"HEAD ", 5) else 0
+    if c == 68:                                  # D
+        return 1 if _token(b, p, end, b"DELETE ", 7) else 0
+    if c == 79:                                  # O
+        return 1 if _token(b, p, end, b"OPTIONS ", 8) else 0
+    if c == 67:                                  # C
+        return 1 if _token(b, p, end, b"CONNECT ", 8) else 0
+    if c == 84:                                  # T
+        return 1 if _token(b, p, end, b"TRACE ", 6) else 0
+    return 0
+
+
+cdef inline int64_t http_marks_at(const uint8_t[::1] b, int64_t p, int64_t end) noexcept nogil:
+    """The ``app_marks`` value of the captured payload ``b[p:end]`` (``batch.http_marks`` is
+    the same in Python): HTTP/1.x requests started (low 4 bits) and responses started (high
+    4 bits, each capped at 15), at the payload's first byte and right after every
+    ``\\r\\n\\r\\n`` that follows. Only a payload that starts a message is scanned."""
+    cdef int64_t kind, req = 0, resp = 0, q
+    kind = _message_at(b, p, end)
+    if kind == 0:
+        return 0
+    while True:
+        if kind == 1:
+            req += 1
+        elif kind == 2:
+            resp += 1
+        # the next end of a header block (or a blank line in a body: what follows it is looked
+        # at all the same)
+        q = p
+        while q + 3 < end and not (b[q] == 13 and b[q + 1] == 10 and b[q + 2] == 13 and
+                                   b[q + 3] == 10):
+            q += 1
+        if q + 3 >= end:
+            break
+        p = q + 4
+        if p >= end:
+            break
+        kind = _message_at(b, p, end)
+    if req > 15:
+        req = 15
+    if resp > 15:
+        resp = 15
+    return req | (resp << 4)
+
+
 cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, int64_t l4_len,
                             int64_t* out, int64_t* warn, bint verify, int64_t ipv,
-                            int64_t ip_pos, bint marks) noexcept nogil:
+                            int64_t ip_pos, int64_t dst_pos, bint marks) noexcept nogil:
     """Fill the TCP fields of the scratch row ``out``. Returns False to drop the row."""
     cdef int64_t off_flags, hlen, plen, opt_end, p, olen
     cdef uint8_t kind
@@ -203,9 +343,6 @@ cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, 
     out[C_ACK] = be32(b, tcp_pos + 8)
     off_flags = be16(b, tcp_pos + 12)
     hlen = (off_flags >> 12) * 4
-    if hlen < 20:                       # bogus data offset: not a TCP header (as tshark says)
-        warn[W_BOGUS_TCP] += 1
-        return False
     out[C_FLAGS] = off_flags & 0x1FF
     out[C_WIN] = be16(b, tcp_pos + 14)
     plen = l4_len - hlen
@@ -221,6 +358,12 @@ cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, 
     out[C_HASTS] = 0
     out[C_TSVAL] = 0
     out[C_TSECR] = 0
+    # A data offset below 5 words, or one reaching past the segment, is a malformed header;
+    # tshark still gives the packet (ports, flags, seq) to its connection, and so do we
+    # (payload length as tshark's tcp.len; no options read).
+    if hlen < 20 or hlen > l4_len:
+        warn[W_BOGUS_TCP] += 1
+        hlen = 20
     opt_end = tcp_pos + hlen
     if opt_end > end:
         opt_end = end
@@ -248,9 +391,16 @@ cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, 
             out[C_TSVAL] = be32(b, p + 2)
             out[C_TSECR] = be32(b, p + 6)
         p += olen
+    # HTTP/1.x message starts in the captured payload (cheap: only a payload whose first byte
+    # is an uppercase ASCII letter is looked at)
+    out[C_APP] = 0
+    p = tcp_pos + hlen
+    if plen > 0 and p < end and 65 <= b[p] <= 90:
+        olen = tcp_pos + l4_len
+        out[C_APP] = http_marks_at(b, p, olen if olen < end else end)
     if verify:
         if tcp_pos + l4_len <= end and l4_len >= 20:
-            if not tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, l4_len):
+            if not tcp_checksum_ok(b, ipv, ip_pos, dst_pos, tcp_pos, l4_len):
                 warn[W_BAD_CHECKSUM] += 1
                 return False
         else:
@@ -261,25 +411,29 @@ cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, 
         if plen > 0 and tcp_pos + l4_len > end:
             out[C_SEG] |= ZK.SEG_PAYLOAD_CUT
         if tcp_pos + l4_len <= end and l4_len >= 20 and \
-                not tcp_checksum_ok(b, ipv, ip_pos, tcp_pos, l4_len):
+                not tcp_checksum_ok(b, ipv, ip_pos, dst_pos, tcp_pos, l4_len):
             out[C_SEG] |= ZK.SEG_BAD_CSUM
     return True
 
 
 cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t caplen,
                                int64_t origlen, int64_t linktype, int64_t* out, int64_t* warn,
-                               bint verify, bint marks) noexcept nogil:
+                               bint verify, bint marks, bint reasm) noexcept nogil:
     """Decode one record into the scratch row ``out``. Returns True when it was a TCP segment.
 
+    With ``reasm``, an IP fragment (whole in the record) that may carry TCP is not decoded:
+    ``out[C_FRAG_IP]`` and ``out[C_FRAG_AT]`` locate it for the reassembler (fragments.py).
     The record's ``caplen`` bytes at ``start`` lie within ``b`` (checked by the caller)."""
     cdef int64_t pos = start
     cdef int64_t end = start + caplen
     cdef int64_t ip, total, l4_len, kind, tunneled, depth, et, proto, fam, hdr, ihl, acc, frag
     cdef int64_t ip_pos = 0, ipv = 0, l4_pos = 0, ah_len, elen, sport, dport
+    cdef int64_t dst_pos = 0, route
     cdef uint64_t src_hi = 0, src_lo = 0, dst_hi = 0, dst_lo = 0
     cdef uint8_t fc0, fc1, nib, nxt
     cdef bint vlan, bottom, amsdu
     out[C_SEG] = 0
+    out[C_FRAG_IP] = -1
     # The common case first, without the general loop below (a third faster): Ethernet (no
     # tag), then IPv4 without options, not a fragment (the loop checks IP checksums when
     # ``marks`` asks), or IPv6 without extension headers; then TCP. What it does is exactly
@@ -287,7 +441,7 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
     # decode_tcp, which checks its own.)
     if linktype == LT_ETHERNET and caplen >= 54:
         if b[pos + 12] == 0x08 and b[pos + 13] == 0x00 and b[pos + 14] == 0x45 and \
-                b[pos + 23] == PROTO_TCP and not marks and (be16(b, pos + 20) & 0x1FFF) == 0:
+                b[pos + 23] == PROTO_TCP and not marks and (be16(b, pos + 20) & 0x3FFF) == 0:
             ip = pos + 14
             total = be16(b, ip + 2)
             if total == 0:                      # TSO on the capturing host
@@ -300,7 +454,8 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
             out[C_DST_HI] = 0
             out[C_DST_LO] = <int64_t>0xFFFF00000000 | be32(b, ip + 16)
             out[C_TUNNELED] = 0
-            return decode_tcp(b, ip + 20, end, total - 20, out, warn, verify, 4, ip, marks)
+            return decode_tcp(b, ip + 20, end, total - 20, out, warn, verify, 4, ip, ip + 16,
+                              marks)
         if b[pos + 12] == 0x86 and b[pos + 13] == 0xDD and b[pos + 14] >> 4 == 6 and \
                 b[pos + 20] == PROTO_TCP and caplen >= 74:
             ip = pos + 14
@@ -316,7 +471,7 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
             out[C_DST_HI] = <int64_t>be64u(b, ip + 24)
             out[C_DST_LO] = <int64_t>be64u(b, ip + 32)
             out[C_TUNNELED] = 0
-            return decode_tcp(b, ip + 40, end, l4_len, out, warn, verify, 6, ip, marks)
+            return decode_tcp(b, ip + 40, end, l4_len, out, warn, verify, 6, ip, 0, marks)
     kind = initial_kind(linktype)
     tunneled = 0
     depth = 0
@@ -388,11 +543,48 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
                 pos += 4                    # pseudowire control word, Ethernet follows
                 kind = K_ETH
             else:
+                warn[W_ENCAP] += 1          # not IP, no control word: not decoded
                 return False
         elif kind == K_PPP_HDLC:
             if pos + 2 <= end and b[pos] == 0xFF and b[pos + 1] == 0x03:
                 pos += 2
-            kind = K_PPP
+                kind = K_PPP
+            elif depth == 1 and pos < end and (b[pos] == 0x0F or b[pos] == 0x8F):
+                kind = K_CHDLC              # Cisco HDLC in a "PPP" capture (as tshark detects)
+            else:
+                kind = K_PPP
+        elif kind == K_CHDLC:
+            if pos + 4 > end:
+                return False
+            pos += 2                        # address, control
+            kind = K_ETHERTYPE
+        elif kind == K_IPOIB:
+            if pos + 44 > end:
+                return False
+            et = be16(b, pos + 40)
+            pos += 44
+            kind = kind_for_ethertype(et)
+        elif kind == K_RADIOTAP:
+            if pos + 4 > end:
+                return False
+            pos += <int64_t>b[pos + 2] | (<int64_t>b[pos + 3] << 8)
+            kind = K_WLAN
+        elif kind == K_NFLOG:
+            pos = nflog_payload(b, pos, end)
+            if pos < 0:
+                return False
+            kind = K_IP
+        elif kind == K_ARCNET:
+            if pos + 5 > end:
+                return False
+            proto = b[pos + 4]
+            pos += 5
+            if proto != 240:                # RFC 1201 (not 1051): split flag, sequence number
+                pos += 3
+            if proto == 240 or proto == 212 or proto == 196:    # IPv4 (RFC 1051, 1201), IPv6
+                kind = K_IP
+            else:
+                return False
         elif kind == K_PPP:
             if pos + 1 > end:
                 return False
@@ -406,7 +598,14 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
                 pos += 2
             if proto == 0x0021 or proto == 0x0057:
                 kind = K_IP
+            elif proto == 0x0281:           # MPLS unicast
+                kind = K_MPLS
             else:
+                # 0x8000 and above are PPP's own control protocols (LCP, IPCP, ...), nothing
+                # to decode; a network-layer protocol we do not know (compressed or encrypted
+                # datagrams among them) is counted
+                if proto < 0x8000:
+                    warn[W_ENCAP] += 1
                 return False
         elif kind == K_NULL_LE or kind == K_NULL_BE:
             if pos + 4 > end:
@@ -450,7 +649,9 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
                     return False
                 amsdu = (b[pos + hdr] & 0x80) != 0
                 hdr += 2
-            if fc1 & 0x80:                  # protected frame: cannot decode
+            if fc0 & 0x80 and fc1 & 0x80:   # QoS frame with the order bit: HT control field
+                hdr += 4
+            if fc1 & 0x40:                  # protected frame: cannot decode
                 return False
             pos += hdr
             if amsdu:
@@ -480,14 +681,25 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
                 if total == 0:              # TSO on the capturing host: length from the frame
                     total = origlen - (pos - start)
                 l4_len = total - ihl
-                if (frag & 0x1FFF) != 0:
-                    if proto == PROTO_TCP:
-                        warn[W_FRAGMENT] += 1
-                    return False
+                if (frag & 0x3FFF) != 0:   # a fragment (MF or an offset)
+                    if reasm and total > ihl and pos + total <= end and may_carry_tcp(proto):
+                        out[C_FRAG_IP] = pos
+                        out[C_FRAG_AT] = pos + ihl
+                        out[C_TUNNELED] = tunneled
+                        return False
+                    if (frag & 0x1FFF) != 0:    # cut short: the first one is decoded as is
+                        if proto == PROTO_TCP:
+                            warn[W_FRAGMENT] += 1
+                        return False
+                dst_pos = pos + 16
+                if ihl > 20 and pos + ihl <= end:
+                    route = ipv4_route_dst(b, pos + 20, pos + ihl, warn)
+                    if route:
+                        dst_pos = route
                 src_hi = 0
                 src_lo = <uint64_t>0xFFFF00000000 | <uint64_t>be32(b, pos + 12)
                 dst_hi = 0
-                dst_lo = <uint64_t>0xFFFF00000000 | <uint64_t>be32(b, pos + 16)
+                dst_lo = <uint64_t>0xFFFF00000000 | <uint64_t>be32(b, dst_pos)
                 ipv = 4
                 l4_pos = pos + ihl
                 if pos + total < end:       # Ethernet padding is not part of the IP packet
@@ -520,7 +732,15 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
                         return False
                     nxt = b[l4_pos]
                     if proto == 44:
-                        if (be16(b, l4_pos + 2) & 0xFFF8) != 0:
+                        frag = be16(b, l4_pos + 2)
+                        if (frag & 0xFFF9) != 0 and reasm and may_carry_tcp(nxt) and \
+                                be16(b, ip_pos + 4) != 0 and \
+                                ip_pos + 40 + be16(b, ip_pos + 4) <= end:
+                            out[C_FRAG_IP] = ip_pos
+                            out[C_FRAG_AT] = l4_pos
+                            out[C_TUNNELED] = tunneled
+                            return False
+                        if (frag & 0xFFF8) != 0:
                             if nxt == PROTO_TCP:
                                 warn[W_FRAGMENT] += 1
                             return False
@@ -541,7 +761,8 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
                 out[C_DST_HI] = <int64_t>dst_hi
                 out[C_DST_LO] = <int64_t>dst_lo
                 out[C_TUNNELED] = tunneled
-                if not decode_tcp(b, l4_pos, end, l4_len, out, warn, verify, ipv, ip_pos, marks):
+                if not decode_tcp(b, l4_pos, end, l4_len, out, warn, verify, ipv, ip_pos,
+                                  dst_pos, marks):
                     return False
                 if tunneled:
                     warn[W_TUNNELED] += 1
@@ -554,6 +775,8 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
                 pos = l4_pos
                 kind = decode_gre_kind(b, pos, end)
                 if kind == K_DONE:
+                    if pos + 4 <= end and be16(b, pos + 2) != 0:   # 0: a keepalive
+                        warn[W_ENCAP] += 1
                     return False
                 pos += gre_header_len(b, pos, end)
                 tunneled = 1
@@ -565,12 +788,41 @@ cdef inline bint decode_record(const uint8_t[::1] b, int64_t start, int64_t capl
                 pos = l4_pos + 8
                 kind = udp_tunnel(b, pos, end, sport, dport, &hdr)
                 if kind == K_DONE:
+                    if hdr < 0:
+                        warn[W_ENCAP] += 1
                     return False
                 pos += hdr
                 tunneled = 1
             else:
                 return False
     return False
+
+
+cdef int64_t nflog_payload(const uint8_t[::1] b, int64_t pos, int64_t end) noexcept nogil:
+    """Position of the NFULA_PAYLOAD value (the IP packet) of the NFLOG record at ``pos``, or
+    -1. The 4-byte header (family, version, resource id) is followed by TLVs whose length and
+    type are in the capturing host's byte order, each padded to 4 bytes; the order is taken
+    from the first TLV (a length that fits and a small type)."""
+    cdef int64_t p = pos + 4, tlen, ttype
+    cdef bint little
+    if p + 4 > end:
+        return -1
+    tlen = <int64_t>b[p] | (<int64_t>b[p + 1] << 8)
+    ttype = (<int64_t>b[p + 2] | (<int64_t>b[p + 3] << 8)) & 0x7FFF
+    little = tlen >= 4 and p + tlen <= end and ttype < 256
+    while p + 4 <= end:
+        if little:
+            tlen = <int64_t>b[p] | (<int64_t>b[p + 1] << 8)
+            ttype = (<int64_t>b[p + 2] | (<int64_t>b[p + 3] << 8)) & 0x7FFF
+        else:
+            tlen = be16(b, p)
+            ttype = be16(b, p + 2) & 0x7FFF
+        if tlen < 4 or p + tlen > end:
+            return -1
+        if ttype == 9:                      # NFULA_PAYLOAD
+            return p + 4
+        p += (tlen + 3) & ~3
+    return -1
 
 
 cdef int64_t gre_header_len(const uint8_t[::1] b, int64_t pos, int64_t end) noexcept nogil:
@@ -594,6 +846,9 @@ cdef int64_t gre_header_len(const uint8_t[::1] b, int64_t pos, int64_t end) noex
         if pos + n + 12 <= end and b[pos + n + 11] & 0x01:
             n += 8
         n += 12
+    elif proto == 0x883E:                   # WCCP redirect: a 4-byte header unless IPv4 follows
+        if pos + n < end and (b[pos + n] >> 4) != 4:   # at once (WCCPv1, as tshark tells them)
+            n += 4
     return n
 
 
@@ -602,7 +857,7 @@ cdef int64_t decode_gre_kind(const uint8_t[::1] b, int64_t pos, int64_t end) noe
     if pos + 4 > end:
         return K_DONE
     proto = be16(b, pos + 2)
-    if proto == 0x0800 or proto == 0x86DD:
+    if proto == 0x0800 or proto == 0x86DD or proto == 0x883E:
         return K_IP
     if proto == 0x6558 or proto == 0x88BE or proto == 0x22EB:
         return K_ETH
@@ -618,7 +873,8 @@ cdef int64_t decode_gre_kind(const uint8_t[::1] b, int64_t pos, int64_t end) noe
 cdef int64_t udp_tunnel(const uint8_t[::1] b, int64_t pos, int64_t end, int64_t sport,
                         int64_t dport, int64_t* hdr_out) noexcept nogil:
     """Recognise a UDP tunnel payload at pos. Returns the kind and sets ``*hdr_out`` to the
-    header length, or returns K_DONE with ``*hdr_out`` = 0."""
+    header length, or returns K_DONE with ``*hdr_out`` = 0 (not a tunnel, or one carrying
+    nothing to decode) or -1 (a tunnel whose payload the reader does not decode: counted)."""
     cdef int64_t avail = end - pos
     cdef int64_t optlen, proto, kind, idlen, siglen, hdr
     cdef uint8_t nxt
@@ -635,15 +891,19 @@ cdef int64_t udp_tunnel(const uint8_t[::1] b, int64_t pos, int64_t end, int64_t 
         if proto == 0x0800 or proto == 0x86DD:
             hdr_out[0] = 8 + optlen
             return K_IP
+        hdr_out[0] = -1
         return K_DONE
     if (dport == 2152 or sport == 2152) and avail >= 8:    # GTP-U G-PDU
         return gtp_u(b, pos, end, hdr_out)
     if (dport == 4754 or sport == 4754) and avail >= 4:    # GRE in UDP (RFC 8086)
         kind = decode_gre_kind(b, pos, end)
         if kind == K_DONE:
+            hdr_out[0] = -1
             return K_DONE
         hdr_out[0] = gre_header_len(b, pos, end)
         return kind
+    if (dport == 1701 or sport == 1701) and avail >= 6:    # L2TP
+        return l2tp(b, pos, end, hdr_out)
     if (dport == 6635 or sport == 6635) and avail >= 4:    # MPLS in UDP (RFC 7510)
         return K_MPLS
     if (dport == 5072 or sport == 5072) and avail >= 8:    # AYIYA
@@ -654,6 +914,8 @@ cdef int64_t udp_tunnel(const uint8_t[::1] b, int64_t pos, int64_t end, int64_t 
         if (nxt == PROTO_IPV6 or nxt == PROTO_IPIP) and hdr < avail:
             hdr_out[0] = hdr
             return K_IP
+        if nxt != 59:                                       # 59: none (a heartbeat)
+            hdr_out[0] = -1
         return K_DONE
     if dport == 3544 or sport == 3544:                       # Teredo
         hdr = 0
@@ -673,6 +935,36 @@ cdef int64_t udp_tunnel(const uint8_t[::1] b, int64_t pos, int64_t end, int64_t 
             hdr_out[0] = hdr
             return kind
     return K_DONE
+
+
+cdef int64_t l2tp(const uint8_t[::1] b, int64_t pos, int64_t end,
+                  int64_t* hdr_out) noexcept nogil:
+    """L2TP over UDP at ``pos`` (callers checked 6 bytes are there). Version 2 data messages
+    (RFC 2661 section 3.1: flags and version, optional length, tunnel and session ids, optional
+    Ns/Nr, optional offset size and padding) carry PPP: K_PPP_HDLC and the header length.
+    Control messages carry nothing to decode (K_DONE, 0); anything else (L2TPv3, a header
+    cut short) is K_DONE with -1, counted by the caller."""
+    cdef int64_t flags = be16(b, pos)
+    cdef int64_t hdr = 2
+    hdr_out[0] = -1
+    if (flags & 0x000F) != 2:
+        return K_DONE
+    if flags & 0x8000:                      # T: control message
+        hdr_out[0] = 0
+        return K_DONE
+    if flags & 0x4000:                      # L: length field
+        hdr += 2
+    hdr += 4                                # tunnel id, session id
+    if flags & 0x0800:                      # S: Ns, Nr
+        hdr += 4
+    if flags & 0x0200:                      # O: offset size, then that much padding
+        if pos + hdr + 2 > end:
+            return K_DONE
+        hdr += 2 + be16(b, pos + hdr)
+    if pos + hdr >= end:
+        return K_DONE
+    hdr_out[0] = hdr
+    return K_PPP_HDLC
 
 
 cdef int64_t gtp_u(const uint8_t[::1] b, int64_t pos, int64_t end,
@@ -715,13 +1007,17 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                    uint16_t[::1] flags, uint16_t[::1] win, int32_t[::1] payload_len,
                    int32_t[::1] frame_len, uint16_t[::1] mss, int8_t[::1] wscale,
                    uint8_t[::1] sack_perm, uint8_t[::1] has_ts, uint32_t[::1] tsval,
-                   uint32_t[::1] tsecr, uint8_t[::1] tunneled, int32_t[::1] ip_len):
+                   uint32_t[::1] tsecr, uint8_t[::1] tunneled, int32_t[::1] ip_len,
+                   uint8_t[::1] app_marks, int64_t[:, ::1] frags=None):
     """Decode ``len(rec_off)`` records; TCP rows are packed at the top of the typed column
     arrays (``PacketBatch`` columns, in ``COLUMNS`` order; the bool columns are taken as bytes).
     ``scratch``: an int64 row of N_COLS (kept for the callers; each record is now decoded into
     a row on the C stack). With ``marks``, ``seg_flags`` (uint8) receives each row's SEG_* bits.
 
-    Returns the number of TCP rows written.
+    Returns the number of TCP rows written. With ``frags`` (int64, at least ``len(rec_off)``
+    rows of 4), IP fragments are held for reassembly instead: each gets a row (record index,
+    IP header position, payload / fragment header position, tunneled) and the return value
+    is (TCP rows, fragment rows).
     """
     cdef Py_ssize_t n = rec_off.shape[0]
     cdef Py_ssize_t nbuf = buf.shape[0]
@@ -729,6 +1025,8 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
     cdef int64_t start, caplen
     cdef int64_t r[N_COLS]
     cdef int64_t w[N_WARN]
+    cdef Py_ssize_t nf = 0
+    cdef bint reasm = frags is not None
     if rec_caplen.shape[0] < n or rec_origlen.shape[0] < n or rec_ts.shape[0] < n \
             or rec_link.shape[0] < n:
         raise ValueError("decode_records: record arrays shorter than rec_off")
@@ -737,13 +1035,15 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                    dport.shape[0], seq.shape[0], ack.shape[0], flags.shape[0], win.shape[0],
                    payload_len.shape[0], frame_len.shape[0], mss.shape[0], wscale.shape[0],
                    sack_perm.shape[0], has_ts.shape[0], tsval.shape[0], tsecr.shape[0],
-                   tunneled.shape[0], ip_len.shape[0])
+                   tunneled.shape[0], ip_len.shape[0], app_marks.shape[0])
     if marks and seg_flags.shape[0] < shortest:
         shortest = seg_flags.shape[0]
     if shortest < n:
         raise ValueError("decode_records: a column array is shorter than rec_off")
     if warn.shape[0] < N_WARN:
         raise ValueError(f"decode_records: warn must hold {N_WARN} counters")
+    if reasm and (frags.shape[0] < n or frags.shape[1] < 4):
+        raise ValueError("decode_records: frags must have a row of 4 for every record")
     for k in range(N_COLS):
         r[k] = 0
     for k in range(N_WARN):
@@ -756,8 +1056,15 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
             if start < 0 or start > nbuf or start + caplen > nbuf:
                 bad = i
                 break
-            if decode_record(buf, start, caplen, rec_origlen[i], rec_link[i], r, w, verify,
-                             marks):
+            if not decode_record(buf, start, caplen, rec_origlen[i], rec_link[i], r, w, verify,
+                                 marks, reasm):
+                if r[C_FRAG_IP] >= 0:       # only ever set with reasm
+                    frags[nf, 0] = i
+                    frags[nf, 1] = r[C_FRAG_IP]
+                    frags[nf, 2] = r[C_FRAG_AT]
+                    frags[nf, 3] = r[C_TUNNELED]
+                    nf += 1
+            else:
                 frame[j] = first_frame + i
                 ts_ns[j] = rec_ts[i]
                 ip_version[j] = <uint8_t>r[C_IPV]
@@ -784,6 +1091,7 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                 tsecr[j] = <uint32_t>r[C_TSECR]
                 tunneled[j] = r[C_TUNNELED] != 0
                 ip_len[j] = <int32_t>r[C_IPLEN]
+                app_marks[j] = <uint8_t>r[C_APP]
                 if marks:
                     seg_flags[j] = <uint8_t>r[C_SEG]
                 j += 1
@@ -792,4 +1100,6 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
     if bad >= 0:
         raise ValueError(f"decode_records: record {bad} (offset {rec_off[bad]}, length "
                          f"{rec_caplen[bad]}) lies outside the buffer of {nbuf} bytes")
+    if reasm:
+        return j, nf
     return j

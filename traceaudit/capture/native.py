@@ -14,7 +14,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
-from traceaudit.capture import decode, linktypes, memory, walk
+from traceaudit.capture import decode, fragments, linktypes, memory, walk
 from traceaudit.capture.batch import COLUMNS, DEFAULT_BATCH_ROWS, PacketBatch
 from traceaudit.capture.source import CaptureStats
 from traceaudit.errors import CaptureError
@@ -34,11 +34,16 @@ PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 GZIP_MAGIC = b"\x1f\x8b"
 
 WARNING_TEXT = {
-    decode.W_FRAGMENT: "{n} IP fragment(s) other than the first carried TCP payload and were "
-                       "skipped (no TCP header)",
+    decode.W_FRAGMENT: "{n} IP fragment(s) other than the first, cut short by the snap length "
+                       "(so not reassembled), carried TCP payload and were skipped",
     decode.W_TRUNCATED_TCP: "{n} TCP header(s) cut short by the snap length were skipped",
     decode.W_TRUNCATED_IP: "{n} IP header(s) cut short by the snap length were skipped",
-    decode.W_BOGUS_TCP: "{n} TCP header(s) with a data offset below 20 bytes were skipped",
+    decode.W_BOGUS_TCP: "{n} TCP header(s) with a data offset below 20 bytes or past the end of "
+                        "the segment are malformed (kept: ports, flags and seq, as tshark does)",
+    decode.W_BAD_IP_OPTION: "{n} IPv4 header(s) with a malformed option (bad length): options "
+                            "after it ignored, packet kept (as tshark does)",
+    decode.W_ENCAP: "{n} packet(s) of an encapsulation (GRE, a UDP tunnel, L2TP, PPP, MPLS) "
+                    "carried a payload the reader does not decode and were skipped",
     decode.W_BAD_CHECKSUM: "{n} TCP segment(s) with a wrong checksum were dropped "
                            "(--verify-checksums)",
     decode.W_UNVERIFIABLE: "{n} TCP segment(s) could not have their checksum verified "
@@ -140,6 +145,10 @@ class NativeSource:
         self._rec_origlen = np.empty(batch_rows, np.int64)
         self._rec_ts = np.empty(batch_rows, np.int64)
         self._rec_link = np.empty(batch_rows, np.int64)
+        self._frags = np.empty((batch_rows, 4), np.int64)     # fragments held, per call
+        self._reasm = fragments.Reassembler()
+        self._fragdec = fragments.FragmentDecoder(self._reasm, self._warn, self.verify,
+                                                  self.marks)
 
     # -- opening -----------------------------------------------------------------------------
     def _open(self) -> tuple[BinaryIO, bool]:
@@ -192,6 +201,8 @@ class NativeSource:
         for idx, text in WARNING_TEXT.items():
             if self._warn[idx]:
                 self.stats.warn(text.format(n=int(self._warn[idx])))
+        for text in self._reasm.warnings():
+            self.stats.warn(text)
 
     # -- classic pcap ------------------------------------------------------------------------
     def _pcap(self, chunks: _Chunks) -> Iterator[PacketBatch]:
@@ -390,12 +401,20 @@ class NativeSource:
         st.packets += n
         cols = {name: np.empty(n, dtype) for name, dtype in _DTYPES}
         seg = np.empty(n, np.uint8) if self.marks else self._no_marks
-        rows = decode.decode_records(buf, self._rec_off[:n], self._rec_caplen[:n],
-                                     self._rec_origlen[:n], ts, self._rec_link[:n], first_frame,
-                                     self._scratch, self._warn, self.verify, self.marks, seg,
-                                     *cols.values())
+        rows, nfrag = decode.decode_records(
+            buf, self._rec_off[:n], self._rec_caplen[:n], self._rec_origlen[:n], ts,
+            self._rec_link[:n], first_frame, self._scratch, self._warn, self.verify, self.marks,
+            seg, *cols.values(), frags=self._frags)
         if self.marks:
             cols["seg_flags"] = seg
+        extra = None
+        if nfrag:       # IP fragments (rare): reassembled in Python, off the hot path
+            extra = self._fragdec.rows(buf, self._frags[:nfrag], self._rec_off, self._rec_caplen,
+                                       self._rec_origlen, self._rec_ts, first_frame)
+        if extra is not None:
+            cols = fragments.merge({k: v[:rows] for k, v in cols.items()}, extra)
+            rows = len(cols["frame"])
+            n = rows
         if rows:
             st.tcp_packets += rows
             if rows < n:

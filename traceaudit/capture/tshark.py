@@ -4,13 +4,17 @@ It is the slow, independent cross-check of the built-in reader: every column mea
 it means there (see ``batch.COLUMNS``), but the values come from Wireshark's dissectors. One row per
 frame that carries a TCP header: for tunnelled traffic the innermost TCP/IP, for an 802.11 A-MSDU
 the first subframe. ICMP errors that quote a TCP header are not segments and give no row; IP
-fragments other than the first are not decoded (IP reassembly is switched off), the first fragment
-is decoded as far as it goes, as the built-in reader does.
+fragments are reassembled (tshark's default), the segment is at the frame of the fragment that
+completed its datagram, as the built-in reader does. (A TCP data offset below 5 words is the one
+difference: tshark shows no flags for it, so this reader skips it, the built-in one keeps it.)
 
 tshark is asked for JSON (``-T json``, ~4x faster to parse than PDML). Duplicate layers (two
 ``ip`` in a tunnel) come back as one list per name, which loses the order *between* names, so
 that order is read from ``frame.protocols``: the innermost IP is the last ``ip``/``ipv6`` token
 before the first ``tcp`` token, and its position among the tokens of its name picks the layer.
+
+``app_marks`` (HTTP/1.x message starts) is computed from ``tcp.payload``, the captured payload
+bytes, by ``batch.http_marks``, the same rule the built-in decoder applies.
 
 Two columns are not copied from a single tshark field. ``payload_len`` is the IP length minus
 the IP, extension and TCP headers (the column's definition): ``tcp.len`` is clipped to what the
@@ -35,7 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from traceaudit.capture.batch import COLUMNS, DEFAULT_BATCH_ROWS, PacketBatch
+from traceaudit.capture.batch import COLUMNS, DEFAULT_BATCH_ROWS, PacketBatch, http_marks
 from traceaudit.capture.source import CaptureStats
 from traceaudit.errors import CaptureError
 
@@ -43,8 +47,8 @@ MISSING_MESSAGE = "the tshark reader needs tshark (apt-get install tshark) and p
 
 #: tshark preferences (``-o name:value``) the reader runs with, and why.
 PREFERENCES = {
-    "ip.defragment": "FALSE",              # non-first fragments are not segments; first decoded
-    "ipv6.defragment": "FALSE",
+    "ip.defragment": "TRUE",               # reassembled, as the built-in reader does
+    "ipv6.defragment": "TRUE",
     "tcp.desegment_tcp_streams": "FALSE",  # one TCP layer per frame; no reassembled PDUs
     "tcp.analyze_sequence_numbers": "FALSE",   # only raw fields are used; smaller output
 }
@@ -58,7 +62,7 @@ TCP_FIELDS = frozenset({
     "tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags",
     "tcp.window_size_value", "tcp.len", "tcp.hdr_len", "tcp.checksum.status", "tcp.options.mss_val",
     "tcp.options.wscale.shift", "tcp.options.sack_perm", "tcp.options.timestamp.tsval",
-    "tcp.options.timestamp.tsecr",
+    "tcp.options.timestamp.tsecr", "tcp.payload",
 })
 REQUIRED = ("tcp.srcport", "tcp.dstport", "tcp.seq_raw", "tcp.ack_raw", "tcp.flags",
             "tcp.window_size_value", "tcp.hdr_len")
@@ -68,7 +72,8 @@ IP_TOKENS = frozenset({"ip", "ipv6"})
 # Warning counters, worded as the built-in reader words its own.
 W_FRAGMENT, W_TRUNCATED_TCP, W_BAD_CHECKSUM, W_UNVERIFIABLE, W_NO_IP, W_BOGUS_HEADER = range(6)
 WARNING_TEXT = {
-    W_FRAGMENT: "{n} IP fragment(s) other than the first carried TCP payload and were skipped "
+    W_FRAGMENT: "{n} IP fragment(s) other than the first, not reassembled, carried TCP payload "
+                "and were skipped "
                 "(no TCP header)",
     W_TRUNCATED_TCP: "{n} TCP header(s) cut short by the snap length were skipped",
     W_BAD_CHECKSUM: "{n} TCP segment(s) with a wrong checksum were dropped (--verify-checksums)",
@@ -249,10 +254,11 @@ class TsharkSource:
         if ip is None:
             return
         flat = _flatten(ip, {"ip.frag_offset", "ip.proto", "ipv6.fraghdr.offset",
-                             "ipv6.fraghdr.nxt"})
+                             "ipv6.fraghdr.nxt", "ip.reassembled_in", "ipv6.reassembled_in"})
         offset = flat.get("ip.frag_offset") or flat.get("ipv6.fraghdr.offset")
         proto = flat.get("ip.proto") or flat.get("ipv6.fraghdr.nxt")
-        if offset and proto and _int(offset[-1]) and _int(proto[-1]) == 6:
+        reassembled = flat.get("ip.reassembled_in") or flat.get("ipv6.reassembled_in")
+        if offset and proto and _int(offset[-1]) and _int(proto[-1]) == 6 and not reassembled:
             self._warn[W_FRAGMENT] += 1
 
 
@@ -296,6 +302,7 @@ class _Rows:
                           if "tcp.options.timestamp.tsecr" in f else 0)
         c["tunneled"].append(tunneled)
         c["ip_len"].append(ip_total_length(ip_name, ip))
+        c["app_marks"].append(app_marks(f) if payload > 0 else 0)
 
     def flush(self) -> PacketBatch:
         batch = PacketBatch({name: np.array(self.cols[name], dtype=dtype)
@@ -393,7 +400,12 @@ def payload_from_ip(ip_name: str, ip: dict, tcp_hdr_len: int,
     hold (an outer IP fragment, a PPPoE length that disagrees with the IP header), and leaves it
     out of fragmented packets. ``ah`` are the IPv4 AH layers between the IP and TCP headers.
     """
-    if ip_name == "ipv6":
+    whole = _flatten(ip, {"ip.reassembled.length", "ipv6.reassembled.length"})
+    whole = whole.get("ip.reassembled.length") or whole.get("ipv6.reassembled.length")
+    if whole:                   # a reassembled datagram: its payload, after the fragment header
+        l4 = _int(whole[0])
+        flat = _flatten(list(ah), {"ah.length"})
+    elif ip_name == "ipv6":
         flat = _flatten(ip, IPV6_EXT_LENGTHS | {"ipv6.plen", "ipv6.fraghdr.nxt", "ah.length"})
         if not flat.get("ipv6.plen") or not _int(flat["ipv6.plen"][0]):
             return None
@@ -416,6 +428,21 @@ def ip_total_length(ip_name: str, ip: dict) -> int:
     flat = _flatten(ip, {name})
     value = _int(flat[name][0]) if flat.get(name) else 0
     return value + 40 if ip_name == "ipv6" else value
+
+
+def app_marks(f: dict[str, list[str]]) -> int:
+    """The ``app_marks`` column from ``tcp.payload`` (the captured payload bytes, as hex pairs
+    joined by colons; only its first bytes are decoded unless it starts an HTTP/1.x message)."""
+    text = f.get("tcp.payload")
+    if not text:
+        return 0
+    hexes = text[0]
+    if not hexes or not ("41" <= hexes[:2].upper() <= "5A"):
+        return 0
+    try:
+        return http_marks(bytes.fromhex(hexes.replace(":", "")))
+    except ValueError:
+        return 0
 
 
 def tcp_fields(layer: dict) -> dict[str, list[str]]:

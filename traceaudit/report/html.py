@@ -30,13 +30,16 @@ from traceaudit.report import census as C
 from traceaudit.report import facts_text as FT
 from traceaudit.report import html_findings as F
 from traceaudit.report import ladder as L
-from traceaudit.report.svgplot import sparkline, state_class, step_chart
+from traceaudit.report.html_census import census_view
+from traceaudit.report.svgplot import sparkline, state_class
 from traceaudit.rules.model import Finding, Severity
 from traceaudit.tracking.tracker import EV_CONN
 
 MAX_DETAILS = 200          # findings drawn in full (ladder and all)
 MAX_PER_RULE = 20          # ... of which at most this many per rule
-MAX_CHARTS = 24            # census charts (one per capture)
+OPEN_CAPTURES = 3          # capture sections start open when at most this many have findings
+OPEN_LIST = 20             # ... and the section draws at most this many findings' evidence
+OPEN_EVIDENCE = 3          # a finding's evidence starts open when its capture draws this few
 _ROLES = ("client", "server", "simultaneous", "none")
 _KINDS = ("graceful", "half_closed", "reset", "refused", "open")
 
@@ -65,6 +68,9 @@ def _render(report: AuditReport, max_details: int, max_per_rule: int) -> bytes:
     host_counts.pop("", None)
     table = F.table_data(cols, hosts, cap_ix, chosen, rules, [c.name for c in caps],
                          [(c.a.stats.first_ts_ns or 0) / 1e9 for c in caps])
+    details = [_detail(i, report.findings[i], by_path, rules) for i in chosen]
+    sev = Counter(zip(cap_ix, cols.sev))
+    per_cap = [sum(sev.get((c.index, int(s)), 0) for s in Severity) for c in caps]
     js = _asset("report.js")
     ctx = {
         "title": _title(caps),
@@ -73,9 +79,9 @@ def _render(report: AuditReport, max_details: int, max_per_rule: int) -> bytes:
         "verdict": _verdict(report, cols),
         "rules": rules,
         "rule_counts": F.rule_counts(cols, rules),
-        "charts": _charts(caps),
+        "census": census_view(caps, per_cap, _iso, _dur),
         "services": _services(caps, cols, cap_ix),
-        "details": [_detail(i, report.findings[i], by_path, rules) for i in chosen],
+        "sections": _sections(caps, details, sev),
         "hosts": host_counts.most_common(400),
         "n_findings": len(report.findings),
         "n_details": len(chosen),
@@ -100,7 +106,14 @@ class _Capture:
         self._ev_conn = None
         self._cols: dict = {}
         self._changes: C.Changes | None = None
+        self._kinds: dict | None = None
         self.n = len(a.table)
+
+    def kinds(self) -> dict:
+        """How many of the capture's connections ended each way (``close_kind``)."""
+        if self._kinds is None:
+            self._kinds = dict(self.a.table.value_counts("close_kind")) if self.n else {}
+        return self._kinds
 
     def changes(self) -> C.Changes:
         if self._changes is None:
@@ -129,10 +142,10 @@ def _overview(caps: list[_Capture]) -> dict:
     for c in caps:
         if len(c.a.table):
             roles.update(c.a.table.value_counts("close_role"))
-            kinds.update(c.a.table.value_counts("close_kind"))
+            kinds.update(c.kinds())
     conns = sum(len(c.a.table) for c in caps)
     return {
-        "captures": [_capture_row(c) for c in caps],
+        "captures": [c.name for c in caps],
         "packets": sum(c.a.stats.packets for c in caps),
         "tcp_packets": sum(c.a.stats.tcp_packets for c in caps),
         "connections": conns,
@@ -145,7 +158,31 @@ def _overview(caps: list[_Capture]) -> dict:
     }
 
 
-def _capture_row(c: _Capture) -> dict:
+# -- one section per capture: its facts and its findings' evidence ---------------------------
+def _sections(caps: list[_Capture], details: list[dict], sev: Counter) -> list[dict]:
+    """The captures with findings first (the worst, then the most findings), then the others
+    in order. A section starts open only when at most ``OPEN_CAPTURES`` captures have findings,
+    it has some, and it draws at most ``OPEN_LIST``; a finding's evidence starts closed when
+    its capture draws more than ``OPEN_EVIDENCE``: the page opens short, the findings table
+    above is the index, and its links open what they lead to."""
+    drawn: dict[int, list[dict]] = {}
+    for d in details:
+        drawn.setdefault(d["cap_index"], []).append(d)
+    rows = [_capture_row(c, drawn.get(c.index, []), sev) for c in caps]
+    if any(k == -1 for k, _ in sev):      # findings about a capture not in the run
+        rows.append({"index": -1, "name": "findings about captures not in this run",
+                     "path": "", "packets": 0, "connections": 0, "duration": "", "error": "",
+                     "warnings": [], "timeline": "", **_findings_of(-1, drawn.get(-1, []), sev)})
+    rows.sort(key=lambda r: (not r["n_findings"], -r["worst"], -r["n_findings"], r["index"]))
+    opened = sum(1 for r in rows if r["n_findings"]) <= OPEN_CAPTURES
+    for r in rows:
+        r["open"] = opened and bool(r["n_findings"]) and len(r["details"]) <= OPEN_LIST
+        for d in r["details"]:
+            d["open"] = len(r["details"]) <= OPEN_EVIDENCE
+    return rows
+
+
+def _capture_row(c: _Capture, drawn: list[dict], sev: Counter) -> dict:
     st = c.a.stats
     span = (st.last_ts_ns - st.first_ts_ns) / 1e9 if st.first_ts_ns is not None else None
     return {"index": c.index, "name": c.name, "path": display_name(st.path), "format": st.format,
@@ -153,7 +190,17 @@ def _capture_row(c: _Capture) -> dict:
             "connections": len(c.a.table), "start": _iso(st.first_ts_ns),
             "duration": _dur(span) if span is not None else "", "warnings": list(st.warnings),
             "error": str(st.error) if st.error is not None else "",
-            "timeline": _timeline_text(st)}
+            "kinds": [(b["label"], b["count"]) for b in _bar(Counter(c.kinds()), _KINDS, 0)],
+            "timeline": _timeline_text(st), **_findings_of(c.index, drawn, sev)}
+
+
+def _findings_of(index: int, drawn: list[dict], sev: Counter) -> dict:
+    """A section's findings: per severity (worst first), how many, the worst, those drawn."""
+    by_sev = [(s.label, sev.get((index, int(s)), 0)) for s in sorted(Severity, reverse=True)]
+    n = sum(k for _, k in by_sev)
+    worst = max((int(s) for s in Severity if sev.get((index, int(s)))), default=-1)
+    return {"by_sev": [(label, k) for label, k in by_sev if k], "n_findings": n,
+            "worst": worst, "details": drawn, "undrawn": n - len(drawn)}
 
 
 def _timeline_text(st) -> str:
@@ -206,25 +253,7 @@ def _verdict(report: AuditReport, cols: F.Columns) -> dict:
             "suppressed": len(report.suppressed), "unreadable": len(report.unreadable)}
 
 
-# -- census and services ---------------------------------------------------------------------
-def _charts(caps: list[_Capture]) -> dict:
-    ranked = [c for c in caps if len(c.a.table) and c.a.stats.first_ts_ns is not None]
-    ranked.sort(key=lambda c: -len(c.a.table))
-    shown = sorted(ranked[:MAX_CHARTS], key=lambda c: c.index)
-    charts = []
-    for c in shown:
-        st = c.a.stats
-        cen = C.census(c.changes())
-        series = {k: v for k, v in cen.levels.items() if cen.peak[k] > 0}
-        legend = [{"state": k, "cls": state_class(k), "peak": cen.peak[k], "final": cen.final[k]}
-                  for k in series]
-        dur = (st.last_ts_ns - st.first_ts_ns) / 1e9
-        charts.append({"name": c.name, "start": _iso(st.first_ts_ns), "duration": _dur(dur),
-                       "step": _dur(cen.step_s), "legend": legend,
-                       "svg": step_chart(series, dur, label=f"state census of {c.name}")})
-    return {"charts": charts, "omitted": len(ranked) - len(shown)}
-
-
+# -- services --------------------------------------------------------------------------------
 def _services(caps: list[_Capture], cols: F.Columns, cap_ix: list[int]) -> dict:
     conn = cols.conn_rows
     cix = np.array(cap_ix, np.int64)
@@ -272,7 +301,8 @@ def _detail(i: int, f: Finding, by_path: dict, rules: list[dict]) -> dict:
         fault = f.host or f.endpoint or ""
     frames_filter = F.frames_filter(f.frames)
     return {
-        "i": i, "anchor": f"f{i}", "code": f.code, "rule": f.rule, "title": rule["title"],
+        "i": i, "anchor": f"f{i}", "cap_index": cap.index if cap is not None else -1,
+        "code": f.code, "rule": f.rule, "title": rule["title"],
         "severity": f.severity.label, "message": f.message, "fault": fault,
         "capture": cap.name if cap is not None else display_name(f.capture),
         "capture_path": display_name(f.capture),

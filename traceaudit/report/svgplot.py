@@ -39,8 +39,9 @@ def _nice_max(v: int) -> int:
 
 
 def step_chart(series: dict[str, np.ndarray], duration_s: float, *, width: int = 1180,
-               height: int = 200, label: str = "") -> Markup:
-    """Several step series over [0, duration_s] on one set of axes (y: endpoints)."""
+               height: int = 200, label: str = "", marks: tuple[float, ...] = ()) -> Markup:
+    """Several step series over [0, duration_s] on one set of axes (y: endpoints); a dashed
+    vertical line at each of ``marks`` (seconds)."""
     left, right, top, bottom = 52, 28, 10, 24
     pw, ph = width - left - right, height - top - bottom
     peak = max((int(v.max()) for v in series.values() if len(v)), default=0)
@@ -62,6 +63,9 @@ def step_chart(series: dict[str, np.ndarray], duration_s: float, *, width: int =
         x = left + frac * pw
         out.append(f'<text class="ax" x="{x:.1f}" y="{height - 6}" text-anchor="middle">'
                    f'{escape(_fmt_s(duration_s * frac))}</text>')
+    for m in marks:
+        x = left + (m / duration_s if duration_s else 0) * pw
+        out.append(f'<line class="mark" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{y0}"/>')
     for name, values in series.items():
         out.append(f'<path class="ln {state_class(name)}" '
                    f'd="{_step_path(values, left, dx, y0, scale)}"><title>{escape(name)}</title>'

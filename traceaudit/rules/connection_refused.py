@@ -13,7 +13,7 @@ def check(analysis, params):
     if not v.n:
         return []
     hits = np.flatnonzero(v.conn("refused") == 1)
-    first = analysis.table["client_first_frame"][hits].tolist()
+    (first,) = v.take(hits, 0, "first_frame")
     ports = v.columns["server_port"][hits].tolist()
     rst, rst_ts = v.take(hits, 1, "rst_frame", "rst_ns")
     (syns,) = v.take(hits, 0, "syn_count")

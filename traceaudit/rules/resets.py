@@ -3,6 +3,15 @@
 One vectorised pass decides, per connection and endpoint, which story an RST tells:
 premature close (with a cause), abortive close (SO_LINGER 0), close with unread data, or none
 of these (refusals, answers to half-open handshakes, a host that lost the connection).
+
+An abortive close and a close() with unread data send the same RST, so the wire alone rarely
+tells them apart. Evidence comes from this connection (the RST acknowledges data that had just
+arrived; a server reset after the client's last request) or from the same service's other
+connections in the capture: one that closes all the others with FIN and resets only here had
+data it did not read; one that resets all of them has an abort policy. For HTTP/1.x the payload
+settles it: an endpoint that received more requests than it sent responses before its RST
+(``http_requests_in`` / ``http_responses_out``, counted by the decoder and the tracker: a
+request pipelined behind the one it answered) reset with a request unread.
 """
 
 from __future__ import annotations
@@ -26,6 +35,49 @@ class ResetStory:
     abort: np.ndarray          # RST instead of FIN from ESTABLISHED / CLOSE_WAIT
     unanswered_data: np.ndarray  # the peer sent data after this endpoint's last data
     answers_data: np.ndarray   # the RST acknowledges data it had not acknowledged before
+    # the same endpoint's other connections (a server: those of its address:port; a client:
+    # its address's to that service), counted where it closed them
+    others_fin: np.ndarray     # ... closed with its own FIN
+    others_abort: np.ndarray   # ... ended with an abortive RST
+    # HTTP/1.x messages the payload shows, before its RST
+    requests_in: np.ndarray    # requests it received
+    responses_out: np.ndarray  # responses it sent
+
+    @property
+    def pipelined(self) -> np.ndarray:
+        """Aborts by an endpoint that had received more HTTP/1.x requests than it answered:
+        a request was left unread (or at least unanswered) when it reset."""
+        return self.abort & (self.requests_in > self.responses_out)
+
+    @property
+    def resets_everywhere(self) -> np.ndarray:
+        """Its other connections (two or more) all ended with an abortive RST: a policy."""
+        return (self.others_abort >= 2) & (self.others_fin == 0)
+
+    @property
+    def fins_elsewhere(self) -> np.ndarray:
+        """It closed its other connections (two or more) with FIN and reset none of them."""
+        return (self.others_fin >= 2) & (self.others_abort == 0)
+
+
+def wire_unread(story: ResetStory, e: int) -> np.ndarray:
+    """Aborts whose own connection's packets show data unread: the RST acknowledges data it
+    had not acknowledged before (the data was still arriving), or the endpoint is the server
+    and the client's last data (a request) was never answered. (The payload's evidence is
+    ``ResetStory.pipelined``.)"""
+    return story.abort & (story.answers_data | (story.unanswered_data & (e == 1)))
+
+
+def is_unread(story: ResetStory, e: int) -> np.ndarray:
+    """Aborts that look like close() with unread data (the rest look like SO_LINGER 0): shown
+    by the connection itself (its packets, or HTTP/1.x requests in its payload that it never
+    answered), or by a server that closed its other connections with FIN and reset only this
+    one (a client that does so may as well have given up on a slow answer with an abort: there
+    its other connections only say how sure a verdict is)."""
+    own = wire_unread(story, e) | story.pipelined
+    if e == 0:
+        return own
+    return own | (story.abort & story.fins_elsewhere)
 
 
 def reset_story(v: View, e: int) -> ResetStory:
@@ -64,4 +116,23 @@ def _reset_story(v: View, e: int) -> ResetStory:
     unanswered = (peer_data >= 0) & (peer_data > v.ep(e, "last_data_frame")) & \
         (peer_data < rst_frame)
     answers_data = (answer >= 0) & ((kind & Answered.DATA) != 0)
-    return ResetStory(premature, abort, unanswered, answers_data)
+    others_fin, others_abort = _elsewhere(v, e, (v.ep(e, "fin_sent") == 1) & ~abort, abort)
+    return ResetStory(premature, abort, unanswered, answers_data, others_fin, others_abort,
+                      v.ep(e, "http_requests_in"), v.ep(e, "http_responses_out"))
+
+
+def _elsewhere(v: View, e: int, fin: np.ndarray,
+               abort: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How many of each connection's siblings (same server address:port for the server; same
+    client address and server address:port for the client) ``fin`` and ``abort`` mark."""
+    zeros = np.zeros(v.n, np.int64)
+    if not abort.any():
+        return zeros, zeros
+    service = v.service_codes(1).astype(np.int64)
+    key = service if e == 1 else \
+        v.ip_codes[0].astype(np.int64) * (int(service.max()) + 1) + service
+    _, group = np.unique(key, return_inverse=True)
+    group = group.reshape(-1)
+    fins = np.bincount(group, weights=fin, minlength=group.max() + 1).astype(np.int64)
+    aborts = np.bincount(group, weights=abort, minlength=group.max() + 1).astype(np.int64)
+    return fins[group] - fin, aborts[group] - abort

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from traceaudit.rules.common import ENDPOINTS, View, seconds
-from traceaudit.rules.linger_zero_abort import is_unread
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.rules.resets import reset_story
+from traceaudit.rules.resets import is_unread, reset_story, wire_unread
 
 
 def check(analysis, params):
@@ -16,36 +15,80 @@ def check(analysis, params):
     for e in (0, 1) if v.n else ():
         story = reset_story(v, e)
         hits = np.flatnonzero(is_unread(story, e))
-        out += _findings(v, hits, e, story.answers_data[hits].tolist())
+        out += _findings(v, hits, e, story.answers_data[hits].tolist(),
+                         wire_unread(story, e)[hits].tolist(),
+                         story.requests_in[hits].tolist(), story.responses_out[hits].tolist(),
+                         story.fins_elsewhere[hits].tolist(),
+                         story.resets_everywhere[hits].tolist(),
+                         story.others_fin[hits].tolist(), story.others_abort[hits].tolist())
     return out
 
 
-def _findings(v: View, hits: np.ndarray, e: int, answers_data: list[bool]):
+def _findings(v: View, hits: np.ndarray, e: int, answers_data: list[bool], wire: list[bool],
+              requests_in: list[int], responses_out: list[int],
+              fins_elsewhere: list[bool], resets_everywhere: list[bool],
+              others_fin: list[int], others_abort: list[int]):
     peer = ENDPOINTS[1 - e]
-    rst, rst_ts = v.take(hits, e, "rst_frame", "rst_ns")
+    rst, rst_ts, own = v.take(hits, e, "rst_frame", "rst_ns", "last_data_frame")
     data, data_ts = v.take(hits, 1 - e, "last_data_frame", "last_data_ns")
     conns = hits.tolist()
     addrs = v.addresses(hits, e)
+    siblings = "connections to this service" if e == 0 else "connections"
     frames, messages, details = [], [], []
     for i, c in enumerate(conns):
+        elsewhere = (f"It closed its {others_fin[i]} other {siblings} in the capture with FIN "
+                     f"and reset only this one: an SO_LINGER 0 policy would have reset them "
+                     f"all.")
         if answers_data[i]:
             how = (f"{seconds(rst_ts[i] - data_ts[i])} after the {peer}'s data (frame "
                    f"{data[i]}) arrived, before acknowledging it any other way")
             caveat = ("An application that read that data and then aborted with SO_LINGER 0 "
                       "would send the same packets (see linger-zero-abort).")
-        else:
+        elif wire[i]:
             how = (f"{seconds(rst_ts[i] - data_ts[i])} after the {peer}'s data (frame "
                    f"{data[i]}), which it had acknowledged but never answered")
             caveat = ("A server that read the request and then aborted with SO_LINGER 0 would "
                       "send the same packets (see linger-zero-abort).")
+        else:
+            how = (f"after answering the {peer}'s data (its last data frame {own[i]}, the "
+                   f"{peer}'s frame {data[i]})")
+            caveat = (f"The wire shows nothing unanswered: the unread data came with what it "
+                      f"did read (e.g. a request pipelined behind the one it answered, in the "
+                      f"same segment). {elsewhere}")
+        pipelined = requests_in[i] > responses_out[i]
+        if pipelined:
+            # the payload shows it: a request came in that was never answered
+            confidence = "high"
+            caveat = (f"It received {_count(requests_in[i], 'HTTP request')} and answered "
+                      f"{responses_out[i]} before the RST: "
+                      f"{'a request' if requests_in[i] - responses_out[i] == 1 else 'requests'}"
+                      f" pipelined behind what it answered, visible in the payload, went "
+                      f"unanswered (HTTP/1.x message starts the capture shows).")
+            if fins_elsewhere[i]:
+                caveat += f" {elsewhere}"
+        elif wire[i] and fins_elsewhere[i]:
+            caveat = elsewhere
+            confidence = "high"
+        else:
+            confidence = "medium"
+        if (wire[i] or pipelined) and resets_everywhere[i]:
+            caveat += (f" It ended its {others_abort[i]} other {siblings} with RST too, "
+                       f"though, as an SO_LINGER 0 policy would.")
         frames.append([data[i], rst[i]])
         messages.append(
             f"{ENDPOINTS[e]} {addrs[i]} sent RST (frame {rst[i]}) instead of FIN {how}: "
             f"close() with data still unread in the receive queue makes the kernel reset the "
             f"connection, and the {peer}'s pending data (including a response it may still be "
             f"reading) is lost. {caveat}")
-        details.append({"confidence": "medium", "unread_data_frame": data[i]})
+        details.append({"confidence": confidence, "unread_data_frame": data[i],
+                        "other_fin_closes": others_fin[i], "other_resets": others_abort[i],
+                        "http_requests_in": requests_in[i],
+                        "http_responses_out": responses_out[i]})
     return v.findings(RULE, conns, e, rst_ts, frames, messages, details)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 RULE = Rule(

@@ -9,8 +9,8 @@ from libc.stdint cimport int64_t, uint8_t
 
 from traceaudit.tracking.events cimport EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE, EV_TS
 from traceaudit.tracking.facts cimport EndpointFacts
-from traceaudit.tracking.states cimport (CLOSE_WAIT, CLOSED, CLOSING, FIN_WAIT_1, LAST_ACK,
-                                         TIME_WAIT, Hindsight, Reason)
+from traceaudit.tracking.states cimport (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1,
+                                         LAST_ACK, SYN_RECEIVED, TIME_WAIT, Hindsight, Reason)
 
 cdef extern from *:
     """
@@ -146,8 +146,10 @@ cdef void _apply_kernel(int64_t[:, ::1] ev, const int64_t[::1] keys, Py_ssize_t 
                         int64_t fin_timeout_ns) noexcept nogil:
     """``ev``: the flagged pairs' rows, grouped by pair (``keys``: conn * 2 + endpoint), in
     emission order within a group; corrected in place. Marks dropped rows in ``keep`` and the
-    CLOSING rows to copy as FIN_WAIT_1 in ``extra``. Only the first ``n`` rows are used."""
-    cdef Py_ssize_t a = 0, b, i, tw
+    CLOSING rows to copy as FIN_WAIT_1 in ``extra``. Only the first ``n`` rows are used.
+    The facts, hence the flags, are those of the connection's current incarnation: only the
+    rows after its last NEW_INCARNATION row are corrected."""
+    cdef Py_ssize_t a = 0, b, i, tw, a0
     cdef int64_t key, f, fin_frame
     cdef const EndpointFacts* ep
     while a < n:
@@ -157,9 +159,13 @@ cdef void _apply_kernel(int64_t[:, ::1] ev, const int64_t[::1] keys, Py_ssize_t 
             b += 1
         ep = &ends[key >> 1, key & 1]
         f = flags[key]
+        a0 = a
+        for i in range(a, b):
+            if ev[i, EV_REASON] == Reason.NEW_INCARNATION:
+                a0 = i + 1
         if f & Hindsight.TW_SKIPPED:
             tw = -1
-            for i in range(a, b):
+            for i in range(a0, b):
                 if ev[i, EV_STATE] == TIME_WAIT:
                     tw = i
                     break
@@ -170,12 +176,12 @@ cdef void _apply_kernel(int64_t[:, ::1] ev, const int64_t[::1] keys, Py_ssize_t 
                     if ev[i, EV_STATE] == CLOSED:
                         keep[i] = 0
         if f & Hindsight.TW_NEVER:
-            for i in range(a, b):
+            for i in range(a0, b):
                 if ev[i, EV_STATE] == TIME_WAIT:
                     keep[i] = 0
                     break
         if f & Hindsight.FW2_EXPIRED:
-            for i in range(a, b):
+            for i in range(a0, b):
                 if ev[i, EV_STATE] == CLOSED and ev[i, EV_REASON] == Reason.SENT_RST:
                     # flagged only when the RST came fin_timeout or more after FIN_WAIT_2
                     ev[i, EV_REASON] = Reason.FIN_WAIT_2_EXPIRED
@@ -184,15 +190,21 @@ cdef void _apply_kernel(int64_t[:, ::1] ev, const int64_t[::1] keys, Py_ssize_t 
                     break
         if f & Hindsight.FINS_CROSSED:
             fin_frame = ep.fin_frame
-            for i in range(a, b):
+            for i in range(a0, b):
                 if ev[i, EV_STATE] == CLOSE_WAIT and ev[i, EV_FRAME] <= fin_frame:
                     keep[i] = 0
                 if ev[i, EV_STATE] == CLOSING and ev[i, EV_FRAME] == fin_frame:
                     extra[i] = 1
+        if f & Hindsight.SYN_ACK_AGAIN:
+            for i in range(a0, b):
+                if ev[i, EV_STATE] == SYN_RECEIVED and ev[i, EV_REASON] == Reason.ACK_OF_SYN_LOST:
+                    keep[i] = 0
+                    if i > a0 and ev[i - 1, EV_STATE] == ESTABLISHED:
+                        keep[i - 1] = 0
         if f & Hindsight.FIN_ACK_LOST:
-            for i in range(a, b):
+            for i in range(a0, b):
                 if ev[i, EV_STATE] == LAST_ACK and ev[i, EV_REASON] == Reason.ACK_LOST:
                     keep[i] = 0
-                    if i > a and ev[i - 1, EV_STATE] == CLOSED:
+                    if i > a0 and ev[i - 1, EV_STATE] == CLOSED:
                         keep[i - 1] = 0
         a = b

@@ -56,6 +56,16 @@ ctypedef struct EndpointFacts:
     int64_t data_after_fin      # segments with payload it received after it sent its FIN
     int64_t zero_windows        # zero-window advertisements it sent
     int64_t syn_last_frame      # its last SYN or SYN-ACK transmission
+    int64_t syn_last_ns
+    int64_t syn_prev_ns         # the SYN or SYN-ACK transmission before its last one (0: none)
+    int64_t gave_up_ns          # when it dropped its half-open connection: SYN_RECEIVED ended
+                                # after its last SYN-ACK retransmission's backoff (0: never)
+    int64_t first_frame         # its first segment (of the current incarnation)
+    int64_t first_ns
+    int64_t http_requests_in    # HTTP/1.x requests it received (message starts the decoder saw
+                                # in the peer's new data, the app_marks column) before its own
+                                # first RST; retransmitted bytes are not counted again
+    int64_t http_responses_out  # HTTP/1.x responses it sent (the same way) before its first RST
 
 
 ctypedef struct ConnFacts:
@@ -71,3 +81,9 @@ ctypedef struct ConnFacts:
     int64_t tw_recycled_frame   # the SYN that ended this connection's TIME_WAIT
     int64_t prev                # previous incarnation of the same 4-tuple, -1 when none
     int64_t prev_in_time_wait   # 1 when that previous incarnation was still in TIME_WAIT
+    int64_t incarnation         # the trackers' incarnation of this connection id: 0, then 1, 2 ...
+                                # each time the same 4-tuple and ISNs came back long after it
+                                # ended (a replayed or merged capture; kernel.pyx); every other
+                                # fact is the current incarnation's
+    int64_t incarnation_frame   # first segment of the current incarnation (-1: the first one)
+    int64_t incarnation_ns

@@ -5,8 +5,12 @@ caused by a segment it RECEIVES is placed at the same frame too, i.e. the segmen
 arrive when the capture saw it. For a capture taken next to one host the other host's receive
 transitions really happen one path delay later. Evidence that a segment did not arrive (the
 peer retransmits it) corrects the state at the retransmission. Corrections that need hindsight
-(TIME_WAIT skipped, FIN_WAIT_2 expired, FINs that crossed) are flagged here and applied to the
-timeline afterwards (``timeline.py``).
+(TIME_WAIT skipped, FIN_WAIT_2 expired, FINs that crossed, the ACK of a SYN-ACK lost) are
+flagged here and applied to the timeline afterwards (``timeline.py``). Timers the capture
+cannot show are run when the connection's next segment (or the capture's end) proves them
+expired: TIME_WAIT's 2×MSL, and a half-open server's SYN-ACK retransmissions running out.
+A connection id whose 4-tuple comes back long after the connection went quiet starts a new
+incarnation (``_comes_back``).
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
@@ -28,6 +32,16 @@ cdef extern from *:
     """
     const int64_t HALF "traceaudit_kernel_HALF"
     const int64_t FULL "traceaudit_kernel_FULL"
+
+cdef enum:
+    _NO_BACKOFF_NS = 200000000        # SYN-ACKs closer than this tell no retransmission timer
+cdef extern from *:
+    """
+    static const int64_t traceaudit_kernel_RTO_MAX = (int64_t)120 * 1000000000;
+    static const int64_t traceaudit_kernel_NEVER = INT64_MAX;
+    """
+    const int64_t RTO_MAX "traceaudit_kernel_RTO_MAX"   # Linux TCP_RTO_MAX: the longest backoff
+    const int64_t NEVER "traceaudit_kernel_NEVER"
 
 
 ctypedef int64_t[:, ::1] Matrix
@@ -99,16 +113,72 @@ cdef inline void init_conn(Ends ends, Conns conns, Py_ssize_t c, int64_t prev) n
         ep.cw_frame = -1
         ep.fw2_frame = -1
         ep.syn_last_frame = -1
+        ep.first_frame = -1
     conn.closer = Closer.NONE
     conn.close_frame = -1
     conn.tw_recycled_frame = -1
     conn.prev = prev
+    conn.incarnation_frame = -1
     conn.initialised = 1
+
+
+cdef inline bint _comes_back(EndpointFacts* me, EndpointFacts* peer, int64_t t, int64_t f,
+                             int64_t msl2) noexcept nogil:
+    """True when a segment at ``t`` with flags ``f`` from ``me`` begins a new incarnation of
+    its connection: the connection went quiet 2×MSL before (every segment of it is gone from
+    the network, and any TIME_WAIT of it ended), and either both endpoints had closed or the
+    segment is a SYN (a connection that had opened does not send one again; one still opening
+    retransmits its SYN sooner: Linux's longest SYN backoff is 32 s). Only a connection id that
+    Wireshark keeps one ``tcp.stream`` for (same 4-tuple, same ISN: a capture merged with a
+    replay of itself) gets here."""
+    if t - msl2 < me.last_ns or t - msl2 < peer.last_ns:
+        return False
+    if (f & (SYN | ACK)) == SYN:
+        return True
+    return (me.state == CLOSED or me.state == UNSEEN) and \
+        (peer.state == CLOSED or peer.state == UNSEEN)
+
+
+cdef int64_t _new_incarnation(Ends ends, Conns conns, Matrix ev, int64_t n_ev, Py_ssize_t c,
+                              int64_t t, int64_t frame) noexcept nogil:
+    """End connection c's incarnation at this frame (both endpoints CLOSED, reason
+    NEW_INCARNATION) and start the next with fresh facts; how the connection id began (its
+    previous 4-tuple incarnation) is kept."""
+    cdef Py_ssize_t e
+    cdef ConnFacts* conn = &conns[c]
+    cdef int64_t prev = conn.prev, prev_tw = conn.prev_in_time_wait
+    cdef int64_t recycled = conn.tw_recycled_frame, number = conn.incarnation + 1
+    for e in range(2):
+        if ends[c, e].state != UNSEEN:
+            n_ev = _emit(ev, n_ev, c, e, t, frame, CLOSED, Reason.NEW_INCARNATION)
+    init_conn(ends, conns, c, prev)
+    conn.prev_in_time_wait = prev_tw
+    conn.tw_recycled_frame = recycled
+    conn.incarnation = number
+    conn.incarnation_frame = frame
+    conn.incarnation_ns = t
+    return n_ev
+
+
+cdef inline int64_t _gives_up_at(const EndpointFacts* ep) noexcept nogil:
+    """When an endpoint in SYN_RECEIVED that sent its SYN-ACK more than once drops the
+    half-open connection, unless another SYN-ACK comes first: its last retransmission plus the
+    backoff doubled (Linux: the request socket's timer doubles from 1 s, at most TCP_RTO_MAX,
+    and after tcp_synack_retries retransmissions it expires once more and drops it, without a
+    packet). NEVER when the last two SYN-ACKs tell no backoff."""
+    cdef int64_t d = ep.syn_last_ns - ep.syn_prev_ns
+    if ep.syn_count < 2 or d < _NO_BACKOFF_NS:
+        return NEVER
+    return ep.syn_last_ns + (2 * d if 2 * d < RTO_MAX else RTO_MAX)
 
 
 cdef inline int64_t _expire_time_wait(Ends ends, Matrix ev, int64_t n_ev, Py_ssize_t c,
                                       int64_t now, int64_t msl2) noexcept nogil:
-    """Close endpoints whose TIME_WAIT has lasted 2×MSL by ``now``."""
+    """The timers the capture cannot show: close endpoints whose TIME_WAIT has lasted 2×MSL
+    by ``now``, and half-open ones (SYN_RECEIVED) silent when their next SYN-ACK was due
+    (``_gives_up_at``; half the last backoff later, for timer slack: a SYN-ACK by then means
+    it had not given up). A peer that sent more than one SYN (simultaneous open, or SYN
+    retransmissions that each get a SYN-ACK) tells no timer."""
     # (this module calls this copy: it runs for every segment, and the C compiler inlines it
     # where the exported ``expire_time_wait`` below must take its memoryviews whole)
     cdef Py_ssize_t e
@@ -116,16 +186,23 @@ cdef inline int64_t _expire_time_wait(Ends ends, Matrix ev, int64_t n_ev, Py_ssi
     cdef EndpointFacts* ep
     for e in range(2):
         ep = &ends[c, e]
-        if ep.state == TIME_WAIT and now >= ep.tw_since_ns + msl2:
-            t = ep.tw_since_ns + msl2
-            n_ev = _set(ep, ev, n_ev, c, e, t, -1, CLOSED, Reason.TIME_WAIT_EXPIRED)
+        if ep.state == TIME_WAIT:
+            if now >= ep.tw_since_ns + msl2:
+                t = ep.tw_since_ns + msl2
+                n_ev = _set(ep, ev, n_ev, c, e, t, -1, CLOSED, Reason.TIME_WAIT_EXPIRED)
+        elif ep.state == SYN_RECEIVED and ep.syn_count >= 2 and ends[c, 1 - e].syn_count <= 1:
+            t = _gives_up_at(ep)
+            if t != NEVER and now >= t + (ep.syn_last_ns - ep.syn_prev_ns) // 2:
+                ep.gave_up_ns = t
+                n_ev = _set(ep, ev, n_ev, c, e, t, -1, CLOSED, Reason.SYN_ACK_GAVE_UP)
     return n_ev
 
 
 cdef int64_t expire_time_wait(Ends ends, Matrix ev, int64_t n_ev, Py_ssize_t c, int64_t now,
                               int64_t msl2) noexcept nogil:
-    """Close endpoints whose TIME_WAIT has lasted 2×MSL by ``now`` (for other compiled
-    modules: declared in kernel.pxd)."""
+    """Close endpoints whose TIME_WAIT has lasted 2×MSL by ``now``, and half-open ones
+    whose SYN-ACK retransmissions ran out (for other compiled modules: declared in
+    kernel.pxd)."""
     return _expire_time_wait(ends, ev, n_ev, c, now, msl2)
 
 
@@ -146,7 +223,8 @@ cdef int _check_tables(Ends ends, Conns conns, Matrix ev) except -1:
 
 def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 const uint16_t[::1] flags, const uint32_t[::1] seq, const uint32_t[::1] ack,
-                const int32_t[::1] plen, const uint16_t[::1] win, const int64_t[::1] ts,
+                const int32_t[::1] plen, const uint16_t[::1] win, const uint8_t[::1] app,
+                const int64_t[::1] ts,
                 const int64_t[::1] frame, const int64_t[:] prev_of, Ends ends, Conns conns,
                 Matrix ev, int64_t n_ev, int64_t msl2, int64_t fin_timeout, Py_ssize_t start):
     """Run both trackers over rows ``start``.. of a batch (capture order).
@@ -158,11 +236,16 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
     ``ev`` receives (conn, endpoint, ts_ns, frame, state, reason) rows from ``n_ev`` on. Returns
     (event count, next row): it stops early, before a row, when ``ev`` has fewer than
     EV_HEADROOM free rows, so that the caller can drain it and call again.
+    ``app`` is the batch's ``app_marks`` column (HTTP/1.x requests / responses a segment
+    starts), counted into ``http_requests_in`` / ``http_responses_out`` for segments whose
+    payload begins at or past the sender's highest sequence number so far (new data, not a
+    retransmission or a keepalive).
     (``from_client`` is a bool array; ``prev_of`` may be a strided column, e.g. of flows.conn.)
     """
     cdef Py_ssize_t rows = conn_ids.shape[0]
     if not (from_client.shape[0] == rows and flags.shape[0] == rows and seq.shape[0] == rows
             and ack.shape[0] == rows and plen.shape[0] == rows and win.shape[0] == rows
+            and app.shape[0] == rows
             and ts.shape[0] == rows and frame.shape[0] == rows and start >= 0
             and 0 <= n_ev <= ev.shape[0]):
         raise ValueError("track_batch: columns of different lengths")
@@ -203,6 +286,8 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                                         Reason.TIME_WAIT_RECYCLED)
             else:
                 n_ev = _expire_time_wait(ends, ev, n_ev, c, t, msl2)
+                if _comes_back(me, peer, t, f, msl2):
+                    n_ev = _new_incarnation(ends, conns, ev, n_ev, c, t, fr)
             n = plen[i]
             syn = (f & SYN) != 0
             fin = (f & FIN) != 0
@@ -236,6 +321,8 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
             if syn and not rst:
                 me.syn_count += 1
                 me.syn_last_frame = fr
+                me.syn_prev_ns = me.syn_last_ns
+                me.syn_last_ns = t
                 if me.isn_seen == 0:
                     me.isn_seen = 1
                     me.seq_base = seq[i]
@@ -251,6 +338,15 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                     conn.synack_seen = 1
                     if sx == UNSEEN or sx == SYN_SENT or sx == LISTEN:
                         n_ev = _set(me, ev, n_ev, c, x, t, fr, SYN_RECEIVED, Reason.SENT_SYN_ACK)
+                    elif sx == ESTABLISHED and me.syn_count > 1 and conn.midstream == 0 and \
+                            (me.last_flags & (SYN | ACK | FIN | RST)) == (SYN | ACK):
+                        # a SYN-ACK again, after the peer's ACK of the last one: that ACK never
+                        # arrived (a live connection answers a SYN with an ACK, not a SYN-ACK);
+                        # the peer's later ACKs are not taken as arriving either until this
+                        # side sends something else (timeline.py drops the ESTABLISHED)
+                        me.hindsight |= Hindsight.SYN_ACK_AGAIN
+                        n_ev = _set(me, ev, n_ev, c, x, t, fr, SYN_RECEIVED,
+                                    Reason.ACK_OF_SYN_LOST)
                     if peer.state == UNSEEN:
                         n_ev = _set(peer, ev, n_ev, c, y, t, fr, SYN_SENT, Reason.MIDSTREAM)
                     sy = peer.state
@@ -259,6 +355,13 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                                     Reason.RECEIVED_SYN_ACK)
             # -- what this segment answers (for RST analysis) -------------------------------
             if rst:
+                if me.state == SYN_RECEIVED and not has_ack and peer.syn_count <= 1 and \
+                        t >= _gives_up_at(me):
+                    # a bare RST after its next SYN-ACK was due: the half-open connection had
+                    # gone, and the host answered as it does for an unknown 4-tuple
+                    me.gave_up_ns = _gives_up_at(me)
+                    n_ev = _set(me, ev, n_ev, c, x, me.gave_up_ns, -1, CLOSED,
+                                Reason.SYN_ACK_GAVE_UP)
                 me.rst_count += 1
                 if me.rst_count == 1:
                     me.rst_frame = fr
@@ -314,13 +417,18 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                     conn.rst_accepted = 1
                     n_ev = _set(peer, ev, n_ev, c, y, t, fr, CLOSED, Reason.RECEIVED_RST)
             else:
+                if me.state == SYN_RECEIVED and not syn and me.hindsight & Hindsight.SYN_ACK_AGAIN:
+                    # after ACKs that never arrived, its own segment shows one did
+                    n_ev = _set(me, ev, n_ev, c, x, t, fr, ESTABLISHED,
+                                Reason.RECEIVED_ACK_OF_SYN)
                 # -- ACK: acknowledges the peer's SYN or FIN --------------------------------
                 if has_ack:
                     if me.ack_set == 0 or a > me.rcv_nxt:
                         me.rcv_nxt = a
                     me.ack_set = 1
                     sy = peer.state
-                    if sy == SYN_RECEIVED and a >= 1 and not syn:
+                    if sy == SYN_RECEIVED and a >= 1 and not syn and \
+                            (peer.hindsight & Hindsight.SYN_ACK_AGAIN) == 0:
                         n_ev = _set(peer, ev, n_ev, c, y, t, fr, ESTABLISHED,
                                     Reason.RECEIVED_ACK_OF_SYN)
                     if peer.fin_sent == 1 and peer.fin_acked == 0 and a >= peer.fin_seq + 1:
@@ -418,9 +526,20 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 # answering a later segment (e.g. a retransmitted FIN) restarts the 60 s, as on
                 # Linux
                 me.tw_since_ns = t
+            if not rst and n > 0 and app[i] != 0 and s >= me.snd_nxt:
+                # HTTP/1.x message starts in new data (a segment that begins past everything
+                # sent so far; a SYN's data starts one past the ISN), counted until the endpoint
+                # that would answer or read them has reset
+                if me.rst_count == 0:
+                    me.http_responses_out += app[i] >> 4
+                if peer.rst_count == 0:
+                    peer.http_requests_in += app[i] & 0x0F
             if not rst and end > me.snd_nxt:
                 me.snd_nxt = end
-            me.seen = 1
+            if me.seen == 0:
+                me.seen = 1
+                me.first_frame = fr
+                me.first_ns = t
             me.last_frame = fr
             me.last_ns = t
             me.last_flags = f

@@ -42,6 +42,12 @@ cpdef enum Reason:
     ACK_LOST = 13             # the peer retransmitted its FIN: our ACK of it never arrived
     TIME_WAIT_SKIPPED = 14    # answered the peer's retransmitted FIN with RST: no TIME_WAIT
     FIN_WAIT_2_EXPIRED = 15   # answered with RST while in FIN_WAIT_2: the orphan timed out
+    NEW_INCARNATION = 16      # the 4-tuple came back long after the connection ended: this
+                              # incarnation is over (CLOSED), the trackers start a new one
+    ACK_OF_SYN_LOST = 17      # it retransmitted its SYN-ACK: the ACK of it never arrived
+    SYN_ACK_GAVE_UP = 18      # SYN_RECEIVED, silent when its next SYN-ACK retransmission was due
+                              # (or answering with RST after that): the half-open connection
+                              # was dropped (Linux: tcp_synack_retries)
 
 
 cpdef enum Closer:
@@ -69,6 +75,8 @@ cpdef enum Hindsight:
     FINS_CROSSED = 4   # its FIN crossed the peer's (simultaneous close): never in CLOSE_WAIT
     FIN_ACK_LOST = 8   # it retransmitted its FIN from CLOSED: the ACK of its FIN never came
     TW_NEVER = 16      # data after its FIN was answered by a bare RST: never in TIME_WAIT
+    SYN_ACK_AGAIN = 32  # it retransmitted its SYN-ACK after the peer's ACK: that ACK never
+                        # arrived, nor later ones until it sends something else itself
 
 
 cpdef enum Answered:

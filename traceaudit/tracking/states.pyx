@@ -28,6 +28,11 @@ REASON_TEXT = {
     Reason.ACK_LOST: "the peer retransmitted its FIN, so the ACK of it was lost",
     Reason.TIME_WAIT_SKIPPED: "answered the peer's retransmitted FIN with RST: TIME_WAIT skipped",
     Reason.FIN_WAIT_2_EXPIRED: "answered with RST from FIN_WAIT_2: the socket had timed out",
+    Reason.NEW_INCARNATION: "the 4-tuple came back 2×MSL after the connection went quiet: a "
+                            "new incarnation begins",
+    Reason.ACK_OF_SYN_LOST: "retransmitted its SYN-ACK: the peer's ACK of it never arrived",
+    Reason.SYN_ACK_GAVE_UP: "no SYN-ACK retransmission when the next was due: the half-open "
+                            "connection was dropped (tcp_synack_retries)",
 }
 
 #: The flow table's close_role text of each Closer.

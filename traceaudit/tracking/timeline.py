@@ -15,6 +15,8 @@ Corrections that need later packets are applied here, only to the connections fl
   it was never in CLOSE_WAIT: FIN_WAIT_1 then CLOSING at its own FIN.
 - ACK lost: the endpoint retransmitted its FIN from LAST_ACK after an ACK we took as reaching
   it; that ACK never arrived, so the CLOSED it caused is removed (it stayed in LAST_ACK).
+- ACK of the SYN-ACK lost: the endpoint retransmitted its SYN-ACK after the peer's ACK, so that
+  ACK never reached it: the ESTABLISHED it caused is removed (it stayed in SYN_RECEIVED).
 - SYN-ACK unanswered: the server retransmitted its SYN-ACK and the client sent nothing after the
   first one, so none reached the client: it stayed in SYN_SENT (its ESTABLISHED is removed).
 """
@@ -41,7 +43,7 @@ def corrected_events(tracked: Tracked) -> np.ndarray:
     ev = tracked.events
     if not len(ev):
         return ev[:0].copy()
-    keep = _unanswered_syn_ack_keep(ev, ends)
+    keep = _unanswered_syn_ack_keep(ev, ends, tracked.conns)
     if keep is None:
         keep = np.ones(len(ev), np.bool_)
     # each endpoint's hindsight bits by conn * 2 + endpoint (a contiguous copy)
@@ -71,13 +73,15 @@ def _corrected(ev, keep, flags, ends, fin_timeout_ns):
     return out[:n]                  # (the unused tail is at most one row per flagged row)
 
 
-def _unanswered_syn_ack_keep(ev: np.ndarray, ends: np.ndarray) -> np.ndarray | None:
+def _unanswered_syn_ack_keep(ev: np.ndarray, ends: np.ndarray,
+                             conns: np.ndarray) -> np.ndarray | None:
     """Rows to keep, None for all: remove what clients that evidently never got a SYN-ACK were
     credited with (vectorised).
 
     Evidence: the server sent its SYN-ACK more than once and the client sent nothing after the
     first one. Its ESTABLISHED goes, and so does every later entry other than CLOSED: a client
-    that received nothing cannot have reached CLOSE_WAIT either.
+    that received nothing cannot have reached CLOSE_WAIT either. (The facts are the current
+    incarnation's: earlier incarnations' rows are left as they are.)
     """
     client, server = ends[:, 0], ends[:, 1]
     client_last = client["last_frame"]
@@ -89,7 +93,8 @@ def _unanswered_syn_ack_keep(ev: np.ndarray, ends: np.ndarray) -> np.ndarray | N
     cand = np.flatnonzero(maybe[ev[:, EV_CONN]])          # those connections' event rows
     c = ev[cand, EV_CONN]
     est = cand[(ev[cand, EV_STATE] == EndpointState.ESTABLISHED) &
-               (ev[cand, EV_REASON] == Reason.RECEIVED_SYN_ACK) & (ev[cand, EV_ENDPOINT] == 0)]
+               (ev[cand, EV_REASON] == Reason.RECEIVED_SYN_ACK) & (ev[cand, EV_ENDPOINT] == 0) &
+               (ev[cand, EV_FRAME] > conns["incarnation_frame"][c])]
     if not len(est):
         return None
     est_frame = np.full(len(ends), np.iinfo(np.int64).max, np.int64)

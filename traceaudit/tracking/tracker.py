@@ -73,7 +73,8 @@ class ConnectionTracker:
         while row < len(batch):
             self._n_ev, row = K.track_batch(
                 assignment.conn, assignment.from_client, b["flags"], b["seq"], b["ack"],
-                b["payload_len"], b["win"], b["ts_ns"], b["frame"], flows.conn[:, A.F_PREV],
+                b["payload_len"], b["win"], b["app_marks"], b["ts_ns"], b["frame"],
+                flows.conn[:, A.F_PREV],
                 self.ends, self.conns, self._ev, self._n_ev, self.msl2, self.fin_timeout, row)
             if row < len(batch):
                 self._grow_events(self._n_ev + K.EV_HEADROOM + 1)

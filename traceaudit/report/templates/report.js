@@ -1,10 +1,11 @@
 "use strict";
-// traceaudit report: findings table (filter, search, sort, paging) and copy buttons.
+// traceaudit report: findings table (filter, search, sort, paging), copy buttons, the census's
+// capture selector, and links that open the sections they lead into.
 // Data comes from #ta-data (JSON, or deflate+base64 when large); text goes in via textContent.
 (function () {
   const PAGE = 200;
   const SEV = ["info", "warning", "error"];
-  const state = { rows: null, order: [], shown: PAGE, sort: "sev", dir: -1 };
+  const state = { rows: null, order: [], shown: PAGE, sort: "sev", dir: -1, oneCap: false };
   let readyResolve;
   window.traceaudit = { ready: new Promise((r) => { readyResolve = r; }), state: state };
 
@@ -121,7 +122,7 @@
       const rc = el("td"); rc.appendChild(el("code", null, D.rules[r.rule[i]][0])); rc.appendChild(document.createTextNode(" " + D.rules[r.rule[i]][1]));
       tr.appendChild(rc);
       const t = el("td", null, fmtRel(rel(D, i))); t.title = isoTime(r.ts[i]); tr.appendChild(t);
-      tr.appendChild(el("td", null, D.captures[r.cap[i]] || ""));
+      if (!state.oneCap) { const c = el("td", "cap", D.captures[r.cap[i]] || ""); c.title = c.textContent; tr.appendChild(c); }
       tr.appendChild(el("td", "num", r.conn[i] === null ? "" : r.conn[i]));
       tr.appendChild(el("td", null, r.ep[i]));
       tr.appendChild(el("td", null, r.host[i]));
@@ -148,7 +149,7 @@
     if (next && next.classList.contains("more")) { next.remove(); return; }
     const D = state.data, r = D.rows, i = +tr.dataset.i, rule = D.rules[r.rule[i]];
     const row = el("tr", "more"), td = el("td");
-    td.colSpan = 8;
+    td.colSpan = document.querySelectorAll("#findings-table thead th").length;
     td.appendChild(el("p", "msg", r.msg[i]));
     const dl = el("dl", "facts");
     const add = (k, v) => { dl.appendChild(el("dt", null, k)); const dd = el("dd"); if (v instanceof Node) dd.appendChild(v); else dd.textContent = v; dl.appendChild(dd); return dd; };
@@ -200,14 +201,37 @@
   document.addEventListener("click", (ev) => {
     const b = ev.target.closest("button.copy");
     if (b) copyText(b.dataset.copy, b);
+    const a = ev.target.closest("a[href^='#']");
+    if (a) reveal(a.getAttribute("href").slice(1));
   });
+
+  // open the closed sections (<details>) around a link's target before the page jumps to it
+  function reveal(id) {
+    const t = id && document.getElementById(decodeURIComponent(id));
+    for (let e = t; e; e = e.parentElement) if (e.tagName === "DETAILS") e.open = true;
+    if (t && t.firstElementChild && t.firstElementChild.tagName === "DETAILS") t.firstElementChild.open = true;
+  }
+  window.addEventListener("hashchange", () => reveal(location.hash.slice(1)));
+  // a printed (or saved as PDF) report holds everything
+  window.addEventListener("beforeprint", () => document.querySelectorAll("details").forEach((d) => { d.open = true; }));
+
+  function bindCensus() {
+    const sel = document.getElementById("census-capture");
+    if (!sel) return;
+    sel.addEventListener("change", () => document.querySelectorAll("figure.census").forEach((f) => {
+      f.hidden = f.dataset.census !== sel.value;
+    }));
+  }
 
   async function main() {
     try {
+      bindCensus();
+      if (location.hash) reveal(location.hash.slice(1));
       state.data = await loadData();
       if (state.data) {
-        // one capture: its name in every row says nothing
-        document.getElementById("findings-table").classList.toggle("one-cap", state.data.captures.length < 2);
+        // one capture: its name in every row says nothing, so the column goes
+        state.oneCap = state.data.captures.length < 2;
+        if (state.oneCap) document.querySelectorAll("#findings-table .c-cap, #findings-table th[data-sort=cap]").forEach((e) => e.remove());
         bind(); applyFilters();
       }
     } finally {
