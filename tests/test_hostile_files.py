@@ -152,17 +152,35 @@ def _scrubbed(doc: dict) -> dict:
 
 
 def test_stdin_through_a_pipe_reads_as_the_file(tmp_path):
-    """`cat x.pcap | traceaudit analyze /dev/stdin`: was io.UnsupportedOperation (seek)."""
+    """`cat x.pcap | traceaudit analyze -` (or /dev/stdin): was io.UnsupportedOperation."""
     p = tmp_path / "x.pcap"
     for name, data in (("pcap", GOOD), ("gzip", g.gzipped(GOOD))):
         p.write_bytes(data)
-        piped = _cli(["analyze", "/dev/stdin", "--json", "piped.json"], tmp_path, input=data)
-        assert b"Traceback" not in piped.stderr, piped.stderr.decode()
         filed = _cli(["analyze", p, "--json", "file.json"], tmp_path)
-        assert piped.returncode == filed.returncode == 0, (name, piped.stderr)
-        docs = [json.loads((tmp_path / f).read_text()) for f in ("piped.json", "file.json")]
-        assert docs[0]["captures"][0]["path"] == "/dev/stdin"
-        assert _scrubbed(docs[0]) == _scrubbed(docs[1]), name
+        for source in ("/dev/stdin", "-"):
+            piped = _cli(["analyze", source, "--json", "piped.json"], tmp_path, input=data)
+            assert b"Traceback" not in piped.stderr, piped.stderr.decode()
+            assert piped.returncode == filed.returncode == 0, (name, piped.stderr)
+            docs = [json.loads((tmp_path / f).read_text()) for f in ("piped.json", "file.json")]
+            assert docs[0]["captures"][0]["path"] == "/dev/stdin"
+            assert _scrubbed(docs[0]) == _scrubbed(docs[1]), (name, source)
+        rows = [_cli(["flows", src, "--format", "csv"], tmp_path, input=data).stdout
+                for src in ("-", p)]
+        assert rows[0].count(b"\n") > 1
+        assert rows[0].replace(b'"/dev/stdin"', f'"{p}"'.encode()) == rows[1]
+
+
+def test_dash_twice_or_from_a_terminal_is_a_usage_error(tmp_path):
+    twice = _cli(["analyze", "-", "-"], tmp_path, input=GOOD)
+    assert twice.returncode == 2 and b"only once" in twice.stderr
+    import pty
+    parent, child = pty.openpty()          # standard input is a terminal: nothing to read
+    try:
+        tty = _cli(["analyze", "-"], tmp_path, stdin=child)
+    finally:
+        os.close(parent)
+        os.close(child)
+    assert tty.returncode == 2 and b"is a terminal: pipe one in" in tty.stderr
 
 
 @pytest.fixture()

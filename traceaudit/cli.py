@@ -84,7 +84,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     ``capture.sets``). ``skipped`` (a list) receives the files of directories that are not
     captures, for the caller to list; without it they are named on stderr.
     """
-    scan = scan_paths(list(paths))
+    scan = scan_paths(_stdin_as_path(paths))
     if skipped is not None:
         skipped.extend(str(p) for p in scan.skipped)
     elif scan.skipped:
@@ -114,6 +114,20 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                 gc.collect()            # one capture's cycles, before the next is read
             failed = failed or analysis.stats.error is not None
     return results, failed
+
+
+#: the capture read for ``-``: a pipe into standard input, read once, never seeked or re-read
+STDIN_PATH = "/dev/stdin"
+
+
+def _stdin_as_path(paths: tuple[str, ...]) -> list[str]:
+    """``-`` names standard input (at most once; not a terminal: a capture must be piped in)."""
+    if paths.count("-") > 1:
+        raise click.UsageError("'-' (standard input) can be given only once")
+    if "-" in paths and sys.stdin is not None and sys.stdin.isatty():
+        raise click.UsageError("'-' reads a capture from standard input, which is a terminal: "
+                               "pipe one in (e.g. tcpdump -w - | traceaudit analyze -)")
+    return [STDIN_PATH if p == "-" else p for p in paths]
 
 
 def _listed(paths: list, shown: int = 5) -> str:
@@ -177,7 +191,8 @@ def main() -> None:
 @reader_options
 def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
           verify_checksums: bool, merge: bool | None) -> None:
-    """List every TCP connection in CAPTURES (files or directories), one row each.
+    """List every TCP connection in CAPTURES (files or directories; '-' is standard
+    input), one row each.
 
     \b
     Examples:
@@ -336,6 +351,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             overrides: tuple[str, ...], reader: str, verify_checksums: bool,
             merge: bool | None, msl2: float, fin_timeout: float) -> None:
     """Find how every TCP connection in CAPTURES ended, and which endings are bugs.
+    CAPTURES are files or directories; '-' reads one capture from standard input.
 
     Exit status: 0 no finding at or above --fail-on, 1 there are, 2 usage, configuration or
     unreadable input. With --exit-zero or --write-baseline, findings never make it 1.
@@ -351,6 +367,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
       traceaudit analyze x.pcap --select half-closed-leak --set rules.half-closed-leak.min_duration=30
       traceaudit analyze ci/ --select TA1 --ignore TA108 --sarif out.sarif --exit-zero
       traceaudit analyze ci/ --output-format github
+      tcpdump -i lo -w - port 8080 | traceaudit analyze -
       traceaudit analyze ci/ --output-format gitlab -o gl-code-quality.json
     """
     import time
