@@ -3,8 +3,11 @@ baselines, and `traceaudit rules`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import tempfile
 
 import pytest
 from click.testing import CliRunner
@@ -18,11 +21,23 @@ NORMAL = SAMPLES / "normal-close-client.pcap"    # no findings
 SIMUL = SAMPLES / "simultaneous-close.pcap"      # simultaneous-close (info) only
 
 
+@contextlib.contextmanager
+def fresh_directory(base):
+    """The current directory is a new empty directory under ``base`` for the block (click's
+    ``isolated_filesystem`` did this; deprecated in click 8.5)."""
+    before = os.getcwd()
+    os.chdir(tempfile.mkdtemp(dir=base))
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
 def run(*args, cwd=None):
     runner = CliRunner()
     if cwd is None:
         return runner.invoke(main, ["analyze", *map(str, args)])
-    with runner.isolated_filesystem(temp_dir=cwd):
+    with fresh_directory(cwd):
         return runner.invoke(main, ["analyze", *map(str, args)])
 
 
@@ -78,14 +93,14 @@ def test_config_from_traceaudit_toml_and_pyproject(tmp_path):
     (tmp_path / "traceaudit.toml").write_text(
         'fail-on = "error"\nignore = ["half-closed-leak"]\n')
     runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path) as d:
+    with fresh_directory(tmp_path):
         shutil.copy(leak, "leak.pcap")
         shutil.copy(tmp_path / "traceaudit.toml", "traceaudit.toml")
         assert runner.invoke(main, ["analyze", "leak.pcap"]).exit_code == 0
         # the command line wins over the file
         assert runner.invoke(main, ["analyze", "leak.pcap", "--fail-on", "warning"]
                              ).exit_code == 1
-    with runner.isolated_filesystem(temp_dir=tmp_path):
+    with fresh_directory(tmp_path):
         shutil.copy(leak, "leak.pcap")
         with open("pyproject.toml", "w") as fh:
             fh.write('[project]\nname = "x"\n\n[tool.traceaudit]\nselect = ["fin-wait-2-hang"]\n'
