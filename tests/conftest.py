@@ -45,3 +45,49 @@ def checked_package(tmp_path_factory) -> Path:
     from fuzz.checked_build import build_checked
     return build_checked(tmp_path_factory.mktemp("checked"),
                          Path(traceaudit.__file__).resolve().parent)
+
+
+def cli_run(*args, env=None):
+    """``traceaudit ARGS`` in-process (click's runner): any exception but the exit is a failure.
+    Paths may be bytes (names that are not UTF-8)."""
+    import os
+
+    from click.testing import CliRunner
+
+    from traceaudit.cli import main
+    argv = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in args]
+    result = CliRunner(env=env).invoke(main, argv)
+    exc = result.exception
+    assert exc is None or isinstance(exc, SystemExit), exc
+    return result
+
+
+def flows_json(tmp_path, *files):
+    """(result, rows) of ``traceaudit flows FILES --format json``; rows None if none written."""
+    import json
+    out = tmp_path / "flows.json"
+    result = cli_run("flows", *files, "--format", "json", "-o", out)
+    return result, (json.loads(out.read_text()) if out.exists() else None)
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts rows retired and 4-tuples repaired (and which capture each repair re-read)."""
+    from traceaudit import pipeline
+    from traceaudit.retire import sweep
+    seen = {"retired": 0, "repaired": 0, "reread": []}
+    sweep_, repair_ = sweep.Retirer.sweep, pipeline._repair
+
+    def counting_sweep(self, *args):
+        before = self.retired
+        sweep_(self, *args)
+        seen["retired"] += self.retired - before
+
+    def counting_repair(path, options, retirer, tuples, *args):
+        seen["repaired"] += len(tuples)
+        seen["reread"].append(path)
+        return repair_(path, options, retirer, tuples, *args)
+
+    monkeypatch.setattr(sweep.Retirer, "sweep", counting_sweep)
+    monkeypatch.setattr(pipeline, "_repair", counting_repair)
+    return seen

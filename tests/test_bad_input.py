@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import struct
 import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
 
 import pcapgen as g
-from traceaudit.cli import main
+from conftest import cli_run as run
+from conftest import flows_json
 from traceaudit.report.output import OutputError, write_with
 
 
@@ -24,19 +23,6 @@ def good_pcap() -> bytes:
 GOOD = good_pcap()
 FIRST_RECORD = 24
 SECOND_RECORD = FIRST_RECORD + 16 + struct.unpack("<I", GOOD[32:36])[0]
-
-
-def run(*args):
-    result = CliRunner().invoke(main, list(map(str, args)))
-    exc = result.exception
-    assert exc is None or isinstance(exc, SystemExit), exc
-    return result
-
-
-def flows_json(tmp_path, *files):
-    out = tmp_path / "out.json"
-    result = run("flows", *files, "--format", "json", "-o", out)
-    return result, (json.loads(out.read_text()) if out.exists() else None)
 
 
 def test_not_a_capture(tmp_path):

@@ -19,11 +19,11 @@ import sys
 import threading
 
 import pytest
-from click.testing import CliRunner
 
 import pcapgen as g
 from conftest import ROOT, needs_tshark
-from traceaudit.cli import main
+from conftest import cli_run as run
+from conftest import flows_json as flows
 from traceaudit.names import display_name, one_line
 
 
@@ -53,19 +53,6 @@ def epbs(frames: list[g.Frame], interface: int = 0) -> bytes:
             out.append(block[:8] + struct.pack("<I", interface) + block[12:])
         pos += blen
     return b"".join(out)
-
-
-def run(*args, env=None):
-    result = CliRunner(env=env).invoke(main, [os.fsdecode(a) for a in args])
-    exc = result.exception
-    assert exc is None or isinstance(exc, SystemExit), exc
-    return result
-
-
-def flows(tmp_path, *files):
-    out = tmp_path / "flows.json"
-    result = run("flows", *files, "--format", "json", "-o", out)
-    return result, (json.loads(out.read_text()) if out.exists() else None)
 
 
 # -- pcapng interface blocks -------------------------------------------------------------------
@@ -245,22 +232,14 @@ def test_fifo_among_other_captures_reads_whole(tmp_path, deadline):
         (str(other), 7), (str(fifo), 7)]
 
 
-def test_fifo_is_not_retired_so_never_read_twice(tmp_path, deadline, monkeypatch):
+def test_fifo_is_not_retired_so_never_read_twice(tmp_path, deadline, counted):
     """flows csv/parquet retire finished connections and may read the file again to repair
     4-tuples that came back: a pipe cannot be read again, so it is not retired (and its rows
     are those of the retiring read of the same file)."""
     from test_retire import EAGER, FAST
-    from traceaudit import pipeline
     from traceaudit.pipeline import ReadOptions, analyze_capture
     from traceaudit.report.flows import render_csv
-    repaired = []
-    real = pipeline._repair
-
-    def repair(path, *args):
-        repaired.append(path)
-        return real(path, *args)
-
-    monkeypatch.setattr(pipeline, "_repair", repair)
+    repaired = counted["reread"]
     data = g.pcap_bytes(MANY)
     options = ReadOptions(batch_rows=64, excerpts=False, frames_soon=False, retire=EAGER, **FAST)
 

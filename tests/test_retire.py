@@ -10,12 +10,10 @@ from click.testing import CliRunner
 import pcapgen as g
 from conftest import CORPUS_TRACES, SAMPLE_CAPTURES
 from pcapgen import ACK, FIN, RST, SYN
-from traceaudit import pipeline
 from traceaudit.cli import main
 from traceaudit.pipeline import ReadOptions, analyze_capture
 from traceaudit.report.flows import render_csv, render_parquet
 from traceaudit.retire import RetireOptions
-from traceaudit.retire import sweep
 from traceaudit.tracking.tracker import TrackerConfig
 from traceaudit.tracking.zeek import ZeekConfig
 
@@ -28,26 +26,6 @@ FAST = dict(tracker=TrackerConfig(msl2_s=0.001),
             zeek=ZeekConfig(tcp_inactivity_timeout_s=0.5, initial_inactivity_timeout_s=0.5,
                             long_inactivity_s=0.5, tcp_attempt_delay_s=0.01,
                             tcp_close_delay_s=0.01, tcp_partial_close_delay_s=0.01))
-
-
-@pytest.fixture
-def counted(monkeypatch):
-    """Counts rows retired and 4-tuples repaired during the test."""
-    seen = {"retired": 0, "repaired": 0}
-    sweep_, repair_ = sweep.Retirer.sweep, pipeline._repair
-
-    def counting_sweep(self, *args):
-        before = self.retired
-        sweep_(self, *args)
-        seen["retired"] += self.retired - before
-
-    def counting_repair(path, options, retirer, tuples, *args):
-        seen["repaired"] += len(tuples)
-        return repair_(path, options, retirer, tuples, *args)
-
-    monkeypatch.setattr(sweep.Retirer, "sweep", counting_sweep)
-    monkeypatch.setattr(pipeline, "_repair", counting_repair)
-    return seen
 
 
 def csv_of(path, retire, batch_rows=1 << 16, **options) -> bytes:

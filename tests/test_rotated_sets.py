@@ -256,19 +256,10 @@ def test_cli_merge_no_merge_and_listing(tmp_path):
     assert "not a capture, skipped: " in r.stderr
 
 
-def test_retiring_read_of_sets_equals_the_whole_file(tmp_path, monkeypatch):
+def test_retiring_read_of_sets_equals_the_whole_file(tmp_path, counted):
     """flows --format csv|parquet retires finished connections and may re-read the capture
     for 4-tuples that came back: for a set, it re-reads the set."""
     from test_retire import EAGER, FAST, csv_of
-    from traceaudit import pipeline
-    repaired = []
-    repair = pipeline._repair
-
-    def counting(path, *args):
-        repaired.append(path)
-        return repair(path, *args)
-
-    monkeypatch.setattr(pipeline, "_repair", counting)
     for sample in SAMPLES:
         where = tmp_path / sample.stem
         _split(sample, "editcap-c", where)
@@ -276,7 +267,7 @@ def test_retiring_read_of_sets_equals_the_whole_file(tmp_path, monkeypatch):
         got = csv_of(s, EAGER, batch_rows=64, **FAST).replace(
             str(s).encode(), str(sample).encode())
         assert got == csv_of(sample, None, **FAST), sample.name
-    assert any(isinstance(p, CaptureSet) for p in repaired)
+    assert any(isinstance(p, CaptureSet) for p in counted["reread"])
 
 
 @pytest.mark.parametrize("kind", ["pcap", "pcap-be", "pcap-ns", "pcap-ns-be", "pcapng",
