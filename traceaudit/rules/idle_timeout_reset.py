@@ -1,0 +1,148 @@
+"""idle-timeout-reset: a connection idle for a while, then its next segment answered by RST.
+
+Stateful boxes (conntrack firewalls, NAT gateways, cloud load balancers) forget a connection
+that has been idle longer than their timeout and answer its next segment with a reset. The
+tracker measures, per connection, the idle time before each endpoint's turn (``run_idle_ns``)
+and keeps the one its first RST came right after (``rst_idle_ns``) and the longest one the
+connection survived (``idle_survived_ns``); across one service (server address:port) the
+smallest idle that was reset and the largest that survived bracket the timeout.
+
+How it relates to middlebox-reset: that rule says who sent a reset, this one why it came. A
+reset that is both forged on the path and follows an idle gap gets both findings (two
+findings for one RST, each with its own fix); an idle reset the endpoint itself sent is
+reported here only when the service's connections show a clean threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from traceaudit.rules.common import ENDPOINTS, NS, View, seconds
+from traceaudit.rules.middlebox_reset import evidence_names
+from traceaudit.rules.model import Rule, Severity
+from traceaudit.tracking.states import EndpointState, RstOrigin
+
+
+def check(analysis, params):
+    v = View.of(analysis)
+    if not v.n:
+        return []
+    min_ns = int(params["min_idle"] * NS)
+    resets = [_candidates(v, e, min_ns) for e in (0, 1)]
+    if not any(r.any() for r in resets):
+        return []
+    # per service (server address:port): the smallest idle that was reset, the largest that
+    # survived, how many were reset
+    _, group = np.unique(v.service_codes(1), return_inverse=True)
+    group = group.reshape(-1)
+    n_groups = int(group.max()) + 1
+    idle = np.where(resets[0], v.ep(0, "rst_idle_ns"), np.where(resets[1],
+                                                                 v.ep(1, "rst_idle_ns"), 0))
+    reset = resets[0] | resets[1]
+    reset_from = np.full(n_groups, np.iinfo(np.int64).max)
+    np.minimum.at(reset_from, group[reset], idle[reset])
+    survived = np.zeros(n_groups, np.int64)
+    np.maximum.at(survived, group, v.conn("idle_survived_ns"))
+    n_reset = np.bincount(group, weights=reset, minlength=n_groups).astype(np.int64)
+    clean = (n_reset >= params["min_service_resets"]) & (survived < reset_from)
+    out = []
+    for e in (0, 1):
+        path = v.ep(e, "rst_origin") == RstOrigin.PATH
+        hits = np.flatnonzero(resets[e] & (path | clean[group]))
+        g = group[hits]
+        out += _findings(v, hits, e, path[hits].tolist(), clean[g].tolist(),
+                         reset_from[g].tolist(), survived[g].tolist(), n_reset[g].tolist())
+    return out
+
+
+def _candidates(v: View, e: int, min_ns: int) -> np.ndarray:
+    """Connections whose endpoint ``e``'s first RST (its own or forged with its address) came
+    right after the peer's first segment following at least ``min_ns`` of idle, both sides
+    still ESTABLISHED (neither had closed), answering that segment."""
+    p = 1 - e
+    rst = v.ep(e, "rst_frame")
+
+    def open_before(x: int) -> np.ndarray:
+        return (v.ep(x, "fin_frame") < 0) | (v.ep(x, "fin_frame") > rst)
+
+    return ((v.ep(e, "rst_count") > 0) & (v.ep(e, "rst_idle_ns") >= min_ns) &
+            (v.ep(e, "rst_answers_frame") >= 0) &
+            (v.ep(e, "rst_from_state") == EndpointState.ESTABLISHED) &
+            open_before(e) & open_before(p) & (v.conn("refused") == 0))
+
+
+def _findings(v: View, hits: np.ndarray, e: int, path: list[bool], clean: list[bool],
+              reset_from: list[int], survived: list[int], n_reset: list[int]):
+    me, peer = ENDPOINTS[e], ENDPOINTS[1 - e]
+    conns = hits.tolist()
+    rst, rst_ns, answers, idle, bits = v.take(hits, e, "rst_frame", "rst_ns",
+                                              "rst_answers_frame", "rst_idle_ns",
+                                              "rst_evidence")
+    peer_addrs = v.addresses(hits, 1 - e)
+    services = v.addresses(hits, 1)
+    frames, messages, details = [], [], []
+    for i, c in enumerate(conns):
+        who = (f"which the {me} did not send (forged on the path: "
+               f"{', '.join(evidence_names(bits[i]))})" if path[i] else
+               f"with the {me}'s address")
+        if survived[i] > 0:
+            estimate = (survived[i] + reset_from[i]) / 2
+            bracket = (f"the longest idle that survived was {seconds(survived[i])}: an idle "
+                       f"timeout between {seconds(survived[i])} and {seconds(reset_from[i])}")
+        else:
+            estimate = reset_from[i]
+            bracket = f"none idle that long survived: an idle timeout of at most " \
+                      f"{seconds(reset_from[i])}"
+        if clean[i]:
+            service = (f" Every connection to {services[i]} idle for >= "
+                       f"{seconds(reset_from[i])} was reset ({n_reset[i]} in the capture) and "
+                       f"{bracket} on the path.")
+        else:
+            service = (f" The capture shows no threshold across the connections to "
+                       f"{services[i]} ({n_reset[i]} reset after idling)"
+                       + (f"; {bracket}." if survived[i] < reset_from[i] else
+                          f"; one idle for {seconds(survived[i])} survived."))
+        frames.append([answers[i], rst[i]])
+        messages.append(
+            f"The connection had been idle for {seconds(idle[i])} when the {peer} "
+            f"{peer_addrs[i]} sent again (frame {answers[i]}); the segment was answered by an "
+            f"RST (frame {rst[i]}) {who}: the connection had been forgotten while idle.{service}")
+        details.append({"confidence": "high" if path[i] and clean[i] else "medium",
+                        "idle_s": round(idle[i] / NS, 6),
+                        "rst_origin": "path" if path[i] else "endpoint",
+                        "service": services[i], "service_resets": n_reset[i],
+                        "reset_from_s": round(reset_from[i] / NS, 6),
+                        "longest_survived_s": round(survived[i] / NS, 6),
+                        "timeout_estimate_s": round(estimate / NS, 3)})
+    return v.findings(RULE, conns, None, v.take(hits, e, "rst_ns")[0], frames, messages,
+                      details)
+
+
+RULE = Rule(
+    code="TA115",
+    name="idle-timeout-reset",
+    title="Idle connection reset on its next segment: an idle timeout on the path",
+    severity=Severity.WARNING,
+    rationale=("A connection that sat idle, then had its next segment answered by an RST, was "
+               "forgotten while idle: a stateful firewall's conntrack entry expired, a NAT "
+               "mapping timed out, a load balancer's idle timeout fired (AWS NLB 350 s, Azure "
+               "4 min, many firewalls 1 h). The application sees ECONNRESET on a pooled "
+               "connection it believed alive, typically on the first request after a quiet "
+               "period. Across the connections of one service, the smallest idle that was "
+               "reset and the largest that survived bracket the timeout."),
+    remediation=("Enable TCP keepalive with an idle time below the timeout (SO_KEEPALIVE with "
+                 "TCP_KEEPIDLE, or `sysctl net.ipv4.tcp_keepalive_time`), send application "
+                 "pings, or make connection pools evict connections idle longer than the "
+                 "timeout; or raise the box's idle timeout (conntrack: "
+                 "`net.netfilter.nf_conntrack_tcp_timeout_established`)."),
+    check=check,
+    thresholds={"min_idle": 1.0, "min_service_resets": 2},
+    threshold_help={"min_idle": "seconds of idle before the reset segment for it to count",
+                    "min_service_resets": "resets after idling, across one service, that "
+                                          "make a threshold (every longer idle reset, every "
+                                          "shorter one survived) when the RST itself is not "
+                                          "attributed to the path"},
+    references=("RFC 9293 §3.8.4 (TCP keep-alives)", "RFC 5382 §5 (NAT idle timeouts: "
+                                                     "at least 2 h 4 min)",
+                "Linux nf_conntrack sysctls: nf_conntrack_tcp_timeout_established"),
+)
