@@ -43,6 +43,9 @@ cdef enum:
     _IP_ID_STEP = 256                 # a sequential IPv4 ID rises by at most this much between
                                       # two segments seen (segments lost before the capture)
     _SEQ_PLAUSIBLE = 1 << 30          # an RST further than this from snd_nxt is not "in window"
+    _RACE_NS = 1000000000             # the race: the endpoint's own segments within 1 s of a
+                                      # reset (what was in flight; later ones may be another
+                                      # program on the host, e.g. a scanner's own stack)
 cdef extern from *:
     """
     static const int64_t traceaudit_kernel_RTO_MAX = (int64_t)120 * 1000000000;
@@ -281,20 +284,25 @@ cdef inline int64_t _rst_evidence(const EndpointFacts* me, int64_t ttl, int64_t 
 
 
 cdef inline void _judge_rst(EndpointFacts* me) noexcept nogil:
-    """The verdict on ``me``'s first RST from its evidence, conservatively: the path only on
-    strong evidence (TTL, the race) or on an ID or TSval out of line (fields the endpoint's
-    own stack keeps in sequence) with another weak piece beside it; never on the weak pieces
-    an endpoint's own kernel shows when it resets without a socket (no timestamps, sequence
-    number) alone."""
-    cdef int64_t bits = me.rst_evidence, n = 0, b = bits
-    while b:
-        n += b & 1
-        b >>= 1
-    if bits & (RstEvidence.TTL | RstEvidence.RACE) or \
-            (bits & (RstEvidence.IP_ID | RstEvidence.TSVAL) and n >= 2):
+    """The verdict on ``me``'s first RST from its evidence, conservatively: the path on strong
+    evidence (TTL, the race); on weak evidence only when the RST carries timestamps (a reset
+    a socket sent: its IP ID, TSval, DF and sequence number are then the socket's own) and two
+    of those are out of line. An endpoint's kernel resets without a socket too (after
+    TIME_WAIT, for an orphan that timed out, for an unknown 4-tuple): no timestamps, an ID from
+    another counter (0 on Linux now, a global or random one elsewhere), the peer's ACK as its
+    sequence number; those signs alone never make a path reset."""
+    cdef int64_t bits = me.rst_evidence, n = 0, b
+    if me.rst_tsval >= 0:
+        b = bits & (RstEvidence.IP_ID | RstEvidence.TSVAL | RstEvidence.DF | RstEvidence.SEQ)
+        while b:
+            n += b & 1
+            b >>= 1
+    if bits & (RstEvidence.TTL | RstEvidence.RACE) or n >= 2:
         me.rst_origin = RstOrigin.PATH
-        me.rst_confidence = Confidence.HIGH if n >= 2 and \
-            bits & (RstEvidence.TTL | RstEvidence.RACE) else Confidence.MEDIUM
+        me.rst_confidence = Confidence.HIGH if \
+            (bits & RstEvidence.TTL and bits & RstEvidence.RACE) or \
+            (bits & (RstEvidence.TTL | RstEvidence.RACE) and
+             bits & ~(RstEvidence.TTL | RstEvidence.RACE)) else Confidence.MEDIUM
     else:
         me.rst_origin = RstOrigin.ENDPOINT
         if me.ttl_hi < 0:
@@ -463,7 +471,8 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
             # -- what it carries that an RST of its address is compared with ---------------
             tt = ttl[i]
             if not rst:
-                if me.rst_count > 0 and not syn and me.ttl_lo <= tt <= me.ttl_hi and \
+                if me.rst_count > 0 and not syn and t - me.rst_ns <= _RACE_NS and \
+                        me.ttl_lo <= tt <= me.ttl_hi and \
                         (end > me.rst_seq or (has_ack and me.ack_set == 1 and a > me.rcv_nxt)):
                     # its own segment, with its usual TTL and numbers past the reset: the
                     # endpoint had not reset the connection

@@ -97,8 +97,9 @@ cpdef enum RstOrigin:
 
 cpdef enum RstEvidence:
     """Bits of EndpointFacts.rst_evidence: how its first RST differs from what the endpoint
-    itself sends. TTL and RACE are strong; the rest are weak (an endpoint's own kernel may send
-    a reset without a socket that shows them)."""
+    itself sends. TTL and RACE are strong; the rest are weak: an endpoint's own kernel resets
+    without a socket too (no timestamps, an ID of another counter, the peer's ACK as its
+    sequence number), so they count only for an RST that carries timestamps (kernel.pyx)."""
     TTL = 1            # TTL / hop limit outside the range of its other segments
     RACE = 2           # its own segments, with new sequence or ACK numbers, came after it
     IP_ID = 4          # IPv4 ID out of its otherwise sequential IDs
