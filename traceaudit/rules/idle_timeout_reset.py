@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from traceaudit.rules.common import ENDPOINTS, NS, View, seconds
-from traceaudit.rules.middlebox_reset import evidence_names
 from traceaudit.rules.model import Rule, Severity
+from traceaudit.tracking.rst_origin import evidence_names
 from traceaudit.tracking.states import EndpointState, RstOrigin
 
 

@@ -13,23 +13,8 @@ import numpy as np
 
 from traceaudit.rules.common import ENDPOINTS, View
 from traceaudit.rules.model import Rule, Severity
+from traceaudit.tracking.rst_origin import CONFIDENCE_NAMES, evidence_names, ttl_range
 from traceaudit.tracking.states import Confidence, RstEvidence, RstOrigin
-
-#: Evidence bits as the JSON report and the HTML facts name them, in the order they are told.
-EVIDENCE_NAMES = {RstEvidence.TTL: "ttl", RstEvidence.RACE: "race", RstEvidence.IP_ID: "ip_id",
-                  RstEvidence.TSVAL: "tsval", RstEvidence.NO_TIMESTAMPS: "no_timestamps",
-                  RstEvidence.SEQ: "seq", RstEvidence.DF: "df"}
-CONFIDENCE_NAMES = {Confidence.LOW: "low", Confidence.MEDIUM: "medium", Confidence.HIGH: "high"}
-
-
-def evidence_names(bits: int) -> list[str]:
-    """The names of the RstEvidence bits set in ``bits``."""
-    return [name for bit, name in EVIDENCE_NAMES.items() if bits & bit]
-
-
-def ttl_range(lo: int, hi: int) -> str:
-    return str(lo) if lo == hi else f"{lo}-{hi}"
-
 
 def evidence_text(f: dict[str, int], me: str, v6: bool) -> list[str]:
     """Each piece of evidence of one endpoint's first RST in words (``f``: its facts)."""
