@@ -112,7 +112,7 @@ ctypedef struct ConnFacts:
                                 # fact is the current incarnation's
     int64_t incarnation_frame   # first segment of the current incarnation (-1: the first one)
     int64_t incarnation_ns
-    int64_t run_idle_ns         # the idle time before the current run of one endpoint's segments,
-                                # when both were ESTABLISHED (0: none)
+    int64_t run_idle_ns         # the longest idle time before or within the current run of one
+                                # endpoint's segments, both ESTABLISHED (0: none)
     int64_t idle_survived_ns    # the longest such idle after which the other endpoint answered
                                 # with a segment that was not an RST

@@ -457,7 +457,7 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                     if (sy == SYN_SENT or sy == SYN_RECEIVED) and a >= 1:
                         n_ev = _set(peer, ev, n_ev, c, y, t, fr, ESTABLISHED,
                                     Reason.RECEIVED_SYN_ACK)
-            # -- idle runs: how long the connection was quiet before each endpoint's turn ----
+            # -- idle runs: the longest quiet time before or within each endpoint's turn ----
             run = -1
             if peer.last_frame > me.last_frame:
                 # this segment begins a run of ``me``'s after the peer's: the peer's run was
@@ -468,6 +468,10 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 conn.run_idle_ns = 0
                 if not rst and me.state == ESTABLISHED and peer.state == ESTABLISHED:
                     conn.run_idle_ns = t - peer.last_ns
+            elif not rst and me.state == ESTABLISHED and peer.state == ESTABLISHED and \
+                    t - me.last_ns > conn.run_idle_ns and me.last_frame >= 0:
+                # ``me`` goes on after a pause: e.g. its ACK, then nothing, then a request
+                conn.run_idle_ns = t - me.last_ns
             # -- what it carries that an RST of its address is compared with ---------------
             tt = ttl[i]
             if not rst:
