@@ -271,3 +271,32 @@ def test_corpus_path_resets_are_only_the_known_ones():
         if found:
             got[path.name] = sorted(found)
     assert got == CORPUS_PATH_RESETS
+
+
+# -- the real-kernel samples recorded through a router (sample_pcaps/record_path.py) ------------
+PATH_TRUTHS = sorted(SAMPLES.glob("path-*.truth.json"))
+
+
+@pytest.mark.parametrize("truth_path", PATH_TRUTHS, ids=lambda p: p.name.split(".")[0])
+def test_router_samples_resets_are_attributed_as_the_router_made_them(truth_path):
+    """The resets the router created (its nft reject, the injector: truth ``path_packets``,
+    from the router's own counters and logs) are exactly the RSTs attributed to the path, each
+    on strong evidence; no endpoint is blamed for them; an idle-timeout sample's
+    idle-timeout-reset finds the configured timeout within 10 %."""
+    t = json.loads(truth_path.read_text())
+    a, found = findings(SAMPLES / t["capture"])
+    created = {p["frame"] for p in t["path_packets"] if p["kind"] == "created" and
+               "R" in p["flags"] and p.get("frame") is not None}
+    ends = a.tracked.endpoints
+    path = ends["rst_origin"] == RstOrigin.PATH
+    assert set(ends["rst_frame"][path].tolist()) == created
+    assert ((ends["rst_evidence"][path] & (RstEvidence.TTL | RstEvidence.RACE)) != 0).all()
+    blamed = {(f.connection, f.endpoint) for f in found if f.rule in BLAMING}
+    forged = {(int(c), ("client", "server")[e]) for c, e in zip(*path.nonzero())}
+    assert not blamed & forged
+    idle = [f for f in found if f.rule == "idle-timeout-reset"]
+    if "idle_timeout_s" in t and created:
+        assert idle and all(f.details["timeout_estimate_s"] ==
+                            pytest.approx(t["idle_timeout_s"], rel=0.1) for f in idle)
+        assert all(f.details["longest_survived_s"] < t["idle_timeout_s"] <=
+                   f.details["reset_from_s"] for f in idle)
