@@ -233,8 +233,7 @@ def test_json_report_gives_each_endpoints_rst_origin(tmp_path):
     (conn,) = doc["connections"]
     assert conn["server"]["rst_origin"] == {
         "origin": "path", "confidence": "high",
-        "evidence": ["ttl", "race", "no_timestamps"], "rst_frame": conn["server"]["rst_origin"]
-        ["rst_frame"], "rst_ttl": 64, "usual_ttl": "63"}
+        "evidence": ["ttl", "race", "no_timestamps"], "rst_ttl": 64, "usual_ttl": "63"}
     assert conn["client"]["rst_origin"]["origin"] == "endpoint"
     assert json_report.connection_entries(a)[0]["server"]["rst_origin"] == \
         conn["server"]["rst_origin"]

@@ -6,8 +6,8 @@ FORMAT_VERSION history:
      timeline entries write it as exact decimal seconds (all nine digits of a nanosecond
      capture).
      Added since (fields only added, so the same version): each endpoint's rst_origin, null
-     or who sent its first RST ({origin: endpoint|path, confidence, evidence, rst_frame,
-     rst_ttl, usual_ttl}; tracking/rst_origin.py).
+     or who sent its first RST ({origin: endpoint|path, confidence, evidence, rst_ttl,
+     usual_ttl}; tracking/rst_origin.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from traceaudit.flows.columns import Coded, Repeated, first_seen_codes
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report.json_text import INT, TEXT, TIMELINE, RowWriter, TextTable
 from traceaudit.tracking.connections import state_names
-from traceaudit.tracking.rst_origin import origin_entry
+from traceaudit.tracking.rst_origin import origin_entry, origin_keys
 from traceaudit.tracking.states import REASON_TEXT, Reason
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE, EV_TS
 
@@ -107,18 +107,19 @@ def _origin_values(a: CaptureAnalysis, table: TextTable) -> tuple[np.ndarray, np
     """Per connection, the client's and the server's ``rst_origin`` as indices of their JSON
     texts in ``table`` (null for endpoints that sent no RST: one text for all of them)."""
     n = len(a.table)
-    null = table.add_texts([b"null"])
-    values = np.full((2, n), null, np.int64)
+    values = np.full(2 * n, table.add_texts([b"null"]), np.int64)    # [c * 2 + e]
     origins = _origins(a)
-    if origins is None:
-        return values[0], values[1]
-    for e in (0, 1):
-        rows = np.flatnonzero(origins["origin"][:, e] != 0)
+    if origins is not None:
+        flat = origins.reshape(-1)
+        rows = np.flatnonzero(flat["origin"] != 0)
         if len(rows):
+            # few distinct entries (verdict, evidence, TTLs): each written once
+            _, first_at, codes = np.unique(origin_keys(flat[rows]), return_index=True,
+                                           return_inverse=True)
             first = table.add_texts([orjson.dumps(origin_entry(r))
-                                     for r in origins[rows, e]])
-            values[e, rows] = first + np.arange(len(rows))
-    return values[0], values[1]
+                                     for r in flat[rows][first_at]])
+            values[rows] = first + codes.reshape(-1)
+    return values[0::2], values[1::2]
 
 
 _EMPTY = orjson.Fragment(b"[]")
