@@ -28,6 +28,8 @@ def check(analysis, params):
     if not v.n:
         return []
     min_ns = int(params["min_idle"] * NS)
+    if not any((v.ep(e, "rst_idle_ns") >= min_ns).any() for e in (0, 1)):
+        return []               # (most captures: one column read, nothing else)
     resets = [_candidates(v, e, min_ns) for e in (0, 1)]
     if not any(r.any() for r in resets):
         return []

@@ -58,9 +58,10 @@ def check(analysis, params):
     out = []
     floor = Confidence.HIGH if params["high_only"] else Confidence.MEDIUM
     for e in (0, 1) if v.n else ():
-        hits = np.flatnonzero((v.ep(e, "rst_origin") == RstOrigin.PATH) &
-                              (v.ep(e, "rst_confidence") >= floor))
-        out += _findings(v, hits, e)
+        hits = np.flatnonzero(v.ep(e, "rst_origin") == RstOrigin.PATH)
+        if len(hits):
+            (confidence,) = v.take(hits, e, "rst_confidence")
+            out += _findings(v, hits[np.asarray(confidence) >= floor], e)
     return out
 
 
