@@ -111,8 +111,10 @@ RULE = Rule(
                "vantage point: its TTL or hop limit is the box's, not the endpoint's; the "
                "endpoint's own data or ACKs keep arriving after it (Weaver, Sommer, Paxson, "
                "NDSS 2009); its IP ID, DF bit or TCP timestamps are out of line with the "
-               "endpoint's other segments. Only strong evidence (TTL, the race), or an IP ID "
-               "or TSval out of sequence with another sign, attributes a reset to the path."),
+               "endpoint's other segments. Only strong evidence (TTL, the race), or two of "
+               "IP ID, TSval, DF and sequence number out of line on a reset that carries "
+               "timestamps (a socket's), attributes a reset to the path: an endpoint's own "
+               "kernel resets without a socket too, with no timestamps and another ID."),
     remediation=("Find the box: the TTL difference tells how many hops from the capture it "
                  "sits (traceroute towards the endpoint). If it dropped an idle connection, "
                  "enable TCP keepalive below its idle timeout or raise the timeout (see "
