@@ -42,8 +42,6 @@ def evidence_text(f: dict[str, int], me: str, v6: bool) -> list[str]:
         gap = f["rst_seq_gap"]
         out.append(f"its sequence number is {abs(gap)} byte{'' if abs(gap) == 1 else 's'} "
                    f"{'short of' if gap < 0 else 'past'} where the {me}'s next byte would be")
-    if bits & RstEvidence.DF:
-        out.append(f"its DF bit differs from every other segment of the {me}")
     return out
 
 
@@ -110,9 +108,9 @@ RULE = Rule(
                "made, while its own socket may stay open. Such a reset betrays itself at the "
                "vantage point: its TTL or hop limit is the box's, not the endpoint's; the "
                "endpoint's own data or ACKs keep arriving after it (Weaver, Sommer, Paxson, "
-               "NDSS 2009); its IP ID, DF bit or TCP timestamps are out of line with the "
+               "NDSS 2009); its IP ID or TCP timestamps are out of line with the "
                "endpoint's other segments. Only strong evidence (TTL, the race), or two of "
-               "IP ID, TSval, DF and sequence number out of line on a reset that carries "
+               "IP ID, TSval and sequence number out of line on a reset that carries "
                "timestamps (a socket's), attributes a reset to the path: an endpoint's own "
                "kernel resets without a socket too, with no timestamps and another ID."),
     remediation=("Find the box: the TTL difference tells how many hops from the capture it "

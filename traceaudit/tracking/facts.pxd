@@ -70,7 +70,6 @@ ctypedef struct EndpointFacts:
     # at this vantage point, what the RST carried, and the verdict
     int64_t ttl_lo              # lowest TTL / hop limit of its non-RST segments (256: none yet)
     int64_t ttl_hi              # highest (-1: none yet)
-    int64_t df_seen             # IPv4 DF bits of its non-RST segments: 1 DF clear seen, 2 DF set seen
     int64_t ts_missing          # its non-RST segments without the timestamps option
     int64_t tsval_last          # TSval of its latest non-RST segment with timestamps (-1: none)
     int64_t ip_id_last          # IPv4 ID of its latest non-RST segment with a nonzero ID (-1: none)

@@ -234,11 +234,11 @@ cdef inline void _close_role(ConnFacts* conn, int64_t x, int64_t ts,
         conn.close_ns = ts
 
 
-cdef inline void _note_identity(EndpointFacts* me, int64_t ttl, int64_t ip_id, bint df,
-                                bint has_ts, int64_t tsval) noexcept nogil:
+cdef inline void _note_identity(EndpointFacts* me, int64_t ttl, int64_t ip_id, bint has_ts,
+                                int64_t tsval) noexcept nogil:
     """What a non-RST segment of ``me`` carries that its RST is compared with: the TTL range,
-    the DF bits, timestamps, and whether its nonzero IPv4 IDs rise in sequence (Linux: a
-    per-socket counter for DF segments, 0 for those sent without a socket)."""
+    timestamps, and whether its nonzero IPv4 IDs rise in sequence (Linux: a per-socket
+    counter for DF segments, 0 for those sent without a socket)."""
     if ttl < me.ttl_lo:
         me.ttl_lo = ttl
     if ttl > me.ttl_hi:
@@ -247,18 +247,16 @@ cdef inline void _note_identity(EndpointFacts* me, int64_t ttl, int64_t ip_id, b
         me.tsval_last = tsval
     else:
         me.ts_missing += 1
-    if ip_id >= 0:
-        me.df_seen |= 2 if df else 1
-        if ip_id != 0:
-            if me.ip_id_last > 0:
-                if 1 <= ((ip_id - me.ip_id_last) & 0xFFFF) <= _IP_ID_STEP:
-                    me.ip_id_steps += 1
-                else:
-                    me.ip_id_jumps += 1
-            me.ip_id_last = ip_id
+    if ip_id > 0:
+        if me.ip_id_last > 0:
+            if 1 <= ((ip_id - me.ip_id_last) & 0xFFFF) <= _IP_ID_STEP:
+                me.ip_id_steps += 1
+            else:
+                me.ip_id_jumps += 1
+        me.ip_id_last = ip_id
 
 
-cdef inline int64_t _rst_evidence(const EndpointFacts* me, int64_t ttl, int64_t ip_id, bint df,
+cdef inline int64_t _rst_evidence(const EndpointFacts* me, int64_t ttl, int64_t ip_id,
                                   bint has_ts, int64_t tsval, int64_t seq_gap) noexcept nogil:
     """RstEvidence bits of an RST carrying ``me``'s address, against ``me``'s non-RST segments
     before it (none: nothing to compare, no bit)."""
@@ -272,8 +270,6 @@ cdef inline int64_t _rst_evidence(const EndpointFacts* me, int64_t ttl, int64_t 
             8 * me.ip_id_jumps <= me.ip_id_steps and \
             not (1 <= ((ip_id - me.ip_id_last) & 0xFFFF) <= _IP_ID_STEP):
         bits |= RstEvidence.IP_ID
-    if ip_id >= 0 and (me.df_seen == 1 or me.df_seen == 2) and me.df_seen != (2 if df else 1):
-        bits |= RstEvidence.DF
     if not has_ts and me.ts_missing == 0:
         bits |= RstEvidence.NO_TIMESTAMPS
     if has_ts and me.tsval_last >= 0 and ((tsval - me.tsval_last) & (FULL - 1)) >= HALF:
@@ -286,14 +282,14 @@ cdef inline int64_t _rst_evidence(const EndpointFacts* me, int64_t ttl, int64_t 
 cdef inline void _judge_rst(EndpointFacts* me) noexcept nogil:
     """The verdict on ``me``'s first RST from its evidence, conservatively: the path on strong
     evidence (TTL, the race); on weak evidence only when the RST carries timestamps (a reset
-    a socket sent: its IP ID, TSval, DF and sequence number are then the socket's own) and two
+    a socket sent: its IP ID, TSval and sequence number are then the socket's own) and two
     of those are out of line. An endpoint's kernel resets without a socket too (after
     TIME_WAIT, for an orphan that timed out, for an unknown 4-tuple): no timestamps, an ID from
     another counter (0 on Linux now, a global or random one elsewhere), the peer's ACK as its
     sequence number; those signs alone never make a path reset."""
     cdef int64_t bits = me.rst_evidence, n = 0, b
     if me.rst_tsval >= 0:
-        b = bits & (RstEvidence.IP_ID | RstEvidence.TSVAL | RstEvidence.DF | RstEvidence.SEQ)
+        b = bits & (RstEvidence.IP_ID | RstEvidence.TSVAL | RstEvidence.SEQ)
         while b:
             n += b & 1
             b >>= 1
@@ -323,8 +319,7 @@ cdef int _check_tables(Ends ends, Conns conns, Matrix ev) except -1:
 def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 const uint16_t[::1] flags, const uint32_t[::1] seq, const uint32_t[::1] ack,
                 const int32_t[::1] plen, const uint16_t[::1] win, const uint8_t[::1] app,
-                const uint8_t[::1] ttl, const int32_t[::1] ip_id, const uint8_t[::1] ip_df,
-                const uint8_t[::1] has_ts, const uint32_t[::1] tsval, const int64_t[::1] ts,
+                const uint8_t[::1] ttl, const int32_t[::1] ip_id, const uint8_t[::1] has_ts, const uint32_t[::1] tsval, const int64_t[::1] ts,
                 const int64_t[::1] frame, const int64_t[:] prev_of, Ends ends, Conns conns,
                 Matrix ev, int64_t n_ev, int64_t msl2, int64_t fin_timeout, Py_ssize_t start):
     """Run both trackers over rows ``start``.. of a batch (capture order).
@@ -340,15 +335,15 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
     starts), counted into ``http_requests_in`` / ``http_responses_out`` for segments whose
     payload begins at or past the sender's highest sequence number so far (new data, not a
     retransmission or a keepalive).
-    ``ttl``, ``ip_id``, ``ip_df``, ``has_ts``, ``tsval``: the batch's columns, for the origin
-    of RSTs (the endpoint's own segments are what an RST is compared with).
-    (``from_client``, ``ip_df`` and ``has_ts`` are bool arrays; ``prev_of`` may be a strided column, e.g. of flows.conn.)
+    ``ttl``, ``ip_id``, ``has_ts``, ``tsval``: the batch's columns, for the origin of RSTs
+    (the endpoint's own segments are what an RST is compared with).
+    (``from_client`` and ``has_ts`` are bool arrays; ``prev_of`` may be a strided column, e.g. of flows.conn.)
     """
     cdef Py_ssize_t rows = conn_ids.shape[0]
     if not (from_client.shape[0] == rows and flags.shape[0] == rows and seq.shape[0] == rows
             and ack.shape[0] == rows and plen.shape[0] == rows and win.shape[0] == rows
             and app.shape[0] == rows and ttl.shape[0] == rows and ip_id.shape[0] == rows
-            and ip_df.shape[0] == rows and has_ts.shape[0] == rows and tsval.shape[0] == rows
+            and has_ts.shape[0] == rows and tsval.shape[0] == rows
             and ts.shape[0] == rows and frame.shape[0] == rows and start >= 0
             and 0 <= n_ev <= ev.shape[0]):
         raise ValueError("track_batch: columns of different lengths")
@@ -458,18 +453,19 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                         n_ev = _set(peer, ev, n_ev, c, y, t, fr, ESTABLISHED,
                                     Reason.RECEIVED_SYN_ACK)
             # -- idle runs: the longest quiet time before or within each endpoint's turn ----
+            # (the states are checked when a run is answered, not at every segment: a run that
+            # began in the handshake is answered by a segment of an endpoint not yet
+            # ESTABLISHED; one an RST answers is judged by the rules from rst_from_state)
             run = -1
             if peer.last_frame > me.last_frame:
                 # this segment begins a run of ``me``'s after the peer's: the peer's run was
                 # answered, with an RST or not
                 run = conn.run_idle_ns
-                if not rst and run > conn.idle_survived_ns:
+                if not rst and run > conn.idle_survived_ns and me.state == ESTABLISHED and \
+                        peer.state == ESTABLISHED:
                     conn.idle_survived_ns = run
-                conn.run_idle_ns = 0
-                if not rst and me.state == ESTABLISHED and peer.state == ESTABLISHED:
-                    conn.run_idle_ns = t - peer.last_ns
-            elif not rst and me.state == ESTABLISHED and peer.state == ESTABLISHED and \
-                    t - me.last_ns > conn.run_idle_ns and me.last_frame >= 0:
+                conn.run_idle_ns = t - peer.last_ns
+            elif t - me.last_ns > conn.run_idle_ns and me.last_frame >= 0:
                 # ``me`` goes on after a pause: e.g. its ACK, then nothing, then a request
                 conn.run_idle_ns = t - me.last_ns
             # -- what it carries that an RST of its address is compared with ---------------
@@ -485,7 +481,7 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                         me.race_frame = fr
                         me.rst_evidence |= RstEvidence.RACE
                         _judge_rst(me)
-                _note_identity(me, tt, ip_id[i], ip_df[i] != 0, has_ts[i] != 0, tsval[i])
+                _note_identity(me, tt, ip_id[i], has_ts[i] != 0, tsval[i])
             # -- what this segment answers (for RST analysis) -------------------------------
             if rst:
                 if me.state == SYN_RECEIVED and not has_ack and peer.syn_count <= 1 and \
@@ -508,8 +504,8 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                     me.rst_seq_gap = s - me.snd_nxt
                     if run > 0:
                         me.rst_idle_ns = run
-                    me.rst_evidence = _rst_evidence(me, tt, ip_id[i], ip_df[i] != 0,
-                                                    has_ts[i] != 0, tsval[i], me.rst_seq_gap)
+                    me.rst_evidence = _rst_evidence(me, tt, ip_id[i], has_ts[i] != 0, tsval[i],
+                                                    me.rst_seq_gap)
                     _judge_rst(me)
                     lf = peer.last_frame
                     # It answers the peer's latest segment when that came after our own last one

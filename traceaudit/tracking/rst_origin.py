@@ -14,7 +14,7 @@ from traceaudit.tracking.states import Confidence, RstEvidence, RstOrigin
 #: Evidence bits by the names the reports give them, in the order they are told.
 EVIDENCE_NAMES = {RstEvidence.TTL: "ttl", RstEvidence.RACE: "race", RstEvidence.IP_ID: "ip_id",
                   RstEvidence.TSVAL: "tsval", RstEvidence.NO_TIMESTAMPS: "no_timestamps",
-                  RstEvidence.SEQ: "seq", RstEvidence.DF: "df"}
+                  RstEvidence.SEQ: "seq"}
 ORIGIN_NAMES = {RstOrigin.ENDPOINT: "endpoint", RstOrigin.PATH: "path"}
 CONFIDENCE_NAMES = {Confidence.LOW: "low", Confidence.MEDIUM: "medium", Confidence.HIGH: "high"}
 

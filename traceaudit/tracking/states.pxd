@@ -106,7 +106,6 @@ cpdef enum RstEvidence:
     NO_TIMESTAMPS = 8  # no timestamps option, which every other segment of it carried
     TSVAL = 16         # TSval older than one it had already sent
     SEQ = 32           # sequence number not where its next byte would be
-    DF = 64            # IPv4 DF bit unlike all its other segments'
 
 
 cpdef enum Confidence:
