@@ -319,7 +319,8 @@ cdef int _check_tables(Ends ends, Conns conns, Matrix ev) except -1:
 def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 const uint16_t[::1] flags, const uint32_t[::1] seq, const uint32_t[::1] ack,
                 const int32_t[::1] plen, const uint16_t[::1] win, const uint8_t[::1] app,
-                const uint8_t[::1] ttl, const int32_t[::1] ip_id, const uint8_t[::1] has_ts, const uint32_t[::1] tsval, const int64_t[::1] ts,
+                const uint8_t[::1] ttl, const int32_t[::1] ip_id, const uint8_t[::1] has_ts,
+                const uint32_t[::1] tsval, const int64_t[::1] ts,
                 const int64_t[::1] frame, const int64_t[:] prev_of, Ends ends, Conns conns,
                 Matrix ev, int64_t n_ev, int64_t msl2, int64_t fin_timeout, Py_ssize_t start):
     """Run both trackers over rows ``start``.. of a batch (capture order).
@@ -337,7 +338,8 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
     retransmission or a keepalive).
     ``ttl``, ``ip_id``, ``has_ts``, ``tsval``: the batch's columns, for the origin of RSTs
     (the endpoint's own segments are what an RST is compared with).
-    (``from_client`` and ``has_ts`` are bool arrays; ``prev_of`` may be a strided column, e.g. of flows.conn.)
+    (``from_client`` and ``has_ts`` are bool arrays; ``prev_of`` may be a strided column,
+    e.g. of flows.conn.)
     """
     cdef Py_ssize_t rows = conn_ids.shape[0]
     if not (from_client.shape[0] == rows and flags.shape[0] == rows and seq.shape[0] == rows

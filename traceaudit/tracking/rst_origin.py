@@ -39,7 +39,8 @@ def origin_table(endpoints: np.ndarray) -> np.ndarray:
     """(connections, 2) ORIGIN_DTYPE from the tracker's (connections, 2) endpoint facts."""
     out = np.zeros(endpoints.shape, ORIGIN_DTYPE)
     for name, fact in (("origin", "rst_origin"), ("confidence", "rst_confidence"),
-                       ("evidence", "rst_evidence"), ("rst_ttl", "rst_ttl"), ("ttl_lo", "ttl_lo"), ("ttl_hi", "ttl_hi")):
+                       ("evidence", "rst_evidence"), ("rst_ttl", "rst_ttl"),
+                       ("ttl_lo", "ttl_lo"), ("ttl_hi", "ttl_hi")):
         out[name] = endpoints[fact]
     return out
 
@@ -50,8 +51,10 @@ def origin_entry(row) -> dict | None:
     if origin == RstOrigin.NO_RST:
         return None
     lo, hi = int(row["ttl_lo"]), int(row["ttl_hi"])
-    return {"origin": ORIGIN_NAMES[origin], "confidence": CONFIDENCE_NAMES[int(row["confidence"])],
-            "evidence": evidence_names(int(row["evidence"])), "rst_ttl": int(row["rst_ttl"]), "usual_ttl": ttl_range(lo, hi) if hi >= 0 else None}
+    return {"origin": ORIGIN_NAMES[origin],
+            "confidence": CONFIDENCE_NAMES[int(row["confidence"])],
+            "evidence": evidence_names(int(row["evidence"])), "rst_ttl": int(row["rst_ttl"]),
+            "usual_ttl": ttl_range(lo, hi) if hi >= 0 else None}
 
 
 def origin_keys(origins: np.ndarray) -> np.ndarray:
