@@ -28,49 +28,48 @@ def check(analysis, params):
     if not v.n:
         return []
     min_ns = int(params["min_idle"] * NS)
-    if not any((v.ep(e, "rst_idle_ns") >= min_ns).any() for e in (0, 1)):
-        return []               # (most captures: one column read, nothing else)
-    resets = [_candidates(v, e, min_ns) for e in (0, 1)]
-    if not any(r.any() for r in resets):
+    # connections whose endpoint e's first RST came after an idle of min_idle or more; the
+    # other facts are read for those rows only
+    rows = [np.flatnonzero(v.ep(e, "rst_idle_ns") >= min_ns) for e in (0, 1)]
+    resets = [rows[e][_candidates(v, e, rows[e])] for e in (0, 1)]
+    if not any(len(r) for r in resets):
         return []
     # per service (server address:port): the smallest idle that was reset, the largest that
     # survived, how many were reset
     _, group = np.unique(v.service_codes(1), return_inverse=True)
     group = group.reshape(-1)
     n_groups = int(group.max()) + 1
-    idle = np.where(resets[0], v.ep(0, "rst_idle_ns"), np.where(resets[1],
-                                                                 v.ep(1, "rst_idle_ns"), 0))
-    reset = resets[0] | resets[1]
     reset_from = np.full(n_groups, np.iinfo(np.int64).max)
-    np.minimum.at(reset_from, group[reset], idle[reset])
+    n_reset = np.zeros(n_groups, np.int64)
+    for e in (0, 1):
+        np.minimum.at(reset_from, group[resets[e]], v.take(resets[e], e, "rst_idle_ns")[0])
+        np.add.at(n_reset, group[resets[e]], 1)
     survived = np.zeros(n_groups, np.int64)
-    np.maximum.at(survived, group, v.conn("idle_survived_ns"))
-    n_reset = np.bincount(group, weights=reset, minlength=n_groups).astype(np.int64)
+    np.maximum.at(survived, group, v.take(np.arange(v.n), None, "idle_survived_ns")[0])
     clean = (n_reset >= params["min_service_resets"]) & (survived < reset_from)
     out = []
     for e in (0, 1):
-        path = v.ep(e, "rst_origin") == RstOrigin.PATH
-        hits = np.flatnonzero(resets[e] & (path | clean[group]))
+        path = np.asarray(v.take(resets[e], e, "rst_origin")[0]) == RstOrigin.PATH
+        hits = resets[e][path | clean[group[resets[e]]]]
+        path = path[path | clean[group[resets[e]]]]
         g = group[hits]
-        out += _findings(v, hits, e, path[hits].tolist(), clean[g].tolist(),
+        out += _findings(v, hits, e, path.tolist(), clean[g].tolist(),
                          reset_from[g].tolist(), survived[g].tolist(), n_reset[g].tolist())
     return out
 
 
-def _candidates(v: View, e: int, min_ns: int) -> np.ndarray:
-    """Connections whose endpoint ``e``'s first RST (its own or forged with its address) came
-    right after the peer's first segment following at least ``min_ns`` of idle, both sides
-    still ESTABLISHED (neither had closed), answering that segment."""
+def _candidates(v: View, e: int, rows: np.ndarray) -> np.ndarray:
+    """Which of ``rows`` (connections whose endpoint ``e``'s first RST came after an idle
+    long enough) count: the RST answered the peer's first segment after the idle, both sides
+    still ESTABLISHED (neither had closed), not a refused connection."""
     p = 1 - e
-    rst = v.ep(e, "rst_frame")
-
-    def open_before(x: int) -> np.ndarray:
-        return (v.ep(x, "fin_frame") < 0) | (v.ep(x, "fin_frame") > rst)
-
-    return ((v.ep(e, "rst_count") > 0) & (v.ep(e, "rst_idle_ns") >= min_ns) &
-            (v.ep(e, "rst_answers_frame") >= 0) &
-            (v.ep(e, "rst_from_state") == EndpointState.ESTABLISHED) &
-            open_before(e) & open_before(p) & (v.conn("refused") == 0))
+    rst, answers, state, count = (np.asarray(x) for x in v.take(
+        rows, e, "rst_frame", "rst_answers_frame", "rst_from_state", "rst_count"))
+    fins = [np.asarray(v.take(rows, x, "fin_frame")[0]) for x in (e, p)]
+    (refused,) = v.take(rows, None, "refused")
+    return ((count > 0) & (answers >= 0) & (state == EndpointState.ESTABLISHED) &
+            ((fins[0] < 0) | (fins[0] > rst)) & ((fins[1] < 0) | (fins[1] > rst)) &
+            (np.asarray(refused) == 0))
 
 
 def _findings(v: View, hits: np.ndarray, e: int, path: list[bool], clean: list[bool],
