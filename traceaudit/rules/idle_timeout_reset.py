@@ -34,18 +34,21 @@ def check(analysis, params):
     resets = [rows[e][_candidates(v, e, rows[e])] for e in (0, 1)]
     if not any(len(r) for r in resets):
         return []
-    # per service (server address:port): the smallest idle that was reset, the largest that
-    # survived, how many were reset
-    _, group = np.unique(v.service_codes(1), return_inverse=True)
-    group = group.reshape(-1)
-    n_groups = int(group.max()) + 1
+    # per service (server address:port) that had such a reset: the smallest idle that was
+    # reset, the largest that survived, how many were reset (only its connections are read)
+    codes = v.service_codes(1)
+    mine = np.flatnonzero(np.isin(codes, np.concatenate([codes[r] for r in resets])))
+    _, local = np.unique(codes[mine], return_inverse=True)
+    group = np.full(v.n, -1, np.int64)
+    group[mine] = local.reshape(-1)
+    n_groups = int(local.max()) + 1
     reset_from = np.full(n_groups, np.iinfo(np.int64).max)
     n_reset = np.zeros(n_groups, np.int64)
     for e in (0, 1):
         np.minimum.at(reset_from, group[resets[e]], v.take(resets[e], e, "rst_idle_ns")[0])
         np.add.at(n_reset, group[resets[e]], 1)
     survived = np.zeros(n_groups, np.int64)
-    np.maximum.at(survived, group, v.take(np.arange(v.n), None, "idle_survived_ns")[0])
+    np.maximum.at(survived, group[mine], v.take(mine, None, "idle_survived_ns")[0])
     clean = (n_reset >= params["min_service_resets"]) & (survived < reset_from)
     out = []
     for e in (0, 1):
