@@ -28,8 +28,10 @@ def internet_checksum(data: bytes) -> int:
 
 def tcp_segment(src: str, dst: str, sport: int, dport: int, *, seq: int = 0, ack: int = 0,
                 flags: int = ACK, win: int = 65535, payload: bytes = b"", options: bytes = b"",
-                bad_checksum: bool = False) -> tuple[bytes, int]:
-    """An IP packet (v4 or v6, from the address form) carrying one TCP segment; (bytes, ipver)."""
+                bad_checksum: bool = False, ttl: int = 64, ident: int = 1,
+                df: bool = True) -> tuple[bytes, int]:
+    """An IP packet (v4 or v6, from the address form) carrying one TCP segment; (bytes, ipver).
+    ``ttl`` is the TTL or hop limit; ``ident`` and ``df`` the IPv4 ID and DF bit."""
     s, d = ipaddress.ip_address(src), ipaddress.ip_address(dst)
     if len(options) % 4:
         options += b"\x01" * (4 - len(options) % 4)
@@ -44,11 +46,11 @@ def tcp_segment(src: str, dst: str, sport: int, dport: int, *, seq: int = 0, ack
     cs = internet_checksum(pseudo + tcp) ^ (0x5555 if bad_checksum else 0)
     tcp = tcp[:16] + struct.pack("!H", cs) + tcp[18:]
     if s.version == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0x4000, 64, 6, 0,
-                         s.packed, d.packed)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ident & 0xFFFF,
+                         0x4000 if df else 0, ttl, 6, 0, s.packed, d.packed)
         ip = ip[:10] + struct.pack("!H", internet_checksum(ip)) + ip[12:]
         return ip + tcp, 4
-    ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, 64, s.packed, d.packed)
+    ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), 6, ttl, s.packed, d.packed)
     return ip + tcp, 6
 
 
@@ -87,6 +89,8 @@ class Conversation:
     frames: list[Frame] = field(default_factory=list)
     #: turns (IP packet, version, sender 'c'/'s') into the frame's bytes (default: Ethernet)
     wrap: Callable[[bytes, int, str], bytes] | None = None
+    #: each side's TTL / hop limit as the capture sees it ('c'/'s'; default 64)
+    ttl: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.t = self.t0_ns
@@ -94,14 +98,17 @@ class Conversation:
 
     def send(self, who: str, flags: int, payload: bytes = b"", *, seq: int | None = None,
              ack: int | None = None, options: bytes = b"", advance: bool = True,
-             gap_ns: int | None = None, bad_checksum: bool = False) -> "Conversation":
+             gap_ns: int | None = None, bad_checksum: bool = False, ttl: int | None = None,
+             ident: int = 1, df: bool = True) -> "Conversation":
         other = "s" if who == "c" else "c"
         src, dst = (self.client, self.server) if who == "c" else (self.server, self.client)
         sp, dp = (self.cport, self.sport) if who == "c" else (self.sport, self.cport)
         s = self.nxt[who] if seq is None else seq
         a = self.nxt[other] if ack is None else ack
         pkt, ver = tcp_segment(src, dst, sp, dp, seq=s, ack=a if flags & ACK else 0, flags=flags,
-                               payload=payload, options=options, bad_checksum=bad_checksum)
+                               payload=payload, options=options, bad_checksum=bad_checksum,
+                               ttl=self.ttl.get(who, 64) if ttl is None else ttl, ident=ident,
+                               df=df)
         self.t += self.gap_ns if gap_ns is None else gap_ns
         data = self.wrap(pkt, ver, who) if self.wrap else ethernet(pkt, ver)
         self.frames.append(Frame(self.t, data))

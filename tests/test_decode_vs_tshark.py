@@ -13,7 +13,7 @@ import ipaddress
 import pytest
 
 import pcapgen as g
-from conftest import needs_tshark, tshark_fields
+from conftest import CORPUS, SAMPLES, needs_corpus, needs_tshark, tshark_fields
 from traceaudit.capture import open_capture
 from traceaudit.capture import linktypes as lt
 from traceaudit.flows import FlowBuilder
@@ -272,3 +272,97 @@ def test_undecodable_udp_tunnel_payload_is_counted(tmp_path):
     mine, stats = ours(write(tmp_path, "udp.pcap", frames))
     assert not mine
     assert "2 packet(s) of an encapsulation" in warnings_of(stats)
+
+
+# -- (4) IP-level fields (issue 21): TTL / hop limit, IPv4 ID, DF of the innermost IP header ---
+IP_FIELDS = ["frame.number", "frame.protocols", "ip.ttl", "ip.id", "ip.flags.df", "ipv6.hlim"]
+
+
+def ip_fields_ours(path) -> dict[int, tuple[int, int, bool]]:
+    rows = {}
+    for batch in open_capture(path).batches():
+        for f, ttl, ip_id, df in zip(batch["frame"].tolist(), batch["ttl"].tolist(),
+                                     batch["ip_id"].tolist(), batch["ip_df"].tolist()):
+            rows[f] = (ttl, ip_id, df)
+    return rows
+
+
+def ip_fields_tshark(path) -> dict[int, tuple[int, int, bool]]:
+    """frame -> (TTL or hop limit, IPv4 ID or -1, DF) of the innermost IP layer before TCP."""
+    rows = {}
+    for frame, protos, ttls, ids, dfs, hlims in tshark_fields(path, IP_FIELDS):
+        tokens = protos.split(":")
+        if "tcp" not in tokens or {"icmp", "icmpv6"} & set(tokens[:tokens.index("tcp")]):
+            continue
+        before = [t for t in tokens[:tokens.index("tcp")] if t in ("ip", "ipv6")]
+        k = before.count(before[-1]) - 1
+        if before[-1] == "ipv6":
+            rows[int(frame)] = (int(hlims.split(",")[k]), -1, False)
+        else:
+            rows[int(frame)] = (int(ttls.split(",")[k]), int(ids.split(",")[k], 0),
+                                dfs.split(",")[k] in ("1", "True"))
+    return rows
+
+
+def assert_ip_fields_match_tshark(path):
+    mine, ref = ip_fields_ours(path), ip_fields_tshark(path)
+    assert mine and set(mine) == set(ref), path
+    bad = [(f, mine[f], ref[f]) for f in sorted(ref) if mine[f] != ref[f]]
+    assert not bad, f"{path.name}: (frame, ours, tshark) {bad[:5]}"
+
+
+def _varied_ip_fields(v6: bool, wrap=None) -> list[g.Frame]:
+    """Both sides with their own TTL, IDs counting up, DF set or not; one reset forged with
+    another TTL, ID and DF."""
+    client, server = ("2001:db8::1", "2001:db8::2") if v6 else ("10.0.0.1", "10.0.0.2")
+    conv = g.Conversation(client=client, server=server, ttl={"c": 64, "s": 57}, wrap=wrap)
+    ids = {"c": 0x1200, "s": 0xFFFE}
+    for who, flags, data in [("c", g.SYN, b""), ("s", g.SYN | g.ACK, b""), ("c", g.ACK, b""),
+                             ("c", g.ACK | g.PSH, b"GET /\r\n"), ("s", g.ACK, b"ok" * 20),
+                             ("c", g.ACK, b"")]:
+        ids[who] += 1
+        conv.send(who, flags, data, ident=ids[who], df=who == "c")
+    conv.send("s", g.RST, ttl=250, ident=0, df=True)
+    return conv.frames
+
+
+@needs_tshark
+@pytest.mark.parametrize("v6", [False, True])
+@pytest.mark.parametrize("link", ["ethernet", "vlan", "gre"])
+def test_ip_fields_of_crafted_segments_match_tshark(tmp_path, v6, link):
+    """The Ethernet fast path, the general loop (a VLAN tag) and a tunnel's inner header."""
+    wrap = {"ethernet": None,
+            "vlan": lambda p, v, w: g.ethernet(p, v, vlans=(7,)),
+            "gre": lambda p, v, w: g.outer_ipv4(g.gre(p, 0x86DD if v == 6 else 0x0800),
+                                                47)}[link]
+    path = write(tmp_path, f"ip-fields-{link}-{v6}.pcap", _varied_ip_fields(v6, wrap))
+    assert_ip_fields_match_tshark(path)
+    mine = ip_fields_ours(path)
+    assert mine[7] == (250, -1 if v6 else 0, not v6)        # the forged reset
+    assert mine[2][0] == 57 and mine[1][0] == 64
+
+
+@needs_tshark
+def test_ip_fields_with_ipv4_options_match_tshark(tmp_path):
+    conv = g.Conversation(ttl={"c": 3, "s": 200})
+    conv.handshake().send("c", g.ACK, ident=0xBEEF, df=False)
+    frames = [g.Frame(f.ts_ns, f.data[:14] + g.ipv4_with_options(f.data[14:], b"\x01\x01\x01\x00"))
+              for f in conv.frames]
+    assert_ip_fields_match_tshark(write(tmp_path, "options.pcap", frames))
+
+
+@needs_tshark
+@pytest.mark.parametrize("path", sorted(SAMPLES.glob("*.pcap*")), ids=lambda p: p.name)
+def test_ip_fields_of_the_samples_match_tshark(path):
+    assert_ip_fields_match_tshark(path)
+
+
+@needs_tshark
+@needs_corpus
+@pytest.mark.corpus
+@pytest.mark.parametrize("name", ["tunnels.gre-sample.pcap", "ftp.ipv6.pcap",
+                                  "tls.irc-starttls.pcap", "tunnels.Teredo.pcap",
+                                  "tunnels.vxlan-encapsulated-http.pcap", "mixed-vlan-mpls.pcap",
+                                  "tls.xmpp-starttls.pcap"])
+def test_ip_fields_of_corpus_traces_match_tshark(name):
+    assert_ip_fields_match_tshark(CORPUS / "traces" / name)

@@ -31,8 +31,8 @@ def _struct_fields(name: str) -> list[tuple[str, str]]:
     return re.findall(r"^[ \t]+(\w+)[ \t]+(\w+)[ \t]*(?:#.*)?$", body, re.M)
 
 
-@pytest.mark.parametrize("struct, dtype, count", [("EndpointFacts", ENDPOINT_FACTS, 54),
-                                                  ("ConnFacts", CONN_FACTS, 14)])
+@pytest.mark.parametrize("struct, dtype, count", [("EndpointFacts", ENDPOINT_FACTS, 72),
+                                                  ("ConnFacts", CONN_FACTS, 16)])
 def test_dtypes_are_the_structs(struct, dtype, count):
     """Exactly the struct's fields, in its order, all int64, packed: 8 bytes a field."""
     fields = _struct_fields(struct)

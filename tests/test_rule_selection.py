@@ -41,7 +41,8 @@ def test_resolver_names_codes_and_prefixes():
     assert resolve_rule("TA101", "t").name == "half-closed-leak"
     assert resolve_rule("half-closed-leak", "t").code == "TA101"
     assert resolve_selector("TA11", "t").names == (
-        "time-wait-reuse", "time-wait-pileup", "server-closes-first", "keepalive-on-half-closed")
+        "time-wait-reuse", "time-wait-pileup", "server-closes-first", "keepalive-on-half-closed",
+        "middlebox-reset", "idle-timeout-reset")
     assert resolve_selector("TA101", "t").names == ("half-closed-leak",)
     assert resolve_selector("TA1", "t").specificity < resolve_selector("TA11", "t").specificity \
         < resolve_selector("TA101", "t").specificity == \
@@ -54,16 +55,18 @@ def test_resolver_names_codes_and_prefixes():
 
 
 def test_specificity_between_select_and_ignore():
-    assert ALL[0] == "TA101" and len(ALL) == 13
+    assert ALL[0] == "TA101" and len(ALL) == 15
     assert active(["TA1"]) == ALL
     assert active(["TA1"], ["TA108"]) == [c for c in ALL if c != "TA108"]   # code over prefix
     assert active(["TA108"], ["TA1"]) == ["TA108"]                          # code over prefix
     assert active(["simultaneous-close"], ["TA1"]) == ["TA108"]             # name over prefix
-    assert active(["TA11"], ["TA1"]) == ["TA110", "TA111", "TA112", "TA113"]   # longer prefix
+    assert active(["TA11"], ["TA1"]) == ["TA110", "TA111", "TA112", "TA113", "TA114",
+                                         "TA115"]                       # longer prefix
     assert active(["TA1"], ["TA11"]) == [c for c in ALL if not c.startswith("TA11")]
     assert active(["TA11"], ["TA11"]) == []                                 # ignore wins ties
     assert active(["TA108"], ["simultaneous-close"]) == []                  # (exact vs exact)
-    assert active(None, ["TA10"]) == ["TA110", "TA111", "TA112", "TA113"]   # default: all
+    assert active(None, ["TA10"]) == ["TA110", "TA111", "TA112", "TA113", "TA114",
+                                      "TA115"]                          # default: all
 
 
 # -- analyze --select/--ignore -----------------------------------------------------------------
@@ -155,7 +158,7 @@ def test_rules_list_marks_what_a_config_deselects(tmp_path):
     assert r.exit_code == 0
     selected = [ln.split()[0] for ln in r.output.splitlines()
                 if ln.startswith("TA") and "(not selected)" not in ln]
-    assert selected == ["TA110", "TA111", "TA113"]
+    assert selected == ["TA110", "TA111", "TA113", "TA114", "TA115"]
 
 
 # -- exit codes ---------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ FIELDS = ["frame.number", "frame.time_epoch", "frame.len", "frame.protocols", "i
           "tcp.flags", "tcp.window_size_value", "tcp.len", "tcp.options.mss_val",
           "tcp.options.wscale.shift", "tcp.options.sack_perm", "tcp.options.timestamp.tsval",
           "tcp.options.timestamp.tsecr", "tcp.checksum.status", "ip.len", "ipv6.plen",
-          "tcp.payload"]
+          "tcp.payload", "ip.ttl", "ip.id", "ip.flags.df", "ipv6.hlim"]
 
 
 def tshark_frames(path: Path, *prefs: str) -> list[dict[str, str]]:
@@ -108,7 +108,11 @@ def expected_row(f: dict[str, str]) -> dict[str, int] | None:
            else int(f["ip.len"].split("|")[k]),
            # HTTP/1.x message starts in the captured payload (the -T fields hex of tcp.payload)
            "app_marks": http_marks(bytes.fromhex(f["tcp.payload"].split("|")[-1]
-                                                 .replace(":", "")))}
+                                                 .replace(":", ""))),
+           # the innermost IP header's TTL / hop limit, IPv4 ID and DF bit (IPv6: -1, False)
+           "ttl": int(f["ipv6.hlim" if name == "ipv6" else "ip.ttl"].split("|")[k]),
+           "ip_id": -1 if name == "ipv6" else int(f["ip.id"].split("|")[k], 0),
+           "ip_df": False if name == "ipv6" else f["ip.flags.df"].split("|")[k] in ("1", "True")}
     row["src_hi"], row["src_lo"] = words(src)
     row["dst_hi"], row["dst_lo"] = words(dst)
     return row

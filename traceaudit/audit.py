@@ -14,6 +14,8 @@ from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.rules.model import Finding, Rule, Severity
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from traceaudit.rules.config import RulesConfig
 
 #: Exit statuses of ``traceaudit analyze`` (``AuditReport.exit_code``): no finding at or above
@@ -99,6 +101,18 @@ def build_report(analyses: list[CaptureAnalysis], config: "RulesConfig",
                        config_source=config.source or "", **meta)
 
 
+def rst_origins(analysis: CaptureAnalysis) -> np.ndarray | None:
+    """Who sent each endpoint's first RST ((connections, 2) ``ORIGIN_DTYPE``), from the
+    tracker's facts, or as kept when they were dropped (None: no facts for every connection,
+    e.g. a retiring read)."""
+    from traceaudit.tracking.rst_origin import origin_table
+    if analysis.rst_origins is not None:
+        return analysis.rst_origins
+    n = len(analysis.table)
+    ends = analysis.tracked.endpoints
+    return origin_table(ends[:n]) if len(ends) >= n else None
+
+
 def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
             keep_events: bool = True) -> CaptureAnalysis:
     """The analysis with what only the rules read dropped (tracker table, Zeek's own rows) and
@@ -117,4 +131,5 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
                     t.config)
     events = analysis.events if keep_events else np.empty((0, 6), np.int64)
     return replace(analysis, tracked=empty, events=events, zeek_table=None,
-                   excerpts=analysis.excerpts if keep_excerpts else None)
+                   excerpts=analysis.excerpts if keep_excerpts else None,
+                   rst_origins=rst_origins(analysis))

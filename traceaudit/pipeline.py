@@ -62,6 +62,8 @@ class CaptureAnalysis:
     events: np.ndarray           # corrected transition events, sorted by conn/endpoint/time
     zeek_table: Columns | None = None       # Zeek's connections (tracking/zeek.py), if enabled
     excerpts: Excerpts | None = None        # a few packets per connection, for ladders
+    rst_origins: np.ndarray | None = None   # who sent each endpoint's first RST
+                                            # (tracking/rst_origin.py), kept by audit.slimmed
 
     def __post_init__(self) -> None:
         # callers holding DataFrames (tests, tools) may pass them as they are

@@ -39,6 +39,11 @@ COLUMNS: dict[str, np.dtype] = {
     "app_marks": np.dtype(np.uint8),    # HTTP/1.x messages the segment's captured payload
                                         # starts: requests in the low 4 bits, responses in the
                                         # high 4 (each capped at 15); see ``http_marks``
+    # IP-level fields of the innermost IP header carrying the TCP: who sent a reset shows in
+    # them (a box on the path writes its own; see tracking/kernel.pyx, RST origin)
+    "ttl": np.dtype(np.uint8),          # IPv4 TTL, IPv6 hop limit
+    "ip_id": np.dtype(np.int32),        # IPv4 identification (0-65535); -1: none (IPv6)
+    "ip_df": np.dtype(np.bool_),        # IPv4 don't-fragment bit (IPv6: False)
 }
 
 #: ``app_marks``: requests started (low nibble) and responses started (high nibble).

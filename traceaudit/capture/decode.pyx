@@ -44,9 +44,12 @@ cpdef enum:
     C_SEG = 22
     C_IPLEN = 23
     C_APP = 24        # app_marks: HTTP/1.x requests / responses the payload starts
-    C_FRAG_IP = 25    # a fragment held for reassembly: position of its IP header, else -1
-    C_FRAG_AT = 26    # ... and of its payload (IPv4) or fragment header (IPv6)
-    N_COLS = 27
+    C_TTL = 25        # TTL / hop limit of the innermost IP header
+    C_IPID = 26       # its IPv4 identification; -1 for IPv6
+    C_DF = 27         # its IPv4 don't-fragment bit
+    C_FRAG_IP = 28    # a fragment held for reassembly: position of its IP header, else -1
+    C_FRAG_AT = 29    # ... and of its payload (IPv4) or fragment header (IPv6)
+    N_COLS = 30
 
 # Per-segment capture facts (the optional ``seg_flags`` column), computed only when the reader is
 # asked for them. The bits are the Zeek view's, declared once in tracking/zeek_kernel.pxd:
@@ -352,6 +355,16 @@ cdef inline bint decode_tcp(const uint8_t[::1] b, int64_t tcp_pos, int64_t end, 
     # the IP header's own total length, as Zeek's IP_Hdr::TotalLen() reads it (the caller
     # checked that the 20 or 40 header bytes at ip_pos lie within the record)
     out[C_IPLEN] = be16(b, ip_pos + 2) if ipv == 4 else be16(b, ip_pos + 4) + 40
+    # TTL / hop limit, IPv4 ID and DF: what tells a reset forged on the path from the
+    # endpoint's own (same bounds as above: within the 20 or 40 header bytes)
+    if ipv == 4:
+        out[C_TTL] = b[ip_pos + 8]
+        out[C_IPID] = be16(b, ip_pos + 4)
+        out[C_DF] = (b[ip_pos + 6] >> 6) & 1
+    else:
+        out[C_TTL] = b[ip_pos + 7]
+        out[C_IPID] = -1
+        out[C_DF] = 0
     out[C_MSS] = 0
     out[C_WSCALE] = -1
     out[C_SACKP] = 0
@@ -1008,7 +1021,8 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                    int32_t[::1] frame_len, uint16_t[::1] mss, int8_t[::1] wscale,
                    uint8_t[::1] sack_perm, uint8_t[::1] has_ts, uint32_t[::1] tsval,
                    uint32_t[::1] tsecr, uint8_t[::1] tunneled, int32_t[::1] ip_len,
-                   uint8_t[::1] app_marks, int64_t[:, ::1] frags=None):
+                   uint8_t[::1] app_marks, uint8_t[::1] ttl, int32_t[::1] ip_id,
+                   uint8_t[::1] ip_df, int64_t[:, ::1] frags=None):
     """Decode ``len(rec_off)`` records; TCP rows are packed at the top of the typed column
     arrays (``PacketBatch`` columns, in ``COLUMNS`` order; the bool columns are taken as bytes).
     ``scratch``: an int64 row of N_COLS (kept for the callers; each record is now decoded into
@@ -1035,7 +1049,8 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                    dport.shape[0], seq.shape[0], ack.shape[0], flags.shape[0], win.shape[0],
                    payload_len.shape[0], frame_len.shape[0], mss.shape[0], wscale.shape[0],
                    sack_perm.shape[0], has_ts.shape[0], tsval.shape[0], tsecr.shape[0],
-                   tunneled.shape[0], ip_len.shape[0], app_marks.shape[0])
+                   tunneled.shape[0], ip_len.shape[0], app_marks.shape[0], ttl.shape[0],
+                   ip_id.shape[0], ip_df.shape[0])
     if marks and seg_flags.shape[0] < shortest:
         shortest = seg_flags.shape[0]
     if shortest < n:
@@ -1092,6 +1107,9 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] rec_off,
                 tunneled[j] = r[C_TUNNELED] != 0
                 ip_len[j] = <int32_t>r[C_IPLEN]
                 app_marks[j] = <uint8_t>r[C_APP]
+                ttl[j] = <uint8_t>r[C_TTL]
+                ip_id[j] = <int32_t>r[C_IPID]
+                ip_df[j] = r[C_DF] != 0
                 if marks:
                     seg_flags[j] = <uint8_t>r[C_SEG]
                 j += 1

@@ -303,6 +303,10 @@ class _Rows:
         c["tunneled"].append(tunneled)
         c["ip_len"].append(ip_total_length(ip_name, ip))
         c["app_marks"].append(app_marks(f) if payload > 0 else 0)
+        ttl, ip_id, df = ip_identity(ip_name, ip)
+        c["ttl"].append(ttl)
+        c["ip_id"].append(ip_id)
+        c["ip_df"].append(df)
 
     def flush(self) -> PacketBatch:
         batch = PacketBatch({name: np.array(self.cols[name], dtype=dtype)
@@ -428,6 +432,19 @@ def ip_total_length(ip_name: str, ip: dict) -> int:
     flat = _flatten(ip, {name})
     value = _int(flat[name][0]) if flat.get(name) else 0
     return value + 40 if ip_name == "ipv6" else value
+
+
+def ip_identity(ip_name: str, ip: dict) -> tuple[int, int, bool]:
+    """The ``ttl``, ``ip_id`` and ``ip_df`` columns from the innermost IP layer: ``ip.ttl``,
+    ``ip.id``, ``ip.flags.df`` (IPv6: ``ipv6.hlim``, no ID: -1, DF False)."""
+    if ip_name == "ipv6":
+        flat = _flatten(ip, {"ipv6.hlim"})
+        return (_int(flat["ipv6.hlim"][0]) if flat.get("ipv6.hlim") else 0), -1, False
+    flat = _flatten(ip, {"ip.ttl", "ip.id", "ip.flags.df"})
+    ttl = _int(flat["ip.ttl"][0]) if flat.get("ip.ttl") else 0
+    ip_id = _int(flat["ip.id"][0]) if flat.get("ip.id") else 0
+    df = bool(flat.get("ip.flags.df")) and flat["ip.flags.df"][0] in ("1", "True", "true")
+    return ttl, ip_id, df
 
 
 def app_marks(f: dict[str, list[str]]) -> int:

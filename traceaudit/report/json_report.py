@@ -5,6 +5,9 @@ FORMAT_VERSION history:
      Times are epoch seconds: numbers that read as the double nearest the capture's time;
      timeline entries write it as exact decimal seconds (all nine digits of a nanosecond
      capture).
+     Added since (fields only added, so the same version): each endpoint's rst_origin, null
+     or who sent its first RST ({origin: endpoint|path, confidence, evidence, rst_ttl,
+     usual_ttl}; tracking/rst_origin.py).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from traceaudit.flows.columns import Coded, Repeated, first_seen_codes
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report.json_text import INT, TEXT, TIMELINE, RowWriter, TextTable
 from traceaudit.tracking.connections import state_names
+from traceaudit.tracking.rst_origin import origin_entry, origin_keys
 from traceaudit.tracking.states import REASON_TEXT, Reason
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_FRAME, EV_REASON, EV_STATE, EV_TS
 
@@ -80,15 +84,42 @@ def connection_entries(a: CaptureAnalysis) -> list[dict]:
     columns = [flows[f].tolist() for f in fields]
     timelines = _timelines(a.events, len(flows))
     finals = {"client": flows["client_state"].tolist(), "server": flows["server_state"].tolist()}
+    origins = _origins(a)
     out = []
     capture = display_name(a.stats.path)
     for i, values in enumerate(zip(*columns)):
         entry = dict(zip(fields, values))
         entry["capture"] = capture
-        entry["client"] = {"final_state": finals["client"][i], "timeline": timelines[i][0]}
-        entry["server"] = {"final_state": finals["server"][i], "timeline": timelines[i][1]}
+        for e, side in enumerate(("client", "server")):
+            entry[side] = {"final_state": finals[side][i], "timeline": timelines[i][e],
+                           "rst_origin": None if origins is None else origin_entry(origins[i, e])}
         out.append(entry)
     return out
+
+
+def _origins(a: CaptureAnalysis) -> np.ndarray | None:
+    """Each endpoint's RST origin (tracking/rst_origin.py), None when not known."""
+    from traceaudit.audit import rst_origins
+    return rst_origins(a)
+
+
+def _origin_values(a: CaptureAnalysis, table: TextTable) -> tuple[np.ndarray, np.ndarray]:
+    """Per connection, the client's and the server's ``rst_origin`` as indices of their JSON
+    texts in ``table`` (null for endpoints that sent no RST: one text for all of them)."""
+    n = len(a.table)
+    values = np.full(2 * n, table.add_texts([b"null"]), np.int64)    # [c * 2 + e]
+    origins = _origins(a)
+    if origins is not None:
+        flat = origins.reshape(-1)
+        rows = np.flatnonzero(flat["origin"] != 0)
+        if len(rows):
+            # few distinct entries (verdict, evidence, TTLs): each written once
+            _, first_at, codes = np.unique(origin_keys(flat[rows]), return_index=True,
+                                           return_inverse=True)
+            first = table.add_texts([orjson.dumps(origin_entry(r))
+                                     for r in flat[rows][first_at]])
+            values[rows] = first + codes.reshape(-1)
+    return values[0::2], values[1::2]
 
 
 _EMPTY = orjson.Fragment(b"[]")
@@ -241,16 +272,22 @@ def _connection_writer(a: CaptureAnalysis) -> RowWriter:
     # the literal text before each value of a row: the fields, then capture, client
     # {final_state, timeline}, server {...}
     labels = ["{" + f'"{fields[0]}":'] + [f',"{f}":' for f in fields[1:]] + [
-        f',"capture":{capture},"client":{{"final_state":', ',"timeline":',
-        '},"server":{"final_state":', ',"timeline":']
-    # each value's source: a column, or an endpoint's timeline (0 client, 1 server)
-    sources = [flows.column(f) for f in fields] + [flows.column("client_state"), 0,
-                                                   flows.column("server_state"), 1]
+        f',"capture":{capture},"client":{{"final_state":', ',"timeline":', ',"rst_origin":',
+        '},"server":{"final_state":', ',"timeline":', ',"rst_origin":']
     table = TextTable()
+    client_origin, server_origin = _origin_values(a, table)
+    # each value's source: a column, an endpoint's timeline (0 client, 1 server), or the
+    # per-row text indices of its rst_origin
+    sources = [flows.column(f) for f in fields] + [
+        flows.column("client_state"), 0, (TEXT, client_origin),
+        flows.column("server_state"), 1, (TEXT, server_origin)]
     kinds = []
     values = np.zeros((len(sources), n), np.int64)
     for k, source in enumerate(sources):
-        if isinstance(source, int):
+        if isinstance(source, tuple):
+            kinds.append(source[0])
+            values[k] = source[1]
+        elif isinstance(source, int):
             kinds.append(TIMELINE)
             values[k] = source
         else:

@@ -12,6 +12,9 @@ data it did not read; one that resets all of them has an abort policy. For HTTP/
 settles it: an endpoint that received more requests than it sent responses before its RST
 (``http_requests_in`` / ``http_responses_out``, counted by the decoder and the tracker: a
 request pipelined behind the one it answered) reset with a request unread.
+
+Only resets the endpoint sent itself are judged: one the tracker attributes to the path
+(``rst_origin``: a middlebox forged it with the endpoint's address) is middlebox-reset's.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 
 from traceaudit.capture.tcpflags import ACK
 from traceaudit.rules.common import View
-from traceaudit.tracking.states import Answered, EndpointState, Hindsight
+from traceaudit.tracking.states import Answered, EndpointState, Hindsight, RstOrigin
 
 PREMATURE_CAUSES = ("time_wait_skipped", "fin_wait_2_expired", "data_after_close")
 _CLOSED_FIRST = (EndpointState.FIN_WAIT_1, EndpointState.FIN_WAIT_2, EndpointState.CLOSING,
@@ -90,7 +93,8 @@ def reset_story(v: View, e: int) -> ResetStory:
 
 def _reset_story(v: View, e: int) -> ResetStory:
     p = 1 - e
-    sent = v.ep(e, "rst_count") > 0
+    # a reset forged on the path with the endpoint's address tells nothing of how it closed
+    sent = (v.ep(e, "rst_count") > 0) & (v.ep(e, "rst_origin") != RstOrigin.PATH)
     state = v.ep(e, "rst_from_state")
     flags = v.ep(e, "rst_flags")
     answer = v.ep(e, "rst_answers_frame")

@@ -44,6 +44,15 @@ ctypedef struct EndpointFacts:
     int64_t last_flags
     int64_t last_ack_raw        # raw ack field of its last segment
     int64_t last_seq_end        # unwrapped sequence end of its last segment
+    # what its non-RST segments carry at this vantage point, that an RST with its address is
+    # compared with (RST origin, below; beside the fields every segment updates)
+    int64_t ttl_lo              # lowest TTL / hop limit of its non-RST segments (256: none yet)
+    int64_t ttl_hi              # highest (-1: none yet)
+    int64_t ts_missing          # its non-RST segments without the timestamps option
+    int64_t tsval_last          # TSval of its latest non-RST segment with timestamps (-1: none)
+    int64_t ip_id_last          # IPv4 ID of its latest non-RST segment with a nonzero ID (-1: none)
+    int64_t ip_id_steps         # consecutive nonzero IDs of its non-RST segments that rose by 1-256
+    int64_t ip_id_jumps         # ... that did not (a random or global ID: no sequence to judge by)
     int64_t fin_retx_frame      # first retransmission of its FIN
     int64_t keepalives          # keepalive probes it sent (seq = snd_nxt - 1, 0/1 byte, nothing new)
     int64_t keepalives_half_closed  # ... of which while the connection was half-closed
@@ -66,11 +75,30 @@ ctypedef struct EndpointFacts:
                                 # in the peer's new data, the app_marks column) before its own
                                 # first RST; retransmitted bytes are not counted again
     int64_t http_responses_out  # HTTP/1.x responses it sent (the same way) before its first RST
+    # -- who sent its first RST (kernel.pyx, "RST origin"): what the RST carried, and the
+    # verdict
+    int64_t rst_ttl             # TTL / hop limit of its first RST (-1: no RST)
+    int64_t rst_ip_id           # IPv4 ID of its first RST (-1: none, IPv6)
+    int64_t rst_tsval           # TSval of its first RST (-1: no timestamps option)
+    int64_t rst_seq             # unwrapped sequence number of its first RST
+    int64_t rst_seq_gap         # rst_seq minus its snd_nxt then (0: where its next byte would be)
+    int64_t rst_idle_ns         # how long the connection had been idle (both ESTABLISHED) before
+                                # the peer's segments its first RST came after (-1: it did not
+                                # come right after the peer's, or no such idle)
+    int64_t race_segs           # its own non-RST segments after its first RST that carry new
+                                # sequence or acknowledgment numbers, with its usual TTL (the
+                                # race a box that forges a reset cannot win)
+    int64_t race_frame          # the first of them (-1: none)
+    int64_t rst_evidence        # RstEvidence bits: what says its first RST came from the path
+    int64_t rst_origin          # RstOrigin of its first RST: NO_RST, ENDPOINT, PATH
+    int64_t rst_confidence      # Confidence of that verdict (0 when no RST)
 
 
 ctypedef struct ConnFacts:
     # one connection
     int64_t initialised         # 1 once the tracker set the connection up
+    int64_t run_idle_ns         # the longest idle time before or within the current run of one
+                                # endpoint's segments (updated at every segment, hence here)
     int64_t midstream           # 1 when the capture starts after the handshake
     int64_t closer              # Closer: who sent the first FIN or RST
     int64_t close_frame         # first FIN or RST
@@ -87,3 +115,5 @@ ctypedef struct ConnFacts:
                                 # fact is the current incarnation's
     int64_t incarnation_frame   # first segment of the current incarnation (-1: the first one)
     int64_t incarnation_ns
+    int64_t idle_survived_ns    # the longest run_idle_ns the other endpoint answered with a
+                                # segment that was not an RST, both ESTABLISHED then

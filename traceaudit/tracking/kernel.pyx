@@ -11,6 +11,10 @@ cannot show are run when the connection's next segment (or the capture's end) pr
 expired: TIME_WAIT's 2×MSL, and a half-open server's SYN-ACK retransmissions running out.
 A connection id whose 4-tuple comes back long after the connection went quiet starts a new
 incarnation (``_comes_back``).
+
+RST origin: every endpoint's first RST is judged sent by the endpoint or forged on the path
+(``_rst_evidence``, ``_judge_rst``), from how it differs from the endpoint's own non-RST
+segments at this vantage point and from what the endpoint sends after it (the race).
 """
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t
@@ -20,7 +24,8 @@ from traceaudit.capture.tcpflags cimport ACK, FIN, RST, SYN
 from traceaudit.tracking.facts cimport ConnFacts, EndpointFacts
 from traceaudit.tracking.states cimport (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1,
                                          FIN_WAIT_2, LAST_ACK, LISTEN, SYN_RECEIVED, SYN_SENT,
-                                         TIME_WAIT, UNSEEN, Answered, Closer, Hindsight, Reason)
+                                         TIME_WAIT, UNSEEN, Answered, Closer, Confidence,
+                                         Hindsight, Reason, RstEvidence, RstOrigin)
 
 # The facts are the structs of facts.pxd (Python reads them through traceaudit.tracking.facts);
 # states, reasons and bit sets the enums of states.pxd; EV_HEADROOM is in kernel.pxd. HALF and
@@ -35,6 +40,12 @@ cdef extern from *:
 
 cdef enum:
     _NO_BACKOFF_NS = 200000000        # SYN-ACKs closer than this tell no retransmission timer
+    _IP_ID_STEP = 256                 # a sequential IPv4 ID rises by at most this much between
+                                      # two segments seen (segments lost before the capture)
+    _SEQ_PLAUSIBLE = 1 << 30          # an RST further than this from snd_nxt is not "in window"
+    _RACE_NS = 1000000000             # the race: the endpoint's own segments within 1 s of a
+                                      # reset (what was in flight; later ones may be another
+                                      # program on the host, e.g. a scanner's own stack)
 cdef extern from *:
     """
     static const int64_t traceaudit_kernel_RTO_MAX = (int64_t)120 * 1000000000;
@@ -114,6 +125,15 @@ cdef inline void init_conn(Ends ends, Conns conns, Py_ssize_t c, int64_t prev) n
         ep.fw2_frame = -1
         ep.syn_last_frame = -1
         ep.first_frame = -1
+        ep.ttl_lo = 256
+        ep.ttl_hi = -1
+        ep.tsval_last = -1
+        ep.ip_id_last = -1
+        ep.rst_ttl = -1
+        ep.rst_ip_id = -1
+        ep.rst_tsval = -1
+        ep.rst_idle_ns = -1
+        ep.race_frame = -1
     conn.closer = Closer.NONE
     conn.close_frame = -1
     conn.tw_recycled_frame = -1
@@ -214,6 +234,81 @@ cdef inline void _close_role(ConnFacts* conn, int64_t x, int64_t ts,
         conn.close_ns = ts
 
 
+cdef inline void _note_identity(EndpointFacts* me, int64_t ttl, int64_t ip_id, bint has_ts,
+                                int64_t tsval) noexcept nogil:
+    """What a non-RST segment of ``me`` carries that its RST is compared with: the TTL range,
+    timestamps, and whether its nonzero IPv4 IDs rise in sequence (Linux: a per-socket
+    counter for DF segments, 0 for those sent without a socket)."""
+    if ttl < me.ttl_lo:
+        me.ttl_lo = ttl
+    if ttl > me.ttl_hi:
+        me.ttl_hi = ttl
+    if has_ts:
+        me.tsval_last = tsval
+    else:
+        me.ts_missing += 1
+    if ip_id > 0:
+        if me.ip_id_last > 0:
+            if 1 <= ((ip_id - me.ip_id_last) & 0xFFFF) <= _IP_ID_STEP:
+                me.ip_id_steps += 1
+            else:
+                me.ip_id_jumps += 1
+        me.ip_id_last = ip_id
+
+
+cdef inline int64_t _rst_evidence(const EndpointFacts* me, int64_t ttl, int64_t ip_id,
+                                  bint has_ts, int64_t tsval, int64_t seq_gap) noexcept nogil:
+    """RstEvidence bits of an RST carrying ``me``'s address, against ``me``'s non-RST segments
+    before it (none: nothing to compare, no bit)."""
+    cdef int64_t bits = 0
+    if me.ttl_hi < 0:
+        return 0
+    if ttl < me.ttl_lo or ttl > me.ttl_hi:
+        bits |= RstEvidence.TTL
+    # a socket's IDs rise by one a segment; an ID of 0 is what Linux writes without a socket
+    if ip_id > 0 and me.ip_id_last > 0 and me.ip_id_steps >= 4 and \
+            8 * me.ip_id_jumps <= me.ip_id_steps and \
+            not (1 <= ((ip_id - me.ip_id_last) & 0xFFFF) <= _IP_ID_STEP):
+        bits |= RstEvidence.IP_ID
+    if not has_ts and me.ts_missing == 0:
+        bits |= RstEvidence.NO_TIMESTAMPS
+    if has_ts and me.tsval_last >= 0 and ((tsval - me.tsval_last) & (FULL - 1)) >= HALF:
+        bits |= RstEvidence.TSVAL
+    if seq_gap != 0 and -_SEQ_PLAUSIBLE < seq_gap < _SEQ_PLAUSIBLE:
+        bits |= RstEvidence.SEQ
+    return bits
+
+
+cdef inline void _judge_rst(EndpointFacts* me) noexcept nogil:
+    """The verdict on ``me``'s first RST from its evidence, conservatively: the path on strong
+    evidence (TTL, the race); on weak evidence only when the RST carries timestamps (a reset
+    a socket sent: its IP ID, TSval and sequence number are then the socket's own) and two
+    of those are out of line. An endpoint's kernel resets without a socket too (after
+    TIME_WAIT, for an orphan that timed out, for an unknown 4-tuple): no timestamps, an ID from
+    another counter (0 on Linux now, a global or random one elsewhere), the peer's ACK as its
+    sequence number; those signs alone never make a path reset."""
+    cdef int64_t bits = me.rst_evidence, n = 0, b
+    if me.rst_tsval >= 0:
+        b = bits & (RstEvidence.IP_ID | RstEvidence.TSVAL | RstEvidence.SEQ)
+        while b:
+            n += b & 1
+            b >>= 1
+    if bits & (RstEvidence.TTL | RstEvidence.RACE) or n >= 2:
+        me.rst_origin = RstOrigin.PATH
+        me.rst_confidence = Confidence.HIGH if \
+            (bits & RstEvidence.TTL and bits & RstEvidence.RACE) or \
+            (bits & (RstEvidence.TTL | RstEvidence.RACE) and
+             bits & ~(RstEvidence.TTL | RstEvidence.RACE)) else Confidence.MEDIUM
+    else:
+        me.rst_origin = RstOrigin.ENDPOINT
+        if me.ttl_hi < 0:
+            me.rst_confidence = Confidence.LOW
+        elif bits:
+            me.rst_confidence = Confidence.MEDIUM
+        else:
+            me.rst_confidence = Confidence.HIGH
+
+
 cdef int _check_tables(Ends ends, Conns conns, Matrix ev) except -1:
     if ends.shape[1] != 2 or conns.shape[0] != ends.shape[0] or ev.shape[1] < 6:
         raise ValueError("tracker tables: (n, 2) endpoint facts, (n,) connection facts and an "
@@ -224,7 +319,8 @@ cdef int _check_tables(Ends ends, Conns conns, Matrix ev) except -1:
 def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                 const uint16_t[::1] flags, const uint32_t[::1] seq, const uint32_t[::1] ack,
                 const int32_t[::1] plen, const uint16_t[::1] win, const uint8_t[::1] app,
-                const int64_t[::1] ts,
+                const uint8_t[::1] ttl, const int32_t[::1] ip_id, const uint8_t[::1] has_ts,
+                const uint32_t[::1] tsval, const int64_t[::1] ts,
                 const int64_t[::1] frame, const int64_t[:] prev_of, Ends ends, Conns conns,
                 Matrix ev, int64_t n_ev, int64_t msl2, int64_t fin_timeout, Py_ssize_t start):
     """Run both trackers over rows ``start``.. of a batch (capture order).
@@ -240,12 +336,16 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
     starts), counted into ``http_requests_in`` / ``http_responses_out`` for segments whose
     payload begins at or past the sender's highest sequence number so far (new data, not a
     retransmission or a keepalive).
-    (``from_client`` is a bool array; ``prev_of`` may be a strided column, e.g. of flows.conn.)
+    ``ttl``, ``ip_id``, ``has_ts``, ``tsval``: the batch's columns, for the origin of RSTs
+    (the endpoint's own segments are what an RST is compared with).
+    (``from_client`` and ``has_ts`` are bool arrays; ``prev_of`` may be a strided column,
+    e.g. of flows.conn.)
     """
     cdef Py_ssize_t rows = conn_ids.shape[0]
     if not (from_client.shape[0] == rows and flags.shape[0] == rows and seq.shape[0] == rows
             and ack.shape[0] == rows and plen.shape[0] == rows and win.shape[0] == rows
-            and app.shape[0] == rows
+            and app.shape[0] == rows and ttl.shape[0] == rows and ip_id.shape[0] == rows
+            and has_ts.shape[0] == rows and tsval.shape[0] == rows
             and ts.shape[0] == rows and frame.shape[0] == rows and start >= 0
             and 0 <= n_ev <= ev.shape[0]):
         raise ValueError("track_batch: columns of different lengths")
@@ -257,6 +357,7 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
     cdef ConnFacts* conn
     cdef Py_ssize_t stop = rows
     cdef int64_t t, fr, f, n, s, end, a, ref, sx, sy, lf, pf, kind, sprev, fseq
+    cdef int64_t tt, run
     cdef bint syn, fin, rst, has_ack, fits, accept
     with nogil:
         for i in range(start, rows):
@@ -353,6 +454,36 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                     if (sy == SYN_SENT or sy == SYN_RECEIVED) and a >= 1:
                         n_ev = _set(peer, ev, n_ev, c, y, t, fr, ESTABLISHED,
                                     Reason.RECEIVED_SYN_ACK)
+            # -- idle runs: the longest quiet time before or within each endpoint's turn ----
+            # (the states are checked when a run is answered, not at every segment: a run that
+            # began in the handshake is answered by a segment of an endpoint not yet
+            # ESTABLISHED; one an RST answers is judged by the rules from rst_from_state)
+            run = -1
+            if peer.last_frame > me.last_frame:
+                # this segment begins a run of ``me``'s after the peer's: the peer's run was
+                # answered, with an RST or not
+                run = conn.run_idle_ns
+                if not rst and run > conn.idle_survived_ns and me.state == ESTABLISHED and \
+                        peer.state == ESTABLISHED:
+                    conn.idle_survived_ns = run
+                conn.run_idle_ns = t - peer.last_ns
+            elif t - me.last_ns > conn.run_idle_ns and me.last_frame >= 0:
+                # ``me`` goes on after a pause: e.g. its ACK, then nothing, then a request
+                conn.run_idle_ns = t - me.last_ns
+            # -- what it carries that an RST of its address is compared with ---------------
+            tt = ttl[i]
+            if not rst:
+                if me.rst_count > 0 and not syn and t - me.rst_ns <= _RACE_NS and \
+                        me.ttl_lo <= tt <= me.ttl_hi and \
+                        (end > me.rst_seq or (has_ack and me.ack_set == 1 and a > me.rcv_nxt)):
+                    # its own segment, with its usual TTL and numbers past the reset: the
+                    # endpoint had not reset the connection
+                    me.race_segs += 1
+                    if me.race_frame < 0:
+                        me.race_frame = fr
+                        me.rst_evidence |= RstEvidence.RACE
+                        _judge_rst(me)
+                _note_identity(me, tt, ip_id[i], has_ts[i] != 0, tsval[i])
             # -- what this segment answers (for RST analysis) -------------------------------
             if rst:
                 if me.state == SYN_RECEIVED and not has_ack and peer.syn_count <= 1 and \
@@ -368,6 +499,16 @@ def track_batch(const int64_t[::1] conn_ids, const uint8_t[::1] from_client,
                     me.rst_ns = t
                     me.rst_from_state = me.state
                     me.rst_flags = f
+                    me.rst_ttl = tt
+                    me.rst_ip_id = ip_id[i]
+                    me.rst_tsval = tsval[i] if has_ts[i] else -1
+                    me.rst_seq = s
+                    me.rst_seq_gap = s - me.snd_nxt
+                    if run > 0:
+                        me.rst_idle_ns = run
+                    me.rst_evidence = _rst_evidence(me, tt, ip_id[i], has_ts[i] != 0, tsval[i],
+                                                    me.rst_seq_gap)
+                    _judge_rst(me)
                     lf = peer.last_frame
                     # It answers the peer's latest segment when that came after our own last one
                     # and the RST's numbers fit it (bare RST: seq = its ack; RST|ACK: acks its end).

@@ -86,3 +86,31 @@ cpdef enum Answered:
     FIN = 2            # a FIN
     SYN = 4            # a SYN (or SYN-ACK)
     FIN_AGAIN = 8      # a FIN its sender had sent before (a retransmission)
+
+
+cpdef enum RstOrigin:
+    """EndpointFacts.rst_origin: who sent the endpoint's first RST (kernel.pyx, RST origin)."""
+    NO_RST = 0         # it sent no RST
+    ENDPOINT = 1       # the endpoint itself (nothing, or too little, says otherwise)
+    PATH = 2           # something on the path forged it with the endpoint's address
+
+
+cpdef enum RstEvidence:
+    """Bits of EndpointFacts.rst_evidence: how its first RST differs from what the endpoint
+    itself sends. TTL and RACE are strong; the rest are weak: an endpoint's own kernel resets
+    without a socket too (no timestamps, an ID of another counter, the peer's ACK as its
+    sequence number), so they count only for an RST that carries timestamps (kernel.pyx)."""
+    TTL = 1            # TTL / hop limit outside the range of its other segments
+    RACE = 2           # its own segments, with new sequence or ACK numbers, came after it
+    IP_ID = 4          # IPv4 ID out of its otherwise sequential IDs
+    NO_TIMESTAMPS = 8  # no timestamps option, which every other segment of it carried
+    TSVAL = 16         # TSval older than one it had already sent
+    SEQ = 32           # sequence number not where its next byte would be
+
+
+cpdef enum Confidence:
+    """EndpointFacts.rst_confidence: how sure the rst_origin verdict is."""
+    NO_VERDICT = 0
+    LOW = 1            # nothing of the endpoint's own to compare the RST with
+    MEDIUM = 2
+    HIGH = 3

@@ -73,7 +73,9 @@ class ConnectionTracker:
         while row < len(batch):
             self._n_ev, row = K.track_batch(
                 assignment.conn, assignment.from_client, b["flags"], b["seq"], b["ack"],
-                b["payload_len"], b["win"], b["app_marks"], b["ts_ns"], b["frame"],
+                b["payload_len"], b["win"], b["app_marks"], b["ttl"], b["ip_id"],
+                b["has_ts"].view(np.uint8), b["tsval"],
+                b["ts_ns"], b["frame"],
                 flows.conn[:, A.F_PREV],
                 self.ends, self.conns, self._ev, self._n_ev, self.msl2, self.fin_timeout, row)
             if row < len(batch):
