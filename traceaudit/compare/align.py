@@ -1,0 +1,242 @@
+"""Packet by packet: which segments crossed the path between the two vantage points, which were
+lost on it, and which something on it made.
+
+A segment is recognised by its content after translation: the connection (a matched pair),
+its direction, seq, ack, flags, payload length, TSval and TSecr (0 when absent). Segments with
+the same content (a retransmission sent twice, duplicate ACKs) are paired in time order when
+both captures hold as many copies; otherwise each copy the receiver's vantage holds is paired
+with the sender's latest copy sent before it arrived (a retransmission follows its original by
+at least an RTO, far longer than a path delay), and the sender's copies left over were
+dropped.
+
+Which vantage is the *sender's* depends on the direction and on which side of the path the
+connection's client is: a capture beside the client sees its segments before the other capture
+does and the server's after. The clock offset between the captures and, per connection, the
+client's side come from the segments seen at both: with d(p) = time at b - time at a, the
+client's segments give offset + delay and the server's offset - delay, so their medians'
+midpoint is the offset and their difference says where the client is (the argument order,
+a = client side, when a connection gives no such evidence).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from traceaudit.compare.match import Pairing, mix
+from traceaudit.compare.packets import Vantage
+
+#: ``status`` codes of a packet row
+SEEN_BOTH, DROPPED, CREATED, NOT_JUDGED, UNMATCHED_CONN = 0, 1, 2, 3, 4
+STATUS_NAMES = {SEEN_BOTH: "seen at both", DROPPED: "dropped on the path",
+                CREATED: "created on the path",
+                NOT_JUDGED: "before the other capture began",
+                UNMATCHED_CONN: "connection not in the other capture"}
+
+#: pairing tolerance: base, plus twice the 99th percentile of the delays seen, at most the cap
+TOL_BASE_NS, TOL_CAP_NS = 10_000_000, 500_000_000
+
+_U64 = np.uint64
+
+
+@dataclass
+class Alignment:
+    """Per packet row of each capture: ``partner`` (the row in the other capture, -1) and
+    ``status``; per matched pair: ``client_on_a`` and ``flip`` (b's client is a's server);
+    the clock ``offset_ns`` (b's clock minus a's) and the samples it came from."""
+
+    partner_a: np.ndarray
+    partner_b: np.ndarray
+    status_a: np.ndarray
+    status_b: np.ndarray
+    pair_a: np.ndarray             # pair index of each row of a (-1: unmatched connection)
+    pair_b: np.ndarray
+    dir_a: np.ndarray              # 0 client -> server, 1 server -> client (a's orientation)
+    dir_b: np.ndarray
+    flip: np.ndarray               # per pair
+    client_on_a: np.ndarray        # per pair
+    client_side_known: np.ndarray  # per pair: from timing (else the argument order)
+    offset_ns: int
+    offset_samples: int
+    delay_ns: int                  # median one-way delay between the vantages (-1 unknown)
+    tolerance_ns: int
+
+
+def align(a: Vantage, b: Vantage, pairing: Pairing) -> Alignment:
+    n_pairs = len(pairing.conn_a)
+    pair_of_a = np.full(len(a.flows), -1, np.int64)
+    pair_of_a[pairing.conn_a] = np.arange(n_pairs)
+    pair_of_b = np.full(len(b.flows), -1, np.int64)
+    pair_of_b[pairing.conn_b] = np.arange(n_pairs)
+    pair_a = pair_of_a[a.pk["conn"]] if len(a.pk["conn"]) else np.zeros(0, np.int64)
+    pair_b = pair_of_b[b.pk["conn"]] if len(b.pk["conn"]) else np.zeros(0, np.int64)
+    dir_a = (~a.pk["from_client"]).astype(np.int64)
+    raw_dir_b = (~b.pk["from_client"]).astype(np.int64)
+
+    ha = _content_hash(a, pair_a, dir_a)
+    flip = _orientation(ha[pair_a >= 0], b, pair_b, raw_dir_b, n_pairs)
+    dir_b = raw_dir_b ^ flip[np.maximum(pair_b, 0)].astype(np.int64)
+    hb = _content_hash(b, pair_b, dir_b)
+
+    partner_a = np.full(len(ha), -1, np.int64)
+    partner_b = np.full(len(hb), -1, np.int64)
+    rows_a = np.flatnonzero(pair_a >= 0)
+    rows_b = np.flatnonzero(pair_b >= 0)
+    contested = _pair_equal_groups(ha, a.pk["ts_ns"], rows_a, hb, b.pk["ts_ns"], rows_b,
+                                   partner_a, partner_b)
+
+    offset, samples, delay, tol, client_on_a, known = _clock(
+        a, b, partner_a, pair_a, dir_a, n_pairs)
+    for rows_ka, rows_kb in contested:
+        _pair_by_time(rows_ka, rows_kb, a, b, dir_a, pair_a, client_on_a, offset, tol,
+                      partner_a, partner_b)
+
+    status_a = _status(partner_a, pair_a, dir_a, client_on_a, True, a.pk["ts_ns"],
+                       b.stats.first_ts_ns, offset)
+    status_b = _status(partner_b, pair_b, dir_b, client_on_a, False, b.pk["ts_ns"],
+                       a.stats.first_ts_ns, -offset)
+    return Alignment(partner_a, partner_b, status_a, status_b, pair_a, pair_b, dir_a, dir_b,
+                     flip, client_on_a, known, offset, samples, delay, tol)
+
+
+def _content_hash(v: Vantage, pair: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    pk = v.pk
+    h = mix(np.zeros(len(pair), _U64), pair.astype(_U64))
+    for col in (direction, pk["seq"], pk["ack"], pk["flags"], pk["payload_len"], pk["tsval"],
+                pk["tsecr"]):
+        h = mix(h, np.asarray(col).astype(_U64))
+    return h
+
+
+def _orientation(ha_matched: np.ndarray, b: Vantage, pair_b: np.ndarray, raw_dir_b: np.ndarray,
+                 n_pairs: int) -> np.ndarray:
+    """Per pair: True when b's client is a's server (orientation guessed differently), i.e.
+    when more of b's segments match a's with the directions swapped."""
+    rows = np.flatnonzero(pair_b >= 0)
+    known = np.unique(ha_matched)
+    votes = []
+    for d in (raw_dir_b, raw_dir_b ^ 1):
+        h = _content_hash(b, pair_b, d)[rows]
+        hit = np.isin(h, known, assume_unique=False)
+        votes.append(np.bincount(pair_b[rows][hit], minlength=n_pairs))
+    return votes[1] > votes[0]
+
+
+def _sorted_groups(h: np.ndarray, ts: np.ndarray, rows: np.ndarray):
+    order = rows[np.lexsort((ts[rows], h[rows]))]
+    keys = h[order]
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) \
+        else np.zeros(0, np.int64)
+    counts = np.diff(np.concatenate([starts, [len(keys)]]))
+    return order, keys[starts] if len(keys) else keys, starts, counts
+
+
+def _pair_equal_groups(ha, ts_a, rows_a, hb, ts_b, rows_b, partner_a, partner_b) -> list:
+    """Pair the copies of every content both captures hold equally often, in time order;
+    return the (rows in a, rows in b) of contents held a different number of times."""
+    oa, ka, sa, na = _sorted_groups(ha, ts_a, rows_a)
+    ob, kb, sb, nb = _sorted_groups(hb, ts_b, rows_b)
+    pos = np.searchsorted(kb, ka)
+    pos_c = np.minimum(pos, max(len(kb) - 1, 0))
+    in_b = (pos < len(kb)) & (kb[pos_c] == ka) if len(kb) else np.zeros(len(ka), np.bool_)
+    equal = in_b & (nb[pos_c] == na) if len(kb) else in_b
+    # rank-wise pairing of equal groups
+    g = np.flatnonzero(equal)
+    cnt = na[g]
+    rank = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    ra = oa[np.repeat(sa[g], cnt) + rank]
+    rb = ob[np.repeat(sb[pos_c[g]], cnt) + rank]
+    partner_a[ra] = rb
+    partner_b[rb] = ra
+    contested = []
+    for i in np.flatnonzero(in_b & ~equal).tolist():
+        j = int(pos_c[i])
+        contested.append((oa[sa[i]:sa[i] + na[i]], ob[sb[j]:sb[j] + nb[j]]))
+    return contested
+
+
+def _clock(a, b, partner_a, pair_a, dir_a, n_pairs):
+    """(offset, samples, one-way delay, tolerance, client_on_a, client side known)."""
+    rows = np.flatnonzero(partner_a >= 0)
+    client_on_a = np.ones(n_pairs, np.bool_)
+    known = np.zeros(n_pairs, np.bool_)
+    if not len(rows):
+        return 0, 0, -1, TOL_BASE_NS, client_on_a, known
+    d = b.pk["ts_ns"][partner_a[rows]] - a.pk["ts_ns"][rows]
+    group = pair_a[rows] * 2 + dir_a[rows]
+    med = _group_median(group, d, 2 * n_pairs).reshape(n_pairs, 2)
+    both = ~np.isnan(med).any(axis=1)
+    if both.any():
+        offset = int(np.median((med[both, 0] + med[both, 1]) / 2))
+        asym = med[:, 0] - med[:, 1]
+        client_on_a = np.where(both, ~(asym < 0), True)
+        known = both & (asym != 0)
+        delay = int(np.median(np.abs(asym[both])) / 2)
+    else:
+        offset, delay = int(np.median(d)), -1
+    spread = float(np.percentile(np.abs(d - offset), 99))
+    tol = int(min(TOL_CAP_NS, TOL_BASE_NS + 2 * spread))
+    return offset, len(rows), delay, tol, client_on_a, known
+
+
+def _group_median(group: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    out = np.full(n, np.nan)
+    order = np.lexsort((values, group))
+    g, v = group[order], values[order].astype(np.float64)
+    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
+    ends = np.concatenate([starts[1:], [len(g)]])
+    lo = (starts + ends - 1) // 2
+    hi = (starts + ends) // 2
+    out[g[starts]] = (v[lo] + v[hi]) / 2
+    return out
+
+
+def _pair_by_time(rows_a, rows_b, a, b, dir_a, pair_a, client_on_a, offset, tol,
+                  partner_a, partner_b) -> None:
+    """Copies of one content, held a different number of times: each of the receiver's copies
+    takes the sender's latest unpaired copy sent before it arrived (times on a's clock)."""
+    r0 = int(rows_a[0])
+    sender_is_a = (dir_a[r0] == 0) == bool(client_on_a[pair_a[r0]])
+    t_a = a.pk["ts_ns"][rows_a]
+    t_b = b.pk["ts_ns"][rows_b] - offset
+    if sender_is_a:
+        send_rows, send_t, recv_rows, recv_t = rows_a, t_a, rows_b, t_b
+    else:
+        send_rows, send_t, recv_rows, recv_t = rows_b, t_b, rows_a, t_a
+    last = -1
+    for r, t in zip(recv_rows.tolist(), recv_t.tolist()):
+        pick = -1
+        for i in range(last + 1, len(send_rows)):
+            if send_t[i] <= t + tol:
+                pick = i
+            else:
+                break
+        if pick < 0:
+            continue
+        last = pick
+        s = int(send_rows[pick])
+        if sender_is_a:
+            partner_a[s], partner_b[r] = r, s
+        else:
+            partner_b[s], partner_a[r] = r, s
+
+
+def _status(partner, pair, direction, client_on_a, is_a, ts, other_first, to_other) -> np.ndarray:
+    """Each row's status: seen at both, or (only here) dropped if this vantage is its
+    sender's, created if its receiver's; not judged if it came before the other capture's
+    first packet (on the other's clock)."""
+    status = np.full(len(partner), SEEN_BOTH, np.int8)
+    matched = pair >= 0
+    status[~matched] = UNMATCHED_CONN
+    alone = matched & (partner < 0)
+    if not alone.any():
+        return status
+    client_here = client_on_a[np.maximum(pair, 0)] == is_a
+    sent_here = (direction == 0) == client_here
+    status[alone & sent_here] = DROPPED
+    status[alone & ~sent_here] = CREATED
+    if other_first is not None:
+        early = alone & (ts + to_other < other_first)
+        status[early] = NOT_JUDGED
+    return status

@@ -1,0 +1,158 @@
+"""Which connection of one capture is which connection of the other, through NAT.
+
+A connection is recognised by what a translating router leaves alone: the ISNs of both
+directions (the SYN's and the SYN-ACK's sequence numbers), the TSval of its SYN and SYN-ACK
+(Linux offsets timestamps per connection), and the (sequence number, payload length) of its
+data segments, which also recognises a connection caught mid-stream. Its 4-tuple counts too,
+but least (it is exactly what NAT changes). Each such *anchor* is a 64-bit key; a key that
+more than ``CROWD`` connections of a capture share (a constant ISN from a test generator,
+TSval 0) says nothing and is dropped. Two connections' score is the summed weight of the
+anchors they share; pairs are taken greedily by score, each connection at most once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from traceaudit.capture.batch import ACK, SYN
+from traceaudit.compare.packets import Vantage
+
+#: Anchor kinds (the key's top 4 bits) and their weights.
+K_SYN, K_SYNACK, K_SYN_TS, K_SYNACK_TS, K_DATA, K_TUPLE = 1, 2, 3, 4, 5, 6
+WEIGHT = {K_SYN: 8, K_SYNACK: 8, K_SYN_TS: 3, K_SYNACK_TS: 3, K_DATA: 1, K_TUPLE: 1}
+EVIDENCE = {K_SYN: "isn", K_SYNACK: "isn", K_SYN_TS: "timestamps", K_SYNACK_TS: "timestamps",
+            K_DATA: "payload", K_TUPLE: "addresses"}
+#: a key shared by more connections than this in either capture is not evidence
+CROWD = 4
+
+_U64 = np.uint64
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Matched connections: ``conn_a[i]`` is ``conn_b[i]``; ``score`` and the anchor kinds
+    that matched them (``evidence``: names from ``EVIDENCE``, sorted)."""
+
+    conn_a: np.ndarray
+    conn_b: np.ndarray
+    score: np.ndarray
+    evidence: list[tuple[str, ...]]
+
+
+def anchors(v: Vantage) -> tuple[np.ndarray, np.ndarray]:
+    """(connection, key) rows, unique, for every anchor of every connection of ``v``."""
+    pk = v.pk
+    flags = pk["flags"]
+    syn = (flags & SYN) != 0
+    has_ack = (flags & ACK) != 0
+    seq = pk["seq"].astype(_U64)
+    conns, keys = [], []
+
+    def add(rows: np.ndarray, kind: int, value: np.ndarray) -> None:
+        conns.append(pk["conn"][rows])
+        keys.append((_U64(kind) << _U64(60)) | (value[rows] & _U64((1 << 60) - 1)))
+
+    add(np.flatnonzero(syn & ~has_ack), K_SYN, seq)
+    add(np.flatnonzero(syn & has_ack), K_SYNACK, seq)
+    tsval = pk["tsval"].astype(_U64)
+    add(np.flatnonzero(syn & ~has_ack & pk["has_ts"] & (pk["tsval"] != 0)), K_SYN_TS, tsval)
+    add(np.flatnonzero(syn & has_ack & pk["has_ts"] & (pk["tsval"] != 0)), K_SYNACK_TS, tsval)
+    data = pk["payload_len"] > 0
+    add(np.flatnonzero(data), K_DATA,
+        (pk["payload_len"].astype(_U64) & _U64(0xFFFF)) << _U64(32) | seq)
+    add(np.arange(len(v.flows)), K_TUPLE, _tuple_hash(v))
+    conn = np.concatenate(conns).astype(np.int64)
+    key = np.concatenate(keys)
+    order = np.lexsort((conn, key))
+    conn, key = conn[order], key[order]
+    first = np.ones(len(key), np.bool_)
+    first[1:] = (key[1:] != key[:-1]) | (conn[1:] != conn[:-1])
+    return conn[first], key[first]
+
+
+def _tuple_hash(v: Vantage) -> np.ndarray:
+    """One 60-bit value per connection from its client and server address and port."""
+    f = v.flows
+    out = np.zeros(len(f), _U64)
+    for name in ("client_ip", "server_ip"):
+        col = f.column(name)
+        codes = col.codes if hasattr(col, "codes") else np.zeros(len(f), np.int64)
+        labels = col.labels if hasattr(col, "labels") else np.array([""], object)
+        label_hash = np.array([_stable_hash(str(x)) for x in labels], _U64)
+        out = mix(out, label_hash[codes] if len(labels) else np.zeros(len(f), _U64))
+    for name in ("client_port", "server_port"):
+        out = mix(out, np.asarray(f[name]).astype(_U64))
+    return out
+
+
+def _stable_hash(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def mix(h: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Fold ``x`` into the 64-bit hash ``h`` (wrapping multiply and xor-shift, per row)."""
+    with np.errstate(over="ignore"):
+        h = (h ^ x.astype(_U64)) * _U64(0x9E3779B97F4A7C15)
+        return h ^ (h >> _U64(29))
+
+
+def match_connections(a: Vantage, b: Vantage) -> Pairing:
+    ca, ka = anchors(a)
+    cb, kb = anchors(b)
+    ka_u, ka_n = np.unique(ka, return_counts=True)
+    kb_u, kb_n = np.unique(kb, return_counts=True)
+    good = np.intersect1d(ka_u[ka_n <= CROWD], kb_u[kb_n <= CROWD], assume_unique=True)
+    keep_a, keep_b = np.isin(ka, good), np.isin(kb, good)
+    ca, ka, cb, kb = ca[keep_a], ka[keep_a], cb[keep_b], kb[keep_b]
+    # every (connection in a, connection in b) sharing a key: at most CROWD x CROWD per key
+    oa, ob = np.argsort(ka, kind="stable"), np.argsort(kb, kind="stable")
+    ka, ca, kb, cb = ka[oa], ca[oa], kb[ob], cb[ob]
+    lo = np.searchsorted(kb, ka, "left")
+    hi = np.searchsorted(kb, ka, "right")
+    reps = hi - lo
+    rows_a = np.repeat(np.arange(len(ka)), reps)
+    rows_b = (np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
+              + np.repeat(lo, reps)).astype(np.int64)
+    pa, pb = ca[rows_a], cb[rows_b]
+    kind = (ka[rows_a] >> _U64(60)).astype(np.int64)
+    weights = np.zeros(16, np.int64)
+    for k, w in WEIGHT.items():
+        weights[k] = w
+    w = weights[kind]
+    if not len(pa):
+        return Pairing(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+    pair = pa * (len(b.flows) + 1) + pb
+    uniq, inverse = np.unique(pair, return_inverse=True)
+    score = np.bincount(inverse, weights=w).astype(np.int64)
+    kinds = np.zeros((len(uniq), 16), np.bool_)
+    kinds[inverse, kind] = True
+    ua, ub = uniq // (len(b.flows) + 1), uniq % (len(b.flows) + 1)
+    # a pair held together by its addresses alone is taken only when no better one claims
+    # either connection (greedy order below); closer starts break ties
+    start_a = _start_ns(a)[ua]
+    start_b = _start_ns(b)[ub]
+    order = np.lexsort((np.abs(start_a - start_b), -score))
+    used_a, used_b = set(), set()
+    chosen = []
+    for i in order.tolist():
+        x, y = int(ua[i]), int(ub[i])
+        if x in used_a or y in used_b:
+            continue
+        used_a.add(x)
+        used_b.add(y)
+        chosen.append(i)
+    chosen_ix = np.array(sorted(chosen, key=lambda i: (ua[i], ub[i])), np.int64)
+    names = [EVIDENCE[k] for k in range(16) if k in EVIDENCE]
+    kind_ids = [k for k in range(16) if k in EVIDENCE]
+    evidence = [tuple(sorted({names[j] for j, k in enumerate(kind_ids) if kinds[i, k]}))
+                for i in chosen_ix.tolist()]
+    return Pairing(ua[chosen_ix].astype(np.int64), ub[chosen_ix].astype(np.int64),
+                   score[chosen_ix], evidence)
+
+
+def _start_ns(v: Vantage) -> np.ndarray:
+    first = np.asarray(v.flows["start_ts"], np.float64)
+    return (first * 1e9).astype(np.int64)
