@@ -76,7 +76,8 @@ def align(a: Vantage, b: Vantage, pairing: Pairing) -> Alignment:
 
     ha = _content_hash(a, pair_a, dir_a)
     flip = _orientation(ha[pair_a >= 0], b, pair_b, raw_dir_b, n_pairs)
-    dir_b = raw_dir_b ^ flip[np.maximum(pair_b, 0)].astype(np.int64)
+    dir_b = raw_dir_b ^ np.where(pair_b >= 0, flip[np.maximum(pair_b, 0)] if n_pairs else
+                                 False, False).astype(np.int64)
     hb = _content_hash(b, pair_b, dir_b)
 
     partner_a = np.full(len(ha), -1, np.int64)
@@ -232,7 +233,8 @@ def _status(partner, pair, direction, client_on_a, is_a, ts, other_first, to_oth
     alone = matched & (partner < 0)
     if not alone.any():
         return status
-    client_here = client_on_a[np.maximum(pair, 0)] == is_a
+    client_here = np.where(matched, client_on_a[np.maximum(pair, 0)] if len(client_on_a)
+                           else True, True) == is_a
     sent_here = (direction == 0) == client_here
     status[alone & sent_here] = DROPPED
     status[alone & ~sent_here] = CREATED
