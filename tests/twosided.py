@@ -72,8 +72,9 @@ class Connection:
 
     def send(self, who: str, flags: int, payload: bytes = b"", *, fate: str = "delivered",
              seq: int | None = None, ack: int | None = None, gap_ns: int | None = None,
-             advance: bool = True) -> "Connection":
-        """One segment from ``who`` ('c' or 's'); ``fate``: delivered, dropped or created."""
+             advance: bool = True, late_ns: int = 0) -> "Connection":
+        """One segment from ``who`` ('c' or 's'); ``fate``: delivered, dropped or created;
+        ``late_ns``: extra path delay (reordering)."""
         other = "s" if who == "c" else "c"
         self.t_ns += self.gap_ns if gap_ns is None else gap_ns
         s = self.nxt[who] if seq is None else seq
@@ -90,7 +91,7 @@ class Connection:
             if fate == "created" and side == sender_side:
                 continue
             frame = self._frame(who, side, s, a, flags, payload, options,
-                                at_sender=side == sender_side)
+                                at_sender=side == sender_side, late_ns=late_ns)
             getattr(self.path, side).append(frame)
             if fate != "delivered":
                 getattr(self.path, fate).append((side, frame))
@@ -98,7 +99,8 @@ class Connection:
             self.nxt[who] = (s + len(payload) + (1 if flags & (SYN | FIN) else 0)) & 0xFFFFFFFF
         return self
 
-    def _frame(self, who, side, seq, ack, flags, payload, options, at_sender) -> Frame:
+    def _frame(self, who, side, seq, ack, flags, payload, options, at_sender,
+               late_ns=0) -> Frame:
         client = self.client
         if self.nat is not None and side != self.client_side:
             client = self.nat
@@ -106,7 +108,7 @@ class Connection:
         pkt, ver = tcp_segment(src[0], dst[0], src[1], dst[1], seq=seq,
                                ack=ack if flags & ACK else 0, flags=flags, payload=payload,
                                options=options)
-        t = self.t_ns + (0 if at_sender else self.path.delay_ns)
+        t = self.t_ns + (0 if at_sender else self.path.delay_ns + late_ns)
         if side == "b":
             t += self.path.offset_ns
         return Frame(t, ethernet(pkt, ver))

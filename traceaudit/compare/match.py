@@ -51,8 +51,8 @@ def anchors(v: Vantage) -> tuple[np.ndarray, np.ndarray]:
     seq = pk["seq"].astype(_U64)
     conns, keys = [], []
 
-    def add(rows: np.ndarray, kind: int, value: np.ndarray) -> None:
-        conns.append(pk["conn"][rows])
+    def add(rows: np.ndarray, kind: int, value: np.ndarray, conn=pk["conn"]) -> None:
+        conns.append(conn[rows])
         keys.append((_U64(kind) << _U64(60)) | (value[rows] & _U64((1 << 60) - 1)))
 
     add(np.flatnonzero(syn & ~has_ack), K_SYN, seq)
@@ -63,7 +63,8 @@ def anchors(v: Vantage) -> tuple[np.ndarray, np.ndarray]:
     data = pk["payload_len"] > 0
     add(np.flatnonzero(data), K_DATA,
         (pk["payload_len"].astype(_U64) & _U64(0xFFFF)) << _U64(32) | seq)
-    add(np.arange(len(v.flows)), K_TUPLE, _tuple_hash(v))
+    every = np.arange(len(v.flows))
+    add(every, K_TUPLE, _tuple_hash(v), conn=every)
     conn = np.concatenate(conns).astype(np.int64)
     key = np.concatenate(keys)
     order = np.lexsort((conn, key))

@@ -23,7 +23,7 @@ def frames_filter(pair: ConnectionPair, side: str) -> str:
     base = f"tcp.stream eq {conn}"
     if not frames:
         return base
-    return f"{base} && frame.number in {{{' '.join(map(str, frames))}}}"
+    return f"{base} && frame.number in {{{', '.join(map(str, frames))}}}"
 
 
 def side_name(c: Comparison, side: str) -> str:
