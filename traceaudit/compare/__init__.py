@@ -172,7 +172,9 @@ def _path_packet(v: Vantage, side: str, row: int, status: int, direction: int) -
 
 
 def _unmatched(v: Vantage, side: str, matched: np.ndarray) -> list[UnmatchedConnection]:
-    left = np.setdiff1d(np.arange(len(v.flows)), matched)
+    is_matched = np.zeros(len(v.flows), np.bool_)
+    is_matched[matched] = True
+    left = np.flatnonzero(~is_matched)
     packets = np.asarray(v.flows["client_packets"]) + np.asarray(v.flows["server_packets"])
     first = np.asarray(v.flows["first_frame"])
     start = np.asarray(v.flows["start_ts"])

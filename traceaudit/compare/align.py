@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from traceaudit.compare.arrays import member, unique_counts
 from traceaudit.compare.match import Pairing, mix
 from traceaudit.compare.packets import Vantage
 
@@ -71,21 +72,22 @@ def align(a: Vantage, b: Vantage, pairing: Pairing) -> Alignment:
     pair_of_b[pairing.conn_b] = np.arange(n_pairs)
     pair_a = pair_of_a[a.pk["conn"]] if len(a.pk["conn"]) else np.zeros(0, np.int64)
     pair_b = pair_of_b[b.pk["conn"]] if len(b.pk["conn"]) else np.zeros(0, np.int64)
-    dir_a = (~a.pk["from_client"]).astype(np.int64)
-    raw_dir_b = (~b.pk["from_client"]).astype(np.int64)
+    dir_a = (~a.pk["from_client"]).astype(np.int8)
+    raw_dir_b = (~b.pk["from_client"]).astype(np.int8)
 
     ha = _content_hash(a, pair_a, dir_a)
-    flip = _orientation(ha[pair_a >= 0], b, pair_b, raw_dir_b, n_pairs)
+    guessed = (np.asarray(a.flows["orientation_guessed"])[pairing.conn_a]
+               | np.asarray(b.flows["orientation_guessed"])[pairing.conn_b])
+    flip = _orientation(ha[pair_a >= 0], b, pair_b, raw_dir_b, guessed)
     dir_b = raw_dir_b ^ np.where(pair_b >= 0, flip[np.maximum(pair_b, 0)] if n_pairs else
-                                 False, False).astype(np.int64)
+                                 False, False).astype(np.int8)
     hb = _content_hash(b, pair_b, dir_b)
 
     partner_a = np.full(len(ha), -1, np.int64)
     partner_b = np.full(len(hb), -1, np.int64)
     rows_a = np.flatnonzero(pair_a >= 0)
     rows_b = np.flatnonzero(pair_b >= 0)
-    contested = _pair_equal_groups(ha, a.pk["ts_ns"], rows_a, hb, b.pk["ts_ns"], rows_b,
-                                   partner_a, partner_b)
+    contested = _pair_equal_groups(ha, rows_a, hb, rows_b, partner_a, partner_b)
 
     offset, samples, delay, tol, client_on_a, known = _clock(
         a, b, partner_a, pair_a, dir_a, n_pairs)
@@ -111,21 +113,27 @@ def _content_hash(v: Vantage, pair: np.ndarray, direction: np.ndarray) -> np.nda
 
 
 def _orientation(ha_matched: np.ndarray, b: Vantage, pair_b: np.ndarray, raw_dir_b: np.ndarray,
-                 n_pairs: int) -> np.ndarray:
-    """Per pair: True when b's client is a's server (orientation guessed differently), i.e.
-    when more of b's segments match a's with the directions swapped."""
+                 guessed: np.ndarray) -> np.ndarray:
+    """Per pair: True when b's client is a's server (a side that saw no handshake guessed
+    the orientation differently), i.e. when more of b's segments match a's with the
+    directions swapped. A pair whose two sides both saw the SYN or SYN-ACK agree."""
+    n_pairs = len(guessed)
+    if not guessed.any():
+        return np.zeros(n_pairs, np.bool_)
     rows = np.flatnonzero(pair_b >= 0)
-    known = np.unique(ha_matched)
+    rows = rows[guessed[pair_b[rows]]]
+    known, _ = unique_counts(ha_matched)
     votes = []
     for d in (raw_dir_b, raw_dir_b ^ 1):
         h = _content_hash(b, pair_b, d)[rows]
-        hit = np.isin(h, known, assume_unique=False)
+        hit = member(h, known)
         votes.append(np.bincount(pair_b[rows][hit], minlength=n_pairs))
     return votes[1] > votes[0]
 
 
-def _sorted_groups(h: np.ndarray, ts: np.ndarray, rows: np.ndarray):
-    order = rows[np.lexsort((ts[rows], h[rows]))]
+def _sorted_groups(h: np.ndarray, rows: np.ndarray):
+    """``rows`` grouped by content, each group in capture order (``rows`` ascending)."""
+    order = rows[np.argsort(h[rows], kind="stable")]
     keys = h[order]
     starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) \
         else np.zeros(0, np.int64)
@@ -133,11 +141,11 @@ def _sorted_groups(h: np.ndarray, ts: np.ndarray, rows: np.ndarray):
     return order, keys[starts] if len(keys) else keys, starts, counts
 
 
-def _pair_equal_groups(ha, ts_a, rows_a, hb, ts_b, rows_b, partner_a, partner_b) -> list:
-    """Pair the copies of every content both captures hold equally often, in time order;
+def _pair_equal_groups(ha, rows_a, hb, rows_b, partner_a, partner_b) -> list:
+    """Pair the copies of every content both captures hold equally often, in capture order;
     return the (rows in a, rows in b) of contents held a different number of times."""
-    oa, ka, sa, na = _sorted_groups(ha, ts_a, rows_a)
-    ob, kb, sb, nb = _sorted_groups(hb, ts_b, rows_b)
+    oa, ka, sa, na = _sorted_groups(ha, rows_a)
+    ob, kb, sb, nb = _sorted_groups(hb, rows_b)
     pos = np.searchsorted(kb, ka)
     pos_c = np.minimum(pos, max(len(kb) - 1, 0))
     in_b = (pos < len(kb)) & (kb[pos_c] == ka) if len(kb) else np.zeros(len(ka), np.bool_)
@@ -165,7 +173,7 @@ def _clock(a, b, partner_a, pair_a, dir_a, n_pairs):
     if not len(rows):
         return 0, 0, -1, TOL_BASE_NS, client_on_a, known
     d = b.pk["ts_ns"][partner_a[rows]] - a.pk["ts_ns"][rows]
-    group = pair_a[rows] * 2 + dir_a[rows]
+    group = pair_a[rows] * 2 + dir_a[rows].astype(np.int64)
     med = _group_median(group, d, 2 * n_pairs).reshape(n_pairs, 2)
     both = ~np.isnan(med).any(axis=1)
     if both.any():

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from traceaudit.capture.batch import ACK, SYN
+from traceaudit.compare.arrays import member, unique_counts, unique_inverse
 from traceaudit.compare.packets import Vantage
 
 #: Anchor kinds (the key's top 4 bits) and their weights.
@@ -43,7 +44,8 @@ class Pairing:
 
 
 def anchors(v: Vantage) -> tuple[np.ndarray, np.ndarray]:
-    """(connection, key) rows, unique, for every anchor of every connection of ``v``."""
+    """(connection, key) rows, unique, sorted by key, for every anchor of every connection of
+    ``v``."""
     pk = v.pk
     flags = pk["flags"]
     syn = (flags & SYN) != 0
@@ -67,11 +69,22 @@ def anchors(v: Vantage) -> tuple[np.ndarray, np.ndarray]:
     add(every, K_TUPLE, _tuple_hash(v), conn=every)
     conn = np.concatenate(conns).astype(np.int64)
     key = np.concatenate(keys)
-    order = np.lexsort((conn, key))
-    conn, key = conn[order], key[order]
-    first = np.ones(len(key), np.bool_)
-    first[1:] = (key[1:] != key[:-1]) | (conn[1:] != conn[:-1])
-    return conn[first], key[first]
+    order = np.argsort(key)
+    key, conn = key[order], conn[order]
+    # one anchor per (connection, key), sorted by key: a retransmission repeats its data's
+    # key. Only rows of keys held more than once need sorting by connection too.
+    repeated = np.zeros(len(key), np.bool_)
+    if len(key) > 1:
+        same = key[1:] == key[:-1]
+        repeated[1:] |= same
+        repeated[:-1] |= same
+    pos = np.flatnonzero(repeated)
+    src = pos[np.lexsort((conn[pos], key[pos]))]
+    conn[pos] = conn[src]
+    key[pos] = key[src]
+    keep = np.ones(len(key), np.bool_)
+    keep[pos[1:]] = (key[pos[1:]] != key[pos[:-1]]) | (conn[pos[1:]] != conn[pos[:-1]])
+    return conn[keep], key[keep]
 
 
 def _tuple_hash(v: Vantage) -> np.ndarray:
@@ -103,14 +116,14 @@ def mix(h: np.ndarray, x: np.ndarray) -> np.ndarray:
 def match_connections(a: Vantage, b: Vantage) -> Pairing:
     ca, ka = anchors(a)
     cb, kb = anchors(b)
-    ka_u, ka_n = np.unique(ka, return_counts=True)
-    kb_u, kb_n = np.unique(kb, return_counts=True)
-    good = np.intersect1d(ka_u[ka_n <= CROWD], kb_u[kb_n <= CROWD], assume_unique=True)
-    keep_a, keep_b = np.isin(ka, good), np.isin(kb, good)
+    # (sorted by key: looking sorted keys up in sorted keys stays in the cache)
+    ka_u, ka_n = unique_counts(ka, presorted=True)
+    kb_u, kb_n = unique_counts(kb, presorted=True)
+    ka_u, kb_u = ka_u[ka_n <= CROWD], kb_u[kb_n <= CROWD]
+    good = ka_u[member(ka_u, kb_u)]
+    keep_a, keep_b = member(ka, good), member(kb, good)
     ca, ka, cb, kb = ca[keep_a], ka[keep_a], cb[keep_b], kb[keep_b]
     # every (connection in a, connection in b) sharing a key: at most CROWD x CROWD per key
-    oa, ob = np.argsort(ka, kind="stable"), np.argsort(kb, kind="stable")
-    ka, ca, kb, cb = ka[oa], ca[oa], kb[ob], cb[ob]
     lo = np.searchsorted(kb, ka, "left")
     hi = np.searchsorted(kb, ka, "right")
     reps = hi - lo
@@ -126,7 +139,7 @@ def match_connections(a: Vantage, b: Vantage) -> Pairing:
     if not len(pa):
         return Pairing(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
     pair = pa * (len(b.flows) + 1) + pb
-    uniq, inverse = np.unique(pair, return_inverse=True)
+    uniq, inverse = unique_inverse(pair)
     score = np.bincount(inverse, weights=w).astype(np.int64)
     kinds = np.zeros((len(uniq), 16), np.bool_)
     kinds[inverse, kind] = True
@@ -135,9 +148,13 @@ def match_connections(a: Vantage, b: Vantage) -> Pairing:
     # either connection (greedy order below); closer starts break ties
     start_a = _start_ns(a)[ua]
     start_b = _start_ns(b)[ub]
-    order = np.lexsort((np.abs(start_a - start_b), -score))
+    # a pair whose connections have no other candidate is taken as it is; the others
+    # greedily, best score first
+    alone = (np.bincount(ua)[ua] == 1) & (np.bincount(ub)[ub] == 1)
+    chosen = np.flatnonzero(alone).tolist()
+    contested = np.flatnonzero(~alone)
+    order = contested[np.lexsort((np.abs(start_a - start_b)[contested], -score[contested]))]
     used_a, used_b = set(), set()
-    chosen = []
     for i in order.tolist():
         x, y = int(ua[i]), int(ub[i])
         if x in used_a or y in used_b:
@@ -145,11 +162,13 @@ def match_connections(a: Vantage, b: Vantage) -> Pairing:
         used_a.add(x)
         used_b.add(y)
         chosen.append(i)
-    chosen_ix = np.array(sorted(chosen, key=lambda i: (ua[i], ub[i])), np.int64)
-    names = [EVIDENCE[k] for k in range(16) if k in EVIDENCE]
-    kind_ids = [k for k in range(16) if k in EVIDENCE]
-    evidence = [tuple(sorted({names[j] for j, k in enumerate(kind_ids) if kinds[i, k]}))
-                for i in chosen_ix.tolist()]
+    chosen_ix = np.array(chosen, np.int64)
+    chosen_ix = chosen_ix[np.lexsort((ub[chosen_ix], ua[chosen_ix]))]
+    bits = (kinds[chosen_ix].astype(np.int64) << np.arange(16)).sum(axis=1)
+    names = {}
+    for value in np.unique(bits).tolist():
+        names[value] = tuple(sorted({EVIDENCE[k] for k in EVIDENCE if value >> k & 1}))
+    evidence = [names[x] for x in bits.tolist()]
     return Pairing(ua[chosen_ix].astype(np.int64), ub[chosen_ix].astype(np.int64),
                    score[chosen_ix], evidence)
 

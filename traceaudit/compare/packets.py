@@ -63,13 +63,13 @@ def read_vantage(path: str, *, reader: str = "native") -> Vantage:
         assigned = builder.add(batch)
         for name in KEPT:
             parts[name].append(batch[name].copy())
-        parts["conn"].append(assigned.conn)
+        parts["conn"].append(assigned.conn.astype(np.int32))
         parts["from_client"].append(assigned.from_client)
     pk = {name: (np.concatenate(arrs) if arrs else np.zeros(0, _DTYPES.get(name, np.int64)))
           for name, arrs in parts.items()}
     return Vantage(str(path), source.stats, pk, builder.columns(str(path)))
 
 
-_DTYPES = {"from_client": np.bool_, "has_ts": np.bool_, "seq": np.uint32, "ack": np.uint32,
+_DTYPES = {"conn": np.int32, "from_client": np.bool_, "has_ts": np.bool_, "seq": np.uint32, "ack": np.uint32,
            "flags": np.uint16, "win": np.uint16, "payload_len": np.int32, "tsval": np.uint32,
            "tsecr": np.uint32}

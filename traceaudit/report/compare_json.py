@@ -3,7 +3,7 @@ docs/compare.md)."""
 
 from __future__ import annotations
 
-import json
+import orjson
 
 from traceaudit.compare import Comparison, ConnectionPair, PathPacket
 from traceaudit.names import display_name
@@ -13,7 +13,7 @@ from traceaudit.report.ladder import flag_text
 SCHEMA = "traceaudit-compare/1"
 
 
-def render(c: Comparison, *, tool_version: str, elapsed_s: float) -> str:
+def render(c: Comparison, *, tool_version: str, elapsed_s: float) -> bytes:
     al = c.alignment
     doc = {
         "schema": SCHEMA,
@@ -36,7 +36,7 @@ def render(c: Comparison, *, tool_version: str, elapsed_s: float) -> str:
                       for side, left in (("a", c.unmatched_a), ("b", c.unmatched_b))},
         "exit_code": c.exit_code,
     }
-    return json.dumps(doc, indent=1, ensure_ascii=False) + "\n"
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
 
 def _capture(v) -> dict:
