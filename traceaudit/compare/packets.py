@@ -65,9 +65,14 @@ def read_vantage(path: str, *, reader: str = "native") -> Vantage:
             parts[name].append(batch[name].copy())
         parts["conn"].append(assigned.conn.astype(np.int32))
         parts["from_client"].append(assigned.from_client)
-    pk = {name: (np.concatenate(arrs) if arrs else np.zeros(0, _DTYPES.get(name, np.int64)))
-          for name, arrs in parts.items()}
-    return Vantage(str(path), source.stats, pk, builder.columns(str(path)))
+    flows = builder.columns(str(path))
+    del builder
+    pk = {}
+    for name in list(parts):            # one column at a time: its pieces go as it is made
+        arrs = parts.pop(name)
+        pk[name] = np.concatenate(arrs) if arrs else np.zeros(0, _DTYPES.get(name, np.int64))
+        del arrs
+    return Vantage(str(path), source.stats, pk, flows)
 
 
 _DTYPES = {"conn": np.int32, "from_client": np.bool_, "has_ts": np.bool_, "seq": np.uint32, "ack": np.uint32,
