@@ -59,6 +59,8 @@ RULES = [
     "time-wait-pileup",
     "server-closes-first",
     "keepalive-on-half-closed",
+    "middlebox-reset",  # issue #21: a reset the endpoint it names did not send
+    "idle-timeout-reset",
 ]
 RST_CAUSES = ["time_wait_skipped", "fin_wait_2_expired", "data_after_close"]
 STATES = [
