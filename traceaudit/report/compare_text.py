@@ -42,6 +42,8 @@ def translation(pair: ConnectionPair) -> str:
 
 def fmt_ns(ns: int) -> str:
     s = ns / 1e9
+    if abs(ns) < 1000:
+        return f"{ns} ns"
     if abs(s) < 1e-3:
         return f"{ns / 1e3:.0f} µs"
     if abs(s) < 1:
