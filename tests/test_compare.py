@@ -224,3 +224,26 @@ def test_html_is_self_contained_and_shows_both_sides(tmp_path):
     assert article.count("not seen here: dropped on the path") == 1
     assert article.count("not seen here: created on the path") == 1
     assert article.count('class="cmp-dropped"') == 1 and article.count('class="cmp-created"') == 1
+
+
+def test_html_in_chromium_draws_the_two_sides_next_to_each_other(tmp_path):
+    from htmltest import CHROMIUM, Page
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    a, b, _ = written(nat_drop_and_reset(), tmp_path)
+    out = tmp_path / "cmp.html"
+    cli_run("compare", a, b, "--html", out)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox", "--disable-gpu"])
+        page = Page(browser, out, java_script_enabled=False)
+        boxes = [page.page.locator("article svg.ladder").nth(i).bounding_box() for i in (0, 1)]
+        width = page.page.locator("main").bounding_box()["width"]
+        assert page.requests == [] and page.errors == []
+        page.close()
+        browser.close()
+    left, right = boxes
+    assert abs(left["y"] - right["y"]) < 1 and abs(left["height"] - right["height"]) < 1
+    assert left["x"] + left["width"] <= right["x"]
+    assert left["width"] > 500 and right["x"] + right["width"] <= width + 1

@@ -56,6 +56,9 @@ def _kept(items: list[_Entry]) -> list[_Entry | int]:
     for i, e in enumerate(items):
         if e.row_a < 0 or e.row_b < 0:
             keep[max(0, i - CONTEXT):i + CONTEXT + 1] = True
+    # a lone packet between two kept ones is drawn: a gap row would be no shorter
+    lone = np.flatnonzero(~keep[1:-1] & keep[:-2] & keep[2:]) + 1
+    keep[lone] = True
     out: list[_Entry | int] = []
     skipped = 0
     drawn = 0
