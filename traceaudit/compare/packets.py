@@ -75,6 +75,6 @@ def read_vantage(path: str, *, reader: str = "native") -> Vantage:
     return Vantage(str(path), source.stats, pk, flows)
 
 
-_DTYPES = {"conn": np.int32, "from_client": np.bool_, "has_ts": np.bool_, "seq": np.uint32, "ack": np.uint32,
-           "flags": np.uint16, "win": np.uint16, "payload_len": np.int32, "tsval": np.uint32,
+_DTYPES = {"conn": np.int32, "from_client": np.bool_, "has_ts": np.bool_, "seq": np.uint32,
+           "ack": np.uint32, "flags": np.uint16, "win": np.uint16, "payload_len": np.int32, "tsval": np.uint32,
            "tsecr": np.uint32}

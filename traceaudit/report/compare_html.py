@@ -5,14 +5,16 @@ for each of them the two vantage points' ladder diagrams side by side (``compare
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from functools import lru_cache
+from importlib import resources
 
+from jinja2 import Environment, PackageLoader
 from markupsafe import Markup
 
 from traceaudit.compare import Comparison
 from traceaudit.report.compare_ladder import side_by_side
 from traceaudit.report.compare_text import (fmt_ns, frames_filter, packet_text, side_name,
                                             translation)
-from traceaudit.report.html import _asset, _env
 from traceaudit.report.ladder import LADDER_DEFS
 
 #: connections drawn (the JSON report lists them all)
@@ -23,7 +25,8 @@ def render(c: Comparison, *, tool_version: str) -> bytes:
     al = c.alignment
     differing = c.differing
     ctx = {
-        "css": Markup(_asset("report.css")),
+        "css": Markup(resources.files("traceaudit.report").joinpath(
+            "templates", "report.css").read_text("utf-8")),   # the analyze report's styles
         "ladder_defs": LADDER_DEFS,
         "tool_version": tool_version,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -59,3 +62,11 @@ def _connection(c: Comparison, p, draw: bool) -> dict:
                      "direction": x.direction, "text": packet_text(x)} for x in packets],
         "ladder_a": ladders[0], "ladder_b": ladders[1],
     }
+
+
+@lru_cache(maxsize=1)
+def _env() -> Environment:
+    env = Environment(loader=PackageLoader("traceaudit.report", "templates"), autoescape=True,
+                      trim_blocks=True, lstrip_blocks=True)
+    env.filters["num"] = lambda v: f"{int(v):,}"
+    return env

@@ -15,7 +15,7 @@ from markupsafe import Markup, escape
 from traceaudit.compare import Comparison, ConnectionPair
 from traceaudit.compare.align import CREATED, DROPPED, NOT_JUDGED
 from traceaudit.report.ladder import (GAP_ROW, HEAD_ROW, ROW, W, X_CLIENT, X_SERVER,
-                                      _packet)
+                                      packet_arrow)
 from traceaudit.tracking.excerpts import Packet
 
 #: packets kept around each difference, at the start and at the end; rows drawn at most
@@ -99,7 +99,7 @@ def side_by_side(c: Comparison, pair: ConnectionPair) -> tuple[Markup, Markup]:
                 kind = _KIND.get(e.status, "") if (e.row_a < 0 or e.row_b < 0) else ""
                 out.append(_mark(kind, y, f"{kind} on the path" if kind in
                                  ("dropped", "created") else ""))
-                out.append(_packet(p, y, t0, bool(kind)))
+                out.append(packet_arrow(p, y, t0, bool(kind)))
             else:
                 out.append(_absent(e.status, y))
             y += ROW
