@@ -247,3 +247,21 @@ def test_html_in_chromium_draws_the_two_sides_next_to_each_other(tmp_path):
     assert abs(left["y"] - right["y"]) < 1 and abs(left["height"] - right["height"]) < 1
     assert left["x"] + left["width"] <= right["x"]
     assert left["width"] > 500 and right["x"] + right["width"] <= width + 1
+
+
+def test_segmentation_offload_is_not_a_difference(tmp_path):
+    """The client's host captures 4000-byte TSO segments, the far side sees them on the wire
+    in 1448-byte pieces; a lost TSO segment and its retransmission stay one drop."""
+    path = Path()
+    c = Connection(path).handshake()
+    c.send("c", ACK | PSH, b"a" * 4000, wire_mss=1448)
+    seq = c.nxt["c"]
+    c.send("c", ACK | PSH, b"b" * 3000, fate="dropped")
+    c.send("c", ACK | PSH, b"b" * 3000, seq=seq, wire_mss=1448, gap_ns=300_000_000)
+    c.nxt["c"] = seq + 3000
+    c.send("s", ACK).close()
+    a, b, truth = written(path, tmp_path)
+    assert truth["dropped"] == {("a", 5)}
+    cmp = compare_captures(str(a), str(b))
+    assert reported(cmp) == truth
+    assert cmp.pairs[0].resegmented == 2 + 6     # a's 2 large segments, b's 3 + 3 pieces

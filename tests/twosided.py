@@ -72,9 +72,10 @@ class Connection:
 
     def send(self, who: str, flags: int, payload: bytes = b"", *, fate: str = "delivered",
              seq: int | None = None, ack: int | None = None, gap_ns: int | None = None,
-             advance: bool = True, late_ns: int = 0) -> "Connection":
+             advance: bool = True, late_ns: int = 0, wire_mss: int = 0) -> "Connection":
         """One segment from ``who`` ('c' or 's'); ``fate``: delivered, dropped or created;
-        ``late_ns``: extra path delay (reordering)."""
+        ``late_ns``: extra path delay (reordering); ``wire_mss``: the sender's capture sees
+        one large segment (TSO) and the other capture segments of this size."""
         other = "s" if who == "c" else "c"
         self.t_ns += self.gap_ns if gap_ns is None else gap_ns
         s = self.nxt[who] if seq is None else seq
@@ -90,9 +91,15 @@ class Connection:
                 continue
             if fate == "created" and side == sender_side:
                 continue
-            frame = self._frame(who, side, s, a, flags, payload, options,
-                                at_sender=side == sender_side, late_ns=late_ns)
-            getattr(self.path, side).append(frame)
+            pieces = [(s, flags, payload)]
+            if wire_mss and side != sender_side:
+                pieces = [((s + i) & 0xFFFFFFFF,
+                           flags if i + wire_mss >= len(payload) else flags & ~8,
+                           payload[i:i + wire_mss]) for i in range(0, len(payload), wire_mss)]
+            for k, (piece_seq, piece_flags, piece) in enumerate(pieces):
+                frame = self._frame(who, side, piece_seq, a, piece_flags, piece, options,
+                                    at_sender=side == sender_side, late_ns=late_ns + k * 1000)
+                getattr(self.path, side).append(frame)
             if fate != "delivered":
                 getattr(self.path, fate).append((side, frame))
         if advance and seq is None and fate != "created":

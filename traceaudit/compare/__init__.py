@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from traceaudit.compare.align import (CREATED, DROPPED, NOT_JUDGED, SEEN_BOTH, Alignment,
-                                      align)
+from traceaudit.compare.align import (CREATED, DROPPED, NOT_JUDGED, RESEGMENTED, SEEN_BOTH,
+                                      Alignment, align)
 from traceaudit.compare.match import Pairing, match_connections
 from traceaudit.compare.packets import Vantage, read_vantage
 
@@ -56,6 +56,7 @@ class ConnectionPair:
     packets_b: int
     seen_both: int              # packets of a paired with one of b
     not_judged: int             # packets before the other capture began
+    resegmented: int            # data segments cut differently at the two points (offload)
     dropped: list[PathPacket] = field(default_factory=list)
     created: list[PathPacket] = field(default_factory=list)
 
@@ -126,7 +127,7 @@ def _pairs(a: Vantage, b: Vantage, pairing: Pairing, al: Alignment) -> list[Conn
     count = {}
     for side, pair, status in (("a", al.pair_a, al.status_a), ("b", al.pair_b, al.status_b)):
         ok = pair >= 0
-        for code in (SEEN_BOTH, NOT_JUDGED):
+        for code in (SEEN_BOTH, NOT_JUDGED, RESEGMENTED):
             count[side, code] = np.bincount(pair[ok & (status == code)], minlength=n)
         count[side, "all"] = np.bincount(pair[ok], minlength=n)
     ends_a = {s: a.endpoints(s) for s in ("client", "server")}
@@ -145,7 +146,8 @@ def _pairs(a: Vantage, b: Vantage, pairing: Pairing, al: Alignment) -> list[Conn
             client_side_from="timing" if al.client_side_known[i] else "argument order",
             packets_a=int(count["a", "all"][i]), packets_b=int(count["b", "all"][i]),
             seen_both=int(count["a", SEEN_BOTH][i]),
-            not_judged=int(count["a", NOT_JUDGED][i] + count["b", NOT_JUDGED][i])))
+            not_judged=int(count["a", NOT_JUDGED][i] + count["b", NOT_JUDGED][i]),
+            resegmented=int(count["a", RESEGMENTED][i] + count["b", RESEGMENTED][i])))
     for side, v, status, pair, direction in (("a", a, al.status_a, al.pair_a, al.dir_a),
                                              ("b", b, al.status_b, al.pair_b, al.dir_b)):
         for row in np.flatnonzero((status == DROPPED) | (status == CREATED)).tolist():

@@ -27,13 +27,15 @@ import numpy as np
 from traceaudit.compare.arrays import member, unique_counts
 from traceaudit.compare.match import Pairing, mix
 from traceaudit.compare.packets import Vantage
+from traceaudit.compare.resegment import resegmented
 
 #: ``status`` codes of a packet row
-SEEN_BOTH, DROPPED, CREATED, NOT_JUDGED, UNMATCHED_CONN = 0, 1, 2, 3, 4
+SEEN_BOTH, DROPPED, CREATED, NOT_JUDGED, UNMATCHED_CONN, RESEGMENTED = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {SEEN_BOTH: "seen at both", DROPPED: "dropped on the path",
                 CREATED: "created on the path",
                 NOT_JUDGED: "before the other capture began",
-                UNMATCHED_CONN: "connection not in the other capture"}
+                UNMATCHED_CONN: "connection not in the other capture",
+                RESEGMENTED: "its bytes seen at both, cut differently (offload)"}
 
 #: pairing tolerance: base, plus twice the 99th percentile of the delays seen, at most the cap
 TOL_BASE_NS, TOL_CAP_NS = 10_000_000, 500_000_000
@@ -99,6 +101,11 @@ def align(a: Vantage, b: Vantage, pairing: Pairing) -> Alignment:
                        b.stats.first_ts_ns, offset)
     status_b = _status(partner_b, pair_b, dir_b, client_on_a, False, b.pk["ts_ns"],
                        a.stats.first_ts_ns, -offset)
+    cut_a, cut_b = resegmented(a, b, pair_a, pair_b, dir_a, dir_b,
+                               (status_a == DROPPED) | (status_a == CREATED),
+                               (status_b == DROPPED) | (status_b == CREATED), offset, tol)
+    status_a[cut_a] = RESEGMENTED
+    status_b[cut_b] = RESEGMENTED
     return Alignment(partner_a, partner_b, status_a, status_b, pair_a, pair_b, dir_a, dir_b,
                      flip, client_on_a, known, offset, samples, delay, tol)
 

@@ -58,6 +58,7 @@ def _pair(p: ConnectionPair) -> dict:
         "client_side_from": p.client_side_from,
         "seen_at_both": p.seen_both,
         "not_judged": p.not_judged,
+        "resegmented": p.resegmented,
         "dropped": [_packet(x) for x in p.dropped],
         "created": [_packet(x) for x in p.created],
     }

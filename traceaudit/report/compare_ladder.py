@@ -13,7 +13,7 @@ import numpy as np
 from markupsafe import Markup, escape
 
 from traceaudit.compare import Comparison, ConnectionPair
-from traceaudit.compare.align import CREATED, DROPPED, NOT_JUDGED
+from traceaudit.compare.align import CREATED, DROPPED, NOT_JUDGED, RESEGMENTED
 from traceaudit.report.ladder import (GAP_ROW, HEAD_ROW, ROW, W, X_CLIENT, X_SERVER,
                                       packet_arrow)
 from traceaudit.tracking.excerpts import Packet
@@ -21,10 +21,14 @@ from traceaudit.tracking.excerpts import Packet
 #: packets kept around each difference, at the start and at the end; rows drawn at most
 CONTEXT, EDGE, MAX_ROWS = 3, 3, 160
 
-_KIND = {DROPPED: "dropped", CREATED: "created", NOT_JUDGED: "unjudged"}
+_KIND = {DROPPED: "dropped", CREATED: "created", NOT_JUDGED: "unjudged",
+         RESEGMENTED: "resegmented"}
 _ABSENT = {DROPPED: "not seen here: dropped on the path",
            CREATED: "not seen here: created on the path",
-           NOT_JUDGED: "not seen here: this capture had not begun"}
+           NOT_JUDGED: "not seen here: this capture had not begun",
+           RESEGMENTED: "its bytes are here in other segments (offload)"}
+_BADGE = {"dropped": "dropped on the path", "created": "created on the path",
+          "resegmented": "cut differently"}
 
 
 @dataclass
@@ -97,8 +101,7 @@ def side_by_side(c: Comparison, pair: ConnectionPair) -> tuple[Markup, Markup]:
             if row >= 0:
                 p = _as_packet(v, row, int(direction[row]), base)
                 kind = _KIND.get(e.status, "") if (e.row_a < 0 or e.row_b < 0) else ""
-                out.append(_mark(kind, y, f"{kind} on the path" if kind in
-                                 ("dropped", "created") else ""))
+                out.append(_mark(kind, y, _BADGE.get(kind, "")))
                 out.append(packet_arrow(p, y, t0, bool(kind)))
             else:
                 out.append(_absent(e.status, y))

@@ -48,6 +48,10 @@ def render(c: Comparison, console: Console, elapsed_s: float) -> None:
             more = f" and {len(left) - 3} more" if len(left) > 3 else ""
             console.print(Text(f"  only in {side}: {len(left):,} connection(s): {shown}{more}",
                                style="yellow"), highlight=False)
+    cut = sum(p.resegmented for p in c.pairs)
+    if cut:
+        console.print(f"  {cut:,} data segment(s) cut differently at the two points "
+                      "(segmentation offload): not counted as differences", highlight=False)
     differing = c.differing
     for pair in differing[:SHOWN]:
         table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
