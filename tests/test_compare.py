@@ -265,3 +265,45 @@ def test_segmentation_offload_is_not_a_difference(tmp_path):
     cmp = compare_captures(str(a), str(b))
     assert reported(cmp) == truth
     assert cmp.pairs[0].resegmented == 2 + 6     # a's 2 large segments, b's 3 + 3 pieces
+
+
+def close_duplicates() -> tuple[Path, int]:
+    """Two copies of one pure ACK 1 ms apart; the second is dropped, the first is delivered
+    but held up 1.5 ms on the path: by timing alone the arriving copy looks like the second."""
+    path = Path(delay_ns=40_000)
+    c = Connection(path, timestamps=False).handshake().exchange()
+    c.send("c", ACK, late_ns=1_500_000)
+    c.send("c", ACK, fate="dropped", gap_ns=1_000_000)
+    c.send("s", ACK | PSH, b"more", gap_ns=10_000_000).send("c", ACK)
+    return path, 8
+
+
+def test_copies_sent_close_together_pair_by_transit_time(tmp_path):
+    """Duplicates 1 ms apart (within the pairing tolerance), the second dropped: the one
+    that arrived is the copy whose transit is nearest the path delay."""
+    path = Path(delay_ns=40_000)
+    c = Connection(path, timestamps=False).handshake().exchange()
+    c.send("c", ACK).send("c", ACK, fate="dropped", gap_ns=1_000_000)
+    a, b, truth = written(path, tmp_path)
+    assert truth["dropped"] == {("a", 8)}
+    assert reported(compare_captures(str(a), str(b))) == truth
+
+
+@needs_tshark
+def test_ip_ids_pair_copies_where_the_path_keeps_them(tmp_path):
+    """Timing alone names the wrong copy here; with each packet's IP ID (tshark's, put into
+    the columns as a reader that decodes it would) the path is seen to keep IP IDs and the
+    copy that arrived is the one with the same ID."""
+    import numpy as np
+
+    from traceaudit.compare import compare_vantages
+    from traceaudit.compare.packets import read_vantage
+    path, lost = close_duplicates()
+    a, b, truth = written(path, tmp_path)
+    assert truth["dropped"] == {("a", lost)}
+    va, vb = read_vantage(str(a)), read_vantage(str(b))
+    assert reported(compare_vantages(va, vb))["dropped"] == {("a", lost - 1)}   # timing only
+    for v, f in ((va, a), (vb, b)):
+        ids = {int(n): int(i, 16) for n, i in tshark_fields(f, ["frame.number", "ip.id"])}
+        v.pk["ip_id"] = np.array([ids[n] for n in v.pk["frame"].tolist()], np.int32)
+    assert reported(compare_vantages(va, vb)) == truth

@@ -11,7 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from pcapgen import ACK, FIN, SYN, Frame, ethernet, pcap_bytes, tcp_segment
+from pcapgen import (ACK, FIN, SYN, Frame, ethernet, internet_checksum, pcap_bytes,
+                     tcp_segment)
 
 
 def ts_option(tsval: int, tsecr: int) -> bytes:
@@ -69,6 +70,7 @@ class Connection:
         self.nxt = {"c": self.cisn, "s": self.sisn}
         self.tsval = {"c": 50_000 + self.cisn % 977, "s": 900_000 + self.sisn % 991}
         self.last_seen_ts = {"c": 0, "s": 0}
+        self.ip_id = {"c": 100 + self.cisn % 5000, "s": 20_000 + self.sisn % 5000}
 
     def send(self, who: str, flags: int, payload: bytes = b"", *, fate: str = "delivered",
              seq: int | None = None, ack: int | None = None, gap_ns: int | None = None,
@@ -85,6 +87,7 @@ class Connection:
             self.tsval[who] += 1
             options = ts_option(self.tsval[who], self.last_seen_ts[who])
             self.last_seen_ts[other] = self.tsval[who]
+        self.ip_id[who] += 1
         sender_side = self.client_side if who == "c" else _other(self.client_side)
         for side in ("a", "b"):
             if fate == "dropped" and side != sender_side:
@@ -115,6 +118,12 @@ class Connection:
         pkt, ver = tcp_segment(src[0], dst[0], src[1], dst[1], seq=seq,
                                ack=ack if flags & ACK else 0, flags=flags, payload=payload,
                                options=options)
+        if ver == 4:                # the sender's IP ID counter, kept by the path
+            head = bytearray(pkt[:20])
+            head[4:6] = struct.pack("!H", self.ip_id[who] & 0xFFFF)
+            head[10:12] = b"\0\0"
+            head[10:12] = struct.pack("!H", internet_checksum(bytes(head)))
+            pkt = bytes(head) + pkt[20:]
         t = self.t_ns + (0 if at_sender else self.path.delay_ns + late_ns)
         if side == "b":
             t += self.path.offset_ns

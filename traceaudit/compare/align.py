@@ -93,9 +93,10 @@ def align(a: Vantage, b: Vantage, pairing: Pairing) -> Alignment:
 
     offset, samples, delay, tol, client_on_a, known = _clock(
         a, b, partner_a, pair_a, dir_a, n_pairs)
+    ip_kept = _ip_ids_kept(a, b, partner_a, pair_a, dir_a, n_pairs) if contested else None
     for rows_ka, rows_kb in contested:
-        _pair_by_time(rows_ka, rows_kb, a, b, dir_a, pair_a, client_on_a, offset, tol,
-                      partner_a, partner_b)
+        _pair_by_time(rows_ka, rows_kb, a, b, dir_a, pair_a, client_on_a, offset, delay, tol,
+                      ip_kept, partner_a, partner_b)
 
     status_a = _status(partner_a, pair_a, dir_a, client_on_a, True, a.pk["ts_ns"],
                        b.stats.first_ts_ns, offset)
@@ -208,34 +209,59 @@ def _group_median(group: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _pair_by_time(rows_a, rows_b, a, b, dir_a, pair_a, client_on_a, offset, tol,
-                  partner_a, partner_b) -> None:
-    """Copies of one content, held a different number of times: each of the receiver's copies
-    takes the sender's latest unpaired copy sent before it arrived (times on a's clock)."""
+def _pair_by_time(rows_a, rows_b, a, b, dir_a, pair_a, client_on_a, offset, delay, tol,
+                  ip_kept, partner_a, partner_b) -> None:
+    """Copies of one content, held a different number of times: each of the receiver's
+    copies, in order, takes one of the sender's copies after the last one taken and sent at
+    most ``tol`` after it arrived (times on a's clock): the one with the same IP ID when the
+    path evidently keeps IP IDs (``ip_kept`` per pair and direction), else the one whose
+    transit time is nearest the one-way ``delay`` seen on the other packets."""
     r0 = int(rows_a[0])
     sender_is_a = (dir_a[r0] == 0) == bool(client_on_a[pair_a[r0]])
-    t_a = a.pk["ts_ns"][rows_a]
-    t_b = b.pk["ts_ns"][rows_b] - offset
+    t_a = a.pk["ts_ns"][rows_a].tolist()
+    t_b = (b.pk["ts_ns"][rows_b] - offset).tolist()
+    by_ip = ip_kept is not None and bool(ip_kept[pair_a[r0] * 2 + dir_a[r0]])
+    id_a = a.pk["ip_id"][rows_a].tolist() if by_ip else [0] * len(t_a)
+    id_b = b.pk["ip_id"][rows_b].tolist() if by_ip else [0] * len(t_b)
     if sender_is_a:
-        send_rows, send_t, recv_rows, recv_t = rows_a, t_a, rows_b, t_b
+        send = list(zip(rows_a.tolist(), t_a, id_a))
+        recv = list(zip(rows_b.tolist(), t_b, id_b))
     else:
-        send_rows, send_t, recv_rows, recv_t = rows_b, t_b, rows_a, t_a
+        send = list(zip(rows_b.tolist(), t_b, id_b))
+        recv = list(zip(rows_a.tolist(), t_a, id_a))
+    transit = max(delay, 0)
     last = -1
-    for r, t in zip(recv_rows.tolist(), recv_t.tolist()):
-        pick = -1
-        for i in range(last + 1, len(send_rows)):
-            if send_t[i] <= t + tol:
-                pick = i
-            else:
+    for r, t, ip_id in recv:
+        best, best_cost = -1, None
+        for i in range(last + 1, len(send)):
+            s, ts, sid = send[i]
+            if ts > t + tol:
                 break
-        if pick < 0:
+            cost = (sid != ip_id, abs(t - ts - transit))
+            if best_cost is None or cost < best_cost:
+                best, best_cost = i, cost
+        if best < 0:
             continue
-        last = pick
-        s = int(send_rows[pick])
+        last = best
+        s = send[best][0]
         if sender_is_a:
             partner_a[s], partner_b[r] = r, s
         else:
             partner_b[s], partner_a[r] = r, s
+
+
+def _ip_ids_kept(a: Vantage, b: Vantage, partner_a, pair_a, dir_a, n_pairs) -> np.ndarray | None:
+    """Per pair and direction (``pair * 2 + dir``): did every packet paired by content, at
+    least two, keep its IP ID across the path? None when a reader gave no IP IDs."""
+    if "ip_id" not in a.pk or "ip_id" not in b.pk:
+        return None
+    rows = np.flatnonzero(partner_a >= 0)
+    group = pair_a[rows] * 2 + dir_a[rows].astype(np.int64)
+    same = a.pk["ip_id"][rows] == b.pk["ip_id"][partner_a[rows]]
+    valid = a.pk["ip_id"][rows] >= 0                 # IPv6: no IP ID
+    seen = np.bincount(group[valid], minlength=2 * n_pairs)
+    kept = np.bincount(group[valid & same], minlength=2 * n_pairs)
+    return (seen >= 2) & (kept == seen)
 
 
 def _status(partner, pair, direction, client_on_a, is_a, ts, other_first, to_other) -> np.ndarray:

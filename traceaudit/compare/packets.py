@@ -16,6 +16,9 @@ from traceaudit.capture import CaptureStats, open_capture
 from traceaudit.flows.columns import Columns
 from traceaudit.flows.table import FlowBuilder
 
+#: Batch columns kept when the reader gives them: the IP ID pairs copies of one content
+#: where the path evidently keeps it (``align``).
+IF_READ = ("ip_id",)
 #: Batch columns a segment is identified by (plus its frame and time).
 KEPT = ("frame", "ts_ns", "seq", "ack", "flags", "win", "payload_len", "has_ts", "tsval",
         "tsecr")
@@ -61,8 +64,12 @@ def read_vantage(path: str, *, reader: str = "native") -> Vantage:
     parts: dict[str, list[np.ndarray]] = {name: [] for name in (*KEPT, "conn", "from_client")}
     for batch in source.batches():
         assigned = builder.add(batch)
-        for name in KEPT:
-            parts[name].append(batch[name].copy())
+        for name in IF_READ:
+            if name in batch.columns:
+                parts.setdefault(name, [])
+        for name in parts:
+            if name in batch.columns:
+                parts[name].append(batch[name].copy())
         parts["conn"].append(assigned.conn.astype(np.int32))
         parts["from_client"].append(assigned.from_client)
     flows = builder.columns(str(path))
