@@ -307,3 +307,24 @@ def test_ip_ids_pair_copies_where_the_path_keeps_them(tmp_path):
         ids = {int(n): int(i, 16) for n, i in tshark_fields(f, ["frame.number", "ip.id"])}
         v.pk["ip_id"] = np.array([ids[n] for n in v.pk["frame"].tolist()], np.int32)
     assert reported(compare_vantages(va, vb)) == truth
+
+
+def test_a_shared_isn_alone_does_not_make_two_connections_one(tmp_path):
+    """A connection of a and one of b whose clients happened to pick the same ISN (no
+    timestamps: their SYNs are alike) are not matched: apart from that SYN they have nothing
+    in common, and the SYN's times disagree with the clock offset the other connection
+    shows by 20 s."""
+    path = Path()
+    Connection(path, cisn=7, sisn=8).handshake().exchange().close()
+    Connection(path, client=("10.21.1.2", 40001), cisn=424_242, sisn=1, timestamps=False,
+               t_ns=1_700_000_000_100_000_000).handshake().exchange()
+    other = Path()
+    Connection(other, client=("10.21.1.3", 40002), cisn=424_242, sisn=2, timestamps=False,
+               t_ns=1_700_000_020_000_000_000).handshake().exchange()
+    path.b[:] = [f for f in path.b if f.ts_ns < 1_700_000_000_100_000_000] + other.b
+    a, b, _ = written(path, tmp_path)
+    cmp = compare_captures(str(a), str(b))
+    assert [p.client_a for p in cmp.pairs] == ["10.21.1.2:40312"]
+    assert [u.client for u in cmp.unmatched_a] == ["10.21.1.2:40001"]
+    assert [u.client for u in cmp.unmatched_b] == ["10.21.1.3:40002"]
+    assert cmp.exit_code == 0

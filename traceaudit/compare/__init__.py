@@ -18,6 +18,10 @@ from traceaudit.compare.align import (CREATED, DROPPED, NOT_JUDGED, RESEGMENTED,
 from traceaudit.compare.match import Pairing, match_connections
 from traceaudit.compare.packets import Vantage, read_vantage
 
+#: a matched pair none of whose common packets is this close to the clock offset the others
+#: show is two connections that share an anchor by chance (allows for clock drift)
+CHANCE_NS = 2_000_000_000
+
 
 @dataclass
 class PathPacket:
@@ -116,6 +120,19 @@ def compare_captures(path_a: str, path_b: str, *, reader: str = "native") -> Com
 def compare_vantages(a: Vantage, b: Vantage) -> Comparison:
     pairing = match_connections(a, b)
     al = align(a, b, pairing)
+    # two connections that share an anchor by chance (a 32-bit ISN among many connections)
+    # have no packet in common, or only a SYN whose times at a and b disagree with the clock
+    # offset the other connections show: they are not one connection
+    rows = np.flatnonzero(al.partner_a >= 0)
+    n = len(pairing.conn_a)
+    common = np.bincount(al.pair_a[rows], minlength=n)
+    off = np.abs(b.pk["ts_ns"][al.partner_a[rows]] - a.pk["ts_ns"][rows] - al.offset_ns)
+    near = np.bincount(al.pair_a[rows][off <= CHANCE_NS], minlength=n)
+    if ((common == 0) | (near == 0)).any():
+        keep = np.flatnonzero((common > 0) & (near > 0))
+        pairing = Pairing(pairing.conn_a[keep], pairing.conn_b[keep], pairing.score[keep],
+                          [pairing.evidence[i] for i in keep.tolist()])
+        al = align(a, b, pairing)
     pairs = _pairs(a, b, pairing, al)
     unmatched_a = _unmatched(a, "a", pairing.conn_a)
     unmatched_b = _unmatched(b, "b", pairing.conn_b)
