@@ -67,7 +67,8 @@ CLIENT_PORT = 40000
 ROUTER_SYSCTLS = ["net.ipv4.ip_forward", "net.netfilter.nf_conntrack_tcp_loose",
                   "net.netfilter.nf_conntrack_tcp_timeout_established"]
 
-STABLE_S = 0.1  # a state is stable when ss sees it for this long (see stable_by_time)
+STABLE_S = 0.3  # a state is stable when ss sees it for this long (see stable_by_time)
+CLOSE_STEP = 0.6  # designed waits between closing steps: twice STABLE_S
 IDLE_TIMEOUT = 4  # conntrack's established timeout in the router (s)
 SURVIVE_IDLES = [2.0, 3.0, 3.7]  # idle times below the timeout: the next request passes
 RESET_IDLES = [4.3, 5.0, 6.0]  # idle times above it: the router answers with a reset
@@ -126,6 +127,9 @@ def build_topology(tag: str) -> dict[str, str]:
     for n in ns.values():
         subprocess.run(["ip", "netns", "add", n], check=True)
         subprocess.run(["ip", "-n", n, "link", "set", "lo", "up"], check=True)
+        # no IPv6 on the links: no router solicitations or MLD reports in the captures
+        sh(n, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
+           "net.ipv6.conf.default.disable_ipv6=1")
     for side in ("client", "server"):
         a, b = IFACE[side], IFACE[f"router-{side}"]
         subprocess.run(["ip", "link", "add", a, "netns", ns[side], "type", "veth", "peer",
@@ -306,7 +310,7 @@ class PathCtx(rec.Ctx):
         sh(self.ns["router"], "nft", "-f", "-", input_=script)
         self.intervene(what)
 
-    def listen_at(self, port: int = SERVICE_PORT, linger_zero: bool = False) -> socket.socket:
+    def listen_at(self, port: int = SERVICE_PORT) -> socket.socket:
         with inside(self.ns["server"]):
             return self.listen(ADDR["server"], port)
 
@@ -462,7 +466,7 @@ def _idle_run(ctx: PathCtx) -> None:
     """Several connections: a query each, then idle for times bracketing the timeout."""
     lsn = ctx.listen_at()
     idles = SURVIVE_IDLES + RESET_IDLES
-    conns = []
+    conns, closing = [], []
     for i, idle in enumerate(idles):
         late = idle > IDLE_TIMEOUT
         c, s = ctx.open_conn(lsn, CLIENT_PORT + i, "path" if late else "client",
@@ -477,17 +481,29 @@ def _idle_run(ctx: PathCtx) -> None:
             ctx.recv_exact(s, "server", len(QUERY), "query")
             ctx.send(s, "server", ROW, "row")
             ctx.recv_exact(c, "client", len(ROW), "row")
-            ctx.close(c, "client")
-            ctx.recv_eof(s, "server")
-            ctx.pause()
-            ctx.close(s, "server")
+            # close before the router forgets this connection too, in the background so
+            # that the next late query leaves on time
+            closing.append(threading.Thread(target=_close_gracefully, args=(ctx, c, s)))
+            closing[-1].start()
         else:
             try:
                 data = c.recv(100)
                 raise RuntimeError(f"connection {i}: expected a reset, got {data!r}")
             except ConnectionResetError:
                 ctx.act("client", "recv() failed: ECONNRESET (a reset with the server's address)")
-    ctx.pause(0.3)
+    for th in closing:
+        th.join(10)
+    ctx.pause(CLOSE_STEP)
+
+
+def _close_gracefully(ctx: PathCtx, c: socket.socket, s: socket.socket) -> None:
+    """The client closes first; every step lasts CLOSE_STEP, well above STABLE_S (the
+    FIN's ACK may be delayed up to 200 ms)."""
+    ctx.pause(0.05)
+    ctx.close(c, "client")
+    ctx.pause(CLOSE_STEP)
+    ctx.recv_eof(s, "server")
+    ctx.close(s, "server")
 
 
 def _idle_scenario(name: str, nat: bool) -> PathScenario:
@@ -507,8 +523,8 @@ def _idle_scenario(name: str, nat: bool) -> PathScenario:
             f"(nf_conntrack_tcp_timeout_established={IDLE_TIMEOUT}, tcp_loose=0). Six "
             "connections each exchange a query and a row, then stay idle for "
             f"{', '.join(str(x) for x in SURVIVE_IDLES + RESET_IDLES)} s and the client sends "
-            f"again. Below {IDLE_TIMEOUT} s the query is answered and the client closes "
-            "gracefully; above it the router drops the query and answers the client with a "
+            f"again. Below {IDLE_TIMEOUT} s the query is answered and the connection closes "
+            f"gracefully (the client first, the server {CLOSE_STEP} s later); above it the router drops the query and answers the client with a "
             "reset carrying the server's address (TTL 64, no timestamps). The server never "
             "sees the late query and its socket stays ESTABLISHED." + nat_text),
         client=Vantage(required=idle_required(), signature=idle_signature("client", nat),
@@ -533,6 +549,241 @@ def add(sc: PathScenario) -> None:
 
 add(_idle_scenario("path-idle-timeout", nat=False))
 add(_idle_scenario("path-idle-timeout-nat", nat=True))
+
+
+# --------------------------------------------------------------------------------------
+# Reset injection (Weaver, Sommer, Paxson, "Detecting Forged TCP Reset Packets", NDSS 2009)
+# --------------------------------------------------------------------------------------
+def checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def forged_reset(src: str, sport: int, dst: str, dport: int, seq: int, ack: int,
+                 ip_id: int) -> bytes:
+    """An IPv4 RST/ACK as a raw-socket injector writes it: TTL 64, no DF, no TCP options."""
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, 0x14, 0, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ip_id, 0, 64, 6, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return ip + tcp
+
+
+class Injector(threading.Thread):
+    """In the router namespace: watch the server's segments leave towards the client and,
+    once armed, answer the next one with a forged reset to the client carrying the server's
+    address and the sequence number the server will use next (exactly the client's
+    RCV.NXT, so the client accepts it).  The server knows nothing and keeps sending."""
+
+    def __init__(self, ctx: "PathCtx", arm_at: float):
+        super().__init__(daemon=True)
+        self.ctx = ctx
+        self.arm_at = arm_at
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self._stop_evt = threading.Event()
+
+    def run(self) -> None:
+        with inside(self.ctx.ns["router"]):
+            # ETH_P_ALL: a socket bound to one protocol sees only incoming packets
+            sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+            sniff.bind((IFACE["router-client"], 0))
+            raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        sniff.settimeout(0.1)
+        self.ready.set()
+        server = socket.inet_aton(ADDR["server"])
+        try:
+            while not self._stop_evt.is_set():
+                try:
+                    frame, addr = sniff.recvfrom(65535)
+                except socket.timeout:
+                    continue
+                if addr[2] != socket.PACKET_OUTGOING or time.time() < self.arm_at:
+                    continue
+                ip = frame[14:]
+                if frame[12:14] != b"\x08\x00" or ip[9] != 6 or ip[12:16] != server:
+                    continue
+                ihl = (ip[0] & 15) * 4
+                tcp = ip[ihl:]
+                sport, dport, seq, ack = struct.unpack("!HHII", tcp[:12])
+                length = struct.unpack("!H", ip[2:4])[0] - ihl - (tcp[12] >> 4) * 4
+                if sport != SERVICE_PORT or length <= 0:
+                    continue
+                ip_id = random.randrange(1, 65536)
+                rst_seq = (seq + length) & 0xFFFFFFFF
+                raw.sendto(forged_reset(ADDR["server"], sport, socket.inet_ntoa(ip[16:20]),
+                                        dport, rst_seq, ack, ip_id),
+                           (socket.inet_ntoa(ip[16:20]), 0))
+                self.ctx.injections.append({
+                    "t": round(time.time(), 6), "src": f"{ADDR['server']}:{sport}",
+                    "dst": f"{socket.inet_ntoa(ip[16:20])}:{dport}", "seq": rst_seq,
+                    "ack": ack, "flags": tcp_flags(0x14), "ttl": 64, "ip_id": ip_id, "df": False,
+                    "timestamps": False,
+                    "after_server_segment": {"seq": seq, "len": length}})
+                self.ctx.intervene(f"injector: forged RST/ACK seq {rst_seq} to the client "
+                                   f"after the server's segment seq {seq} len {length}")
+                break
+        finally:
+            sniff.close()
+            raw.close()
+            self.done.set()
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+        self.join(5)
+
+
+CHUNK = b"x" * 1000  # one segment per write
+CHUNK_GAP = 0.04  # seconds between the server's writes
+STREAM_S = 1.6  # the server streams this long at most
+INJECT_AFTER = 0.8  # the injector arms this long after the stream starts
+
+
+def _inject_run(ctx: PathCtx) -> None:
+    lsn = ctx.listen_at()
+    c, s = ctx.open_conn(lsn, CLIENT_PORT, "path", "reset")
+    ctx.send(c, "client", QUERY, "query (a large result follows)")
+    ctx.recv_exact(s, "server", len(QUERY), "query")
+    inj = Injector(ctx, time.time() + INJECT_AFTER)
+    inj.start()
+    inj.ready.wait(5)
+    received = {"bytes": 0, "error": None}
+
+    def reader() -> None:
+        try:
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    received["error"] = "EOF"
+                    return
+                received["bytes"] += len(data)
+        except OSError as e:
+            received["error"] = type(e).__name__
+    rd = threading.Thread(target=reader, daemon=True)
+    rd.start()
+    ctx.act("client", "recv() in a loop")
+    ctx.act("server", f"send() {len(CHUNK)} bytes every {CHUNK_GAP} s (result rows)")
+    t_end, sent = time.time() + STREAM_S, 0
+    while time.time() < t_end:
+        try:
+            s.send(CHUNK)
+            sent += 1
+        except OSError as e:
+            ctx.act("server", f"send() failed after {sent} writes: {type(e).__name__} "
+                              f"(the client's kernel reset the connection)")
+            break
+        time.sleep(CHUNK_GAP)
+    else:
+        raise RuntimeError("the server never learnt of the reset")
+    rd.join(2)
+    ctx.act("client", f"recv() failed: {received['error']} after {received['bytes']} bytes "
+                      "(the injected reset)")
+    if received["error"] != "ConnectionResetError" or not ctx.injections:
+        raise RuntimeError(f"no injected reset seen by the client: {received}")
+    inj.stop()
+    ctx.pause(CLOSE_STEP)
+
+
+INJECT_SIG_CLIENT = [
+    rec.sig(f"{RST} && {FROM_SERVER_C} && ip.ttl==64",
+            "the injected reset: the server's address, TTL 64 (the router's own)", count=1),
+    rec.sig(f"{RST} && {FROM_SERVER_C} && ip.flags.df==0 && !tcp.options.timestamp.tsval",
+            "the injected reset: no DF bit, no timestamps option", count=1),
+    rec.sig(f"{FROM_SERVER_C} && !({RST}) && (ip.ttl!=63 || ip.flags.df==0)",
+            "every real server packet: TTL 63 (one hop), DF set", count=0),
+    rec.sig(f"{RST} && ip.src=={ADDR['client']}",
+            "the server's data still arrives after the reset: the client's kernel answers it "
+            "with resets (the race)", min_=1),
+    rec.sig(f"{FROM_SERVER_C} && tcp.len>0", "the stream", min_=15),
+]
+INJECT_SIG_SERVER = [
+    rec.sig(RST, "only the client's resets reach the server", min_=1),
+    rec.sig(f"{RST} && !(ip.src=={ADDR['client']} && ip.ttl==63)",
+            "every reset here comes from the client, through the router", count=0),
+    rec.sig(f"ip.src=={ADDR['server']} && tcp.len>0", "the stream", min_=15),
+]
+
+add(PathScenario(
+    name="path-injected-reset", nft=PLAIN_NFT,
+    description=(
+        f"The server streams a result to the client (a {len(CHUNK)}-byte write every "
+        f"{CHUNK_GAP} s). {INJECT_AFTER} s in, an injector in the router namespace (a raw "
+        "socket sniffing the router's client-side interface) answers the next server segment "
+        "with a forged RST/ACK to the client: the server's address and port, the sequence "
+        "number the server uses next (the client's RCV.NXT, so the client accepts it), TTL 64 "
+        "(the server's own packets arrive with 63), a random IP ID, no DF bit, no timestamps "
+        "option. The server never learns of it and its next segment arrives at the client "
+        "after the reset, with the very sequence number the reset claimed (the race of "
+        "Weaver, Sommer and Paxson, NDSS 2009); the client's kernel, whose socket is gone, "
+        "answers it with a reset of its own, which ends the connection at the server."),
+    client=Vantage(
+        required=[rec.req("middlebox-reset", "server", 0)],
+        signature=INJECT_SIG_CLIENT,
+        expect={0: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}},
+        closers={0: ("path", "reset")},
+        tool_says="middlebox-reset (server address, connection 0: TTL 64 vs 63, no "
+                  "timestamps, the server's data after it)"),
+    server=Vantage(
+        required=[], signature=INJECT_SIG_SERVER,
+        expect={0: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}},
+        neutral=["linger-zero-abort", "rst-after-premature-close", "unread-data-reset"],
+        closers={0: ("client", "reset")},
+        tool_says="the client's kernel reset (real, TTL 63); from this side alone its cause "
+                  "(a reset injected on the path) cannot be seen: endpoint rules neutral"),
+    run=_inject_run,
+    notes="Server vantage: the resets here are real ones from the client's kernel, sent "
+          "because the injected reset had already destroyed the client's socket; this side "
+          "alone cannot tell why, so the endpoint rules are neutral here (not forbidden). "
+          "The pair of captures proves it: the injected reset (path_packets) never reached "
+          "the server.",
+))
+
+
+def _endpoint_reset_run(ctx: PathCtx) -> None:
+    lsn = ctx.listen_at()
+    c, s = ctx.open_conn(lsn, CLIENT_PORT, "server", "reset")
+    ctx.query(c, s)
+    ctx.pause(CLOSE_STEP)
+    ctx.linger_zero(s, "server")
+    ctx.close(s, "server", "close() (SO_LINGER 0: abort)")
+    ctx.pause(CLOSE_STEP)
+
+
+ENDPOINT_EXPECT = {0: {"client": ["ESTABLISHED", "CLOSED"], "server": ["ESTABLISHED", "CLOSED"]}}
+
+add(PathScenario(
+    name="path-endpoint-reset", nft=PLAIN_NFT,
+    description=(
+        "Control for the path resets: through the same router (forwarding only), the server "
+        "answers the query, sets SO_LINGER {on, 0} and calls close(): a real endpoint reset. "
+        "At the client it arrives with TTL 63 like every other server packet, DF set and the "
+        "timestamps option, and nothing from the server follows it: it stays the server's."),
+    client=Vantage(
+        required=[rec.req("linger-zero-abort", "server", 0)],
+        neutral=["server-closes-first"],
+        signature=[rec.sig(f"{RST} && {FROM_SERVER_C} && ip.ttl==63 && ip.flags.df==1 && "
+                           "tcp.options.timestamp.tsval",
+                           "the server's own reset: TTL 63, DF, timestamps", count=1),
+                   rec.sig(RST, "exactly one reset", count=1),
+                   rec.sig("tcp.flags.fin==1", "no FIN", count=0)],
+        expect=ENDPOINT_EXPECT, closers={0: ("server", "reset")},
+        tool_says="linger-zero-abort (server); no middlebox-reset"),
+    server=Vantage(
+        required=[rec.req("linger-zero-abort", "server", 0)],
+        neutral=["server-closes-first"],
+        signature=[rec.sig(f"{RST} && ip.src=={ADDR['server']} && ip.ttl==64",
+                           "the server's reset as it leaves the server", count=1),
+                   rec.sig(RST, "exactly one reset", count=1)],
+        expect=ENDPOINT_EXPECT, closers={0: ("server", "reset")},
+        tool_says="linger-zero-abort (server); no middlebox-reset"),
+    run=_endpoint_reset_run,
+))
 
 
 # --------------------------------------------------------------------------------------
@@ -605,9 +856,10 @@ def vantage_truth(sc: PathScenario, v: str, ctx: PathCtx, samples: list, common:
 def stable_by_time(rows: list[dict], who: str, min_s: float = STABLE_S) -> list[str]:
     """Distinct states of ``who`` that lasted at least ``min_s`` (first to last sighting).
 
-    Through a router the passive closer's delayed ACK keeps FIN_WAIT_1 for ~40 ms, long
-    enough for several ss samples some times and not others: a time threshold well below
-    the designed 0.25 s steps gives the same sequence on every re-record."""
+    Through a router the passive closer's delayed ACK keeps FIN_WAIT_1 for 40-200 ms, long
+    enough for several ss samples some times and not others, and on a loaded machine the
+    sampler may stall for tens of ms: a time threshold between the longest delayed ACK and
+    the designed CLOSE_STEP gives the same sequence on every re-record."""
     runs: list[list] = []  # [state, first ts, last ts]
     for r in rows:
         st = r.get(who)
@@ -656,9 +908,9 @@ def child_main(name: str, tag: str, outdir: Path) -> int:
     caps["router"].cmd[:0] = ["ip", "netns", "exec", ns["router"]]
     sampler = PathSampler(ns)
     try:
+        t_cap = time.time()  # the first capture starts now; all run once the loop is done
         for cap in caps.values():
             cap.start()
-        t_cap = time.time()
         sampler.start()
         time.sleep(0.05)
         sc.run(ctx)
@@ -706,7 +958,7 @@ def child_main(name: str, tag: str, outdir: Path) -> int:
                    "nft": sc.nft, "nft_counters": nft_counters(nft_after),
                    "injections": ctx.injections,
                    "capture_command": " ".join(caps["router"].cmd) + " (not kept)"},
-        "actions": ctx.actions,
+        "actions": sorted(ctx.actions, key=lambda a: a["t"]),
         "interventions": ctx.interventions,
         "record_seconds": round(t_stop - t0, 3),
         "capture_started": round(t_cap, 6),

@@ -12,7 +12,7 @@ import tempfile
 import pytest
 from click.testing import CliRunner
 
-from conftest import SAMPLES
+from conftest import SAMPLE_CAPTURES, SAMPLES
 from traceaudit.cli import main
 
 # half-closed-leak (error), fin-wait-2-hang and keepalive-on-half-closed (warnings)
@@ -139,7 +139,7 @@ def test_terminal_summary_is_readable():
     r = run(SAMPLES)
     assert r.exit_code == 1
     text = r.output
-    assert "26 capture(s)" in text and "TCP connections" in text
+    assert f"{len(SAMPLE_CAPTURES)} capture(s)" in text and "TCP connections" in text
     assert "closed first by:" in text and "endings:" in text
     assert "Findings by rule" in text and "TA101" in text and "half-closed-leak" in text
     assert "Worst findings" in text and "tcp.stream eq" in text

@@ -5,7 +5,9 @@
    the capture and the ss samples share one clock);
 2. the truth files are sane: ss samples for every connection, RFC 9293 state names,
    rule names from the analyzer's vocabulary;
-3. (root only) re-recording every scenario reproduces the committed truth.
+3. (root only) re-recording every scenario reproduces the committed truth;
+4. the two-vantage captures (``record_path.py``, issue #21: client -- router -- server):
+   pairs, the router's truth and every packet it created or dropped, found in the captures.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_pcaps"
 RECORDER = SAMPLES / "record.py"
+PATH_RECORDER = SAMPLES / "record_path.py"
 TRUTHS = sorted(SAMPLES.glob("*.truth.json"))
 TRUTH_IDS = [p.name[: -len(".truth.json")] for p in TRUTHS]
 
@@ -34,7 +37,7 @@ RULES = {
     "half-closed-leak", "fin-wait-2-hang", "rst-after-premature-close", "linger-zero-abort",
     "unread-data-reset", "connection-refused", "half-open-handshake", "simultaneous-close",
     "lost-final-ack", "time-wait-reuse", "time-wait-pileup", "server-closes-first",
-    "keepalive-on-half-closed",
+    "keepalive-on-half-closed", "middlebox-reset", "idle-timeout-reset",
 }
 RST_CAUSES = {"time_wait_skipped", "fin_wait_2_expired", "data_after_close"}
 STATES = {
@@ -42,7 +45,7 @@ STATES = {
     "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT", "CLOSED",
 }
 FORMATS = {"pcap", "pcap-ns", "pcapng", "sll2-pcap"}
-CLOSERS = {"client", "server", "simultaneous", "none"}
+CLOSERS = {"client", "server", "simultaneous", "none", "path"}
 CLOSE_KINDS = {"graceful", "half_closed", "reset", "refused", "open"}
 ENDPOINT = re.compile(r"^(\d+\.\d+\.\d+\.\d+|\[[0-9a-f:]+\]):\d+$")
 MAX_BYTES = 1_000_000
@@ -78,8 +81,9 @@ def collapse(seq: list[str]) -> list[str]:
 def test_catalogue_is_complete():
     """Every scenario the recorder knows is committed, and the README lists each capture."""
     assert TRUTHS, "no truth files in sample_pcaps/"
-    out = subprocess.run([sys.executable, str(RECORDER), "--list"], capture_output=True,
-                         text=True, check=True).stdout
+    out = "".join(subprocess.run([sys.executable, str(r), "--list"], capture_output=True,
+                                 text=True, check=True).stdout
+                  for r in (RECORDER, PATH_RECORDER))
     names = {line.split()[0] for line in out.splitlines() if line.strip()}
     assert names == set(TRUTH_IDS)
     readme = (SAMPLES / "README.md").read_text()
@@ -141,7 +145,9 @@ def _clock_cases() -> list[Path]:
         rows = t["connections"][0]["ss"]
         both = [r for r in rows if r.get("client") == r.get("server") == "ESTABLISHED"]
         queued = any(i["what"].startswith("tc:") for i in t.get("interventions", []))
-        if both and rows[-1] is not both[-1] and not queued:
+        # a capture that misses packets the path created or dropped misses the cause
+        unseen = any(p["frame"] is None for p in t.get("path_packets", []))
+        if both and rows[-1] is not both[-1] and not queued and not unseen:
             cases.append(p)
     return cases
 
@@ -152,7 +158,8 @@ def _clock_cases() -> list[Path]:
 def test_first_close_packet_falls_between_ss_samples(truth_path: Path):
     """The ss clock and the capture clock agree: connection 0's first FIN or RST is on the
     wire between the last ss sample that saw both ends ESTABLISHED and the first one that
-    did not (scenarios whose segments a tc qdisc holds back are left out)."""
+    did not (scenarios whose segments a tc qdisc holds back are left out, and two-vantage
+    captures that do not see every packet the router created or dropped)."""
     t = load(truth_path)
     rows = t["connections"][0]["ss"]
     i = max(j for j, r in enumerate(rows)
@@ -266,7 +273,8 @@ def _root_unusable_reason() -> str | None:
 
 @pytest.mark.root
 def test_rerecord_reproduces_truth(tmp_path: Path):
-    """Run record.py for every scenario and compare with the committed truth files.
+    """Run record.py and record_path.py for every scenario and compare with the committed
+    truth files.
 
     Compared: scenario names, capture name and format, connections (endpoints, closer,
     close kind, index), required/forbidden findings, and for every connection the sequence
@@ -282,22 +290,27 @@ def test_rerecord_reproduces_truth(tmp_path: Path):
     reason = _root_unusable_reason()
     if reason:
         pytest.skip(reason)
-    proc = subprocess.run([sys.executable, str(RECORDER), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # both recorders at once: they use their own namespaces and mostly sleep
+    procs = [subprocess.Popen([sys.executable, str(r), "--out", str(tmp_path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in (RECORDER, PATH_RECORDER)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out[-3000:] + err[-3000:]
     new = {p.name[: -len(".truth.json")]: load(p) for p in tmp_path.glob("*.truth.json")}
     old = {n: load(p) for n, p in zip(TRUTH_IDS, TRUTHS)}
     assert sorted(new) == sorted(old)
     problems = []
     for name, o in old.items():
         n = new[name]
-        for key in ("capture", "format", "findings", "signature"):
+        for key in ("capture", "format", "findings", "signature", "vantage", "pair",
+                    "idle_timeout_s"):
             if n[key] != o[key]:
                 problems.append(f"{name}: {key} differs")
         if not (tmp_path / n["capture"]).is_file():
             problems.append(f"{name}: no capture written")
-        ends = lambda t: [(c["index"], c["client"], c["server"], c["closer"], c["close_kind"])
-                          for c in t["connections"]]
+        ends = lambda t: [(c["index"], masked_client(t, c), c["server"], c["closer"],
+                           c["close_kind"]) for c in t["connections"]]
         if ends(n) != ends(o):
             problems.append(f"{name}: connections {ends(n)} != {ends(o)}")
             continue
@@ -306,4 +319,130 @@ def test_rerecord_reproduces_truth(tmp_path: Path):
             sn = {w: collapse(s) for w, s in cn["states"].items()}
             if so != sn:
                 problems.append(f"{name} connection {co['index']}: states {sn} != committed {so}")
+        if "path_packets" in o:
+            shape = lambda t: [(p["kind"], p["toward"], p["flags"], p["len"], p["frame"] is None)
+                               for p in t["path_packets"]]
+            if shape(n) != shape(o):
+                problems.append(f"{name}: path packets {shape(n)} != committed {shape(o)}")
     assert not problems, "\n".join(problems)
+
+
+def masked_client(t: dict, c: dict) -> str:
+    """The client endpoint, without the port that masquerading NAT picks at random."""
+    if t.get("router", {}).get("nat") and t.get("vantage") == "server":
+        return c["client"].rsplit(":", 1)[0] + ":*"
+    return c["client"]
+
+
+# --------------------------------------------------------------------------------------
+# 4. two vantage points through a router (record_path.py, issue #21)
+# --------------------------------------------------------------------------------------
+PATH_TRUTHS = [p for p in TRUTHS if "vantage" in load(p)]
+PATH_IDS = [p.name[: -len(".truth.json")] for p in PATH_TRUTHS]
+PATH_RULES = {"middlebox-reset", "idle-timeout-reset"}
+BLAME = {"rst-after-premature-close", "linger-zero-abort", "unread-data-reset"}  # TA103-TA105
+
+
+def test_path_samples_come_in_pairs():
+    """Every two-vantage capture names its pair, which names it back: same router, same
+    path packets, the other vantage point."""
+    assert len(PATH_TRUTHS) >= 8
+    for p in PATH_TRUTHS:
+        t = load(p)
+        o = load(SAMPLES / t["pair"].replace(".pcap", ".truth.json"))
+        assert o["pair"] == t["capture"] and {o["vantage"], t["vantage"]} == {"client", "server"}
+        assert o["router"] == t["router"]
+        strip = lambda pp: [{k: v for k, v in x.items() if k != "frame"} for x in pp]
+        assert strip(o["path_packets"]) == strip(t["path_packets"])
+        assert [a["t"] for a in o["actions"]] == [a["t"] for a in t["actions"]]
+
+
+@pytest.mark.parametrize("truth_path", PATH_TRUTHS, ids=PATH_IDS)
+def test_path_truth(truth_path: Path):
+    t = load(truth_path)
+    v = t["vantage"]
+    assert v in ("client", "server") and t["capture"] == f"{t['name']}.pcap"
+    other = "server" if v == "client" else "client"
+    assert t["name"].endswith(f"-{v}")
+    assert t["pair"] == f"{t['name'][: -len(v)]}{other}.pcap"
+    router = t["router"]
+    assert isinstance(router["nat"], bool) and router["nft"].startswith("table ")
+    rejects = sum(c["packets"] for c in router["nft_counters"] if "reject" in c["rule"])
+    pp = t["path_packets"]
+    created = [x for x in pp if x["kind"] == "created"]
+    dropped = [x for x in pp if x["kind"] == "dropped"]
+    # one story: the router's capture, its nft counters and the injector's own log
+    assert len(created) == rejects + len(router["injections"])
+    assert len(dropped) == rejects
+    for x in pp:
+        assert x["kind"] in ("created", "dropped") and x["toward"] in ("client", "server")
+        # a created packet is seen only on the side it was sent to; a dropped one only on
+        # the side that sent it
+        visible = (x["toward"] == v) if x["kind"] == "created" else (x["toward"] != v)
+        assert (x["frame"] is not None) == visible, x
+    # the endpoint is never blamed for a reset the path created
+    required = t["findings"]["required"]
+    if any(x["toward"] == v for x in created):  # this side received a reset from the path
+        assert BLAME <= set(t["findings"]["forbidden"])
+    mbx = [r for r in required if r["rule"] == "middlebox-reset"]
+    if v == "client":
+        assert len(mbx) == len([x for x in created if "R" in x["flags"]])
+        conns = {c["index"]: c for c in t["connections"]}
+        for r in mbx:  # the endpoint named is the one whose address the reset carries
+            c = conns[r["connection"]]
+            assert any(x["src"] == c[r["endpoint"]] and x["dst"] == c["client" if
+                       r["endpoint"] == "server" else "server"] for x in created), r
+    else:
+        assert not mbx, "the server side never sees the path's resets"
+    if not created:
+        assert "middlebox-reset" in t["findings"]["forbidden"]
+
+
+@pytest.mark.parametrize("truth_path", [p for p in PATH_TRUTHS if "idle_timeout_s" in load(p)],
+                         ids=lambda p: p.name[: -len(".truth.json")])
+def test_idle_timeout_truth(truth_path: Path):
+    """Connections idle longer than the router's conntrack timeout are the reset ones, and
+    the measured idle times bracket the timeout within 10 %."""
+    t = load(truth_path)
+    timeout = t["idle_timeout_s"]
+    assert float(t["sysctls"]["net.netfilter.nf_conntrack_tcp_timeout_established"]) == timeout
+    idle = {c["index"]: c["idle_s"] for c in t["connections"]}
+    late = {i for i, s in idle.items() if s > timeout}
+    assert late and late != set(idle)
+    assert min(idle[i] for i in late) <= 1.1 * timeout
+    assert max(s for i, s in idle.items() if i not in late) >= 0.9 * timeout
+    resets = {c["index"] for c in t["connections"] if c["close_kind"] == "reset"}
+    if t["vantage"] == "client":
+        assert resets == late
+        assert {r["connection"] for r in t["findings"]["required"]
+                if r["rule"] == "idle-timeout-reset"} == late
+        assert len([x for x in t["path_packets"] if x["kind"] == "created"]) == len(late)
+    else:  # the server never heard of it: its sockets are still ESTABLISHED at the end
+        assert not resets
+        for c in t["connections"]:
+            if c["index"] in late:
+                assert c["close_kind"] == "open" and c["states"]["server"] == ["ESTABLISHED"]
+
+
+@needs_tshark
+@pytest.mark.tshark
+@pytest.mark.parametrize("truth_path", PATH_TRUTHS, ids=PATH_IDS)
+def test_path_packets_are_in_the_capture(truth_path: Path):
+    """tshark finds every path packet at the frame the truth file gives, with its fields."""
+    t = load(truth_path)
+    seen = [x for x in t["path_packets"] if x["frame"] is not None]
+    if not seen:
+        return
+    frames = " || ".join(f"frame.number=={x['frame']}" for x in seen)
+    out = subprocess.run(["tshark", "-n", "-r", str(SAMPLES / t["capture"]), "-Y", frames,
+                          "-T", "fields", "-E", "separator=,", "-e", "frame.number",
+                          "-e", "tcp.seq_raw", "-e", "tcp.ack_raw", "-e", "tcp.flags.reset",
+                          "-e", "tcp.len", "-e", "ip.ttl", "-e", "ip.id"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    got = {int(r.split(",")[0]): r.split(",")[1:] for r in out}
+    for x in seen:
+        seq, ack, rst, length, ttl, ip_id = got[x["frame"]]
+        assert (int(seq), int(rst), int(length), int(ttl), int(ip_id, 16)) == (
+            x["seq"], int("R" in x["flags"]), x["len"], x["ttl"], x["ip_id"]), x
+        if "A" in x["flags"]:
+            assert int(ack) == x["ack"]
