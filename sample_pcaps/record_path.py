@@ -73,8 +73,10 @@ IDLE_TIMEOUT = 4  # conntrack's established timeout in the router (s)
 SURVIVE_IDLES = [2.0, 3.0, 3.7]  # idle times below the timeout: the next request passes
 RESET_IDLES = [4.3, 5.0, 6.0]  # idle times above it: the router answers with a reset
 
-QUERY = b"Q\x00\x00\x00\x1aSELECT now() AS ping;\x00"
-ROW = b"D\x00\x00\x00\x1d\x00\x01\x00\x00\x00\x132026-12-06 19:00:00Z\x00"
+# PostgreSQL-shaped messages: a simple Query ('Q') and one DataRow ('D') of one column
+_SQL, _VALUE = b"SELECT now() AS ping;\x00", b"2026-12-06 19:00:00Z"
+QUERY = b"Q" + struct.pack("!I", 4 + len(_SQL)) + _SQL
+ROW = b"D" + struct.pack("!IHI", 10 + len(_VALUE), 1, len(_VALUE)) + _VALUE
 
 
 # --------------------------------------------------------------------------------------
@@ -376,6 +378,7 @@ table inet ta_path {
     type filter hook forward priority 0; policy accept;
     ct state established,related counter accept
     tcp flags & (syn | ack | fin | rst) == syn ct state new counter accept
+    meta l4proto tcp ct state invalid counter comment "no conntrack entry"
     meta l4proto tcp counter reject with tcp reset
   }
 }

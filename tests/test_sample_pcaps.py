@@ -305,7 +305,7 @@ def test_rerecord_reproduces_truth(tmp_path: Path):
         n = new[name]
         for key in ("capture", "format", "findings", "signature", "vantage", "pair",
                     "idle_timeout_s"):
-            if n[key] != o[key]:
+            if n.get(key) != o.get(key):
                 problems.append(f"{name}: {key} differs")
         if not (tmp_path / n["capture"]).is_file():
             problems.append(f"{name}: no capture written")
