@@ -28,6 +28,12 @@ def written(path: Path, tmp_path):
     return a, b, truth
 
 
+def last_frame_of(b, conn: int) -> int:
+    from traceaudit.compare.packets import read_vantage
+    v = read_vantage(str(b))
+    return int(v.pk["frame"][v.rows_of(conn)[-1]])
+
+
 def nat_drop_and_reset(offset_ns=3_000_000_000) -> Path:
     """A client behind NAT idles; its next request is dropped by the router, which resets
     the client (conntrack gone: reject with tcp reset); a second connection is untouched."""
@@ -72,6 +78,9 @@ def test_cli_json_filters_and_exit_code(tmp_path):
     assert {(p["seen_in"], p["frame"]) for p in conn["dropped"]} == truth["dropped"]
     assert {(p["seen_in"], p["frame"]) for p in conn["created"]} == truth["created"]
     assert conn["created"][0]["flags"] == "RST" and conn["created"][0]["tsval"] is None
+    # both belong after the connection's last frame in b (all of b's packets were seen at both)
+    assert [p["after_frame_in_other"] for p in conn["dropped"] + conn["created"]] == [
+        last_frame_of(b, conn["b"]["connection"])] * 2
     # clean pair: exit 0
     clean = cli_run("compare", b, b)
     assert clean.exit_code == 0 and "nothing dropped or created" in clean.output

@@ -39,6 +39,9 @@ class PathPacket:
     tsval: int | None
     tsecr: int | None
     row: int                    # its row in the vantage's packet columns
+    #: the other capture's frame of the last packet of this connection seen at both before
+    #: it (where it would have been); None when there is none
+    after_other_frame: int | None = None
 
 
 @dataclass
@@ -172,9 +175,26 @@ def _pairs(a: Vantage, b: Vantage, pairing: Pairing, al: Alignment) -> list[Conn
             pp = _path_packet(v, side, row, int(status[row]), int(direction[row]))
             (p.dropped if pp.kind == "dropped" else p.created).append(pp)
     for p in pairs:
+        if p.differs:
+            _place(p, a, b, al)
         p.dropped.sort(key=lambda x: (x.seen_in, x.frame))
         p.created.sort(key=lambda x: (x.seen_in, x.frame))
     return pairs
+
+
+def _place(p: ConnectionPair, a: Vantage, b: Vantage, al: Alignment) -> None:
+    """Set each path packet's ``after_other_frame``."""
+    for side, v, other, partner, conn in (("a", a, b, al.partner_a, p.conn_a),
+                                          ("b", b, a, al.partner_b, p.conn_b)):
+        mine = {x.row: x for x in (*p.dropped, *p.created) if x.seen_in == side}
+        if not mine:
+            continue
+        last = None
+        for row in v.rows_of(conn).tolist():
+            if row in mine:
+                mine[row].after_other_frame = last
+            elif partner[row] >= 0:
+                last = int(other.pk["frame"][partner[row]])
 
 
 def _path_packet(v: Vantage, side: str, row: int, status: int, direction: int) -> PathPacket:
