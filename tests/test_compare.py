@@ -337,3 +337,20 @@ def test_a_shared_isn_alone_does_not_make_two_connections_one(tmp_path):
     assert [u.client for u in cmp.unmatched_a] == ["10.21.1.2:40001"]
     assert [u.client for u in cmp.unmatched_b] == ["10.21.1.3:40002"]
     assert cmp.exit_code == 0
+
+
+def test_a_hosts_side_is_decided_by_all_its_connections(tmp_path):
+    """One of a client's three connections looks, by its timing alone, as if the client were
+    on b's side (b stamped the client's packets 200 µs early); the client's other connections
+    outvote it, so the request lost in it is dropped, not created."""
+    path = Path(delay_ns=40_000)
+    for i, skew in enumerate((0, -200_000, 0)):
+        c = Connection(path, client=("10.21.1.2", 40000 + i), cisn=1000 * (i + 1),
+                       sisn=900_000 * (i + 1), t_ns=1_700_000_000_000_000_000 + i * 50_000_000,
+                       skew_ns=skew).handshake().exchange()
+        if skew:
+            c.send("c", ACK | PSH, b"lost", fate="dropped")
+    a, b, truth = written(path, tmp_path)
+    cmp = compare_captures(str(a), str(b))
+    assert reported(cmp) == truth and len(truth["dropped"]) == 1
+    assert {p.client_side for p in cmp.pairs} == {"a"}

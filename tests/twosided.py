@@ -65,6 +65,8 @@ class Connection:
     gap_ns: int = 2_000_000
     timestamps: bool = True
     client_side: str = "a"
+    #: added to b's time of the client's packets (timestamping noise at b)
+    skew_ns: int = 0
 
     def __post_init__(self) -> None:
         self.nxt = {"c": self.cisn, "s": self.sisn}
@@ -126,7 +128,7 @@ class Connection:
             pkt = bytes(head) + pkt[20:]
         t = self.t_ns + (0 if at_sender else self.path.delay_ns + late_ns)
         if side == "b":
-            t += self.path.offset_ns
+            t += self.path.offset_ns + (self.skew_ns if who == "c" else 0)
         return Frame(t, ethernet(pkt, ver))
 
     def handshake(self) -> "Connection":

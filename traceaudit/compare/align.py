@@ -67,6 +67,8 @@ class Alignment:
 
 
 def align(a: Vantage, b: Vantage, pairing: Pairing) -> Alignment:
+    """Pair the packets of every matched connection and say of each one seen at one vantage
+    only whether it was dropped or created on the path (module doc)."""
     n_pairs = len(pairing.conn_a)
     pair_of_a = np.full(len(a.flows), -1, np.int64)
     pair_of_a[pairing.conn_a] = np.arange(n_pairs)
@@ -91,8 +93,10 @@ def align(a: Vantage, b: Vantage, pairing: Pairing) -> Alignment:
     rows_b = np.flatnonzero(pair_b >= 0)
     contested = _pair_equal_groups(ha, rows_a, hb, rows_b, partner_a, partner_b)
 
+    client_host = np.asarray(a.flows.column("client_ip").codes)[pairing.conn_a] \
+        if n_pairs else np.zeros(0, np.int64)
     offset, samples, delay, tol, client_on_a, known = _clock(
-        a, b, partner_a, pair_a, dir_a, n_pairs)
+        a, b, partner_a, pair_a, dir_a, n_pairs, client_host)
     ip_kept = _ip_ids_kept(a, b, partner_a, pair_a, dir_a, n_pairs) if contested else None
     for rows_ka, rows_kb in contested:
         _pair_by_time(rows_ka, rows_kb, a, b, dir_a, pair_a, client_on_a, offset, delay, tol,
@@ -173,8 +177,12 @@ def _pair_equal_groups(ha, rows_a, hb, rows_b, partner_a, partner_b) -> list:
     return contested
 
 
-def _clock(a, b, partner_a, pair_a, dir_a, n_pairs):
-    """(offset, samples, one-way delay, tolerance, client_on_a, client side known)."""
+def _clock(a, b, partner_a, pair_a, dir_a, n_pairs, client_host):
+    """(offset, samples, one-way delay, tolerance, client_on_a, client side known).
+
+    A host is on one side of the path: the side of every connection whose client is
+    ``client_host`` (per pair, a code) is decided by the median over those connections, so
+    one connection's noisy timing does not put its client on the wrong side."""
     rows = np.flatnonzero(partner_a >= 0)
     client_on_a = np.ones(n_pairs, np.bool_)
     known = np.zeros(n_pairs, np.bool_)
@@ -187,8 +195,12 @@ def _clock(a, b, partner_a, pair_a, dir_a, n_pairs):
     if both.any():
         offset = int(np.median((med[both, 0] + med[both, 1]) / 2))
         asym = med[:, 0] - med[:, 1]
-        client_on_a = np.where(both, ~(asym < 0), True)
-        known = both & (asym != 0)
+        ev = np.flatnonzero(both)
+        n_hosts = int(client_host.max()) + 1
+        host_asym = _group_median(client_host[ev], asym[ev], n_hosts)[client_host]
+        has = ~np.isnan(host_asym)
+        client_on_a = np.where(has, ~(host_asym < 0), True)
+        known = has & (host_asym != 0)
         delay = int(np.median(np.abs(asym[both])) / 2)
     else:
         offset, delay = int(np.median(d)), -1
