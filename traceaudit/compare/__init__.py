@@ -123,23 +123,26 @@ def compare_captures(path_a: str, path_b: str, *, reader: str = "native") -> Com
 def compare_vantages(a: Vantage, b: Vantage) -> Comparison:
     pairing = match_connections(a, b)
     al = align(a, b, pairing)
-    # two connections that share an anchor by chance (a 32-bit ISN among many connections)
-    # have no packet in common, or only a SYN whose times at a and b disagree with the clock
-    # offset the other connections show: they are not one connection
-    rows = np.flatnonzero(al.partner_a >= 0)
-    n = len(pairing.conn_a)
-    common = np.bincount(al.pair_a[rows], minlength=n)
-    off = np.abs(b.pk["ts_ns"][al.partner_a[rows]] - a.pk["ts_ns"][rows] - al.offset_ns)
-    near = np.bincount(al.pair_a[rows][off <= CHANCE_NS], minlength=n)
-    if ((common == 0) | (near == 0)).any():
-        keep = np.flatnonzero((common > 0) & (near > 0))
-        pairing = Pairing(pairing.conn_a[keep], pairing.conn_b[keep], pairing.score[keep],
-                          [pairing.evidence[i] for i in keep.tolist()])
+    chance = _by_chance(a, b, pairing, al)
+    if chance.any():
+        pairing = pairing.only(~chance)
         al = align(a, b, pairing)
     pairs = _pairs(a, b, pairing, al)
     unmatched_a = _unmatched(a, "a", pairing.conn_a)
     unmatched_b = _unmatched(b, "b", pairing.conn_b)
     return Comparison(a, b, al, pairs, unmatched_a, unmatched_b)
+
+
+def _by_chance(a: Vantage, b: Vantage, pairing: Pairing, al: Alignment) -> np.ndarray:
+    """Per pair: two connections that share an anchor by chance (a 32-bit ISN among many
+    connections), not one connection: no packet in common, or only ones (a SYN without
+    timestamps) whose times at a and b disagree with the clock offset the others show."""
+    rows = np.flatnonzero(al.partner_a >= 0)
+    n = len(pairing.conn_a)
+    common = np.bincount(al.pair_a[rows], minlength=n)
+    off = np.abs(b.pk["ts_ns"][al.partner_a[rows]] - a.pk["ts_ns"][rows] - al.offset_ns)
+    near = np.bincount(al.pair_a[rows][off <= CHANCE_NS], minlength=n)
+    return (common == 0) | (near == 0)
 
 
 def _pairs(a: Vantage, b: Vantage, pairing: Pairing, al: Alignment) -> list[ConnectionPair]:

@@ -42,6 +42,12 @@ class Pairing:
     score: np.ndarray
     evidence: list[tuple[str, ...]]
 
+    def only(self, keep: np.ndarray) -> "Pairing":
+        """The pairs where ``keep`` (a boolean per pair) is True."""
+        rows = np.flatnonzero(keep)
+        return Pairing(self.conn_a[rows], self.conn_b[rows], self.score[rows],
+                       [self.evidence[i] for i in rows.tolist()])
+
 
 def anchors(v: Vantage) -> tuple[np.ndarray, np.ndarray]:
     """(connection, key) rows, unique, sorted by key, for every anchor of every connection of
