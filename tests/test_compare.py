@@ -354,3 +354,17 @@ def test_a_hosts_side_is_decided_by_all_its_connections(tmp_path):
     cmp = compare_captures(str(a), str(b))
     assert reported(cmp) == truth and len(truth["dropped"]) == 1
     assert {p.client_side for p in cmp.pairs} == {"a"}
+
+
+def test_ipv6_through_prefix_translation(tmp_path):
+    path = Path()
+    c = Connection(path, client=("2001:db8:1::2", 50000), server=("2001:db8:2::1", 443),
+                   nat=("2001:db8:99::2", 50000)).handshake().exchange()
+    c.send("s", ACK | PSH, b"late", fate="dropped")
+    c.send("c", RST, seq=c.nxt["c"], fate="created")
+    a, b, truth = written(path, tmp_path)
+    assert truth == {"dropped": {("b", 7)}, "created": {("b", 8)}}
+    cmp = compare_captures(str(a), str(b))
+    assert reported(cmp) == truth
+    (pair,) = cmp.pairs
+    assert (pair.client_a, pair.client_b) == ("[2001:db8:1::2]:50000", "[2001:db8:99::2]:50000")
