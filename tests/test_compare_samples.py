@@ -45,3 +45,17 @@ def test_every_path_packet_and_nothing_else(tmp_path, client, server, truth):
         for c in doc["connections"]:
             assert c["a"]["client"] != c["b"]["client"]
             assert c["a"]["server"] == c["b"]["server"]
+
+
+@pytest.mark.parametrize("client,server,truth", PAIRS, ids=[p[2]["name"] for p in PAIRS])
+def test_captures_given_the_other_way_round(client, server, truth):
+    """The server's side given first: the timing still puts each client on its side, so the
+    same packets are dropped and created, seen in the swapped files."""
+    from traceaudit.compare import compare_captures
+    straight = compare_captures(str(client), str(server))
+    swapped = compare_captures(str(server), str(client))
+    flip = {"a": "b", "b": "a"}
+    listed = lambda c, swap: {(x.kind, flip[x.seen_in] if swap else x.seen_in, x.frame)
+                              for p in c.pairs for x in (*p.dropped, *p.created)}
+    assert listed(swapped, True) == listed(straight, False)
+    assert {p.client_side for p in swapped.pairs} == {"b"}
