@@ -520,6 +520,8 @@ def compare(capture_a: str, capture_b: str, json_path: str | None, html_path: st
     from traceaudit.report import compare_summary
 
     started = time.monotonic()
+    generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace(
+        "+00:00", "Z")
     try:
         comparison = compare_captures(capture_a, capture_b, reader=reader)
         elapsed = time.monotonic() - started
@@ -533,10 +535,12 @@ def compare(capture_a: str, capture_b: str, json_path: str | None, html_path: st
         if json_path:
             from traceaudit.report import compare_json
             write_output(json_path, compare_json.render(comparison, tool_version=__version__,
+                                                        generated_at=generated_at,
                                                         elapsed_s=elapsed))
         if html_path:
             from traceaudit.report import compare_html
-            write_output(html_path, compare_html.render(comparison, tool_version=__version__))
+            write_output(html_path, compare_html.render(comparison, tool_version=__version__,
+                                                        generated_at=generated_at))
         stream = sys.stderr if "-" in (json_path, html_path) else sys.stdout
         compare_summary.render(comparison, Console(file=stream, highlight=False,
                                                    width=None if stream.isatty() else 120),

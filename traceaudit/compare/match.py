@@ -120,9 +120,21 @@ def mix(h: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def match_connections(a: Vantage, b: Vantage) -> Pairing:
-    ca, ka = anchors(a)
-    cb, kb = anchors(b)
-    # (sorted by key: looking sorted keys up in sorted keys stays in the cache)
+    pa, pb, kind = _shared_anchors(*anchors(a), *anchors(b))
+    if not len(pa):
+        return Pairing(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+    ua, ub, score, bits = _scored(pa, pb, kind, len(b.flows))
+    chosen = _chosen(ua, ub, score, np.abs(_start_ns(a)[ua] - _start_ns(b)[ub]))
+    names = {value: tuple(sorted({EVIDENCE[k] for k in EVIDENCE if value >> k & 1}))
+             for value in np.unique(bits[chosen]).tolist()}
+    return Pairing(ua[chosen], ub[chosen], score[chosen],
+                   [names[x] for x in bits[chosen].tolist()])
+
+
+def _shared_anchors(ca, ka, cb, kb) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(connection in a, connection in b, anchor kind) for every key both hold (``ka``,
+    ``kb`` sorted), but keys more than ``CROWD`` connections of a capture hold."""
+    # (sorted keys looked up in sorted keys: the lookups stay in the cache)
     ka_u, ka_n = unique_counts(ka, presorted=True)
     kb_u, kb_n = unique_counts(kb, presorted=True)
     ka_u, kb_u = ka_u[ka_n <= CROWD], kb_u[kb_n <= CROWD]
@@ -131,37 +143,36 @@ def match_connections(a: Vantage, b: Vantage) -> Pairing:
     ca, ka, cb, kb = ca[keep_a], ka[keep_a], cb[keep_b], kb[keep_b]
     # every (connection in a, connection in b) sharing a key: at most CROWD x CROWD per key
     lo = np.searchsorted(kb, ka, "left")
-    hi = np.searchsorted(kb, ka, "right")
-    reps = hi - lo
+    reps = np.searchsorted(kb, ka, "right") - lo
     rows_a = np.repeat(np.arange(len(ka)), reps)
     rows_b = (np.arange(reps.sum()) - np.repeat(np.cumsum(reps) - reps, reps)
               + np.repeat(lo, reps)).astype(np.int64)
-    pa, pb = ca[rows_a], cb[rows_b]
-    kind = (ka[rows_a] >> _U64(60)).astype(np.int64)
+    return ca[rows_a], cb[rows_b], (ka[rows_a] >> _U64(60)).astype(np.int64)
+
+
+def _scored(pa, pb, kind, n_b: int) -> tuple[np.ndarray, ...]:
+    """Distinct candidate pairs (connection in a, in b), their score (summed weights) and the
+    anchor kinds they share (bit k set: kind k)."""
     weights = np.zeros(16, np.int64)
     for k, w in WEIGHT.items():
         weights[k] = w
-    w = weights[kind]
-    if not len(pa):
-        return Pairing(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), [])
-    pair = pa * (len(b.flows) + 1) + pb
-    uniq, inverse = unique_inverse(pair)
-    score = np.bincount(inverse, weights=w).astype(np.int64)
-    kinds = np.zeros((len(uniq), 16), np.bool_)
-    kinds[inverse, kind] = True
-    ua, ub = uniq // (len(b.flows) + 1), uniq % (len(b.flows) + 1)
-    # a pair held together by its addresses alone is taken only when no better one claims
-    # either connection (greedy order below); closer starts break ties
-    start_a = _start_ns(a)[ua]
-    start_b = _start_ns(b)[ub]
-    # a pair whose connections have no other candidate is taken as it is; the others
-    # greedily, best score first
+    uniq, inverse = unique_inverse(pa * (n_b + 1) + pb)
+    score = np.bincount(inverse, weights=weights[kind]).astype(np.int64)
+    bits = np.zeros(len(uniq), np.int64)
+    np.bitwise_or.at(bits, inverse, np.left_shift(1, kind))
+    return uniq // (n_b + 1), uniq % (n_b + 1), score, bits
+
+
+def _chosen(ua, ub, score, apart_ns) -> np.ndarray:
+    """Indices of the candidates taken, each connection at most once, sorted by connection:
+    a candidate whose two connections have no other is taken as it is; the others greedily,
+    best score first, then closest starts (``apart_ns``). A pair held together by its
+    addresses alone is thus taken only when no better candidate claims either connection."""
     alone = (np.bincount(ua)[ua] == 1) & (np.bincount(ub)[ub] == 1)
     chosen = np.flatnonzero(alone).tolist()
     contested = np.flatnonzero(~alone)
-    order = contested[np.lexsort((np.abs(start_a - start_b)[contested], -score[contested]))]
     used_a, used_b = set(), set()
-    for i in order.tolist():
+    for i in contested[np.lexsort((apart_ns[contested], -score[contested]))].tolist():
         x, y = int(ua[i]), int(ub[i])
         if x in used_a or y in used_b:
             continue
@@ -169,14 +180,7 @@ def match_connections(a: Vantage, b: Vantage) -> Pairing:
         used_b.add(y)
         chosen.append(i)
     chosen_ix = np.array(chosen, np.int64)
-    chosen_ix = chosen_ix[np.lexsort((ub[chosen_ix], ua[chosen_ix]))]
-    bits = (kinds[chosen_ix].astype(np.int64) << np.arange(16)).sum(axis=1)
-    names = {}
-    for value in np.unique(bits).tolist():
-        names[value] = tuple(sorted({EVIDENCE[k] for k in EVIDENCE if value >> k & 1}))
-    evidence = [names[x] for x in bits.tolist()]
-    return Pairing(ua[chosen_ix].astype(np.int64), ub[chosen_ix].astype(np.int64),
-                   score[chosen_ix], evidence)
+    return chosen_ix[np.lexsort((ub[chosen_ix], ua[chosen_ix]))]
 
 
 def _start_ns(v: Vantage) -> np.ndarray:

@@ -4,7 +4,6 @@ for each of them the two vantage points' ladder diagrams side by side (``compare
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
 
@@ -21,7 +20,7 @@ from traceaudit.report.ladder import LADDER_DEFS
 MAX_DRAWN = 50
 
 
-def render(c: Comparison, *, tool_version: str) -> bytes:
+def render(c: Comparison, *, tool_version: str, generated_at: str) -> bytes:
     al = c.alignment
     differing = c.differing
     ctx = {
@@ -29,7 +28,7 @@ def render(c: Comparison, *, tool_version: str) -> bytes:
             "templates", "report.css").read_text("utf-8")),   # the analyze report's styles
         "ladder_defs": LADDER_DEFS,
         "tool_version": tool_version,
-        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "generated": generated_at,
         "names": {"a": side_name(c, "a"), "b": side_name(c, "b")},
         "captures": [_capture(c, side) for side in ("a", "b")],
         "offset": fmt_ns(al.offset_ns) if al.offset_samples else "unknown",

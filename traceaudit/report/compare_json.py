@@ -1,5 +1,10 @@
-"""``traceaudit compare --json FILE``: the whole comparison as one JSON document (layout in
-docs/compare.md)."""
+"""``traceaudit compare --json FILE``: the whole comparison as one JSON document (pure:
+comparison in, bytes out; the layout is in docs/compare.md).
+
+FORMAT_VERSION history:
+  1: captures, clock, summary, connections (matched pairs with their dropped and created
+     packets), unmatched, exit_code.
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,16 @@ from traceaudit.names import display_name
 from traceaudit.report.compare_text import frames_filter, translation
 from traceaudit.report.ladder import flag_text
 
-SCHEMA = "traceaudit-compare/1"
+FORMAT_VERSION = 1
 
 
-def render(c: Comparison, *, tool_version: str, elapsed_s: float) -> bytes:
+def render(c: Comparison, *, tool_version: str, generated_at: str, elapsed_s: float) -> bytes:
     al = c.alignment
     doc = {
-        "schema": SCHEMA,
-        "tool_version": tool_version,
+        "format": FORMAT_VERSION,
+        "kind": "compare",
+        "tool": {"name": "traceaudit", "version": tool_version},
+        "generated_at": generated_at,
         "elapsed_s": round(elapsed_s, 3),
         "captures": {side: _capture(v) for side, v in (("a", c.a), ("b", c.b))},
         "clock": {"offset_ns": al.offset_ns, "samples": al.offset_samples,
