@@ -3,19 +3,20 @@ lost on it, and which something on it made.
 
 A segment is recognised by its content after translation: the connection (a matched pair),
 its direction, seq, ack, flags, payload length, TSval and TSecr (0 when absent). Segments with
-the same content (a retransmission sent twice, duplicate ACKs) are paired in time order when
-both captures hold as many copies; otherwise each copy the receiver's vantage holds is paired
-with the sender's latest copy sent before it arrived (a retransmission follows its original by
-at least an RTO, far longer than a path delay), and the sender's copies left over were
-dropped.
+the same content (a retransmission sent twice, duplicate ACKs) are paired in capture order
+when both captures hold as many copies; otherwise each copy the receiver's vantage holds takes
+one of the sender's copies sent before it arrived: the one with its IP ID where the path
+evidently keeps IP IDs, else the one whose transit time is nearest the path's delay (a
+retransmission follows its original by at least an RTO, far longer than a path delay). The
+sender's copies left over were dropped.
 
 Which vantage is the *sender's* depends on the direction and on which side of the path the
 connection's client is: a capture beside the client sees its segments before the other capture
-does and the server's after. The clock offset between the captures and, per connection, the
-client's side come from the segments seen at both: with d(p) = time at b - time at a, the
-client's segments give offset + delay and the server's offset - delay, so their medians'
-midpoint is the offset and their difference says where the client is (the argument order,
-a = client side, when a connection gives no such evidence).
+does and the server's after. The clock offset between the captures and the client's side come
+from the segments seen at both: with d(p) = time at b - time at a, the client's segments give
+offset + delay and the server's offset - delay, so the midpoint of their medians is the offset
+and their difference says where the client is, decided per client host over all its
+connections (the argument order, a = client side, when they give no such evidence).
 """
 
 from __future__ import annotations
