@@ -311,6 +311,9 @@ def test_ip_ids_pair_copies_where_the_path_keeps_them(tmp_path):
     a, b, truth = written(path, tmp_path)
     assert truth["dropped"] == {("a", lost)}
     va, vb = read_vantage(str(a)), read_vantage(str(b))
+    if "ip_id" in va.pk:                        # a reader that decodes IP IDs itself
+        assert reported(compare_vantages(va, vb)) == truth
+        del va.pk["ip_id"], vb.pk["ip_id"]
     assert reported(compare_vantages(va, vb))["dropped"] == {("a", lost - 1)}   # timing only
     for v, f in ((va, a), (vb, b)):
         ids = {int(n): int(i, 16) for n, i in tshark_fields(f, ["frame.number", "ip.id"])}
