@@ -413,7 +413,7 @@ def idle_required() -> list[dict]:
     return out
 
 
-def idle_expect(vantage: str) -> dict:
+def idle_expect() -> dict:
     n = len(SURVIVE_IDLES)
     graceful = {"client": ["ESTABLISHED", "FIN_WAIT_2", "TIME_WAIT"],
                 "server": ["ESTABLISHED", "CLOSE_WAIT", "CLOSED"]}
@@ -531,12 +531,12 @@ def _idle_scenario(name: str, nat: bool) -> PathScenario:
             "reset carrying the server's address (TTL 64, no timestamps). The server never "
             "sees the late query and its socket stays ESTABLISHED." + nat_text),
         client=Vantage(required=idle_required(), signature=idle_signature("client", nat),
-                       expect=idle_expect("client"), closers=idle_closers("client"),
+                       expect=idle_expect(), closers=idle_closers("client"),
                        tool_says="middlebox-reset (server address, connections 3-5), "
                                  "idle-timeout-reset (connections 3-5; resets begin between "
                                  f"{SURVIVE_IDLES[-1]} and {RESET_IDLES[0]} s idle)"),
         server=Vantage(required=[], signature=idle_signature("server", nat),
-                       expect=idle_expect("server"), closers=idle_closers("server"),
+                       expect=idle_expect(), closers=idle_closers("server"),
                        tool_says="nothing (connections 3-5 idle and still open at capture end)"),
         run=_idle_run, max_seconds=25.0,
     )
@@ -820,15 +820,14 @@ def vantage_truth(sc: PathScenario, v: str, ctx: PathCtx, samples: list, common:
         conns_v.append(d)
     view = [(tb, ta, {alias.get(k, k): st for k, st in table.items()})
             for tb, ta, table in samples]
-    shim = type("C", (), {"conns": conns_v})()
+    shim = type("ConnsOnly", (), {"conns": conns_v})()  # all connection_truth reads
     conns = [rec.connection_truth(shim, i, view) for i in range(len(conns_v))]
-    for c in conns:
+    for i, (c, d) in enumerate(zip(conns, ctx.conns)):
         c["states"] = {who: stable_by_time(c["ss"], who) for who in c["states"]}
-    for c in conns:
-        c.pop("designed_idle_s", None)
-    if sc.idle_timeout_s:
-        for c, d in zip(conns, ctx.conns):
-            c["designed_idle_s"] = d["designed_idle_s"]
+        # the same connection in the pair capture (behind NAT: other client address/port)
+        c["pair_connection"] = {"index": i, "server": d["server"],
+                                "client": d["client"] if v == "server" else ctx.nat_peer[i]}
+        if "designed_idle_s" in d:  # copied by connection_truth
             c["idle_s"] = measured_idle(pkts["client"], d)
     used: set[int] = set()
     packets = [dict(p, frame=frame_in(pkts[v], p, used)) for p in pp]

@@ -355,6 +355,13 @@ def test_path_samples_come_in_pairs():
         strip = lambda pp: [{k: v for k, v in x.items() if k != "frame"} for x in pp]
         assert strip(o["path_packets"]) == strip(t["path_packets"])
         assert [a["t"] for a in o["actions"]] == [a["t"] for a in t["actions"]]
+        for c in t["connections"]:  # each connection names its twin, as the pair shows it
+            twin = o["connections"][c["pair_connection"]["index"]]
+            assert (twin["client"], twin["server"]) == (c["pair_connection"]["client"],
+                                                        c["pair_connection"]["server"])
+            assert twin["pair_connection"]["client"] == c["client"]
+            if t["router"]["nat"]:
+                assert twin["client"].split(":")[0] != c["client"].split(":")[0]
 
 
 @pytest.mark.parametrize("truth_path", PATH_TRUTHS, ids=PATH_IDS)
