@@ -38,8 +38,15 @@ def test_every_path_packet_and_nothing_else(tmp_path, client, server, truth):
              for kind in ("dropped", "created") for x in c[kind]}
     assert found == expected
     assert result.exit_code == (1 if expected else 0), result.output
-    # every connection of one side is the other's, whatever the router translated
+    # every connection of one side is the other's, whatever the router translated, and
+    # matched with the twin the recorder names
     assert doc["summary"]["unmatched_a"] == doc["summary"]["unmatched_b"] == 0
+    twins = {(c["client"], c["server"], c["pair_connection"]["client"],
+              c["pair_connection"]["server"]) for c in truth["connections"]
+             if c.get("pair_connection")}
+    matched = {(c["a"]["client"], c["a"]["server"], c["b"]["client"], c["b"]["server"])
+               for c in doc["connections"]}
+    assert twins and matched == twins
     if truth["router"].get("nat"):
         assert doc["summary"]["translated"] == doc["summary"]["matched"] > 0
         for c in doc["connections"]:
