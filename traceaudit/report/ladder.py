@@ -122,7 +122,7 @@ def ladder_svg(packets: list[Packet], changes: list[_Change], total: int, client
     for r in rows:
         h = ROW if r.kind == "pkt" else GAP_ROW
         if r.kind == "pkt":
-            out.append(_packet(r.packet, y, t0, r.packet.frame in highlight))
+            out.append(packet_arrow(r.packet, y, t0, r.packet.frame in highlight))
         elif r.kind == "gap":
             more = "" if r.last < 0 else f", frames {r.first}–{r.last}"
             text = f"⋯ {r.skipped} packet{'s' if r.skipped != 1 else ''} not kept{more} ⋯"
@@ -159,7 +159,8 @@ def ladder_svg(packets: list[Packet], changes: list[_Change], total: int, client
                   + head + lines + "".join(out) + "</svg>")
 
 
-def _packet(p: Packet, y: int, t0: int, hit: bool) -> str:
+def packet_arrow(p: Packet, y: int, t0: int, hit: bool) -> str:
+    """One packet's row: frame, time, label and the arrow between the two columns."""
     x1, x2 = (X_SERVER, X_CLIENT) if p.from_server else (X_CLIENT, X_SERVER)
     kind = "rst" if p.flags & RST else "syn" if p.flags & SYN else "fin" if p.flags & FIN \
         else "data" if p.payload_len else "ack"
