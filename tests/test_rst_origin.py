@@ -105,7 +105,9 @@ def test_idle_timeout_resets_are_the_paths_and_give_the_timeout(tmp_path):
     assert sorted((f.connection, f.endpoint) for f in boxes) == [(c, "server") for c in reset]
     assert all("ttl" in f.details["evidence"] and f.details["rst_ttl"] == 64 and
                f.details["usual_ttl"] == "63" for f in boxes)
-    assert boxes[0].display_filter == f"tcp.stream eq {boxes[0].connection} && ip.src == {SERVER}"
+    assert boxes[0].display_filter == (
+        f"tcp.stream eq {boxes[0].connection} && (ip.src == {SERVER} || frame.number in "
+        "{" + ", ".join(map(str, boxes[0].frames)) + "})")
     idle = sorted((f for f in found if f.rule == "idle-timeout-reset"), key=lambda f: f.connection)
     assert [f.connection for f in idle] == reset
     for f, want in zip(idle, (4.4, 5.0, 6.0)):

@@ -45,10 +45,15 @@ def evidence_text(f: dict[str, int], me: str, v6: bool) -> list[str]:
     return out
 
 
-def display_filter(c: int, ip: str, v6: bool) -> str:
-    """The connection's segments with the endpoint's address: the reset beside the
-    endpoint's own (compare the TTL column)."""
-    return f"tcp.stream eq {c} && {'ipv6' if v6 else 'ip'}.src == {ip}"
+def display_filter(c: int, ip: str, v6: bool, frames: list[int]) -> str:
+    """The connection's segments with the endpoint's address (the reset beside the
+    endpoint's own: compare the TTL column), and the finding's frames (the segment the
+    reset answered)."""
+    own = f"{'ipv6' if v6 else 'ip'}.src == {ip}"
+    if not frames:
+        return f"tcp.stream eq {c} && {own}"
+    return (f"tcp.stream eq {c} && ({own} || frame.number in {{"
+            + ", ".join(map(str, frames)) + "})")
 
 
 def check(analysis, params):
@@ -92,7 +97,7 @@ def _findings(v: View, hits: np.ndarray, e: int):
         stamps.append(f["rst_ns"])
     found = v.findings(RULE, conns, e, stamps, frames, messages, details)
     for finding, c, ip6 in zip(found, conns, v6):
-        finding.display_filter = display_filter(c, v.ip(c, e), ip6)
+        finding.display_filter = display_filter(c, v.ip(c, e), ip6, finding.frames)
     return found
 
 
