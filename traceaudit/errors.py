@@ -17,6 +17,18 @@ class TraceauditError(Exception):
         if slug is not None:
             self.slug = slug
 
+    def __reduce__(self):
+        # (errors cross process boundaries with their capture's results, ``parallel``)
+        # subclasses take other arguments than the message: rebuilt from args and attributes
+        return _rebuilt, (type(self), self.args, self.__dict__)
+
+
+def _rebuilt(cls: type, args: tuple, state: dict) -> TraceauditError:
+    error = cls.__new__(cls, *args)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class CaptureError(TraceauditError):
     """A capture file cannot be read (or can only be read up to ``offset``)."""
@@ -64,6 +76,9 @@ class CaptureNotFoundError(CaptureError, FileNotFoundError):
 
     __str__ = TraceauditError.__str__       # "PATH: no such file or directory", not OSError's
 
+    def __reduce__(self):
+        return type(self), (self.path,)
+
 
 class ConfigError(TraceauditError):
     """Settings that cannot be used: a bad config file, threshold, severity or option."""
@@ -75,3 +90,10 @@ class UnknownRuleError(ConfigError):
     """A rule name, code or code prefix that matches no rule."""
 
     slug = "unknown-rule"
+
+
+class ClusterError(TraceauditError):
+    """A Dask cluster (``--scheduler``) that cannot be used: not reachable, or the ``cluster``
+    extra is not installed."""
+
+    slug = "cluster"

@@ -1,0 +1,110 @@
+"""Units read in order here, in worker processes (``--jobs``) or on a Dask cluster
+(``--scheduler``); results are yielded in input order whichever way they were read."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+from traceaudit.errors import CaptureBug
+from traceaudit.parallel.units import Done, apply_step, read_unit
+from traceaudit.pipeline import ReadOptions, analyze_captures, failed_analysis
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from traceaudit.capture import CaptureSet, CaptureStats
+    from traceaudit.parallel.steps import Step
+
+Unit = "Path | CaptureSet"
+
+
+def default_jobs() -> int:
+    """The cores this process may run on (``--jobs`` default)."""
+    count = getattr(os, "process_cpu_count", None)          # Python 3.13
+    if count is not None:
+        return max(1, count() or 1)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def read_units(units: Iterable[Unit], options: ReadOptions, step: Step | None, *,
+               jobs: int = 1, scheduler: str | None = None,
+               progress: Callable[[CaptureStats], None] | None = None) -> Iterator[Done]:
+    """Every unit read and ``step`` applied, in input order. One job (or a single unit a
+    worker could read) runs here, exactly as ``pipeline.analyze_captures``; ``progress`` sees
+    the packets of what is read here."""
+    units = list(units)
+    if scheduler:
+        from traceaudit.parallel.cluster import cluster_units
+        yield from cluster_units(units, options, step, scheduler, progress)
+        return
+    if jobs <= 1 or sum(map(worker_readable, units)) < 2:
+        yield from in_process(units, options, step, progress)
+        return
+    yield from _pooled(units, options, step, jobs, progress)
+
+
+def in_process(units: list[Unit], options: ReadOptions, step: Step | None,
+               progress: Callable[[CaptureStats], None] | None = None) -> Iterator[Done]:
+    for analysis in analyze_captures(units, options, progress):
+        yield apply_step(analysis, step, options)
+
+
+def worker_readable(unit: Unit) -> bool:
+    """Whether another process can read the unit: regular files only (standard input, a pipe
+    or a device is read once, here)."""
+    files = getattr(unit, "files", (unit,))
+    try:
+        return all(stat.S_ISREG(os.stat(f).st_mode) for f in files)
+    except OSError:
+        return False             # not found: the error is made (and said) here, as before
+
+
+def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: int,
+            progress) -> Iterator[Done]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # forkserver: the parent may run threads (the read-ahead decoder); a plain fork would copy
+    # their locks. The server imports the reader once; each worker forks from it.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["traceaudit.parallel.units"])
+    remote = [worker_readable(u) for u in units]
+    pool = ProcessPoolExecutor(min(jobs, sum(remote)), mp_context=context,
+                               initializer=_worker_started)
+    try:
+        futures = [pool.submit(read_unit, u, options, step) if r else None
+                   for u, r in zip(units, remote)]
+        for unit, future in zip(units, futures):
+            if future is None:
+                yield from in_process([unit], options, step, progress)
+            else:
+                yield from outcome(future, unit, options)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def outcome(future: Future, unit: Unit, options: ReadOptions) -> list[Done]:
+    """A unit's results; a worker that died or a result that could not come back fails that
+    unit alone (as an exception in the unit would)."""
+    try:
+        return future.result()
+    except Exception as exc:
+        from concurrent.futures.process import BrokenProcessPool
+        if isinstance(exc, BrokenProcessPool):
+            exc = RuntimeError("the worker process reading it ended abruptly (killed, or out "
+                               "of memory)")
+        return [Done(failed_analysis(str(unit), CaptureBug(str(unit), exc), options))]
+
+
+def _worker_started() -> None:
+    """As the command line does in its own process: no automatic cyclic garbage collection
+    (``read_unit`` collects after each capture)."""
+    import gc
+    gc.disable()
+    gc.freeze()
