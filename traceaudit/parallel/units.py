@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from traceaudit.parallel.steps import Step
     from traceaudit.rules.model import Finding
 
-#: test hook (tests/test_dask_cluster.py): ``DIR`` or ``DIR:SECONDS``. The first unit to start
-#: writes its process id to ``DIR/held`` and sleeps SECONDS (default 60) before reading, so a
-#: test can kill the worker that holds it; every other unit (and that one, run again) goes on.
+#: test hook (tests/test_dask_cluster.py): ``DIR`` or ``DIR:SECONDS``. While DIR exists, the
+#: first unit to start writes its process id to ``DIR/held`` and sleeps SECONDS (default 60)
+#: before reading, so a test can kill the worker that holds it; every other unit (and that
+#: one, run again) goes on at once.
 HOLD_ENV = "TRACEAUDIT_TEST_HOLD"
 
 
@@ -63,7 +64,7 @@ def _test_hold() -> None:
     where, _, seconds = spec.partition(":")
     try:
         fd = os.open(os.path.join(where, "held"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    except FileExistsError:
+    except OSError:                 # held already, or no DIR: not holding now
         return
     os.write(fd, str(os.getpid()).encode())
     os.close(fd)
