@@ -138,8 +138,6 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                 findings.extend(done.findings)
             _reported(analysis)
             results.append(analysis)
-            if len(results) < len(files):
-                gc.collect()            # one capture's cycles, before the next is read
             failed = failed or analysis.stats.error is not None
     return results, failed
 

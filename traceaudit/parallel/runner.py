@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
 from pathlib import Path
@@ -51,8 +52,14 @@ def read_units(units: Iterable[Unit], options: ReadOptions, step: Step | None, *
 
 def in_process(units: list[Unit], options: ReadOptions, step: Step | None,
                progress: Callable[[CaptureStats], None] | None = None) -> Iterator[Done]:
-    for analysis in analyze_captures(units, options, progress):
-        yield apply_step(analysis, step, options)
+    """The units read here, one after another; between two, once the caller has taken the
+    first's result, one capture's reference cycles are collected (automatic collection is
+    off, ``cli.main``). Results from workers need none: no reading happened here."""
+    for i, unit in enumerate(units):
+        if i:
+            gc.collect()
+        for analysis in analyze_captures([unit], options, progress):
+            yield apply_step(analysis, step, options)
 
 
 def worker_readable(unit: Unit) -> bool:
