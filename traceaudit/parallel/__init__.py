@@ -1,0 +1,1 @@
+"""Using more than one core: a capture split across worker processes (``shares``)."""
