@@ -24,8 +24,8 @@ from traceaudit.tracking.zeek import ZeekConfig
 SHARES = (2, 3)
 
 
-def shares_of(path, n, options=ReadOptions()) -> list[ShareAnalysis]:
-    return [analyze_share(path, options, k, n) for k in range(n)]
+def shares_of(path, n, options=ReadOptions(), csv=False) -> list[ShareAnalysis]:
+    return [analyze_share(path, options, k, n, csv=csv) for k in range(n)]
 
 
 # -- comparing two analyses ------------------------------------------------------------------
@@ -335,15 +335,15 @@ def test_merge_refuses_missing_or_foreign_shares():
 
 # -- the rendered outputs --------------------------------------------------------------------
 
-def read_in_shares(n, merged: list):
+def read_in_shares(n, merged: list, csv: bool):
     """``pipeline.analyze_captures`` with every capture read as ``n`` shares and merged (each
-    merge is appended to ``merged``)."""
+    merge is appended to ``merged``); ``csv``: the shares render their CSV rows."""
     from traceaudit.capture.chain import remainder
 
     def analyze_captures(paths, options=ReadOptions(), progress=None):
         for path in paths:
             while path is not None:
-                analysis = merge_shares(shares_of(path, n, options))
+                analysis = merge_shares(shares_of(path, n, options, csv))
                 merged.append(analysis)
                 yield analysis
                 path = remainder(path, analysis.stats) if isinstance(path, CaptureSet) else None
@@ -364,13 +364,29 @@ def test_rendered_outputs_are_byte_identical(tmp_path, monkeypatch, mixed, synth
     paths = [SAMPLES, mixed, synthetic]
     want = outputs(paths, tmp_path / "one")
     assert len(want[0]) > 10_000 and want[1].count(b"\n") > 2000
-    for n in SHARES:
+    for n, csv in ((2, True), (3, True), (3, False)):
         merged = []
-        monkeypatch.setattr(cli, "analyze_captures", read_in_shares(n, merged))
-        got = outputs(paths, tmp_path / f"shares-{n}")
+        monkeypatch.setattr(cli, "analyze_captures", read_in_shares(n, merged, csv))
+        got = outputs(paths, tmp_path / f"shares-{n}-{csv}")
         assert len(merged) == 2 * (len(SAMPLE_CAPTURES) + 2)     # both commands, every capture
+        # (the rows rendered by the shares were used, where there were rows)
+        assert all(getattr(a.table, "csv_rows", None) is not None
+                   for a in merged if len(a.table)) == csv
         assert got[0] == want[0], f"analyze --json differs with {n} shares"
-        assert got[1] == want[1], f"flows --format csv differs with {n} shares"
+        assert got[1] == want[1], f"flows --format csv differs with {n} shares (csv {csv})"
+
+
+def test_rows_rendered_by_shares_are_the_csv_of_one_read(synthetic):
+    from traceaudit.report.flows import render_csv
+    want = b"".join(render_csv([analyze_capture(synthetic).table]))
+    for n in SHARES:
+        merged = merge_shares(shares_of(synthetic, n, csv=True))
+        assert merged.table.csv_rows is not None
+        assert b"".join(render_csv([merged.table])) == want
+        assert b"".join(render_csv([merged.table, merged.table])).count(b"\nid,") == 0
+        merged.table["id"] = np.asarray(merged.table["id"])     # a change drops them
+        assert merged.table.csv_rows is None
+        assert b"".join(render_csv([merged.table])) == want
 
 
 def test_share_rows_filter_matches_the_flow_key():
@@ -391,3 +407,26 @@ def test_share_rows_filter_matches_the_flow_key():
         assert key.setdefault(tuple(sorted([(a, p), (b, q)])), owner[i]) == owner[i]
     counts = np.bincount(list(key.values()), minlength=3)
     assert counts.min() > len(key) / 5, counts        # 2,000 4-tuples, ~667 a share
+
+
+def test_shares_cross_processes_by_pickle(tmp_path):
+    """A share is sent back by a worker process: it pickles, a damaged capture's error too
+    (its class, message and attributes), and the unpickled shares merge the same."""
+    import pickle
+
+    from traceaudit.errors import CaptureBug, CaptureError, CaptureNotFoundError
+    data = (SAMPLES / "close-wait-leak-rst.pcap").read_bytes()
+    path = tmp_path / "cut.pcap"
+    path.write_bytes(data[:len(data) // 2] + b"\xff" * 40)
+    parts = shares_of(path, 2)
+    assert parts[0].stats.error is not None
+    back = [pickle.loads(pickle.dumps(p, protocol=pickle.HIGHEST_PROTOCOL)) for p in parts]
+    assert type(back[0].stats.error) is type(parts[0].stats.error)
+    assert back[0].stats.error.offset == parts[0].stats.error.offset
+    assert_same_analysis(analyze_capture(path), merge_shares(back))
+    for exc in (CaptureError("x.pcap", "bad record", offset=24), CaptureNotFoundError("y.pcap"),
+                CaptureBug("z.pcap", ValueError("boom"))):
+        again = pickle.loads(pickle.dumps(exc))
+        assert type(again) is type(exc) and str(again) == str(exc)
+        assert again.__dict__ == exc.__dict__
+    assert pickle.loads(pickle.dumps(CaptureNotFoundError("y.pcap"))).errno == 2

@@ -54,17 +54,51 @@ class ShareAnalysis(CaptureAnalysis):
     kept_segments: int = 0            # the capture's TCP segments that fell into this share
     address_keys: np.ndarray | None = None   # (labels, 3) uint64: the sort key of each
                                              # address label of the flow table (v6, hi, lo)
+    csv_rows: CsvRows | None = None   # the flow table's CSV rows, when asked for
+
+
+@dataclass
+class CsvRows:
+    """A share's flow-table rows as CSV text (no header), with where each row's text after
+    its id starts (the comma) and where the row ends (after its newline): the merge puts the
+    global id in front of each and interleaves them."""
+
+    text: bytes
+    after_id: np.ndarray          # int64 per row
+    end: np.ndarray               # int64 per row
+
+    @classmethod
+    def of(cls, table: Columns) -> CsvRows | None:
+        """None when the rows cannot be cut apart safely (a newline inside a field)."""
+        from traceaudit.report.flows import render_csv
+        if not len(table) or next(iter(table.data)) != "id":
+            return None
+        text = b"".join(render_csv([table], header=False))
+        raw = np.frombuffer(text, np.uint8)
+        end = np.flatnonzero(raw == 10) + 1
+        if len(end) != len(table):
+            return None
+        start = np.concatenate([[0], end[:-1]])
+        commas = np.flatnonzero(raw == 44)
+        after_id = commas[np.minimum(np.searchsorted(commas, start), len(commas) - 1)]
+        # the first field is the share's own id, in digits
+        digits = np.char.str_len(np.arange(len(table)).astype(str))
+        if len(commas) < len(table) or not np.array_equal(after_id - start, digits):
+            return None
+        return cls(text, after_id, end)
 
 
 def analyze_share(path: str | Path | CaptureSet, options: ReadOptions = ReadOptions(),
-                  share: int = 0, of: int = 1,
-                  progress: ProgressHook | None = None) -> ShareAnalysis:
+                  share: int = 0, of: int = 1, progress: ProgressHook | None = None, *,
+                  csv: bool = False) -> ShareAnalysis:
     """Share ``share`` (0-based) of ``of`` of the capture: every record is read, only the
     connections whose 4-tuple hashes into the share are kept (module doc). Never raises for a
     bad file (``stats.error``), as ``analyze_capture``.
 
     The flow table is kept in memory (``options.retire`` is not used: a spilled table is a
-    temporary file, which cannot be handed to another process)."""
+    temporary file, which cannot be handed to another process). ``csv``: render the flow
+    table's CSV rows here, in the worker (``flows --format csv``): the merged table carries
+    them, and ``report.flows.render_csv`` writes them as they are."""
     if not 0 <= share < of:
         raise ValueError(f"share {share} of {of}: a share is 0 .. of - 1")
     options = replace(options, retire=None)
@@ -73,7 +107,8 @@ def analyze_share(path: str | Path | CaptureSet, options: ReadOptions = ReadOpti
     a = _finished(path, options, stages.source.stats, stages)
     return ShareAnalysis(a.stats, a.table, a.tracked, a.events, a.zeek_table, a.excerpts,
                          share=share, of=of, kept_segments=stages.kept,
-                         address_keys=_address_keys(a.table))
+                         address_keys=_address_keys(a.table),
+                         csv_rows=CsvRows.of(a.table) if csv else None)
 
 
 class _ShareStages(_Stages):
@@ -146,6 +181,9 @@ def merge_shares(parts: Sequence[CaptureAnalysis]) -> CaptureAnalysis:
     coded = _CodedMerge(parts, tables)
     zeek = _merge_zeek(parts, ids, coded)
     table = _merge_table(tables, ids, n, coded)
+    rows = [p.csv_rows for p in parts]
+    if n and all(r is not None or not len(t) for r, t in zip(rows, tables)):
+        table = RenderedColumns(table.data, n, _merged_csv(rows, ids, n))
     return CaptureAnalysis(parts[0].stats, table, _merge_tracked(parts, ids, n),
                            _merge_events([p.events for p in parts], ids), zeek,
                            _merge_excerpts(parts, ids, n))
@@ -296,6 +334,31 @@ def _merge_table(tables: list[Columns], ids: list[np.ndarray], n: int,
     return Columns(data, n)
 
 
+class RenderedColumns(Columns):
+    """A merged flow table with its CSV rows (``csv_rows``) rendered by the share workers;
+    changing a column drops them."""
+
+    def __init__(self, data, n: int, csv_rows: bytes) -> None:
+        super().__init__(data, n)
+        self.csv_rows: bytes | None = csv_rows
+
+    def __setitem__(self, name: str, values) -> None:
+        self.csv_rows = None
+        super().__setitem__(name, values)
+
+
+def _merged_csv(rows: list[CsvRows | None], ids: list[np.ndarray], n: int) -> bytes:
+    """The shares' CSV rows in global order, each after its global id."""
+    pieces = np.empty(2 * n, object)
+    pieces[0::2] = [b"%d" % i for i in range(n)]
+    for r, pos in zip(rows, ids):
+        if r is not None:
+            text = r.text
+            pieces[2 * pos + 1] = [text[a:b] for a, b in zip(r.after_id.tolist(),
+                                                              r.end.tolist())]
+    return b"".join(pieces.tolist())
+
+
 def _merge_zeek(parts: list[ShareAnalysis], ids: list[np.ndarray],
                 coded: _CodedMerge) -> Columns | None:
     """Zeek's rows in order of first frame, ``tcp_stream`` renumbered. Sets the merged
@@ -345,8 +408,14 @@ def _merge_histories(columns: list, rows: list[np.ndarray], n: int,
 
 
 def _merge_tracked(parts: list[ShareAnalysis], ids: list[np.ndarray], n: int) -> Tracked:
-    """The tracker's facts by global id; ``prev`` (an id) renumbered."""
+    """The tracker's facts by global id; ``prev`` (an id) renumbered. Shares whose facts were
+    dropped (``audit.slimmed``) merge into no facts."""
     t0 = parts[0].tracked
+    if all(len(p.tracked.conns) == 0 for p in parts):
+        return replace(t0, endpoints=t0.endpoints[:0].copy(), conns=t0.conns[:0].copy(),
+                       events=t0.events[:0].copy())
+    if any(len(p.tracked.conns) != len(pos) for p, pos in zip(parts, ids)):
+        raise ValueError("merge_shares: facts of some shares only, or not one a connection")
     ends = _scatter([p.tracked.endpoints for p in parts], ids, n)
     conns = _scatter([p.tracked.conns for p in parts], ids, n)
     for p, pos in zip(parts, ids):
