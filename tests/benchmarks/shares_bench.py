@@ -31,9 +31,12 @@ def _cpu() -> float:
 
 
 def _share_worker(path, options, k, n, slim):
+    from dataclasses import replace
+
     from traceaudit.parallel.shares import analyze_share
     cpu = _cpu()
-    a = analyze_share(path, options, k, n, csv=slim)
+    # as many workers as cores: no core is left for a decoding thread beside each
+    a = analyze_share(path, replace(options, read_ahead=False), k, n, csv=slim)
     if slim:                                  # flows: only the flow table leaves the worker
         from traceaudit.audit import slimmed
         a = slimmed(a, keep_excerpts=False, keep_events=False)
