@@ -5,6 +5,7 @@ rows, excerpts) and in the rendered ``analyze --json`` and ``flows --format csv`
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ import numpy as np
 import pytest
 
 import pcapgen as g
-from conftest import CORPUS_TRACES, ROOT, SAMPLE_CAPTURES, SAMPLES, cli_run, needs_corpus
+from conftest import (CORPUS_TRACES, ROOT, SAMPLE_CAPTURES, SAMPLES, cli_run, needs_corpus,
+                      needs_tshark)
 from traceaudit import cli
 from traceaudit.capture import CaptureSet
 from traceaudit.flows.columns import Coded, Columns, Repeated
@@ -79,11 +81,11 @@ def assert_same_analysis(whole, merged):
             assert np.array_equal(x.slots[name], y.slots[name]), name
 
 
-def assert_shares_merge_exactly(path, options=ReadOptions()):
+def assert_shares_merge_exactly(path, options=ReadOptions(), shares=SHARES):
     """For 2 and 3 shares: the merge equals one read, and every connection (all of its
     segments) is in exactly one share. Returns the one read."""
     whole = analyze_capture(path, options)
-    for n in SHARES:
+    for n in shares:
         parts = shares_of(path, n, options)
         assert sum(p.kept_segments for p in parts) == whole.stats.tcp_packets
         assert sum(len(p.table) for p in parts) == len(whole.table)
@@ -297,6 +299,38 @@ def test_a_clock_that_steps_back_merges_exactly(tmp_path, monkeypatch):
     path = tmp_path / "steps-back.pcap"
     path.write_bytes(g.pcap_bytes(sorted(frames, key=lambda f: f.ts_ns) + late + back))
     assert_shares_merge_exactly(path, ReadOptions(batch_rows=4))
+
+
+@pytest.mark.skipif(shutil.which("editcap") is None, reason="needs editcap (wireshark-common)")
+def test_rotated_set_merges_exactly(tmp_path):
+    """A capture split into pieces by editcap, read as one timeline (a CaptureSet)."""
+    from traceaudit.capture import group_captures, scan_paths
+    subprocess.run(["editcap", "-c", "700", str(SAMPLES / "time-wait-pileup.pcap"),
+                    str(tmp_path / "ring.pcap")], check=True, capture_output=True)
+    (rotated,) = group_captures(scan_paths([tmp_path]).files)
+    assert isinstance(rotated, CaptureSet) and len(rotated.files) > 3
+    whole = assert_shares_merge_exactly(rotated)
+    assert len(whole.table) == 2000
+
+
+@needs_tshark
+def test_tshark_reader_merges_exactly():
+    """Batches from the tshark reader (no per-row checksum marks: Zeek's view without -C
+    reads the capture a second time for them)."""
+    path = SAMPLES / "linger-zero-service.pcap"
+    assert_shares_merge_exactly(path, ReadOptions(reader="tshark",
+                                                  zeek=ZeekConfig(ignore_checksums=False)),
+                                shares=(2,))
+
+
+def test_a_pipe_is_not_split(tmp_path):
+    import os
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="read only once"):
+        analyze_share(fifo, ReadOptions(), 0, 2)
+    missing = analyze_share(tmp_path / "missing.pcap", ReadOptions(), 0, 2)
+    assert missing.stats.error is not None          # a bad file is told, as in one read
 
 
 def owner(tmp_path, client, n):

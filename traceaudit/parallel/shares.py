@@ -101,6 +101,10 @@ def analyze_share(path: str | Path | CaptureSet, options: ReadOptions = ReadOpti
     them, and ``report.flows.render_csv`` writes them as they are."""
     if not 0 <= share < of:
         raise ValueError(f"share {share} of {of}: a share is 0 .. of - 1")
+    files = path.files if isinstance(path, CaptureSet) else (path,)
+    if of > 1 and any(Path(f).exists() and not Path(f).is_file() for f in files):
+        raise ValueError(f"{path}: a pipe or device can be read only once, so not by "
+                         "several workers: read it whole (analyze_capture)")
     options = replace(options, retire=None)
     stages = _ShareStages(path, options, share, of)
     _read(stages, progress)
