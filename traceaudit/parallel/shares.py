@@ -80,10 +80,13 @@ class CsvRows:
             return None
         start = np.concatenate([[0], end[:-1]])
         commas = np.flatnonzero(raw == 44)
+        if not len(commas):
+            return None
         after_id = commas[np.minimum(np.searchsorted(commas, start), len(commas) - 1)]
-        # the first field is the share's own id, in digits
+        # the first field is the share's own id, in digits (which also puts each row's first
+        # comma inside the row)
         digits = np.char.str_len(np.arange(len(table)).astype(str))
-        if len(commas) < len(table) or not np.array_equal(after_id - start, digits):
+        if not np.array_equal(after_id - start, digits):
             return None
         return cls(text, after_id, end)
 
