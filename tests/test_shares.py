@@ -16,6 +16,7 @@ import pcapgen as g
 from conftest import (CORPUS_TRACES, ROOT, SAMPLE_CAPTURES, SAMPLES, cli_run, needs_corpus,
                       needs_tshark)
 from traceaudit import cli
+from traceaudit.audit import slimmed
 from traceaudit.capture import CaptureSet
 from traceaudit.flows.columns import Coded, Columns, Repeated
 from traceaudit.parallel.shares import ShareAnalysis, analyze_share, merge_shares
@@ -97,6 +98,9 @@ def assert_shares_merge_exactly(path, options=ReadOptions(), shares=SHARES):
                 assert not owners[i] & owners[j], "a 4-tuple in two shares"
         assert_same_analysis(whole, merge_shares(parts))
         assert_same_analysis(whole, merge_shares(parts[::-1]))     # any order of the shares
+        # shares slimmed to their flow tables (what `flows` sends back) give the same table
+        slim = [slimmed(p, keep_excerpts=False, keep_events=False) for p in parts]
+        assert_same_columns(whole.table, merge_shares(slim).table)
     return whole
 
 
@@ -464,3 +468,22 @@ def test_shares_cross_processes_by_pickle(tmp_path):
         assert type(again) is type(exc) and str(again) == str(exc)
         assert again.__dict__ == exc.__dict__
     assert pickle.loads(pickle.dumps(CaptureNotFoundError("y.pcap"))).errno == 2
+
+
+def test_shares_in_worker_processes(synthetic):
+    """``analyze_in_shares`` with a forkserver process pool, as ``--jobs`` runs it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from traceaudit.parallel.shares import analyze_in_shares
+    from traceaudit.report.flows import render_csv
+    options = ReadOptions(read_ahead=False)
+    whole = analyze_capture(synthetic, options)
+    ctx = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(2, mp_context=ctx) as pool:
+        assert_same_analysis(whole, analyze_in_shares(synthetic, options, 2, pool))
+        flows = analyze_in_shares(synthetic, options, 3, pool, csv=True, flows_only=True)
+    assert len(flows.tracked.conns) == 0 and flows.zeek_table is None
+    assert flows.table.csv_rows is not None
+    assert b"".join(render_csv([flows.table])) == b"".join(render_csv([whole.table]))
+    assert_same_columns(whole.table, flows.table)

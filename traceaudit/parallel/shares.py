@@ -118,6 +118,29 @@ def analyze_share(path: str | Path | CaptureSet, options: ReadOptions = ReadOpti
                          csv_rows=CsvRows.of(a.table) if csv else None)
 
 
+def analyze_in_shares(path: str | Path | CaptureSet, options: ReadOptions = ReadOptions(),
+                      of: int = 2, executor=None, *, csv: bool = False,
+                      flows_only: bool = False) -> CaptureAnalysis:
+    """``analyze_capture(path, options)``, computed as ``of`` shares by ``executor`` (a
+    ``concurrent.futures`` executor, e.g. a ``ProcessPoolExecutor``; None: one after another
+    in this process) and merged. ``flows_only``: the workers send back only the flow table
+    (``audit.slimmed``: what ``traceaudit flows`` writes); ``csv``: with its CSV rows."""
+    args = [(path, options, k, of, csv, flows_only) for k in range(of)]
+    if executor is None:
+        return merge_shares([share_task(*a) for a in args])
+    return merge_shares([f.result() for f in [executor.submit(share_task, *a) for a in args]])
+
+
+def share_task(path: str | Path | CaptureSet, options: ReadOptions, share: int, of: int,
+               csv: bool = False, flows_only: bool = False) -> ShareAnalysis:
+    """One worker's task: ``analyze_share``, slimmed to the flow table if ``flows_only``."""
+    analysis = analyze_share(path, options, share, of, csv=csv)
+    if flows_only:
+        from traceaudit.audit import slimmed
+        analysis = slimmed(analysis, keep_excerpts=False, keep_events=False)
+    return analysis
+
+
 class _ShareStages(_Stages):
     """The pipeline's stages, fed only the share's rows of each batch."""
 
@@ -187,6 +210,8 @@ def merge_shares(parts: Sequence[CaptureAnalysis]) -> CaptureAnalysis:
     ids, n = _merge_order([np.asarray(t["first_frame"]) for t in tables])
     coded = _CodedMerge(parts, tables)
     zeek = _merge_zeek(parts, ids, coded)
+    if zeek is None:
+        _histories_of_flow_tables(tables, coded)
     table = _merge_table(tables, ids, n, coded)
     rows = [p.csv_rows for p in parts]
     if n and all(r is not None or not len(t) for r, t in zip(rows, tables)):
@@ -282,6 +307,15 @@ class _CodedMerge:
             self._merge_addresses([c.labels for c in cols], [p.address_keys for p in parts])
         self.history_labels: np.ndarray | None = None
         self.history_maps: list[np.ndarray] = []
+
+    def set_histories(self, merged: np.ndarray, zeek_labels: list[np.ndarray]) -> None:
+        """The flow table's ``history`` labels: Zeek's (``merged``), then "" for a connection
+        Zeek never held; each share's map from its own (``zeek_labels[k]``, then "")."""
+        code_of = {label: i for i, label in enumerate(merged.tolist())}
+        self.history_labels = np.append(merged, np.array([""], object))
+        self.history_maps = [
+            np.array([code_of[label] for label in labels.tolist()] + [len(merged)], np.int64)
+            for labels in zeek_labels]
 
     def _merge_addresses(self, labels: list[np.ndarray], keys: list[np.ndarray]) -> None:
         self.share_address_labels = labels
@@ -402,26 +436,35 @@ def _merge_zeek(parts: list[ShareAnalysis], ids: list[np.ndarray],
 def _merge_histories(columns: list, rows: list[np.ndarray], n: int,
                      parts: list[ShareAnalysis], coded: _CodedMerge):
     """Zeek's history column coded as one read codes it (``history_codes`` over every row's
-    letters), and each share's map for the flow table's ``history`` (which has the Zeek
-    labels and "" last, for a connection Zeek never held)."""
+    letters); sets the labels and maps of the flow table's ``history`` too."""
     if not all(isinstance(c, Coded) for c in columns):
         return _scatter([_plain(c) for c in columns], rows, n)
-    letters = []
-    for c in columns:
-        table = np.zeros((len(c.labels), ZK.HMAX), np.uint8)
-        for i, text in enumerate(c.labels.tolist()):
-            raw = text.encode()[:ZK.HMAX]
-            table[i, :len(raw)] = np.frombuffer(raw, np.uint8)
-        letters.append(table[c.codes])
+    letters = [_letters(c.labels)[c.codes] for c in columns]
     merged = history_codes(_scatter(letters, rows, n))
-    code_of = {label: i for i, label in enumerate(merged.labels.tolist())}
-    unseen = len(merged.labels)
-    coded.history_labels = np.append(merged.labels, np.array([""], object))
-    coded.history_maps = [
-        np.array([code_of[label] for label in c.labels.tolist()] + [unseen], np.int64)
-        for c in columns]
-    # a share without Zeek rows has no labels: its flow-table codes are all 0 = unseen
+    coded.set_histories(merged.labels, [c.labels for c in columns])
     return merged
+
+
+def _histories_of_flow_tables(tables: list[Columns], coded: _CodedMerge) -> None:
+    """Without Zeek's rows (a share slimmed to its flow table): the flow table's ``history``
+    labels from the shares' own (each holds its share's Zeek labels, then "" for a
+    connection Zeek never held), ordered by ``history_codes`` as one read orders them."""
+    cols = [t.column("history") if "history" in t else None for t in tables]
+    if not all(isinstance(c, Coded) and len(c.labels) and c.labels[-1] == "" for c in cols):
+        return
+    zeek_labels = [c.labels[:-1] for c in cols]
+    distinct = list(dict.fromkeys(label for labels in zeek_labels for label in labels.tolist()))
+    merged = history_codes(_letters(np.array(distinct, object)))
+    coded.set_histories(merged.labels, zeek_labels)
+
+
+def _letters(labels: np.ndarray) -> np.ndarray:
+    """History labels as the NUL-padded letter rows the Zeek view keeps."""
+    table = np.zeros((len(labels), ZK.HMAX), np.uint8)
+    for i, text in enumerate(labels.tolist()):
+        raw = text.encode()[:ZK.HMAX]
+        table[i, :len(raw)] = np.frombuffer(raw, np.uint8)
+    return table
 
 
 def _merge_tracked(parts: list[ShareAnalysis], ids: list[np.ndarray], n: int) -> Tracked:
