@@ -250,6 +250,7 @@ def test_zeek_view_verifying_checksums_merges_exactly(name):
     if path is None:
         pytest.skip(f"{name} is not in this corpus")
     assert_shares_merge_exactly(path, ReadOptions(zeek=ZeekConfig(ignore_checksums=False)))
+    assert_shares_merge_exactly(path, ReadOptions(verify_checksums=True))   # the reader drops
 
 
 def test_tunnels_fragments_and_reused_tuples_merge_exactly(mixed):
