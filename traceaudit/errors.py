@@ -18,16 +18,20 @@ class TraceauditError(Exception):
             self.slug = slug
 
     def __reduce__(self):
-        # (errors cross process boundaries with their capture's results, ``parallel``)
-        # subclasses take other arguments than the message: rebuilt from args and attributes
-        return _rebuilt, (type(self), self.args, self.__dict__)
+        # pickled (an analysis sent back by a worker process) as its message and attributes:
+        # the subclasses' constructors take other arguments than the message they make
+        state = dict(self.__dict__)
+        if isinstance(self, OSError):
+            state.update(errno=self.errno, strerror=self.strerror, filename=self.filename)
+        return _rebuilt, (type(self), self.args, state)
 
 
 def _rebuilt(cls: type, args: tuple, state: dict) -> TraceauditError:
-    error = cls.__new__(cls, *args)
-    Exception.__init__(error, *args)
-    error.__dict__.update(state)
-    return error
+    exc = cls.__new__(cls)
+    exc.args = args
+    for name, value in state.items():
+        setattr(exc, name, value)
+    return exc
 
 
 class CaptureError(TraceauditError):
@@ -75,9 +79,6 @@ class CaptureNotFoundError(CaptureError, FileNotFoundError):
         self.filename = self.path
 
     __str__ = TraceauditError.__str__       # "PATH: no such file or directory", not OSError's
-
-    def __reduce__(self):
-        return type(self), (self.path,)
 
 
 class ConfigError(TraceauditError):
