@@ -156,3 +156,47 @@ def test_errors_and_spilled_tables_cross_processes():
     back = pickle.loads(pickle.dumps(a.table))
     assert len(back) == len(a.table) == 2000
     assert back.columns().arrow().equals(a.table.columns().arrow())
+
+
+@pytest.mark.parametrize("args", [("analyze", "--json", "out"),
+                                  ("flows", "--format", "csv", "-o", "out"),
+                                  ("flows", "--format", "zeek", "-o", "out")],
+                         ids=["analyze", "flows-csv", "flows-zeek"])
+def test_one_capture_split_by_flow_hash(tmp_path, monkeypatch, args):
+    """One large capture with --jobs 2 is read as two shares by flow hash (``shares``) and
+    merged: every output as one read's (a low threshold makes the sample "large")."""
+    monkeypatch.setenv("TRACEAUDIT_SPLIT_MIN_BYTES", "1000")
+    sample = SAMPLES / "time-wait-pileup.pcap"
+    r = both(tmp_path, args[0], sample, *args[1:], outputs=("out",))
+    assert r["files"]["out"].count(b"\n") >= 2000 or r["files"]["out"].count(b'"id":') >= 2000
+
+
+def test_split_only_for_one_large_file(monkeypatch):
+    """The split is taken for one file over the threshold with more than one job, and only
+    then (a batch is read a capture per worker)."""
+    from traceaudit.parallel import runner, shares
+    from traceaudit.pipeline import ReadOptions
+    calls = []
+    real = shares.analyze_in_shares
+
+    def counted(path, options, of, executor, **kw):
+        calls.append((Path(path).name, of))
+        return real(path, options, of=of, executor=None, **kw)      # (in this process)
+
+    monkeypatch.setattr(shares, "analyze_in_shares", counted)
+    monkeypatch.setattr(runner, "_pool", lambda workers: _NoPool())
+    sample = SAMPLES / "time-wait-pileup.pcap"
+    monkeypatch.setenv("TRACEAUDIT_SPLIT_MIN_BYTES", str(sample.stat().st_size + 1))
+    assert len(list(runner.read_units([sample], ReadOptions(), None, jobs=2))) == 1
+    assert calls == []                                              # under the threshold
+    monkeypatch.setenv("TRACEAUDIT_SPLIT_MIN_BYTES", str(sample.stat().st_size))
+    (done,) = runner.read_units([sample], ReadOptions(), None, jobs=1)
+    assert calls == []                                              # one job: one read
+    (split,) = runner.read_units([sample], ReadOptions(), None, jobs=2)
+    assert calls == [("time-wait-pileup.pcap", 2)]
+    assert len(split.analysis.table) == len(done.analysis.table) == 2000
+
+
+class _NoPool:
+    def shutdown(self, **kw) -> None:
+        pass

@@ -2,12 +2,13 @@
 """``--jobs 2`` against ``--jobs 1``: a batch of captures, and one large capture.
 
     python3 tests/benchmarks/parallel.py [--files 8] [--connections 50000] [--repeat 3]
-                                         [--jobs 2] [--large] [--json OUT]
+                                         [--jobs 2] [--large] [--large-connections N]
+                                         [--json OUT]
 
 The batch is ``--files`` synthetic captures (``make_synthetic.py``, seeds 1..N, each
 ``--connections`` connections, as dense as the 3M-packet capture) in ``bench-data/parallel/``;
-``--large`` also times one capture of ``--files`` x ``--connections`` connections (split by
-flow hash across workers where that is available). Each is timed twice: ``traceaudit analyze``
+``--large`` also times one capture of ``--large-connections`` connections (the 3M-packet
+synthetic capture by default), which ``--jobs 2`` splits across the workers by flow hash. Each is timed twice: ``traceaudit analyze``
 with its terminal summary alone, and with ``--json OUT`` too (the JSON report of every
 connection and its timeline is written by one process, after the workers: the part that does
 not get faster). Runs alternate between the job counts (A B A B ...) so that other load on the
@@ -111,7 +112,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=50_000, help="per file")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--large", action="store_true", help="also one capture of them all")
+    ap.add_argument("--large", action="store_true", help="also one large capture")
+    ap.add_argument("--large-connections", type=int, default=100_000)
+    ap.add_argument("--no-batch", action="store_true", help="only the large capture")
     ap.add_argument("--json", type=Path, help="write the figures here too")
     args = ap.parse_args()
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -122,10 +125,11 @@ def main() -> None:
     packets = sum(p.stat().st_size for p in batch) / 2**20
     print(f"batch: {args.files} captures, {args.connections:,} connections each, "
           f"{packets:.0f} MiB; {os.cpu_count()} cores", flush=True)
-    figures = {f"batch{' --json' * j}": compare("batch", batch, [1, args.jobs], args.repeat, j)
-               for j in (False, True)}
+    figures = {} if args.no_batch else {
+        f"batch{' --json' * j}": compare("batch", batch, [1, args.jobs], args.repeat, j)
+        for j in (False, True)}
     if args.large:
-        total = args.files * args.connections
+        total = args.large_connections
         large = make(DATA / f"large-{total}.pcap", total, 1, 600.0 * total / 100_000)
         print(f"large: 1 capture, {total:,} connections, "
               f"{large.stat().st_size / 2**20:.0f} MiB", flush=True)

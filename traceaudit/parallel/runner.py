@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 
 Unit = "Path | CaptureSet"
 
+#: one capture file at least this large, alone in its run, is split across the workers by
+#: flow hash (``shares``) instead of being read by one (environment: another size in bytes)
+SPLIT_ENV = "TRACEAUDIT_SPLIT_MIN_BYTES"
+SPLIT_MIN_BYTES = 256 << 20
+
 
 def default_jobs() -> int:
     """The cores this process may run on (``--jobs`` default)."""
@@ -43,6 +48,9 @@ def read_units(units: Iterable[Unit], options: ReadOptions, step: Step | None, *
     if scheduler:
         from traceaudit.parallel.cluster import cluster_units
         yield from cluster_units(units, options, step, scheduler, progress)
+        return
+    if jobs > 1 and len(units) == 1 and _large_file(units[0]):
+        yield from _split(units[0], options, step, jobs)
         return
     if jobs <= 1 or sum(map(worker_readable, units)) < 2:
         yield from in_process(units, options, step, progress)
@@ -72,8 +80,7 @@ def worker_readable(unit: Unit) -> bool:
         return False             # not found: the error is made (and said) here, as before
 
 
-def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: int,
-            progress) -> Iterator[Done]:
+def _pool(workers: int):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -81,9 +88,40 @@ def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: in
     # their locks. The server imports the reader once; each worker forks from it.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["traceaudit.parallel.units"])
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_started)
+
+
+def _large_file(unit: Unit) -> bool:
+    """A single file (not a set: its pieces are checked as they are read) worth splitting."""
+    if not isinstance(unit, Path) or not worker_readable(unit):
+        return False
+    try:
+        least = int(os.environ.get(SPLIT_ENV, SPLIT_MIN_BYTES))
+    except ValueError:
+        least = SPLIT_MIN_BYTES
+    return unit.stat().st_size >= least
+
+
+def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> Iterator[Done]:
+    """One capture read as ``jobs`` shares by flow hash, merged into what one read gives; the
+    step runs here, on the merged analysis."""
+    from traceaudit.parallel.shares import analyze_in_shares
+    from traceaudit.parallel.steps import FlowsOnly
+    pool = _pool(jobs)
+    try:
+        analysis = analyze_in_shares(unit, options, of=jobs, executor=pool,
+                                     flows_only=isinstance(step, FlowsOnly))
+    except Exception as exc:
+        analysis = failed_analysis(str(unit), CaptureBug(str(unit), exc), options)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    yield apply_step(analysis, step, options)
+
+
+def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: int,
+            progress) -> Iterator[Done]:
     remote = [worker_readable(u) for u in units]
-    pool = ProcessPoolExecutor(min(jobs, sum(remote)), mp_context=context,
-                               initializer=_worker_started)
+    pool = _pool(min(jobs, sum(remote)))
     try:
         futures = [pool.submit(read_unit, u, options, step) if r else None
                    for u, r in zip(units, remote)]
