@@ -125,7 +125,8 @@ def test_rotated_sets_and_standard_input(tmp_path):
 
 
 def test_one_unit_needs_no_pool(monkeypatch):
-    """A single capture (or stdin beside it) is read in this process: no worker to start."""
+    """A single capture (or stdin beside it), or a small batch without --jobs, is read in
+    this process: no worker to start."""
     from traceaudit.parallel import runner
     from traceaudit.pipeline import ReadOptions
 
@@ -138,6 +139,13 @@ def test_one_unit_needs_no_pool(monkeypatch):
     done = list(runner.read_units([SAMPLES / "half-close.pcap", Path("/dev/null")],
                                   ReadOptions(), None, jobs=4))
     assert len(done) == 2 and done[1].analysis.failed
+    # without --jobs, small captures are read here too (workers cost more than they save)
+    few = [SAMPLES / "half-close.pcap", SAMPLES / "close-wait-leak.pcap"]
+    assert len(list(runner.read_units(few, ReadOptions(), None, jobs=None))) == 2
+    monkeypatch.setattr(runner, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(runner, "default_jobs", lambda: 2)
+    with pytest.raises(AssertionError, match="a pool was started"):
+        list(runner.read_units(few, ReadOptions(), None, jobs=None))
 
 
 def test_errors_and_spilled_tables_cross_processes():

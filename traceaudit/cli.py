@@ -80,13 +80,10 @@ def parallel_options(func):
                         help="Worker processes reading captures (or rotated sets) side by "
                              "side; 1 reads them one after another in this process. Outputs "
                              "are the same either way.  [default: the cores this process may "
-                             "use]")(func)
+                             "use, when the captures make 64 MiB or more]")(func)
     return func
 
 
-def _jobs(jobs: int | None) -> int:
-    from traceaudit.parallel import default_jobs
-    return jobs if jobs is not None else default_jobs()
 # -------------------------------------------------------------------------------------------
 
 
@@ -99,7 +96,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                   merge: bool | None = None,
                   skipped: list | None = None,
                   findings: list | None = None,
-                  jobs: int = 1,
+                  jobs: int | None = 1,
                   scheduler: str | None = None) -> tuple[list[CaptureAnalysis], bool]:
     """Analyse every capture; report damage on stderr. Returns (analyses, any capture failed).
 
@@ -238,12 +235,12 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
         streamed = fmt in ("csv", "parquet")
         if fmt in flow_report.ZEEK_FORMATS:
             failed = _zeek_log(captures, fmt, output, reader, verify_checksums, merge,
-                               _jobs(jobs), scheduler)
+                               jobs, scheduler)
             sys.exit(EXIT_ERROR if failed else EXIT_CLEAN)
         from traceaudit.parallel.steps import FlowsOnly
         results, failed = read_captures(captures, reader, verify_checksums, each=FlowsOnly(),
                                         frames=not streamed, retire=streamed, merge=merge,
-                                        jobs=_jobs(jobs), scheduler=scheduler)
+                                        jobs=jobs, scheduler=scheduler)
         tables = [r.table for r in results if len(r.table)]
         try:
             write_output(output, flow_report.RENDERERS[fmt](tables))
@@ -258,7 +255,7 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
 
 
 def _zeek_log(captures: tuple[str, ...], fmt: str, output: str, reader: str,
-              verify_checksums: bool, merge: bool | None, jobs: int,
+              verify_checksums: bool, merge: bool | None, jobs: int | None,
               scheduler: str | None) -> bool:
     """``flows --format zeek|zeek-json``: Zeek's rows of every capture, one log each (the
     whole read is kept: Zeek's rows are not retired while reading). Returns: a capture
@@ -418,7 +415,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
                                    _tracker_config(msl2, fin_timeout), each=audit,
                                    excerpts=html_path is not None,
                                    frames=html_path is not None, merge=merge, skipped=skipped,
-                                   findings=findings, jobs=_jobs(jobs), scheduler=scheduler)
+                                   findings=findings, jobs=jobs, scheduler=scheduler)
         report = build_report(results, config, known, findings=findings,
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(
@@ -549,7 +546,7 @@ def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums:
     try:
         results, failed = read_captures((capture,), reader, verify_checksums,
                                         _tracker_config(msl2, fin_timeout), merge=merge,
-                                        jobs=_jobs(jobs), scheduler=scheduler)
+                                        jobs=jobs, scheduler=scheduler)
         for analysis in results:
             ts_ns = parse_moment(at, analysis.stats.first_ts_ns)
             from traceaudit.report import states_report

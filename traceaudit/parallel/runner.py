@@ -26,6 +26,11 @@ Unit = "Path | CaptureSet"
 #: default: on the 2-core machine it measured slower than one read (docs/parallel.md).
 SPLIT_ENV = "TRACEAUDIT_SPLIT_MIN_BYTES"
 
+#: without --jobs, captures smaller than this in all are read here: starting the workers
+#: (~0.5 s of CPU) would cost more than it saves (sample_pcaps/: 1.2 s in one process, 1.9 s
+#: with two workers)
+POOL_MIN_BYTES = 64 << 20
+
 
 def default_jobs() -> int:
     """The cores this process may run on (``--jobs`` default)."""
@@ -39,12 +44,15 @@ def default_jobs() -> int:
 
 
 def read_units(units: Iterable[Unit], options: ReadOptions, step: Step | None, *,
-               jobs: int = 1, scheduler: str | None = None,
+               jobs: int | None = 1, scheduler: str | None = None,
                progress: Callable[[CaptureStats], None] | None = None) -> Iterator[Done]:
     """Every unit read and ``step`` applied, in input order. One job (or a single unit a
     worker could read) runs here, exactly as ``pipeline.analyze_captures``; ``progress`` sees
-    the packets of what is read here."""
+    the packets of what is read here. ``jobs`` None: the cores this process may use, if the
+    captures are large enough to be worth it (``POOL_MIN_BYTES``)."""
     units = list(units)
+    if jobs is None:
+        jobs = default_jobs() if _bytes(units) >= POOL_MIN_BYTES else 1
     if scheduler:
         from traceaudit.parallel.cluster import cluster_units
         yield from cluster_units(units, options, step, scheduler, progress)
@@ -78,6 +86,13 @@ def worker_readable(unit: Unit) -> bool:
         return all(stat.S_ISREG(os.stat(f).st_mode) for f in files)
     except OSError:
         return False             # not found: the error is made (and said) here, as before
+
+
+def _bytes(units: list[Unit]) -> int:
+    total = 0
+    for unit in filter(worker_readable, units):
+        total += sum(os.stat(f).st_size for f in getattr(unit, "files", (unit,)))
+    return total
 
 
 def _pool(workers: int):
