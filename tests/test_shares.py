@@ -15,7 +15,7 @@ import pytest
 import pcapgen as g
 from conftest import (CORPUS_TRACES, ROOT, SAMPLE_CAPTURES, SAMPLES, cli_run, needs_corpus,
                       needs_tshark)
-from traceaudit import cli
+from traceaudit.parallel import runner
 from traceaudit.audit import slimmed
 from traceaudit.capture import CaptureSet
 from traceaudit.flows.columns import Coded, Columns, Repeated
@@ -392,8 +392,9 @@ def read_in_shares(n, merged: list, csv: bool):
 def outputs(paths, out_dir):
     """(analyze --json, flows --format csv) bytes of a run over ``paths``."""
     out_dir.mkdir()
-    cli_run("analyze", *paths, "--json", out_dir / "a.json", "--exit-zero")
-    cli_run("flows", *paths, "--format", "csv", "-o", out_dir / "f.csv")
+    # (--jobs 1: read in this process, where the test's stand-in reader is)
+    cli_run("analyze", *paths, "--json", out_dir / "a.json", "--exit-zero", "--jobs", "1")
+    cli_run("flows", *paths, "--format", "csv", "-o", out_dir / "f.csv", "--jobs", "1")
     doc = (out_dir / "a.json").read_bytes()
     return re.sub(rb'"generated_at":"[^"]*"', b'"generated_at":""', doc), \
         (out_dir / "f.csv").read_bytes()
@@ -405,7 +406,7 @@ def test_rendered_outputs_are_byte_identical(tmp_path, monkeypatch, mixed, synth
     assert len(want[0]) > 10_000 and want[1].count(b"\n") > 2000
     for n, csv in ((2, True), (3, True), (3, False)):
         merged = []
-        monkeypatch.setattr(cli, "analyze_captures", read_in_shares(n, merged, csv))
+        monkeypatch.setattr(runner, "analyze_captures", read_in_shares(n, merged, csv))
         got = outputs(paths, tmp_path / f"shares-{n}-{csv}")
         assert len(merged) == 2 * (len(SAMPLE_CAPTURES) + 2)     # both commands, every capture
         # (the rows rendered by the shares were used, where there were rows)

@@ -51,12 +51,12 @@ def read_units(units: Iterable[Unit], options: ReadOptions, step: Step | None, *
     the packets of what is read here. ``jobs`` None: the cores this process may use, if the
     captures are large enough to be worth it (``POOL_MIN_BYTES``)."""
     units = list(units)
-    if jobs is None:
-        jobs = default_jobs() if _bytes(units) >= POOL_MIN_BYTES else 1
     if scheduler:
         from traceaudit.parallel.cluster import cluster_units
         yield from cluster_units(units, options, step, scheduler, progress)
         return
+    if jobs is None:
+        jobs = default_jobs() if _bytes(units) >= POOL_MIN_BYTES else 1
     if jobs > 1 and len(units) == 1 and _large_file(units[0]):
         yield from _split(units[0], options, step, jobs)
         return
@@ -150,8 +150,9 @@ def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: in
 
 
 def outcome(future: Future, unit: Unit, options: ReadOptions) -> list[Done]:
-    """A unit's results; a worker that died or a result that could not come back fails that
-    unit alone (as an exception in the unit would)."""
+    """A unit's results; a result that could not come back fails that unit alone (as an
+    exception in the unit would). A worker that died breaks the pool: every unit not yet
+    returned fails so, each with its own error line."""
     try:
         return future.result()
     except Exception as exc:
@@ -165,6 +166,5 @@ def outcome(future: Future, unit: Unit, options: ReadOptions) -> list[Done]:
 def _worker_started() -> None:
     """As the command line does in its own process: no automatic cyclic garbage collection
     (``read_unit`` collects after each capture)."""
-    import gc
     gc.disable()
     gc.freeze()
