@@ -103,7 +103,10 @@ def test_findings_carry_evidence_a_person_can_open():
             assert f.display_filter and f.message and f.remediation
             assert (f.connection is None) == (f.host is not None)
             if f.connection is not None and "connections" not in f.details:
-                assert f.display_filter == f"tcp.stream eq {f.connection}"
+                streams = {f.connection, f.details.get("previous_connection", f.connection)}
+                assert f.display_filter == (
+                    f"tcp.stream eq {f.connection}" if len(streams) == 1 else
+                    "tcp.stream in {" + ", ".join(map(str, sorted(streams))) + "}")
                 assert any(re.search(rf"\b{x}\b", f.message) for x in f.frames), f.message
 
 

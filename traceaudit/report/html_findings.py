@@ -142,6 +142,8 @@ def table_data(c: Columns, hosts: list[str], cap_ix: list[int], chosen: list[int
 
 
 def frames_filter(frames: list[int]) -> str:
+    """A display filter for exactly ``frames`` (comma-separated set members: the syntax
+    Wireshark 4.x accepts; a space-separated set is refused there)."""
     if not frames:
         return ""
-    return "frame.number in {" + " ".join(str(x) for x in frames) + "}"
+    return "frame.number in {" + ", ".join(str(x) for x in frames) + "}"

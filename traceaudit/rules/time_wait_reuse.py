@@ -38,9 +38,12 @@ def check(analysis, params):
                        f"SYN in TIME_WAIT (RFC 6191, timestamps) or tcp_tw_reuse let the port "
                        f"be reused; old duplicates of the previous connection could corrupt the "
                        f"new one without timestamps.")
-            out.append(v.finding(RULE, c, e, ts, [tw_frame, syn], message,
-                                 {"previous_connection": prev,
-                                  "time_wait_age_s": round((ts - tw_ts) / 1e9, 6)}))
+            found = v.finding(RULE, c, e, ts, [tw_frame, syn], message,
+                              {"previous_connection": prev,
+                               "time_wait_age_s": round((ts - tw_ts) / 1e9, 6)})
+            # the evidence spans both incarnations: the old one's TIME_WAIT, the new SYN
+            found.display_filter = f"tcp.stream in {{{prev}, {c}}}"
+            out.append(found)
     return out
 
 
