@@ -12,7 +12,7 @@ import gc
 import os
 import sys
 import traceback
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
@@ -22,13 +22,16 @@ from traceaudit import __version__
 from traceaudit.capture import READERS, group_captures, scan_paths
 from traceaudit.errors import CaptureBug, TraceauditError
 from traceaudit.names import one_line
-from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures, failed_analysis
+from traceaudit.pipeline import CaptureAnalysis, ReadOptions
 from traceaudit.report import flows as flow_report
 from traceaudit.report.output import write_output
 from traceaudit.retire import RetireOptions
 from traceaudit.tracking.tracker import TrackerConfig
 
 from traceaudit.audit import EXIT_CLEAN, EXIT_ERROR
+
+if TYPE_CHECKING:
+    from traceaudit.parallel.steps import Step
 
 DEBUG_ENV = "TRACEAUDIT_DEBUG"     # set: a bug's traceback is printed after its message
 
@@ -66,18 +69,42 @@ def reader_options(func):
     return func
 
 
+# -- parallel reading (issue #18: --jobs, --scheduler; traceaudit.parallel) ----------------
+def parallel_options(func):
+    """--jobs and --scheduler, shared by analyze, flows and states."""
+    func = click.option("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                        envvar="TRACEAUDIT_SCHEDULER", show_envvar=True,
+                        help="Read the captures on this Dask distributed cluster (its workers "
+                             "must see the same paths); needs the cluster extra.")(func)
+    func = click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+                        help="Worker processes reading captures (or rotated sets) side by "
+                             "side; 1 reads them one after another in this process. Outputs "
+                             "are the same either way.  [default: the cores this process may "
+                             "use, when the captures make 64 MiB or more]")(func)
+    return func
+
+
+# -------------------------------------------------------------------------------------------
+
+
 def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                   tracker: TrackerConfig = TrackerConfig(),
-                  each: Callable[[CaptureAnalysis], CaptureAnalysis] | None = None,
+                  each: "Step | None" = None,
                   excerpts: bool = False,
                   frames: bool = True,
                   retire: bool = False,
                   merge: bool | None = None,
-                  skipped: list | None = None) -> tuple[list[CaptureAnalysis], bool]:
+                  skipped: list | None = None,
+                  findings: list | None = None,
+                  jobs: int | None = 1,
+                  scheduler: str | None = None) -> tuple[list[CaptureAnalysis], bool]:
     """Analyse every capture; report damage on stderr. Returns (analyses, any capture failed).
 
-    ``each`` sees every analysis as soon as it is complete (and may slim it down) before the
-    next capture is read. ``excerpts``: keep packets for ladder diagrams (only HTML draws them).
+    ``each`` (a ``parallel.steps`` step) sees every analysis as soon as it is complete (and
+    may slim it down) where it was read, before that worker reads its next capture; the
+    findings it returns go to ``findings``. ``jobs``/``scheduler``: where captures are read
+    (``parallel.read_units``). ``excerpts``: keep packets for ladder diagrams (only HTML
+    draws them).
     ``frames``: the caller will use the DataFrames (pandas is imported while reading).
     ``retire``: only the flow table is wanted; it is spilled as connections finish.
     ``merge``: rotated sets as one timeline (None: found by name and time; see
@@ -92,6 +119,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     files = scan.files
     if not files:
         raise click.UsageError("no capture files found in the given paths")
+    from traceaudit.parallel import read_units
     from traceaudit.report.progress import CaptureProgress
 
     options = ReadOptions(reader=reader, verify_checksums=verify_checksums, tracker=tracker,
@@ -99,19 +127,14 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                           retire=RetireOptions() if retire else None)
     results, failed = [], False
     with CaptureProgress(files) as progress:
-        for analysis in analyze_captures(group_captures(files, merge), options,
-                                         progress.update):
+        for done in read_units(group_captures(files, merge), options, each, jobs=jobs,
+                               scheduler=scheduler, progress=progress.update):
+            analysis = done.analysis
             progress.finished(analysis.stats)
-            if each is not None:
-                try:
-                    analysis = each(analysis)
-                except Exception as exc:        # a bug: this capture fails, the run goes on
-                    analysis = failed_analysis(analysis.stats.path,
-                                               CaptureBug(analysis.stats.path, exc), options)
+            if findings is not None:
+                findings.extend(done.findings)
             _reported(analysis)
             results.append(analysis)
-            if len(results) < len(files):
-                gc.collect()            # one capture's cycles, before the next is read
             failed = failed or analysis.stats.error is not None
     return results, failed
 
@@ -189,8 +212,10 @@ def main() -> None:
 @click.option("-o", "--output", default="-", show_default=True,
               help="Write to this file (written atomically); '-' is standard output.")
 @reader_options
+@parallel_options
 def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
-          verify_checksums: bool, merge: bool | None) -> None:
+          verify_checksums: bool, merge: bool | None, jobs: int | None,
+          scheduler: str | None) -> None:
     """List every TCP connection in CAPTURES (files or directories; '-' is standard
     input), one row each.
 
@@ -209,10 +234,13 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
         # finished connections are spilled while reading (memory follows the open ones)
         streamed = fmt in ("csv", "parquet")
         if fmt in flow_report.ZEEK_FORMATS:
-            failed = _zeek_log(captures, fmt, output, reader, verify_checksums, merge)
+            failed = _zeek_log(captures, fmt, output, reader, verify_checksums, merge,
+                               jobs, scheduler)
             sys.exit(EXIT_ERROR if failed else EXIT_CLEAN)
-        results, failed = read_captures(captures, reader, verify_checksums, each=_flows_only,
-                                        frames=not streamed, retire=streamed, merge=merge)
+        from traceaudit.parallel.steps import FlowsOnly
+        results, failed = read_captures(captures, reader, verify_checksums, each=FlowsOnly(),
+                                        frames=not streamed, retire=streamed, merge=merge,
+                                        jobs=jobs, scheduler=scheduler)
         tables = [r.table for r in results if len(r.table)]
         try:
             write_output(output, flow_report.RENDERERS[fmt](tables))
@@ -227,35 +255,21 @@ def flows(captures: tuple[str, ...], fmt: str, output: str, reader: str,
 
 
 def _zeek_log(captures: tuple[str, ...], fmt: str, output: str, reader: str,
-              verify_checksums: bool, merge: bool | None) -> bool:
+              verify_checksums: bool, merge: bool | None, jobs: int | None,
+              scheduler: str | None) -> bool:
     """``flows --format zeek|zeek-json``: Zeek's rows of every capture, one log each (the
     whole read is kept: Zeek's rows are not retired while reading). Returns: a capture
     failed."""
+    from traceaudit.parallel.steps import ZeekOnly
     from traceaudit.report import zeeklog
-    results, failed = read_captures(captures, reader, verify_checksums, each=_zeek_only,
-                                    frames=False, merge=merge)
+    results, failed = read_captures(captures, reader, verify_checksums, each=ZeekOnly(),
+                                    frames=False, merge=merge, jobs=jobs, scheduler=scheduler)
     now = datetime.now(timezone.utc)
     logs = [zeeklog.ZeekLog(str(r.stats.path), r.zeek_table, now) for r in results
             if r.zeek_table is not None and len(r.zeek_table)]
     render = zeeklog.render_tsv if fmt == "zeek" else zeeklog.render_json
     write_output(output, render(logs))
     return failed
-
-
-def _zeek_only(analysis: CaptureAnalysis) -> CaptureAnalysis:
-    """Only Zeek's rows are written: the flow table goes too."""
-    from dataclasses import replace
-
-    from traceaudit.audit import slimmed
-    from traceaudit.flows.columns import Columns
-    zeek = analysis.zeek_table
-    return replace(slimmed(analysis, keep_excerpts=False, keep_events=False),
-                   table=Columns({}, 0), zeek_table=zeek)
-
-
-def _flows_only(analysis: CaptureAnalysis) -> CaptureAnalysis:
-    from traceaudit.audit import slimmed
-    return slimmed(analysis, keep_excerpts=False, keep_events=False)
 
 
 def _tracker_config(msl2: float, fin_timeout: float) -> TrackerConfig:
@@ -343,13 +357,15 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
                    "--set rules.TA101.severity=info.")
 @reader_options
 @tracker_options
+@parallel_options
 def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | None,
             sarif_path: str | None, html_path: str | None, output_format: str | None,
             output_file: str, select: tuple[str, ...],
             ignore: tuple[str, ...], fail_on: str | None, baseline_path: str | None,
             write_baseline_path: str | None, exit_zero: bool, config_path: str | None,
             overrides: tuple[str, ...], reader: str, verify_checksums: bool,
-            merge: bool | None, msl2: float, fin_timeout: float) -> None:
+            merge: bool | None, msl2: float, fin_timeout: float, jobs: int | None,
+            scheduler: str | None) -> None:
     """Find how every TCP connection in CAPTURES ended, and which endings are bugs.
     CAPTURES are files or directories; '-' reads one capture from standard input.
 
@@ -374,8 +390,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
 
     from rich.console import Console
 
-    from traceaudit.audit import build_report, slimmed
-    from traceaudit.rules import run_rules
+    from traceaudit.audit import build_report
+    from traceaudit.parallel.steps import Audit
     from traceaudit.rules.baseline import load_baseline, render_baseline
     from traceaudit.rules.config import make_config
 
@@ -390,20 +406,16 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
         baseline = baseline_path or config.baseline
         known = load_baseline(baseline) if baseline else None
         findings: list = []
-
-        def audit(analysis):
-            # rules run as each capture completes; then only what the reports read is kept,
-            # so a batch of many large captures does not hold every tracker table at once
-            found = run_rules(analysis, config)
-            kept = slimmed(analysis, keep_excerpts=html_path is not None)
-            findings.extend(found)          # (only once nothing more can fail for it)
-            return kept
-
+        # rules run as each capture completes (where it was read); then only what the
+        # reports read is kept, so a batch of many large captures does not hold every
+        # tracker table at once
+        audit = Audit(config, keep_excerpts=html_path is not None)
         skipped: list[str] = []
         results, _ = read_captures(captures, reader, verify_checksums,
                                    _tracker_config(msl2, fin_timeout), each=audit,
                                    excerpts=html_path is not None,
-                                   frames=html_path is not None, merge=merge, skipped=skipped)
+                                   frames=html_path is not None, merge=merge, skipped=skipped,
+                                   findings=findings, jobs=jobs, scheduler=scheduler)
         report = build_report(results, config, known, findings=findings,
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(
@@ -590,8 +602,10 @@ def rules_command(name: str | None, config_path: str | None) -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also list endpoints already CLOSED.")
 @reader_options
 @tracker_options
+@parallel_options
 def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums: bool,
-           merge: bool | None, msl2: float, fin_timeout: float) -> None:
+           merge: bool | None, msl2: float, fin_timeout: float, jobs: int | None,
+           scheduler: str | None) -> None:
     """Every endpoint's TCP state at one moment, like netstat on both hosts at once.
 
     \b
@@ -601,7 +615,8 @@ def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums:
     """
     try:
         results, failed = read_captures((capture,), reader, verify_checksums,
-                                        _tracker_config(msl2, fin_timeout), merge=merge)
+                                        _tracker_config(msl2, fin_timeout), merge=merge,
+                                        jobs=jobs, scheduler=scheduler)
         for analysis in results:
             ts_ns = parse_moment(at, analysis.stats.first_ts_ns)
             from traceaudit.report import states_report

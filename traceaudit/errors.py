@@ -17,6 +17,22 @@ class TraceauditError(Exception):
         if slug is not None:
             self.slug = slug
 
+    def __reduce__(self):
+        # pickled (an analysis sent back by a worker process) as its message and attributes:
+        # the subclasses' constructors take other arguments than the message they make
+        state = dict(self.__dict__)
+        if isinstance(self, OSError):
+            state.update(errno=self.errno, strerror=self.strerror, filename=self.filename)
+        return _rebuilt, (type(self), self.args, state)
+
+
+def _rebuilt(cls: type, args: tuple, state: dict) -> TraceauditError:
+    exc = cls.__new__(cls)
+    exc.args = args
+    for name, value in state.items():
+        setattr(exc, name, value)
+    return exc
+
 
 class CaptureError(TraceauditError):
     """A capture file cannot be read (or can only be read up to ``offset``)."""
@@ -75,3 +91,10 @@ class UnknownRuleError(ConfigError):
     """A rule name, code or code prefix that matches no rule."""
 
     slug = "unknown-rule"
+
+
+class ClusterError(TraceauditError):
+    """A Dask cluster (``--scheduler``) that cannot be used: not reachable, or the ``cluster``
+    extra is not installed."""
+
+    slug = "cluster"

@@ -108,6 +108,12 @@ def analyze_capture(path: str | Path | CaptureSet, options: ReadOptions = ReadOp
         # (a pipe or device could not be read a second time for the repair: kept whole)
         return _retiring_read(path, options, progress)
     stages = _Stages(path, options)
+    _read(stages, progress)
+    return _finished(path, options, stages.source.stats, stages)
+
+
+def _read(stages: _Stages, progress: ProgressHook | None) -> None:
+    """Every batch of the capture through ``stages``; damage is noted in the stats."""
     source = stages.source
     batches = stages.batches()
     try:
@@ -119,7 +125,6 @@ def analyze_capture(path: str | Path | CaptureSet, options: ReadOptions = ReadOp
         source.stats.error = exc
     finally:
         batches.close()                 # on any exception too: stops the read-ahead thread
-    return _finished(path, options, source.stats, stages)
 
 
 def _finished(path: str | Path, options: ReadOptions, stats: CaptureStats,
@@ -196,7 +201,8 @@ class _Stages:
             return read_ahead(self.source.batches)
         return self.source.batches()
 
-    def add(self, batch: PacketBatch) -> Assignment:
+    def add(self, batch: PacketBatch, clock: tuple[int, int] | None = None) -> Assignment:
+        """``clock``: see ``ZeekTracker.add`` (a batch of one share of the capture)."""
         assignment = self.builder.add(batch)
         self.tracker.add(batch, assignment, self.builder)
         if self.excerpts is not None:
@@ -206,7 +212,7 @@ class _Stages:
             if self.ok_frames is not None:
                 marks = seg_flags_from_ok_frames(batch["frame"], self.ok_frames)
                 seg = marks if seg is None else (seg | marks)
-            self.zeek.add(batch, assignment, self.builder, seg)
+            self.zeek.add(batch, assignment, self.builder, seg, clock)
         return assignment
 
 

@@ -224,3 +224,35 @@ def assign_batch(const uint64_t[::1] src_hi, const uint64_t[::1] src_lo,
             out_conn[i] = c
             out_from_client[i] = from_client
     return n_slots, n_conns, stop
+
+
+cdef inline Py_ssize_t _share_of(const Tuple4 *t, uint64_t of) noexcept nogil:
+    # the hash's high 32 bits, scaled to 0..of-1 (the flow table indexes its hash table with
+    # the low bits: a share keeps a uniform spread of them)
+    cdef uint64_t h = _slot_hash(t.a_hi, t.a_lo, t.a_port, t.b_hi, t.b_lo, t.b_port)
+    return <Py_ssize_t>(((h >> 32) * of) >> 32)
+
+
+def share_rows(const uint64_t[::1] src_hi, const uint64_t[::1] src_lo,
+               const uint64_t[::1] dst_hi, const uint64_t[::1] dst_lo,
+               const uint16_t[::1] sport, const uint16_t[::1] dport,
+               Py_ssize_t share, Py_ssize_t of, uint8_t[::1] out):
+    """Mark (``out[i] = 1``) the rows whose canonical 4-tuple, the key of the flow table's
+    slots, falls into ``share`` of ``of`` shares; returns how many. Both directions of a
+    4-tuple, and so every incarnation of it, land in the same share (``parallel.shares``)."""
+    cdef Py_ssize_t n = src_hi.shape[0]
+    if not (src_lo.shape[0] == n and dst_hi.shape[0] == n and dst_lo.shape[0] == n
+            and sport.shape[0] == n and dport.shape[0] == n and out.shape[0] == n):
+        raise ValueError("share_rows: columns of different lengths")
+    if not (0 <= share < of <= 0xFFFFFFFF):
+        raise ValueError("share_rows: need 0 <= share < of")
+    cdef Py_ssize_t i, kept = 0
+    cdef Tuple4 k
+    cdef bint mine
+    with nogil:
+        for i in range(n):
+            k = canonical(src_hi[i], src_lo[i], sport[i], dst_hi[i], dst_lo[i], dport[i])
+            mine = _share_of(&k, <uint64_t>of) == share
+            out[i] = mine
+            kept += mine
+    return kept

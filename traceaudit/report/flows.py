@@ -49,12 +49,18 @@ def render_table(tables: Tables) -> str:
     return "".join(parts)
 
 
-def render_csv(tables: Tables) -> Iterator[bytes]:
+def render_csv(tables: Tables, header: bool = True) -> Iterator[bytes]:
     """CSV via Arrow's writer (an order of magnitude faster than pandas for 100k rows), one
-    capture at a time in pieces of ``CSV_ROWS`` rows, so the whole text is never held."""
+    capture at a time in pieces of ``CSV_ROWS`` rows, so the whole text is never held.
+
+    A table whose rows were rendered already (``csv_rows``: their CSV text, as a merge of
+    shares rendered by worker processes carries it, ``parallel.shares``) is written as is."""
     import pyarrow as pa
     import pyarrow.csv as pa_csv
-    header = True
+    for t in tables:
+        if getattr(t, "csv_rows", None) is not None:
+            yield from _rendered(tables, header)
+            return
     for chunks in _arrow_tables(tables):
         pieces = _Pieces()
         writer = None
@@ -71,6 +77,19 @@ def render_csv(tables: Tables) -> Iterator[bytes]:
         if writer is not None:
             writer.close()
         yield from pieces.take()
+
+
+def _rendered(tables: Tables, header: bool) -> Iterator[bytes]:
+    """``render_csv`` where some tables carry their rows' text already."""
+    for t in tables:
+        rows = getattr(t, "csv_rows", None)
+        if rows is None:
+            yield from render_csv([t], header)
+        else:
+            if header:                  # (Arrow writes the names unquoted: quoting_header)
+                yield (",".join(t.data) + "\n").encode()
+            yield rows
+        header = False
 
 
 class _Pieces:

@@ -102,6 +102,20 @@ class SpilledTable:
     def close(self) -> None:
         self._file.close()
 
+    def __getstate__(self) -> dict:
+        # a table read in a worker process comes back whole (its records, ~100 bytes a
+        # connection) and is spilled again on this side
+        state = dict(self.__dict__)
+        self._file.seek(0)
+        state["_file"] = self._file.read(self._end)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        data = state.pop("_file")
+        self.__dict__.update(state)
+        self._file = tempfile.TemporaryFile(prefix="traceaudit-spill-")
+        self._file.write(data)
+
 
 def _concat(parts):
     first = parts[0]

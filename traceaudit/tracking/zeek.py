@@ -184,9 +184,15 @@ class ZeekTracker:
         return not self.config.ignore_checksums
 
     def add(self, batch: PacketBatch, assignment: Assignment, flows: FlowBuilder,
-            seg_flags: np.ndarray | None = None) -> None:
+            seg_flags: np.ndarray | None = None,
+            clock: tuple[int, int] | None = None) -> None:
         """``seg_flags``: optional uint8 per row, bits ``zeek_kernel.SEG_*`` (bad checksum,
-        payload or header not captured, bad IPv4 header checksum)."""
+        payload or header not captured, bad IPv4 header checksum).
+
+        ``clock``: (rows, latest time) of the whole batch this one was taken from, when it
+        holds only some of the capture's segments (a share, ``parallel.shares``): Zeek's
+        timers run on the capture's clock and the sweeps come every ``SWEEP_ROWS`` rows of
+        the capture, as in a read that keeps every segment."""
         self.slot_live = _grow_1d(self.slot_live, flows.n_slots, -1)
         self.our_zrow = _grow_1d(self.our_zrow, flows.n_conns, -1)
         b = batch.columns
@@ -203,6 +209,9 @@ class ZeekTracker:
             if row >= n:
                 break
             self._grow()
+        if clock is not None:
+            n = clock[0]
+            self.st[2] = max(int(self.st[2]), clock[1])
         self._unswept += n
         if n and self._unswept >= SWEEP_ROWS:
             self._unswept = 0

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""``--jobs 2`` against ``--jobs 1``: a batch of captures, and one large capture.
+
+    python3 tests/benchmarks/parallel.py [--files 8] [--connections 50000] [--repeat 3]
+                                         [--jobs 2] [--large] [--large-connections N]
+                                         [--json OUT]
+
+The batch is ``--files`` synthetic captures (``make_synthetic.py``, seeds 1..N, each
+``--connections`` connections, as dense as the 3M-packet capture) in ``bench-data/parallel/``;
+``--large`` also times one capture of ``--large-connections`` connections (the 3M-packet
+synthetic capture by default), which ``--jobs 2`` splits across the workers by flow hash
+(the benchmark sets ``TRACEAUDIT_SPLIT_MIN_BYTES``: the split is off by default). Each is timed twice: ``traceaudit analyze``
+with its terminal summary alone, and with ``--json OUT`` too (the JSON report of every
+connection and its timeline is written by one process, after the workers: the part that does
+not get faster). Runs alternate between the job counts (A B A B ...) so that other load on the
+machine falls on both alike, and every JSON report must equal the first one's
+(``generated_at`` aside).
+
+Figures per run: wall time; CPU time (user + system) of the whole process tree, worker
+processes included (this helper is a child subreaper, so orphaned workers are reaped and
+counted here); the *CPU path*, the parent's CPU time plus its busiest worker's (sampled from
+/proc every 20 ms), which is about what the wall time would be on idle cores; and the load
+average before the run. The speed-up is the ratio of median wall
+times. Nothing is asserted: the figures are printed (and go to docs/performance.md by hand).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DATA = ROOT / "bench-data" / "parallel"
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def make(path: Path, connections: int, seed: int, duration: float) -> Path:
+    if not path.exists():
+        subprocess.run([sys.executable, str(HERE / "make_synthetic.py"), str(path),
+                        "--connections", str(connections), "--seed", str(seed),
+                        "--duration", str(duration), "-q"], check=True)
+    return path
+
+
+def cpu_of_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def reap_orphans() -> None:
+    """Wait for every descendant this subreaper inherited (their CPU time counts then)."""
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
+class TreeCpu(threading.Thread):
+    """CPU seconds of every process below ``root``, sampled from /proc until stopped."""
+
+    def __init__(self, root: int) -> None:
+        super().__init__(daemon=True)
+        self.root, self.cpu, self.done = root, {}, threading.Event()
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            parents, cpu = {}, {}
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                parents[int(pid)] = int(fields[1])
+                cpu[int(pid)] = (int(fields[11]) + int(fields[12])) / self.tick
+            for pid, value in cpu.items():
+                p = pid
+                while p in parents and p != self.root:
+                    p = parents[p]
+                if p == self.root:
+                    self.cpu[pid] = max(value, self.cpu.get(pid, 0.0))
+
+    def path(self) -> float:
+        """The root's CPU plus its busiest descendant's."""
+        others = [v for pid, v in self.cpu.items() if pid != self.root]
+        return self.cpu.get(self.root, 0.0) + max(others, default=0.0)
+
+
+def timed(captures: list[Path], jobs: int, out: Path | None, split: bool) -> dict:
+    load = os.getloadavg()[0]
+    cmd = [sys.executable, "-m", "traceaudit", "analyze", *map(str, captures), "--jobs",
+           str(jobs), *(["--json", str(out)] if out else [])]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if split:
+        env["TRACEAUDIT_SPLIT_MIN_BYTES"] = "1"
+    cpu0, t0 = cpu_of_children(), time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    tree = TreeCpu(proc.pid)
+    tree.start()
+    _, stderr = proc.communicate()
+    tree.done.set()
+    tree.join()
+    reap_orphans()
+    wall, cpu = time.perf_counter() - t0, cpu_of_children() - cpu0
+    if proc.returncode not in (0, 1):
+        sys.exit(f"traceaudit failed ({proc.returncode}): {stderr.decode()}")
+    doc = json.loads(out.read_text()) if out else None
+    if doc:
+        doc.pop("generated_at")
+    return {"jobs": jobs, "wall": wall, "cpu": cpu, "path": tree.path(), "load": load,
+            "doc": doc}
+
+
+def compare(name: str, captures: list[Path], job_counts: list[int], repeat: int,
+            json_report: bool) -> dict:
+    name += " --json" if json_report else ""
+    runs: dict[int, list[dict]] = {j: [] for j in job_counts}
+    first = None
+    for _ in range(repeat):
+        for jobs in job_counts:
+            r = timed(captures, jobs, DATA / f"out-{jobs}.json" if json_report else None,
+                      split=len(captures) == 1)
+            if first is None:
+                first = r["doc"]
+            elif r["doc"] != first:
+                sys.exit(f"{name}: --jobs {jobs} gave another JSON report than --jobs "
+                         f"{job_counts[0]}")
+            r.pop("doc")
+            runs[jobs].append(r)
+            print(f"  {name} --jobs {jobs}: {r['wall']:6.2f} s wall, {r['cpu']:6.2f} s CPU, "
+                  f"CPU path {r['path']:5.2f} s, load {r['load']:.2f}", flush=True)
+    wall = {j: statistics.median(r["wall"] for r in rs) for j, rs in runs.items()}
+    cpu = {j: statistics.median(r["cpu"] for r in rs) for j, rs in runs.items()}
+    path = {j: statistics.median(r["path"] for r in rs) for j, rs in runs.items()}
+    base = job_counts[0]
+    for j in job_counts[1:]:
+        print(f"{name}: --jobs {j} is {wall[base] / wall[j]:.2f}x --jobs {base} (median wall "
+              f"{wall[base]:.2f} s -> {wall[j]:.2f} s; CPU {cpu[base]:.2f} s -> {cpu[j]:.2f} s; "
+              f"CPU path {path[base]:.2f} s -> {path[j]:.2f} s, "
+              f"{path[base] / path[j]:.2f}x)" + ("; JSON identical" if json_report else ""),
+              flush=True)
+    return {"wall": wall, "cpu": cpu, "path": path, "runs": runs}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=50_000, help="per file")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--large", action="store_true", help="also one large capture")
+    ap.add_argument("--large-connections", type=int, default=100_000)
+    ap.add_argument("--no-batch", action="store_true", help="only the large capture")
+    ap.add_argument("--json", type=Path, help="write the figures here too")
+    args = ap.parse_args()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    DATA.mkdir(parents=True, exist_ok=True)
+    duration = 600.0 * args.connections / 100_000
+    batch = [make(DATA / f"batch-{seed}.pcap", args.connections, seed, duration)
+             for seed in range(1, args.files + 1)]
+    packets = sum(p.stat().st_size for p in batch) / 2**20
+    print(f"batch: {args.files} captures, {args.connections:,} connections each, "
+          f"{packets:.0f} MiB; {os.cpu_count()} cores", flush=True)
+    figures = {} if args.no_batch else {
+        f"batch{' --json' * j}": compare("batch", batch, [1, args.jobs], args.repeat, j)
+        for j in (False, True)}
+    if args.large:
+        total = args.large_connections
+        large = make(DATA / f"large-{total}.pcap", total, 1, 600.0 * total / 100_000)
+        print(f"large: 1 capture, {total:,} connections, "
+              f"{large.stat().st_size / 2**20:.0f} MiB", flush=True)
+        for j in (False, True):
+            figures[f"large{' --json' * j}"] = compare("large", [large], [1, args.jobs],
+                                                       args.repeat, j)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""``--scheduler`` (issue 18, part 5): a real Dask scheduler and two workers on 127.0.0.1 read
+the captures and the client writes the reports: the JSON equals a local run's; a worker
+killed while it holds a capture is replaced, the capture read again, and the result is
+still complete (no connection lost or doubled)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+distributed = pytest.importorskip(
+    "distributed", reason="Dask distributed is not installed (the cluster extra: "
+                          "pip install -e '.[cluster]')")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_pcaps"
+HOLD_ENV = "TRACEAUDIT_TEST_HOLD"
+
+
+def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    # a session of its own: the worker's nanny and its worker process go down together
+    return subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(scheduler address, hold directory, scheduler log): a scheduler and two
+    single-threaded workers."""
+    where = tmp_path_factory.mktemp("dask")
+    hold = where / "hold"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), HOLD_ENV: f"{hold}:60"}
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    procs: list[subprocess.Popen] = []
+    try:
+        file = where / "scheduler.json"
+        procs.append(_spawn([*dask, "--host", "127.0.0.1", "--port", "0",
+                             "--no-dashboard", "--scheduler-file", str(file)], env,
+                            where / "scheduler.log"))
+        for n in range(2):
+            procs.append(_spawn([sys.executable, "-m", "distributed.cli.dask_worker",
+                                 "--scheduler-file", str(file), "--host", "127.0.0.1",
+                                 "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
+                                 "--local-directory", str(where / f"w{n}")], env,
+                                where / f"worker{n}.log"))
+        deadline = time.monotonic() + 60
+        while not file.exists():
+            assert time.monotonic() < deadline, (where / "scheduler.log").read_text()
+            time.sleep(0.2)
+        time.sleep(0.2)                     # (written whole)
+        address = json.loads(file.read_text())["address"]
+        with distributed.Client(address, timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address, hold, where / "scheduler.log"
+    finally:
+        _stop(procs)
+
+
+def _analyze(tmp_path: Path, name: str, *args) -> tuple[int, dict, str]:
+    out = tmp_path / f"{name}.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TRACEAUDIT_SCHEDULER", None)
+    r = subprocess.run([sys.executable, "-m", "traceaudit", "analyze", SAMPLES, "--json", out,
+                        *args], env=env, capture_output=True, text=True, timeout=180)
+    doc = json.loads(out.read_text())
+    doc.pop("generated_at")
+    return r.returncode, doc, r.stderr
+
+
+def _connections(doc: dict) -> list[tuple]:
+    return [(c["capture"], c["id"]) for c in doc["connections"]]
+
+
+def test_cluster_json_equals_local(cluster, tmp_path):
+    address, _, _ = cluster
+    code, local, _ = _analyze(tmp_path, "local", "--jobs", "1")
+    remote_code, remote, err = _analyze(tmp_path, "remote", "--scheduler", address)
+    assert (remote_code, err) == (code, "")
+    assert remote == local
+    assert len(_connections(remote)) == 2032
+
+
+def test_killed_worker_is_replaced(cluster, tmp_path):
+    """SIGKILL to the worker process holding a capture: Dask reads it again elsewhere."""
+    address, hold, log = cluster
+    assert "Remove worker" not in log.read_text()
+    code, local, _ = _analyze(tmp_path, "local", "--jobs", "1")
+    hold.mkdir()
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        out = tmp_path / "remote.json"
+        run = subprocess.Popen([sys.executable, "-m", "traceaudit", "analyze", SAMPLES,
+                                "--json", out, "--scheduler", address], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        held = hold / "held"
+        deadline = time.monotonic() + 60
+        while not (held.exists() and held.read_text()):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.1)
+        os.kill(int(held.read_text()), signal.SIGKILL)
+        _, err = run.communicate(timeout=120)
+    finally:
+        (hold / "held").unlink(missing_ok=True)
+        hold.rmdir()
+    assert run.returncode == code, err
+    assert "Remove worker" in log.read_text()                  # the scheduler saw it die
+    remote = json.loads(out.read_text())
+    remote.pop("generated_at")
+    assert _connections(remote) == _connections(local)          # none lost, none doubled
+    assert remote == local

@@ -1,0 +1,209 @@
+"""``--jobs N`` (issue 18, part 4): captures read in worker processes give every output of a
+one-process run byte for byte (only the run's clock differs), the same stderr lines and exit
+code when captures are damaged or missing, and rotated sets still read as one timeline."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_pcaps"
+
+#: what depends on the run's clock: generation time, elapsed time
+CLOCK = [re.compile(p) for p in (
+    r'"generated_at": ?"[^"]*"', r'timestamp="[^"]*"', r'<testsuites? ([^>]*?)time="[^"]*"',
+    r'"endTimeUtc": "[^"]*"', r'"elapsedSeconds": [0-9.e-]+', r'generated [0-9T:Z-]+',
+    r'took [0-9.]+ s', r'analysed in [0-9.]+ s', r'#(open|close)\t[0-9-]+')]
+
+
+def masked(data: bytes) -> bytes:
+    if data.startswith(b"PAR1"):                 # Parquet: no clock in it
+        return data
+    text = data.decode()
+    for pattern in CLOCK:
+        text = pattern.sub(lambda m: m.group(0)[:4] + "<clock>", text)
+    return text.encode()
+
+
+def traceaudit(*args, cwd: Path, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
+    return subprocess.run([sys.executable, "-m", "traceaudit", *map(str, args)], cwd=cwd,
+                          env=env, input=stdin, capture_output=True, timeout=120)
+
+
+def both(tmp_path: Path, *args, outputs=(), stdin: bytes | None = None) -> dict:
+    """Run ``traceaudit ARGS`` with --jobs 1 and --jobs 2 (each in its own directory, so
+    outputs named by relative paths do not collide) and assert every output equal."""
+    seen = {}
+    for jobs in (1, 2):
+        where = tmp_path / f"jobs{jobs}"
+        where.mkdir()
+        r = traceaudit(*args, "--jobs", jobs, cwd=where, stdin=stdin)
+        files = {name: masked((where / name).read_bytes()) for name in outputs}
+        seen[jobs] = (r.returncode, masked(r.stdout), masked(r.stderr), files)
+    one, two = seen[1], seen[2]
+    assert one[0] == two[0], (one[2], two[2])
+    assert one[2] == two[2]                       # stderr, line for line
+    assert one[1] == two[1]                       # stdout (summary, tables)
+    for name in outputs:
+        assert one[3][name] == two[3][name], name
+    return {"returncode": one[0], "stdout": one[1], "stderr": one[2], "files": one[3]}
+
+
+def test_analyze_reports_identical(tmp_path):
+    r = both(tmp_path, "analyze", SAMPLES, "--json", "r.json", "--junit", "r.xml",
+             "--sarif", "r.sarif", "--html", "r.html",
+             outputs=("r.json", "r.xml", "r.sarif", "r.html"))
+    assert r["returncode"] == 1
+    assert b"26 capture(s)" in r["stdout"]
+    assert r["files"]["r.json"].count(b'"rule":') > 20          # the findings are there
+
+
+@pytest.mark.parametrize("fmt", ["csv", "zeek", "parquet"])
+def test_flows_identical(tmp_path, fmt):
+    r = both(tmp_path, "flows", SAMPLES, "--format", fmt, "-o", "flows.out",
+             outputs=("flows.out",))
+    assert r["returncode"] == 0 and len(r["files"]["flows.out"]) > 10_000
+
+
+@pytest.mark.parametrize("args", [("flows",), ("states", "--at", "1", "--all")],
+                         ids=["flows-table", "states"])
+def test_terminal_tables_identical(tmp_path, args):
+    r = both(tmp_path, args[0], SAMPLES, *args[1:])
+    assert r["returncode"] == 0 and r["stdout"].count(b"\n") > 2000
+
+
+def test_damaged_missing_and_not_captures(tmp_path):
+    """Damage, a missing file and a file that is not a capture: the same stderr lines, in
+    the same order, and exit code 2; the other captures are analysed all the same."""
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for name in ("close-wait-leak.pcap", "half-close.pcap", "time-wait-pileup.pcap"):
+        shutil.copy(SAMPLES / name, batch / name)
+    whole = (SAMPLES / "lost-final-ack.pcap").read_bytes()
+    (batch / "cut.pcap").write_bytes(whole[:len(whole) - 7])          # a record cut short
+    (tmp_path / "garbage.pcap").write_bytes(b"this is not a capture\n" * 10)
+    (tmp_path / "run").mkdir()
+    r = both(tmp_path / "run", "analyze", batch, tmp_path / "garbage.pcap",
+             tmp_path / "missing.pcap", "--json", "r.json", outputs=("r.json",))
+    assert r["returncode"] == 2
+    errors = [line for line in r["stderr"].splitlines() if b"error:" in line]
+    assert len(errors) == 3 and b"cut.pcap at byte offset" in errors[0], r["stderr"]
+    assert b"garbage.pcap" in errors[1] and b"missing.pcap" in errors[2]
+    assert r["files"]["r.json"].count(b'"path":') >= 6
+
+
+def test_rotated_sets_and_standard_input(tmp_path):
+    """Rotated pieces are one unit (a timeline read by one worker), a set whose pieces
+    overlap is read apart in the same order, and '-' is read by the parent."""
+    if shutil.which("editcap") is None:
+        pytest.skip("needs editcap (wireshark-common) to split a capture")
+    ring = tmp_path / "ring"
+    ring.mkdir()
+    subprocess.run(["editcap", "-c", "5", SAMPLES / "close-wait-leak-rst.pcap",
+                    ring / "piece.pcap"], check=True, capture_output=True)
+    overlap = tmp_path / "overlap"
+    overlap.mkdir()
+    for name in ("out.pcap", "out.pcap1"):
+        shutil.copy(SAMPLES / "half-close.pcap", overlap / name)
+    (tmp_path / "run").mkdir()
+    piped = (SAMPLES / "fin-wait-2-hang.pcap").read_bytes()
+    r = both(tmp_path / "run", "analyze", ring, "-", overlap, SAMPLES / "half-open-handshake.pcap",
+             "--json", "r.json", outputs=("r.json",), stdin=piped)
+    doc = r["files"]["r.json"]
+    assert doc.count(b'"merge_command"') == 2                     # ring and overlap's first
+    assert b"/dev/stdin" in doc and b"out.pcap1 starts" in r["stderr"]
+    assert b"TA101" in doc                                         # the ring's finding
+
+
+def test_one_unit_needs_no_pool(monkeypatch):
+    """A single capture (or stdin beside it), or a small batch without --jobs, is read in
+    this process: no worker to start."""
+    from traceaudit.parallel import runner
+    from traceaudit.pipeline import ReadOptions
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for one unit")
+
+    monkeypatch.setattr(runner, "_pooled", no_pool)
+    done = list(runner.read_units([SAMPLES / "half-close.pcap"], ReadOptions(), None, jobs=4))
+    assert len(done) == 1 and len(done[0].analysis.table) == 1
+    done = list(runner.read_units([SAMPLES / "half-close.pcap", Path("/dev/null")],
+                                  ReadOptions(), None, jobs=4))
+    assert len(done) == 2 and done[1].analysis.failed
+    # without --jobs, small captures are read here too (workers cost more than they save)
+    few = [SAMPLES / "half-close.pcap", SAMPLES / "close-wait-leak.pcap"]
+    assert len(list(runner.read_units(few, ReadOptions(), None, jobs=None))) == 2
+    monkeypatch.setattr(runner, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(runner, "default_jobs", lambda: 2)
+    with pytest.raises(AssertionError, match="a pool was started"):
+        list(runner.read_units(few, ReadOptions(), None, jobs=None))
+
+
+def test_errors_and_spilled_tables_cross_processes():
+    """What a worker sends back survives pickling: capture errors with their attributes,
+    and a flow table spilled to a temporary file."""
+    from traceaudit.errors import CaptureBug, CaptureError, CaptureNotFoundError
+    from traceaudit.pipeline import ReadOptions, analyze_capture
+    from traceaudit.retire import RetireOptions
+    for error in (CaptureError("a.pcap", "cut short", offset=40), CaptureNotFoundError("b"),
+                  CaptureBug("c.pcap", ValueError("boom"))):
+        back = pickle.loads(pickle.dumps(error))
+        assert type(back) is type(error) and str(back) == str(error)
+        assert back.__dict__ == error.__dict__
+    assert pickle.loads(pickle.dumps(CaptureNotFoundError("b"))).errno == 2
+    a = analyze_capture(SAMPLES / "time-wait-pileup.pcap", ReadOptions(retire=RetireOptions()))
+    back = pickle.loads(pickle.dumps(a.table))
+    assert len(back) == len(a.table) == 2000
+    assert back.columns().arrow().equals(a.table.columns().arrow())
+
+
+@pytest.mark.parametrize("args", [("analyze", "--json", "out"),
+                                  ("flows", "--format", "csv", "-o", "out")],
+                         ids=["analyze", "flows-csv"])
+def test_one_capture_split_by_flow_hash(tmp_path, monkeypatch, args):
+    """One large capture with --jobs 2 is read as two shares by flow hash (``shares``) and
+    merged: every output as one read's (a low threshold makes the sample "large")."""
+    monkeypatch.setenv("TRACEAUDIT_SPLIT_MIN_BYTES", "1000")
+    sample = SAMPLES / "time-wait-pileup.pcap"
+    r = both(tmp_path, args[0], sample, *args[1:], outputs=("out",))
+    assert r["files"]["out"].count(b"\n") >= 2000 or r["files"]["out"].count(b'"id":') >= 2000
+
+
+def test_split_only_for_one_large_file(monkeypatch):
+    """The split is taken for one file over the threshold with more than one job, and only
+    then (a batch is read a capture per worker)."""
+    from traceaudit.parallel import runner, shares
+    from traceaudit.pipeline import ReadOptions
+    calls = []
+    real = shares.analyze_in_shares
+
+    def counted(path, options, of, executor, **kw):
+        calls.append((Path(path).name, of))
+        return real(path, options, of=of, executor=None, **kw)      # (in this process)
+
+    monkeypatch.setattr(shares, "analyze_in_shares", counted)
+    monkeypatch.setattr(runner, "_pool", lambda workers: _NoPool())
+    sample = SAMPLES / "time-wait-pileup.pcap"
+    monkeypatch.setenv("TRACEAUDIT_SPLIT_MIN_BYTES", str(sample.stat().st_size + 1))
+    assert len(list(runner.read_units([sample], ReadOptions(), None, jobs=2))) == 1
+    assert calls == []                                              # under the threshold
+    monkeypatch.setenv("TRACEAUDIT_SPLIT_MIN_BYTES", str(sample.stat().st_size))
+    (done,) = runner.read_units([sample], ReadOptions(), None, jobs=1)
+    assert calls == []                                              # one job: one read
+    (split,) = runner.read_units([sample], ReadOptions(), None, jobs=2)
+    assert calls == [("time-wait-pileup.pcap", 2)]
+    assert len(split.analysis.table) == len(done.analysis.table) == 2000
+
+
+class _NoPool:
+    def shutdown(self, **kw) -> None:
+        pass

@@ -1,0 +1,57 @@
+"""Units read on a Dask distributed cluster (``--scheduler tcp://HOST:PORT``).
+
+Workers read the captures from paths they all see (shared storage) and send back what the
+command's step keeps: the slimmed analysis and the findings, whose tables are NumPy columns
+(Dask moves their buffers without copying them through pickle). A worker lost while it holds
+a unit (killed, out of memory) is replaced and the unit read again by another: the
+scheduler's own rescheduling, plus ``RETRIES`` for an exception that escapes a unit.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from traceaudit.errors import ClusterError
+from traceaudit.parallel.runner import in_process, outcome, worker_readable
+from traceaudit.parallel.units import Done, read_unit
+from traceaudit.pipeline import ReadOptions
+
+if TYPE_CHECKING:
+    from traceaudit.capture import CaptureStats
+    from traceaudit.parallel.steps import Step
+
+RETRIES = 3
+CONNECT_TIMEOUT_S = 20
+SCHEDULER_ENV = "TRACEAUDIT_SCHEDULER"
+
+
+def cluster_units(units: list, options: ReadOptions, step: Step | None, address: str,
+                  progress: Callable[[CaptureStats], None] | None = None) -> Iterator[Done]:
+    """As ``runner.read_units``, each worker-readable unit a task on the cluster at
+    ``address`` (standard input and pipes are read here)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ClusterError("--scheduler needs Dask distributed: pip install "
+                           "'traceaudit[cluster]'") from None
+    try:
+        client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(f"cannot reach the Dask scheduler {address}: {exc}") from None
+    try:
+        futures = [client.submit(read_unit, u, options, step, pure=False, retries=RETRIES,
+                                 key=f"traceaudit-unit-{i}-{_token()}")
+                   if worker_readable(u) else None for i, u in enumerate(units)]
+        for unit, future in zip(units, futures):
+            if future is None:
+                yield from in_process([unit], options, step, progress)
+            else:
+                yield from outcome(future, unit, options)
+                future.release()
+    finally:
+        client.close()
+
+
+def _token() -> str:
+    import uuid
+    return uuid.uuid4().hex[:12]

@@ -1,0 +1,170 @@
+"""Units read in order here, in worker processes (``--jobs``) or on a Dask cluster
+(``--scheduler``); results are yielded in input order whichever way they were read."""
+
+from __future__ import annotations
+
+import gc
+import os
+import stat
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
+
+from traceaudit.errors import CaptureBug
+from traceaudit.parallel.units import Done, apply_step, read_unit
+from traceaudit.pipeline import ReadOptions, analyze_captures, failed_analysis
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from traceaudit.capture import CaptureSet, CaptureStats
+    from traceaudit.parallel.steps import Step
+
+Unit = "Path | CaptureSet"
+
+#: with this set (a size in bytes), one capture file at least that large, alone in its run,
+#: is split across the workers by flow hash (``shares``) instead of being read by one. Off by
+#: default: on the 2-core machine it measured slower than one read (docs/parallel.md).
+SPLIT_ENV = "TRACEAUDIT_SPLIT_MIN_BYTES"
+
+#: without --jobs, captures smaller than this in all are read here: starting the workers
+#: (~0.5 s of CPU) would cost more than it saves (sample_pcaps/: 1.2 s in one process, 1.9 s
+#: with two workers)
+POOL_MIN_BYTES = 64 << 20
+
+
+def default_jobs() -> int:
+    """The cores this process may run on (``--jobs`` default)."""
+    count = getattr(os, "process_cpu_count", None)          # Python 3.13
+    if count is not None:
+        return max(1, count() or 1)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def read_units(units: Iterable[Unit], options: ReadOptions, step: Step | None, *,
+               jobs: int | None = 1, scheduler: str | None = None,
+               progress: Callable[[CaptureStats], None] | None = None) -> Iterator[Done]:
+    """Every unit read and ``step`` applied, in input order. One job (or a single unit a
+    worker could read) runs here, exactly as ``pipeline.analyze_captures``; ``progress`` sees
+    the packets of what is read here. ``jobs`` None: the cores this process may use, if the
+    captures are large enough to be worth it (``POOL_MIN_BYTES``)."""
+    units = list(units)
+    if scheduler:
+        from traceaudit.parallel.cluster import cluster_units
+        yield from cluster_units(units, options, step, scheduler, progress)
+        return
+    if jobs is None:
+        jobs = default_jobs() if _bytes(units) >= POOL_MIN_BYTES else 1
+    if jobs > 1 and len(units) == 1 and _large_file(units[0]):
+        yield from _split(units[0], options, step, jobs)
+        return
+    if jobs <= 1 or sum(map(worker_readable, units)) < 2:
+        yield from in_process(units, options, step, progress)
+        return
+    yield from _pooled(units, options, step, jobs, progress)
+
+
+def in_process(units: list[Unit], options: ReadOptions, step: Step | None,
+               progress: Callable[[CaptureStats], None] | None = None) -> Iterator[Done]:
+    """The units read here, one after another; between two, once the caller has taken the
+    first's result, one capture's reference cycles are collected (automatic collection is
+    off, ``cli.main``). Results from workers need none: no reading happened here."""
+    for i, unit in enumerate(units):
+        if i:
+            gc.collect()
+        for analysis in analyze_captures([unit], options, progress):
+            yield apply_step(analysis, step, options)
+
+
+def worker_readable(unit: Unit) -> bool:
+    """Whether another process can read the unit: regular files only (standard input, a pipe
+    or a device is read once, here)."""
+    files = getattr(unit, "files", (unit,))
+    try:
+        return all(stat.S_ISREG(os.stat(f).st_mode) for f in files)
+    except OSError:
+        return False             # not found: the error is made (and said) here, as before
+
+
+def _bytes(units: list[Unit]) -> int:
+    total = 0
+    for unit in filter(worker_readable, units):
+        total += sum(os.stat(f).st_size for f in getattr(unit, "files", (unit,)))
+    return total
+
+
+def _pool(workers: int):
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # forkserver: the parent may run threads (the read-ahead decoder); a plain fork would copy
+    # their locks. The server imports the reader once; each worker forks from it.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["traceaudit.parallel.units"])
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_started)
+
+
+def _large_file(unit: Unit) -> bool:
+    """A single file (not a set: its pieces are checked as they are read) worth splitting."""
+    if not isinstance(unit, Path) or not worker_readable(unit):
+        return False
+    try:
+        least = int(os.environ.get(SPLIT_ENV, ""))
+    except ValueError:
+        return False
+    return unit.stat().st_size >= least
+
+
+def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> Iterator[Done]:
+    """One capture read as ``jobs`` shares by flow hash, merged into what one read gives; the
+    step runs here, on the merged analysis."""
+    from traceaudit.parallel.shares import analyze_in_shares
+    from traceaudit.parallel.steps import FlowsOnly
+    pool = _pool(jobs)
+    try:
+        analysis = analyze_in_shares(unit, options, of=jobs, executor=pool,
+                                     flows_only=isinstance(step, FlowsOnly))
+    except Exception as exc:
+        analysis = failed_analysis(str(unit), CaptureBug(str(unit), exc), options)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    yield apply_step(analysis, step, options)
+
+
+def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: int,
+            progress) -> Iterator[Done]:
+    remote = [worker_readable(u) for u in units]
+    pool = _pool(min(jobs, sum(remote)))
+    try:
+        futures = [pool.submit(read_unit, u, options, step) if r else None
+                   for u, r in zip(units, remote)]
+        for unit, future in zip(units, futures):
+            if future is None:
+                yield from in_process([unit], options, step, progress)
+            else:
+                yield from outcome(future, unit, options)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def outcome(future: Future, unit: Unit, options: ReadOptions) -> list[Done]:
+    """A unit's results; a result that could not come back fails that unit alone (as an
+    exception in the unit would). A worker that died breaks the pool: every unit not yet
+    returned fails so, each with its own error line."""
+    try:
+        return future.result()
+    except Exception as exc:
+        from concurrent.futures.process import BrokenProcessPool
+        if isinstance(exc, BrokenProcessPool):
+            exc = RuntimeError("the worker process reading it ended abruptly (killed, or out "
+                               "of memory)")
+        return [Done(failed_analysis(str(unit), CaptureBug(str(unit), exc), options))]
+
+
+def _worker_started() -> None:
+    """As the command line does in its own process: no automatic cyclic garbage collection
+    (``read_unit`` collects after each capture)."""
+    gc.disable()
+    gc.freeze()
