@@ -194,7 +194,9 @@ def test_shell_completion_of_commands_options_and_rules():
     assert "complete -o nosort -F _traceaudit_completion traceaudit" in r.output
     assert complete("traceaudit an", 1) == ["analyze"]
     assert "--fail-on" in complete("traceaudit analyze --fai", 2)
-    assert complete("traceaudit rules TA11", 2) == ["TA110", "TA111", "TA112", "TA113"]
+    from traceaudit.rules import registry
+    ta11 = sorted(r.code for r in registry().values() if r.code.startswith("TA11"))
+    assert len(ta11) >= 4 and complete("traceaudit rules TA11", 2) == ta11
     # after a comma, the list so far is kept and the last entry completed
     assert complete("traceaudit analyze --select TA101,half-c", 3) == ["TA101,half-closed-leak"]
     assert "TA108" in complete("traceaudit analyze --ignore TA10", 3)
