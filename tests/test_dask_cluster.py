@@ -97,7 +97,9 @@ def test_cluster_json_equals_local(cluster, tmp_path):
     remote_code, remote, err = _analyze(tmp_path, "remote", "--scheduler", address)
     assert (remote_code, err) == (code, "")
     assert remote == local
-    assert len(_connections(remote)) == 2032
+    listed = _connections(remote)
+    assert len(listed) == len(set(listed)) == sum(c["connections"] or 0
+                                                  for c in remote["captures"]) > 2000
 
 
 def test_killed_worker_is_replaced(cluster, tmp_path):
