@@ -71,7 +71,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                   each: Callable[[CaptureAnalysis], CaptureAnalysis] | None = None,
                   excerpts: bool = False,
                   frames: bool = True,
-                  retire: bool = False,
+                  retire: bool | RetireOptions = False,
                   merge: bool | None = None,
                   skipped: list | None = None) -> tuple[list[CaptureAnalysis], bool]:
     """Analyse every capture; report damage on stderr. Returns (analyses, any capture failed).
@@ -79,7 +79,8 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     ``each`` sees every analysis as soon as it is complete (and may slim it down) before the
     next capture is read. ``excerpts``: keep packets for ladder diagrams (only HTML draws them).
     ``frames``: the caller will use the DataFrames (pandas is imported while reading).
-    ``retire``: only the flow table is wanted; it is spilled as connections finish.
+    ``retire``: only the flow table is wanted; it is spilled as connections finish (given as
+    ``RetireOptions``: those; ``analyze``'s flat read spills their facts and timelines too).
     ``merge``: rotated sets as one timeline (None: found by name and time; see
     ``capture.sets``). ``skipped`` (a list) receives the files of directories that are not
     captures, for the caller to list; without it they are named on stderr.
@@ -96,7 +97,8 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
 
     options = ReadOptions(reader=reader, verify_checksums=verify_checksums, tracker=tracker,
                           excerpts=excerpts, frames_soon=frames,
-                          retire=RetireOptions() if retire else None)
+                          retire=retire if isinstance(retire, RetireOptions)
+                          else RetireOptions() if retire else None)
     results, failed = [], False
     with CaptureProgress(files) as progress:
         for analysis in analyze_captures(group_captures(files, merge), options,
@@ -115,6 +117,10 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
             failed = failed or analysis.stats.error is not None
     return results, failed
 
+
+#: ``analyze``'s read without --html: connections spilled with their facts and timelines, the
+#: rules and reports read them back a chunk at a time (``retire/flat.py``)
+FLAT_READ = RetireOptions(facts=True)
 
 #: the capture read for ``-``: a pipe into standard input, read once, never seeked or re-read
 STDIN_PATH = "/dev/stdin"
@@ -400,10 +406,13 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             return kept
 
         skipped: list[str] = []
+        # without --html, finished connections go to disk as the read goes (flat memory;
+        # captures that cannot be read twice are kept whole: pipeline.analyze_capture)
         results, _ = read_captures(captures, reader, verify_checksums,
                                    _tracker_config(msl2, fin_timeout), each=audit,
                                    excerpts=html_path is not None,
-                                   frames=html_path is not None, merge=merge, skipped=skipped)
+                                   frames=html_path is not None, merge=merge, skipped=skipped,
+                                   retire=FLAT_READ if html_path is None else False)
         report = build_report(results, config, known, findings=findings,
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(

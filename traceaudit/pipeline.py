@@ -216,7 +216,8 @@ def _retiring_read(path: str | Path, options: ReadOptions,
     from traceaudit.retire.sweep import Retirer, TupleSet, finish_live
     stages = _Stages(path, options, excerpts=False)
     source = stages.source
-    spill = SpilledTable(str(path), zeek=options.zeek is not None)
+    spill = SpilledTable(str(path), zeek=options.zeek is not None,
+                         with_facts=options.retire.facts)
     retirer = Retirer(spill, options.retire)
     last_frame = 0
     batches = stages.batches()

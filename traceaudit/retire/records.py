@@ -60,10 +60,11 @@ class Records:
 
 
 def make_records(raw: dict[str, np.ndarray], tracked: Tracked, events: np.ndarray,
-                 zeek: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> Records:
+                 zeek: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                 sort: bool = True) -> Records:
     """Records of k connections: ``raw`` flow fields, their tracker rows and corrected events
     (connection numbers 0..k-1), and the Zeek view ``(conn_state, history, flipped)``;
-    sorted by first frame (rows in creation order already are)."""
+    sorted by first frame (rows in creation order already are) unless not ``sort``."""
     k = len(raw["first_frame"])
     rec = Records.empty(k)
     for name in RAW_FIELDS:
@@ -76,7 +77,7 @@ def make_records(raw: dict[str, np.ndarray], tracked: Tracked, events: np.ndarra
         rec["conn_state"], letters, rec["zeek_flipped"] = zeek
         rec.set_history(letters)
     first = rec["first_frame"]
-    if k > 1 and (first[1:] < first[:-1]).any():
+    if sort and k > 1 and (first[1:] < first[:-1]).any():
         rec = rec.take(np.argsort(first, kind="stable"))
     return rec
 

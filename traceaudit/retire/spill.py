@@ -4,46 +4,115 @@ Records are written to one unlinked temporary file in *segments*: each retiremen
 its records grouped by bucket (``BUCKET_FRAMES`` consecutive first-frame numbers). At the end a
 bucket's segments are read together and sorted, so reading back holds one bucket's rows at a
 time, whatever the capture's length.
+
+A table spilled ``with_facts`` (``traceaudit analyze``'s flat read) keeps beside each record
+the connection's tracker facts and corrected timeline, so that the rules and the JSON report
+read them back a bucket at a time (``Finished``).
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from traceaudit.flows.columns import Coded, Columns, Repeated
 from traceaudit.retire.records import FIELDS, Records, record_columns
+from traceaudit.tracking.facts import conn_table, endpoint_table
+from traceaudit.tracking.tracker import EV_CONN
 
 BUCKET_FRAMES = 1 << 18
+_EV_COLS = 6
+_ENDS_BYTES = endpoint_table(0).dtype.itemsize * 2     # a connection's two endpoints
+_CONN_BYTES = conn_table(0).dtype.itemsize
+
+
+@dataclass
+class Finished:
+    """Finished connections in order of first frame, with what the rules read of them: tracker
+    facts (``prev``: the previous incarnation's *first frame*, -1 when none) and corrected
+    events (``EV_CONN``: the row here)."""
+
+    records: Records
+    ends: np.ndarray            # (k, 2) endpoint facts
+    conns: np.ndarray           # (k,) connection facts
+    events: np.ndarray          # (m, 6), sorted by row, endpoint, time
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def take(self, rows: np.ndarray) -> "Finished":
+        """Rows ``rows`` (ascending or any order: the events follow their rows)."""
+        new = np.full(len(self), -1, np.int64)
+        new[rows] = np.arange(len(rows))
+        ev = self.events[new[self.events[:, EV_CONN]] >= 0]
+        ev[:, EV_CONN] = new[ev[:, EV_CONN]]
+        if len(ev) > 1 and (ev[1:, EV_CONN] < ev[:-1, EV_CONN]).any():
+            ev = ev[np.argsort(ev[:, EV_CONN], kind="stable")]   # (each timeline's order kept)
+        return Finished(self.records.take(rows), self.ends[rows], self.conns[rows], ev)
+
+    @staticmethod
+    def concat(parts: list["Finished"]) -> "Finished":
+        base = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        events = []
+        for b, p in zip(base.tolist(), parts):
+            ev = p.events.copy()
+            ev[:, EV_CONN] += b
+            events.append(ev)
+        return Finished(Records.concat([p.records for p in parts]),
+                        np.concatenate([p.ends for p in parts]),
+                        np.concatenate([p.conns for p in parts]),
+                        np.concatenate(events) if events else np.empty((0, _EV_COLS), np.int64))
 
 
 class SpilledTable:
     """A flow table kept on disk (``CaptureAnalysis.table`` of a retiring read)."""
 
-    def __init__(self, capture: str, zeek: bool) -> None:
+    def __init__(self, capture: str, zeek: bool, with_facts: bool = False) -> None:
         self.capture = capture
         self.zeek = zeek
+        self.with_facts = with_facts
         self._file = tempfile.TemporaryFile(prefix="traceaudit-spill-")
-        self._segments: list[tuple[int, int, int, bool]] = []   # bucket, offset, rows, repair
+        # bucket, offset, rows, repair, events (with_facts: facts and events follow the records)
+        self._segments: list[tuple[int, int, int, bool, int]] = []
         self._end = 0
         self._rows = 0
         self._drop = None                # selects first-read rows to drop (repaired tuples)
         self._dropped = 0
+        # connection id -> (client, server) "ip:port" of the connections findings name (what the
+        # CI reports write of them; set by the flat read's rules, ``retire/flat.py``)
+        self.endpoint_texts: dict[int, tuple[str, str]] = {}
 
-    def append(self, records: Records, repair: bool = False) -> None:
-        """Add records sorted by first frame (``repair``: rows of the filtered second read)."""
+    def append(self, records: Records | Finished, repair: bool = False) -> None:
+        """Add records (``with_facts``: ``Finished`` rows) sorted by first frame (``repair``:
+        rows of the filtered second read)."""
+        finished = records if isinstance(records, Finished) else None
+        if finished is not None:
+            records = finished.records
         if not len(records):
             return
         bucket = records["first_frame"] // BUCKET_FRAMES
         bounds = [0, *(np.flatnonzero(np.diff(bucket)) + 1).tolist(), len(records)]
+        if finished is not None:
+            ev_bounds = np.searchsorted(finished.events[:, EV_CONN], bounds).tolist()
         self._file.seek(self._end)
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            data = np.ascontiguousarray(records.data[:, a:b]).tobytes()
-            self._file.write(data)
-            self._segments.append((int(bucket[a]), self._end, b - a, repair))
-            self._end += len(data)
+        for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            pieces = [np.ascontiguousarray(records.data[:, a:b]).tobytes()]
+            n_ev = 0
+            if finished is not None:
+                ev = finished.events[ev_bounds[i]:ev_bounds[i + 1]].copy()
+                ev[:, EV_CONN] -= a
+                n_ev = len(ev)
+                pieces += [np.ascontiguousarray(finished.ends[a:b]).tobytes(),
+                           np.ascontiguousarray(finished.conns[a:b]).tobytes(), ev.tobytes()]
+            size = 0
+            for data in pieces:
+                self._file.write(data)
+                size += len(data)
+            self._segments.append((int(bucket[a]), self._end, b - a, repair, n_ev))
+            self._end += size
         self._rows += len(records)
 
     def drop_first_read(self, select) -> None:
@@ -54,7 +123,7 @@ class SpilledTable:
                             if not repair)
 
     def _read_all(self) -> Iterator[tuple[Records, bool]]:
-        for _, offset, rows, repair in self._segments:
+        for _, offset, rows, repair, _ in self._segments:
             yield self._read(offset, rows), repair
 
     def _read(self, offset: int, rows: int) -> Records:
@@ -65,26 +134,52 @@ class SpilledTable:
     def __len__(self) -> int:
         return self._rows - self._dropped
 
-    def chunks(self) -> Iterator[Columns]:
-        """The rows in order of first frame, a bucket at a time, with their ids."""
-        by_bucket: dict[int, list[tuple[int, int, bool]]] = {}
-        for bucket, offset, rows, repair in self._segments:
-            by_bucket.setdefault(bucket, []).append((offset, rows, repair))
+    def _read_finished(self, offset: int, rows: int, n_ev: int) -> Finished:
+        records = self._read(offset, rows)
+        ends = np.frombuffer(self._file.read(rows * _ENDS_BYTES), endpoint_table(0).dtype)
+        conns = np.frombuffer(self._file.read(rows * _CONN_BYTES), conn_table(0).dtype)
+        events = np.frombuffer(self._file.read(n_ev * _EV_COLS * 8), np.int64)
+        return Finished(records, ends.reshape(rows, 2).copy(), conns.copy(),
+                        events.reshape(n_ev, _EV_COLS).copy())
+
+    def finished(self) -> Iterator[tuple[int, Finished]]:
+        """(first id, rows) a bucket at a time in order of first frame (``with_facts``)."""
+        assert self.with_facts
+        for first_id, parts in self._buckets(lambda o, r, e: self._read_finished(o, r, e)):
+            rows = Finished.concat(parts) if len(parts) > 1 else parts[0]
+            first = rows.records["first_frame"]
+            if len(first) > 1 and (first[1:] < first[:-1]).any():
+                rows = rows.take(np.argsort(first, kind="stable"))
+            yield first_id, rows
+
+    def _buckets(self, read) -> Iterator[tuple[int, list]]:
+        """Per bucket in order: (id of its first row, its parts as ``read`` gives them, the
+        first read's rows of repaired 4-tuples left out)."""
+        by_bucket: dict[int, list[tuple[int, int, bool, int]]] = {}
+        for bucket, offset, rows, repair, n_ev in self._segments:
+            by_bucket.setdefault(bucket, []).append((offset, rows, repair, n_ev))
         first_id = 0
         for bucket in sorted(by_bucket):
             parts = []
-            for offset, rows, repair in by_bucket[bucket]:
-                part = self._read(offset, rows)
+            for offset, rows, repair, n_ev in by_bucket[bucket]:
+                part = read(offset, rows, n_ev)
                 if self._drop is not None and not repair:
-                    part = part.take(~self._drop(part))
-                parts.append(part)
+                    records = part if isinstance(part, Records) else part.records
+                    part = part.take(np.flatnonzero(~self._drop(records)))
+                if len(part):
+                    parts.append(part)
+            if parts:
+                yield first_id, parts
+                first_id += sum(len(p) for p in parts)
+
+    def chunks(self) -> Iterator[Columns]:
+        """The rows in order of first frame, a bucket at a time, with their ids."""
+        for first_id, parts in self._buckets(lambda o, r, e: self._read(o, r)):
             rec = Records.concat(parts) if len(parts) > 1 else parts[0]
             first = rec["first_frame"]
             if len(first) > 1 and (first[1:] < first[:-1]).any():
                 rec = rec.take(np.argsort(first, kind="stable"))
-            if len(rec):
-                yield record_columns(rec, self.capture, first_id, self.zeek)
-                first_id += len(rec)
+            yield record_columns(rec, self.capture, first_id, self.zeek)
 
     def columns(self) -> Columns:
         """All rows as one in-memory table (the small formats: terminal table, JSON)."""
@@ -98,6 +193,18 @@ class SpilledTable:
 
     def frame(self):
         return self.columns().frame()
+
+    def value_counts(self, name: str) -> dict:
+        """``Columns.value_counts`` of a coded column (close_role, ...), a bucket at a time."""
+        counts, labels = None, None
+        for chunk in self.chunks():
+            column = chunk.column(name)
+            part = np.bincount(column.codes, minlength=len(column.labels))
+            counts = part if counts is None else counts + part
+            labels = column.labels
+        if counts is None:
+            return {}
+        return {label: int(k) for label, k in zip(labels.tolist(), counts.tolist()) if k}
 
     def close(self) -> None:
         self._file.close()

@@ -1,0 +1,126 @@
+"""``traceaudit analyze`` with flat memory: the rules and the reports read a retiring read's
+spill (``SpilledTable(with_facts=True)``) a bucket of connections at a time.
+
+The rules are vectorised over a capture's connections. A chunk (one bucket of first frames,
+``spill.BUCKET_FRAMES``) is given to them as a ``CaptureAnalysis`` of its own: its flow table
+(ids those of the whole capture), tracker facts and corrected timelines. What a rule needs
+of the *other* connections (a service's other connections, TIME_WAIT stays per host, ...) is
+a summary its module declares in ``TOTALS``: ``{name: (summarize(view, params), merge)}``.
+A first pass over the chunks sums those; the second runs every rule on every chunk with the
+sums at hand (``View.totals``). A rule that reports for the whole capture does so on the last
+chunk (``View.final``). Findings are the same, in the same order, as from a read that keeps
+every connection (``tests/test_flat_analyze.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+
+from traceaudit.pipeline import CaptureAnalysis
+from traceaudit.retire.records import record_columns
+from traceaudit.tracking.tracker import Tracked
+
+if TYPE_CHECKING:
+    from traceaudit.rules.config import RulesConfig
+    from traceaudit.rules.model import Finding
+
+
+def is_flat(analysis: CaptureAnalysis) -> bool:
+    """The analysis of a flat read: its connections are on disk, read a chunk at a time."""
+    return getattr(analysis.table, "with_facts", False)
+
+
+def chunks(analysis: CaptureAnalysis) -> Iterator[CaptureAnalysis]:
+    """The connections of a flat read as consecutive analyses of their own, in id order.
+
+    A connection's ``prev`` fact (its previous incarnation) is made an id: the spill keeps
+    its first frame; every id so far is known by first frame (8 bytes a connection)."""
+    spill = analysis.table
+    t = analysis.tracked
+    known_frames: list[np.ndarray] = []
+    known_ids: list[int] = []
+    for first_id, rows in spill.finished():
+        first = rows.records["first_frame"]
+        known_frames.append(first)
+        known_ids.append(first_id)
+        conns = rows.conns
+        prev = conns["prev"]
+        for i in np.flatnonzero(prev >= 0).tolist():
+            prev[i] = _id_of(int(prev[i]), known_frames, known_ids)
+        table = record_columns(rows.records, spill.capture, first_id, spill.zeek)
+        tracked = Tracked(rows.ends, conns, np.empty((0, 6), np.int64), t.end_ts_ns, t.config)
+        yield CaptureAnalysis(analysis.stats, table, tracked, rows.events)
+
+
+def _id_of(frame: int, frames: list[np.ndarray], ids: list[int]) -> int:
+    """The id of the connection whose first frame is ``frame`` (an earlier one)."""
+    for part, first_id in zip(reversed(frames), reversed(ids)):
+        if len(part) and part[0] <= frame:
+            i = int(np.searchsorted(part, frame))
+            if i < len(part) and part[i] == frame:
+                return first_id + i
+            break
+    return -1
+
+
+def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding"]:
+    """``rules.run_rules`` for a flat read, chunk by chunk (unsorted)."""
+    from traceaudit.rules.common import View
+    rules = config.active_rules()
+    summaries = {}
+    for rule in rules:
+        module = sys.modules[rule.check.__module__]
+        for name, (summarize, merge) in getattr(module, "TOTALS", {}).items():
+            summaries[name] = (summarize, merge, config.params(rule))
+    totals: dict = {}
+    if summaries:
+        for chunk in chunks(analysis):
+            view = View(chunk)
+            for name, (summarize, merge, params) in summaries.items():
+                part = summarize(view, params)
+                totals[name] = merge(totals[name], part) if name in totals else part
+    findings: list = []
+    pending = None
+    for chunk in chunks(analysis):
+        if pending is not None:
+            findings.extend(_chunk_findings(pending, analysis.table, config, totals,
+                                            final=False))
+        pending = chunk
+    if pending is not None:
+        findings.extend(_chunk_findings(pending, analysis.table, config, totals, final=True))
+    return findings
+
+
+def _chunk_findings(chunk: CaptureAnalysis, spilled, config, totals: dict,
+                    final: bool) -> list:
+    from traceaudit.rules import apply_rules
+    from traceaudit.rules.common import View
+    chunk.__dict__["_rules_view"] = View(chunk, totals=totals, final=final)
+    found = apply_rules(chunk, config)
+    _name_endpoints(chunk, [f.connection for f in found if f.connection is not None], spilled)
+    return found
+
+
+def _name_endpoints(chunk: CaptureAnalysis, ids: list[int], spilled) -> None:
+    """Keep the endpoints of the connections ``ids`` (findings name them) for the CI reports
+    (``ci_common.endpoints``), as that writes them."""
+    from traceaudit.report.ci_common import hostport
+    if not ids:
+        return
+    table = chunk.table
+    rows = np.asarray(ids, np.int64) - int(table["id"][0])
+    cols = [table[c][rows].tolist() for c in ("client_ip", "client_port", "server_ip",
+                                              "server_port")]
+    for i, ci, cp, si, sp in zip(ids, *cols):
+        spilled.endpoint_texts[int(i)] = (hostport(ci, cp), hostport(si, sp))
+
+
+def slimmed(analysis: CaptureAnalysis) -> CaptureAnalysis:
+    """What the reports keep of a flat read: the spill (read again by the JSON report) and
+    the stats; the rules' summaries and views are dropped."""
+    analysis.__dict__.pop("_rules_view", None)
+    return replace(analysis)
