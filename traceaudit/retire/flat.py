@@ -100,7 +100,10 @@ def _chunk_findings(chunk: CaptureAnalysis, spilled, config, totals: dict,
     from traceaudit.rules import apply_rules
     from traceaudit.rules.common import View
     chunk.__dict__["_rules_view"] = View(chunk, totals=totals, final=final)
-    found = apply_rules(chunk, config)
+    try:
+        found = apply_rules(chunk, config)
+    finally:
+        del chunk.__dict__["_rules_view"]       # (a cycle: the chunk would wait for the GC)
     _name_endpoints(chunk, [f.connection for f in found if f.connection is not None], spilled)
     return found
 

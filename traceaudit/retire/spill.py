@@ -44,27 +44,24 @@ class Finished:
         return len(self.records)
 
     def take(self, rows: np.ndarray) -> "Finished":
-        """Rows ``rows`` (ascending or any order: the events follow their rows)."""
-        new = np.full(len(self), -1, np.int64)
-        new[rows] = np.arange(len(rows))
-        ev = self.events[new[self.events[:, EV_CONN]] >= 0]
-        ev[:, EV_CONN] = new[ev[:, EV_CONN]]
-        if len(ev) > 1 and (ev[1:, EV_CONN] < ev[:-1, EV_CONN]).any():
-            ev = ev[np.argsort(ev[:, EV_CONN], kind="stable")]   # (each timeline's order kept)
+        """Rows ``rows`` (in any order: each row's events follow it, in their order)."""
+        counts = np.bincount(self.events[:, EV_CONN], minlength=len(self))
+        starts = np.cumsum(counts) - counts
+        lens = counts[rows]
+        # each kept row's events, in the new row order: a run of consecutive event rows each
+        shift = np.repeat(starts[rows] - (np.cumsum(lens) - lens), lens)
+        ev = self.events[shift + np.arange(len(shift))]
+        ev[:, EV_CONN] = np.repeat(np.arange(len(rows)), lens)
         return Finished(self.records.take(rows), self.ends[rows], self.conns[rows], ev)
 
     @staticmethod
     def concat(parts: list["Finished"]) -> "Finished":
         base = np.cumsum([0] + [len(p) for p in parts[:-1]])
-        events = []
-        for b, p in zip(base.tolist(), parts):
-            ev = p.events.copy()
-            ev[:, EV_CONN] += b
-            events.append(ev)
+        events = np.concatenate([p.events for p in parts])
+        events[:, EV_CONN] += np.repeat(base, [len(p.events) for p in parts])
         return Finished(Records.concat([p.records for p in parts]),
                         np.concatenate([p.ends for p in parts]),
-                        np.concatenate([p.conns for p in parts]),
-                        np.concatenate(events) if events else np.empty((0, _EV_COLS), np.int64))
+                        np.concatenate([p.conns for p in parts]), events)
 
 
 class SpilledTable:

@@ -134,13 +134,16 @@ def _sibling_groups(v: View, e: int) -> tuple[np.ndarray, list]:
     """Each row's group of siblings (see ``_elsewhere``) as an index into a list of keys
     that name it across chunks (texts)."""
     ips, labels = v.ip_codes, v._hosts[1]
-    port = v.columns["server_port"]
+    service = ips[1].astype(np.int64) * 65536 + v.columns["server_port"]
+    key = service if e == 1 else ips[0].astype(np.int64) * (len(labels) * 65536) + service
+    keys, group = np.unique(key, return_inverse=True)
+    server, port = divmod(keys % (len(labels) * 65536), 65536)
     if e == 1:
-        rows = np.stack([ips[1], port])
+        names = [(labels[s], p) for s, p in zip(server.tolist(), port.tolist())]
     else:
-        rows = np.stack([ips[0], ips[1], port])
-    keys, group = np.unique(rows.T, axis=0, return_inverse=True)
-    names = [tuple(labels[x] for x in k[:-1]) + (k[-1],) for k in keys.tolist()]
+        client = keys // (len(labels) * 65536)
+        names = [(labels[c], labels[s], p) for c, s, p in
+                 zip(client.tolist(), server.tolist(), port.tolist())]
     return group.reshape(-1), names
 
 
