@@ -14,12 +14,15 @@ every connection (``tests/test_flat_analyze.py``).
 
 from __future__ import annotations
 
+import pickle
 import sys
+import tempfile
 from dataclasses import replace
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
+from traceaudit.capture.memory import give_back
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.retire.records import record_columns
 from traceaudit.tracking.tracker import Tracked
@@ -54,6 +57,8 @@ def chunks(analysis: CaptureAnalysis) -> Iterator[CaptureAnalysis]:
         table = record_columns(rows.records, spill.capture, first_id, spill.zeek)
         tracked = Tracked(rows.ends, conns, np.empty((0, 6), np.int64), t.end_ts_ns, t.config)
         yield CaptureAnalysis(analysis.stats, table, tracked, rows.events)
+        del rows, conns, prev, table, tracked
+        give_back()                     # (the chunk's arrays: see capture/memory.py)
 
 
 def _id_of(frame: int, frames: list[np.ndarray], ids: list[int]) -> int:
@@ -83,16 +88,23 @@ def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding
             for name, (summarize, merge, params) in summaries.items():
                 part = summarize(view, params)
                 totals[name] = merge(totals[name], part) if name in totals else part
-    findings: list = []
-    pending = None
-    for chunk in chunks(analysis):
+    # each chunk's findings wait on disk until the last chunk is done: made in memory among a
+    # chunk's arrays, tens of thousands of them would pin the heap those arrays came from
+    with tempfile.TemporaryFile(prefix="traceaudit-findings-") as parked:
+        pending, parts = None, 0
+        for chunk in chunks(analysis):
+            if pending is not None:
+                found = _chunk_findings(pending, analysis.table, config, totals, final=False)
+                pickle.dump(found, parked, pickle.HIGHEST_PROTOCOL)
+                parts += 1
+            pending = chunk
+        findings = []
         if pending is not None:
-            findings.extend(_chunk_findings(pending, analysis.table, config, totals,
-                                            final=False))
-        pending = chunk
-    if pending is not None:
-        findings.extend(_chunk_findings(pending, analysis.table, config, totals, final=True))
-    return findings
+            findings = _chunk_findings(pending, analysis.table, config, totals, final=True)
+        del pending, totals
+        parked.seek(0)
+        earlier = [f for _ in range(parts) for f in pickle.load(parked)]
+    return earlier + findings
 
 
 def _chunk_findings(chunk: CaptureAnalysis, spilled, config, totals: dict,
