@@ -279,7 +279,7 @@ def _connection_chunks(a: CaptureAnalysis, size: int) -> Iterator[memoryview]:
     piece."""
     from traceaudit.retire import flat
     if flat.is_flat(a):                 # on disk: a chunk of the capture at a time
-        for chunk in flat.chunks(a):
+        for chunk in flat.chunks(a, facts=False):
             yield from _connection_chunks(chunk, size)
         return
     n = len(a.table)

@@ -37,8 +37,9 @@ def is_flat(analysis: CaptureAnalysis) -> bool:
     return getattr(analysis.table, "with_facts", False)
 
 
-def chunks(analysis: CaptureAnalysis) -> Iterator[CaptureAnalysis]:
-    """The connections of a flat read as consecutive analyses of their own, in id order.
+def chunks(analysis: CaptureAnalysis, facts: bool = True) -> Iterator[CaptureAnalysis]:
+    """The connections of a flat read as consecutive analyses of their own, in id order
+    (not ``facts``: flow table and timelines only, as the JSON report reads them).
 
     A connection's ``prev`` fact (its previous incarnation) is made an id: the spill keeps
     its first frame; every id so far is known by first frame (8 bytes a connection)."""
@@ -46,7 +47,7 @@ def chunks(analysis: CaptureAnalysis) -> Iterator[CaptureAnalysis]:
     t = analysis.tracked
     known_frames: list[np.ndarray] = []
     known_ids: list[int] = []
-    for first_id, rows in spill.finished():
+    for first_id, rows in spill.finished(facts):
         first = rows.records["first_frame"]
         known_frames.append(first)
         known_ids.append(first_id)

@@ -52,7 +52,10 @@ class Finished:
         shift = np.repeat(starts[rows] - (np.cumsum(lens) - lens), lens)
         ev = self.events[shift + np.arange(len(shift))]
         ev[:, EV_CONN] = np.repeat(np.arange(len(rows)), lens)
-        return Finished(self.records.take(rows), self.ends[rows], self.conns[rows], ev)
+        if not len(self.ends):                      # (read without facts)
+            return Finished(self.records.take(rows), self.ends, self.conns, ev)
+        return Finished(self.records.take(rows), _take(self.ends, rows),
+                        _take(self.conns, rows), ev)
 
     @staticmethod
     def concat(parts: list["Finished"]) -> "Finished":
@@ -60,8 +63,25 @@ class Finished:
         events = np.concatenate([p.events for p in parts])
         events[:, EV_CONN] += np.repeat(base, [len(p.events) for p in parts])
         return Finished(Records.concat([p.records for p in parts]),
-                        np.concatenate([p.ends for p in parts]),
-                        np.concatenate([p.conns for p in parts]), events)
+                        _concat_facts([p.ends for p in parts]),
+                        _concat_facts([p.conns for p in parts]), events)
+
+
+def _words(facts: np.ndarray) -> np.ndarray:
+    """Facts (every field an int64) as a plain (rows, words) int64 matrix: NumPy copies
+    structured records one field at a time, plain rows at memory speed."""
+    words = facts.dtype.itemsize // 8 * int(np.prod(facts.shape[1:]))
+    return facts.view(np.int64).reshape(len(facts), words)
+
+
+def _take(facts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    return _words(facts)[rows].view(facts.dtype).reshape((len(rows),) + facts.shape[1:])
+
+
+def _concat_facts(parts: list[np.ndarray]) -> np.ndarray:
+    first = parts[0]
+    return np.concatenate([_words(p) for p in parts]).view(first.dtype).reshape(
+        (-1,) + first.shape[1:])
 
 
 class SpilledTable:
@@ -131,18 +151,30 @@ class SpilledTable:
     def __len__(self) -> int:
         return self._rows - self._dropped
 
-    def _read_finished(self, offset: int, rows: int, n_ev: int) -> Finished:
-        records = self._read(offset, rows)
-        ends = np.frombuffer(self._file.read(rows * _ENDS_BYTES), endpoint_table(0).dtype)
-        conns = np.frombuffer(self._file.read(rows * _CONN_BYTES), conn_table(0).dtype)
-        events = np.frombuffer(self._file.read(n_ev * _EV_COLS * 8), np.int64)
-        return Finished(records, ends.reshape(rows, 2).copy(), conns.copy(),
-                        events.reshape(n_ev, _EV_COLS).copy())
+    def _read_finished(self, offset: int, rows: int, n_ev: int, facts: bool) -> Finished:
+        sizes = [rows * 8 * len(FIELDS), rows * _ENDS_BYTES, rows * _CONN_BYTES,
+                 n_ev * _EV_COLS * 8]
+        if not facts:               # records and events only (the JSON report): no facts
+            sizes[1] = sizes[2] = 0
+        data = bytearray(sum(sizes))                # (writable: the arrays are views of it)
+        self._file.seek(offset)
+        self._file.readinto(memoryview(data)[:sizes[0]])
+        if not facts:
+            self._file.seek(rows * (_ENDS_BYTES + _CONN_BYTES), 1)
+        self._file.readinto(memoryview(data)[sizes[0]:])
+        at = np.cumsum([0] + sizes).tolist()
+        part = [np.frombuffer(data, np.uint8, b - a, a) for a, b in zip(at[:-1], at[1:])]
+        return Finished(Records(part[0].view(np.int64).reshape(len(FIELDS), rows)),
+                        part[1].view(endpoint_table(0).dtype).reshape(-1, 2),
+                        part[2].view(conn_table(0).dtype),
+                        part[3].view(np.int64).reshape(n_ev, _EV_COLS))
 
-    def finished(self) -> Iterator[tuple[int, Finished]]:
-        """(first id, rows) a bucket at a time in order of first frame (``with_facts``)."""
+    def finished(self, facts: bool = True) -> Iterator[tuple[int, Finished]]:
+        """(first id, rows) a bucket at a time in order of first frame (``with_facts``; not
+        ``facts``: their tracker facts left out, empty)."""
         assert self.with_facts
-        for first_id, parts in self._buckets(lambda o, r, e: self._read_finished(o, r, e)):
+        for first_id, parts in self._buckets(
+                lambda o, r, e: self._read_finished(o, r, e, facts)):
             rows = Finished.concat(parts) if len(parts) > 1 else parts[0]
             first = rows.records["first_frame"]
             if len(first) > 1 and (first[1:] < first[:-1]).any():
