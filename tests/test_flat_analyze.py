@@ -23,7 +23,7 @@ from traceaudit.pipeline import ReadOptions, analyze_capture
 from traceaudit.report import json_report
 from traceaudit.report.junit import render_junit
 from traceaudit.report.sarif import render_sarif
-from traceaudit.retire import RetireOptions, spill
+from traceaudit.retire import RetireOptions, flat, spill
 from traceaudit.rules import run_rules
 from traceaudit.rules.config import make_config
 
@@ -57,14 +57,26 @@ def differing(paths, **options) -> list[str]:
             if flat != kept]
 
 
-@pytest.mark.parametrize("options, retired, repaired", [(FAST, 1000, 50), ({}, 50, 10)],
-                         ids=["short-timers", "default-timers"])
+@pytest.fixture(autouse=True)
+def on_disk(monkeypatch):
+    """The reports read the spill a chunk at a time, however small the capture (a small
+    spill is otherwise brought back into memory once the rules ran)."""
+    monkeypatch.setattr(flat, "IN_MEMORY_BYTES", -1)
+
+
+@pytest.mark.parametrize("options, retired, repaired, in_memory",
+                         [(FAST, 1000, 50, False), ({}, 50, 10, True)],
+                         ids=["short-timers", "default-timers-small-spills-in-memory"])
 def test_flat_reports_equal_the_keeping_read_on_every_capture(options, retired, repaired,
-                                                               counted, monkeypatch):
+                                                               in_memory, counted,
+                                                               monkeypatch):
     """Every sample capture and Zeek corpus trace (the corpus where ../shared is present),
     with retirement after every 64 packets and chunks of 16 frames (default timers: few
-    connections of these short traces are over for Zeek's timers, so few retire)."""
+    connections of these short traces are over for Zeek's timers, so few retire). The
+    reports read the spill, or (``in_memory``) the table it is brought back to."""
     monkeypatch.setattr(spill, "BUCKET_FRAMES", 16)
+    if in_memory:
+        monkeypatch.setattr(flat, "IN_MEMORY_BYTES", 1 << 30)
     paths = SAMPLE_CAPTURES + CORPUS_TRACES
     assert SAMPLE_CAPTURES
     assert differing(paths, **options) == []

@@ -108,9 +108,12 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
 
     import numpy as np
 
+    from traceaudit.retire import flat
     from traceaudit.tracking.facts import conn_table, endpoint_table
     from traceaudit.tracking.tracker import Tracked
 
+    if flat.is_flat(analysis):          # (read with nothing more than the reports need)
+        return flat.slimmed(analysis)
     t = analysis.tracked
     # fresh empty arrays: a [:0] view would keep the whole table it was cut from alive
     empty = Tracked(endpoint_table(0), conn_table(0), np.empty((0, 6), np.int64), t.end_ts_ns,

@@ -14,9 +14,7 @@ every connection (``tests/test_flat_analyze.py``).
 
 from __future__ import annotations
 
-import pickle
 import sys
-import tempfile
 from dataclasses import replace
 from typing import TYPE_CHECKING, Iterator
 
@@ -25,6 +23,8 @@ import numpy as np
 from traceaudit.capture.memory import give_back
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.retire.records import record_columns
+from traceaudit.retire.spill import concat_columns
+from traceaudit.tracking.tracker import EV_CONN
 from traceaudit.tracking.tracker import Tracked
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ def _id_of(frame: int, frames: list[np.ndarray], ids: list[int]) -> int:
 def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding"]:
     """``rules.run_rules`` for a flat read, chunk by chunk (unsorted)."""
     from traceaudit.rules.common import View
+    give_back()                         # what the read freed (its working tables)
     rules = config.active_rules()
     summaries = {}
     for rule in rules:
@@ -89,23 +90,15 @@ def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding
             for name, (summarize, merge, params) in summaries.items():
                 part = summarize(view, params)
                 totals[name] = merge(totals[name], part) if name in totals else part
-    # each chunk's findings wait on disk until the last chunk is done: made in memory among a
-    # chunk's arrays, tens of thousands of them would pin the heap those arrays came from
-    with tempfile.TemporaryFile(prefix="traceaudit-findings-") as parked:
-        pending, parts = None, 0
-        for chunk in chunks(analysis):
-            if pending is not None:
-                found = _chunk_findings(pending, analysis.table, config, totals, final=False)
-                pickle.dump(found, parked, pickle.HIGHEST_PROTOCOL)
-                parts += 1
-            pending = chunk
-        findings = []
+    findings: list = []
+    pending = None
+    for chunk in chunks(analysis):
         if pending is not None:
-            findings = _chunk_findings(pending, analysis.table, config, totals, final=True)
-        del pending, totals
-        parked.seek(0)
-        earlier = [f for _ in range(parts) for f in pickle.load(parked)]
-    return earlier + findings
+            findings += _chunk_findings(pending, analysis.table, config, totals, final=False)
+        pending = chunk
+    if pending is not None:
+        findings += _chunk_findings(pending, analysis.table, config, totals, final=True)
+    return findings
 
 
 def _chunk_findings(chunk: CaptureAnalysis, spilled, config, totals: dict,
@@ -135,8 +128,25 @@ def _name_endpoints(chunk: CaptureAnalysis, ids: list[int], spilled) -> None:
         spilled.endpoint_texts[int(i)] = (hostport(ci, cp), hostport(si, sp))
 
 
+#: A flat read whose spill is at most this big is brought back into memory once its rules
+#: ran (it is then as small as a few thousand connections): a batch of thousands of small
+#: captures holds no open file each.
+IN_MEMORY_BYTES = 8 << 20
+
+
 def slimmed(analysis: CaptureAnalysis) -> CaptureAnalysis:
-    """What the reports keep of a flat read: the spill (read again by the JSON report) and
-    the stats; the rules' summaries and views are dropped."""
-    analysis.__dict__.pop("_rules_view", None)
-    return replace(analysis)
+    """What the reports keep of a flat read once its rules ran: the spill (the JSON report
+    reads it again), or, when small, its flow table and timelines in memory."""
+    spill = analysis.table
+    if spill.size > IN_MEMORY_BYTES:
+        return replace(analysis)
+    tables, events = [], []
+    for chunk in chunks(analysis, facts=False):
+        ev = chunk.events
+        ev[:, EV_CONN] += int(chunk.table["id"][0])
+        tables.append(chunk.table)
+        events.append(ev)
+    table = concat_columns(tables) if tables else spill.columns()
+    events = np.concatenate(events) if events else np.empty((0, 6), np.int64)
+    spill.close()
+    return replace(analysis, table=table, events=events)

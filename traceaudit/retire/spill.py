@@ -215,10 +215,12 @@ class SpilledTable:
         chunks = list(self.chunks())
         if not chunks:
             return record_columns(Records.empty(), self.capture, 0, self.zeek)
-        if len(chunks) == 1:
-            return chunks[0]
-        return Columns({name: _concat([c.data[name] for c in chunks]) for name in chunks[0].data},
-                       sum(len(c) for c in chunks))
+        return concat_columns(chunks)
+
+    @property
+    def size(self) -> int:
+        """Bytes written to the spill file."""
+        return self._end
 
     def frame(self):
         return self.columns().frame()
@@ -237,6 +239,14 @@ class SpilledTable:
 
     def close(self) -> None:
         self._file.close()
+
+
+def concat_columns(chunks: list[Columns]) -> Columns:
+    """Consecutive chunks of one table as one."""
+    if len(chunks) == 1:
+        return chunks[0]
+    return Columns({name: _concat([c.data[name] for c in chunks]) for name in chunks[0].data},
+                   sum(len(c) for c in chunks))
 
 
 def _concat(parts):
