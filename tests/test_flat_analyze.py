@@ -139,7 +139,8 @@ def synthetic(tmp_path_factory):
 
 def test_synthetic_slice_through_the_cli(synthetic, tmp_path, monkeypatch, counted):
     """``analyze --json --junit --sarif`` (the flat read, retiring after every batch) against
-    the same command with --html (which keeps every connection)."""
+    the same command with --html (which keeps every connection): the reports and the terminal
+    summary (the findings read back from their packed form)."""
     monkeypatch.setattr(cli, "FLAT_READ", RetireOptions(grace_s=1.0, sweep_conns=0,
                                                         facts=True))
     monkeypatch.setattr(spill, "BUCKET_FRAMES", 1 << 12)
@@ -150,7 +151,8 @@ def test_synthetic_slice_through_the_cli(synthetic, tmp_path, monkeypatch, count
         result = cli_run("analyze", synthetic, "--json", names[0], "--junit", names[1],
                          "--sarif", names[2], *extra)
         assert result.exit_code == 1, result.output
-        outputs[mode] = [_masked(n.read_bytes()) for n in names]
+        summary = re.sub(r"analysed in [0-9.]+ s", "", result.output).encode()
+        outputs[mode] = [_masked(n.read_bytes()) for n in names] + [summary]
         if mode == "flat":
             assert counted["retired"] > 300
     assert outputs["flat"] == outputs["kept"]

@@ -41,7 +41,11 @@ class AuditReport:
     @cached_property
     def failing(self) -> list[Finding]:
         """Findings at or above ``fail_on``: these make the exit code 1 unless ``accepted_by``
-        (listed once: the summary and the exit code both ask)."""
+        (listed once: the summary and the exit code both ask; a flat read's packed findings
+        are read as they are asked for)."""
+        from traceaudit.retire.findings import AtOrAbove, FindingChain
+        if isinstance(self.findings, FindingChain):
+            return AtOrAbove(self.findings, self.fail_on)
         return [f for f in self.findings if f.severity >= self.fail_on]
 
     @property

@@ -402,7 +402,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             # so a batch of many large captures does not hold every tracker table at once
             found = run_rules(analysis, config)
             kept = slimmed(analysis, keep_excerpts=html_path is not None)
-            findings.extend(found)          # (only once nothing more can fail for it)
+            findings.append(found)          # (only once nothing more can fail for it)
             return kept
 
         skipped: list[str] = []
@@ -413,7 +413,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
                                    excerpts=html_path is not None,
                                    frames=html_path is not None, merge=merge, skipped=skipped,
                                    retire=FLAT_READ if html_path is None else False)
-        report = build_report(results, config, known, findings=findings,
+        from traceaudit.retire.findings import joined
+        report = build_report(results, config, known, findings=joined(findings),
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(
                                   timespec="seconds").replace("+00:00", "Z"),

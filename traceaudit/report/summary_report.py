@@ -6,6 +6,7 @@ findings with their frames and a Wireshark display filter, and the verdict (exit
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from datetime import datetime, timezone
 from operator import attrgetter
@@ -171,7 +172,20 @@ def _worst(report: AuditReport, console: Console) -> None:
 def _worst_of(findings: list[Finding]) -> list[Finding]:
     """The most severe findings, one per rule first (so one noisy rule does not hide the
     others), then the next most severe."""
-    ranked = sorted(findings, key=lambda f: (-f.severity, f.ts))
+    # in one pass, holding no more than that (a flat read's findings are read as they come):
+    # each rule's first most severe, and the first most severe of all; ranked as a stable
+    # sort of them all would rank them
+    best: dict[str, tuple] = {}
+    for i, f in enumerate(findings):
+        key = (-f.severity, f.ts, i)
+        if f.rule not in best or key < best[f.rule][0]:
+            best[f.rule] = (key, f)
+    top = heapq.nsmallest(2 * WORST_SHOWN, ((-f.severity, f.ts, i, f)
+                                           for i, f in enumerate(findings)),
+                          key=lambda t: t[:3])
+    chosen = {id(f): (key, f) for key, f in best.values()}
+    chosen.update({id(t[3]): (t[:3], t[3]) for t in top})
+    ranked = [f for _, f in sorted(chosen.values(), key=lambda kf: kf[0])]
     shown, rules = [], set()
     for f in ranked:
         if f.rule not in rules and len(shown) < WORST_SHOWN:

@@ -22,6 +22,7 @@ import numpy as np
 
 from traceaudit.capture.memory import give_back
 from traceaudit.pipeline import CaptureAnalysis
+from traceaudit.retire.findings import ParkedFindings, order
 from traceaudit.retire.records import record_columns
 from traceaudit.retire.spill import concat_columns
 from traceaudit.tracking.tracker import EV_CONN
@@ -74,7 +75,7 @@ def _id_of(frame: int, frames: list[np.ndarray], ids: list[int]) -> int:
 
 
 def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding"]:
-    """``rules.run_rules`` for a flat read, chunk by chunk (unsorted)."""
+    """``rules.run_rules`` for a flat read, chunk by chunk: sorted, packed."""
     from traceaudit.rules.common import View
     give_back()                         # what the read freed (its working tables)
     rules = config.active_rules()
@@ -90,14 +91,16 @@ def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding
             for name, (summarize, merge, params) in summaries.items():
                 part = summarize(view, params)
                 totals[name] = merge(totals[name], part) if name in totals else part
-    findings: list = []
+    # each chunk's findings, sorted, packed until a report reads them (hundreds of thousands
+    # of objects would otherwise be most of the memory, and pin the heap under them)
+    findings = ParkedFindings()
     pending = None
     for chunk in chunks(analysis):
         if pending is not None:
-            findings += _chunk_findings(pending, analysis.table, config, totals, final=False)
+            findings.add(_chunk_findings(pending, analysis.table, config, totals, final=False))
         pending = chunk
     if pending is not None:
-        findings += _chunk_findings(pending, analysis.table, config, totals, final=True)
+        findings.add(_chunk_findings(pending, analysis.table, config, totals, final=True))
     return findings
 
 
@@ -111,6 +114,11 @@ def _chunk_findings(chunk: CaptureAnalysis, spilled, config, totals: dict,
     finally:
         del chunk.__dict__["_rules_view"]       # (a cycle: the chunk would wait for the GC)
     _name_endpoints(chunk, [f.connection for f in found if f.connection is not None], spilled)
+    found.sort(key=order)
+    if chunk.stats.parts:
+        # a rotated set read as one timeline: say which file holds each (merged) frame
+        from traceaudit.capture.chain import annotate
+        annotate(found, chunk.stats)
     return found
 
 

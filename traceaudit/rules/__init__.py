@@ -47,8 +47,9 @@ def registry() -> dict[str, Rule]:
 def run_rules(analysis: "CaptureAnalysis", config: "RulesConfig") -> list[Finding]:
     """Findings of every selected rule for one capture, ordered by time then rule code."""
     from traceaudit.retire import flat
-    findings = flat.run_rules(analysis, config) if flat.is_flat(analysis) else \
-        apply_rules(analysis, config)
+    if flat.is_flat(analysis):
+        return flat.run_rules(analysis, config)      # (sorted and annotated, packed)
+    findings = apply_rules(analysis, config)
     findings.sort(key=lambda f: (f.ts, f.code, f.connection if f.connection is not None else -1))
     if analysis.stats.parts:
         # a rotated set read as one timeline: say which file holds each (merged) frame

@@ -1,0 +1,128 @@
+"""Findings of a flat read kept compact: pickled and compressed in batches, unpacked a batch
+at a time whenever they are read, in order.
+
+A large capture has hundreds of thousands of findings (~1.15 KB each as objects, ~150 bytes
+packed). ``ParkedFindings`` holds each chunk's findings, sorted, as packed batches, and reads
+them back merged in the order ``rules.run_rules`` sorts them (time, code, connection; for
+equal keys, chunk order, as a stable sort of them all). A report that reads them once (JSON,
+the terminal summary) holds a batch per chunk at a time.
+"""
+
+from __future__ import annotations
+
+import heapq
+import pickle
+import zlib
+from collections import Counter
+from itertools import chain, islice
+from typing import Iterable, Iterator, Sequence
+
+BATCH = 256
+
+
+def order(f) -> tuple:
+    """How ``rules.run_rules`` orders a capture's findings."""
+    return (f.ts, f.code, f.connection if f.connection is not None else -1)
+
+
+class ParkedFindings(Sequence):
+    """One capture's findings, added a chunk at a time (``add``: sorted by ``order``)."""
+
+    def __init__(self) -> None:
+        self._runs: list[list[bytes]] = []
+        self._n = 0
+        self.severities: Counter = Counter()
+
+    def add(self, findings: list) -> None:
+        if not findings:
+            return
+        self._runs.append([zlib.compress(pickle.dumps(findings[i:i + BATCH],
+                                                      pickle.HIGHEST_PROTOCOL), 1)
+                           for i in range(0, len(findings), BATCH)])
+        self._n += len(findings)
+        self.severities.update(f.severity for f in findings)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator:
+        runs = [chain.from_iterable(pickle.loads(zlib.decompress(b)) for b in run)
+                for run in self._runs]
+        return iter(runs[0]) if len(runs) == 1 else heapq.merge(*runs, key=order)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return list(self)[i]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        return next(islice(iter(self), i, None))
+
+    def __add__(self, other: Iterable) -> list:
+        return [*self, *other]
+
+    def __radd__(self, other: Iterable) -> list:
+        return [*other, *self]
+
+
+class FindingChain(Sequence):
+    """Several captures' findings one after the other (lists or ``ParkedFindings``)."""
+
+    def __init__(self, parts: list) -> None:
+        self.parts = parts
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts)
+
+    def __iter__(self) -> Iterator:
+        return chain.from_iterable(self.parts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return list(self)[i]
+        if i < 0:
+            i += len(self)
+        for part in self.parts:
+            if i < len(part):
+                return part[i]
+            i -= len(part)
+        raise IndexError(i)
+
+    def __add__(self, other: Iterable) -> list:
+        return [*self, *other]
+
+    def __radd__(self, other: Iterable) -> list:
+        return [*other, *self]
+
+    def severities(self) -> Counter:
+        counts: Counter = Counter()
+        for part in self.parts:
+            counts.update(part.severities if isinstance(part, ParkedFindings)
+                          else Counter(f.severity for f in part))
+        return counts
+
+
+def joined(parts: list) -> list | FindingChain:
+    """Captures' findings as one sequence: a plain list unless some are parked."""
+    if all(isinstance(p, list) for p in parts):
+        return [f for p in parts for f in p]
+    return FindingChain(parts)
+
+
+class AtOrAbove(Sequence):
+    """The findings of a ``FindingChain`` at or above a severity, read as they are asked for
+    (``AuditReport.failing``)."""
+
+    def __init__(self, findings: FindingChain, severity) -> None:
+        self.findings, self.severity = findings, severity
+        self._n = sum(n for s, n in findings.severities().items() if s >= severity)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator:
+        return (f for f in self.findings if f.severity >= self.severity)
+
+    def __getitem__(self, i):
+        return list(self)[i]
