@@ -78,7 +78,7 @@ def endpoints(analysis: CaptureAnalysis | None) -> dict[int, tuple[str, str]]:
     if analysis is None or not len(analysis.table):
         return {}
     if hasattr(analysis.table, "endpoint_texts"):     # a flat read: those findings name
-        return analysis.table.endpoint_texts
+        return analysis.table.endpoint_texts()
     cols = [analysis.table[c].tolist() for c in ("id", "client_ip", "client_port", "server_ip",
                                                  "server_port")]
     return {int(i): (hostport(ci, cp), hostport(si, sp)) for i, ci, cp, si, sp in zip(*cols)}

@@ -29,25 +29,35 @@ class ParkedFindings(Sequence):
     """One capture's findings, added a chunk at a time (``add``: sorted by ``order``)."""
 
     def __init__(self) -> None:
-        self._runs: list[list[bytes]] = []
+        # every batch in one buffer (one growing block, not thousands of small ones among a
+        # chunk's arrays); per chunk the (start, end) of its batches
+        self._data = bytearray()
+        self._runs: list[list[tuple[int, int]]] = []
         self._n = 0
         self.severities: Counter = Counter()
 
     def add(self, findings: list) -> None:
         if not findings:
             return
-        self._runs.append([zlib.compress(pickle.dumps(findings[i:i + BATCH],
-                                                      pickle.HIGHEST_PROTOCOL), 1)
-                           for i in range(0, len(findings), BATCH)])
+        run = []
+        for i in range(0, len(findings), BATCH):
+            packed = zlib.compress(pickle.dumps(findings[i:i + BATCH], pickle.HIGHEST_PROTOCOL),
+                                   1)
+            run.append((len(self._data), len(self._data) + len(packed)))
+            self._data += packed
+        self._runs.append(run)
         self._n += len(findings)
         self.severities.update(f.severity for f in findings)
+
+    def _batches(self, run: list[tuple[int, int]]) -> Iterator:
+        for a, b in run:
+            yield from pickle.loads(zlib.decompress(self._data[a:b]))
 
     def __len__(self) -> int:
         return self._n
 
     def __iter__(self) -> Iterator:
-        runs = [chain.from_iterable(pickle.loads(zlib.decompress(b)) for b in run)
-                for run in self._runs]
+        runs = [self._batches(run) for run in self._runs]
         return iter(runs[0]) if len(runs) == 1 else heapq.merge(*runs, key=order)
 
     def __getitem__(self, i):

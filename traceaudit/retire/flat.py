@@ -123,17 +123,10 @@ def _chunk_findings(chunk: CaptureAnalysis, spilled, config, totals: dict,
 
 
 def _name_endpoints(chunk: CaptureAnalysis, ids: list[int], spilled) -> None:
-    """Keep the endpoints of the connections ``ids`` (findings name them) for the CI reports
-    (``ci_common.endpoints``), as that writes them."""
-    from traceaudit.report.ci_common import hostport
-    if not ids:
-        return
-    table = chunk.table
-    rows = np.asarray(ids, np.int64) - int(table["id"][0])
-    cols = [table[c][rows].tolist() for c in ("client_ip", "client_port", "server_ip",
-                                              "server_port")]
-    for i, ci, cp, si, sp in zip(ids, *cols):
-        spilled.endpoint_texts[int(i)] = (hostport(ci, cp), hostport(si, sp))
+    """Remember the connections ``ids`` (findings name them): the CI reports write their
+    endpoints (``SpilledTable.endpoint_texts``)."""
+    if ids:
+        spilled.named_ids.append(np.asarray(ids, np.int64))
 
 
 #: A flat read whose spill is at most this big is brought back into memory once its rules

@@ -98,9 +98,10 @@ class SpilledTable:
         self._rows = 0
         self._drop = None                # selects first-read rows to drop (repaired tuples)
         self._dropped = 0
-        # connection id -> (client, server) "ip:port" of the connections findings name (what the
-        # CI reports write of them; set by the flat read's rules, ``retire/flat.py``)
-        self.endpoint_texts: dict[int, tuple[str, str]] = {}
+        # ids of the connections findings name (the flat read's rules add them, a chunk at a
+        # time): ``endpoint_texts`` reads their endpoints back for the CI reports
+        self.named_ids: list[np.ndarray] = []
+        self._endpoint_texts: dict[int, tuple[str, str]] | None = None
 
     def append(self, records: Records | Finished, repair: bool = False) -> None:
         """Add records (``with_facts``: ``Finished`` rows) sorted by first frame (``repair``:
@@ -216,6 +217,24 @@ class SpilledTable:
         if not chunks:
             return record_columns(Records.empty(), self.capture, 0, self.zeek)
         return concat_columns(chunks)
+
+    def endpoint_texts(self) -> dict[int, tuple[str, str]]:
+        """Connection id -> (client, server) "ip:port", IPv6 in brackets, of the connections
+        in ``named_ids`` (``ci_common.endpoints``)."""
+        if self._endpoint_texts is None:
+            from traceaudit.report.ci_common import hostport
+            named = np.unique(np.concatenate(self.named_ids)) if self.named_ids else \
+                np.zeros(0, np.int64)
+            texts = {}
+            for chunk in self.chunks() if len(named) else ():
+                ids = chunk["id"]
+                rows = np.flatnonzero(np.isin(ids, named))
+                cols = [chunk[c][rows].tolist() for c in ("id", "client_ip", "client_port",
+                                                          "server_ip", "server_port")]
+                for i, ci, cp, si, sp in zip(*cols):
+                    texts[int(i)] = (hostport(ci, cp), hostport(si, sp))
+            self._endpoint_texts = texts
+        return self._endpoint_texts
 
     @property
     def size(self) -> int:
