@@ -25,8 +25,7 @@ from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.retire.findings import ParkedFindings, order
 from traceaudit.retire.records import record_columns
 from traceaudit.retire.spill import concat_columns
-from traceaudit.tracking.tracker import EV_CONN
-from traceaudit.tracking.tracker import Tracked
+from traceaudit.tracking.tracker import EV_CONN, Tracked
 
 if TYPE_CHECKING:
     from traceaudit.rules.config import RulesConfig
@@ -85,27 +84,29 @@ def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding
         for name, (summarize, merge) in getattr(module, "TOTALS", {}).items():
             summaries[name] = (summarize, merge, config.params(rule))
     totals: dict = {}
-    if summaries:
-        for chunk in chunks(analysis):
-            view = View(chunk)
-            for name, (summarize, merge, params) in summaries.items():
-                part = summarize(view, params)
-                totals[name] = merge(totals[name], part) if name in totals else part
+    n_chunks = 0
+    for chunk in chunks(analysis) if summaries else ():
+        view = View(chunk)
+        for name, (summarize, merge, params) in summaries.items():
+            part = summarize(view, params)
+            totals[name] = merge(totals[name], part) if name in totals else part
+        n_chunks += 1
+        del view, chunk
+    if not summaries:
+        n_chunks = sum(1 for _ in analysis.table.finished(facts=False))
     # each chunk's findings, sorted, packed until a report reads them (hundreds of thousands
     # of objects would otherwise be most of the memory, and pin the heap under them)
     findings = ParkedFindings()
-    pending = None
-    for chunk in chunks(analysis):
-        if pending is not None:
-            findings.add(_chunk_findings(pending, analysis.table, config, totals, final=False))
-        pending = chunk
-    if pending is not None:
-        findings.add(_chunk_findings(pending, analysis.table, config, totals, final=True))
+    for k, chunk in enumerate(chunks(analysis)):
+        findings.add(_chunk_findings(chunk, analysis.table, config, totals,
+                                     final=k == n_chunks - 1))
+        del chunk
     return findings
 
 
 def _chunk_findings(chunk: CaptureAnalysis, spilled, config, totals: dict,
                     final: bool) -> list:
+    """The findings of one chunk (``final``: the last), sorted."""
     from traceaudit.rules import apply_rules
     from traceaudit.rules.common import View
     chunk.__dict__["_rules_view"] = View(chunk, totals=totals, final=final)
