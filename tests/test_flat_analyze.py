@@ -166,3 +166,27 @@ def _masked(text: bytes) -> bytes:
     text = re.sub(rb'(timestamp|time)="[^"]*"', rb'\1=""', text)
     text = re.sub(rb'"elapsedSeconds": ?[0-9.e-]+', b'"elapsedSeconds":0', text)
     return re.sub(rb'"(endTimeUtc|startTimeUtc)": ?"[^"]*"', rb'"\1":""', text)
+
+
+def test_every_rule_says_what_it_reads_of_other_connections():
+    """A flat read runs a rule a chunk at a time only if its module declares ``TOTALS`` (the
+    whole-capture summaries it reads; ``{}``: none). A rule without it makes the flat read
+    run every rule on the whole capture at once (right, but not flat): declare it."""
+    import sys
+
+    from traceaudit.rules import registry
+    missing = [r.name for r in registry().values()
+               if not hasattr(sys.modules[r.check.__module__], "TOTALS")]
+    assert missing == []
+
+
+def test_a_rule_without_totals_runs_on_the_whole_capture(monkeypatch, tmp_path):
+    """Such a rule (here: time-wait-pileup, its declaration taken away) still finds what the
+    keeping read finds."""
+    from traceaudit.rules import time_wait_pileup
+    monkeypatch.setattr(spill, "BUCKET_FRAMES", 16)
+    monkeypatch.delattr(time_wait_pileup, "TOTALS")
+    path = next(p for p in SAMPLE_CAPTURES if p.name == "time-wait-pileup.pcap")
+    flat_reports = reports([path], EAGER, batch_rows=64)
+    assert flat_reports == reports([path], None)
+    assert b'"code":"TA111"' in flat_reports[0]

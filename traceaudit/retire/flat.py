@@ -32,6 +32,11 @@ if TYPE_CHECKING:
     from traceaudit.rules.model import Finding
 
 
+#: The heap's free pages are given back every this many chunks (each time costs page faults
+#: again; never, and a large capture's peak grows by the arrays of freed chunks)
+TRIM_CHUNKS = 4
+
+
 def is_flat(analysis: CaptureAnalysis) -> bool:
     """The analysis of a flat read: its connections are on disk, read a chunk at a time."""
     return getattr(analysis.table, "with_facts", False)
@@ -47,7 +52,7 @@ def chunks(analysis: CaptureAnalysis, facts: bool = True) -> Iterator[CaptureAna
     t = analysis.tracked
     known_frames: list[np.ndarray] = []
     known_ids: list[int] = []
-    for first_id, rows in spill.finished(facts):
+    for k, (first_id, rows) in enumerate(spill.finished(facts)):
         first = rows.records["first_frame"]
         known_frames.append(first)
         known_ids.append(first_id)
@@ -59,7 +64,8 @@ def chunks(analysis: CaptureAnalysis, facts: bool = True) -> Iterator[CaptureAna
         tracked = Tracked(rows.ends, conns, np.empty((0, 6), np.int64), t.end_ts_ns, t.config)
         yield CaptureAnalysis(analysis.stats, table, tracked, rows.events)
         del rows, conns, prev, table, tracked
-        give_back()                     # (the chunk's arrays: see capture/memory.py)
+        if k % TRIM_CHUNKS == TRIM_CHUNKS - 1:
+            give_back()                 # the chunks' arrays (see capture/memory.py)
 
 
 def _id_of(frame: int, frames: list[np.ndarray], ids: list[int]) -> int:
@@ -78,10 +84,12 @@ def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding
     from traceaudit.rules.common import View
     give_back()                         # what the read freed (its working tables)
     rules = config.active_rules()
+    modules = [sys.modules[rule.check.__module__] for rule in rules]
+    if not all(hasattr(m, "TOTALS") for m in modules):
+        return _on_the_whole(analysis, config)
     summaries = {}
-    for rule in rules:
-        module = sys.modules[rule.check.__module__]
-        for name, (summarize, merge) in getattr(module, "TOTALS", {}).items():
+    for rule, module in zip(rules, modules):
+        for name, (summarize, merge) in module.TOTALS.items():
             summaries[name] = (summarize, merge, config.params(rule))
     totals: dict = {}
     n_chunks = 0
@@ -102,6 +110,34 @@ def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding
                                      final=k == n_chunks - 1))
         del chunk
     return findings
+
+
+def _on_the_whole(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding"]:
+    """The rules on every connection at once, as a keeping read runs them: for a rule that
+    does not say what it reads of other connections (no ``TOTALS`` in its module), so the
+    findings are right though the memory is not flat."""
+    from traceaudit.rules import apply_rules
+    parts = list(chunks(analysis))
+    if not parts:
+        return []
+    events = []
+    for chunk in parts:
+        ev = chunk.events
+        ev[:, EV_CONN] += int(chunk.table["id"][0])
+        events.append(ev)
+    t = analysis.tracked
+    tracked = Tracked(np.concatenate([c.tracked.endpoints for c in parts]),
+                      np.concatenate([c.tracked.conns for c in parts]),
+                      np.empty((0, 6), np.int64), t.end_ts_ns, t.config)
+    whole = CaptureAnalysis(analysis.stats, concat_columns([c.table for c in parts]), tracked,
+                            np.concatenate(events))
+    del parts, events
+    found = apply_rules(whole, config)
+    found.sort(key=order)
+    if whole.stats.parts:
+        from traceaudit.capture.chain import annotate
+        annotate(found, whole.stats)
+    return found
 
 
 def _chunk_findings(chunk: CaptureAnalysis, spilled, config, totals: dict,
