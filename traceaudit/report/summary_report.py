@@ -9,7 +9,6 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from datetime import datetime, timezone
-from operator import attrgetter
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
@@ -18,9 +17,11 @@ from rich.text import Text
 from traceaudit.audit import AuditReport
 from traceaudit.names import display_name
 from traceaudit.report import facts_text
+from traceaudit.retire.findings import TOP_KEPT, rule_severities, worst_candidates
 from traceaudit.rules.model import Finding, Severity
 
 WORST_SHOWN = 5
+assert 2 * WORST_SHOWN <= TOP_KEPT          # (a flat read keeps that many per chunk)
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
@@ -133,9 +134,7 @@ def _by_rule(report: AuditReport, console: Console, read: int = 1, unread: int =
             console.print(Text(f"No findings ({len(report.rules)} rules ran).", style="green"))
         return
     counts: dict[str, Counter] = {}
-    findings = report.findings
-    for (rule, severity), n in Counter(zip(map(attrgetter("rule"), findings),
-                                           map(attrgetter("severity"), findings))).items():
+    for (rule, severity), n in rule_severities(report.findings).items():
         counts.setdefault(rule, Counter())[severity] = n
     table = Table(title="Findings by rule", title_justify="left", box=None, pad_edge=False)
     table.add_column("code")
@@ -152,7 +151,7 @@ def _by_rule(report: AuditReport, console: Console, read: int = 1, unread: int =
 
 
 def _worst(report: AuditReport, console: Console) -> None:
-    shown = _worst_of(report.findings)
+    shown = _worst_of(worst_candidates(report.findings))
     if not shown:
         return
     console.print(Text(f"Worst findings ({len(shown)} of {len(report.findings):,}):",

@@ -15,9 +15,15 @@ import pickle
 import zlib
 from collections import Counter
 from itertools import chain, islice
+from operator import attrgetter
 from typing import Iterable, Iterator, Sequence
 
 BATCH = 256
+
+#: Per chunk, the most severe findings kept unpacked beside the batches, so that the terminal
+#: summary's "worst findings" (``report.summary_report``, at most half this many shown) need
+#: not read every finding back
+TOP_KEPT = 16
 
 
 def order(f) -> tuple:
@@ -35,6 +41,10 @@ class ParkedFindings(Sequence):
         self._runs: list[list[tuple[int, int]]] = []
         self._n = 0
         self.severities: Counter = Counter()
+        self.rule_severities: Counter = Counter()      # (rule, severity) -> findings
+        # per chunk, in its order: each rule's most severe first, and the TOP_KEPT most
+        # severe (earliest first for equal severity), as (position in the chunk, finding)
+        self._worst: list[list[tuple[int, object]]] = []
 
     def add(self, findings: list) -> None:
         if not findings:
@@ -47,7 +57,19 @@ class ParkedFindings(Sequence):
             self._data += packed
         self._runs.append(run)
         self._n += len(findings)
-        self.severities.update(f.severity for f in findings)
+        pairs = Counter(zip(map(attrgetter("rule"), findings),
+                            map(attrgetter("severity"), findings)))
+        self.rule_severities.update(pairs)
+        for (_, severity), n in pairs.items():
+            self.severities[severity] += n
+        self._worst.append(_most_severe(findings))
+
+    def worst_candidates(self) -> list:
+        """A subsequence of the findings, in their order, holding each rule's first most
+        severe and the first ``TOP_KEPT`` most severe of all (ranked by severity, then time,
+        then order): what ``summary_report`` picks from."""
+        runs = [[(order(f), k, i, f) for i, f in worst] for k, worst in enumerate(self._worst)]
+        return [t[3] for t in heapq.merge(*runs, key=lambda t: t[:3])]
 
     def _batches(self, run: list[tuple[int, int]]) -> Iterator:
         for a, b in run:
@@ -74,6 +96,42 @@ class ParkedFindings(Sequence):
 
     def __radd__(self, other: Iterable) -> list:
         return [*other, *self]
+
+
+def _most_severe(findings: list) -> list[tuple[int, object]]:
+    """Of findings in order: each rule's first most severe and the first ``TOP_KEPT`` most
+    severe, as (position, finding) in order."""
+    best: dict[str, tuple] = {}
+    for i, f in enumerate(findings):
+        key = (-f.severity, f.ts, i)
+        if f.rule not in best or key < best[f.rule]:
+            best[f.rule] = key
+    top = heapq.nsmallest(TOP_KEPT, ((-f.severity, f.ts, i) for i, f in enumerate(findings)))
+    kept = sorted({key[2] for key in (*best.values(), *top)})
+    return [(i, findings[i]) for i in kept]
+
+
+def worst_candidates(findings) -> list | Sequence:
+    """What the terminal summary ranks its worst findings from: ``findings`` themselves, or
+    of a chain of captures' findings with parked parts, each parked part's candidates
+    (``ParkedFindings.worst_candidates``), in order."""
+    if not isinstance(findings, FindingChain) or \
+            not any(isinstance(p, ParkedFindings) for p in findings.parts):
+        return findings
+    return [f for p in findings.parts
+            for f in (p.worst_candidates() if isinstance(p, ParkedFindings) else p)]
+
+
+def rule_severities(findings) -> Counter:
+    """(rule, severity) -> number of findings, without reading parked findings back."""
+    if isinstance(findings, FindingChain):
+        counts: Counter = Counter()
+        for part in findings.parts:
+            counts.update(rule_severities(part))
+        return counts
+    if isinstance(findings, ParkedFindings):
+        return findings.rule_severities
+    return Counter(zip(map(attrgetter("rule"), findings), map(attrgetter("severity"), findings)))
 
 
 class FindingChain(Sequence):
