@@ -19,7 +19,8 @@ from typing import Iterator
 import numpy as np
 
 from traceaudit.flows.columns import Coded, Columns, Repeated
-from traceaudit.retire.records import FIELDS, Records, record_columns
+from traceaudit.retire.records import _CODED, FIELDS, Records, record_columns
+from traceaudit.tracking.connections import CODED_LABELS
 from traceaudit.tracking.facts import conn_table, endpoint_table
 from traceaudit.tracking.tracker import EV_CONN
 
@@ -84,6 +85,20 @@ def _concat_facts(parts: list[np.ndarray]) -> np.ndarray:
         (-1,) + first.shape[1:])
 
 
+def _write_segment(file, rows: Finished, a: int, b: int,
+                   ev_bounds: list[int] | None = None) -> int:
+    """Write rows a..b (their events: ``ev_bounds``, else all) as a segment: records, both
+    endpoints' facts, connection facts, events (``EV_CONN`` counted from row a); bytes."""
+    ev = rows.events if ev_bounds is None else rows.events[ev_bounds[0]:ev_bounds[1]]
+    if a:
+        ev = ev.copy()
+        ev[:, EV_CONN] -= a
+    size = 0
+    for data in (rows.records.data[:, a:b], rows.ends[a:b], rows.conns[a:b], ev):
+        size += file.write(np.ascontiguousarray(data))
+    return size
+
+
 class SpilledTable:
     """A flow table kept on disk (``CaptureAnalysis.table`` of a retiring read)."""
 
@@ -102,6 +117,8 @@ class SpilledTable:
         # time): ``endpoint_texts`` reads their endpoints back for the CI reports
         self.named_ids: list[np.ndarray] = []
         self._endpoint_texts: dict[int, tuple[str, str]] | None = None
+        self._sorted = False            # a bucket a segment, sorted (``finished``)
+        self._code_counts: dict[str, np.ndarray] = {}    # (written when it is)
 
     def append(self, records: Records | Finished, repair: bool = False) -> None:
         """Add records (``with_facts``: ``Finished`` rows) sorted by first frame (``repair``:
@@ -117,18 +134,12 @@ class SpilledTable:
             ev_bounds = np.searchsorted(finished.events[:, EV_CONN], bounds).tolist()
         self._file.seek(self._end)
         for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-            pieces = [np.ascontiguousarray(records.data[:, a:b]).tobytes()]
-            n_ev = 0
             if finished is not None:
-                ev = finished.events[ev_bounds[i]:ev_bounds[i + 1]].copy()
-                ev[:, EV_CONN] -= a
-                n_ev = len(ev)
-                pieces += [np.ascontiguousarray(finished.ends[a:b]).tobytes(),
-                           np.ascontiguousarray(finished.conns[a:b]).tobytes(), ev.tobytes()]
-            size = 0
-            for data in pieces:
-                self._file.write(data)
-                size += len(data)
+                size = _write_segment(self._file, finished, a, b, ev_bounds[i:i + 2])
+                n_ev = ev_bounds[i + 1] - ev_bounds[i]
+            else:
+                size = self._file.write(np.ascontiguousarray(records.data[:, a:b]))
+                n_ev = 0
             self._segments.append((int(bucket[a]), self._end, b - a, repair, n_ev))
             self._end += size
         self._rows += len(records)
@@ -172,15 +183,37 @@ class SpilledTable:
 
     def finished(self, facts: bool = True) -> Iterator[tuple[int, Finished]]:
         """(first id, rows) a bucket at a time in order of first frame (``with_facts``; not
-        ``facts``: their tracker facts left out, empty)."""
+        ``facts``: their tracker facts left out, empty).
+
+        The first read with facts that goes to the end also writes each bucket, sorted, as
+        one segment of a new file, which then replaces the spill: later reads (the rules'
+        second pass, the JSON report) read each bucket at once, with nothing to merge."""
         assert self.with_facts
+        rewrite = facts and not self._sorted
+        if rewrite:
+            out = tempfile.TemporaryFile(prefix="traceaudit-spill-")
+            segments: list[tuple[int, int, int, bool, int]] = []
+            end = 0
+            counts = {name: np.zeros(len(CODED_LABELS[name]), np.int64) for name in _CODED}
         for first_id, parts in self._buckets(
                 lambda o, r, e: self._read_finished(o, r, e, facts)):
             rows = Finished.concat(parts) if len(parts) > 1 else parts[0]
             first = rows.records["first_frame"]
             if len(first) > 1 and (first[1:] < first[:-1]).any():
                 rows = rows.take(np.argsort(first, kind="stable"))
+            if rewrite:
+                size = _write_segment(out, rows, 0, len(rows))
+                segments.append((len(segments), end, len(rows), False, len(rows.events)))
+                end += size
+                for name, n in counts.items():
+                    n += np.bincount(rows.records[name], minlength=len(n))
             yield first_id, rows
+        if rewrite:                     # (a read left unfinished keeps the first file)
+            self._file.close()
+            self._file, self._segments, self._end = out, segments, end
+            self._rows, self._drop, self._dropped = sum(s[2] for s in segments), None, 0
+            self._sorted = True
+            self._code_counts = counts
 
     def _buckets(self, read) -> Iterator[tuple[int, list]]:
         """Per bucket in order: (id of its first row, its parts as ``read`` gives them, the
@@ -245,7 +278,11 @@ class SpilledTable:
         return self.columns().frame()
 
     def value_counts(self, name: str) -> dict:
-        """``Columns.value_counts`` of a coded column (close_role, ...), a bucket at a time."""
+        """``Columns.value_counts`` of a coded column (close_role, ...), a bucket at a time
+        (or as counted when the spill was sorted)."""
+        if name in self._code_counts:
+            return {label: int(k) for label, k in zip(CODED_LABELS[name].tolist(),
+                                                      self._code_counts[name].tolist()) if k}
         counts, labels = None, None
         for chunk in self.chunks():
             column = chunk.column(name)
