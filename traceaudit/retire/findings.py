@@ -20,6 +20,11 @@ from typing import Iterable, Iterator, Sequence
 
 BATCH = 256
 
+#: Batches are compressed (zlib: a quarter of the bytes, twice the CPU time to pack and read
+#: them) only once this many bytes are parked: a capture with fewer than ~45,000 findings
+#: does not pay for it, a larger one keeps ~120 bytes a finding beyond that
+PLAIN_BYTES = 24 << 20
+
 #: Per chunk, the most severe findings kept unpacked beside the batches, so that the terminal
 #: summary's "worst findings" (``report.summary_report``, at most half this many shown) need
 #: not read every finding back
@@ -38,7 +43,7 @@ class ParkedFindings(Sequence):
         # every batch in one buffer (one growing block, not thousands of small ones among a
         # chunk's arrays); per chunk the (start, end) of its batches
         self._data = bytearray()
-        self._runs: list[list[tuple[int, int]]] = []
+        self._runs: list[list[tuple[int, int, bool]]] = []     # (start, end, compressed)
         self._n = 0
         self.severities: Counter = Counter()
         self.rule_severities: Counter = Counter()      # (rule, severity) -> findings
@@ -51,9 +56,11 @@ class ParkedFindings(Sequence):
             return
         run = []
         for i in range(0, len(findings), BATCH):
-            packed = zlib.compress(pickle.dumps(findings[i:i + BATCH], pickle.HIGHEST_PROTOCOL),
-                                   1)
-            run.append((len(self._data), len(self._data) + len(packed)))
+            packed = pickle.dumps(findings[i:i + BATCH], pickle.HIGHEST_PROTOCOL)
+            compress = len(self._data) >= PLAIN_BYTES
+            if compress:
+                packed = zlib.compress(packed, 1)
+            run.append((len(self._data), len(self._data) + len(packed), compress))
             self._data += packed
         self._runs.append(run)
         self._n += len(findings)
@@ -72,8 +79,9 @@ class ParkedFindings(Sequence):
         return [t[3] for t in heapq.merge(*runs, key=lambda t: t[:3])]
 
     def _batches(self, run: list[tuple[int, int]]) -> Iterator:
-        for a, b in run:
-            yield from pickle.loads(zlib.decompress(self._data[a:b]))
+        for a, b, compressed in run:
+            packed = self._data[a:b]
+            yield from pickle.loads(zlib.decompress(packed) if compressed else packed)
 
     def __len__(self) -> int:
         return self._n

@@ -168,14 +168,15 @@ class SpilledTable:
                  n_ev * _EV_COLS * 8]
         if not facts:               # records and events only (the JSON report): no facts
             sizes[1] = sizes[2] = 0
-        data = bytearray(sum(sizes))                # (writable: the arrays are views of it)
+        # (not zeroed first: read into; the arrays are writable views of it)
+        data = np.empty(sum(sizes), np.uint8)
         self._file.seek(offset)
-        self._file.readinto(memoryview(data)[:sizes[0]])
+        self._file.readinto(memoryview(data[:sizes[0]]))
         if not facts:
             self._file.seek(rows * (_ENDS_BYTES + _CONN_BYTES), 1)
-        self._file.readinto(memoryview(data)[sizes[0]:])
+        self._file.readinto(memoryview(data[sizes[0]:]))
         at = np.cumsum([0] + sizes).tolist()
-        part = [np.frombuffer(data, np.uint8, b - a, a) for a, b in zip(at[:-1], at[1:])]
+        part = [data[a:b] for a, b in zip(at[:-1], at[1:])]
         return Finished(Records(part[0].view(np.int64).reshape(len(FIELDS), rows)),
                         part[1].view(endpoint_table(0).dtype).reshape(-1, 2),
                         part[2].view(conn_table(0).dtype),
