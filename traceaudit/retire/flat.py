@@ -54,7 +54,7 @@ def chunks(analysis: CaptureAnalysis, facts: bool = True) -> Iterator[CaptureAna
     known_ids: list[int] = []
     for k, (first_id, rows) in enumerate(spill.finished(facts)):
         first = rows.records["first_frame"]
-        known_frames.append(first)
+        known_frames.append(first.copy())     # (a view would hold the whole chunk)
         known_ids.append(first_id)
         conns = rows.conns
         prev = conns["prev"]
