@@ -60,7 +60,8 @@ def chunks(analysis: CaptureAnalysis, facts: bool = True) -> Iterator[CaptureAna
         prev = conns["prev"]
         for i in np.flatnonzero(prev >= 0).tolist():
             prev[i] = _id_of(int(prev[i]), known_frames, known_ids)
-        table = record_columns(rows.records, spill.capture, first_id, spill.zeek)
+        # (the rules read no Zeek column: only the JSON report's chunks have them)
+        table = record_columns(rows.records, spill.capture, first_id, spill.zeek and not facts)
         tracked = Tracked(rows.ends, conns, np.empty((0, 6), np.int64), t.end_ts_ns, t.config)
         yield CaptureAnalysis(analysis.stats, table, tracked, rows.events)
         del rows, conns, prev, table, tracked
