@@ -29,7 +29,10 @@ def chunk_findings(rng: random.Random, first_id: int, n: int, rules=RULES) -> li
         out.append(Finding(rule=rule, code=code, severity=rng.choice(list(Severity)),
                            capture="c.pcap", ts=float(rng.randrange(6)), frames=[1, 2],
                            message=f"m{rng.random()}", remediation="r",
-                           connection=first_id + rng.randrange(50)))
+                           connection=first_id + rng.randrange(50),
+                           endpoint=rng.choice(["client", "server", None]),
+                           display_filter="tcp.stream eq 1", key=f"k{rng.randrange(9)}",
+                           details={"cause": rng.choice(["a", "b"]), "n": rng.random()}))
     out.sort(key=order)
     return out
 
@@ -54,6 +57,10 @@ def test_parked_findings_read_back_and_summarised_as_the_list(seed, rules, plain
         packed.add(c)
     assert len(packed) == len(whole) > 0
     assert identity(packed) == identity(whole)
+    back = list(packed)                         # every field, as made
+    assert back == whole
+    assert [f.fingerprint for f in back] == [f.fingerprint for f in whole]
+    assert type(back[0].severity) is Severity
     assert packed.rule_severities == Counter((f.rule, f.severity) for f in whole)
     assert packed.severities == Counter(f.severity for f in whole)
     candidates = packed.worst_candidates()
