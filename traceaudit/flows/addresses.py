@@ -50,7 +50,7 @@ def address_codes(hi: np.ndarray, lo: np.ndarray,
 #: texts of addresses seen lately: a flat read builds the table of every chunk two or three
 #: times, and the same hosts recur from chunk to chunk (``ipaddress`` takes ~2 µs an address)
 _TEXTS: dict[tuple[int, int, int], str] = {}
-_TEXTS_KEPT = 1 << 16
+_TEXTS_KEPT = 1 << 12                  # (~1 MB at most)
 
 
 def _text(hi: int, lo: int, version: int) -> str:
