@@ -55,8 +55,8 @@ class ParkedFindings(Sequence):
         self._n = 0
         self.severities: Counter = Counter()
         self.rule_severities: Counter = Counter()      # (rule, severity) -> findings
-        # per chunk, in its order: each rule's most severe first, and the TOP_KEPT most
-        # severe (earliest first for equal severity), as (position in the chunk, finding)
+        # per chunk, in its order: each rule's first most severe finding and the TOP_KEPT
+        # first most severe of all, as (position in the chunk, finding)
         self._worst: list[list[tuple[int, object]]] = []
 
     def add(self, findings: list) -> None:

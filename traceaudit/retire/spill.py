@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from traceaudit.flows.columns import Coded, Columns, Repeated
-from traceaudit.retire.records import _CODED, FIELDS, Records, record_columns
+from traceaudit.retire.records import CODED, FIELDS, Records, record_columns
 from traceaudit.tracking.connections import CODED_LABELS
 from traceaudit.tracking.facts import conn_table, endpoint_table
 from traceaudit.tracking.tracker import EV_CONN
@@ -195,7 +195,7 @@ class SpilledTable:
             out = tempfile.TemporaryFile(prefix="traceaudit-spill-")
             segments: list[tuple[int, int, int, bool, int]] = []
             end = 0
-            counts = {name: np.zeros(len(CODED_LABELS[name]), np.int64) for name in _CODED}
+            counts = {name: np.zeros(len(CODED_LABELS[name]), np.int64) for name in CODED}
         for first_id, parts in self._buckets(
                 lambda o, r, e: self._read_finished(o, r, e, facts)):
             rows = Finished.concat(parts) if len(parts) > 1 else parts[0]
