@@ -21,15 +21,17 @@ RULES = [("half-closed-leak", "TA101"), ("linger-zero-abort", "TA104"),
 
 
 def chunk_findings(rng: random.Random, first_id: int, n: int, rules=RULES) -> list[Finding]:
-    """n findings of connections first_id.., sorted as a chunk's are; few distinct times and
-    severities, so that many tie on (severity, time) across chunks."""
+    """n findings of connections first_id.. (or none: a host's; or one of three, so that
+    findings of different chunks tie on the whole sort key), sorted as a chunk's are; few
+    distinct times and severities, so that many tie on (severity, time) across chunks."""
     out = []
     for _ in range(n):
         rule, code = rng.choice(rules)
         out.append(Finding(rule=rule, code=code, severity=rng.choice(list(Severity)),
                            capture="c.pcap", ts=float(rng.randrange(6)), frames=[1, 2],
                            message=f"m{rng.random()}", remediation="r",
-                           connection=first_id + rng.randrange(50),
+                           connection=rng.choice([None, first_id + rng.randrange(50),
+                                                  rng.randrange(3)]),
                            endpoint=rng.choice(["client", "server", None]),
                            display_filter="tcp.stream eq 1", key=f"k{rng.randrange(9)}",
                            details={"cause": rng.choice(["a", "b"]), "n": rng.random()}))

@@ -20,6 +20,8 @@ from itertools import chain, islice, starmap
 from operator import attrgetter
 from typing import Iterable, Iterator, Sequence
 
+import numpy as np
+
 from traceaudit.rules.model import Finding
 
 BATCH = 256
@@ -52,6 +54,9 @@ class ParkedFindings(Sequence):
         # chunk's arrays); per chunk the (start, end) of its batches
         self._data = bytearray()
         self._runs: list[list[tuple[int, int, bool]]] = []     # (start, end, compressed)
+        # per chunk, each finding's ``order`` key as arrays: (time, code number, connection)
+        self._keys: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []     # (20 bytes each)
+        self._codes: dict[str, int] = {}
         self._n = 0
         self.severities: Counter = Counter()
         self.rule_severities: Counter = Counter()      # (rule, severity) -> findings
@@ -73,6 +78,13 @@ class ParkedFindings(Sequence):
             self._data += packed
         self._runs.append(run)
         self._n += len(findings)
+        codes = self._codes
+        self._keys.append((
+            np.fromiter(map(attrgetter("ts"), findings), np.float64, len(findings)),
+            np.fromiter((codes.setdefault(f.code, len(codes)) for f in findings), np.int32,
+                        len(findings)),
+            np.fromiter((-1 if f.connection is None else f.connection for f in findings),
+                        np.int64, len(findings))))
         pairs = Counter(zip(map(attrgetter("rule"), findings),
                             map(attrgetter("severity"), findings)))
         self.rule_severities.update(pairs)
@@ -98,7 +110,20 @@ class ParkedFindings(Sequence):
 
     def __iter__(self) -> Iterator:
         runs = [self._batches(run) for run in self._runs]
-        return iter(runs[0]) if len(runs) == 1 else heapq.merge(*runs, key=order)
+        if len(runs) == 1:
+            return iter(runs[0])
+        # the next finding of which chunk, as a stable sort of them all by ``order`` takes
+        # them (a merge comparing keys in Python took ~1 s for 350,000 findings)
+        return map(next, map(runs.__getitem__, self._chunk_order().tolist()))
+
+    def _chunk_order(self) -> np.ndarray:
+        """Each finding's chunk, in the order of a stable sort of them all by ``order``."""
+        ts, code, conn = (np.concatenate(part) for part in zip(*self._keys))
+        names = sorted(self._codes)             # codes compare as their texts do
+        rank = np.zeros(len(names), np.int64)
+        rank[[self._codes[c] for c in names]] = np.arange(len(names))
+        chunk = np.repeat(np.arange(len(self._keys)), [len(k[0]) for k in self._keys])
+        return chunk[np.lexsort((conn, rank[code], ts))]      # (lexsort is stable)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
