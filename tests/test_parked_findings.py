@@ -91,3 +91,9 @@ def test_a_chain_of_parked_and_plain_findings():
     assert rule_severities(chain) == Counter((f.rule, f.severity) for f in plain)
     assert identity(_worst_of(worst_candidates(chain))) == identity(_worst_of(plain))
     assert worst_candidates(plain) is plain
+
+
+def test_none_parked():
+    packed = ParkedFindings()
+    packed.add([])
+    assert list(packed) == [] and len(packed) == 0 and packed.worst_candidates() == []

@@ -110,8 +110,8 @@ class ParkedFindings(Sequence):
 
     def __iter__(self) -> Iterator:
         runs = [self._batches(run) for run in self._runs]
-        if len(runs) == 1:
-            return iter(runs[0])
+        if len(runs) <= 1:
+            return iter(runs[0] if runs else ())
         # the next finding of which chunk, as a stable sort of them all by ``order`` takes
         # them (a merge comparing keys in Python took ~1 s for 350,000 findings)
         return map(next, map(runs.__getitem__, self._chunk_order().tolist()))
