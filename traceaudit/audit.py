@@ -43,7 +43,11 @@ class AuditReport:
     @cached_property
     def failing(self) -> list[Finding]:
         """Findings at or above ``fail_on``: these make the exit code 1 unless ``accepted_by``
-        (listed once: the summary and the exit code both ask)."""
+        (listed once: the summary and the exit code both ask; a flat read's packed findings
+        are read as they are asked for)."""
+        from traceaudit.retire.findings import AtOrAbove, FindingChain
+        if isinstance(self.findings, FindingChain):
+            return AtOrAbove(self.findings, self.fail_on)
         return [f for f in self.findings if f.severity >= self.fail_on]
 
     @property
@@ -122,9 +126,12 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
 
     import numpy as np
 
+    from traceaudit.retire import flat
     from traceaudit.tracking.facts import conn_table, endpoint_table
     from traceaudit.tracking.tracker import Tracked
 
+    if flat.is_flat(analysis):          # (read with nothing more than the reports need)
+        return flat.slimmed(analysis)
     t = analysis.tracked
     # fresh empty arrays: a [:0] view would keep the whole table it was cut from alive
     empty = Tracked(endpoint_table(0), conn_table(0), np.empty((0, 6), np.int64), t.end_ts_ns,

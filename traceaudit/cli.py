@@ -8,6 +8,7 @@ could not be read to its end).
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import sys
@@ -92,7 +93,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
                   each: "Step | None" = None,
                   excerpts: bool = False,
                   frames: bool = True,
-                  retire: bool = False,
+                  retire: bool | RetireOptions = False,
                   merge: bool | None = None,
                   skipped: list | None = None,
                   findings: list | None = None,
@@ -106,7 +107,8 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     (``parallel.read_units``). ``excerpts``: keep packets for ladder diagrams (only HTML
     draws them).
     ``frames``: the caller will use the DataFrames (pandas is imported while reading).
-    ``retire``: only the flow table is wanted; it is spilled as connections finish.
+    ``retire``: only the flow table is wanted; it is spilled as connections finish (given as
+    ``RetireOptions``: those; ``analyze``'s flat read spills their facts and timelines too).
     ``merge``: rotated sets as one timeline (None: found by name and time; see
     ``capture.sets``). ``skipped`` (a list) receives the files of directories that are not
     captures, for the caller to list; without it they are named on stderr.
@@ -124,7 +126,8 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
 
     options = ReadOptions(reader=reader, verify_checksums=verify_checksums, tracker=tracker,
                           excerpts=excerpts, frames_soon=frames,
-                          retire=RetireOptions() if retire else None)
+                          retire=retire if isinstance(retire, RetireOptions)
+                          else RetireOptions() if retire else None)
     results, failed = [], False
     with CaptureProgress(files) as progress:
         for done in read_units(group_captures(files, merge), options, each, jobs=jobs,
@@ -132,12 +135,27 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
             analysis = done.analysis
             progress.finished(analysis.stats)
             if findings is not None:
-                findings.extend(done.findings)
+                # one entry a capture: a list, or a flat read's parked findings
+                findings.append(done.findings)
             _reported(analysis)
             results.append(analysis)
             failed = failed or analysis.stats.error is not None
     return results, failed
 
+
+#: ``analyze``'s read without --html: connections spilled with their facts and timelines, the
+#: rules and reports read them back a chunk at a time (``retire/flat.py``). It costs about a
+#: third more CPU than keeping everything, so by default only captures of FLAT_MIN_BYTES or
+#: more are read so (below that the whole read peaks under ~350 MB); ``--spill`` forces it.
+FLAT_MIN_BYTES = 256 << 20
+FLAT_READ = RetireOptions(facts=True, min_bytes=FLAT_MIN_BYTES)
+
+
+def _flat_read(spill: bool | None) -> RetireOptions | bool:
+    """``analyze --spill/--no-spill``: the flat read always, never, or above FLAT_MIN_BYTES."""
+    if spill is None:
+        return FLAT_READ
+    return dataclasses.replace(FLAT_READ, min_bytes=0) if spill else False
 
 #: the capture read for ``-``: a pipe into standard input, read once, never seeked or re-read
 STDIN_PATH = "/dev/stdin"
@@ -344,6 +362,11 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
               help="Record every finding of this run as known, for later --baseline runs; "
                    "this accepts them, so the exit status is 0 (2 if a capture is "
                    "unreadable). '-' is standard output.")
+@click.option("--spill/--no-spill", default=None,
+              help="Keep finished connections in a temporary file as the read goes, so memory "
+                   "follows the connections open at once (about a third more CPU). Default: "
+                   "for captures of 256 MiB or more read in this process; not with --html, "
+                   "which keeps every connection for its ladders.")
 @click.option("--exit-zero", is_flag=True,
               help="Exit 0 even when there are findings at or above --fail-on (still 2 for "
                    "usage, configuration or unreadable input).")
@@ -365,7 +388,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             write_baseline_path: str | None, exit_zero: bool, config_path: str | None,
             overrides: tuple[str, ...], reader: str, verify_checksums: bool,
             merge: bool | None, msl2: float, fin_timeout: float, jobs: int | None,
-            scheduler: str | None) -> None:
+            scheduler: str | None, spill: bool | None) -> None:
     """Find how every TCP connection in CAPTURES ended, and which endings are bugs.
     CAPTURES are files or directories; '-' reads one capture from standard input.
 
@@ -411,12 +434,16 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
         # tracker table at once
         audit = Audit(config, keep_excerpts=html_path is not None)
         skipped: list[str] = []
+        # without --html, finished connections go to disk as the read goes (flat memory;
+        # captures that cannot be read twice are kept whole: pipeline.analyze_capture)
         results, _ = read_captures(captures, reader, verify_checksums,
                                    _tracker_config(msl2, fin_timeout), each=audit,
                                    excerpts=html_path is not None,
                                    frames=html_path is not None, merge=merge, skipped=skipped,
-                                   findings=findings, jobs=jobs, scheduler=scheduler)
-        report = build_report(results, config, known, findings=findings,
+                                   findings=findings, jobs=jobs, scheduler=scheduler,
+                                   retire=_flat_read(spill) if html_path is None else False)
+        from traceaudit.retire.findings import joined
+        report = build_report(results, config, known, findings=joined(findings),
                               tool_version=__version__,
                               generated_at=datetime.now(timezone.utc).isoformat(
                                   timespec="seconds").replace("+00:00", "Z"),

@@ -104,7 +104,8 @@ def analyze_capture(path: str | Path | CaptureSet, options: ReadOptions = ReadOp
     is read as one timeline (``stats.parts``), possibly only its first files: see
     ``analyze_captures``."""
     files = path.files if isinstance(path, CaptureSet) else (path,)
-    if options.retire is not None and all(Path(f).is_file() for f in files):
+    if options.retire is not None and all(Path(f).is_file() for f in files) and \
+            sum(Path(f).stat().st_size for f in files) >= options.retire.min_bytes:
         # (a pipe or device could not be read a second time for the repair: kept whole)
         return _retiring_read(path, options, progress)
     stages = _Stages(path, options)
@@ -224,7 +225,8 @@ def _retiring_read(path: str | Path, options: ReadOptions,
     from traceaudit.retire.sweep import Retirer, TupleSet, finish_live
     stages = _Stages(path, options, excerpts=False)
     source = stages.source
-    spill = SpilledTable(str(path), zeek=options.zeek is not None)
+    spill = SpilledTable(str(path), zeek=options.zeek is not None,
+                         with_facts=options.retire.facts)
     retirer = Retirer(spill, options.retire)
     last_frame = 0
     batches = stages.batches()

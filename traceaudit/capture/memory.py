@@ -67,3 +67,23 @@ def tune_arrow() -> None:
         pa.set_memory_pool(pa.system_memory_pool())
     except (AttributeError, NotImplementedError, OSError):
         pass                              # an Arrow build without it: keep its default
+
+
+_trim = None
+
+
+def give_back() -> None:
+    """Return the heap's free pages to the system, those between live blocks too (glibc's
+    ``malloc_trim``): between chunks of work whose arrays are freed while a few long-lived
+    objects made after them pin the heap (``retire/flat.py``)."""
+    global _trim
+    if _trim is None:
+        _trim = False
+        if sys.platform.startswith("linux"):
+            try:
+                _trim = ctypes.CDLL("libc.so.6").malloc_trim
+                _trim.argtypes = [ctypes.c_size_t]
+            except (OSError, AttributeError):
+                pass
+    if _trim:
+        _trim(0)

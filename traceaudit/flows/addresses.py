@@ -34,7 +34,7 @@ def address_codes(hi: np.ndarray, lo: np.ndarray,
     if len(rows):
         keys = np.asarray(lo)[rows].astype(np.uint64) & np.uint64(0xFFFF_FFFF)
         uniq, inverse = np.unique(keys, return_inverse=True)
-        labels += [str(ipaddress.IPv4Address(k)) for k in uniq.tolist()]
+        labels += [_text(k, k, 4) for k in uniq.tolist()]
         codes[rows] = inverse.reshape(-1)
     rows = np.flatnonzero(~v4)
     if len(rows):
@@ -43,8 +43,24 @@ def address_codes(hi: np.ndarray, lo: np.ndarray,
                          np.asarray(version)[rows].astype(np.uint64)], axis=1)
         uniq, inverse = np.unique(keys, axis=0, return_inverse=True)
         codes[rows] = len(labels) + inverse.reshape(-1)
-        labels += [format_address(h, lo_, v) for h, lo_, v in uniq.tolist()]
+        labels += [_text(h, lo_, v) for h, lo_, v in uniq.tolist()]
     return codes, np.array(labels, dtype=object)
+
+
+#: texts of addresses seen lately: a flat read builds the table of every chunk two or three
+#: times, and the same hosts recur from chunk to chunk (``ipaddress`` takes ~2 µs an address)
+_TEXTS: dict[tuple[int, int, int], str] = {}
+_TEXTS_KEPT = 1 << 12                  # (~1 MB at most)
+
+
+def _text(hi: int, lo: int, version: int) -> str:
+    key = (hi, lo, version)
+    text = _TEXTS.get(key)
+    if text is None:
+        if len(_TEXTS) >= _TEXTS_KEPT:
+            _TEXTS.clear()
+        text = _TEXTS[key] = format_address(hi, lo, version)
+    return text
 
 
 def parse_address(text: str) -> tuple[int, int, int]:

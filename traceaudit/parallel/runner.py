@@ -53,7 +53,7 @@ def read_units(units: Iterable[Unit], options: ReadOptions, step: Step | None, *
     units = list(units)
     if scheduler:
         from traceaudit.parallel.cluster import cluster_units
-        yield from cluster_units(units, options, step, scheduler, progress)
+        yield from cluster_units(units, remote_options(options), step, scheduler, progress)
         return
     if jobs is None:
         jobs = default_jobs() if _bytes(units) >= POOL_MIN_BYTES else 1
@@ -76,6 +76,16 @@ def in_process(units: list[Unit], options: ReadOptions, step: Step | None,
             gc.collect()
         for analysis in analyze_captures([unit], options, progress):
             yield apply_step(analysis, step, options)
+
+
+def remote_options(options: ReadOptions) -> ReadOptions:
+    """How another process reads: ``analyze``'s flat read leaves its connections in a
+    temporary file and its findings parked, which cannot cross to this process, so a worker
+    keeps its capture whole (its memory follows that capture's connections)."""
+    if options.retire is not None and options.retire.facts:
+        from dataclasses import replace
+        return replace(options, retire=None)
+    return options
 
 
 def worker_readable(unit: Unit) -> bool:
@@ -138,7 +148,8 @@ def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: in
     remote = [worker_readable(u) for u in units]
     pool = _pool(min(jobs, sum(remote)))
     try:
-        futures = [pool.submit(read_unit, u, options, step) if r else None
+        remote_read = remote_options(options)
+        futures = [pool.submit(read_unit, u, remote_read, step) if r else None
                    for u, r in zip(units, remote)]
         for unit, future in zip(units, futures):
             if future is None:

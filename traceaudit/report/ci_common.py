@@ -77,12 +77,14 @@ def endpoints(analysis: CaptureAnalysis | None) -> dict[int, tuple[str, str]]:
     """Connection id → (client "ip:port", server "ip:port"), IPv6 addresses in brackets."""
     if analysis is None or not len(analysis.table):
         return {}
+    if hasattr(analysis.table, "endpoint_texts"):     # a flat read: those findings name
+        return analysis.table.endpoint_texts()
     cols = [analysis.table[c].tolist() for c in ("id", "client_ip", "client_port", "server_ip",
                                                  "server_port")]
-    return {int(i): (_hostport(ci, cp), _hostport(si, sp)) for i, ci, cp, si, sp in zip(*cols)}
+    return {int(i): (hostport(ci, cp), hostport(si, sp)) for i, ci, cp, si, sp in zip(*cols)}
 
 
-def _hostport(ip: object, port: object) -> str:
+def hostport(ip: object, port: object) -> str:
     ip = str(ip)
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 

@@ -314,6 +314,12 @@ def _connection_writer(a: CaptureAnalysis) -> RowWriter:
 def _connection_chunks(a: CaptureAnalysis, size: int) -> Iterator[memoryview]:
     """``connection_entries(a)`` as JSON text, ``size`` connections (comma-separated) per
     piece."""
+    from traceaudit.retire import flat
+    if flat.is_flat(a):                 # on disk: a chunk of the capture at a time
+        # (with the tracker's facts: each endpoint's rst_origin is made from them)
+        for chunk in flat.chunks(a, facts=True, zeek=True):
+            yield from _connection_chunks(chunk, size)
+        return
     n = len(a.table)
     if not n:
         return

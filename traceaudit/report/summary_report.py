@@ -6,9 +6,9 @@ findings with their frames and a Wireshark display filter, and the verdict (exit
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from datetime import datetime, timezone
-from operator import attrgetter
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.table import Table
@@ -17,9 +17,11 @@ from rich.text import Text
 from traceaudit.audit import AuditReport
 from traceaudit.names import display_name
 from traceaudit.report import facts_text
+from traceaudit.retire.findings import TOP_KEPT, rule_severities, worst_candidates
 from traceaudit.rules.model import Finding, Severity
 
 WORST_SHOWN = 5
+assert 2 * WORST_SHOWN <= TOP_KEPT          # (a flat read keeps that many per chunk)
 _STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.INFO: "cyan"}
 
 
@@ -132,9 +134,7 @@ def _by_rule(report: AuditReport, console: Console, read: int = 1, unread: int =
             console.print(Text(f"No findings ({len(report.rules)} rules ran).", style="green"))
         return
     counts: dict[str, Counter] = {}
-    findings = report.findings
-    for (rule, severity), n in Counter(zip(map(attrgetter("rule"), findings),
-                                           map(attrgetter("severity"), findings))).items():
+    for (rule, severity), n in rule_severities(report.findings).items():
         counts.setdefault(rule, Counter())[severity] = n
     table = Table(title="Findings by rule", title_justify="left", box=None, pad_edge=False)
     table.add_column("code")
@@ -151,7 +151,7 @@ def _by_rule(report: AuditReport, console: Console, read: int = 1, unread: int =
 
 
 def _worst(report: AuditReport, console: Console) -> None:
-    shown = _worst_of(report.findings)
+    shown = _worst_of(worst_candidates(report.findings))
     if not shown:
         return
     console.print(Text(f"Worst findings ({len(shown)} of {len(report.findings):,}):",
@@ -171,7 +171,20 @@ def _worst(report: AuditReport, console: Console) -> None:
 def _worst_of(findings: list[Finding]) -> list[Finding]:
     """The most severe findings, one per rule first (so one noisy rule does not hide the
     others), then the next most severe."""
-    ranked = sorted(findings, key=lambda f: (-f.severity, f.ts))
+    # in one pass, holding no more than that (a flat read's findings are read as they come):
+    # each rule's first most severe, and the first most severe of all; ranked as a stable
+    # sort of them all would rank them
+    best: dict[str, tuple] = {}
+    for i, f in enumerate(findings):
+        key = (-f.severity, f.ts, i)
+        if f.rule not in best or key < best[f.rule][0]:
+            best[f.rule] = (key, f)
+    top = heapq.nsmallest(2 * WORST_SHOWN, ((-f.severity, f.ts, i, f)
+                                           for i, f in enumerate(findings)),
+                          key=lambda t: t[:3])
+    chosen = {id(f): (key, f) for key, f in best.values()}
+    chosen.update({id(t[3]): (t[:3], t[3]) for t in top})
+    ranked = [f for _, f in sorted(chosen.values(), key=lambda kf: kf[0])]
     shown, rules = [], set()
     for f in ranked:
         if f.rule not in rules and len(shown) < WORST_SHOWN:

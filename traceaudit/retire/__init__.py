@@ -28,3 +28,7 @@ class RetireOptions:
     sweep_conns: int = 1 << 15     # sweep once this many connections are live, and twice as
                                    # many as the last sweep kept (amortised O(1) a connection)
     bloom_bits: int = 1 << 27      # Bloom filter of retired 4-tuples (16 MB; a power of two)
+    facts: bool = False            # spill each connection's tracker facts and timeline too:
+                                   # what analyze's rules and JSON report read (``flat.py``)
+    min_bytes: int = 0             # only captures (their files together) at least this large
+                                   # are read so; smaller ones are kept whole (faster)

@@ -12,12 +12,13 @@ from traceaudit.tracking.connections import CODED_LABELS, tracking_columns
 from traceaudit.tracking.tracker import Tracked
 from traceaudit.tracking.zeek import history_codes
 
-_CODED = ("client_state", "server_state", "close_role", "close_kind")
+#: record fields holding codes into ``CODED_LABELS`` (states, close role and kind)
+CODED = ("client_state", "server_state", "close_role", "close_kind")
 _HIST_WORDS = ZK.HMAX // 8
 
 #: One int64 per field; a record array is stored field by field (a row of ``Records.data``
 #: a field), so that writing and reading a field touches contiguous memory.
-FIELDS = [*RAW_FIELDS, *_CODED, "midstream", "conn_state", "zeek_flipped",
+FIELDS = [*RAW_FIELDS, *CODED, "midstream", "conn_state", "zeek_flipped",
           *(f"history{i}" for i in range(_HIST_WORDS))]
 INDEX = {name: i for i, name in enumerate(FIELDS)}
 _HIST = INDEX["history0"]
@@ -60,23 +61,24 @@ class Records:
 
 
 def make_records(raw: dict[str, np.ndarray], tracked: Tracked, events: np.ndarray,
-                 zeek: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> Records:
+                 zeek: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                 sort: bool = True) -> Records:
     """Records of k connections: ``raw`` flow fields, their tracker rows and corrected events
     (connection numbers 0..k-1), and the Zeek view ``(conn_state, history, flipped)``;
-    sorted by first frame (rows in creation order already are)."""
+    sorted by first frame (rows in creation order already are) unless not ``sort``."""
     k = len(raw["first_frame"])
     rec = Records.empty(k)
     for name in RAW_FIELDS:
         rec[name] = raw[name]
     cols = tracking_columns(k, tracked, events, None)
-    for name in _CODED:
+    for name in CODED:
         rec[name] = cols[name].codes
     rec["midstream"] = cols["midstream"]
     if zeek is not None:
         rec["conn_state"], letters, rec["zeek_flipped"] = zeek
         rec.set_history(letters)
     first = rec["first_frame"]
-    if k > 1 and (first[1:] < first[:-1]).any():
+    if sort and k > 1 and (first[1:] < first[:-1]).any():
         rec = rec.take(np.argsort(first, kind="stable"))
     return rec
 
@@ -85,7 +87,7 @@ def record_columns(rec: Records, capture: str, first_id: int, zeek: bool) -> Col
     """The flow table's columns (FLOW_COLUMNS + TRACKING_COLUMNS, as ``add_tracking_columns``
     orders them) of records, ids counted from ``first_id``."""
     cols = flow_columns(rec, capture, first_id)
-    for name in _CODED:
+    for name in CODED:
         cols[name] = Coded(rec[name], CODED_LABELS[name])
     cols["midstream"] = rec["midstream"] == 1
     if zeek:

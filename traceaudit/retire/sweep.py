@@ -11,7 +11,7 @@ from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.retire import RetireOptions
 from traceaudit.retire import kernels as RK
 from traceaudit.retire.records import Records, make_records
-from traceaudit.retire.spill import SpilledTable
+from traceaudit.retire.spill import Finished, SpilledTable
 from traceaudit.tracking import zeek_kernel as ZK
 from traceaudit.tracking.timeline import corrected_events
 from traceaudit.tracking.tracker import EV_CONN, ConnectionTracker, Tracked
@@ -30,6 +30,9 @@ class Retirer:
         self.retired = 0
         self.now = np.iinfo(np.int64).min
         self._next_sweep = options.sweep_conns
+        # first frame of a live connection -> its previous incarnation's, once that retired
+        # (the tracker's ``prev`` row is gone then; the flat read reports it)
+        self.lost_prev: dict[int, int] = {}
 
     def after_batch(self, batch: PacketBatch, assignment: Assignment, builder: FlowBuilder,
                     slots_before: int, conns_before: int, tracker: ConnectionTracker,
@@ -73,16 +76,33 @@ class Retirer:
         RK.remember_retired(self.bits, builder.conn, builder.slots, np.flatnonzero(freed))
         ev = tracker.events()
         gone = retire[ev[:, EV_CONN]]
-        self.spill.append(records_of(rows, builder, tracker, zeek, self.now, ev[gone]))
+        self.spill.append(records_of(rows, builder, tracker, zeek, self.now, ev[gone],
+                                     self.lost_prev if self.spill.with_facts else None))
         self.retired += len(rows)
         tracker.keep_events(ev[~gone])
+        if self.spill.with_facts:
+            self._keep_prev_links(retire, builder, tracker)
         _compact(retire, freed, builder, tracker, zeek)
+
+    def _keep_prev_links(self, retire: np.ndarray, builder: FlowBuilder,
+                         tracker: ConnectionTracker) -> None:
+        """Live connections whose previous incarnation retires now: remember its first frame
+        (compaction forgets the row)."""
+        n = builder.n_conns
+        prev = tracker.conns["prev"][:n]
+        lost = np.flatnonzero(~retire & (prev >= 0))
+        lost = lost[retire[prev[lost]]]
+        first = builder.conn[:n, A.F_FIRST_FRAME]
+        for row, p in zip(first[lost].tolist(), first[prev[lost]].tolist()):
+            self.lost_prev[row] = p
 
 
 def records_of(rows: np.ndarray, builder: FlowBuilder, tracker: ConnectionTracker,
-               zeek: ZeekTracker | None, end_ts_ns: int, ev: np.ndarray) -> Records:
+               zeek: ZeekTracker | None, end_ts_ns: int, ev: np.ndarray,
+               lost_prev: dict[int, int] | None = None) -> Records | Finished:
     """Output records of connections ``rows`` (ascending) from their raw events ``ev`` (a
-    copy; TIME_WAITs must have been expired by the caller)."""
+    copy; TIME_WAITs must have been expired by the caller). With ``lost_prev`` (a flat read:
+    ``Retirer.lost_prev``) their facts and corrected events too, as ``Finished`` rows."""
     every = len(rows) == builder.n_conns          # capture end: views, not copies
     if not every:
         ev[:, EV_CONN] = np.searchsorted(rows, ev[:, EV_CONN])
@@ -93,7 +113,23 @@ def records_of(rows: np.ndarray, builder: FlowBuilder, tracker: ConnectionTracke
         zrow = zeek.our_zrow[take]
         conn_state, flipped = zeek.conn_view(zrow, builder.conn[take, A.F_CLIENT_IS_A] == 1)
         view = conn_state, zeek.history_letters(zrow), flipped
-    return make_records(builder.raw(take), tracked, corrected_events(tracked), view)
+    events = corrected_events(tracked)
+    if lost_prev is None:
+        return make_records(builder.raw(take), tracked, events, view)
+    rec = make_records(builder.raw(take), tracked, events, view, sort=False)
+    conns = tracked.conns.copy()
+    # ``prev`` as the previous incarnation's first frame: rows are renumbered by retirement
+    prev = conns["prev"]
+    first = rec["first_frame"]
+    known = prev >= 0
+    prev[known] = builder.conn[prev[known], A.F_FIRST_FRAME]
+    if lost_prev:
+        for i in np.flatnonzero(~known).tolist():
+            prev[i] = lost_prev.pop(int(first[i]), -1)
+    done = Finished(rec, tracked.endpoints.copy(), conns, events)
+    if len(first) > 1 and (first[1:] < first[:-1]).any():
+        done = done.take(np.argsort(first, kind="stable"))
+    return done
 
 
 def _remap(values: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -179,8 +215,9 @@ def finish_live(retirer: Retirer, builder: FlowBuilder, tracker: ConnectionTrack
     if zeek is not None:
         zeek.close()
     if n:
+        lost = ({} if repair else retirer.lost_prev) if retirer.spill.with_facts else None
         retirer.spill.append(records_of(np.arange(n), builder, tracker, zeek, end_ts_ns,
-                                        tracked.events), repair=repair)
+                                        tracked.events, lost), repair=repair)
 
 
 class TupleSet:

@@ -46,6 +46,21 @@ def registry() -> dict[str, Rule]:
 
 def run_rules(analysis: "CaptureAnalysis", config: "RulesConfig") -> list[Finding]:
     """Findings of every selected rule for one capture, ordered by time then rule code."""
+    from traceaudit.retire import flat
+    if flat.is_flat(analysis):
+        return flat.run_rules(analysis, config)      # (sorted and annotated, packed)
+    findings = apply_rules(analysis, config)
+    findings.sort(key=lambda f: (f.ts, f.code, f.connection if f.connection is not None else -1))
+    if analysis.stats.parts:
+        # a rotated set read as one timeline: say which file holds each (merged) frame
+        from traceaudit.capture.chain import annotate
+        annotate(findings, analysis.stats)
+    return findings
+
+
+def apply_rules(analysis: "CaptureAnalysis", config: "RulesConfig") -> list[Finding]:
+    """Findings of every selected rule for one capture (or a chunk of a flat read), unsorted,
+    each at its configured severity."""
     findings: list[Finding] = []
     for rule in config.active_rules():
         params = config.params(rule)
@@ -56,11 +71,6 @@ def run_rules(analysis: "CaptureAnalysis", config: "RulesConfig") -> list[Findin
             finding.severity = lowered if finding.details.get("confidence") == "low" \
                 else severity
             findings.append(finding)
-    findings.sort(key=lambda f: (f.ts, f.code, f.connection if f.connection is not None else -1))
-    if analysis.stats.parts:
-        # a rotated set read as one timeline: say which file holds each (merged) frame
-        from traceaudit.capture.chain import annotate
-        annotate(findings, analysis.stats)
     return findings
 
 

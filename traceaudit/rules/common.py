@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -31,6 +31,11 @@ class View:
 
     analysis: "CaptureAnalysis"
     memo: dict = field(default_factory=dict)    # results several rules share
+    # a chunk of a flat read (``retire/flat.py``): the whole capture's summaries (``TOTALS``
+    # of the rule modules, summed over every chunk), and whether this is the last chunk;
+    # None / True: this view is the whole capture
+    totals: dict | None = None
+    final: bool = True
 
     @classmethod
     def of(cls, analysis: "CaptureAnalysis") -> "View":
@@ -43,6 +48,21 @@ class View:
     @property
     def n(self) -> int:
         return len(self.analysis.table)
+
+    def whole(self, name: str, summarize: Callable[["View"], Any]) -> Any:
+        """The whole capture's summary ``name``: made by ``summarize`` from this view, or,
+        for a chunk of a flat read, given (summed over the chunks)."""
+        if self.totals is not None:
+            return self.totals[name]
+        key = ("whole", name)
+        if key not in self.memo:
+            self.memo[key] = summarize(self)
+        return self.memo[key]
+
+    @cached_property
+    def ids(self) -> np.ndarray:
+        """Each row's connection id (``tcp.stream``; the row number unless a chunk)."""
+        return np.asarray(self.columns["id"], np.int64)
 
     @cached_property
     def endpoints(self) -> np.ndarray:
@@ -199,12 +219,13 @@ class View:
         remediation, endpoint = rule.remediation, ENDPOINTS[e] if e is not None else None
         keys = self.keys(conns) if keys is None else keys
         prints = fingerprints(name, path, endpoint, [d.get("cause", "") for d in details], keys)
+        ids = self.ids[np.asarray(conns, np.int64)].tolist()
         # (positional: tens of thousands of these on a large capture)
         return [Finding(name, code, severity, path, t / NS, sorted({f for f in fr if f >= 0}),
                         message, remediation, c, endpoint, None, f"tcp.stream eq {c}", detail,
                         key, fingerprint)
                 for c, t, fr, message, detail, key, fingerprint in zip(
-                    conns, ts_ns, frames, messages, details, keys, prints)]
+                    ids, ts_ns, frames, messages, details, keys, prints)]
 
 
 class _TableColumns(dict):

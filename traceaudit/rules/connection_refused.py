@@ -31,6 +31,10 @@ def check(analysis, params):
                       [{"syn_transmissions": n} for n in syns])
 
 
+#: nothing of other connections: a flat read runs it a chunk at a time (``retire/flat.py``)
+TOTALS: dict = {}
+
+
 RULE = Rule(
     code="TA106",
     name="connection-refused",

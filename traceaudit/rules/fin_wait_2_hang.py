@@ -74,6 +74,10 @@ def _findings(v: View, hits: np.ndarray, e: int, starts: list[int], stops: list[
     return v.findings(RULE, conns, e, starts, frames, messages, details)
 
 
+#: nothing of other connections: a flat read runs it a chunk at a time (``retire/flat.py``)
+TOTALS: dict = {}
+
+
 RULE = Rule(
     code="TA102",
     name="fin-wait-2-hang",

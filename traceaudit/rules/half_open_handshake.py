@@ -11,10 +11,9 @@ from traceaudit.rules.model import Rule, Severity
 from traceaudit.tracking.states import EndpointState, Hindsight
 
 
-def check(analysis, params):
-    v = View.of(analysis)
-    if not v.n:
-        return []
+def _half_open(v: View, params) -> tuple[np.ndarray, ...]:
+    """(hits, synack_ts, rst, gave_up, stop, ack_lost): the handshakes left half-open for
+    at least min_duration, and the times their verdicts read."""
     # (the facts of the current incarnation: a replayed 4-tuple's first packets are older)
     synack_ts = v.ep(1, "first_ns")
     rst = np.minimum(np.where(v.ep(0, "rst_count") > 0, v.ep(0, "rst_ns"), NEVER),
@@ -32,10 +31,27 @@ def check(analysis, params):
     half_open = (v.handshake_seen & (v.ep(0, "isn_seen") == 1) & (v.ep(1, "syn_count") > 0) &
                  (v.conn("synack_seen") == 1) & (unanswered | ack_lost))
     hits = np.flatnonzero(half_open & (stop - synack_ts >= int(params["min_duration"] * 1e9)))
+    return hits, synack_ts, rst, gave_up, stop, ack_lost
+
+
+def half_open_per_service(v: View, params) -> Counter:
+    """The ``TOTALS`` summary: half-open handshakes per service (address:port)."""
+    return Counter(v.addresses(_half_open(v, params)[0].tolist(), 1))
+
+
+#: whole-capture summaries a flat read (``retire/flat.py``) sums over its chunks
+TOTALS = {"half_open_per_service": (half_open_per_service, lambda a, b: a + b)}
+
+
+def check(analysis, params):
+    v = View.of(analysis)
+    if not v.n:
+        return []
+    hits, synack_ts, rst, gave_up, stop, ack_lost = _half_open(v, params)
     conns = hits.tolist()
     services = v.addresses(conns, 1)
     clients = v.addresses(conns, 0)
-    per_service = Counter(services)
+    per_service = v.whole("half_open_per_service", lambda v: Counter(services))
     flood = int(params["flood_count"])
     synacks, synack_frame, srv_rst_frame = v.take(hits, 1, "syn_count", "syn_last_frame",
                                                   "rst_frame")

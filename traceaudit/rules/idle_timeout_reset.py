@@ -23,41 +23,74 @@ from traceaudit.tracking.rst_origin import evidence_names
 from traceaudit.tracking.states import EndpointState, RstOrigin
 
 
+def _idle_resets(v: View, params) -> list[np.ndarray]:
+    """Per endpoint, the connections whose first RST by that endpoint answered the peer's
+    first segment after an idle of ``min_idle`` or more."""
+    min_ns = int(params["min_idle"] * NS)
+    # the other facts are read for these rows only
+    rows = [np.flatnonzero(v.ep(e, "rst_idle_ns") >= min_ns) for e in (0, 1)]
+    return [rows[e][_candidates(v, e, rows[e])] for e in (0, 1)]
+
+
+def idle_per_service(v: View, params) -> dict[str, list[int]]:
+    """The ``TOTALS`` summary: per service (server address:port) with connections in this
+    view, ``[smallest idle that was reset, resets, largest idle survived]`` (services
+    with neither a reset nor a survived idle are left out)."""
+    resets = _idle_resets(v, params)
+    codes = v.service_codes(1)
+    if not len(codes):
+        return {}
+    uniq, first, group = np.unique(codes, return_index=True, return_inverse=True)
+    group = group.reshape(-1)
+    reset_from = np.full(len(uniq), np.iinfo(np.int64).max)
+    n_reset = np.zeros(len(uniq), np.int64)
+    for e in (0, 1):
+        np.minimum.at(reset_from, group[resets[e]], v.take(resets[e], e, "rst_idle_ns")[0])
+        np.add.at(n_reset, group[resets[e]], 1)
+    survived = np.zeros(len(uniq), np.int64)
+    np.maximum.at(survived, group, v.conn("idle_survived_ns"))
+    keep = np.flatnonzero((n_reset > 0) | (survived > 0))
+    names = v.addresses(first[keep].tolist(), 1)
+    return {name: [a, b, c] for name, a, b, c in zip(
+        names, reset_from[keep].tolist(), n_reset[keep].tolist(), survived[keep].tolist())}
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for name, (reset_from, n_reset, survived) in b.items():
+        was = out.get(name)
+        out[name] = [reset_from, n_reset, survived] if was is None else [
+            min(was[0], reset_from), was[1] + n_reset, max(was[2], survived)]
+    return out
+
+
+#: whole-capture summaries a flat read (``retire/flat.py``) sums over its chunks
+TOTALS = {"idle_per_service": (idle_per_service, _merge)}
+
+
 def check(analysis, params):
     v = View.of(analysis)
     if not v.n:
         return []
-    min_ns = int(params["min_idle"] * NS)
-    # connections whose endpoint e's first RST came after an idle of min_idle or more; the
-    # other facts are read for those rows only
-    rows = [np.flatnonzero(v.ep(e, "rst_idle_ns") >= min_ns) for e in (0, 1)]
-    resets = [rows[e][_candidates(v, e, rows[e])] for e in (0, 1)]
+    resets = _idle_resets(v, params)
     if not any(len(r) for r in resets):
         return []
-    # per service (server address:port) that had such a reset: the smallest idle that was
-    # reset, the largest that survived, how many were reset (only its connections are read)
-    codes = v.service_codes(1)
-    mine = np.flatnonzero(np.isin(codes, np.concatenate([codes[r] for r in resets])))
-    _, local = np.unique(codes[mine], return_inverse=True)
-    group = np.full(v.n, -1, np.int64)
-    group[mine] = local.reshape(-1)
-    n_groups = int(local.max()) + 1
-    reset_from = np.full(n_groups, np.iinfo(np.int64).max)
-    n_reset = np.zeros(n_groups, np.int64)
-    for e in (0, 1):
-        np.minimum.at(reset_from, group[resets[e]], v.take(resets[e], e, "rst_idle_ns")[0])
-        np.add.at(n_reset, group[resets[e]], 1)
-    survived = np.zeros(n_groups, np.int64)
-    np.maximum.at(survived, group[mine], v.take(mine, None, "idle_survived_ns")[0])
-    clean = (n_reset >= params["min_service_resets"]) & (survived < reset_from)
+    # per service (server address:port): the smallest idle that was reset, the largest that
+    # survived, how many were reset — over the whole capture
+    per_service = v.whole("idle_per_service", lambda v: idle_per_service(v, params))
     out = []
     for e in (0, 1):
+        services = v.addresses(resets[e], 1)
+        stats = [per_service[name] for name in services]
+        reset_from = np.array([x[0] for x in stats], np.int64)
+        n_reset = np.array([x[1] for x in stats], np.int64)
+        survived = np.array([x[2] for x in stats], np.int64)
+        clean = (n_reset >= params["min_service_resets"]) & (survived < reset_from)
         path = np.asarray(v.take(resets[e], e, "rst_origin")[0]) == RstOrigin.PATH
-        hits = resets[e][path | clean[group[resets[e]]]]
-        path = path[path | clean[group[resets[e]]]]
-        g = group[hits]
-        out += _findings(v, hits, e, path.tolist(), clean[g].tolist(),
-                         reset_from[g].tolist(), survived[g].tolist(), n_reset[g].tolist())
+        keep = path | clean
+        out += _findings(v, resets[e][keep], e, path[keep].tolist(), clean[keep].tolist(),
+                         reset_from[keep].tolist(), survived[keep].tolist(),
+                         n_reset[keep].tolist())
     return out
 
 

@@ -32,6 +32,10 @@ def check(analysis, params):
     return out
 
 
+#: nothing of other connections: a flat read runs it a chunk at a time (``retire/flat.py``)
+TOTALS: dict = {}
+
+
 RULE = Rule(
     code="TA113",
     name="keepalive-on-half-closed",

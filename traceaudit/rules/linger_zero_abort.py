@@ -6,7 +6,7 @@ import numpy as np
 
 from traceaudit.rules.common import ENDPOINTS, View
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.rules.resets import is_unread, reset_story
+from traceaudit.rules.resets import TOTALS, is_unread, reset_story  # noqa: F401 (TOTALS: for a flat read)
 from traceaudit.tracking.states import EndpointState
 
 

@@ -43,6 +43,10 @@ def _findings(v: View, hits: np.ndarray, e: int):
                       details)
 
 
+#: nothing of other connections: a flat read runs it a chunk at a time (``retire/flat.py``)
+TOTALS: dict = {}
+
+
 RULE = Rule(
     code="TA109",
     name="lost-final-ack",

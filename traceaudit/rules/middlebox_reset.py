@@ -56,6 +56,10 @@ def display_filter(c: int, ip: str, v6: bool, frames: list[int]) -> str:
             + ", ".join(map(str, frames)) + "})")
 
 
+#: a flat read (``retire/flat.py``): this rule reads its own connections only
+TOTALS: dict = {}
+
+
 def check(analysis, params):
     v = View.of(analysis)
     out = []
@@ -97,7 +101,8 @@ def _findings(v: View, hits: np.ndarray, e: int):
         stamps.append(f["rst_ns"])
     found = v.findings(RULE, conns, e, stamps, frames, messages, details)
     for finding, c, ip6 in zip(found, conns, v6):
-        finding.display_filter = display_filter(c, v.ip(c, e), ip6, finding.frames)
+        finding.display_filter = display_filter(finding.connection, v.ip(c, e), ip6,
+                                                finding.frames)
     return found
 
 

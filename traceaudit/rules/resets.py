@@ -96,7 +96,6 @@ def _reset_story(v: View, e: int) -> ResetStory:
     # a reset forged on the path with the endpoint's address tells nothing of how it closed
     sent = (v.ep(e, "rst_count") > 0) & (v.ep(e, "rst_origin") != RstOrigin.PATH)
     state = v.ep(e, "rst_from_state")
-    flags = v.ep(e, "rst_flags")
     answer = v.ep(e, "rst_answers_frame")
     kind = v.ep(e, "rst_answers_kind")
     rst_frame = v.ep(e, "rst_frame")
@@ -110,12 +109,7 @@ def _reset_story(v: View, e: int) -> ResetStory:
     premature[closed_first & ((hind & Hindsight.FW2_EXPIRED) != 0)] = 1   # past tcp_fin_timeout
     premature[closed_first & ((hind & Hindsight.TW_SKIPPED) != 0)] = 0
 
-    bare_answer = ((flags & ACK) == 0) & (answer >= 0)
-    keepalive_timeout = (v.ep(e, "keepalives") > 0) & \
-        (v.ep(p, "last_frame") < v.ep(e, "last_frame"))
-    abort = (sent & ~fin_first &
-             ((state == EndpointState.ESTABLISHED) | (state == EndpointState.CLOSE_WAIT)) &
-             ~bare_answer & ~keepalive_timeout & (v.conn("refused") == 0))
+    abort = _aborts(v, e)
     peer_data = v.ep(p, "last_data_frame")
     unanswered = (peer_data >= 0) & (peer_data > v.ep(e, "last_data_frame")) & \
         (peer_data < rst_frame)
@@ -125,11 +119,81 @@ def _reset_story(v: View, e: int) -> ResetStory:
                       v.ep(e, "http_requests_in"), v.ep(e, "http_responses_out"))
 
 
+def _aborts(v: View, e: int) -> np.ndarray:
+    """Endpoint ``e`` sent an RST instead of FIN from ESTABLISHED / CLOSE_WAIT (not a bare
+    answer, a keep-alive timeout or a refusal)."""
+    p = 1 - e
+    # a reset forged on the path with the endpoint's address tells nothing of how it closed
+    sent = (v.ep(e, "rst_count") > 0) & (v.ep(e, "rst_origin") != RstOrigin.PATH)
+    state = v.ep(e, "rst_from_state")
+    fin_first = (v.ep(e, "fin_sent") == 1) & (v.ep(e, "fin_frame") < v.ep(e, "rst_frame"))
+    bare_answer = ((v.ep(e, "rst_flags") & ACK) == 0) & (v.ep(e, "rst_answers_frame") >= 0)
+    keepalive_timeout = (v.ep(e, "keepalives") > 0) & \
+        (v.ep(p, "last_frame") < v.ep(e, "last_frame"))
+    return (sent & ~fin_first &
+            ((state == EndpointState.ESTABLISHED) | (state == EndpointState.CLOSE_WAIT)) &
+            ~bare_answer & ~keepalive_timeout & (v.conn("refused") == 0))
+
+
+def _sibling_groups(v: View, e: int) -> tuple[np.ndarray, list]:
+    """Each row's group of siblings (see ``_elsewhere``) as an index into a list of keys
+    that name it across chunks (texts)."""
+    ips, labels = v.ip_codes, v._hosts[1]
+    service = ips[1].astype(np.int64) * 65536 + v.columns["server_port"]
+    key = service if e == 1 else ips[0].astype(np.int64) * (len(labels) * 65536) + service
+    keys, group = np.unique(key, return_inverse=True)
+    server, port = divmod(keys % (len(labels) * 65536), 65536)
+    if e == 1:
+        names = [(labels[s], p) for s, p in zip(server.tolist(), port.tolist())]
+    else:
+        client = keys // (len(labels) * 65536)
+        names = [(labels[c], labels[s], p) for c, s, p in
+                 zip(client.tolist(), server.tolist(), port.tolist())]
+    return group.reshape(-1), names
+
+
+def sibling_counts(v: View, params=None) -> dict:
+    """The ``TOTALS`` summary of a chunk: per endpoint, whether any row aborts, and per
+    sibling group its (FIN closes, aborts)."""
+    out = {"any": [], "groups": []}
+    for e in (0, 1):
+        abort = _aborts(v, e)
+        fin = (v.ep(e, "fin_sent") == 1) & ~abort
+        group, names = _sibling_groups(v, e)
+        fins = np.bincount(group, weights=fin, minlength=len(names)).astype(np.int64)
+        aborts = np.bincount(group, weights=abort, minlength=len(names)).astype(np.int64)
+        out["any"].append(bool(abort.any()))
+        out["groups"].append({k: (f, a) for k, f, a in zip(names, fins.tolist(),
+                                                             aborts.tolist())})
+    return out
+
+
+def merge_sibling_counts(a: dict, b: dict) -> dict:
+    for e in (0, 1):
+        a["any"][e] = a["any"][e] or b["any"][e]
+        groups = a["groups"][e]
+        for k, (f, n) in b["groups"][e].items():
+            f0, n0 = groups.get(k, (0, 0))
+            groups[k] = (f0 + f, n0 + n)
+    return a
+
+
+#: whole-capture summaries a flat read (``retire/flat.py``) sums over its chunks
+TOTALS = {"reset_siblings": (sibling_counts, merge_sibling_counts)}
+
+
 def _elsewhere(v: View, e: int, fin: np.ndarray,
                abort: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """How many of each connection's siblings (same server address:port for the server; same
     client address and server address:port for the client) ``fin`` and ``abort`` mark."""
     zeros = np.zeros(v.n, np.int64)
+    if v.totals is not None:                   # a chunk: the counts of the whole capture
+        whole = v.totals["reset_siblings"]
+        if not whole["any"][e]:
+            return zeros, zeros
+        group, names = _sibling_groups(v, e)
+        counts = np.array([whole["groups"][e][k] for k in names], np.int64).reshape(-1, 2)
+        return counts[group, 0] - fin, counts[group, 1] - abort
     if not abort.any():
         return zeros, zeros
     service = v.service_codes(1).astype(np.int64)

@@ -7,7 +7,7 @@ import numpy as np
 
 from traceaudit.rules.common import ENDPOINTS, View, seconds
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.rules.resets import PREMATURE_CAUSES, reset_story
+from traceaudit.rules.resets import TOTALS, PREMATURE_CAUSES, reset_story  # noqa: F401 (TOTALS: for a flat read)
 from traceaudit.tracking.states import Answered
 
 

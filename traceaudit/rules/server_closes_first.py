@@ -15,41 +15,78 @@ from traceaudit.tracking.states import Closer
 EXAMPLES = 10
 
 
+def _hits(v: View) -> np.ndarray:
+    guessed = np.asarray(v.analysis.table["orientation_guessed"], bool)
+    return np.flatnonzero((v.conn("closer") == Closer.SERVER) & (v.ep(1, "fin_sent") == 1) &
+                          (v.ep(1, "fin_frame") == v.conn("close_frame")) & ~guessed)
+
+
+def services_closing_first(v: View, params=None) -> dict:
+    """The ``TOTALS`` summary: connections per service (address:port) in all, and per
+    service that closed first: [first such connection's id, how many, the FIN frames and
+    ids of the first EXAMPLES]."""
+    services = v.service_codes(1)
+    order = np.argsort(services, kind="stable")
+    _, start, counts = np.unique(services[order], return_index=True, return_counts=True)
+    names = v.addresses(order[start].tolist(), 1)
+    total = dict(zip(names, counts.tolist()))
+    closing: dict[str, list] = {}
+    hit = _hits(v)
+    fin_frames, ids = v.ep(1, "fin_frame"), v.ids
+    for c, service in zip(hit.tolist(), v.addresses(hit.tolist(), 1)):
+        entry = closing.get(service)
+        if entry is None:
+            entry = closing[service] = [int(ids[c]), 0, [], []]
+        entry[1] += 1
+        if len(entry[2]) < EXAMPLES:
+            entry[2].append(int(fin_frames[c]))
+            entry[3].append(int(ids[c]))
+    return {"total": total, "closing": closing}
+
+
+def _merge(a: dict, b: dict) -> dict:
+    for service, n in b["total"].items():
+        a["total"][service] = a["total"].get(service, 0) + n
+    for service, (first, n, frames, examples) in b["closing"].items():
+        entry = a["closing"].get(service)
+        if entry is None:
+            a["closing"][service] = [first, n, frames, examples]
+        else:
+            entry[1] += n
+            entry[2] = (entry[2] + frames)[:EXAMPLES]
+            entry[3] = (entry[3] + examples)[:EXAMPLES]
+    return a
+
+
+#: whole-capture summaries a flat read (``retire/flat.py``) sums over its chunks
+TOTALS = {"services_closing_first": (services_closing_first, _merge)}
+
+
 def check(analysis, params):
     v = View.of(analysis)
     if not v.n:
         return []
-    guessed = np.asarray(analysis.table["orientation_guessed"], bool)
-    hit = np.flatnonzero((v.conn("closer") == Closer.SERVER) & (v.ep(1, "fin_sent") == 1) &
-                         (v.ep(1, "fin_frame") == v.conn("close_frame")) & ~guessed)
+    hit = _hits(v)
     if not len(hit):
         return []
-    services = v.service_codes(1)
-    by_code: dict[int, list[int]] = {}
-    for c, code in zip(hit.tolist(), services[hit].tolist()):
-        by_code.setdefault(code, []).append(c)
-    every = np.sort(services)
-    codes = np.array(list(by_code), np.int64)
-    counts = np.searchsorted(every, codes, "right") - np.searchsorted(every, codes, "left")
-    by_service = {v.address(conns[0], 1): conns for conns in by_code.values()}
-    totals = dict(zip(by_service, counts.tolist()))
-    fin_frames, fin_ts = v.ep(1, "fin_frame"), v.ep(1, "fin_ns")
-    tw_frames = v.ep(1, "tw_frame")
+    whole = v.whole("services_closing_first", services_closing_first)
+    fin_ts, tw_frames, ids = v.ep(1, "fin_ns"), v.ep(1, "tw_frame"), v.ids
     out = []
-    for service, conns in by_service.items():
-        first = conns[0]
-        n, total = len(conns), totals[service]
-        frames = [int(fin_frames[c]) for c in conns[:EXAMPLES]]
+    for first, service in zip(hit.tolist(), v.addresses(hit.tolist(), 1)):
+        first_id, n, frames, examples = whole["closing"][service]
+        if first_id != ids[first]:
+            continue                    # not this service's first (or in another chunk)
+        total = whole["total"][service]
         tw = int(tw_frames[first])
         held = f", TIME_WAIT from frame {tw}" if tw >= 0 else ""
         ip, port = v.ip(first, 1), v.columns["server_port"][first]
         field = "ipv6" if ":" in ip else "ip"
         message = (f"server {service} closed first on {n:,} of its {total:,} connection(s) in "
-                   f"this capture (first: tcp.stream {first}, FIN frame {frames[0]}{held}): "
+                   f"this capture (first: tcp.stream {first_id}, FIN frame {frames[0]}{held}): "
                    f"the server, not its clients, holds their TIME_WAIT sockets for 2×MSL.")
         finding = v.finding(RULE, first, 1, int(fin_ts[first]), frames, message,
                             {"connections": n, "service_connections": total,
-                             "example_connections": conns[:EXAMPLES]},
+                             "example_connections": examples},
                             key=f"service {service}")
         finding.display_filter = (f"{field}.src == {ip} && tcp.srcport == {port} && "
                                   f"tcp.flags.fin == 1")

@@ -23,6 +23,10 @@ def check(analysis, params):
                       [list(f) for f in zip(f0, f1)], messages, [{} for _ in messages])
 
 
+#: nothing of other connections: a flat read runs it a chunk at a time (``retire/flat.py``)
+TOTALS: dict = {}
+
+
 RULE = Rule(
     code="TA108",
     name="simultaneous-close",

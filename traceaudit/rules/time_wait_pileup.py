@@ -15,29 +15,77 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+class Stays:
+    """TIME_WAIT stays: per stay its connection id and endpoint, host and peer address (codes
+    into ``labels``), peer port, start, end (the next event, else capture end) and frame.
+    Sums over the chunks of a flat read (``add``)."""
+
+    FIELDS = ("conn", "endpoint", "host", "peer_ip", "peer_port", "start", "end", "frame")
+
+    def __init__(self, labels: list[str], **columns: np.ndarray) -> None:
+        self.labels = list(labels)
+        self._index = {text: i for i, text in enumerate(self.labels)}
+        self._parts = [columns] if columns and len(columns["conn"]) else []
+
+    @classmethod
+    def of_view(cls, v: View, params=None) -> "Stays":
+        ev = v.analysis.events
+        if not len(ev) or not v.n:
+            return cls([])
+        tw = np.flatnonzero(ev[:, EV_STATE] == EndpointState.TIME_WAIT)
+        nxt = tw + 1
+        same = nxt < len(ev)
+        same[same] = ((ev[nxt[same], EV_CONN] == ev[tw[same], EV_CONN]) &
+                      (ev[nxt[same], EV_ENDPOINT] == ev[tw[same], EV_ENDPOINT]))
+        end = np.full(len(tw), v.end_ns, np.int64)
+        end[same] = ev[nxt[same], EV_TS]
+        conn, e = ev[tw, EV_CONN], ev[tw, EV_ENDPOINT]
+        cip, sip = v.ip_codes
+        cport, sport = v.columns["client_port"], v.columns["server_port"]
+        client = e == 0
+        return cls(v._hosts[1], conn=v.ids[conn], endpoint=e,
+                   host=np.where(client, cip[conn], sip[conn]).astype(np.int64),
+                   peer_ip=np.where(client, sip[conn], cip[conn]).astype(np.int64),
+                   peer_port=np.where(client, sport[conn], cport[conn]).astype(np.int64),
+                   start=ev[tw, EV_TS], end=end, frame=ev[tw, EV_FRAME])
+
+    def add(self, other: "Stays") -> "Stays":
+        codes = np.array([self._index.setdefault(text, len(self._index))
+                          for text in other.labels] or [0], np.int64)
+        self.labels = list(self._index)
+        for part in other._parts:
+            self._parts.append({**part, "host": codes[part["host"]],
+                                "peer_ip": codes[part["peer_ip"]]})
+        return self
+
+    def column(self, name: str) -> np.ndarray:
+        if not self._parts:
+            return np.zeros(0, np.int64)
+        return np.concatenate([p[name] for p in self._parts])
+
+    def __len__(self) -> int:
+        return sum(len(p["conn"]) for p in self._parts)
+
+    def frame(self) -> pd.DataFrame:
+        """One row per stay: conn, endpoint, host, peer (ip:port), start/end ns, frame."""
+        import pandas as pd
+        labels = np.asarray(self.labels, object)
+        host = labels[self.column("host")] if len(self) else np.zeros(0, object)
+        peer_ip = labels[self.column("peer_ip")] if len(self) else np.zeros(0, object)
+        peer = [f"[{ip}]:{p}" if ":" in ip else f"{ip}:{p}"
+                for ip, p in zip(peer_ip, self.column("peer_port").tolist())]
+        return pd.DataFrame({"conn": self.column("conn"), "endpoint": self.column("endpoint"),
+                             "host": host, "peer": peer, "start": self.column("start"),
+                             "end": self.column("end"), "frame": self.column("frame")})
+
+
+#: whole-capture summaries a flat read (``retire/flat.py``) sums over its chunks
+TOTALS = {"time_wait_stays": (Stays.of_view, lambda a, b: a.add(b))}
+
+
 def time_wait_intervals(analysis) -> pd.DataFrame:
     """One row per TIME_WAIT stay: conn, endpoint, host, peer (ip:port), start/end ns, frame."""
-    import pandas as pd
-    ev = analysis.events
-    flows = analysis.table
-    if not len(ev) or not len(flows):
-        return pd.DataFrame(columns=["conn", "endpoint", "host", "peer", "start", "end", "frame"])
-    tw = np.flatnonzero(ev[:, EV_STATE] == EndpointState.TIME_WAIT)
-    nxt = tw + 1
-    same = nxt < len(ev)
-    same[same] = ((ev[nxt[same], EV_CONN] == ev[tw[same], EV_CONN]) &
-                  (ev[nxt[same], EV_ENDPOINT] == ev[tw[same], EV_ENDPOINT]))
-    end = np.full(len(tw), int(analysis.tracked.end_ts_ns), np.int64)
-    end[same] = ev[nxt[same], EV_TS]
-    conn, e = ev[tw, EV_CONN], ev[tw, EV_ENDPOINT]
-    cip, sip = np.asarray(flows["client_ip"], object), np.asarray(flows["server_ip"], object)
-    cport, sport = flows["client_port"], flows["server_port"]
-    host = np.where(e == 0, cip[conn], sip[conn])
-    peer_ip, peer_port = np.where(e == 0, sip[conn], cip[conn]), np.where(e == 0, sport[conn],
-                                                                          cport[conn])
-    peer = [f"[{ip}]:{p}" if ":" in ip else f"{ip}:{p}" for ip, p in zip(peer_ip, peer_port)]
-    return pd.DataFrame({"conn": conn, "endpoint": e, "host": host, "peer": peer,
-                         "start": ev[tw, EV_TS], "end": end, "frame": ev[tw, EV_FRAME]})
+    return Stays.of_view(View.of(analysis)).frame()
 
 
 def peaks(intervals: pd.DataFrame, by: list[str]) -> pd.DataFrame:
@@ -61,27 +109,20 @@ def busiest_host_peak(analysis, floor: int = 0) -> int:
     """The most TIME_WAIT stays any one host had open at once (integer codes, no strings),
     among the hosts with at least ``floor`` stays in all: no other can have had ``floor`` open
     at once, so only those are swept (0 when there are none)."""
-    ev = analysis.events
-    n = len(analysis.table)
-    if not len(ev) or not n:
+    return _busiest(Stays.of_view(View.of(analysis)), floor)
+
+
+def _busiest(stays: Stays, floor: int = 0) -> int:
+    if not len(stays):
         return 0
-    tw = np.flatnonzero(ev[:, EV_STATE] == EndpointState.TIME_WAIT)
-    if not len(tw):
-        return 0
-    codes = np.concatenate(View.of(analysis).ip_codes)
-    host = codes[ev[tw, EV_CONN] + ev[tw, EV_ENDPOINT] * n]
+    host, start, end = stays.column("host"), stays.column("start"), stays.column("end")
     if floor > 1:
-        stays = np.bincount(host)
-        keep = stays[host] >= floor
+        keep = np.bincount(host)[host] >= floor
         if not keep.any():
             return 0
-        tw, host = tw[keep], host[keep]
-    nxt = np.minimum(tw + 1, len(ev) - 1)
-    same = (nxt > tw) & (ev[nxt, EV_CONN] == ev[tw, EV_CONN]) & \
-        (ev[nxt, EV_ENDPOINT] == ev[tw, EV_ENDPOINT])
-    end = np.where(same, ev[nxt, EV_TS], int(analysis.tracked.end_ts_ns))
-    t = np.concatenate([ev[tw, EV_TS], end])
-    d = np.concatenate([np.ones(len(tw), np.int64), -np.ones(len(tw), np.int64)])
+        host, start, end = host[keep], start[keep], end[keep]
+    t = np.concatenate([start, end])
+    d = np.concatenate([np.ones(len(host), np.int64), -np.ones(len(host), np.int64)])
     h = np.concatenate([host, host])
     order = np.lexsort((d, t, h))                       # by host, time; leave before enter
     open_now = np.cumsum(d[order])
@@ -92,9 +133,13 @@ def busiest_host_peak(analysis, floor: int = 0) -> int:
 
 
 def check(analysis, params):
-    if busiest_host_peak(analysis, int(params["min_sockets"])) < params["min_sockets"]:
+    v = View.of(analysis)
+    if not v.final:
+        return []                       # a flat read: the last chunk reports for them all
+    stays = v.whole("time_wait_stays", Stays.of_view)
+    if _busiest(stays, int(params["min_sockets"])) < params["min_sockets"]:
         return []                                       # the common case, without strings
-    intervals = time_wait_intervals(analysis)
+    intervals = stays.frame()
     if intervals.empty:
         return []
     low, high = int(params["port_range_low"]), int(params["port_range_high"])

@@ -10,6 +10,31 @@ from traceaudit.tracking.states import Reason
 from traceaudit.tracking.tracker import EV_CONN, EV_ENDPOINT, EV_REASON
 
 
+def recycled(v: View, params=None) -> dict:
+    """The ``TOTALS`` summary: connections whose TIME_WAIT a new SYN recycled, by id: the
+    SYN's frame, and per endpoint that held it (in timeline order) its address, TIME_WAIT
+    frame and start."""
+    ev = v.analysis.events
+    rows = ev[ev[:, EV_REASON] == Reason.TIME_WAIT_RECYCLED]
+    out: dict[int, tuple[int, list]] = {}
+    for conn, e in zip(rows[:, EV_CONN].tolist(), rows[:, EV_ENDPOINT].tolist()):
+        c = int(v.ids[conn])
+        if c not in out:
+            out[c] = (v.row(conn)["tw_recycled_frame"], [])
+        held = v.row(conn, e)
+        out[c][1].append((v.address(conn, e), held["tw_frame"], held["tw_since_ns"]))
+    return out
+
+
+def _merge(a: dict, b: dict) -> dict:
+    a.update(b)
+    return a
+
+
+#: whole-capture summaries a flat read (``retire/flat.py``) sums over its chunks
+TOTALS = {"time_wait_recycled": (recycled, _merge)}
+
+
 def check(analysis, params):
     v = View.of(analysis)
     if not v.n:
@@ -17,20 +42,13 @@ def check(analysis, params):
     hit = np.flatnonzero(v.conn("prev_in_time_wait") == 1)
     if not len(hit):
         return []
-    ev = analysis.events
-    recycled = ev[ev[:, EV_REASON] == Reason.TIME_WAIT_RECYCLED]
-    holders: dict[int, list[int]] = {}
-    for conn, e in zip(recycled[:, EV_CONN].tolist(), recycled[:, EV_ENDPOINT].tolist()):
-        holders.setdefault(conn, []).append(e)
+    holders = v.whole("time_wait_recycled", recycled)
     out = []
     for c in hit.tolist():
-        prev = int(v.conn("prev")[c])
-        syn = v.row(prev)["tw_recycled_frame"]
-        for pe in holders.get(prev, []):
-            holder = v.address(prev, pe)
+        prev = int(v.conn("prev")[c])           # (an id: a flat read's chunk holds its own)
+        syn, held_by = holders.get(prev, (None, []))
+        for holder, tw_frame, tw_ts in held_by:
             e = 0 if holder == v.address(c, 0) else 1
-            held = v.row(prev, pe)
-            tw_frame, tw_ts = held["tw_frame"], held["tw_since_ns"]
             ts = int(round(float(analysis.table["start_ts"][c]) * 1e9))   # its SYN
             message = (f"a new SYN (frame {syn}) reused the 4-tuple of tcp.stream {prev} while "
                        f"{ENDPOINTS[e]} {holder} still held it in TIME_WAIT (entered at frame "
@@ -42,7 +60,7 @@ def check(analysis, params):
                               {"previous_connection": prev,
                                "time_wait_age_s": round((ts - tw_ts) / 1e9, 6)})
             # the evidence spans both incarnations: the old one's TIME_WAIT, the new SYN
-            found.display_filter = f"tcp.stream in {{{prev}, {c}}}"
+            found.display_filter = f"tcp.stream in {{{prev}, {found.connection}}}"
             out.append(found)
     return out
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from traceaudit.rules.common import ENDPOINTS, View, seconds
 from traceaudit.rules.model import Rule, Severity
-from traceaudit.rules.resets import is_unread, reset_story, wire_unread
+from traceaudit.rules.resets import TOTALS, is_unread, reset_story, wire_unread  # noqa: F401 (TOTALS: for a flat read)
 
 
 def check(analysis, params):
