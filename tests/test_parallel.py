@@ -208,3 +208,14 @@ def test_split_only_for_one_large_file(monkeypatch):
 class _NoPool:
     def shutdown(self, **kw) -> None:
         pass
+
+
+def test_workers_keep_their_capture_whole_when_analyze_would_spill():
+    """A flat read's spill (a temporary file) and parked findings cannot cross processes: a
+    worker reads with the keeping read; ``flows``' flow-table spill does cross (pickled)."""
+    from traceaudit.parallel.runner import remote_options
+    from traceaudit.pipeline import ReadOptions
+    from traceaudit.retire import RetireOptions
+    assert remote_options(ReadOptions(retire=RetireOptions(facts=True))).retire is None
+    flows_spill = RetireOptions()
+    assert remote_options(ReadOptions(retire=flows_spill)).retire == flows_spill
