@@ -146,9 +146,15 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
 def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: int,
             progress) -> Iterator[Done]:
     remote = [worker_readable(u) for u in units]
-    pool = _pool(min(jobs, sum(remote)))
+    workers = min(jobs, sum(remote))
+    pool = _pool(workers)
     try:
         remote_read = remote_options(options)
+        if workers >= default_jobs():
+            # a worker a core: a read-ahead thread in each would only oversubscribe them
+            # (8 synthetic captures on 2 cores: 3.60-3.88 s with it, 3.48-3.60 s without)
+            from dataclasses import replace
+            remote_read = replace(remote_read, read_ahead=False)
         futures = [pool.submit(read_unit, u, remote_read, step) if r else None
                    for u, r in zip(units, remote)]
         for unit, future in zip(units, futures):
