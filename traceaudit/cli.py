@@ -432,7 +432,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
         # rules run as each capture completes (where it was read); then only what the
         # reports read is kept, so a batch of many large captures does not hold every
         # tracker table at once
-        audit = Audit(config, keep_excerpts=html_path is not None)
+        audit = Audit(config, keep_excerpts=html_path is not None,
+                      keep_events=json_path is not None or html_path is not None)
         skipped: list[str] = []
         # without --html, finished connections go to disk as the read goes (flat memory;
         # captures that cannot be read twice are kept whole: pipeline.analyze_capture)
