@@ -15,7 +15,7 @@ from markupsafe import Markup, escape
 from traceaudit.compare import Comparison, ConnectionPair
 from traceaudit.compare.align import CREATED, DROPPED, NOT_JUDGED, RESEGMENTED
 from traceaudit.report.ladder import (GAP_ROW, HEAD_ROW, ROW, W, X_CLIENT, X_SERVER,
-                                      packet_arrow)
+                                      ladder_frame, packet_arrow)
 from traceaudit.tracking.excerpts import Packet
 
 #: packets kept around each difference, at the start and at the end; rows drawn at most
@@ -108,7 +108,7 @@ def side_by_side(c: Comparison, pair: ConnectionPair) -> tuple[Markup, Markup]:
             y += ROW
         client = pair.client_a if side == "a" else pair.client_b
         server = pair.server_a if side == "a" else pair.server_b
-        svgs.append(_svg(out, y + 8, client, server))
+        svgs.append(ladder_frame(out, y + 8, client, server))
     return svgs[0], svgs[1]
 
 
@@ -154,15 +154,3 @@ def _gap(n: int, y: int) -> str:
     return (f'<g class="lad-gap"><rect x="{X_CLIENT - 6}" y="{y + 2}" '
             f'width="{X_SERVER - X_CLIENT + 12}" height="{GAP_ROW - 4}" rx="3"/>'
             f'<text x="{(X_CLIENT + X_SERVER) // 2}" y="{y + 16}">{escape(text)}</text></g>')
-
-
-def _svg(body: list[str], height: int, client: str, server: str) -> Markup:
-    lines = (f'<line class="lad-life" x1="{X_CLIENT}" y1="{HEAD_ROW - 6}" x2="{X_CLIENT}" '
-             f'y2="{height}"/><line class="lad-life" x1="{X_SERVER}" y1="{HEAD_ROW - 6}" '
-             f'x2="{X_SERVER}" y2="{height}"/>')
-    head = (f'<text class="lad-host" x="{X_CLIENT}" y="14">client {escape(client)}</text>'
-            f'<text class="lad-host" x="{X_SERVER}" y="14">server {escape(server)}</text>'
-            f'<text class="lad-t" x="4" y="14">frame · time</text>')
-    return Markup(f'<svg class="ladder" viewBox="0 0 {W} {height}" width="{W}" '
-                  f'height="{height}" role="img" aria-label="ladder diagram">'
-                  + head + lines + "".join(body) + "</svg>")

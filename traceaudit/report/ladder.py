@@ -147,7 +147,11 @@ def ladder_svg(packets: list[Packet], changes: list[_Change], total: int, client
         out.extend(_states([_Change(0, cs, "state at capture end", -1, ts),
                             _Change(1, ss, "state at capture end", -1, ts)], y + 4, GAP_ROW))
         y += GAP_ROW + 4
-    height = y + 8
+    return ladder_frame(out, y + 8, client, server)
+
+
+def ladder_frame(body: list[str], height: int, client: str, server: str) -> Markup:
+    """The ladder's SVG around its rows ``body``: the two hosts' heads and lifelines."""
     lines = (f'<line class="lad-life" x1="{X_CLIENT}" y1="{HEAD_ROW - 6}" x2="{X_CLIENT}" '
              f'y2="{height}"/><line class="lad-life" x1="{X_SERVER}" y1="{HEAD_ROW - 6}" '
              f'x2="{X_SERVER}" y2="{height}"/>')
@@ -156,7 +160,7 @@ def ladder_svg(packets: list[Packet], changes: list[_Change], total: int, client
             f'<text class="lad-t" x="4" y="14">frame · time</text>')
     return Markup(f'<svg class="ladder" viewBox="0 0 {W} {height}" width="{W}" '
                   f'height="{height}" role="img" aria-label="ladder diagram">'
-                  + head + lines + "".join(out) + "</svg>")
+                  + head + lines + "".join(body) + "</svg>")
 
 
 def packet_arrow(p: Packet, y: int, t0: int, hit: bool) -> str:
