@@ -8,8 +8,10 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -219,3 +221,70 @@ def test_workers_keep_their_capture_whole_when_analyze_would_spill():
     assert remote_options(ReadOptions(retire=RetireOptions(facts=True))).retire is None
     flows_spill = RetireOptions()
     assert remote_options(ReadOptions(retire=flows_spill)).retire == flows_spill
+
+
+def test_jobs_one_is_one_core(monkeypatch):
+    """``--jobs 1``: this process alone, without its read-ahead thread (which decodes on a
+    second core); without --jobs a small batch read here keeps it."""
+    from traceaudit.parallel import runner
+    from traceaudit.pipeline import ReadOptions
+    seen = []
+    real = runner.in_process
+
+    def recorded(units, options, step, progress=None):
+        seen.append(options.read_ahead)
+        return real(units, options, step, progress)
+
+    monkeypatch.setattr(runner, "in_process", recorded)
+    few = [SAMPLES / "half-close.pcap", SAMPLES / "close-wait-leak.pcap"]
+    assert len(list(runner.read_units(few, ReadOptions(), None, jobs=1))) == 2
+    assert len(list(runner.read_units(few, ReadOptions(), None, jobs=None))) == 2
+    assert seen == [False, True]
+
+
+HOLD_ENV = "TRACEAUDIT_TEST_HOLD"
+
+
+def _held_run(tmp_path: Path, captures: list[Path], seconds: int):
+    """``analyze CAPTURES --jobs 2`` with the worker holding the first unit it claims for
+    ``seconds``; returns the process (running) and the held worker's pid."""
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), HOLD_ENV: f"{hold}:{seconds}"}
+    run = subprocess.Popen([sys.executable, "-m", "traceaudit", "analyze", *captures,
+                            "--json", tmp_path / "r.json", "--jobs", "2"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held = hold / "held"
+    deadline = time.monotonic() + 60
+    while not (held.exists() and held.read_text()):
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.05)
+    return run, int(held.read_text())
+
+
+def test_this_process_reads_while_a_worker_is_busy(tmp_path):
+    """With --jobs 2 this process is the second reader: while the worker holds the first
+    capture, it reads the others (from the back of the batch); the report is --jobs 1's."""
+    alone = traceaudit("analyze", SAMPLES, "--json", "one.json", "--jobs", "1", cwd=tmp_path)
+    run, _ = _held_run(tmp_path, [SAMPLES], seconds=3)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == alone.returncode, err
+    assert masked((tmp_path / "r.json").read_bytes()) == masked(
+        (tmp_path / "one.json").read_bytes())
+
+
+def test_a_dead_worker_loses_only_its_capture(tmp_path):
+    """SIGKILL to the worker while it holds the first capture: that capture fails with an
+    error line naming it; every other one (read here) is reported in full."""
+    run, pid = _held_run(tmp_path, [SAMPLES], seconds=60)
+    os.kill(pid, signal.SIGKILL)
+    out, err = run.communicate(timeout=120)
+    assert run.returncode == 2, err
+    import json
+    captures = json.loads((tmp_path / "r.json").read_text())["captures"]
+    first = Path(captures[0]["path"]).name
+    lost = [line for line in err.splitlines() if "ended abruptly" in line]
+    assert len(lost) == 1 and first in lost[0], err
+    assert captures[0]["error"]
+    assert len(captures) == len(list(SAMPLES.glob("*.pcap*")))
+    assert all(not c["error"] and c["connections"] >= 1 for c in captures[1:])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
@@ -48,15 +49,22 @@ def read_units(units: Iterable[Unit], options: ReadOptions, step: Step | None, *
                progress: Callable[[CaptureStats], None] | None = None) -> Iterator[Done]:
     """Every unit read and ``step`` applied, in input order. One job (or a single unit a
     worker could read) runs here, exactly as ``pipeline.analyze_captures``; ``progress`` sees
-    the packets of what is read here. ``jobs`` None: the cores this process may use, if the
-    captures are large enough to be worth it (``POOL_MIN_BYTES``)."""
+    the packets of what is read here. ``jobs``: how many readers (cores) at once, 1 meaning
+    this process alone on one core; None: the cores this process may use, with workers only
+    if the captures are large enough to be worth it (``POOL_MIN_BYTES``)."""
     units = list(units)
     if scheduler:
         from traceaudit.parallel.cluster import cluster_units
         yield from cluster_units(units, remote_options(options), step, scheduler, progress)
         return
-    if jobs is None:
-        jobs = default_jobs() if _bytes(units) >= POOL_MIN_BYTES else 1
+    if jobs == 1:
+        # one core: this process without its read-ahead thread (which decodes on another)
+        options = replace(options, read_ahead=False)
+    elif jobs is None:
+        if _bytes(units) < POOL_MIN_BYTES:
+            yield from in_process(units, options, step, progress)
+            return
+        jobs = default_jobs()
     if jobs > 1 and len(units) == 1 and _large_file(units[0]):
         yield from _split(units[0], options, step, jobs)
         return
@@ -83,7 +91,6 @@ def remote_options(options: ReadOptions) -> ReadOptions:
     temporary file and its findings parked, which cannot cross to this process, so a worker
     keeps its capture whole (its memory follows that capture's connections)."""
     if options.retire is not None and options.retire.facts:
-        from dataclasses import replace
         return replace(options, retire=None)
     return options
 
@@ -105,15 +112,19 @@ def _bytes(units: list[Unit]) -> int:
     return total
 
 
-def _pool(workers: int):
+def forkserver():
+    """Workers' start method. forkserver: the parent may run threads (the read-ahead decoder);
+    a plain fork would copy their locks. The server imports the reader once; each worker
+    forks from it."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    # forkserver: the parent may run threads (the read-ahead decoder); a plain fork would copy
-    # their locks. The server imports the reader once; each worker forks from it.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["traceaudit.parallel.units"])
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_started)
+    return context
+
+
+def _pool(workers: int):
+    from concurrent.futures import ProcessPoolExecutor
+    return ProcessPoolExecutor(workers, mp_context=forkserver(), initializer=_worker_started)
 
 
 def _large_file(unit: Unit) -> bool:
@@ -145,25 +156,24 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
 
 def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: int,
             progress) -> Iterator[Done]:
+    """``jobs`` readers: this process and ``jobs - 1`` workers (``parallel.alongside``);
+    a unit only this process can read (standard input, a pipe) is read here at its turn."""
+    from traceaudit.parallel.alongside import read_alongside
+    remote_read, here_read = remote_options(options), options
+    if jobs >= default_jobs():
+        # a reader a core: a read-ahead thread in each would only oversubscribe them
+        # (8 synthetic captures on 2 cores: 3.60-3.88 s with it, 3.48-3.60 s without)
+        remote_read = replace(remote_read, read_ahead=False)
+        here_read = replace(options, read_ahead=False)
+
+    def read_here(unit, read_options):
+        return list(in_process([unit], read_options, step, progress))
+
     remote = [worker_readable(u) for u in units]
-    workers = min(jobs, sum(remote))
-    pool = _pool(workers)
-    try:
-        remote_read = remote_options(options)
-        if workers >= default_jobs():
-            # a worker a core: a read-ahead thread in each would only oversubscribe them
-            # (8 synthetic captures on 2 cores: 3.60-3.88 s with it, 3.48-3.60 s without)
-            from dataclasses import replace
-            remote_read = replace(remote_read, read_ahead=False)
-        futures = [pool.submit(read_unit, u, remote_read, step) if r else None
-                   for u, r in zip(units, remote)]
-        for unit, future in zip(units, futures):
-            if future is None:
-                yield from in_process([unit], options, step, progress)
-            else:
-                yield from outcome(future, unit, options)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    workers = min(jobs - 1, sum(remote) - 1)
+    for done in read_alongside(units, remote, workers, remote_read, here_read, step,
+                               read_here, lambda unit, exc: failed_unit(unit, exc, options)):
+        yield from done
 
 
 def outcome(future: Future, unit: Unit, options: ReadOptions) -> list[Done]:
@@ -173,11 +183,17 @@ def outcome(future: Future, unit: Unit, options: ReadOptions) -> list[Done]:
     try:
         return future.result()
     except Exception as exc:
-        from concurrent.futures.process import BrokenProcessPool
-        if isinstance(exc, BrokenProcessPool):
-            exc = RuntimeError("the worker process reading it ended abruptly (killed, or out "
-                               "of memory)")
-        return [Done(failed_analysis(str(unit), CaptureBug(str(unit), exc), options))]
+        return failed_unit(unit, exc, options)
+
+
+def failed_unit(unit: Unit, exc: BaseException | None, options: ReadOptions) -> list[Done]:
+    """A unit whose results did not come back from a worker (``exc`` None or the pool broken:
+    the worker died)."""
+    from concurrent.futures.process import BrokenProcessPool
+    if exc is None or isinstance(exc, BrokenProcessPool):
+        exc = RuntimeError("the worker process reading it ended abruptly (killed, or out of "
+                           "memory)")
+    return [Done(failed_analysis(str(unit), CaptureBug(str(unit), exc), options))]
 
 
 def _worker_started() -> None:

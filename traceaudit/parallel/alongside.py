@@ -1,0 +1,113 @@
+"""Worker processes and this one reading a batch together (``--jobs N``: N readers).
+
+The units form a double-ended queue whose bounds are in shared memory. A worker's task only
+says "read the next unit": it claims the front unit when it starts, so a task queued behind a
+busy worker holds nothing back. This process, whenever the next result in input order is not
+back yet, claims the back unit and reads it itself. So it is never idle while there is work,
+pays no result transfer for what it reads, its first read overlaps the workers' start-up, and
+the last units go to whichever reader is free. If a worker dies, the units nobody claimed are
+still read (here); only those the dead worker held fail.
+"""
+
+from __future__ import annotations
+
+import gc
+from concurrent.futures import FIRST_COMPLETED, wait
+from typing import TYPE_CHECKING, Callable, Iterator
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from traceaudit.parallel.steps import Step
+    from traceaudit.parallel.units import Done
+    from traceaudit.pipeline import ReadOptions
+
+#: in a worker: the batch (units, shared bounds, options, step), set by its initializer
+_batch: tuple | None = None
+
+
+def start_worker(units: list, bounds, options: ReadOptions, step: Step | None) -> None:
+    """A worker's initializer: the batch it claims from (sent once, not with every task)."""
+    global _batch
+    from traceaudit.parallel.runner import _worker_started
+    _worker_started()
+    _batch = (units, bounds, options, step)
+
+
+def read_next() -> tuple[int, list[Done]] | None:
+    """A worker's task: claim the front unit and read it; None when none is left."""
+    from traceaudit.parallel.units import read_unit
+    units, bounds, options, step = _batch
+    i = claim(bounds, front=True)
+    return None if i is None else (i, read_unit(units[i], options, step))
+
+
+def claim(bounds, front: bool) -> int | None:
+    """The front (or back) unit nobody has claimed yet, now claimed; None if none is left."""
+    with bounds.get_lock():
+        first, end = bounds[0], bounds[1]
+        if first >= end:
+            return None
+        if front:
+            bounds[0] = first + 1
+            return first
+        bounds[1] = end - 1
+        return end - 1
+
+
+def read_alongside(units: list, remote: list[bool], workers: int, remote_options: ReadOptions,
+                   here_options: ReadOptions, step: Step | None,
+                   read_here: Callable[[object, ReadOptions], list[Done]],
+                   lost: Callable[[object, BaseException], list[Done]]) -> Iterator[list[Done]]:
+    """Every unit's results, in input order. ``remote[i]``: a worker can read unit i (the
+    others, standard input or a pipe, are read here at their turn). ``lost(unit, exc)``: the
+    results of a unit claimed by a worker that never returned it."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from traceaudit.parallel.runner import forkserver
+    queue = [i for i, r in enumerate(remote) if r]     # positions in it are what is claimed
+    context = forkserver()
+    bounds = context.Array("q", [0, len(queue)])
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker,
+                               initargs=([units[i] for i in queue], bounds, remote_options,
+                                         step))
+    results: dict[int, list[Done]] = {}
+    failures: list[BaseException] = []
+    try:
+        # a task a unit at most; a task that finds none left returns at once
+        running = {pool.submit(read_next) for _ in queue}
+        for i, unit in enumerate(units):
+            while i not in results:
+                if not remote[i]:
+                    results[i] = read_here(unit, here_options)
+                    break
+                running = _take_back(running, queue, results, failures, block=False)
+                if i in results:
+                    break
+                k = claim(bounds, front=False)
+                if k is not None:
+                    results[queue[k]] = read_here(units[queue[k]], here_options)
+                    gc.collect()    # that read's reference cycles (automatic collection is off)
+                elif running:
+                    running = _take_back(running, queue, results, failures, block=True)
+                else:               # its worker failed before sending it back
+                    results[i] = lost(unit, failures[0] if failures else None)
+            yield results.pop(i)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _take_back(running: set[Future], queue: list[int], results: dict, failures: list,
+               block: bool) -> set[Future]:
+    """The tasks still running, once the results of those that finished are in ``results``
+    (``block``: wait for at least one to finish)."""
+    finished, left = wait(running, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+    for future in finished:
+        try:
+            got = future.result()
+        except Exception as exc:         # the pool broke (a worker died), or a result that
+            failures.append(exc)         # could not be sent: which unit is known only later
+            continue
+        if got is not None:
+            results[queue[got[0]]] = got[1]
+    return set(left)
