@@ -104,6 +104,8 @@ def test_an_unreadable_capture_raises_by_default_and_is_collected_on_request(tmp
     ({"fail_on": "fatal"}, ConfigError),
     ({"errors": "ignore"}, ConfigError),
     ({"reader": "scapy"}, ConfigError),
+    ({"jobs": 0}, ConfigError),
+    ({"jobs": "2"}, ConfigError),
     ({"config": "no-such-traceaudit.toml"}, ConfigError),
     ({"baseline": "no-such-baseline.json"}, ConfigError),
 ])
@@ -113,6 +115,16 @@ def test_bad_settings_raise_typed_errors_naming_them(kwargs, error):
     name, value = next(iter(kwargs.items()))
     text = str(info.value)
     assert name.split("_")[0] in text or str(value) in text or "nope" in text
+
+
+def test_jobs_read_in_worker_processes_with_the_same_tables(samples):
+    """``jobs=2``: one worker process and this one read the samples; every table is the one
+    read in this process alone (the run's clock aside)."""
+    two = traceaudit.analyze(SAMPLES, jobs=2)
+    for table in ("captures", "flows", "endpoints", "timelines", "findings", "zeek"):
+        pd.testing.assert_frame_equal(getattr(two, table), getattr(samples, table),
+                                      obj=table)
+    assert two.exit_code == samples.exit_code
 
 
 # -- the tables ---------------------------------------------------------------------------

@@ -41,7 +41,8 @@ def analyze(paths: PathLike | Iterable[PathLike], *,
             verify_checksums: bool = False,
             merge: bool | None = None,
             msl2: float = 60.0,
-            fin_timeout: float = 60.0) -> Audit:
+            fin_timeout: float = 60.0,
+            jobs: int = 1) -> Audit:
     """Read captures, infer how every TCP connection ended, run the rules: an ``Audit``.
 
     ``paths``: a capture file or a directory (every capture in it, recursively, recognised by
@@ -74,6 +75,11 @@ def analyze(paths: PathLike | Iterable[PathLike], *,
     ``fin_timeout`` are the command line's ``--reader``, ``--verify-checksums``, ``--msl2``
     and ``--fin-timeout``.
 
+    ``jobs``: how many captures (or rotated sets) are read at once. 1 (default) reads them one
+    after another in this process; N > 1 reads them in N - 1 worker processes and this one,
+    as ``traceaudit analyze --jobs N`` does (the same results; a script doing so needs the
+    ``if __name__ == "__main__":`` guard, as any use of ``multiprocessing`` does).
+
     Raises ``CaptureError``, ``ConfigError`` (bad settings) or ``UnknownRuleError`` (a rule
     that does not exist).
     """
@@ -83,14 +89,17 @@ def analyze(paths: PathLike | Iterable[PathLike], *,
     from traceaudit.audit import build_report
     from traceaudit.capture import READERS
     from traceaudit.capture.sets import group_captures
+    from traceaudit.parallel.steps import RulesOnWhole
+    from traceaudit.parallel.units import apply_step
     from traceaudit.pipeline import ReadOptions, analyze_captures
-    from traceaudit.rules import run_rules
     from traceaudit.rules.baseline import load_baseline
     from traceaudit.tracking.tracker import TrackerConfig
 
     started = time.monotonic()
     if errors not in ERROR_MODES:
         raise ConfigError(f"errors={errors!r}: expected one of {', '.join(ERROR_MODES)}")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError(f"jobs={jobs!r}: expected a whole number, 1 or more")
     if reader not in READERS:
         raise ConfigError(f"reader={reader!r}: expected one of {', '.join(READERS)}")
     rules_config = _rules_config(config, select, ignore, settings, fail_on)
@@ -99,12 +108,18 @@ def analyze(paths: PathLike | Iterable[PathLike], *,
     files = capture_files(paths)
     options = ReadOptions(reader=reader, verify_checksums=verify_checksums,
                           tracker=TrackerConfig(msl2_s=msl2, fin_timeout_s=fin_timeout))
+    units, step = group_captures(files, merge), RulesOnWhole(rules_config)
+    if jobs == 1:
+        done = (apply_step(a, step, options) for a in analyze_captures(units, options))
+    else:
+        from traceaudit.parallel import read_units
+        done = read_units(units, options, step, jobs=jobs)
     analyses, findings = [], []
-    for analysis in analyze_captures(group_captures(files, merge), options):
-        if analysis.failed and errors == "raise":
-            raise analysis.stats.error
-        findings.extend(run_rules(analysis, rules_config))
-        analyses.append(analysis)
+    for one in done:
+        if one.analysis.failed and errors == "raise":
+            raise one.analysis.stats.error
+        findings.extend(one.findings)
+        analyses.append(one.analysis)
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     report = build_report(analyses, rules_config, known, findings=findings,
                           tool_version=__version__, generated_at=generated,

@@ -57,3 +57,15 @@ class ZeekOnly:
         zeek = analysis.zeek_table
         return replace(slimmed(analysis, keep_excerpts=False, keep_events=False),
                        table=Columns({}, 0), zeek_table=zeek), []
+
+
+@dataclass(frozen=True)
+class RulesOnWhole:
+    """The Python API: the rules run, the whole analysis kept (its DataFrames read every
+    table: endpoints' facts, timelines, excerpts for ``to_html``)."""
+
+    config: RulesConfig
+
+    def __call__(self, analysis: CaptureAnalysis) -> tuple[CaptureAnalysis, list[Finding]]:
+        from traceaudit.rules import run_rules
+        return analysis, run_rules(analysis, self.config)
