@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import pcapgen as g
-from conftest import CORPUS_TRACES, SAMPLE_CAPTURES, cli_run
+from conftest import CORPUS_TRACES, SAMPLE_CAPTURES, SAMPLES, cli_run
 from pcapgen import ACK, RST, SYN
 from test_retire import CASES, FAST, late_capture
 from traceaudit import cli
@@ -212,3 +212,19 @@ def test_spill_policy_by_size_and_options(tmp_path):
         cli_run("analyze", str(cap.parent), "--json", out, "--jobs", "1", flag, "--exit-zero")
         outs[flag] = re.sub(rb'"generated_at":"[^"]*"', b"", out.read_bytes())
     assert outs["--spill"] == outs["--no-spill"]
+
+
+def test_a_full_disk_while_spilling_is_said_plainly(monkeypatch):
+    """The spill's temporary file on a full disk (/dev/full: every write fails with ENOSPC)
+    fails that capture with an error saying so and what to do, not as an internal error."""
+    import tempfile
+
+    from traceaudit.errors import CaptureBug
+    from traceaudit.pipeline import ReadOptions, analyze_captures
+    monkeypatch.setattr(tempfile, "TemporaryFile", lambda **kw: open("/dev/full", "w+b"))
+    (analysis,) = analyze_captures([SAMPLES / "time-wait-pileup.pcap"],
+                                   ReadOptions(retire=EAGER))
+    error = analysis.stats.error
+    assert error is not None and not isinstance(error, CaptureBug)
+    assert error.slug == "no-space" and "time-wait-pileup.pcap" in str(error)
+    assert "TMPDIR" in str(error) and "--no-spill" in str(error)

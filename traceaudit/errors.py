@@ -66,6 +66,23 @@ class CaptureBug(CaptureError):
         self.details = "".join(traceback.format_exception(exc))
 
 
+def capture_failure(path: str, exc: BaseException) -> CaptureError:
+    """The error for an exception that escaped analysing the capture ``path``: a full disk or
+    exhausted memory is said as such (what to do about it), anything else is a bug."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        import tempfile
+        return CaptureError(path, f"no space left on the disk of the temporary files "
+                                  f"({tempfile.gettempdir()}; {exc.strerror}): connections "
+                                  f"are spilled there while reading; free some space or point "
+                                  f"TMPDIR at a larger disk (analyze --no-spill keeps them in "
+                                  f"memory instead)", slug="no-space")
+    if isinstance(exc, MemoryError):
+        return CaptureError(path, "out of memory while analysing it: read fewer captures at "
+                                  "once (--jobs), or let analyze spill (--spill)",
+                            slug="out-of-memory")
+    return CaptureBug(path, exc)
+
+
 class CaptureNotFoundError(CaptureError, FileNotFoundError):
     """A path given to read does not exist: also a ``FileNotFoundError`` (``errno``,
     ``filename``), so ``except FileNotFoundError`` catches it."""

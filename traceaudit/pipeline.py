@@ -14,7 +14,7 @@ import numpy as np
 from traceaudit.capture import CaptureSet, CaptureStats, open_capture
 from traceaudit.capture.batch import DEFAULT_BATCH_ROWS, PacketBatch
 from traceaudit.capture.prefetch import read_ahead
-from traceaudit.errors import CaptureBug, CaptureError
+from traceaudit.errors import CaptureError, capture_failure
 from traceaudit.flows import FlowBuilder
 from traceaudit.flows.table import Assignment
 from traceaudit.flows.columns import Columns
@@ -296,7 +296,8 @@ def analyze_captures(paths: list[Path | CaptureSet], options: ReadOptions = Read
     previous one ends stops there (a warning says so): the files left are read after it.
 
     Each capture is a unit: an unexpected exception while analysing one (a bug) yields a
-    ``failed_analysis`` whose error is a ``CaptureBug`` naming it, and the next is read."""
+    ``failed_analysis`` whose error names it (``errors.capture_failure``: a bug, or a full
+    disk), and the next is read."""
     from traceaudit.capture.chain import remainder
     for path in paths:
         while path is not None:
@@ -305,7 +306,7 @@ def analyze_captures(paths: list[Path | CaptureSet], options: ReadOptions = Read
             except CaptureError as exc:    # the reader could not even start (tshark missing)
                 analysis = failed_analysis(path, exc, options)
             except Exception as exc:
-                analysis = failed_analysis(path, CaptureBug(str(path), exc), options)
+                analysis = failed_analysis(path, capture_failure(str(path), exc), options)
             yield analysis
             path = remainder(path, analysis.stats) if isinstance(path, CaptureSet) else None
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-from traceaudit.errors import CaptureBug
+from traceaudit.errors import capture_failure
 from traceaudit.parallel.units import Done, apply_step, read_unit
 from traceaudit.pipeline import ReadOptions, analyze_captures, failed_analysis
 
@@ -148,7 +148,7 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
         analysis = analyze_in_shares(unit, options, of=jobs, executor=pool,
                                      flows_only=isinstance(step, FlowsOnly))
     except Exception as exc:
-        analysis = failed_analysis(str(unit), CaptureBug(str(unit), exc), options)
+        analysis = failed_analysis(str(unit), capture_failure(str(unit), exc), options)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     yield apply_step(analysis, step, options)
@@ -193,7 +193,7 @@ def failed_unit(unit: Unit, exc: BaseException | None, options: ReadOptions) -> 
     if exc is None or isinstance(exc, BrokenProcessPool):
         exc = RuntimeError("the worker process reading it ended abruptly (killed, or out of "
                            "memory)")
-    return [Done(failed_analysis(str(unit), CaptureBug(str(unit), exc), options))]
+    return [Done(failed_analysis(str(unit), capture_failure(str(unit), exc), options))]
 
 
 def _worker_started() -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from traceaudit.errors import CaptureBug
+from traceaudit.errors import capture_failure
 from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures, failed_analysis
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def apply_step(analysis: CaptureAnalysis, step: Step | None, options: ReadOption
         kept, found = step(analysis)
     except Exception as exc:
         path = analysis.stats.path
-        return Done(failed_analysis(path, CaptureBug(path, exc), options))
+        return Done(failed_analysis(path, capture_failure(path, exc), options))
     return Done(kept, found)
 
 
