@@ -131,7 +131,7 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
     from traceaudit.tracking.tracker import Tracked
 
     if flat.is_flat(analysis):          # (read with nothing more than the reports need)
-        return flat.slimmed(analysis)
+        return _flat_excerpts(flat.slimmed(analysis), keep_excerpts)
     t = analysis.tracked
     # fresh empty arrays: a [:0] view would keep the whole table it was cut from alive
     empty = Tracked(endpoint_table(0), conn_table(0), np.empty((0, 6), np.int64), t.end_ts_ns,
@@ -140,3 +140,23 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
     return replace(analysis, tracked=empty, events=events, zeek_table=None,
                    excerpts=analysis.excerpts if keep_excerpts else None,
                    rst_origins=rst_origins(analysis))
+
+
+def _flat_excerpts(analysis: CaptureAnalysis, keep: bool) -> CaptureAnalysis:
+    """A slimmed flat read's excerpts (``retire/excerpt_spill.py``): dropped unless kept; when
+    its connections were brought back into memory, theirs too (in id order), so that no
+    temporary file stays open for a small capture."""
+    from dataclasses import replace
+
+    from traceaudit.retire.excerpt_spill import SpilledExcerpts
+    spilled = analysis.excerpts
+    if not isinstance(spilled, SpilledExcerpts):
+        return analysis
+    if not keep:
+        spilled.close()
+        return replace(analysis, excerpts=None)
+    if hasattr(analysis.table, "with_facts"):       # still on disk: read as the report asks
+        return analysis
+    excerpts = spilled.load(analysis.table["first_frame"].tolist())
+    spilled.close()
+    return replace(analysis, excerpts=excerpts)

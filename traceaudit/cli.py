@@ -365,8 +365,7 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("--spill/--no-spill", default=None,
               help="Keep finished connections in a temporary file as the read goes, so memory "
                    "follows the connections open at once (about a third more CPU). Default: "
-                   "for captures of 256 MiB or more read in this process; not with --html, "
-                   "which keeps every connection for its ladders.")
+                   "for captures of 256 MiB or more read in this process.")
 @click.option("--exit-zero", is_flag=True,
               help="Exit 0 even when there are findings at or above --fail-on (still 2 for "
                    "usage, configuration or unreadable input).")
@@ -435,14 +434,15 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
         audit = Audit(config, keep_excerpts=html_path is not None,
                       keep_events=json_path is not None or html_path is not None)
         skipped: list[str] = []
-        # without --html, finished connections go to disk as the read goes (flat memory;
-        # captures that cannot be read twice are kept whole: pipeline.analyze_capture)
+        # finished connections go to disk as the read goes (flat memory; with --html their
+        # packet excerpts too; captures that cannot be read twice are kept whole:
+        # pipeline.analyze_capture)
         results, _ = read_captures(captures, reader, verify_checksums,
                                    _tracker_config(msl2, fin_timeout), each=audit,
                                    excerpts=html_path is not None,
                                    frames=html_path is not None, merge=merge, skipped=skipped,
                                    findings=findings, jobs=jobs, scheduler=scheduler,
-                                   retire=_flat_read(spill) if html_path is None else False)
+                                   retire=_flat_read(spill))
         from traceaudit.retire.findings import joined
         report = build_report(results, config, known, findings=joined(findings),
                               tool_version=__version__,

@@ -33,6 +33,7 @@ from traceaudit.tracking.zeek import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from traceaudit.retire.excerpt_spill import SpilledExcerpts
     from traceaudit.retire.spill import SpilledTable
 
 
@@ -61,7 +62,8 @@ class CaptureAnalysis:
     tracked: Tracked             # raw tracker facts per connection
     events: np.ndarray           # corrected transition events, sorted by conn/endpoint/time
     zeek_table: Columns | None = None       # Zeek's connections (tracking/zeek.py), if enabled
-    excerpts: Excerpts | None = None        # a few packets per connection, for ladders
+    excerpts: Excerpts | SpilledExcerpts | None = None   # a few packets per connection, for
+                                                         # ladders (a flat read: on disk)
     rst_origins: np.ndarray | None = None   # who sent each endpoint's first RST
                                             # (tracking/rst_origin.py), kept by audit.slimmed
 
@@ -223,11 +225,15 @@ def _retiring_read(path: str | Path, options: ReadOptions,
     spill file as the read goes (``traceaudit.retire``)."""
     from traceaudit.retire.spill import SpilledTable
     from traceaudit.retire.sweep import Retirer, TupleSet, finish_live
-    stages = _Stages(path, options, excerpts=False)
+    # (packet excerpts only for analyze's flat read with --html: ``retire/excerpt_spill.py``)
+    stages = _Stages(path, options, excerpts=options.excerpts and options.retire.facts)
     source = stages.source
     spill = SpilledTable(str(path), zeek=options.zeek is not None,
                          with_facts=options.retire.facts)
     retirer = Retirer(spill, options.retire)
+    if stages.excerpts is not None:
+        from traceaudit.retire.excerpt_spill import ExcerptRetirer
+        retirer.excerpts = ExcerptRetirer(stages.excerpts)
     last_frame = 0
     batches = stages.batches()
     try:
@@ -246,13 +252,16 @@ def _retiring_read(path: str | Path, options: ReadOptions,
         batches.close()
     end_ts = source.stats.last_ts_ns or 0
     finish_live(retirer, stages.builder, stages.tracker, stages.zeek, end_ts)
+    if retirer.excerpts is not None:
+        retirer.excerpts.finish(stages.builder)
     del stages
     if retirer.suspects:
         _repair(path, options, retirer, TupleSet(np.concatenate(retirer.suspects)), last_frame,
                 end_ts)
     tracked = Tracked(endpoint_table(0), conn_table(0), np.empty((0, 6), np.int64), end_ts,
                       options.tracker)
-    return CaptureAnalysis(source.stats, spill, tracked, np.empty((0, 6), np.int64))
+    return CaptureAnalysis(source.stats, spill, tracked, np.empty((0, 6), np.int64),
+                           excerpts=retirer.excerpts.spilled if retirer.excerpts else None)
 
 
 def _repair(path: str | Path, options: ReadOptions, retirer, tuples, last_frame: int,
@@ -260,7 +269,7 @@ def _repair(path: str | Path, options: ReadOptions, retirer, tuples, last_frame:
     """Read the capture again for the 4-tuples that came back after retiring, without
     retiring; their rows replace the first read's."""
     from traceaudit.retire.sweep import finish_live
-    stages = _Stages(path, options, excerpts=False)
+    stages = _Stages(path, options, excerpts=retirer.excerpts is not None)
     try:
         for batch in stages.batches():
             rows = tuples.batch_rows(batch) & (batch["frame"] <= last_frame)
@@ -272,6 +281,8 @@ def _repair(path: str | Path, options: ReadOptions, retirer, tuples, last_frame:
         pass                                # the same damage as the first read: same packets
     retirer.spill.drop_first_read(tuples.record_rows)
     finish_live(retirer, stages.builder, stages.tracker, stages.zeek, end_ts, repair=True)
+    if retirer.excerpts is not None:        # (written after the first read's: these win)
+        retirer.excerpts.finish(stages.builder, stages.excerpts)
 
 
 def _import_in_background(module: str) -> None:

@@ -26,14 +26,13 @@ from markupsafe import Markup
 from traceaudit.audit import AuditReport
 from traceaudit.names import display_name
 from traceaudit.pipeline import CaptureAnalysis
-from traceaudit.report import census as C
 from traceaudit.report import facts_text as FT
+from traceaudit.report import html_evidence as E
 from traceaudit.report import html_findings as F
 from traceaudit.report import ladder as L
-from traceaudit.report.html_census import census_view
+from traceaudit.report.html_census import census_view, one_clock
 from traceaudit.report.svgplot import sparkline, state_class
 from traceaudit.rules.model import Finding, Severity
-from traceaudit.tracking.tracker import EV_CONN
 
 MAX_DETAILS = 200          # findings drawn in full (ladder and all)
 MAX_PER_RULE = 20          # ... of which at most this many per rule
@@ -45,45 +44,53 @@ _KINDS = ("graceful", "half_closed", "reset", "refused", "open")
 
 
 def render_html(report: AuditReport, *, max_details: int = MAX_DETAILS,
-                max_per_rule: int = MAX_PER_RULE) -> bytes:
-    """The report page as UTF-8 bytes."""
+                max_per_rule: int = MAX_PER_RULE, max_listed: int = F.LIST_PER_RULE) -> bytes:
+    """The report page as UTF-8 bytes. ``max_listed``: findings of a rule the table lists
+    (the most severe first, then in order; at least ``max_per_rule``)."""
     enabled = gc.isenabled()
     gc.disable()            # no full collections over the analyses' heap while drawing
     try:
-        return _render(report, max_details, max_per_rule)
+        return _render(report, max_details, max_per_rule, max(max_listed, max_per_rule))
     finally:
         if enabled:
             gc.enable()
 
 
-def _render(report: AuditReport, max_details: int, max_per_rule: int) -> bytes:
+def _render(report: AuditReport, max_details: int, max_per_rule: int,
+            max_listed: int) -> bytes:
     caps = [_Capture(i, a) for i, a in enumerate(report.analyses)]
     by_path = {c.a.stats.path: c for c in caps}
-    cols = F.columns(report.findings)
-    cap_ix = [by_path[p].index if p in by_path else -1 for p in cols.capture]
-    rules = _rules(report, cols)
-    chosen = F.choose_details(cols, max_details, max_per_rule)
-    hosts = F.fault_hosts(cols, cap_ix, [c.a.table for c in caps])
-    host_counts = Counter(hosts)
+    summary = F.summarize(report.findings, {p: c.index for p, c in by_path.items()}, max_listed)
+    rules = _rules(report, summary)
+    chosen = F.choose_details(summary, max_details, max_per_rule)
+    _gather(caps, summary, chosen)
+    hosts = _listed_hosts(summary, caps)
+    host_counts = Counter(summary.own_hosts)
+    for c in caps:
+        host_counts.update(c.g.hosts)
     host_counts.pop("", None)
-    table = F.table_data(cols, hosts, cap_ix, chosen, rules, [c.name for c in caps],
+    table = F.table_data(summary, hosts, chosen, rules, [c.name for c in caps],
                          [(c.a.stats.first_ts_ns or 0) / 1e9 for c in caps])
-    details = [_detail(i, report.findings[i], by_path, rules) for i in chosen]
-    sev = Counter(zip(cap_ix, cols.sev))
+    details = [_detail(summary.listed[k][0], summary.listed[k][1], by_path, rules)
+               for k in chosen]
+    sev = summary.cap_sev
     per_cap = [sum(sev.get((c.index, int(s)), 0) for s in Severity) for c in caps]
     js = _asset("report.js")
+    rule_counts = F.rule_counts(summary, rules)
     ctx = {
         "title": _title(caps),
         "report": report,
         "overview": _overview(caps),
-        "verdict": _verdict(report, cols),
+        "verdict": _verdict(report, summary),
         "rules": rules,
-        "rule_counts": F.rule_counts(cols, rules),
+        "rule_counts": rule_counts,
         "census": census_view(caps, per_cap, _iso, _dur),
-        "services": _services(caps, cols, cap_ix),
+        "services": _services(caps),
         "sections": _sections(caps, details, sev),
-        "hosts": host_counts.most_common(400),
-        "n_findings": len(report.findings),
+        "hosts": sorted(host_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:400],
+        "n_findings": summary.n,
+        "n_listed": len(summary.listed),
+        "max_listed": max_listed,
         "n_details": len(chosen),
         "max_per_rule": max_per_rule,
         "css": Markup(_asset("report.css")),
@@ -96,6 +103,46 @@ def _render(report: AuditReport, max_details: int, max_per_rule: int) -> bytes:
     return _env().get_template("report.html.j2").render(ctx).encode("utf-8")
 
 
+def _gather(caps: list[_Capture], summary: F.Summary, chosen: list[int]) -> None:
+    """Each capture's part of the page, in one pass over its connections (``html_evidence``):
+    what the findings drawn (``chosen``) and listed ask of it."""
+    wants = {c.index: E.Wants(*summary.per_capture.get(
+        c.index, (np.zeros(0, np.int64), np.zeros(0, np.uint8)))) for c in caps}
+    for k in chosen:
+        _, f, cap = summary.listed[k]
+        if cap < 0:
+            continue
+        w, n = wants[cap], len(caps[cap].a.table)
+        conn = _named_connection(f, n)
+        if conn is not None:
+            w.details.add(conn)
+        elif f.frames and n:
+            w.frames.add(f.frames[0])
+    for _, f, cap in summary.listed:
+        if cap >= 0 and not f.host and f.connection is not None:
+            wants[cap].addresses.add(f.connection)
+    spans = [(c.a.stats.first_ts_ns, c.a.stats.last_ts_ns) for c in caps if c.timed]
+    grid = None
+    if one_clock(spans):
+        grid = (min(a for a, _ in spans), max(b for _, b in spans))
+    for c in caps:
+        c.g = E.gather(c.a, wants[c.index], grid if c.timed else None)
+
+
+def _listed_hosts(summary: F.Summary, caps: list[_Capture]) -> list[str]:
+    """The host of each listed finding: its own, else its connection's address of the
+    endpoint at fault (the server's unless the client is), else none."""
+    out = []
+    for _, f, cap in summary.listed:
+        host = f.host or ""
+        if not host and cap >= 0 and f.connection is not None:
+            ips = caps[cap].g.addresses.get(f.connection)
+            if ips is not None:
+                host = ips[0] if f.endpoint == "client" else ips[1]
+        out.append(host)
+    return out
+
+
 # -- captures ------------------------------------------------------------------------------
 class _Capture:
     def __init__(self, index: int, a: CaptureAnalysis) -> None:
@@ -103,36 +150,13 @@ class _Capture:
         self.name = display_name(PurePath(a.stats.path).name or a.stats.path)
         if a.stats.parts:                       # a rotated set read as one timeline
             self.name += f" + {len(a.stats.parts) - 1} file(s)"
-        self._ev_conn = None
-        self._cols: dict = {}
-        self._changes: C.Changes | None = None
-        self._kinds: dict | None = None
         self.n = len(a.table)
+        self.timed = self.n > 0 and a.stats.first_ts_ns is not None
+        self.g: E.Gathered | None = None        # (``_gather``)
 
     def kinds(self) -> dict:
         """How many of the capture's connections ended each way (``close_kind``)."""
-        if self._kinds is None:
-            self._kinds = dict(self.a.table.value_counts("close_kind")) if self.n else {}
-        return self._kinds
-
-    def changes(self) -> C.Changes:
-        if self._changes is None:
-            st = self.a.stats
-            self._changes = C.Changes(self.a.events, st.first_ts_ns or 0, st.last_ts_ns or 0)
-        return self._changes
-
-    def events_of(self, conn: int) -> np.ndarray:
-        if self._ev_conn is None:
-            self._ev_conn = np.ascontiguousarray(self.a.events[:, EV_CONN])
-        lo, hi = np.searchsorted(self._ev_conn, [conn, conn + 1])
-        return self.a.events[lo:hi]
-
-    def value(self, name: str, row: int):
-        """One flow-table value (a plain Python value)."""
-        if name not in self._cols:
-            self._cols[name] = self.a.table[name]
-        v = self._cols[name][row]
-        return v.item() if isinstance(v, np.generic) else v
+        return dict(self.g.kinds)
 
 
 def _overview(caps: list[_Capture]) -> dict:
@@ -140,10 +164,9 @@ def _overview(caps: list[_Capture]) -> dict:
     lasts = [c.a.stats.last_ts_ns for c in caps if c.a.stats.last_ts_ns is not None]
     roles, kinds = Counter(), Counter()
     for c in caps:
-        if len(c.a.table):
-            roles.update(c.a.table.value_counts("close_role"))
-            kinds.update(c.kinds())
-    conns = sum(len(c.a.table) for c in caps)
+        roles.update(c.g.roles)
+        kinds.update(c.g.kinds)
+    conns = sum(c.n for c in caps)
     return {
         "captures": [c.name for c in caps],
         "packets": sum(c.a.stats.packets for c in caps),
@@ -229,7 +252,7 @@ def _title(caps: list[_Capture]) -> str:
 
 
 # -- findings summary ------------------------------------------------------------------------
-def _rules(report: AuditReport, cols: F.Columns) -> list[dict]:
+def _rules(report: AuditReport, summary: F.Summary) -> list[dict]:
     out, seen = [], set()
     for r in report.rules:
         seen.add(r.name)
@@ -237,16 +260,16 @@ def _rules(report: AuditReport, cols: F.Columns) -> list[dict]:
                     "severity": r.severity.label, "rationale": r.rationale,
                     "remediation": r.remediation, "references": list(r.references),
                     "params": report.params.get(r.name, dict(r.thresholds))})
-    for name in sorted(set(cols.rule) - seen):      # a finding from a rule not listed
-        f = report.findings[cols.rule.index(name)]
+    for name in sorted(set(summary.first_of_rule) - seen):   # a finding from a rule not listed
+        f = summary.first_of_rule[name]
         out.append({"name": f.rule, "code": f.code, "title": f.rule, "severity": "",
                     "rationale": "", "remediation": f.remediation, "references": [],
                     "params": {}})
     return out
 
 
-def _verdict(report: AuditReport, cols: F.Columns) -> dict:
-    sev = F.severity_counts(cols)
+def _verdict(report: AuditReport, summary: F.Summary) -> dict:
+    sev = summary.sev
     failing = sum(n for s, n in sev.items() if s >= report.fail_on)
     return {"failing": failing, "fail_on": report.fail_on.label,
             "by_sev": [(s.label, sev.get(int(s), 0)) for s in sorted(Severity, reverse=True)],
@@ -254,20 +277,11 @@ def _verdict(report: AuditReport, cols: F.Columns) -> dict:
 
 
 # -- services --------------------------------------------------------------------------------
-def _services(caps: list[_Capture], cols: F.Columns, cap_ix: list[int]) -> dict:
-    conn = cols.conn_rows
-    cix = np.array(cap_ix, np.int64)
+def _services(caps: list[_Capture]) -> dict:
     rows = []
     for c in caps:
-        st = c.a.stats
-        n = len(c.a.table)
-        if not n or st.first_ts_ns is None:
-            continue
-        conns = conn[(cix == c.index) & (conn >= 0) & (conn < n)]
-        counts = np.bincount(conns, minlength=n)
-        table = C.per_service(c.a.table, c.changes(), st.last_ts_ns, counts)
-        for rec in table:
-            rec["capture"] = c.name
+        for rec in c.g.services:
+            rec = dict(rec, capture=c.name)
             spark = rec.pop("spark")
             rec["cw_peak"] = int(spark.max()) if len(spark) else 0
             rec["spark_svg"] = sparkline(spark)
@@ -284,19 +298,17 @@ def _detail(i: int, f: Finding, by_path: dict, rules: list[dict]) -> dict:
     first = cap.a.stats.first_ts_ns if cap is not None else None
     conn = _ladder_connection(f, cap)
     ladder, conn_text, fault = None, "", ""
-    if cap is not None and conn is not None:
-        v = cap.value
-        client = _addr(v("client_ip", conn), v("client_port", conn))
-        server = _addr(v("server_ip", conn), v("server_port", conn))
+    info = cap.g.conns.get(conn) if cap is not None and conn is not None else None
+    if info is not None:
+        client = _addr(info.client_ip, info.client_port)
+        server = _addr(info.server_ip, info.server_port)
         conn_text = f"client {client} → server {server} (tcp.stream {conn})"
         if f.endpoint in ("client", "server"):
             fault = f"{f.endpoint} {client if f.endpoint == 'client' else server}"
-        ex = cap.a.excerpts
-        if ex is not None and conn < len(ex.count):
-            end = (cap.a.stats.last_ts_ns or 0, str(v("client_state", conn)),
-                   str(v("server_state", conn)))
-            ladder = L.ladder_svg(ex.packets(conn), L.connection_changes(cap.events_of(conn)),
-                                  int(ex.count[conn]), client, server, set(f.frames), end)
+        if info.packets is not None:
+            end = (cap.a.stats.last_ts_ns or 0, info.client_state, info.server_state)
+            ladder = L.ladder_svg(info.packets, L.connection_changes(info.events),
+                                  info.count, client, server, set(f.frames), end)
     if not fault:
         fault = f.host or f.endpoint or ""
     frames_filter = F.frames_filter(f.frames)
@@ -321,26 +333,29 @@ def _merge_command(st) -> str:
     return display_name(merge_command(st))
 
 
-def _ladder_connection(f: Finding, cap: _Capture | None) -> int | None:
-    """The connection a finding's ladder shows: its own, else the one holding its first frame."""
-    if cap is None or not len(cap.a.table):
+def _named_connection(f: Finding, n: int) -> int | None:
+    """The connection a finding names (of a capture of ``n``): its own, else the first of
+    its details' ``connections``."""
+    if not n:
         return None
-    n = len(cap.a.table)
     if f.connection is not None and 0 <= f.connection < n:
         return int(f.connection)
     conns = f.details.get("connections") if isinstance(f.details, dict) else None
     if isinstance(conns, list) and conns and isinstance(conns[0], int) and 0 <= conns[0] < n:
         return conns[0]
-    if not f.frames:
+    return None
+
+
+def _ladder_connection(f: Finding, cap: _Capture | None) -> int | None:
+    """The connection a finding's ladder shows: the one it names, else the first holding its
+    first frame among its kept packets, else the first whose span holds it (looked up by
+    ``html_evidence.gather``)."""
+    if cap is None or not cap.n:
         return None
-    fr = f.frames[0]
-    flows = cap.a.table
-    hit = np.flatnonzero((flows["first_frame"] <= fr) & (flows["last_frame"] >= fr))
-    ex = cap.a.excerpts
-    for c in hit.tolist():
-        if ex is not None and any(p.frame == fr for p in ex.packets(c)):
-            return c
-    return int(hit[0]) if len(hit) else None
+    conn = _named_connection(f, cap.n)
+    if conn is not None or not f.frames:
+        return conn
+    return cap.g.by_frame.get(f.frames[0])
 
 
 # -- helpers ---------------------------------------------------------------------------------

@@ -26,18 +26,18 @@ ALL = "all"                # the selector's value for every capture on one clock
 def census_view(caps: list, findings_per_cap: list[int], fmt_time, fmt_dur) -> dict:
     """The charts (``key``, ``label``, ``caption``, ``svg``, ``legend``), the one shown first
     (``default``) and how many captures were not charted. ``caps``: the report's captures
-    (``index``, ``name``, ``a``: the analysis, ``changes()``); ``fmt_time(ns)`` and
-    ``fmt_dur(s)`` write times and durations."""
-    timed = [c for c in caps if len(c.a.table) and c.a.stats.first_ts_ns is not None]
-    ranked = sorted(timed, key=lambda c: (-bool(findings_per_cap[c.index]), -len(c.a.table),
-                                          c.index))
+    (``index``, ``name``, ``n`` connections, ``a``: the analysis, ``g``: what
+    ``html_evidence.gather`` summed of it: ``census``, ``merged``, the levels on the run's
+    clock when the captures share one); ``fmt_time(ns)`` and ``fmt_dur(s)`` write times and
+    durations."""
+    timed = [c for c in caps if c.n and c.a.stats.first_ts_ns is not None]
+    ranked = sorted(timed, key=lambda c: (-bool(findings_per_cap[c.index]), -c.n, c.index))
     shown = sorted(ranked[:MAX_CHARTS], key=lambda c: c.index)
     charts = []
     if one_clock([(c.a.stats.first_ts_ns, c.a.stats.last_ts_ns) for c in timed]):
         t0 = min(c.a.stats.first_ts_ns for c in timed)
         t1 = max(c.a.stats.last_ts_ns for c in timed)
-        levels = merged_levels([(c.a.events, c.a.stats.first_ts_ns, c.a.stats.last_ts_ns)
-                                for c in timed], t0, t1)
+        levels = {k: sum(c.g.merged[k] for c in timed) for k in timed[0].g.merged}
         peak = {k: int(v.max()) for k, v in levels.items()}
         final = {k: int(v[-1]) for k, v in levels.items()}
         label = f"all {len(timed)} captures, one clock"
@@ -47,8 +47,8 @@ def census_view(caps: list, findings_per_cap: list[int], fmt_time, fmt_dur) -> d
                              marks=tuple((t - t0) / 1e9 for t in ends)))
     for c in shown:
         st = c.a.stats
-        cen = C.census(c.changes())
-        n, nf = len(c.a.table), findings_per_cap[c.index]
+        cen = c.g.census
+        n, nf = c.n, findings_per_cap[c.index]
         label = (f"{c.name} ({n:,} connection{'s' * (n != 1)}, "
                  f"{nf:,} finding{'s' * (nf != 1)})")
         charts.append(_chart(str(c.index), label, c.name, st.first_ts_ns, st.last_ts_ns,

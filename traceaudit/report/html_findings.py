@@ -1,10 +1,11 @@
-"""The HTML report's view of the findings as columns: one pass over the Finding objects
-(10,000+ of them), then counts, the choice of detailed findings and the table's data from the
-columns. The table data is JSON in the page, deflated and base64-encoded when large."""
+"""The HTML report's view of the findings: one pass over them (hundreds of thousands, maybe
+parked on a flat read) gives the counts and, per rule, the findings the table lists and the
+page draws; the table data is JSON in the page, deflated and base64-encoded when large."""
 
 from __future__ import annotations
 
 import base64
+import heapq
 import threading
 import zlib
 from collections import Counter
@@ -25,105 +26,120 @@ _FIELDS = ("severity", "rule", "ts", "capture", "connection", "endpoint", "host"
            "frames", "display_filter")
 
 
+#: The findings table lists at most this many findings of each rule (the most severe first,
+#: then in the report's order); the page says how many of how many it lists
+LIST_PER_RULE = 1000
+
+
 @dataclass
-class Columns:
-    sev: list[int]
-    rule: list[str]
-    ts: list[float]
-    capture: list[str]
-    conn: list[int | None]
-    ep: list[str | None]
-    host: list[str | None]
-    msg: list[str]
-    frames: list[list[int]]
-    filt: list[str]
+class Summary:
+    """The findings as the page needs them, from one pass over them (however many: a flat
+    read's parked findings are read once): counts, and per rule the first ``LIST_PER_RULE``
+    by severity then order, listed (``listed``: (index, finding), in order)."""
 
-    def __len__(self) -> int:
-        return len(self.sev)
-
-    @cached_property
-    def conn_rows(self) -> np.ndarray:
-        """The findings' connections as an array, -1 for a finding about a host."""
-        return np.array([-1 if x is None else x for x in self.conn], np.int64)
+    n: int
+    sev: Counter                       # severity -> findings
+    rule_sev: Counter                  # (rule, severity) -> findings
+    cap_sev: Counter                   # (capture index, severity) -> findings
+    first_of_rule: dict                # rule -> its first finding (rules not in the run)
+    listed: list                       # (index, finding, capture index), in index order
+    own_hosts: Counter                 # findings per host they name themselves
+    per_capture: dict                  # capture index -> (connections, host_from) arrays
 
 
-def columns(findings: list[Finding]) -> Columns:
-    if not findings:
-        return Columns(*([] for _ in range(10)))
-    cols = [list(map(attrgetter(name), findings)) for name in _FIELDS]
-    cols[0] = list(map(int, cols[0]))
-    return Columns(*cols)
+def summarize(findings, cap_index: dict, list_per_rule: int = LIST_PER_RULE) -> Summary:
+    """One pass over ``findings`` (``cap_index``: capture path -> index, -1 not in the run)."""
+    from array import array
+
+    from traceaudit.report.html_evidence import CLIENT, SERVER
+    sev, rule_sev, cap_sev = Counter(), Counter(), Counter()
+    first_of_rule: dict = {}
+    heaps: dict[str, list] = {}
+    own_hosts: Counter = Counter()
+    per_capture: dict = {}
+    n = 0
+    for i, f in enumerate(findings):
+        n += 1
+        s = int(f.severity)
+        cap = cap_index.get(f.capture, -1)
+        sev[s] += 1
+        rule_sev[(f.rule, s)] += 1
+        cap_sev[(cap, s)] += 1
+        first_of_rule.setdefault(f.rule, f)
+        heap = heaps.setdefault(f.rule, [])
+        # keep the list_per_rule smallest (-severity, index): evict the largest
+        if len(heap) < list_per_rule:
+            heapq.heappush(heap, (s, -i, f, cap))
+        elif (s, -i) > heap[0][:2]:
+            heapq.heapreplace(heap, (s, -i, f, cap))
+        conns, host_from = per_capture.setdefault(cap, (array("q"), array("B")))
+        conns.append(-1 if f.connection is None else f.connection)
+        if f.host:
+            own_hosts[f.host] += 1
+            host_from.append(0)
+        else:
+            host_from.append(CLIENT if f.endpoint == "client" else SERVER)
+    listed = sorted(((-e[1], e[2], e[3]) for heap in heaps.values() for e in heap),
+                    key=lambda t: t[0])
+    per_capture = {k: (np.frombuffer(c, np.int64) if len(c) else np.zeros(0, np.int64),
+                       np.frombuffer(h, np.uint8) if len(h) else np.zeros(0, np.uint8))
+                   for k, (c, h) in per_capture.items()}
+    return Summary(n, sev, rule_sev, cap_sev, first_of_rule, listed, own_hosts, per_capture)
 
 
-def severity_counts(c: Columns) -> dict[int, int]:
-    return Counter(c.sev)
-
-
-def rule_counts(c: Columns, rules: list[dict]) -> list[dict]:
-    """Per rule, findings per severity label and in all (``pct`` of the largest rule)."""
-    counts = Counter(zip(c.rule, c.sev))
+def rule_counts(s: Summary, rules: list[dict]) -> list[dict]:
+    """Per rule, findings per severity label and in all (``pct`` of the largest rule), and
+    how many the table lists."""
+    listed = Counter(f.rule for _, f, _ in s.listed)
     rows = []
     for r in rules:
-        row = {s.label: counts.get((r["name"], int(s)), 0) for s in Severity}
-        rows.append({**r, **row, "total": sum(row.values())})
+        row = {sv.label: s.rule_sev.get((r["name"], int(sv)), 0) for sv in Severity}
+        rows.append({**r, **row, "total": sum(row.values()), "listed": listed[r["name"]]})
     top = max((r["total"] for r in rows), default=0)
     for r in rows:
         r["pct"] = 100.0 * r["total"] / top if top else 0.0
     return rows
 
 
-def choose_details(c: Columns, cap: int, per_rule: int) -> list[int]:
-    """Indices of the findings drawn in full: the most severe first (then capture order), at
-    most ``per_rule`` of each rule, ``cap`` in all; returned in severity, rule, time order."""
-    neg = [-s for s in c.sev]
+def choose_details(s: Summary, cap: int, per_rule: int) -> list[int]:
+    """Positions in ``s.listed`` of the findings drawn in full: the most severe first (then
+    the report's order), at most ``per_rule`` of each rule, ``cap`` in all; returned in
+    severity, rule, time order. (The listed findings are each rule's first by that order, so
+    these are the choice over all findings.)"""
     taken: Counter[str] = Counter()
     chosen = []
-    for i in sorted(range(len(c)), key=neg.__getitem__):
+    for k in sorted(range(len(s.listed)), key=lambda k: -s.listed[k][1].severity):
         if len(chosen) >= cap:
             break
-        if taken[c.rule[i]] < per_rule:
-            taken[c.rule[i]] += 1
-            chosen.append(i)
-    chosen.sort(key=lambda i: (neg[i], c.rule[i], c.ts[i]))
+        f = s.listed[k][1]
+        if taken[f.rule] < per_rule:
+            taken[f.rule] += 1
+            chosen.append(k)
+    chosen.sort(key=lambda k: (-s.listed[k][1].severity, s.listed[k][1].rule,
+                               s.listed[k][1].ts))
     return chosen
 
 
-def fault_hosts(c: Columns, cap_ix: list[int], flows: list) -> list[str]:
-    """The host of each finding: its own, else the address of the endpoint at fault, else the
-    server's (``flows[k]``: capture k's flow table, ``Columns``)."""
-    host = np.array([h or "" for h in c.host], dtype=object)
-    conn = c.conn_rows
-    cix = np.array(cap_ix, np.int64)
-    client = np.array([e == "client" for e in c.ep], bool)
-    empty = host == ""
-    for k, table in enumerate(flows):
-        sel = np.flatnonzero(empty & (cix == k) & (conn >= 0) & (conn < len(table)))
-        if len(sel):
-            rows = conn[sel]
-            host[sel] = np.where(client[sel], table.at("client_ip", rows),
-                                 table.at("server_ip", rows))
-    return [str(h) for h in host.tolist()]
-
-
-def table_data(c: Columns, hosts: list[str], cap_ix: list[int], chosen: list[int],
-               rules: list[dict], captures: list[str], first_s: list[float]
-               ) -> Callable[[], Markup]:
-    """The ``<script>`` element holding the table's data (the page's script reads it), as a
-    function to call when it is needed: large data is compressed meanwhile, in a thread
-    (zlib releases the GIL), while the rest of the page is drawn."""
+def table_data(s: Summary, hosts: list[str], chosen: list[int], rules: list[dict],
+               captures: list[str], first_s: list[float]) -> Callable[[], Markup]:
+    """The ``<script>`` element holding the table's data (the listed findings; ``hosts``: the
+    host of each; the page's script reads it), as a function to call when it is needed: large
+    data is compressed meanwhile, in a thread (zlib releases the GIL), while the rest of the
+    page is drawn."""
     rule_ix = {r["name"]: i for i, r in enumerate(rules)}
-    det = [0] * len(c)
-    for i in chosen:
-        det[i] = 1
-    frames = c.frames if max(map(len, c.frames), default=0) <= MAX_FRAMES else \
-        [f if len(f) <= MAX_FRAMES else f[:MAX_FRAMES] for f in c.frames]
-    filters = c.filt if all(c.filt) else \
-        [f or frames_filter(fr) for f, fr in zip(c.filt, frames)]
-    rows = {"sev": c.sev, "rule": list(map(rule_ix.__getitem__, c.rule)), "ts": c.ts,
-            "cap": cap_ix, "conn": c.conn, "ep": [e or "" for e in c.ep], "host": hosts,
-            "msg": c.msg, "frames": frames, "filter": filters, "det": det}
+    det = [0] * len(s.listed)
+    for k in chosen:
+        det[k] = 1
+    fs = [f for _, f, _ in s.listed]
+    frames = [f.frames if len(f.frames) <= MAX_FRAMES else f.frames[:MAX_FRAMES] for f in fs]
+    rows = {"sev": [int(f.severity) for f in fs], "rule": [rule_ix[f.rule] for f in fs],
+            "ts": [f.ts for f in fs], "cap": [c for _, _, c in s.listed],
+            "conn": [f.connection for f in fs], "ep": [f.endpoint or "" for f in fs],
+            "host": hosts, "msg": [f.message for f in fs], "frames": frames,
+            "filter": [f.display_filter or frames_filter(fr) for f, fr in zip(fs, frames)],
+            "det": det, "id": [i for i, _, _ in s.listed]}
     doc = {"rows": rows, "rules": [[r["code"], r["name"], r["title"]] for r in rules],
-           "captures": captures, "first": first_s}
+           "captures": captures, "first": first_s, "all": s.n}
     raw = orjson.dumps(doc)
     if len(raw) <= INLINE_JSON_LIMIT:
         safe = raw.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")

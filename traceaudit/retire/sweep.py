@@ -33,6 +33,8 @@ class Retirer:
         # first frame of a live connection -> its previous incarnation's, once that retired
         # (the tracker's ``prev`` row is gone then; the flat read reports it)
         self.lost_prev: dict[int, int] = {}
+        # the flat read's packet excerpts (``excerpt_spill.ExcerptRetirer``), with --html
+        self.excerpts = None
 
     def after_batch(self, batch: PacketBatch, assignment: Assignment, builder: FlowBuilder,
                     slots_before: int, conns_before: int, tracker: ConnectionTracker,
@@ -82,6 +84,8 @@ class Retirer:
         tracker.keep_events(ev[~gone])
         if self.spill.with_facts:
             self._keep_prev_links(retire, builder, tracker)
+        if self.excerpts is not None:
+            self.excerpts.retire(retire, builder)
         _compact(retire, freed, builder, tracker, zeek)
 
     def _keep_prev_links(self, retire: np.ndarray, builder: FlowBuilder,

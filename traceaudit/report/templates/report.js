@@ -132,8 +132,9 @@
     }
     body.replaceChildren(frag);
     const total = r.sev.length, n = state.order.length;
+    const all = D.all > total ? " (listed of " + D.all.toLocaleString("en") + ")" : "";
     document.getElementById("findings-count").textContent =
-      (n === total ? total.toLocaleString("en") + " findings" : n.toLocaleString("en") + " of " + total.toLocaleString("en") + " findings match") +
+      (n === total ? total.toLocaleString("en") + " findings" + all : n.toLocaleString("en") + " of " + total.toLocaleString("en") + " findings" + all + " match") +
       (upto < n ? " (showing " + upto.toLocaleString("en") + ")" : "");
     const more = document.getElementById("findings-more");
     more.hidden = upto >= n;
@@ -162,7 +163,7 @@
       dd.appendChild(document.createTextNode(" ")); dd.appendChild(b);
     }
     const links = el("dd");
-    if (r.det[i]) { const a = el("a", null, "evidence and ladder diagram ↓"); a.href = "#f" + i; links.appendChild(a); }
+    if (r.det[i]) { const a = el("a", null, "evidence and ladder diagram ↓"); a.href = "#f" + r.id[i]; links.appendChild(a); }
     else links.appendChild(el("span", "muted", "evidence not drawn (the detailed sections are capped); "));
     const ra = el("a", null, " why it matters and the fix"); ra.href = "#rule-" + rule[1]; links.appendChild(ra);
     dl.appendChild(el("dt", null, "more")); dl.appendChild(links);
