@@ -32,7 +32,8 @@ class SpilledExcerpts:
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(prefix="traceaudit-excerpts-")
-        self._segments: list[tuple[int, int, int, int]] = []   # bucket, offset, rows, pool
+        # per bucket, in the order written: (offset, rows, pool rows)
+        self._segments: dict[int, list[tuple[int, int, int]]] = {}
         self._end = 0
         self._dtypes: dict[str, np.dtype] | None = None
 
@@ -74,7 +75,7 @@ class SpilledExcerpts:
             for f in _SLOT_FIELDS:
                 size += self._file.write(np.ascontiguousarray(slots[f][a:b]))
             size += self._file.write(np.ascontiguousarray(p))
-            self._segments.append((int(bucket[a]), self._end, b - a, pb - pa))
+            self._segments.setdefault(int(bucket[a]), []).append((self._end, b - a, pb - pa))
             self._end += size
 
     # -- reading ---------------------------------------------------------------------------
@@ -89,26 +90,30 @@ class SpilledExcerpts:
                  for f in _SLOT_FIELDS}
         pools: list[np.ndarray] = []
         buckets = wanted // spill.BUCKET_FRAMES
-        for bucket in np.unique(buckets).tolist():
-            for _, offset, rows, n_pool in (s for s in self._segments if s[0] == bucket):
+        by_bucket = np.argsort(buckets, kind="stable")
+        bounds = np.flatnonzero(np.diff(buckets[by_bucket])) + 1
+        for ix in np.split(by_bucket, bounds) if n else ():
+            mine = []                           # this bucket's pool rows (P_CONN: result row)
+            frames = wanted[ix]
+            for offset, rows, n_pool in self._segments.get(int(buckets[ix[0]]), ()):
                 head, seg_slots, pool = self._read(offset, rows, n_pool)
                 # (later segments overwrite earlier ones: the repair read's rows win)
-                at = np.searchsorted(head[:, 0], wanted)
-                at = np.minimum(at, max(rows - 1, 0))
-                hit = np.flatnonzero((buckets == bucket) & (head[at, 0] == wanted))
+                at = np.minimum(np.searchsorted(head[:, 0], frames), rows - 1)
+                found = head[at, 0] == frames
+                hit, src = ix[found], at[found]
                 if not len(hit):
                     continue
-                src = at[hit]
                 count[hit] = head[src, 1]
                 base[hit] = head[src, 2:4]
                 for f in _SLOT_FIELDS:
                     slots[f][hit] = seg_slots[f][src]
-                pools = [p[~np.isin(p[:, P_CONN], hit)] for p in pools]
+                mine = [p[~np.isin(p[:, P_CONN], hit)] for p in mine]
                 target = np.full(rows, -1, np.int64)
                 target[src] = hit
                 p = pool[target[pool[:, P_CONN]] >= 0]
                 p[:, P_CONN] = target[p[:, P_CONN]]
-                pools.append(p)
+                mine.append(p)
+            pools += mine
         pool = np.concatenate(pools) if pools else np.zeros((0, N_POOL), np.int64)
         pool = pool[np.lexsort((pool[:, P_IDX], pool[:, P_CONN]))]
         starts = np.searchsorted(pool[:, P_CONN], np.arange(n + 1))
