@@ -10,8 +10,10 @@ bench-data/synthetic-3m.pcap). For each it prints the peak RSS (the best of --re
 CPU seconds (user + system) and wall seconds, then the peak at each scale over the peak at
 the first, and the issue's targets: 6M ≤ 1.15 × 3M, 30M ≤ 600 MB. Captures it generates are
 deleted afterwards unless --keep-generated (30M packets is 3.5 GB). --one-core pins the run
-to CPU 0 (taskset). --html measures ``analyze --html`` too (that report keeps the whole read).
-Figures only: it asserts nothing.
+to CPU 0 (taskset). --html measures ``analyze --json --html`` too, as by default (the flat
+read: bounded evidence, ``report/html_evidence.py``) and with --no-spill (the read that keeps
+every connection), with the ratio of the two peaks between scales. Figures only: it asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ def main() -> int:
     modes = {"json": ["--json", os.devnull]}
     if a.html:
         modes["html"] = ["--json", os.devnull, "--html", os.devnull]
+        modes["html-kept"] = ["--json", os.devnull, "--html", os.devnull, "--no-spill"]
     rows, generated = [], []
     try:
         for scale in a.scales:
@@ -73,7 +76,7 @@ def main() -> int:
                     if best is None or r["peak_mb"] < best["peak_mb"]:
                         best = r
                 rows.append((scale, mode, packets, best))
-                print(f"analyze --{mode:<5} {packets:>12,} packets  peak {best['peak_mb']:7.1f} MB"
+                print(f"analyze --{mode:<9} {packets:>12,} packets  peak {best['peak_mb']:7.1f} MB"
                       f"  cpu {best['cpu_s']:6.2f} s  wall {best['wall_s']:6.2f} s"
                       + ("" if best["rc"] in (0, 1) else f"  (exit {best['rc']})"), flush=True)
     finally:

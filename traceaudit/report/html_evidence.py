@@ -86,6 +86,7 @@ def gather(a: CaptureAnalysis, wants: Wants, grid: tuple[int, int] | None,
     pending = set(wants.frames)
     order = np.argsort(wants.conns, kind="stable")
     sorted_conns = wants.conns[order]
+    listed = np.array(sorted(wants.addresses), np.int64)
     for first_id, table, events, excerpts in _chunks(a):
         k = len(table)
         if not k:
@@ -104,10 +105,12 @@ def gather(a: CaptureAnalysis, wants: Wants, grid: tuple[int, int] | None,
                 _add_merged(merged, events, grid, t0, t1, samples)
             services.add(table, ch, np.bincount(rows, minlength=k))
         hosts.update(_hosts(table, rows, wants.host_from[mine]))
-        for c in sorted(wants.addresses):
-            if first_id <= c < first_id + k:
-                addresses[c] = (str(table.at("client_ip", np.array([c - first_id]))[0]),
-                                str(table.at("server_ip", np.array([c - first_id]))[0]))
+        a_lo, a_hi = np.searchsorted(listed, [first_id, first_id + k])
+        if a_hi > a_lo:
+            at = listed[a_lo:a_hi] - first_id
+            for c, ips in zip(listed[a_lo:a_hi].tolist(), zip(
+                    table.at("client_ip", at).tolist(), table.at("server_ip", at).tolist())):
+                addresses[c] = (str(ips[0]), str(ips[1]))
         ex = _ExcerptsOf(excerpts, k)
         for fr in sorted(pending):
             hit = np.flatnonzero((table["first_frame"] <= fr) & (table["last_frame"] >= fr))

@@ -132,10 +132,10 @@
     }
     body.replaceChildren(frag);
     const total = r.sev.length, n = state.order.length;
-    const all = D.all > total ? " (listed of " + D.all.toLocaleString("en") + ")" : "";
     document.getElementById("findings-count").textContent =
-      (n === total ? total.toLocaleString("en") + " findings" + all : n.toLocaleString("en") + " of " + total.toLocaleString("en") + " findings" + all + " match") +
-      (upto < n ? " (showing " + upto.toLocaleString("en") + ")" : "");
+      (n === total ? total.toLocaleString("en") + " findings" : n.toLocaleString("en") + " of " + total.toLocaleString("en") + " findings match") +
+      (upto < n ? " (showing " + upto.toLocaleString("en") + ")" : "") +
+      (D.all > total ? "; the table lists " + total.toLocaleString("en") + " of " + D.all.toLocaleString("en") : "");
     const more = document.getElementById("findings-more");
     more.hidden = upto >= n;
     more.textContent = "show " + Math.min(PAGE, n - upto) + " more";
