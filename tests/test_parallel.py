@@ -170,15 +170,26 @@ def test_errors_and_spilled_tables_cross_processes():
 
 
 @pytest.mark.parametrize("args", [("analyze", "--json", "out"),
+                                  ("analyze", "--spill", "--html", "out"),
                                   ("flows", "--format", "csv", "-o", "out")],
-                         ids=["analyze", "flows-csv"])
+                         ids=["analyze", "analyze-html-flat", "flows-csv"])
 def test_one_capture_split_by_flow_hash(tmp_path, monkeypatch, args):
     """One large capture with --jobs 2 is read as two shares by flow hash (``shares``) and
     merged: every output as one read's (a low threshold makes the sample "large")."""
     monkeypatch.setenv("TRACEAUDIT_SPLIT_MIN_BYTES", "1000")
     sample = SAMPLES / "time-wait-pileup.pcap"
     r = both(tmp_path, args[0], sample, *args[1:], outputs=("out",))
-    assert r["files"]["out"].count(b"\n") >= 2000 or r["files"]["out"].count(b'"id":') >= 2000
+    assert r["files"]["out"].count(b"\n") >= 2000 or r["files"]["out"].count(b'"id":') >= 2000 \
+        or b"2,000" in r["files"]["out"] and b"<svg class=\"ladder\"" in r["files"]["out"]
+
+
+def test_html_of_flat_reads_equals_the_workers(tmp_path):
+    """``--spill --html``: read here (--jobs 1) every capture is read flat, its evidence
+    bounded (``report/html_evidence.py``); a worker (--jobs 2) keeps its capture whole. The
+    same page."""
+    r = both(tmp_path, "analyze", SAMPLES, "--spill", "--html", "r.html", outputs=("r.html",))
+    assert r["returncode"] == 1
+    assert r["files"]["r.html"].count(b'<svg class="ladder"') > 30
 
 
 def test_split_only_for_one_large_file(monkeypatch):
