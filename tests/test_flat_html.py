@@ -127,3 +127,60 @@ def test_a_rule_with_more_findings_than_listed(small_buckets, monkeypatch):
         if rule in big:
             assert f"{rule}: showing {n_list} of {len(ix)}".encode() in page
     assert f"Showing {len(data['rows']['id'])} of {len(findings)} findings".encode() in page
+
+
+def test_captures_on_one_clock(tmp_path, small_buckets, monkeypatch):
+    """Pieces of one capture read each on its own (as ``--no-merge`` reads them) follow one
+    another: the census sums them on one clock, from each piece's chunks."""
+    import shutil
+    import subprocess
+    if not shutil.which("editcap"):
+        pytest.skip("editcap (wireshark-common) is not installed")
+    monkeypatch.setattr(flat, "IN_MEMORY_BYTES", -1)
+    sample = next(p for p in SAMPLE_CAPTURES if p.name == "time-wait-pileup.pcap")
+    subprocess.run(["editcap", "-c", "3000", str(sample), str(tmp_path / "piece.pcap")],
+                   check=True)
+    pieces = sorted(tmp_path.glob("piece*.pcap"))
+    assert len(pieces) >= 3
+    page = render_html(report_of(pieces, EAGER, batch_rows=64))
+    assert f"all {len(pieces)} captures, one clock".encode() in page
+    assert page == render_html(report_of(pieces, None))
+
+
+def test_sums_over_chunks_are_the_whole_tables_figures(small_buckets, monkeypatch):
+    """What the page sums over a flat read's chunks (``html_evidence.gather``) against the
+    figures computed from the whole tables of a keeping read (``census.census``,
+    ``census.per_service``): endings, census, services with their sparklines and findings."""
+    from traceaudit.report import census as C
+    from traceaudit.report.html_evidence import Wants, gather
+    monkeypatch.setattr(flat, "IN_MEMORY_BYTES", -1)
+    config = make_config(None)
+    checked = 0
+    for path in SAMPLE_CAPTURES:
+        kept = _read(path, None)
+        if not len(kept.table):
+            continue
+        findings = run_rules(kept, config)
+        conns = np.array([-1 if f.connection is None else f.connection for f in findings],
+                         np.int64)
+        a = _read(path, EAGER, batch_rows=64)
+        run_rules(a, config)
+        got = gather(slimmed(a, keep_excerpts=True), Wants(conns, np.zeros(len(conns),
+                                                                           np.uint8)), None)
+        st = kept.stats
+        ch = C.Changes(kept.events, st.first_ts_ns, st.last_ts_ns)
+        whole = C.census(ch)
+        assert got.kinds == kept.table.value_counts("close_kind")
+        assert got.roles == kept.table.value_counts("close_role")
+        assert got.census.final == whole.final and got.census.peak == whole.peak
+        for k, v in whole.levels.items():
+            assert np.array_equal(got.census.levels[k], v), (path.name, k)
+        per_conn = np.bincount(conns[conns >= 0], minlength=len(kept.table))
+        expected = C.per_service(kept.table, ch, st.last_ts_ns, per_conn)
+        assert len(got.services) == len(expected)
+        for mine, theirs in zip(got.services, expected):
+            assert mine.keys() == theirs.keys()
+            assert np.array_equal(mine.pop("spark"), theirs.pop("spark")), path.name
+            assert mine == theirs, path.name
+        checked += 1
+    assert checked > 20

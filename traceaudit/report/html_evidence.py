@@ -205,14 +205,10 @@ def _hosts(table, rows: np.ndarray, host_from: np.ndarray) -> list[str]:
 
 def _add_merged(total: dict, events: np.ndarray, grid: tuple[int, int], first: int,
                 last: int, samples: int) -> None:
-    """``html_census.merged_levels`` for one chunk of one capture."""
-    from traceaudit.report.html_census import grid_times
-    t0, t1 = grid
-    ch = C.Changes(events, t0, t1, samples)
-    times = grid_times(t0, t1, samples)
-    inside = (times >= first) & (times <= last)
-    for k, v in C.census(ch).levels.items():
-        total[k] += np.where(inside, v, 0)
+    """``html_census.merged_levels`` of one chunk of one capture, added to ``total``."""
+    from traceaudit.report.html_census import merged_levels
+    for k, v in merged_levels([(events, first, last)], *grid, samples).items():
+        total[k] += v
 
 
 class ServiceTotals:

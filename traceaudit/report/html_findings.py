@@ -10,20 +10,16 @@ import threading
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from functools import cached_property
-from operator import attrgetter
 from typing import Callable
 
 import numpy as np
 import orjson
 from markupsafe import Markup
 
-from traceaudit.rules.model import Finding, Severity
+from traceaudit.rules.model import Severity
 
 INLINE_JSON_LIMIT = 256 * 1024
 MAX_FRAMES = 20                # frames per finding carried in the table
-_FIELDS = ("severity", "rule", "ts", "capture", "connection", "endpoint", "host", "message",
-           "frames", "display_filter")
 
 
 #: The findings table lists at most this many findings of each rule (the most severe first,
