@@ -118,7 +118,7 @@ def gather(a: CaptureAnalysis, wants: Wants, grid: tuple[int, int] | None,
                 continue
             first_hit.setdefault(fr, first_id + int(hit[0]))
             for r in hit.tolist() if ex.kept else ():
-                if any(p.frame == fr for p in ex.packets(r)):
+                if any(p.frame == fr for p in ex.packets(r) or ()):
                     by_frame[fr] = first_id + r
                     pending.discard(fr)
                     break
@@ -166,15 +166,16 @@ class _ExcerptsOf:
         self._cache: dict[int, tuple[list, int]] = {}
         self.kept = excerpts(np.zeros(0, np.int64))[0] is not None
 
-    def packets(self, row: int) -> list:
+    def packets(self, row: int) -> list | None:
         return self.get(row)[0]
 
-    def get(self, row: int) -> tuple[list, int]:
+    def get(self, row: int) -> tuple[list | None, int]:
+        """(kept packets, packets the connection had); (None, 0): none were kept."""
         if row not in self._cache:
             ex, at = self._get(np.array([row], np.int64))
             i = int(at[0])
             if ex is None or i >= len(ex.count):
-                self._cache[row] = ([], 0)
+                self._cache[row] = (None, 0)
             else:
                 self._cache[row] = (ex.packets(i), int(ex.count[i]))
         return self._cache[row]
@@ -187,7 +188,7 @@ def _conn(table, events: np.ndarray, ex: _ExcerptsOf, row: int) -> Conn:
                                                   "server_state")}
     ev_conn = np.ascontiguousarray(events[:, EV_CONN])
     lo, hi = np.searchsorted(ev_conn, [row, row + 1])
-    packets, count = ex.get(row) if ex.kept else (None, 0)
+    packets, count = ex.get(row)
     return Conn(str(v["client_ip"]), int(v["client_port"]), str(v["server_ip"]),
                 int(v["server_port"]), str(v["client_state"]), str(v["server_state"]),
                 events[lo:hi].copy(), packets, count)
