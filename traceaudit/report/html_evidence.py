@@ -70,20 +70,14 @@ def gather(a: CaptureAnalysis, wants: Wants, grid: tuple[int, int] | None,
     """One capture's part of the page. ``grid``: the run's clock (first, last ns) when the
     census sums captures on one clock (``html_census.one_clock``)."""
     st = a.stats
-    n = len(a.table)
-    timed = n > 0 and st.first_ts_ns is not None
+    timed = len(a.table) > 0 and st.first_ts_ns is not None
     t0, t1 = (st.first_ts_ns or 0), (st.last_ts_ns or 0)
-    roles, kinds = Counter(), Counter()
-    levels = np.zeros((_N, samples), np.int64)
-    final = np.zeros(_N, np.int64)
-    merged = {s.name: np.zeros(samples, np.int64) for s in C.CENSUS_STATES} if grid else None
+    roles, kinds, hosts = Counter(), Counter(), Counter()
+    census = CensusSum(t0, t1, grid, samples)
     services = ServiceTotals(t1, samples)
-    hosts: Counter = Counter()
+    frames = _FrameLookup(wants.frames)
     conns: dict[int, Conn] = {}
-    first_hit: dict[int, int] = {}
-    by_frame: dict[int, int] = {}
     addresses: dict[int, tuple[str, str]] = {}
-    pending = set(wants.frames)
     order = np.argsort(wants.conns, kind="stable")
     sorted_conns = wants.conns[order]
     listed = np.array(sorted(wants.addresses), np.int64)
@@ -97,46 +91,87 @@ def gather(a: CaptureAnalysis, wants: Wants, grid: tuple[int, int] | None,
         mine = order[lo:hi]                      # the findings about this chunk's connections
         rows = wants.conns[mine] - first_id
         if timed:
-            ch = C.Changes(events, t0, t1, samples)
-            levels += ch.levels(ch.state, _N)
-            if len(events):
-                final += np.bincount(ch.state[~ch.nxt], minlength=_N)
-            if merged is not None:
-                _add_merged(merged, events, grid, t0, t1, samples)
+            ch = census.add(events)
             services.add(table, ch, np.bincount(rows, minlength=k))
         hosts.update(_hosts(table, rows, wants.host_from[mine]))
-        a_lo, a_hi = np.searchsorted(listed, [first_id, first_id + k])
-        if a_hi > a_lo:
-            at = listed[a_lo:a_hi] - first_id
-            for c, ips in zip(listed[a_lo:a_hi].tolist(), zip(
-                    table.at("client_ip", at).tolist(), table.at("server_ip", at).tolist())):
-                addresses[c] = (str(ips[0]), str(ips[1]))
+        lo, hi = np.searchsorted(listed, [first_id, first_id + k])
+        addresses.update(_addresses(table, listed[lo:hi], first_id))
         ex = _ExcerptsOf(excerpts, k)
-        for fr in sorted(pending):
+        frames.add(table, ex, first_id)
+        drawn = {c for c in (*wants.details, *frames.first_hit.values())
+                 if first_id <= c < first_id + k}
+        for c in sorted(drawn):
+            conns[c] = _conn(table, events, ex, c - first_id)
+    return Gathered(len(a.table), roles, kinds, census.census() if timed else None,
+                    census.merged, services.rows() if timed else [], hosts, conns,
+                    frames.result(), addresses)
+
+
+class CensusSum:
+    """``census.census`` (and ``html_census.merged_levels`` on the run's ``grid``) summed
+    over a capture's chunks of events."""
+
+    def __init__(self, t0: int, t1: int, grid: tuple[int, int] | None, samples: int) -> None:
+        self.t0, self.t1, self.grid, self.samples = t0, t1, grid, samples
+        self.levels = np.zeros((_N, samples), np.int64)
+        self.final = np.zeros(_N, np.int64)
+        self.merged = {s.name: np.zeros(samples, np.int64) for s in C.CENSUS_STATES} \
+            if grid else None
+
+    def add(self, events: np.ndarray) -> C.Changes:
+        """Add a chunk's events (each endpoint's all in it); their ``Changes``."""
+        ch = C.Changes(events, self.t0, self.t1, self.samples)
+        self.levels += ch.levels(ch.state, _N)
+        if len(events):
+            self.final += np.bincount(ch.state[~ch.nxt], minlength=_N)
+        if self.merged is not None:
+            from traceaudit.report.html_census import merged_levels
+            for k, v in merged_levels([(events, self.t0, self.t1)], *self.grid,
+                                      self.samples).items():
+                self.merged[k] += v
+        return ch
+
+    def census(self) -> C.Census:
+        times = np.linspace(self.t0, max(self.t1, self.t0 + 1), self.samples).astype(np.int64)
+        out = {s.name: self.levels[s + 1] for s in C.CENSUS_STATES}
+        return C.Census(times, out, {s.name: int(self.final[s + 1]) for s in C.CENSUS_STATES},
+                        {k: int(v.max()) if len(v) else 0 for k, v in out.items()})
+
+
+class _FrameLookup:
+    """The connection a host-level finding's ladder shows for its first frame: the first (by
+    id) whose kept packets hold the frame, else the first whose span holds it."""
+
+    def __init__(self, frames: set[int]) -> None:
+        self.frames = frames
+        self.pending = set(frames)
+        self.first_hit: dict[int, int] = {}
+        self.found: dict[int, int] = {}
+
+    def add(self, table, ex: "_ExcerptsOf", first_id: int) -> None:
+        for fr in sorted(self.pending):
             hit = np.flatnonzero((table["first_frame"] <= fr) & (table["last_frame"] >= fr))
             if not len(hit):
                 continue
-            first_hit.setdefault(fr, first_id + int(hit[0]))
+            self.first_hit.setdefault(fr, first_id + int(hit[0]))
             for r in hit.tolist() if ex.kept else ():
                 if any(p.frame == fr for p in ex.packets(r) or ()):
-                    by_frame[fr] = first_id + r
-                    pending.discard(fr)
+                    self.found[fr] = first_id + r
+                    self.pending.discard(fr)
                     break
-        drawn = {c for c in wants.details if first_id <= c < first_id + k}
-        drawn |= {c for c in first_hit.values() if first_id <= c < first_id + k}
-        for c in sorted(drawn):
-            conns[c] = _conn(table, events, ex, c - first_id)
-    for fr in wants.frames:
-        if fr not in by_frame and fr in first_hit:
-            by_frame[fr] = first_hit[fr]
-    census = None
-    if timed:
-        times = np.linspace(t0, max(t1, t0 + 1), samples).astype(np.int64)
-        out = {s.name: levels[s + 1] for s in C.CENSUS_STATES}
-        census = C.Census(times, out, {s.name: int(final[s + 1]) for s in C.CENSUS_STATES},
-                          {k: int(v.max()) if len(v) else 0 for k, v in out.items()})
-    return Gathered(n, roles, kinds, census, merged, services.rows() if timed else [], hosts,
-                    conns, by_frame, addresses)
+
+    def result(self) -> dict[int, int]:
+        return {fr: self.found.get(fr, self.first_hit.get(fr)) for fr in self.frames
+                if fr in self.found or fr in self.first_hit}
+
+
+def _addresses(table, ids: np.ndarray, first_id: int) -> dict[int, tuple[str, str]]:
+    """Connection ``ids`` (of this chunk) -> (client ip, server ip)."""
+    if not len(ids):
+        return {}
+    at = ids - first_id
+    return {c: (str(ci), str(si)) for c, ci, si in zip(
+        ids.tolist(), table.at("client_ip", at).tolist(), table.at("server_ip", at).tolist())}
 
 
 def _chunks(a: CaptureAnalysis) -> Iterator[tuple[int, object, np.ndarray, Callable]]:
@@ -202,14 +237,6 @@ def _hosts(table, rows: np.ndarray, host_from: np.ndarray) -> list[str]:
         if len(sel):
             out += [str(h) for h in table.at(name, sel).tolist()]
     return out
-
-
-def _add_merged(total: dict, events: np.ndarray, grid: tuple[int, int], first: int,
-                last: int, samples: int) -> None:
-    """``html_census.merged_levels`` of one chunk of one capture, added to ``total``."""
-    from traceaudit.report.html_census import merged_levels
-    for k, v in merged_levels([(events, first, last)], *grid, samples).items():
-        total[k] += v
 
 
 class ServiceTotals:
