@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import SAMPLE_CAPTURES
+from htmltest import Page, browser  # noqa: F401  (browser: a fixture)
 from test_flat_analyze import EAGER
 from test_retire import FAST
 from traceaudit.audit import build_report, slimmed
@@ -184,3 +185,38 @@ def test_sums_over_chunks_are_the_whole_tables_figures(small_buckets, monkeypatc
             assert mine == theirs, path.name
         checked += 1
     assert checked > 20
+
+
+def test_a_capped_table_in_chromium(browser, tmp_path):  # noqa: F811
+    """The page with a capped table, opened: the count says how many of all it lists, and
+    each drawn row's link leads to its finding's evidence (anchors are findings' indices,
+    not rows')."""
+    report = report_of(SAMPLE_CAPTURES, None)
+    out = tmp_path / "capped.html"
+    out.write_bytes(render_html(report, max_per_rule=2, max_listed=3))
+    page = Page(browser, out)
+    try:
+        pg = page.page
+        listed = len(_table(out.read_bytes())["rows"]["id"])
+        assert listed < len(report.findings)
+        assert len(page.rows()) == listed
+        assert f"the table lists {listed} of {len(report.findings)}" in \
+            pg.inner_text("#findings-count")
+        drawn = pg.locator("article.finding")
+        assert drawn.count() > 0
+        for k in reversed(range(len(page.rows()))):        # (the last: row k is not finding k)
+            pg.click(f"#findings-table tbody tr.row >> nth={k}")
+            link = pg.locator("#findings-table tr.more a[href^='#f']")
+            if link.count():
+                target = link.get_attribute("href")
+                link.click()
+                i = int(target[2:])
+                assert i != k
+                assert pg.locator(f"{target} .msg").inner_text() == report.findings[i].message
+                break
+            pg.click(f"#findings-table tbody tr.row >> nth={k}")     # (closes it again)
+        else:
+            raise AssertionError("no listed row links to its evidence")
+        assert page.errors == [] and page.requests == []
+    finally:
+        page.close()
