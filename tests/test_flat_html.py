@@ -12,7 +12,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import SAMPLE_CAPTURES
+from conftest import CORPUS_TRACES, SAMPLE_CAPTURES
 from htmltest import Page, browser  # noqa: F401  (browser: a fixture)
 from test_flat_analyze import EAGER
 from test_retire import FAST
@@ -51,13 +51,14 @@ def small_buckets(monkeypatch):
 @pytest.mark.parametrize("on_disk", [True, False], ids=["spilled", "small-spills-in-memory"])
 def test_flat_html_equals_the_keeping_read_on_every_sample(on_disk, small_buckets, counted,
                                                            monkeypatch):
-    """Every sample capture, retiring after every 64 packets (repairs forced by a tiny Bloom
-    filter): the same page, ladders and all, read from the spill a chunk at a time (or, for
-    a small spill, from the table and excerpts it is brought back to)."""
+    """Every sample capture (and, spilled, every Zeek corpus trace where ../shared is
+    present), retiring after every 64 packets (repairs forced by a tiny Bloom filter): the
+    same page, ladders and all, read from the spill a chunk at a time (or, for a small
+    spill, from the table and excerpts it is brought back to)."""
     monkeypatch.setattr(flat, "IN_MEMORY_BYTES", -1 if on_disk else 1 << 30)
     assert SAMPLE_CAPTURES
     differ, ladders = [], 0
-    for path in SAMPLE_CAPTURES:
+    for path in SAMPLE_CAPTURES + (CORPUS_TRACES if on_disk else []):
         flat_page = render_html(report_of([path], EAGER, batch_rows=64))
         kept_page = render_html(report_of([path], None))
         ladders += flat_page.count(b'<svg class="ladder"')
