@@ -55,8 +55,8 @@ class Finished:
         ev[:, EV_CONN] = np.repeat(np.arange(len(rows)), lens)
         if not len(self.ends):                      # (read without facts)
             return Finished(self.records.take(rows), self.ends, self.conns, ev)
-        return Finished(self.records.take(rows), _take(self.ends, rows),
-                        _take(self.conns, rows), ev)
+        return Finished(self.records.take(rows), take_facts(self.ends, rows),
+                        take_facts(self.conns, rows), ev)
 
     @staticmethod
     def concat(parts: list["Finished"]) -> "Finished":
@@ -75,7 +75,8 @@ def _words(facts: np.ndarray) -> np.ndarray:
     return facts.view(np.int64).reshape(len(facts), words)
 
 
-def _take(facts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+def take_facts(facts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of a facts table (a copy, gathered as plain int64 rows)."""
     return _words(facts)[rows].view(facts.dtype).reshape((len(rows),) + facts.shape[1:])
 
 
