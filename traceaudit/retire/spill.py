@@ -68,7 +68,7 @@ class Finished:
                         _concat_facts([p.conns for p in parts]), events)
 
 
-def _words(facts: np.ndarray) -> np.ndarray:
+def fact_words(facts: np.ndarray) -> np.ndarray:
     """Facts (every field an int64) as a plain (rows, words) int64 matrix: NumPy copies
     structured records one field at a time, plain rows at memory speed."""
     words = facts.dtype.itemsize // 8 * int(np.prod(facts.shape[1:]))
@@ -77,12 +77,12 @@ def _words(facts: np.ndarray) -> np.ndarray:
 
 def take_facts(facts: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Rows ``rows`` of a facts table (a copy, gathered as plain int64 rows)."""
-    return _words(facts)[rows].view(facts.dtype).reshape((len(rows),) + facts.shape[1:])
+    return fact_words(facts)[rows].view(facts.dtype).reshape((len(rows),) + facts.shape[1:])
 
 
 def _concat_facts(parts: list[np.ndarray]) -> np.ndarray:
     first = parts[0]
-    return np.concatenate([_words(p) for p in parts]).view(first.dtype).reshape(
+    return np.concatenate([fact_words(p) for p in parts]).view(first.dtype).reshape(
         (-1,) + first.shape[1:])
 
 

@@ -11,7 +11,7 @@ from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.retire import RetireOptions
 from traceaudit.retire import kernels as RK
 from traceaudit.retire.records import Records, make_records
-from traceaudit.retire.spill import Finished, SpilledTable, take_facts
+from traceaudit.retire.spill import Finished, SpilledTable, fact_words, take_facts
 from traceaudit.tracking import zeek_kernel as ZK
 from traceaudit.tracking.timeline import corrected_events
 from traceaudit.tracking.tracker import EV_CONN, ConnectionTracker, Tracked
@@ -165,8 +165,9 @@ def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
     new[retire] = -1
     new[movers] = holes
     builder.conn[holes] = builder.conn[movers]
-    tracker.ends[holes] = tracker.ends[movers]
-    tracker.conns[holes] = tracker.conns[movers]
+    for facts in (tracker.ends, tracker.conns):      # (as plain rows: see ``fact_words``)
+        words = fact_words(facts)
+        words[holes] = words[movers]
     builder.conn[:k, A.F_PREV] = _remap(builder.conn[:k, A.F_PREV], new)
     prev = tracker.conns["prev"]                # (field views: assignments write the table)
     prev[:k] = _remap(prev[:k], new)
