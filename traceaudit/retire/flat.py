@@ -15,6 +15,7 @@ every connection (``tests/test_flat_analyze.py``).
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING, Iterator
 
@@ -32,33 +33,44 @@ if TYPE_CHECKING:
     from traceaudit.rules.model import Finding
 
 
+#: The heap's free pages are given back every this many chunks of a pass that does not
+#: reuse them (each time costs page faults again; never, and a large capture's peak grows
+#: by the arrays of freed chunks)
+TRIM_CHUNKS = 4
+
+
 def is_flat(analysis: CaptureAnalysis) -> bool:
     """The analysis of a flat read: its connections are on disk, read a chunk at a time."""
     return getattr(analysis.table, "with_facts", False)
 
 
-def chunks(analysis: CaptureAnalysis, facts: bool = True,
-           zeek: bool | None = None) -> Iterator[CaptureAnalysis]:
+def chunks(analysis: CaptureAnalysis, facts: bool = True, zeek: bool | None = None,
+           reuse: bool = False) -> Iterator[CaptureAnalysis]:
     """The connections of a flat read as consecutive analyses of their own, in id order
     (not ``facts``: flow table and timelines only). ``zeek``: with the Zeek columns (the
     JSON report's; default: only without ``facts``, the rules read none).
 
+    ``reuse``: for a pass that keeps (almost) nothing of its chunks, each chunk's arrays
+    reuse the heap blocks the previous one freed (``memory.heap_reuse``) instead of fresh
+    mappings faulted in again (the rules' first pass: merge, sort and rewrite; 3M packets:
+    87k page faults -> ~67k in all). Otherwise the heap's free pages are given back every
+    ``TRIM_CHUNKS`` chunks: a pass that makes findings leaves objects among the chunks'
+    freed blocks, and an untrimmed heap grew with the capture (30M packets: every pass reusing,
+    345 MB, ~310 MB so).
+
     A connection's ``prev`` fact (its previous incarnation) is made an id: the spill keeps
     its first frame; every id so far is known by first frame (8 bytes a connection)."""
-    # each chunk's arrays reuse the blocks the previous one freed (``heap_reuse``): the heap
-    # is not trimmed between chunks (that made every chunk fault its pages in again), and
-    # its peak stays that of one chunk (3M packets: 247 MB, 6M: 229 MB)
-    with heap_reuse():
-        yield from _chunks(analysis, facts, zeek)
+    with heap_reuse() if reuse else nullcontext():
+        yield from _chunks(analysis, facts, zeek, trim=0 if reuse else TRIM_CHUNKS)
 
 
-def _chunks(analysis: CaptureAnalysis, facts: bool,
-            zeek: bool | None) -> Iterator[CaptureAnalysis]:
+def _chunks(analysis: CaptureAnalysis, facts: bool, zeek: bool | None,
+            trim: int) -> Iterator[CaptureAnalysis]:
     spill = analysis.table
     t = analysis.tracked
     known_frames: list[np.ndarray] = []
     known_ids: list[int] = []
-    for first_id, rows in spill.finished(facts):
+    for k, (first_id, rows) in enumerate(spill.finished(facts)):
         first = rows.records["first_frame"]
         known_frames.append(first.copy())     # (a view would hold the whole chunk)
         known_ids.append(first_id)
@@ -72,6 +84,8 @@ def _chunks(analysis: CaptureAnalysis, facts: bool,
         tracked = Tracked(rows.ends, conns, np.empty((0, 6), np.int64), t.end_ts_ns, t.config)
         yield CaptureAnalysis(analysis.stats, table, tracked, rows.events)
         del rows, conns, prev, table, tracked
+        if trim and k % trim == trim - 1:
+            give_back()                 # the chunks' arrays (see capture/memory.py)
 
 
 def _id_of(frame: int, frames: list[np.ndarray], ids: list[int]) -> int:
@@ -99,7 +113,7 @@ def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding
             summaries[name] = (summarize, merge, config.params(rule))
     totals: dict = {}
     n_chunks = 0
-    for chunk in chunks(analysis) if summaries else ():
+    for chunk in chunks(analysis, reuse=True) if summaries else ():
         view = View(chunk)
         for name, (summarize, merge, params) in summaries.items():
             part = summarize(view, params)
