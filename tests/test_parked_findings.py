@@ -43,13 +43,16 @@ def identity(findings) -> list[tuple]:
     return [(f.rule, f.severity, f.ts, f.connection, f.message) for f in findings]
 
 
+@pytest.mark.parametrize("kept", [0, 1000, 1 << 30], ids=["packed", "first-kept", "all-kept"])
 @pytest.mark.parametrize("plain_bytes", [0, 1 << 30], ids=["compressed", "plain"])
 @pytest.mark.parametrize("seed, rules", [(seed, len(RULES) - seed % 3) for seed in range(6)])
-def test_parked_findings_read_back_and_summarised_as_the_list(seed, rules, plain_bytes,
+def test_parked_findings_read_back_and_summarised_as_the_list(seed, rules, plain_bytes, kept,
                                                               monkeypatch):
     """(With 2 rules, most of the worst findings shown are the most severe of all, not each
-    rule's: the candidates must hold enough of those.)"""
+    rule's: the candidates must hold enough of those.) ``kept``: the first chunks' findings,
+    up to that many, kept as objects, the others packed."""
     monkeypatch.setattr(parked, "PLAIN_BYTES", plain_bytes)
+    monkeypatch.setattr(parked, "KEPT_FINDINGS", kept)
     rng = random.Random(seed)
     chunks = [chunk_findings(rng, 50 * k, rng.randrange(0, 700), RULES[:rules])
               for k in range(7)]
@@ -70,8 +73,9 @@ def test_parked_findings_read_back_and_summarised_as_the_list(seed, rules, plain
     assert identity(_worst_of(candidates)) == identity(_worst_of(whole))
 
 
-def test_a_chain_of_parked_and_plain_findings():
+def test_a_chain_of_parked_and_plain_findings(monkeypatch):
     """Several captures: some parked, one a plain list (a capture read whole)."""
+    monkeypatch.setattr(parked, "KEPT_FINDINGS", 0)
     rng = random.Random(11)
     parts, plain = [], []
     for k in range(3):

@@ -1,5 +1,6 @@
-"""Findings of a flat read kept compact: pickled in batches (compressed too beyond
-``PLAIN_BYTES``), unpacked a batch at a time whenever they are read, in order.
+"""Findings of a flat read kept compact: beyond the first ``KEPT_FINDINGS`` (kept as they
+are), pickled in batches (compressed too beyond ``PLAIN_BYTES``), unpacked a batch at a time
+whenever they are read, in order.
 
 A large capture has hundreds of thousands of findings (~1.15 KB each as objects, ~530 bytes
 pickled, ~120 compressed). ``ParkedFindings`` holds each chunk's findings, sorted, as packed
@@ -31,9 +32,16 @@ BATCH = 256
 _values = attrgetter(*(f.name for f in fields(Finding)))
 
 #: Batches are compressed (zlib: a quarter of the bytes, twice the CPU time to pack and read
-#: them) only once this many bytes are parked: a capture with fewer than ~45,000 findings
-#: does not pay for it, a larger one keeps ~120 bytes a finding beyond that
+#: them) only once this many bytes are parked: a capture with fewer than ~85,000 findings
+#: (``KEPT_FINDINGS`` and ~45,000 more) does not pay for it, a larger one keeps ~120 bytes a
+#: finding beyond that
 PLAIN_BYTES = 24 << 20
+
+#: The first chunks' findings, up to this many in all, are kept as objects (~1.15 KB each,
+#: ~45 MB at most): a capture with fewer findings pays nothing for parking them (pickling
+#: and reading back 35,000 findings took ~0.15 s of a 3M-packet read's ~2.3 s); beyond, the
+#: memory grows ~530 bytes a finding (~120 compressed), not 1.15 KB
+KEPT_FINDINGS = 40_000
 
 #: Per chunk, the most severe findings kept unpacked beside the batches, so that the terminal
 #: summary's "worst findings" (``report.summary_report``, at most half this many shown) need
@@ -54,6 +62,7 @@ class ParkedFindings(Sequence):
         # chunk's arrays); per chunk the (start, end) of its batches
         self._data = bytearray()
         self._runs: list[list[tuple[int, int, bool]]] = []     # (start, end, compressed)
+        self._kept: list[list | None] = []     # per chunk: its findings, if kept as they are
         # per chunk, each finding's ``order`` key as arrays: (time, code number, connection)
         self._keys: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []     # (20 bytes each)
         self._codes: dict[str, int] = {}
@@ -68,7 +77,8 @@ class ParkedFindings(Sequence):
         if not findings:
             return
         run = []
-        for i in range(0, len(findings), BATCH):
+        kept = findings if self._n + len(findings) <= KEPT_FINDINGS else None
+        for i in range(0, len(findings), BATCH) if kept is None else ():
             packed = pickle.dumps(list(map(_values, findings[i:i + BATCH])),
                                   pickle.HIGHEST_PROTOCOL)
             compress = len(self._data) >= PLAIN_BYTES
@@ -77,6 +87,7 @@ class ParkedFindings(Sequence):
             run.append((len(self._data), len(self._data) + len(packed), compress))
             self._data += packed
         self._runs.append(run)
+        self._kept.append(kept)
         self._n += len(findings)
         codes = self._codes
         self._keys.append((
@@ -99,8 +110,12 @@ class ParkedFindings(Sequence):
         runs = [[(order(f), k, i, f) for i, f in worst] for k, worst in enumerate(self._worst)]
         return [t[3] for t in heapq.merge(*runs, key=lambda t: t[:3])]
 
-    def _batches(self, run: list[tuple[int, int]]) -> Iterator:
-        for a, b, compressed in run:
+    def _batches(self, k: int) -> Iterator:
+        """Chunk ``k``'s findings, in order."""
+        if self._kept[k] is not None:
+            yield from self._kept[k]
+            return
+        for a, b, compressed in self._runs[k]:
             packed = self._data[a:b]
             yield from starmap(Finding, pickle.loads(zlib.decompress(packed) if compressed
                                                      else packed))
@@ -109,7 +124,7 @@ class ParkedFindings(Sequence):
         return self._n
 
     def __iter__(self) -> Iterator:
-        runs = [self._batches(run) for run in self._runs]
+        runs = [self._batches(k) for k in range(len(self._runs))]
         if len(runs) <= 1:
             return iter(runs[0] if runs else ())
         # the next finding of which chunk, as a stable sort of them all by ``order`` takes

@@ -12,6 +12,7 @@ read them back a bucket at a time (``Finished``).
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Iterator
@@ -55,8 +56,8 @@ class Finished:
         ev[:, EV_CONN] = np.repeat(np.arange(len(rows)), lens)
         if not len(self.ends):                      # (read without facts)
             return Finished(self.records.take(rows), self.ends, self.conns, ev)
-        return Finished(self.records.take(rows), _take(self.ends, rows),
-                        _take(self.conns, rows), ev)
+        return Finished(self.records.take(rows), take_facts(self.ends, rows),
+                        take_facts(self.conns, rows), ev)
 
     @staticmethod
     def concat(parts: list["Finished"]) -> "Finished":
@@ -68,20 +69,21 @@ class Finished:
                         _concat_facts([p.conns for p in parts]), events)
 
 
-def _words(facts: np.ndarray) -> np.ndarray:
+def fact_words(facts: np.ndarray) -> np.ndarray:
     """Facts (every field an int64) as a plain (rows, words) int64 matrix: NumPy copies
     structured records one field at a time, plain rows at memory speed."""
     words = facts.dtype.itemsize // 8 * int(np.prod(facts.shape[1:]))
     return facts.view(np.int64).reshape(len(facts), words)
 
 
-def _take(facts: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    return _words(facts)[rows].view(facts.dtype).reshape((len(rows),) + facts.shape[1:])
+def take_facts(facts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of a facts table (a copy, gathered as plain int64 rows)."""
+    return fact_words(facts)[rows].view(facts.dtype).reshape((len(rows),) + facts.shape[1:])
 
 
 def _concat_facts(parts: list[np.ndarray]) -> np.ndarray:
     first = parts[0]
-    return np.concatenate([_words(p) for p in parts]).view(first.dtype).reshape(
+    return np.concatenate([fact_words(p) for p in parts]).view(first.dtype).reshape(
         (-1,) + first.shape[1:])
 
 
@@ -119,6 +121,8 @@ class SpilledTable:
         self._endpoint_texts: dict[int, tuple[str, str]] | None = None
         self._sorted = False            # a bucket a segment, sorted (``finished``)
         self._code_counts: dict[str, np.ndarray] = {}    # (written when it is)
+        self._spare: np.ndarray | None = None           # (``_buffer``)
+        self._widest = 0
 
     def append(self, records: Records | Finished, repair: bool = False) -> None:
         """Add records (``with_facts``: ``Finished`` rows) sorted by first frame (``repair``:
@@ -169,7 +173,7 @@ class SpilledTable:
         if not facts:               # records and events only (the JSON report): no facts
             sizes[1] = sizes[2] = 0
         # (not zeroed first: read into; the arrays are writable views of it)
-        data = np.empty(sum(sizes), np.uint8)
+        data = self._buffer(sum(sizes))
         self._file.seek(offset)
         self._file.readinto(memoryview(data[:sizes[0]]))
         if not facts:
@@ -181,6 +185,19 @@ class SpilledTable:
                         part[1].view(endpoint_table(0).dtype).reshape(-1, 2),
                         part[2].view(conn_table(0).dtype),
                         part[3].view(np.int64).reshape(n_ev, _EV_COLS))
+
+    def _buffer(self, size: int) -> np.ndarray:
+        """``size`` uninitialised bytes to read a segment into: the previous segment's buffer
+        again once nothing holds a view of it (the caller let its chunk go), else a new one.
+        A fresh buffer of 10-20 MB is a new mapping, each page faulted in and zeroed again."""
+        spare = self._spare
+        # (references: the attribute, ``spare``, getrefcount's argument; a view adds one)
+        if spare is None or len(spare) < size or sys.getrefcount(spare) > 3:
+            # as large as the largest asked for so far, and a quarter more (buckets vary;
+            # pages never written are not resident)
+            self._widest = max(self._widest, size)
+            spare = self._spare = np.empty(self._widest + self._widest // 4, np.uint8)
+        return spare[:size]
 
     def finished(self, facts: bool = True) -> Iterator[tuple[int, Finished]]:
         """(first id, rows) a bucket at a time in order of first frame (``with_facts``; not
@@ -209,6 +226,7 @@ class SpilledTable:
                 for name, n in counts.items():
                     n += np.bincount(rows.records[name], minlength=len(n))
             yield first_id, rows
+            del rows, first, parts      # (they view the read buffer: ``_buffer`` reuses it)
         if rewrite:                     # (a read left unfinished keeps the first file)
             self._file.close()
             self._file, self._segments, self._end = out, segments, end
@@ -228,13 +246,15 @@ class SpilledTable:
             for offset, rows, repair, n_ev in by_bucket[bucket]:
                 part = read(offset, rows, n_ev)
                 if self._drop is not None and not repair:
-                    records = part if isinstance(part, Records) else part.records
-                    part = part.take(np.flatnonzero(~self._drop(records)))
+                    part = part.take(np.flatnonzero(~self._drop(
+                        part if isinstance(part, Records) else part.records)))
                 if len(part):
                     parts.append(part)
             if parts:
+                n = sum(len(p) for p in parts)
                 yield first_id, parts
-                first_id += sum(len(p) for p in parts)
+                first_id += n
+            del parts, part             # (they view the read buffer: ``_buffer`` reuses it)
 
     def chunks(self) -> Iterator[Columns]:
         """The rows in order of first frame, a bucket at a time, with their ids."""
@@ -300,7 +320,7 @@ class SpilledTable:
     def __getstate__(self) -> dict:
         # a table read in a worker process comes back whole (its records, ~100 bytes a
         # connection) and is spilled again on this side
-        state = dict(self.__dict__)
+        state = dict(self.__dict__, _spare=None)
         self._file.seek(0)
         state["_file"] = self._file.read(self._end)
         return state

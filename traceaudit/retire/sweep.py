@@ -11,7 +11,7 @@ from traceaudit.flows.table import Assignment, FlowBuilder
 from traceaudit.retire import RetireOptions
 from traceaudit.retire import kernels as RK
 from traceaudit.retire.records import Records, make_records
-from traceaudit.retire.spill import Finished, SpilledTable
+from traceaudit.retire.spill import Finished, SpilledTable, fact_words, take_facts
 from traceaudit.tracking import zeek_kernel as ZK
 from traceaudit.tracking.timeline import corrected_events
 from traceaudit.tracking.tracker import EV_CONN, ConnectionTracker, Tracked
@@ -105,35 +105,49 @@ def records_of(rows: np.ndarray, builder: FlowBuilder, tracker: ConnectionTracke
                zeek: ZeekTracker | None, end_ts_ns: int, ev: np.ndarray,
                lost_prev: dict[int, int] | None = None) -> Records | Finished:
     """Output records of connections ``rows`` (ascending) from their raw events ``ev`` (a
-    copy; TIME_WAITs must have been expired by the caller). With ``lost_prev`` (a flat read:
-    ``Retirer.lost_prev``) their facts and corrected events too, as ``Finished`` rows."""
-    every = len(rows) == builder.n_conns          # capture end: views, not copies
+    copy unless ``rows`` are every row; TIME_WAITs must have been expired by the caller),
+    sorted by first frame. With ``lost_prev`` (a flat read: ``Retirer.lost_prev``) their
+    facts and corrected events too, as ``Finished`` rows, to be written out at once (at
+    capture end they may be views of the tracker's tables)."""
+    n = builder.n_conns
+    every = len(rows) == n
+    # rows in first-frame order from the start (compaction leaves the table unordered), so
+    # that each table below is gathered once, already in output order
+    first = builder.conn[rows, A.F_FIRST_FRAME]
+    if len(first) > 1 and (first[1:] < first[:-1]).any():
+        rows = rows[np.argsort(first, kind="stable")]
+        every = False
+        ev = ev.copy() if len(rows) == n else ev
     if not every:
-        ev[:, EV_CONN] = np.searchsorted(rows, ev[:, EV_CONN])
-    take = slice(0, len(rows)) if every else rows
-    tracked = Tracked(tracker.ends[take], tracker.conns[take], ev, end_ts_ns, tracker.config)
+        at = np.empty(n, np.int64)
+        at[rows] = np.arange(len(rows))
+        ev[:, EV_CONN] = at[ev[:, EV_CONN]]
+    take = slice(0, n) if every else rows
+    facts = lost_prev is not None
+    # (a plain-row gather: NumPy copies structured records a field at a time)
+    ends = tracker.ends[:n] if every else take_facts(tracker.ends, rows)
+    conns = tracker.conns[:n] if every else take_facts(tracker.conns, rows)
+    if facts and every:
+        conns = conns.copy()            # (``prev`` is rewritten below)
+    tracked = Tracked(ends, conns, ev, end_ts_ns, tracker.config)
     view = None
     if zeek is not None:
         zrow = zeek.our_zrow[take]
         conn_state, flipped = zeek.conn_view(zrow, builder.conn[take, A.F_CLIENT_IS_A] == 1)
         view = conn_state, zeek.history_letters(zrow), flipped
     events = corrected_events(tracked)
-    if lost_prev is None:
-        return make_records(builder.raw(take), tracked, events, view)
     rec = make_records(builder.raw(take), tracked, events, view, sort=False)
-    conns = tracked.conns.copy()
+    if not facts:
+        return rec
     # ``prev`` as the previous incarnation's first frame: rows are renumbered by retirement
     prev = conns["prev"]
-    first = rec["first_frame"]
     known = prev >= 0
     prev[known] = builder.conn[prev[known], A.F_FIRST_FRAME]
     if lost_prev:
+        first = rec["first_frame"]
         for i in np.flatnonzero(~known).tolist():
             prev[i] = lost_prev.pop(int(first[i]), -1)
-    done = Finished(rec, tracked.endpoints.copy(), conns, events)
-    if len(first) > 1 and (first[1:] < first[:-1]).any():
-        done = done.take(np.argsort(first, kind="stable"))
-    return done
+    return Finished(rec, ends, conns, events)
 
 
 def _remap(values: np.ndarray, new: np.ndarray) -> np.ndarray:
@@ -155,8 +169,9 @@ def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
     new[retire] = -1
     new[movers] = holes
     builder.conn[holes] = builder.conn[movers]
-    tracker.ends[holes] = tracker.ends[movers]
-    tracker.conns[holes] = tracker.conns[movers]
+    for facts in (tracker.ends, tracker.conns):      # (as plain rows: see ``fact_words``)
+        words = fact_words(facts)
+        words[holes] = words[movers]
     builder.conn[:k, A.F_PREV] = _remap(builder.conn[:k, A.F_PREV], new)
     prev = tracker.conns["prev"]                # (field views: assignments write the table)
     prev[:k] = _remap(prev[:k], new)
