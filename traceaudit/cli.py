@@ -78,10 +78,11 @@ def parallel_options(func):
                         help="Read the captures on this Dask distributed cluster (its workers "
                              "must see the same paths); needs the cluster extra.")(func)
     func = click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-                        help="Worker processes reading captures (or rotated sets) side by "
-                             "side; 1 reads them one after another in this process. Outputs "
-                             "are the same either way.  [default: the cores this process may "
-                             "use, when the captures make 64 MiB or more]")(func)
+                        help="Captures (or rotated sets) read side by side: this process "
+                             "and N-1 worker processes; 1 reads them one after another in this "
+                             "process, on one core. Outputs are the same either way.  "
+                             "[default: the cores this process may use, when the captures "
+                             "make 64 MiB or more]")(func)
     return func
 
 
