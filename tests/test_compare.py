@@ -371,3 +371,35 @@ def test_ipv6_through_prefix_translation(tmp_path):
     assert reported(cmp) == truth
     (pair,) = cmp.pairs
     assert (pair.client_a, pair.client_b) == ("[2001:db8:1::2]:50000", "[2001:db8:99::2]:50000")
+
+
+def test_a_capture_that_stopped_earlier_is_said_to_be_in_doubt(tmp_path):
+    """b stops before a does (a pcap does not say when capture stopped): a packet a saw
+    after b's last one is reported with that doubt, in words and in the JSON; one before
+    b's last packet is reported plainly."""
+    path = nat_drop_and_reset()
+    cmp = compare_captures(*map(str, written(path, tmp_path)[:2]))
+    # the router's drop and reset are the last packets of the capture: b (the server's
+    # side) has nothing after them, so nothing shows it was still capturing
+    late = [x for p in cmp.pairs for x in (*p.dropped, *p.created)]
+    assert late and all(x.after_other_end for x in late)
+    t0 = 1_700_000_000_000_000_000
+    early = Connection(path, client=("10.21.1.2", 40600), nat=("192.0.2.254", 61003),
+                       cisn=777_777, sisn=888_888, t_ns=t0 + 1_000_000_000).handshake()
+    early.send("c", ACK | PSH, b"y" * 20, fate="dropped", gap_ns=1_000_000)
+    early.exchange().close()
+    (tmp_path / "early").mkdir()
+    cmp = compare_captures(*map(str, written(path, tmp_path / "early")[:2]))
+    by_client = {p.client_a: p for p in cmp.pairs}
+    (drop,) = by_client["10.21.1.2:40600"].dropped
+    assert not drop.after_other_end            # b's capture went on after it
+    from traceaudit.report import compare_json
+    from traceaudit.report.compare_text import packet_text
+    doc = json.loads(compare_json.render(cmp, tool_version="t", generated_at="g",
+                                         elapsed_s=0))
+    flags = {x["frame"]: x["after_other_capture_end"] for c in doc["connections"]
+             for x in c["dropped"] + c["created"]}
+    assert sorted(flags.values()) == [False, True, True]
+    assert "(b has no packet after it: b may have stopped capturing first)" in packet_text(
+        late[0])
+    assert "stopped" not in packet_text(drop)

@@ -42,6 +42,10 @@ class PathPacket:
     #: the other capture's frame of the last packet of this connection seen at both before
     #: it (where it would have been); None when there is none
     after_other_frame: int | None = None
+    #: it came after the other capture's last packet (on that clock, within the pairing
+    #: tolerance): a pcap does not say when capture stopped, so it may have been dropped or
+    #: created on the path, or the other capture had stopped before it got there
+    after_other_end: bool = False
 
 
 @dataclass
@@ -171,11 +175,13 @@ def _pairs(a: Vantage, b: Vantage, pairing: Pairing, al: Alignment) -> list[Conn
             seen_both=int(count["a", SEEN_BOTH][i]),
             not_judged=int(count["a", NOT_JUDGED][i] + count["b", NOT_JUDGED][i]),
             resegmented=int(count["a", RESEGMENTED][i] + count["b", RESEGMENTED][i])))
-    for side, v, status, pair, direction in (("a", a, al.status_a, al.pair_a, al.dir_a),
-                                             ("b", b, al.status_b, al.pair_b, al.dir_b)):
+    for side, v, status, pair, direction, to_other, other_last in (
+            ("a", a, al.status_a, al.pair_a, al.dir_a, al.offset_ns, _last_ns(b)),
+            ("b", b, al.status_b, al.pair_b, al.dir_b, -al.offset_ns, _last_ns(a))):
         for row in np.flatnonzero((status == DROPPED) | (status == CREATED)).tolist():
             p = pairs[int(pair[row])]
             pp = _path_packet(v, side, row, int(status[row]), int(direction[row]))
+            pp.after_other_end = pp.ts_ns + to_other > other_last - al.tolerance_ns
             (p.dropped if pp.kind == "dropped" else p.created).append(pp)
     for p in pairs:
         if p.differs:
@@ -183,6 +189,11 @@ def _pairs(a: Vantage, b: Vantage, pairing: Pairing, al: Alignment) -> list[Conn
         p.dropped.sort(key=lambda x: (x.seen_in, x.frame))
         p.created.sort(key=lambda x: (x.seen_in, x.frame))
     return pairs
+
+
+def _last_ns(v: Vantage) -> int:
+    last = v.stats.last_ts_ns
+    return last if last is not None else np.iinfo(np.int64).max // 2
 
 
 def _place(p: ConnectionPair, a: Vantage, b: Vantage, al: Alignment) -> None:

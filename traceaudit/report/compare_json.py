@@ -75,4 +75,5 @@ def _packet(x: PathPacket) -> dict:
     return {"seen_in": x.seen_in, "frame": x.frame,
             "after_frame_in_other": x.after_other_frame, "ts": x.ts_ns / 1e9, "ts_ns": x.ts_ns,
             "direction": x.direction, "flags": flag_text(x.flags), "seq": x.seq,
-            "ack": x.ack, "len": x.payload_len, "tsval": x.tsval, "tsecr": x.tsecr}
+            "ack": x.ack, "len": x.payload_len, "tsval": x.tsval, "tsecr": x.tsecr,
+            "after_other_capture_end": x.after_other_end}

@@ -9,10 +9,18 @@ from traceaudit.report.ladder import flag_text
 
 
 def packet_text(p: PathPacket) -> str:
-    """``[RST, ACK] seq=… ack=… len=0`` (raw numbers, as in the captures)."""
+    """``[RST, ACK] seq=… ack=… len=0`` (raw numbers, as in the captures), and the doubt
+    when the other capture had no packet after it."""
     ack = f" ack={p.ack}" if p.flags & 0x10 else ""
     ts = f" TSval={p.tsval}" if p.tsval is not None else ""
-    return f"[{flag_text(p.flags)}] seq={p.seq}{ack} len={p.payload_len}{ts}"
+    late = f" ({late_text(p)})" if p.after_other_end else ""
+    return f"[{flag_text(p.flags)}] seq={p.seq}{ack} len={p.payload_len}{ts}{late}"
+
+
+def late_text(p: PathPacket) -> str:
+    """The doubt about a path packet after the other capture's last packet."""
+    other = "b" if p.seen_in == "a" else "a"
+    return f"{other} has no packet after it: {other} may have stopped capturing first"
 
 
 def frames_filter(pair: ConnectionPair, side: str) -> str:
