@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,14 @@ def counted(monkeypatch):
     monkeypatch.setattr(sweep.Retirer, "sweep", counting_sweep)
     monkeypatch.setattr(pipeline, "_repair", counting_repair)
     return seen
+
+
+def held_pid(run: subprocess.Popen, hold: Path, timeout: float = 60) -> int:
+    """The pid a worker wrote to ``hold/held`` when it began holding a capture
+    (``TRACEAUDIT_TEST_HOLD``, ``parallel/units.py``), waiting for it while ``run`` goes on."""
+    held = hold / "held"
+    deadline = time.monotonic() + timeout
+    while not (held.exists() and held.read_text()):
+        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+        time.sleep(0.05)
+    return int(held.read_text())

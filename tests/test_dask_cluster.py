@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import held_pid
 
 distributed = pytest.importorskip(
     "distributed", reason="Dask distributed is not installed (the cluster extra: "
@@ -114,12 +115,7 @@ def test_killed_worker_is_replaced(cluster, tmp_path):
         run = subprocess.Popen([sys.executable, "-m", "traceaudit", "analyze", SAMPLES,
                                 "--json", out, "--scheduler", address], env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        held = hold / "held"
-        deadline = time.monotonic() + 60
-        while not (held.exists() and held.read_text()):
-            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
-            time.sleep(0.1)
-        os.kill(int(held.read_text()), signal.SIGKILL)
+        os.kill(held_pid(run, hold), signal.SIGKILL)
         _, err = run.communicate(timeout=120)
     finally:
         (hold / "held").unlink(missing_ok=True)

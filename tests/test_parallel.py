@@ -11,10 +11,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import held_pid
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_pcaps"
@@ -265,12 +265,7 @@ def _held_run(tmp_path: Path, captures: list[Path], seconds: int):
     run = subprocess.Popen([sys.executable, "-m", "traceaudit", "analyze", *captures,
                             "--json", tmp_path / "r.json", "--jobs", "2"], env=env,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    held = hold / "held"
-    deadline = time.monotonic() + 60
-    while not (held.exists() and held.read_text()):
-        assert run.poll() is None and time.monotonic() < deadline, run.communicate()
-        time.sleep(0.05)
-    return run, int(held.read_text())
+    return run, held_pid(run, hold)
 
 
 def test_this_process_reads_while_a_worker_is_busy(tmp_path):

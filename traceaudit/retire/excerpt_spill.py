@@ -153,15 +153,10 @@ class ExcerptRetirer:
         """Before ``sweep._compact``: spill rows ``retire`` (a mask of live rows), then move
         the live rows beyond the kept count into the retired rows' places, as it does."""
         rec = self.recorder
-        rows = np.flatnonzero(retire)
-        self.spilled.write(rows, rec, builder)
+        from traceaudit.retire.sweep import live_moves
+        self.spilled.write(np.flatnonzero(retire), rec, builder)
         n = len(retire)
-        k = n - len(rows)
-        holes = np.flatnonzero(retire[:k])
-        movers = np.flatnonzero(~retire[k:]) + k
-        new = np.arange(n)
-        new[retire] = -1
-        new[movers] = holes
+        k, holes, movers, new = live_moves(retire)
         rec.count[holes] = rec.count[movers]
         rec.pool_count[holes] = rec.pool_count[movers]
         for arr in rec.slots.values():

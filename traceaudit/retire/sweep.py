@@ -155,19 +155,28 @@ def _remap(values: np.ndarray, new: np.ndarray) -> np.ndarray:
     return np.where(values >= 0, new[np.maximum(values, 0)], -1)
 
 
-def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
-             tracker: ConnectionTracker, zeek: ZeekTracker | None) -> None:
-    """Remove the retired rows and freed slots from every working table, keeping order, and
-    renumber every reference to them."""
-    n, ns = builder.n_conns, builder.n_slots
+def live_moves(retire: np.ndarray) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """How compaction moves rows, ``retire`` a mask of them: ``(k, holes, movers, new)``, k
+    the rows kept; the live rows beyond k (``movers``) move into the retired rows' places
+    below k (``holes``): O(retired) copies, not O(live); row order is not creation order
+    afterwards (records are sorted by first frame anyway). ``new``: each row's new index, -1
+    for a retired one."""
+    n = len(retire)
     k = n - int(retire.sum())
-    # the live rows beyond k move into the holes below k (O(retired) copies, not O(live)):
-    # row order is not creation order afterwards; records are sorted by first frame anyway
     holes = np.flatnonzero(retire[:k])
     movers = np.flatnonzero(~retire[k:]) + k
     new = np.arange(n)
     new[retire] = -1
     new[movers] = holes
+    return k, holes, movers, new
+
+
+def _compact(retire: np.ndarray, freed: np.ndarray, builder: FlowBuilder,
+             tracker: ConnectionTracker, zeek: ZeekTracker | None) -> None:
+    """Remove the retired rows and freed slots from every working table, keeping order, and
+    renumber every reference to them."""
+    n, ns = builder.n_conns, builder.n_slots
+    k, holes, movers, new = live_moves(retire)
     builder.conn[holes] = builder.conn[movers]
     for facts in (tracker.ends, tracker.conns):      # (as plain rows: see ``fact_words``)
         words = fact_words(facts)
