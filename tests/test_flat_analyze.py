@@ -262,3 +262,22 @@ def test_a_full_disk_while_spilling_is_said_plainly(monkeypatch):
     assert error is not None and not isinstance(error, CaptureBug)
     assert error.slug == "no-space" and "time-wait-pileup.pcap" in str(error)
     assert "TMPDIR" in str(error) and "--no-spill" in str(error)
+
+
+def test_states_of_a_flat_read_equal_the_keeping_read(monkeypatch, counted):
+    """``traceaudit states``' table of a flat read (a chunk at a time, read twice: widths,
+    census and expired TIME_WAITs first) is the keeping read's, at moments before, during
+    and after each sample capture, with CLOSED endpoints shown or not."""
+    from traceaudit.report import states_report
+    monkeypatch.setattr(spill, "BUCKET_FRAMES", 16)
+    for path in SAMPLE_CAPTURES:
+        on_disk = analyze_capture(path, ReadOptions(batch_rows=64, retire=EAGER, **FAST))
+        whole = analyze_capture(path, ReadOptions(**FAST))
+        assert flat.is_flat(on_disk)
+        first, last = whole.stats.first_ts_ns, whole.stats.last_ts_ns
+        for ts in (first - 10**9, first, (first + last) // 2, last, last + 30 * 10**9,
+                   last + 300 * 10**9):
+            for show_all in (False, True):
+                assert states_report.render(on_disk, ts, show_all) == states_report.render(
+                    whole, ts, show_all), (path.name, ts - first, show_all)
+    assert counted["retired"] > 300

@@ -13,9 +13,10 @@ import gc
 import os
 import sys
 import traceback
-from typing import TYPE_CHECKING, Callable
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from itertools import islice
+from typing import TYPE_CHECKING, Callable
 
 import click
 
@@ -643,14 +644,17 @@ def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums:
       traceaudit states capture.pcap --at 2026-11-21T12:00:03Z
     """
     try:
+        # a capture of FLAT_MIN_BYTES or more is read flat, as analyze reads it: the table is
+        # then made from its connections a chunk at a time
         results, failed = read_captures((capture,), reader, verify_checksums,
                                         _tracker_config(msl2, fin_timeout), merge=merge,
-                                        jobs=jobs, scheduler=scheduler)
+                                        jobs=jobs, scheduler=scheduler, retire=FLAT_READ)
+        from traceaudit.report import states_report
         for analysis in results:
             ts_ns = parse_moment(at, analysis.stats.first_ts_ns)
-            from traceaudit.report import states_report
-            click.echo(states_report.render(analysis, ts_ns, show_all,
-                                            msl2_ns=int(msl2 * 1e9)), nl=False)
+            lines = states_report.pieces(analysis, ts_ns, show_all, msl2_ns=int(msl2 * 1e9))
+            while text := "".join(islice(lines, 4096)):
+                click.echo(text, nl=False)
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import datetime, timezone
+from typing import Iterator
 
 import numpy as np
 
+from traceaudit.flows.columns import Coded
 from traceaudit.names import display_name
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report.facts_text import duration
@@ -20,49 +22,121 @@ HIDDEN = {"UNSEEN", "CLOSED"}
 
 def render(analysis: CaptureAnalysis, ts_ns: int, show_all: bool = False,
            msl2_ns: int = 60 * 10**9) -> str:
-    """``msl2_ns``: the TIME_WAIT length, to expire TIME_WAITs at a moment after the capture."""
-    flows = analysis.flows
-    at = states_at(analysis.events, len(flows), ts_ns)
+    """The whole text (``pieces`` joined)."""
+    return "".join(pieces(analysis, ts_ns, show_all, msl2_ns))
+
+
+def pieces(analysis: CaptureAnalysis, ts_ns: int, show_all: bool = False,
+           msl2_ns: int = 60 * 10**9) -> Iterator[str]:
+    """The text a line at a time. ``msl2_ns``: the TIME_WAIT length, to expire TIME_WAITs at
+    a moment after the capture. A flat read (connections on disk) is read twice, a chunk at
+    a time: once for the column widths, the census and the expired count, once for the
+    rows; nothing grows with the capture but the counts."""
+    after_end = analysis.stats.last_ts_ns is not None and ts_ns > analysis.stats.last_ts_ns
+    kept = None if _is_flat(analysis) else []       # a whole read: its rows made once
+    widths = [len(h) for h in HEADER]
+    census: Counter[str] = Counter()
+    expired = 0
+    for chunk in _chunks(analysis):
+        at, n_expired = _states(chunk, ts_ns, after_end, msl2_ns)
+        expired += n_expired
+        rows = _rows(chunk, at, show_all)
+        for r in rows:
+            census[r[0]] += 1
+        widths = [max(w, *(len(r[k]) for r in rows)) if rows else w
+                  for k, w in enumerate(widths)]
+        if kept is not None:
+            kept.extend(rows)
+    yield from _head(analysis, ts_ns, expired, msl2_ns)
+    if not census:
+        yield "no endpoint holds connection state at that moment\n"
+        return
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths) + "\n"
+    yield fmt.format(*HEADER)
+    if kept is not None:
+        yield from (fmt.format(*r) for r in kept)
+    else:
+        for chunk in _chunks(analysis):
+            at, _ = _states(chunk, ts_ns, after_end, msl2_ns)
+            yield from (fmt.format(*r) for r in _rows(chunk, at, show_all))
+    yield "census: " + ", ".join(f"{s} {n}" for s, n in sorted(census.items())) + "\n"
+
+
+HEADER = ("State", "Local Address:Port", "Peer Address:Port", "Role", "Conn")
+
+
+def _is_flat(analysis: CaptureAnalysis) -> bool:
+    from traceaudit.retire import flat
+    return flat.is_flat(analysis)
+
+
+def _chunks(analysis: CaptureAnalysis) -> Iterator[CaptureAnalysis]:
+    if not _is_flat(analysis):
+        return iter([analysis])
+    from traceaudit.retire import flat
+    return flat.chunks(analysis, facts=False)
+
+
+def _states(chunk: CaptureAnalysis, ts_ns: int, after_end: bool,
+            msl2_ns: int) -> tuple[np.ndarray, int]:
+    """Each endpoint's state at ``ts_ns`` (after the capture: TIME_WAITs expired), and how
+    many were expired."""
+    at = states_at(chunk.events, len(chunk.table), ts_ns)
+    return at, _expire_time_waits(chunk.events, at, ts_ns, msl2_ns) if after_end else 0
+
+
+def _head(analysis: CaptureAnalysis, ts_ns: int, expired: int,
+          msl2_ns: int) -> Iterator[str]:
     when = datetime.fromtimestamp(ts_ns / 1e9, timezone.utc).isoformat(timespec="microseconds")
     start = analysis.stats.first_ts_ns or ts_ns
     name = display_name(analysis.stats.path)
-    lines = [f"{name} at {when} ({(ts_ns - start) / 1e9:+.6f} s from the first "
-             f"packet)"]
+    yield (f"{name} at {when} ({(ts_ns - start) / 1e9:+.6f} s from the first "
+           f"packet)\n")
     first, last = analysis.stats.first_ts_ns, analysis.stats.last_ts_ns
     if last is not None and ts_ns > last:
-        expired = _expire_time_waits(analysis.events, at, ts_ns, msl2_ns)
-        lines.append(f"note: the capture ended at {_iso(last)} (T is "
-                     f"{duration((ts_ns - last) / 1e9)} after its last packet): states as they "
-                     f"were left, TIME_WAITs expired by then ({expired} expired, 2×MSL = "
-                     f"{duration(msl2_ns / 1e9)}); nothing later was captured")
+        yield (f"note: the capture ended at {_iso(last)} (T is "
+               f"{duration((ts_ns - last) / 1e9)} after its last packet): states as they "
+               f"were left, TIME_WAITs expired by then ({expired} expired, 2×MSL = "
+               f"{duration(msl2_ns / 1e9)}); nothing later was captured\n")
     elif first is not None and ts_ns < first:
-        lines.append(f"note: the capture began at {_iso(first)} (T is "
-                     f"{duration((first - ts_ns) / 1e9)} before its first packet): no "
-                     f"connection had been seen yet")
+        yield (f"note: the capture began at {_iso(first)} (T is "
+               f"{duration((first - ts_ns) / 1e9)} before its first packet): no "
+               f"connection had been seen yet\n")
+
+
+def _rows(chunk: CaptureAnalysis, at: np.ndarray, show_all: bool) -> list[tuple]:
+    """(state, local, peer, role, conn) of every endpoint shown (not UNSEEN; CLOSED only
+    with ``show_all``), connection by connection, client first. Only the connections shown
+    are turned into text (at a moment in a long capture, most have ended or not begun)."""
+    shown = at != int(EndpointState.UNSEEN)
+    if not show_all:
+        shown &= at != int(EndpointState.CLOSED)
+    conns = np.flatnonzero(shown.any(axis=1))
+    if not len(conns):
+        return []
+    table = chunk.table
+    client = [_ep(ip, port) for ip, port in zip(_values(table, "client_ip", conns),
+                                                _values(table, "client_port", conns))]
+    server = [_ep(ip, port) for ip, port in zip(_values(table, "server_ip", conns),
+                                                _values(table, "server_port", conns))]
+    ids = [str(i) for i in _values(table, "id", conns)]
+    names = [state_names(at[conns, 0]).tolist(), state_names(at[conns, 1]).tolist()]
+    show = shown[conns].tolist()
     rows = []
-    census: Counter[str] = Counter()
-    names = [state_names(at[:, 0]).tolist(), state_names(at[:, 1]).tolist()]
-    for i, row in enumerate(flows.itertuples(index=False)):
-        for e, side in enumerate(("client", "server")):
-            state = names[e][i]
-            if state == "UNSEEN" or (state == "CLOSED" and not show_all):
-                continue
-            census[state] += 1
-            local = _ep(row.client_ip, row.client_port) if e == 0 else _ep(row.server_ip,
-                                                                          row.server_port)
-            peer = _ep(row.server_ip, row.server_port) if e == 0 else _ep(row.client_ip,
-                                                                         row.client_port)
-            rows.append((state, local, peer, side, str(row.id)))
-    if not rows:
-        lines.append("no endpoint holds connection state at that moment")
-        return "\n".join(lines) + "\n"
-    header = ("State", "Local Address:Port", "Peer Address:Port", "Role", "Conn")
-    widths = [max(len(r[k]) for r in rows + [header]) for k in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    lines.append(fmt.format(*header))
-    lines.extend(fmt.format(*r) for r in rows)
-    lines.append("census: " + ", ".join(f"{s} {n}" for s, n in sorted(census.items())))
-    return "\n".join(lines) + "\n"
+    for k in range(len(conns)):
+        if show[k][0]:
+            rows.append((names[0][k], client[k], server[k], "client", ids[k]))
+        if show[k][1]:
+            rows.append((names[1][k], server[k], client[k], "server", ids[k]))
+    return rows
+
+
+def _values(table, name: str, rows: np.ndarray) -> list:
+    """A flow-table column's values at ``rows``, as Python objects."""
+    column = table.column(name)
+    if isinstance(column, Coded):
+        return column.labels[column.codes[rows]].tolist()
+    return np.asarray(column)[rows].tolist()
 
 
 def _expire_time_waits(events: np.ndarray, at: np.ndarray, ts_ns: int, msl2_ns: int) -> int:
