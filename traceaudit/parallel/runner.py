@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from traceaudit.errors import capture_failure
-from traceaudit.parallel.units import Done, apply_step, read_unit
+from traceaudit.parallel.units import Done, apply_step
 from traceaudit.pipeline import ReadOptions, analyze_captures, failed_analysis
 
 if TYPE_CHECKING:
