@@ -9,10 +9,8 @@ import functools
 import importlib.util
 import re
 import sys
-import weakref
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import pcapgen as g
@@ -123,37 +121,6 @@ def test_a_late_reset_after_retirement_changes_the_findings(tmp_path):
     path = late_capture(tmp_path, lambda c: c.send("s", RST | ACK))
     flat = reports([path], EAGER, batch_rows=2)
     assert flat == reports([path], None)
-
-
-def test_a_chunk_kept_while_the_next_is_read_stays_as_read(monkeypatch):
-    """A bucket is read into the previous bucket's buffer only once nothing views that
-    (``SpilledTable._buffer``): chunks a caller keeps stay as they were read, and a caller
-    that lets each go has them all read into one buffer."""
-    monkeypatch.setattr(spill, "BUCKET_FRAMES", 16)
-    path = str(Path(__file__).resolve().parents[1] / "sample_pcaps" / "time-wait-pileup.pcap")
-    a = analyze_capture(path, ReadOptions(batch_rows=64, excerpts=False, frames_soon=False,
-                                          retire=EAGER))
-    table = a.table
-
-    def contents(rows) -> list:
-        return [rows.records.data.copy(), spill.fact_words(rows.ends).copy(),
-                rows.conns.copy(), rows.events.copy()]
-
-    expected = [contents(rows) for _, rows in table.finished()]     # (merged, rewritten)
-    assert len(expected) > 3
-    kept = [rows for _, rows in table.finished()]                   # every chunk held at once
-    reused, k, previous = 0, 0, None
-    for _, rows in table.finished():                        # each let go in turn
-        for got, want in zip(contents(rows), expected[k]):
-            assert np.array_equal(got, want)
-        buffer = rows.records.data.base
-        reused += previous is not None and buffer is previous()
-        previous, k = weakref.ref(buffer), k + 1
-        del rows, buffer
-    assert reused >= len(expected) - 2
-    for rows, want in zip(kept, expected):
-        for got, w in zip(contents(rows), want):
-            assert np.array_equal(got, w)
 
 
 @pytest.fixture(scope="module")

@@ -319,7 +319,6 @@ def _connection_chunks(a: CaptureAnalysis, size: int) -> Iterator[memoryview]:
         # (with the tracker's facts: each endpoint's rst_origin is made from them)
         for chunk in flat.chunks(a, facts=True, zeek=True):
             yield from _connection_chunks(chunk, size)
-            del chunk               # (before the next is read: its buffer is reused)
         return
     n = len(a.table)
     if not n:

@@ -70,11 +70,7 @@ def _chunks(analysis: CaptureAnalysis, facts: bool, zeek: bool | None,
     t = analysis.tracked
     known_frames: list[np.ndarray] = []
     known_ids: list[int] = []
-    # (no ``enumerate`` around chunks: it holds the last item until the next one is read,
-    # and the read buffer a chunk views is reused only once nothing holds it: ``_buffer``)
-    k = -1
-    for first_id, rows in spill.finished(facts):
-        k += 1
+    for k, (first_id, rows) in enumerate(spill.finished(facts)):
         first = rows.records["first_frame"]
         known_frames.append(first.copy())     # (a view would hold the whole chunk)
         known_ids.append(first_id)
@@ -87,7 +83,7 @@ def _chunks(analysis: CaptureAnalysis, facts: bool, zeek: bool | None,
                                spill.zeek and (not facts if zeek is None else zeek))
         tracked = Tracked(rows.ends, conns, np.empty((0, 6), np.int64), t.end_ts_ns, t.config)
         yield CaptureAnalysis(analysis.stats, table, tracked, rows.events)
-        del rows, first, conns, prev, table, tracked     # (views of the read buffer)
+        del rows, conns, prev, table, tracked
         if trim and k % trim == trim - 1:
             give_back()                 # the chunks' arrays (see capture/memory.py)
 
@@ -129,9 +125,7 @@ def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding
     # each chunk's findings, sorted, packed until a report reads them (hundreds of thousands
     # of objects would otherwise be most of the memory, and pin the heap under them)
     findings = ParkedFindings()
-    k = -1
-    for chunk in chunks(analysis):
-        k += 1
+    for k, chunk in enumerate(chunks(analysis)):
         findings.add(_chunk_findings(chunk, analysis.table, config, totals,
                                      final=k == n_chunks - 1))
         del chunk

@@ -12,7 +12,6 @@ read them back a bucket at a time (``Finished``).
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Iterator
@@ -121,8 +120,6 @@ class SpilledTable:
         self._endpoint_texts: dict[int, tuple[str, str]] | None = None
         self._sorted = False            # a bucket a segment, sorted (``finished``)
         self._code_counts: dict[str, np.ndarray] = {}    # (written when it is)
-        self._spare: np.ndarray | None = None           # (``_buffer``)
-        self._widest = 0
 
     def append(self, records: Records | Finished, repair: bool = False) -> None:
         """Add records (``with_facts``: ``Finished`` rows) sorted by first frame (``repair``:
@@ -173,7 +170,7 @@ class SpilledTable:
         if not facts:               # records and events only (the JSON report): no facts
             sizes[1] = sizes[2] = 0
         # (not zeroed first: read into; the arrays are writable views of it)
-        data = self._buffer(sum(sizes))
+        data = np.empty(sum(sizes), np.uint8)
         self._file.seek(offset)
         self._file.readinto(memoryview(data[:sizes[0]]))
         if not facts:
@@ -185,19 +182,6 @@ class SpilledTable:
                         part[1].view(endpoint_table(0).dtype).reshape(-1, 2),
                         part[2].view(conn_table(0).dtype),
                         part[3].view(np.int64).reshape(n_ev, _EV_COLS))
-
-    def _buffer(self, size: int) -> np.ndarray:
-        """``size`` uninitialised bytes to read a segment into: the previous segment's buffer
-        again once nothing holds a view of it (the caller let its chunk go), else a new one.
-        A fresh buffer of 10-20 MB is a new mapping, each page faulted in and zeroed again."""
-        spare = self._spare
-        # (references: the attribute, ``spare``, getrefcount's argument; a view adds one)
-        if spare is None or len(spare) < size or sys.getrefcount(spare) > 3:
-            # as large as the largest asked for so far, and a quarter more (buckets vary;
-            # pages never written are not resident)
-            self._widest = max(self._widest, size)
-            spare = self._spare = np.empty(self._widest + self._widest // 4, np.uint8)
-        return spare[:size]
 
     def finished(self, facts: bool = True) -> Iterator[tuple[int, Finished]]:
         """(first id, rows) a bucket at a time in order of first frame (``with_facts``; not
@@ -226,7 +210,6 @@ class SpilledTable:
                 for name, n in counts.items():
                     n += np.bincount(rows.records[name], minlength=len(n))
             yield first_id, rows
-            del rows, first, parts      # (they view the read buffer: ``_buffer`` reuses it)
         if rewrite:                     # (a read left unfinished keeps the first file)
             self._file.close()
             self._file, self._segments, self._end = out, segments, end
@@ -246,15 +229,13 @@ class SpilledTable:
             for offset, rows, repair, n_ev in by_bucket[bucket]:
                 part = read(offset, rows, n_ev)
                 if self._drop is not None and not repair:
-                    part = part.take(np.flatnonzero(~self._drop(
-                        part if isinstance(part, Records) else part.records)))
+                    records = part if isinstance(part, Records) else part.records
+                    part = part.take(np.flatnonzero(~self._drop(records)))
                 if len(part):
                     parts.append(part)
             if parts:
-                n = sum(len(p) for p in parts)
                 yield first_id, parts
-                first_id += n
-            del parts, part             # (they view the read buffer: ``_buffer`` reuses it)
+                first_id += sum(len(p) for p in parts)
 
     def chunks(self) -> Iterator[Columns]:
         """The rows in order of first frame, a bucket at a time, with their ids."""
@@ -320,7 +301,7 @@ class SpilledTable:
     def __getstate__(self) -> dict:
         # a table read in a worker process comes back whole (its records, ~100 bytes a
         # connection) and is spilled again on this side
-        state = dict(self.__dict__, _spare=None)
+        state = dict(self.__dict__)
         self._file.seek(0)
         state["_file"] = self._file.read(self._end)
         return state
