@@ -154,11 +154,16 @@ def test_one_unit_needs_no_pool(monkeypatch):
 def test_errors_and_spilled_tables_cross_processes():
     """What a worker sends back survives pickling: capture errors with their attributes,
     and a flow table spilled to a temporary file."""
-    from traceaudit.errors import CaptureBug, CaptureError, CaptureNotFoundError
+    import errno
+
+    from traceaudit.errors import (CaptureBug, CaptureError, CaptureNotFoundError,
+                                   capture_failure)
     from traceaudit.pipeline import ReadOptions, analyze_capture
     from traceaudit.retire import RetireOptions
+    full = capture_failure("d.pcap", OSError(errno.ENOSPC, "No space left on device"))
+    assert full.slug == "no-space"
     for error in (CaptureError("a.pcap", "cut short", offset=40), CaptureNotFoundError("b"),
-                  CaptureBug("c.pcap", ValueError("boom"))):
+                  CaptureBug("c.pcap", ValueError("boom")), full):
         back = pickle.loads(pickle.dumps(error))
         assert type(back) is type(error) and str(back) == str(error)
         assert back.__dict__ == error.__dict__
