@@ -109,7 +109,8 @@ def analyze(paths: PathLike | Iterable[PathLike], *,
     options = ReadOptions(reader=reader, verify_checksums=verify_checksums,
                           tracker=TrackerConfig(msl2_s=msl2, fin_timeout_s=fin_timeout))
     units, step = group_captures(files, merge), RulesOnWhole(rules_config)
-    if jobs == 1:
+    if jobs == 1:       # here, with the read-ahead thread as ever (``read_units``' jobs=1 is
+                        # the command line's one core)
         done = (apply_step(a, step, options) for a in analyze_captures(units, options))
     else:
         from traceaudit.parallel import read_units

@@ -8,10 +8,10 @@ from typing import Iterator
 
 import numpy as np
 
-from traceaudit.flows.columns import Coded
 from traceaudit.names import display_name
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.report.facts_text import duration
+from traceaudit.retire import flat
 from traceaudit.tracking.connections import state_names
 from traceaudit.tracking.states import EndpointState
 from traceaudit.tracking.timeline import states_at
@@ -33,11 +33,11 @@ def pieces(analysis: CaptureAnalysis, ts_ns: int, show_all: bool = False,
     a time: once for the column widths, the census and the expired count, once for the
     rows; nothing grows with the capture but the counts."""
     after_end = analysis.stats.last_ts_ns is not None and ts_ns > analysis.stats.last_ts_ns
-    kept = None if _is_flat(analysis) else []       # a whole read: its rows made once
+    kept = None if flat.is_flat(analysis) else []   # a whole read: its rows made once
     widths = [len(h) for h in HEADER]
     census: Counter[str] = Counter()
     expired = 0
-    for chunk in _chunks(analysis):
+    for chunk in flat.parts(analysis, facts=False):
         at, n_expired = _states(chunk, ts_ns, after_end, msl2_ns)
         expired += n_expired
         rows = _rows(chunk, at, show_all)
@@ -56,25 +56,13 @@ def pieces(analysis: CaptureAnalysis, ts_ns: int, show_all: bool = False,
     if kept is not None:
         yield from (fmt.format(*r) for r in kept)
     else:
-        for chunk in _chunks(analysis):
+        for chunk in flat.parts(analysis, facts=False):
             at, _ = _states(chunk, ts_ns, after_end, msl2_ns)
             yield from (fmt.format(*r) for r in _rows(chunk, at, show_all))
     yield "census: " + ", ".join(f"{s} {n}" for s, n in sorted(census.items())) + "\n"
 
 
 HEADER = ("State", "Local Address:Port", "Peer Address:Port", "Role", "Conn")
-
-
-def _is_flat(analysis: CaptureAnalysis) -> bool:
-    from traceaudit.retire import flat
-    return flat.is_flat(analysis)
-
-
-def _chunks(analysis: CaptureAnalysis) -> Iterator[CaptureAnalysis]:
-    if not _is_flat(analysis):
-        return iter([analysis])
-    from traceaudit.retire import flat
-    return flat.chunks(analysis, facts=False)
 
 
 def _states(chunk: CaptureAnalysis, ts_ns: int, after_end: bool,
@@ -114,12 +102,12 @@ def _rows(chunk: CaptureAnalysis, at: np.ndarray, show_all: bool) -> list[tuple]
     conns = np.flatnonzero(shown.any(axis=1))
     if not len(conns):
         return []
-    table = chunk.table
-    client = [_ep(ip, port) for ip, port in zip(_values(table, "client_ip", conns),
-                                                _values(table, "client_port", conns))]
-    server = [_ep(ip, port) for ip, port in zip(_values(table, "server_ip", conns),
-                                                _values(table, "server_port", conns))]
-    ids = [str(i) for i in _values(table, "id", conns)]
+    at_rows = chunk.table.at
+    client = [_ep(ip, port) for ip, port in zip(at_rows("client_ip", conns).tolist(),
+                                                at_rows("client_port", conns).tolist())]
+    server = [_ep(ip, port) for ip, port in zip(at_rows("server_ip", conns).tolist(),
+                                                at_rows("server_port", conns).tolist())]
+    ids = [str(i) for i in at_rows("id", conns).tolist()]
     names = [state_names(at[conns, 0]).tolist(), state_names(at[conns, 1]).tolist()]
     show = shown[conns].tolist()
     rows = []
@@ -129,14 +117,6 @@ def _rows(chunk: CaptureAnalysis, at: np.ndarray, show_all: bool) -> list[tuple]
         if show[k][1]:
             rows.append((names[1][k], server[k], client[k], "server", ids[k]))
     return rows
-
-
-def _values(table, name: str, rows: np.ndarray) -> list:
-    """A flow-table column's values at ``rows``, as Python objects."""
-    column = table.column(name)
-    if isinstance(column, Coded):
-        return column.labels[column.codes[rows]].tolist()
-    return np.asarray(column)[rows].tolist()
 
 
 def _expire_time_waits(events: np.ndarray, at: np.ndarray, ts_ns: int, msl2_ns: int) -> int:

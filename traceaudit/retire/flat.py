@@ -64,6 +64,15 @@ def chunks(analysis: CaptureAnalysis, facts: bool = True, zeek: bool | None = No
         yield from _chunks(analysis, facts, zeek, trim=0 if reuse else TRIM_CHUNKS)
 
 
+def parts(analysis: CaptureAnalysis, facts: bool = True,
+          zeek: bool | None = None) -> Iterator[CaptureAnalysis]:
+    """A report's way through an analysis: a flat read's ``chunks``, or the analysis itself
+    (a read that kept everything is one chunk)."""
+    if is_flat(analysis):
+        return chunks(analysis, facts, zeek)
+    return iter([analysis])
+
+
 def _chunks(analysis: CaptureAnalysis, facts: bool, zeek: bool | None,
             trim: int) -> Iterator[CaptureAnalysis]:
     spill = analysis.table
