@@ -273,9 +273,10 @@ def _held_run(tmp_path: Path, captures: list[Path], seconds: int):
     return run, held_pid(run, hold)
 
 
-def test_this_process_reads_while_a_worker_is_busy(tmp_path):
-    """With --jobs 2 this process is the second reader: while the worker holds the first
-    capture, it reads the others (from the back of the batch); the report is --jobs 1's."""
+def test_results_keep_input_order_when_the_first_comes_back_last(tmp_path):
+    """With --jobs 2 the worker is held 3 s on the first capture while this process reads
+    the others (that it does is shown by the next test): the report is still --jobs 1's,
+    in input order."""
     alone = traceaudit("analyze", SAMPLES, "--json", "one.json", "--jobs", "1", cwd=tmp_path)
     run, _ = _held_run(tmp_path, [SAMPLES], seconds=3)
     out, err = run.communicate(timeout=120)
