@@ -60,7 +60,15 @@ def both(tmp_path: Path, *args, outputs=(), stdin: bytes | None = None) -> dict:
     return {"returncode": one[0], "stdout": one[1], "stderr": one[2], "files": one[3]}
 
 
+def _handoff_dirs() -> set[Path]:
+    """The workers' result directories there are (``alongside.handoff_directory``)."""
+    import tempfile
+    return {p for where in ("/dev/shm", tempfile.gettempdir()) if os.path.isdir(where)
+            for p in Path(where).glob("traceaudit-results-*")}
+
+
 def test_analyze_reports_identical(tmp_path):
+    before = _handoff_dirs()
     r = both(tmp_path, "analyze", SAMPLES, "--json", "r.json", "--junit", "r.xml",
              "--sarif", "r.sarif", "--html", "r.html",
              outputs=("r.json", "r.xml", "r.sarif", "r.html"))
@@ -68,6 +76,8 @@ def test_analyze_reports_identical(tmp_path):
     captures = len([p for p in Path(SAMPLES).iterdir() if p.suffix in (".pcap", ".pcapng")])
     assert f"{captures} capture(s)".encode() in r["stdout"]
     assert r["files"]["r.json"].count(b'"rule":') > 20          # the findings are there
+    # the workers' results crossed as files, all read and removed with their directory
+    assert _handoff_dirs() == before
 
 
 @pytest.mark.parametrize("fmt", ["csv", "zeek", "parquet"])
@@ -288,6 +298,7 @@ def test_results_keep_input_order_when_the_first_comes_back_last(tmp_path):
 def test_a_dead_worker_loses_only_its_capture(tmp_path):
     """SIGKILL to the worker while it holds the first capture: that capture fails with an
     error line naming it; every other one (read here) is reported in full."""
+    before = _handoff_dirs()
     run, pid = _held_run(tmp_path, [SAMPLES], seconds=60)
     os.kill(pid, signal.SIGKILL)
     out, err = run.communicate(timeout=120)
@@ -300,3 +311,4 @@ def test_a_dead_worker_loses_only_its_capture(tmp_path):
     assert captures[0]["error"]
     assert len(captures) == len(list(SAMPLES.glob("*.pcap*")))
     assert all(not c["error"] and c["connections"] >= 1 for c in captures[1:])
+    assert _handoff_dirs() == before

@@ -214,8 +214,9 @@ def main() -> None:
     """traceaudit: how every TCP connection in a capture ended, and which endings are bugs."""
     # A run builds hundreds of thousands of long-lived objects (findings, report rows) and
     # almost no reference cycles: automatic generational collection only costs time (0.3 s of
-    # 3.5 s on 3M packets). read_captures collects between captures instead, and what the
-    # imports built is frozen out of those collections.
+    # 3.5 s on 3M packets). An analysis forms no cycle (its memory goes with the last
+    # reference to it); a failed capture's are collected (``parallel.units.collect_if_failed``),
+    # and what the imports built is frozen out of that collection.
     gc.disable()
     gc.freeze()
 

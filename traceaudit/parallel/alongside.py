@@ -11,7 +11,10 @@ still read (here); only those the dead worker held fail.
 
 from __future__ import annotations
 
-import gc
+import os
+import pickle
+import shutil
+import tempfile
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -26,20 +29,52 @@ if TYPE_CHECKING:
 _batch: tuple | None = None
 
 
-def start_worker(units: list, bounds, options: ReadOptions, step: Step | None) -> None:
-    """A worker's initializer: the batch it claims from (sent once, not with every task)."""
+def start_worker(units: list, bounds, options: ReadOptions, step: Step | None,
+                 handoff: str) -> None:
+    """A worker's initializer: the batch it claims from (sent once, not with every task), and
+    the directory its results are left in (``read_next``)."""
     global _batch
     from traceaudit.parallel.runner import _worker_started
     _worker_started()
-    _batch = (units, bounds, options, step)
+    _batch = (units, bounds, options, step, handoff)
 
 
-def read_next() -> tuple[int, list[Done]] | None:
-    """A worker's task: claim the front unit and read it; None when none is left."""
+def read_next() -> tuple[int, str] | None:
+    """A worker's task: claim the front unit and read it; None when none is left. Its results
+    are pickled to a file in the hand-off directory, whose name is returned.
+
+    Not through the pool's pipe: this process's thread that receives from it needs the GIL
+    for every 64 KB read while the main thread reads captures in long compiled calls, so
+    ~20 MB of results took ~0.3 s to cross, and the worker waited for it (measured: 0.26-0.35
+    s idle between units). A file in memory (``/dev/shm``) is written at once and read here
+    in one call."""
     from traceaudit.parallel.units import read_unit
-    units, bounds, options, step = _batch
+    units, bounds, options, step, handoff = _batch
     i = claim(bounds, front=True)
-    return None if i is None else (i, read_unit(units[i], options, step))
+    if i is None:
+        return None
+    done = read_unit(units[i], options, step)
+    path = os.path.join(handoff, f"unit-{i}.pickle")
+    with open(path, "wb") as out:
+        pickle.dump(done, out, protocol=pickle.HIGHEST_PROTOCOL)
+    return i, path
+
+
+def handed_over(path: str) -> list[Done]:
+    """The results a worker left in ``path`` (``read_next``), read once: the file goes."""
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    finally:
+        os.unlink(path)
+
+
+def handoff_directory() -> str:
+    """A new private directory for the workers' results: in memory (``/dev/shm``) where
+    there is one, else the temporary directory."""
+    shm = "/dev/shm"
+    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+    return tempfile.mkdtemp(prefix="traceaudit-results-", dir=where)
 
 
 def claim(bounds, front: bool) -> int | None:
@@ -68,9 +103,10 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
     queue = [i for i, r in enumerate(remote) if r]     # positions in it are what is claimed
     context = forkserver()
     bounds = context.Array("q", [0, len(queue)])
+    handoff = handoff_directory()
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker,
                                initargs=([units[i] for i in queue], bounds, remote_options,
-                                         step))
+                                         step, handoff))
     results: dict[int, list[Done]] = {}
     failures: list[BaseException] = []
     try:
@@ -87,7 +123,6 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
                 k = claim(bounds, front=False)
                 if k is not None:
                     results[queue[k]] = read_here(units[queue[k]], here_options)
-                    gc.collect()    # that read's reference cycles (automatic collection is off)
                 elif running:
                     running = _take_back(running, queue, results, failures, block=True)
                 else:               # its worker failed before sending it back
@@ -95,6 +130,7 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
             yield results.pop(i)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(handoff, ignore_errors=True)
 
 
 def _take_back(running: set[Future], queue: list[int], results: dict, failures: list,
@@ -105,9 +141,8 @@ def _take_back(running: set[Future], queue: list[int], results: dict, failures: 
     for future in finished:
         try:
             got = future.result()
+            if got is not None:
+                results[queue[got[0]]] = handed_over(got[1])
         except Exception as exc:         # the pool broke (a worker died), or a result that
             failures.append(exc)         # could not be sent: which unit is known only later
-            continue
-        if got is not None:
-            results[queue[got[0]]] = got[1]
     return set(left)

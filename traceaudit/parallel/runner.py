@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 from traceaudit.errors import capture_failure
-from traceaudit.parallel.units import Done, apply_step
+from traceaudit.parallel.units import Done, apply_step, collect_if_failed
 from traceaudit.pipeline import ReadOptions, analyze_captures, failed_analysis
 
 if TYPE_CHECKING:
@@ -76,14 +76,15 @@ def read_units(units: Iterable[Unit], options: ReadOptions, step: Step | None, *
 
 def in_process(units: list[Unit], options: ReadOptions, step: Step | None,
                progress: Callable[[CaptureStats], None] | None = None) -> Iterator[Done]:
-    """The units read here, one after another; between two, once the caller has taken the
-    first's result, one capture's reference cycles are collected (automatic collection is
-    off, ``cli.main``). Results from workers need none: no reading happened here."""
-    for i, unit in enumerate(units):
-        if i:
-            gc.collect()
+    """The units read here, one after another (no garbage collection between them unless a
+    capture failed: ``units.collect_if_failed``)."""
+    for unit in units:
+        done = []
         for analysis in analyze_captures([unit], options, progress):
-            yield apply_step(analysis, step, options)
+            done.append(apply_step(analysis, step, options))
+            del analysis
+            yield done[-1]
+        collect_if_failed(done)
 
 
 def remote_options(options: ReadOptions) -> ReadOptions:
@@ -198,6 +199,6 @@ def failed_unit(unit: Unit, exc: BaseException | None, options: ReadOptions) -> 
 
 def _worker_started() -> None:
     """As the command line does in its own process: no automatic cyclic garbage collection
-    (``read_unit`` collects after each capture)."""
+    (``units.collect_if_failed``)."""
     gc.disable()
     gc.freeze()

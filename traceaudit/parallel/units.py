@@ -4,12 +4,11 @@ worker calls, and what it returns."""
 from __future__ import annotations
 
 import gc
-import operator
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from traceaudit.errors import capture_failure
 from traceaudit.pipeline import CaptureAnalysis, ReadOptions, analyze_captures, failed_analysis
@@ -33,35 +32,23 @@ class Done:
     analysis: CaptureAnalysis
     findings: list[Finding] = field(default_factory=list)
 
-    # Findings cross a process boundary as tuples of their fields: pickling tens of thousands
-    # of slotted dataclass instances one by one (through Python-level __getstate__ and
-    # __setstate__) took 0.25 s for 17,500 findings, on the parent's serial path.
+    # Findings cross a process boundary parked (``retire.findings.ParkedFindings``: packed
+    # batches in one buffer, with their counts and the most severe few as objects): the
+    # client unpickles one block of bytes, and the terminal summary never unpacks them. As
+    # objects, unpickling 17,500 findings took ~0.15 s of the client's time a capture,
+    # beside its own reads.
     def __getstate__(self) -> dict:
-        return {"analysis": self.analysis, "findings": _packed(self.findings)}
-
-    def __setstate__(self, state: dict) -> None:
-        self.analysis = state["analysis"]
-        self.findings = _unpacked(state["findings"])
+        return {"analysis": self.analysis, "findings": parked(self.findings)}
 
 
-def _packed(findings: list[Finding]) -> list[tuple]:
-    from traceaudit.rules.model import Finding
-    fields = _finding_fields(Finding)
-    get = operator.attrgetter(*fields)
-    at = fields.index("severity")
-    return [(*t[:at], int(t[at]), *t[at + 1:]) for t in map(get, findings)]
-
-
-def _unpacked(rows: list[tuple]) -> list[Finding]:
-    from traceaudit.rules.model import Finding, Severity
-    at = _finding_fields(Finding).index("severity")
-    levels = {int(s): s for s in Severity}
-    return [Finding(*t[:at], levels[t[at]], *t[at + 1:]) for t in rows]
-
-
-def _finding_fields(cls) -> tuple[str, ...]:
-    import dataclasses
-    return tuple(f.name for f in dataclasses.fields(cls))
+def parked(findings) -> Sequence[Finding]:
+    """``findings`` (in ``run_rules`` order) parked whole, unless they are already."""
+    from traceaudit.retire.findings import ParkedFindings
+    if isinstance(findings, ParkedFindings):
+        return findings
+    packed = ParkedFindings(keep=0)
+    packed.add(list(findings))
+    return packed
 
 
 def apply_step(analysis: CaptureAnalysis, step: Step | None, options: ReadOptions) -> Done:
@@ -84,8 +71,21 @@ def read_unit(unit: Path | CaptureSet, options: ReadOptions, step: Step | None) 
     for analysis in analyze_captures([unit], options):
         done.append(apply_step(analysis, step, options))
         del analysis
-        gc.collect()
+    collect_if_failed(done)
     return done
+
+
+def collect_if_failed(done: list[Done]) -> None:
+    """Garbage collection after a read, only if a capture failed.
+
+    Automatic collection is off (``cli.main``) and an analysis forms no reference cycle
+    (tests/test_cycles.py: its memory goes as soon as nothing refers to it), so a read needs
+    no collection; a full one cost ~0.08 s a 50,000-connection capture, and grows with every
+    analysis a batch keeps for its report. An exception caught while reading may have left
+    cycles through its traceback's frames (which hold what they were reading): those are
+    collected."""
+    if any(d.analysis.failed for d in done):
+        gc.collect()
 
 
 def _test_hold() -> None:

@@ -57,7 +57,8 @@ def order(f) -> tuple:
 class ParkedFindings(Sequence):
     """One capture's findings, added a chunk at a time (``add``: sorted by ``order``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = KEPT_FINDINGS) -> None:
+        self.keep = keep        # how many of the first findings stay objects (``KEPT_FINDINGS``)
         # every batch in one buffer (one growing block, not thousands of small ones among a
         # chunk's arrays); per chunk the (start, end) of its batches
         self._data = bytearray()
@@ -77,7 +78,7 @@ class ParkedFindings(Sequence):
         if not findings:
             return
         run = []
-        kept = findings if self._n + len(findings) <= KEPT_FINDINGS else None
+        kept = findings if self._n + len(findings) <= self.keep else None
         for i in range(0, len(findings), BATCH) if kept is None else ():
             packed = pickle.dumps(list(map(_values, findings[i:i + BATCH])),
                                   pickle.HIGHEST_PROTOCOL)

@@ -49,7 +49,12 @@ def run_rules(analysis: "CaptureAnalysis", config: "RulesConfig") -> list[Findin
     from traceaudit.retire import flat
     if flat.is_flat(analysis):
         return flat.run_rules(analysis, config)      # (sorted and annotated, packed)
-    findings = apply_rules(analysis, config)
+    try:
+        findings = apply_rules(analysis, config)
+    finally:
+        # the rules' shared view refers to the analysis that holds it: a cycle that would keep
+        # the whole analysis (tens of MB) until a garbage collection
+        analysis.__dict__.pop("_rules_view", None)
     findings.sort(key=lambda f: (f.ts, f.code, f.connection if f.connection is not None else -1))
     if analysis.stats.parts:
         # a rotated set read as one timeline: say which file holds each (merged) frame

@@ -148,28 +148,29 @@ def check(analysis, params):
     by_peer = peaks(intervals, ["host", "peer"]).sort_values("peak", ascending=False)
     worst_peer = by_peer.drop_duplicates("host").set_index("host")
     out = []
-    for row in by_host.itertuples(index=False):
-        if row.peak < params["min_sockets"]:
+    # (records, not itertuples: that makes a namedtuple class per call, a reference cycle)
+    for row in by_host.to_dict("records"):
+        if row['peak'] < params["min_sockets"]:
             continue
-        w = worst_peer.loc[row.host]
+        w = worst_peer.loc[row['host']]
         share = w.peak / ports
-        span = intervals[intervals["host"] == row.host]
-        message = (f"host {row.host} held {row.peak:,} sockets in TIME_WAIT at once "
-                   f"(peak reached at frame {row.frame}); at most {int(w.peak):,} of them toward "
+        span = intervals[intervals["host"] == row['host']]
+        message = (f"host {row['host']} held {row['peak']:,} sockets in TIME_WAIT at once "
+                   f"(peak reached at frame {row['frame']}); at most {int(w.peak):,} of them toward "
                    f"one peer ({w['peer']}): {share:.1%} of the ephemeral port range "
                    f"{low}–{high} ({ports:,} ports) that a client needs for that peer. "
                    f"{len(span):,} TIME_WAIT sockets in all in this capture.")
-        frames = sorted(set(span.nlargest(3, "start")["frame"].tolist() + [int(row.frame)]))
+        frames = sorted(set(span.nlargest(3, "start")["frame"].tolist() + [int(row['frame'])]))
         out.append(Finding(
             rule=RULE.name, code=RULE.code, severity=RULE.severity,
-            capture=analysis.stats.path, ts=row.peak_ns / NS, frames=[f for f in frames if f >= 0],
-            message=message, remediation=RULE.remediation, host=str(row.host),
-            display_filter=f"ip.addr == {row.host} && tcp.flags.fin == 1"
-            if ":" not in row.host else f"ipv6.addr == {row.host} && tcp.flags.fin == 1",
-            details={"peak": int(row.peak), "peak_peer": w["peer"], "peak_peer_count": int(w.peak),
+            capture=analysis.stats.path, ts=row['peak_ns'] / NS, frames=[f for f in frames if f >= 0],
+            message=message, remediation=RULE.remediation, host=str(row['host']),
+            display_filter=f"ip.addr == {row['host']} && tcp.flags.fin == 1"
+            if ":" not in row['host'] else f"ipv6.addr == {row['host']} && tcp.flags.fin == 1",
+            details={"peak": int(row['peak']), "peak_peer": w["peer"], "peak_peer_count": int(w.peak),
                      "port_range": [low, high], "port_range_share": round(float(share), 6),
                      "time_wait_sockets": int(len(span))},
-            key=str(row.host)))
+            key=str(row['host'])))
     return out
 
 
