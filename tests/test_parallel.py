@@ -209,18 +209,19 @@ def test_html_of_flat_reads_equals_the_workers(tmp_path):
 
 def test_split_only_for_one_large_file(monkeypatch):
     """The split is taken for one file over the threshold with more than one job, and only
-    then (a batch is read a capture per worker)."""
+    then (a batch is read a capture per worker): this process reads share 0, a worker the
+    other (here the pool runs it in this process too)."""
     from traceaudit.parallel import runner, shares
     from traceaudit.pipeline import ReadOptions
     calls = []
-    real = shares.analyze_in_shares
+    real = shares.share_task
 
-    def counted(path, options, of, executor, **kw):
-        calls.append((Path(path).name, of))
-        return real(path, options, of=of, executor=None, **kw)      # (in this process)
+    def counted(path, options, share, of, *args, **kw):
+        calls.append((Path(path).name, share, of))
+        return real(path, options, share, of, *args, **kw)
 
-    monkeypatch.setattr(shares, "analyze_in_shares", counted)
-    monkeypatch.setattr(runner, "_pool", lambda workers: _NoPool())
+    monkeypatch.setattr(shares, "share_task", counted)
+    monkeypatch.setattr(runner, "_pool", lambda workers: _InlinePool())
     sample = SAMPLES / "time-wait-pileup.pcap"
     monkeypatch.setenv("TRACEAUDIT_SPLIT_MIN_BYTES", str(sample.stat().st_size + 1))
     assert len(list(runner.read_units([sample], ReadOptions(), None, jobs=2))) == 1
@@ -229,11 +230,19 @@ def test_split_only_for_one_large_file(monkeypatch):
     (done,) = runner.read_units([sample], ReadOptions(), None, jobs=1)
     assert calls == []                                              # one job: one read
     (split,) = runner.read_units([sample], ReadOptions(), None, jobs=2)
-    assert calls == [("time-wait-pileup.pcap", 2)]
+    assert sorted(calls) == [("time-wait-pileup.pcap", 0, 2), ("time-wait-pileup.pcap", 1, 2)]
     assert len(split.analysis.table) == len(done.analysis.table) == 2000
 
 
-class _NoPool:
+class _InlinePool:
+    """A pool that runs each task at once, in this process."""
+
+    def submit(self, fn, *args):
+        from concurrent.futures import Future
+        future = Future()
+        future.set_result(fn(*args))
+        return future
+
     def shutdown(self, **kw) -> None:
         pass
 

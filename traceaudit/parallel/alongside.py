@@ -53,15 +53,19 @@ def read_next() -> tuple[int, str] | None:
     i = claim(bounds, front=True)
     if i is None:
         return None
-    done = read_unit(units[i], options, step)
-    path = os.path.join(handoff, f"unit-{i}.pickle")
+    return i, left_in(handoff, f"unit-{i}", read_unit(units[i], options, step))
+
+
+def left_in(handoff: str, name: str, result) -> str:
+    """``result`` pickled to the file ``name`` of the hand-off directory; its path."""
+    path = os.path.join(handoff, f"{name}.pickle")
     with open(path, "wb") as out:
-        pickle.dump(done, out, protocol=pickle.HIGHEST_PROTOCOL)
-    return i, path
+        pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+    return path
 
 
-def handed_over(path: str) -> list[Done]:
-    """The results a worker left in ``path`` (``read_next``), read once: the file goes."""
+def handed_over(path: str):
+    """What a worker left in ``path`` (``left_in``), read once: the file goes."""
     try:
         with open(path, "rb") as f:
             return pickle.load(f)

@@ -141,6 +141,15 @@ def share_task(path: str | Path | CaptureSet, options: ReadOptions, share: int, 
     return analysis
 
 
+def share_to_file(handoff: str, path: str | Path | CaptureSet, options: ReadOptions,
+                  share: int, of: int, flows_only: bool = False) -> str:
+    """A worker's task for ``runner._split``: ``share_task`` left as a file in the hand-off
+    directory (``alongside.left_in``); its path."""
+    from traceaudit.parallel.alongside import left_in
+    return left_in(handoff, f"share-{share}", share_task(path, options, share, of,
+                                                        flows_only=flows_only))
+
+
 class _ShareStages(_Stages):
     """The pipeline's stages, fed only the share's rows of each batch."""
 
