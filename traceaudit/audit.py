@@ -117,15 +117,25 @@ def rst_origins(analysis: CaptureAnalysis) -> np.ndarray | None:
     return origin_table(ends[:n]) if len(ends) >= n else None
 
 
+#: What the terminal summary and the CI reports (JUnit, SARIF, GitHub, GitLab, baselines) read
+#: of the flow table: its length, how connections ended, and the endpoints of those findings
+#: name (``report.ci_common.endpoints``)
+SUMMARY_COLUMNS = ("id", "client_ip", "client_port", "server_ip", "server_port", "close_role",
+                   "close_kind")
+
+
 def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
-            keep_events: bool = True) -> CaptureAnalysis:
+            keep_events: bool = True, whole_table: bool = True) -> CaptureAnalysis:
     """The analysis with what only the rules read dropped (tracker table, Zeek's own rows) and
     the packet excerpts dropped unless a report draws ladders from them; the timelines' events
-    too unless ``keep_events`` (the flow table alone is all ``traceaudit flows`` writes)."""
+    too unless ``keep_events`` (the flow table alone is all ``traceaudit flows`` writes). Unless
+    ``whole_table``, only the flow table's ``SUMMARY_COLUMNS`` stay, and no RST origins (read
+    by the JSON report alone): a batch keeps every capture's until its reports are written."""
     from dataclasses import replace
 
     import numpy as np
 
+    from traceaudit.flows.columns import Columns
     from traceaudit.retire import flat
     from traceaudit.tracking.facts import conn_table, endpoint_table
     from traceaudit.tracking.tracker import Tracked
@@ -137,9 +147,13 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
     empty = Tracked(endpoint_table(0), conn_table(0), np.empty((0, 6), np.int64), t.end_ts_ns,
                     t.config)
     events = analysis.events if keep_events else np.empty((0, 6), np.int64)
+    table = analysis.table
+    if not whole_table and type(table) is Columns:
+        table = Columns({name: table.column(name) for name in SUMMARY_COLUMNS if name in table},
+                        len(table))
     return replace(analysis, tracked=empty, events=events, zeek_table=None,
                    excerpts=analysis.excerpts if keep_excerpts else None,
-                   rst_origins=rst_origins(analysis))
+                   table=table, rst_origins=rst_origins(analysis) if whole_table else None)
 
 
 def _flat_excerpts(analysis: CaptureAnalysis, keep: bool) -> CaptureAnalysis:

@@ -22,7 +22,10 @@ counted here); the *CPU path* (sampled from /proc every 20 ms), the busiest proc
 time for a batch (the parent reads captures beside its workers), the parent's plus its
 busiest worker's for the split (it merges after them), a bound on the wall time on idle
 cores; and the load average before the run. The speed-up is the ratio of median wall times.
-`--jobs 1` is one core (no read-ahead thread). On a machine where other work runs, give the
+`--jobs 1` is one core (no read-ahead thread). The batch without ``--json`` is also timed as
+``--jobs`` independent ``--jobs 1`` processes on their shares of the captures, started
+together: the most any splitting of the batch can give on this machine (both cores busy slow
+each read: memory traffic). On a machine where other work runs, give the
 benchmark priority (``nice -n -20``, with ``kernel.sched_autogroup_enabled=0`` so that nice
 counts across sessions). Nothing is asserted: the figures are printed (and go to
 docs/performance.md by hand).
@@ -129,10 +132,27 @@ def timed(captures: list[Path], jobs: int, out: Path | None, split: bool) -> dic
             "doc": doc}
 
 
+def independent(captures: list[Path], jobs: int) -> dict:
+    """The ceiling of splitting the batch: ``jobs`` independent one-core runs (``--jobs 1``),
+    each on its share of the captures, started together; wall time until the last ends."""
+    load = os.getloadavg()[0]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    shares = [captures[k::jobs] for k in range(jobs)]
+    cpu0, t0 = cpu_of_children(), time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "traceaudit", "analyze", *map(str, part),
+                               "--jobs", "1"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for part in shares]
+    for proc in procs:
+        proc.wait()
+    reap_orphans()
+    return {"wall": time.perf_counter() - t0, "cpu": cpu_of_children() - cpu0, "load": load}
+
+
 def compare(name: str, captures: list[Path], job_counts: list[int], repeat: int,
             json_report: bool) -> dict:
     name += " --json" if json_report else ""
     runs: dict[int, list[dict]] = {j: [] for j in job_counts}
+    ceiling: list[dict] = []
     first = None
     for _ in range(repeat):
         for jobs in job_counts:
@@ -147,6 +167,11 @@ def compare(name: str, captures: list[Path], job_counts: list[int], repeat: int,
             runs[jobs].append(r)
             print(f"  {name} --jobs {jobs}: {r['wall']:6.2f} s wall, {r['cpu']:6.2f} s CPU, "
                   f"CPU path {r['path']:5.2f} s, load {r['load']:.2f}", flush=True)
+        if len(captures) >= job_counts[-1] and not json_report:
+            r = independent(captures, job_counts[-1])
+            ceiling.append(r)
+            print(f"  {name} as {job_counts[-1]} independent --jobs 1 runs: {r['wall']:6.2f} s "
+                  f"wall, {r['cpu']:6.2f} s CPU, load {r['load']:.2f}", flush=True)
     wall = {j: statistics.median(r["wall"] for r in rs) for j, rs in runs.items()}
     cpu = {j: statistics.median(r["cpu"] for r in rs) for j, rs in runs.items()}
     path = {j: statistics.median(r["path"] for r in rs) for j, rs in runs.items()}
@@ -157,7 +182,12 @@ def compare(name: str, captures: list[Path], job_counts: list[int], repeat: int,
               f"CPU path {path[base]:.2f} s -> {path[j]:.2f} s, "
               f"{path[base] / path[j]:.2f}x)" + ("; JSON identical" if json_report else ""),
               flush=True)
-    return {"wall": wall, "cpu": cpu, "path": path, "runs": runs}
+    if ceiling:
+        bound = statistics.median(r["wall"] for r in ceiling)
+        print(f"{name}: {job_counts[-1]} independent one-core runs take {bound:.2f} s (median): "
+              f"{wall[base] / bound:.2f}x --jobs {base}, the most splitting this batch can give "
+              f"on this machine", flush=True)
+    return {"wall": wall, "cpu": cpu, "path": path, "runs": runs, "independent": ceiling}
 
 
 def main() -> None:

@@ -27,15 +27,16 @@ class Audit:
 
     config: RulesConfig
     keep_excerpts: bool         # the HTML report draws ladders from them
-    keep_events: bool = True    # the timelines: only the JSON and HTML reports read them (the
-                                # largest table a worker would otherwise send back)
+    keep_events: bool = True    # the timelines and the whole flow table: only the JSON and
+                                # HTML reports read them (the largest tables a worker would
+                                # otherwise send back); without, ``audit.SUMMARY_COLUMNS``
 
     def __call__(self, analysis: CaptureAnalysis) -> tuple[CaptureAnalysis, list[Finding]]:
         from traceaudit.audit import slimmed
         from traceaudit.rules import run_rules
         found = run_rules(analysis, self.config)
         return slimmed(analysis, keep_excerpts=self.keep_excerpts,
-                       keep_events=self.keep_events), found
+                       keep_events=self.keep_events, whole_table=self.keep_events), found
 
 
 @dataclass(frozen=True)
