@@ -71,9 +71,11 @@ def write_reports(report: AuditReport, *, json: str | None = None, junit: str | 
     from traceaudit.report.output import write_output
     if json:
         from traceaudit.report import json_report
-        json_report.write(json, report.analyses, (f.to_dict() for f in report.findings),
+        texts = _rendered_findings(report)
+        json_report.write(json, report.analyses,
+                          None if texts else (f.to_dict() for f in report.findings),
                           tool_version=report.tool_version, generated_at=report.generated_at,
-                          skipped=report.skipped)
+                          skipped=report.skipped, finding_texts=texts)
     if junit:
         from traceaudit.report.junit import render_junit
         write_output(junit, render_junit(report))
@@ -83,6 +85,17 @@ def write_reports(report: AuditReport, *, json: str | None = None, junit: str | 
     if html:
         from traceaudit.report.html import render_html
         write_output(html, render_html(report))
+
+
+def _rendered_findings(report: AuditReport) -> list[bytes] | None:
+    """The findings' JSON text as the readers rendered it (``report.json_pieces``), when
+    every capture's was and the report lists them all (no baseline took some out); else
+    None (the report makes it from the findings)."""
+    texts = [a.json_text for a in report.analyses]
+    if not texts or any(t is None for t in texts) or \
+            sum(t.finding_count for t in texts) != len(report.findings):
+        return None
+    return [t.findings for t in texts]
 
 
 def build_report(analyses: list[CaptureAnalysis], config: "RulesConfig",

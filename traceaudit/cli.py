@@ -411,6 +411,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
       tcpdump -i lo -w - port 8080 | traceaudit analyze -
       traceaudit analyze ci/ --output-format gitlab -o gl-code-quality.json
     """
+    import tempfile
     import time
 
     from rich.console import Console
@@ -421,6 +422,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
     from traceaudit.rules.config import make_config
 
     started = time.monotonic()
+    json_dir = None
     if output_file != "-" and not output_format:
         raise click.UsageError("-o/--output-file is where --output-format writes: "
                                "give --output-format too")
@@ -434,8 +436,12 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
         # rules run as each capture completes (where it was read); then only what the
         # reports read is kept, so a batch of many large captures does not hold every
         # tracker table at once
+        # (with several readers each renders its captures' part of the JSON report there)
+        json_dir = tempfile.TemporaryDirectory(prefix="traceaudit-json-") if json_path \
+            else None
         audit = Audit(config, keep_excerpts=html_path is not None,
-                      keep_events=json_path is not None or html_path is not None)
+                      keep_events=json_path is not None or html_path is not None,
+                      json_dir=json_dir and json_dir.name)
         skipped: list[str] = []
         # finished connections go to disk as the read goes (flat memory; with --html their
         # packet excerpts too; captures that cannot be read twice are kept whole:
@@ -474,6 +480,9 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
     except TraceauditError as exc:
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)
+    finally:
+        if json_dir is not None:
+            json_dir.cleanup()
     # --write-baseline accepts today's findings; --exit-zero reports without failing
     sys.exit(EXIT_ERROR if broken else report.exit_code)
 

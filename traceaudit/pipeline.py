@@ -33,6 +33,7 @@ from traceaudit.tracking.zeek import (
 if TYPE_CHECKING:
     import pandas as pd
 
+    from traceaudit.report.json_pieces import RenderedJson
     from traceaudit.retire.excerpt_spill import SpilledExcerpts
     from traceaudit.retire.spill import SpilledTable
 
@@ -66,6 +67,8 @@ class CaptureAnalysis:
                                                          # ladders (a flat read: on disk)
     rst_origins: np.ndarray | None = None   # who sent each endpoint's first RST
                                             # (tracking/rst_origin.py), kept by audit.slimmed
+    json_text: RenderedJson | None = None   # its part of the JSON report, rendered where it
+                                            # was read (report/json_pieces.py)
 
     def __post_init__(self) -> None:
         # callers holding DataFrames (tests, tools) may pass them as they are

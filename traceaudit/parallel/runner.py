@@ -173,6 +173,9 @@ def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: in
     """``jobs`` readers: this process and ``jobs - 1`` workers (``parallel.alongside``);
     a unit only this process can read (standard input, a pipe) is read here at its turn."""
     from traceaudit.parallel.alongside import read_alongside
+    from traceaudit.parallel.steps import Audit
+    if isinstance(step, Audit):
+        step = step.with_several_readers()
     remote_read, here_read = remote_options(options), options
     if jobs >= default_jobs():
         # a reader a core: a read-ahead thread in each would only oversubscribe them

@@ -30,13 +30,29 @@ class Audit:
     keep_events: bool = True    # the timelines and the whole flow table: only the JSON and
                                 # HTML reports read them (the largest tables a worker would
                                 # otherwise send back); without, ``audit.SUMMARY_COLUMNS``
+    json_dir: str | None = None     # a JSON report is asked for: with several readers,
+                                    # each capture's part of it is rendered into this
+                                    # directory where it is read (``report.json_pieces``)
+    render_json: bool = False       # do so (``with_several_readers``)
 
     def __call__(self, analysis: CaptureAnalysis) -> tuple[CaptureAnalysis, list[Finding]]:
         from traceaudit.audit import slimmed
         from traceaudit.rules import run_rules
         found = run_rules(analysis, self.config)
-        return slimmed(analysis, keep_excerpts=self.keep_excerpts,
-                       keep_events=self.keep_events, whole_table=self.keep_events), found
+        if not (self.render_json and self.json_dir):
+            return slimmed(analysis, keep_excerpts=self.keep_excerpts,
+                           keep_events=self.keep_events, whole_table=self.keep_events), found
+        from traceaudit.report.json_pieces import rendered
+        text = rendered(analysis, found, self.json_dir)
+        # what is left for the reports is what the HTML report (if any) reads
+        html = self.keep_excerpts
+        return replace(slimmed(analysis, keep_excerpts=html, keep_events=html,
+                               whole_table=html), json_text=text), found
+
+    def with_several_readers(self) -> Audit:
+        """This step where several readers run: each renders its captures' part of the JSON
+        report (if one is asked for), so that they write its text side by side."""
+        return replace(self, render_json=True) if self.json_dir else self
 
 
 @dataclass(frozen=True)

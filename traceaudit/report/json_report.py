@@ -175,12 +175,14 @@ def render(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None 
 
 def write(target, analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None = None,
           *, tool_version: str, generated_at: str | None = None,
-          skipped: list[str] | None = None) -> None:
+          skipped: list[str] | None = None,
+          finding_texts: Iterable[bytes] | None = None) -> None:
     """Stream the report to ``target`` (``-`` = stdout; a file is written atomically): the
     text of at most CHUNK_CONNECTIONS connections is held in memory at a time."""
     from traceaudit.report.output import write_output
     write_output(target, render_chunks(analyses, findings, tool_version=tool_version,
-                                       generated_at=generated_at, skipped=skipped))
+                                       generated_at=generated_at, skipped=skipped,
+                                       finding_texts=finding_texts))
 
 
 #: Connections and findings rendered per chunk by ``render_chunks``.
@@ -190,14 +192,19 @@ CHUNK_FINDINGS = 1024
 
 def render_chunks(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None = None,
                   *, tool_version: str, generated_at: str | None = None,
-                  skipped: list[str] | None = None) -> Iterator[bytes | memoryview]:
+                  skipped: list[str] | None = None,
+                  finding_texts: Iterable[bytes] | None = None
+                  ) -> Iterator[bytes | memoryview]:
     """The report as consecutive bytes-like pieces; joined they are byte for byte what
     ``orjson.dumps`` makes of the document ``{format, tool, generated_at, captures,
     connections (connection_entries of every analysis), findings}`` plus a newline.
 
     Connections are written by a compiled row writer (``json_text``) from texts prepared a
     column at a time (each distinct string, and each float column, serialised by orjson
-    once), not as one dict per connection.
+    once), not as one dict per connection. An analysis whose part was rendered where it was
+    read (``json_text``, ``report.json_pieces``) has its entries copied; ``finding_texts``,
+    instead of ``findings``: the findings already as text (comma-separated JSON objects, a
+    block per capture).
     """
     analyses = list(analyses)
     head = orjson.dumps({
@@ -213,6 +220,16 @@ def render_chunks(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] 
     yield head[:-1] + b',"connections":['
     first = True
     for a in analyses:
+        if a.json_text is not None:             # rendered where it was read: copied
+            blocks = a.json_text.rows()
+            head = next(blocks, None)
+            if head is not None:
+                if not first:
+                    yield b","
+                yield head
+                yield from blocks
+                first = False
+            continue
         for chunk in _connection_chunks(a, CHUNK_CONNECTIONS):
             if not first:
                 yield b","          # (its own piece: a chunk is megabytes, not copied again)
@@ -221,6 +238,10 @@ def render_chunks(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] 
     # findings too in pieces: their dicts are made as they are written (the caller may pass a
     # generator), so 35,000 of them are never all held as dicts and text at once
     yield b'],"findings":['
+    if finding_texts is not None:
+        yield b",".join(text for text in finding_texts if text)
+        yield b"]}\n"
+        return
     pending = iter(findings or ())
     first = True
     while batch := list(islice(pending, CHUNK_FINDINGS)):
