@@ -350,3 +350,48 @@ def test_a_damaged_piece_marks_the_timeline_and_the_next_pieces_are_read(tmp_pat
     assert st.parts[2].packets > 0 and st.parts[2].error is None
     assert st.packets == sum(p.packets for p in st.parts)
     assert any(w.startswith(pieces[1].name + ": ") for w in st.warnings)
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
+@pytest.mark.parametrize("fmt", ["github", "gitlab", "sarif"])
+def test_ci_outputs_point_at_the_piece_holding_the_first_frame(tmp_path, fmt):
+    """A CI annotation (GitHub ``file``/``line``, GitLab ``location``, SARIF's artifact)
+    names the piece of a rotated set that holds the finding's first frame and its number in
+    that file, not the timeline's first file: tshark finds the same packet there as at the
+    merged frame of the whole capture."""
+    import json
+    import re
+    import sys
+
+    from conftest import tshark_fields
+    sample = ROOT / "sample_pcaps" / "close-wait-leak-rst.pcap"
+    pieces = tmp_path / "pieces"
+    pieces.mkdir()
+    subprocess.run(["editcap", "-c", "5", str(sample), str(pieces / "out.pcap")], check=True,
+                   capture_output=True)
+    out = tmp_path / "out.txt"
+    cmd = [sys.executable, "-m", "traceaudit", "analyze", str(pieces),
+           *(["--sarif", str(out)] if fmt == "sarif" else
+             ["--output-format", fmt, "-o", str(out)])]
+    subprocess.run(cmd, capture_output=True, timeout=120, cwd=ROOT)
+    text = out.read_text()
+    if fmt == "github":
+        places = [(m[1], int(m[2]), int(m[3])) for m in re.finditer(
+            r"file=([^,]+),line=(\d+),.*?::.*?%0Aframes: (\d+)", text)]
+    elif fmt == "gitlab":
+        places = [(i["location"]["path"], i["location"]["lines"]["begin"],
+                   int(re.search(r"frame (\d+)", i["description"])[1]))
+                  for i in json.loads(text)]
+    else:
+        run = json.loads(text)["runs"][0]
+        uris = [a["location"]["uri"] for a in run["artifacts"]]
+        assert len(uris) == len(list(pieces.iterdir()))          # every piece an artifact
+        places = [(uris[r["locations"][0]["physicalLocation"]["artifactLocation"]["index"]]
+                   .removeprefix("file://"), r["properties"]["fileFrame"],
+                   r["properties"]["frames"][0]) for r in run["results"]]
+    assert len(places) >= 3
+    assert any(Path(p).name != sorted(pieces.iterdir())[0].name for p, _, _ in places)
+    fields = ["frame.time_epoch", "tcp.flags", "tcp.seq_raw"]
+    for path, in_file, merged in places:
+        there = tshark_fields(Path(path), fields, f"frame.number == {in_file}")
+        assert there and there == tshark_fields(sample, fields, f"frame.number == {merged}")

@@ -84,6 +84,34 @@ def endpoints(analysis: CaptureAnalysis | None) -> dict[int, tuple[str, str]]:
     return {int(i): (hostport(ci, cp), hostport(si, sp)) for i, ci, cp, si, sp in zip(*cols)}
 
 
+def first_frame_file(f: Finding, analysis: CaptureAnalysis | None) -> tuple[str, int | None]:
+    """(file, frame number within it) of the finding's first frame: for a rotated set read as
+    one timeline, the piece that holds it (its frames are numbered per file there, as
+    Wireshark numbers them when the file is opened alone); else the capture and the frame.
+    The frame is None when the finding names none."""
+    frame = int(f.frames[0]) if f.frames else None
+    parts = analysis.stats.parts if analysis is not None else None
+    if not parts or frame is None:
+        return f.capture, frame
+    before = 0
+    for part in parts:
+        if frame <= before + part.packets:
+            return part.path, frame - before
+        before += part.packets
+    return f.capture, frame
+
+
+def capture_files(report: AuditReport) -> list[str]:
+    """``capture_paths``, each timeline's pieces in place of it (its first piece's path)."""
+    by_path = analyses_by_path(report)
+    files = []
+    for path in capture_paths(report):
+        a = by_path.get(path)
+        files.extend(p.path for p in a.stats.parts) if a is not None and a.stats.parts \
+            else files.append(path)
+    return list(dict.fromkeys(files))
+
+
 def hostport(ip: object, port: object) -> str:
     ip = str(ip)
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from traceaudit.audit import AuditReport
 from traceaudit.names import display_name
-from traceaudit.report.ci_common import analyses_by_path, endpoints, shown_path, subject, utf8_safe
+from traceaudit.report.ci_common import (analyses_by_path, endpoints, first_frame_file,
+                                          shown_path, subject, utf8_safe)
 from traceaudit.rules.model import Finding, Severity
 
 COMMANDS = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
@@ -41,7 +42,8 @@ def command(kind: str, message: str, **props: object) -> str:
 def render(report: AuditReport, cwd: str | Path | None = None) -> str:
     by_path = analyses_by_path(report)
     ends = {path: endpoints(a) for path, a in by_path.items()}
-    lines = [_finding(f, ends.get(f.capture, {}), cwd) for f in report.findings]
+    lines = [_finding(f, ends.get(f.capture, {}), by_path.get(f.capture), cwd)
+             for f in report.findings]
     for a in report.unreadable:
         lines.append(command("error", str(a.stats.error),
                              file=display_name(shown_path(a.stats.path, cwd)),
@@ -49,14 +51,17 @@ def render(report: AuditReport, cwd: str | Path | None = None) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def _finding(f: Finding, ends: dict, cwd: str | Path | None) -> str:
+def _finding(f: Finding, ends: dict, analysis, cwd: str | Path | None) -> str:
     text = f"{f.message} ({subject(f, ends)})"
     if f.frames:
         text += f"\nframes: {', '.join(map(str, f.frames[:20]))}" \
                 + (" …" if len(f.frames) > 20 else "")
+    if "frames_in_files" in f.details:       # a rotated set: the merged capture's numbers
+        text += f"\nin the files: {', '.join(f.details['frames_in_files'][:20])}"
     if f.display_filter:
         text += f"\nWireshark display filter: {f.display_filter}"
     if f.remediation:
         text += f"\nremediation: {f.remediation}"
-    return command(COMMANDS[f.severity], text, file=display_name(shown_path(f.capture, cwd)),
-                   line=f.frames[0] if f.frames else None, title=f"{f.code} {f.rule}")
+    path, frame = first_frame_file(f, analysis)
+    return command(COMMANDS[f.severity], text, file=display_name(shown_path(path, cwd)),
+                   line=frame, title=f"{f.code} {f.rule}")

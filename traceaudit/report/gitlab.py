@@ -23,6 +23,7 @@ from traceaudit.names import display_name
 from traceaudit.report.ci_common import (
     analyses_by_path,
     endpoints,
+    first_frame_file,
     plain_json,
     shown_path,
     subject,
@@ -30,6 +31,13 @@ from traceaudit.report.ci_common import (
 from traceaudit.rules.model import Severity
 
 SEVERITIES = {Severity.INFO: "info", Severity.WARNING: "major", Severity.ERROR: "critical"}
+
+
+def _location(f, analysis, cwd) -> dict:
+    """The file (a rotated set: the piece holding the first frame) and that frame as the
+    line."""
+    path, frame = first_frame_file(f, analysis)
+    return {"path": display_name(shown_path(path, cwd)), "lines": {"begin": frame or 1}}
 
 
 def render(report: AuditReport, cwd: str | Path | None = None) -> str:
@@ -51,7 +59,6 @@ def render(report: AuditReport, cwd: str | Path | None = None) -> str:
             "categories": ["Bug Risk"],
             "severity": SEVERITIES[f.severity],
             "fingerprint": fingerprint,
-            "location": {"path": display_name(shown_path(f.capture, cwd)),
-                         "lines": {"begin": int(f.frames[0]) if f.frames else 1}},
+            "location": _location(f, by_path.get(f.capture), cwd),
         })
     return orjson.dumps(plain_json(issues), option=orjson.OPT_INDENT_2).decode() + "\n"

@@ -25,8 +25,10 @@ from traceaudit.audit import AuditReport
 from traceaudit.names import display_name
 from traceaudit.report.ci_common import (
     analyses_by_path,
+    capture_files,
     capture_paths,
     endpoints,
+    first_frame_file,
     iso_utc,
     plain_json,
     relative_below,
@@ -47,19 +49,23 @@ def render_sarif(report: AuditReport, cwd: str | Path | None = None) -> bytes:
     directory)."""
     base = Path(cwd) if cwd is not None else Path.cwd()
     paths = capture_paths(report)
+    files = capture_files(report)           # (a rotated set: each of its pieces)
     by_path = analyses_by_path(report)
-    locations = {p: _artifact_location(p, base) for p in paths}
-    for i, p in enumerate(paths):
+    locations = {p: _artifact_location(p, base) for p in files}
+    for i, p in enumerate(files):
         locations[p]["index"] = i
     rule_index = {r.name: i for i, r in enumerate(report.rules)}
     ends = {p: endpoints(by_path.get(p)) for p in paths}
-    results = [_result(f, rule_index, locations, ends, suppressed=False) for f in report.findings]
-    results += [_result(f, rule_index, locations, ends, suppressed=True)
+    results = [_result(f, rule_index, locations, ends, by_path.get(f.capture), suppressed=False)
+               for f in report.findings]
+    results += [_result(f, rule_index, locations, ends, by_path.get(f.capture), suppressed=True)
                 for f in report.suppressed]
+    pieces = {p.path: (a, k) for a in report.analyses for k, p in enumerate(a.stats.parts)}
     run: dict[str, Any] = {
         "tool": {"driver": _driver(report)},
         "invocations": [_invocation(report, locations)],
-        "artifacts": [_artifact(p, by_path.get(p), locations[p]) for p in paths],
+        "artifacts": [_artifact(p, by_path.get(p), locations[p], pieces.get(p))
+                      for p in files],
         "results": results,
         "properties": {"failOn": report.fail_on.label, "elapsedSeconds": report.elapsed_s},
     }
@@ -104,7 +110,7 @@ def _descriptor(rule: Rule, report: AuditReport) -> dict:
 
 
 def _result(f: Finding, rule_index: dict[str, int], locations: dict[str, dict],
-            ends: dict[str, dict], suppressed: bool) -> dict:
+            ends: dict[str, dict], analysis, suppressed: bool) -> dict:
     conn_ends = ends.get(f.capture, {})
     props: dict[str, Any] = {
         "rule": f.rule,
@@ -122,7 +128,10 @@ def _result(f: Finding, rule_index: dict[str, int], locations: dict[str, dict],
         props["client"], props["server"] = conn_ends[f.connection]
     if f.details:
         props["details"] = f.details
-    location = {"physicalLocation": {"artifactLocation": dict(locations[f.capture])},
+    path, frame = first_frame_file(f, analysis)
+    if path != f.capture:           # a rotated set: the piece holding the first frame
+        props["fileFrame"] = frame
+    location = {"physicalLocation": {"artifactLocation": dict(locations[path])},
                 "logicalLocations": [_logical(f, conn_ends)]}
     result: dict[str, Any] = {
         "ruleId": f.code,
@@ -174,9 +183,24 @@ def _invocation(report: AuditReport, locations: dict[str, dict]) -> dict:
     return inv
 
 
-def _artifact(path: str, analysis, location: dict) -> dict:
+def _artifact(path: str, analysis, location: dict, piece: tuple | None = None) -> dict:
+    """A capture file; ``piece``: (timeline, position) when it is a piece of a rotated set
+    read as one timeline (named by its first piece): its own counts, and on the first piece
+    the timeline's connections."""
     art: dict[str, Any] = {"location": {k: v for k, v in location.items() if k != "index"},
                            "roles": ["analysisTarget"]}
+    if piece is not None:
+        timeline, k = piece
+        p = timeline.stats.parts[k]
+        art["properties"] = {"path": display_name(path), "format": p.format,
+                             "readable": p.error is None, "packets": p.packets,
+                             "tcpPackets": p.tcp_packets,
+                             "timeline": display_name(timeline.stats.path), "piece": k + 1}
+        if k == 0 and timeline.read:
+            art["properties"]["timelineConnections"] = len(timeline.table)
+        if os.path.isfile(path):
+            art["length"] = os.path.getsize(path)
+        return art
     if analysis is not None:
         st = analysis.stats
         art["properties"] = {"path": display_name(path), "format": st.format,
