@@ -100,3 +100,37 @@ def test_cli_jobs_two_json_alone_and_its_directory_goes(tmp_path):
     assert strip[0] == strip[1]
     assert out[1].count(b'"rule":') > 20
     assert list(tmp.glob("traceaudit-json-*")) == []
+
+
+def test_a_full_disk_leaves_the_part_to_the_report(tmp_path, monkeypatch):
+    """No space for a capture's rendered entries: that capture keeps what the report reads
+    and the report renders its part itself (nothing fails, nothing is left behind)."""
+    import errno
+
+    from traceaudit.report import json_pieces
+    real = json_pieces.os.fdopen
+
+    class Full:
+        def __init__(self, fd, mode):
+            self.f = real(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(json_pieces.os, "fdopen", Full)
+    captures = SAMPLE_CAPTURES[:4]
+    plain = Audit(CONFIG, keep_excerpts=False, keep_events=True)
+    _, expected = _report(tmp_path, captures, plain)
+    (tmp_path / "pieces").mkdir()
+    rendering = dataclasses.replace(plain, json_dir=str(tmp_path / "pieces"),
+                                    render_json=True)
+    report, got = _report(tmp_path, captures, rendering)
+    assert all(a.json_text is None and not a.failed for a in report.analyses)
+    assert got == expected
+    assert list((tmp_path / "pieces").iterdir()) == []

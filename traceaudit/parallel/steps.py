@@ -39,11 +39,13 @@ class Audit:
         from traceaudit.audit import slimmed
         from traceaudit.rules import run_rules
         found = run_rules(analysis, self.config)
-        if not (self.render_json and self.json_dir):
+        text = None
+        if self.render_json and self.json_dir:
+            from traceaudit.report.json_pieces import rendered
+            text = rendered(analysis, found, self.json_dir)
+        if text is None:
             return slimmed(analysis, keep_excerpts=self.keep_excerpts,
                            keep_events=self.keep_events, whole_table=self.keep_events), found
-        from traceaudit.report.json_pieces import rendered
-        text = rendered(analysis, found, self.json_dir)
         # what is left for the reports is what the HTML report (if any) reads
         html = self.keep_excerpts
         return replace(slimmed(analysis, keep_excerpts=html, keep_events=html,

@@ -11,6 +11,7 @@ report's order, byte for byte what it would have written from the analysis.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from itertools import islice
@@ -49,9 +50,11 @@ class RenderedJson:
                 pass
 
 
-def rendered(analysis: CaptureAnalysis, findings: Iterable, directory: str) -> RenderedJson:
+def rendered(analysis: CaptureAnalysis, findings: Iterable,
+             directory: str) -> RenderedJson | None:
     """``analysis``' connection entries and its ``findings`` as the JSON report writes them;
-    the entries in a new file of ``directory``."""
+    the entries in a new file of ``directory``. None when that disk is full (or over quota):
+    the report then renders this capture's part itself, from the analysis."""
     import tempfile
 
     from traceaudit.report.json_report import (CHUNK_CONNECTIONS, CHUNK_FINDINGS,
@@ -61,11 +64,17 @@ def rendered(analysis: CaptureAnalysis, findings: Iterable, directory: str) -> R
     first = next(chunks, None)
     if first is not None:
         fd, rows_path = tempfile.mkstemp(prefix="rows-", suffix=".json", dir=directory)
-        with os.fdopen(fd, "wb") as out:
-            out.write(first)
-            for chunk in chunks:
-                out.write(b",")
-                out.write(chunk)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(first)
+                for chunk in chunks:
+                    out.write(b",")
+                    out.write(chunk)
+        except OSError as exc:
+            os.unlink(rows_path)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return None
+            raise
     texts, count, pending = [], 0, iter(findings)
     while batch := [f.to_dict() for f in islice(pending, CHUNK_FINDINGS)]:
         texts.append(orjson.dumps(batch)[1:-1])      # (as the report writes them)
