@@ -321,3 +321,35 @@ def test_a_dead_worker_loses_only_its_capture(tmp_path):
     assert len(captures) == len(list(SAMPLES.glob("*.pcap*")))
     assert all(not c["error"] and c["connections"] >= 1 for c in captures[1:])
     assert _handoff_dirs() == before
+
+
+def test_results_go_through_the_pipe_when_the_handoff_disk_is_full(tmp_path, monkeypatch):
+    """A full hand-off disk (ENOSPC) leaves no file and hands the result over as it is; a
+    small ``/dev/shm`` (a container's 64 MB) is not used at all."""
+    import errno
+    import os as os_module
+
+    from traceaudit.parallel import alongside
+    result = [{"unit": 1}]
+    path = alongside.left_in(str(tmp_path), "unit-1", result)
+    assert path == str(tmp_path / "unit-1.pickle")
+    assert alongside.handed_over(path) == result and not os.path.exists(path)
+
+    def full(obj, out, protocol):
+        out.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(alongside.pickle, "dump", full)
+    left = alongside.left_in(str(tmp_path), "unit-2", result)
+    assert left is result and list(tmp_path.iterdir()) == []
+    assert alongside.handed_over(left) is result
+
+    class Small:
+        f_bavail, f_frsize = 16_000, 4096          # ~64 MB free
+
+    monkeypatch.setattr(os_module, "statvfs", lambda where: Small())
+    where = alongside.handoff_directory()
+    try:
+        assert not where.startswith("/dev/shm/")
+    finally:
+        os.rmdir(where)

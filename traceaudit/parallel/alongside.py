@@ -11,6 +11,7 @@ still read (here); only those the dead worker held fail.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import shutil
@@ -39,9 +40,9 @@ def start_worker(units: list, bounds, options: ReadOptions, step: Step | None,
     _batch = (units, bounds, options, step, handoff)
 
 
-def read_next() -> tuple[int, str] | None:
+def read_next() -> tuple[int, object] | None:
     """A worker's task: claim the front unit and read it; None when none is left. Its results
-    are pickled to a file in the hand-off directory, whose name is returned.
+    are pickled to a file in the hand-off directory, whose name is returned (``left_in``).
 
     Not through the pool's pipe: this process's thread that receives from it needs the GIL
     for every 64 KB read while the main thread reads captures in long compiled calls, so
@@ -56,29 +57,50 @@ def read_next() -> tuple[int, str] | None:
     return i, left_in(handoff, f"unit-{i}", read_unit(units[i], options, step))
 
 
-def left_in(handoff: str, name: str, result) -> str:
-    """``result`` pickled to the file ``name`` of the hand-off directory; its path."""
+def left_in(handoff: str, name: str, result):
+    """``result`` pickled to the file ``name`` of the hand-off directory: its path; or, when
+    that disk is full (or over quota), ``result`` itself, to go through the pool's pipe."""
     path = os.path.join(handoff, f"{name}.pickle")
-    with open(path, "wb") as out:
-        pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        with open(path, "wb") as out:
+            pickle.dump(result, out, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError as exc:
+        if os.path.exists(path):
+            os.unlink(path)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return result
+        raise
     return path
 
 
-def handed_over(path: str):
-    """What a worker left in ``path`` (``left_in``), read once: the file goes."""
+def handed_over(left):
+    """What a worker left (``left_in``): read once from its file, which goes; or as it came
+    through the pipe."""
+    if not isinstance(left, str):
+        return left
     try:
-        with open(path, "rb") as f:
+        with open(left, "rb") as f:
             return pickle.load(f)
     finally:
-        os.unlink(path)
+        os.unlink(left)
+
+
+#: ``/dev/shm`` holds the workers' results only with this much free (a container's is often
+#: 64 MB; a unit's results are ~10-40 MB)
+SHM_FREE_BYTES = 1 << 30
 
 
 def handoff_directory() -> str:
     """A new private directory for the workers' results: in memory (``/dev/shm``) where
-    there is one, else the temporary directory."""
+    there is one with room (``SHM_FREE_BYTES``), else the temporary directory."""
     shm = "/dev/shm"
-    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
-    return tempfile.mkdtemp(prefix="traceaudit-results-", dir=where)
+    try:
+        free = os.statvfs(shm)
+        roomy = free.f_bavail * free.f_frsize >= SHM_FREE_BYTES and \
+            os.access(shm, os.W_OK | os.X_OK)
+    except OSError:
+        roomy = False
+    return tempfile.mkdtemp(prefix="traceaudit-results-", dir=shm if roomy else None)
 
 
 def claim(bounds, front: bool) -> int | None:
