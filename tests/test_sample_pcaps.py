@@ -280,8 +280,8 @@ def test_rerecord_reproduces_truth(tmp_path: Path):
     close kind, index), required/forbidden findings, and for every connection the sequence
     of *stable* states per endpoint (distinct states seen in >= 2 consecutive ss samples,
     consecutive duplicates collapsed).  Not compared, because they are timing and not
-    behaviour: timestamps, sample counts, single-sample transients (FIN_WAIT_1 / LAST_ACK
-    lasting microseconds on loopback), the number of keepalive probes and SYN/ACK
+    behaviour: timestamps, sample counts, FIN_WAIT_1 and LAST_ACK (microseconds on loopback
+    unless a scenario holds them, which its recorder checks: ``TRANSIENT``), the number of keepalive probes and SYN/ACK
     retransmissions (the truth files give minima for those).  The pile-up lists only its
     first connection: with 4000 sockets an ss call takes 10-30 ms, too slow to pin down
     the states of the fast ones.  The recorder itself re-checks every designed state
@@ -315,8 +315,8 @@ def test_rerecord_reproduces_truth(tmp_path: Path):
             problems.append(f"{name}: connections {ends(n)} != {ends(o)}")
             continue
         for co, cn in zip(o["connections"], n["connections"]):
-            so = {w: collapse(s) for w, s in co["states"].items()}
-            sn = {w: collapse(s) for w, s in cn["states"].items()}
+            so = {w: collapse(without_transients(s)) for w, s in co["states"].items()}
+            sn = {w: collapse(without_transients(s)) for w, s in cn["states"].items()}
             if so != sn:
                 problems.append(f"{name} connection {co['index']}: states {sn} != committed {so}")
         if "path_packets" in o:
@@ -325,6 +325,16 @@ def test_rerecord_reproduces_truth(tmp_path: Path):
             if shape(n) != shape(o):
                 problems.append(f"{name}: path packets {shape(n)} != committed {shape(o)}")
     assert not problems, "\n".join(problems)
+
+
+#: States that last microseconds on loopback unless a scenario holds them (its recorder
+#: checks those): whether two consecutive ss samples catch one depends on the machine's load
+#: (a full suite on a busy machine once missed a FIN_WAIT_1 the committed truth has)
+TRANSIENT = {"FIN_WAIT_1", "LAST_ACK"}
+
+
+def without_transients(states: list[str]) -> list[str]:
+    return [s for s in states if s not in TRANSIENT]
 
 
 def masked_client(t: dict, c: dict) -> str:
