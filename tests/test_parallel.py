@@ -293,9 +293,9 @@ def _held_run(tmp_path: Path, captures: list[Path], seconds: int):
 
 
 def test_results_keep_input_order_when_the_first_comes_back_last(tmp_path):
-    """With --jobs 2 the worker is held 3 s on the first capture while this process reads
-    the others (that it does is shown by the next test): the report is still --jobs 1's,
-    in input order."""
+    """With --jobs 2 the worker is held 3 s on the first capture it claims (the largest)
+    while this process reads the others (that it does is shown by the next test): the
+    report is still --jobs 1's, in input order."""
     alone = traceaudit("analyze", SAMPLES, "--json", "one.json", "--jobs", "1", cwd=tmp_path)
     run, _ = _held_run(tmp_path, [SAMPLES], seconds=3)
     out, err = run.communicate(timeout=120)
@@ -305,8 +305,9 @@ def test_results_keep_input_order_when_the_first_comes_back_last(tmp_path):
 
 
 def test_a_dead_worker_loses_only_its_capture(tmp_path):
-    """SIGKILL to the worker while it holds the first capture: that capture fails with an
-    error line naming it; every other one (read here) is reported in full."""
+    """SIGKILL to the worker while it holds the first capture it claimed (the largest:
+    ``claim_order``): that capture fails with an error line naming it; every other one
+    (read here) is reported in full."""
     before = _handoff_dirs()
     run, pid = _held_run(tmp_path, [SAMPLES], seconds=60)
     os.kill(pid, signal.SIGKILL)
@@ -314,12 +315,13 @@ def test_a_dead_worker_loses_only_its_capture(tmp_path):
     assert run.returncode == 2, err
     import json
     captures = json.loads((tmp_path / "r.json").read_text())["captures"]
-    first = Path(captures[0]["path"]).name
+    largest = max(SAMPLES.glob("*.pcap*"), key=lambda p: p.stat().st_size).name
     lost = [line for line in err.splitlines() if "ended abruptly" in line]
-    assert len(lost) == 1 and first in lost[0], err
-    assert captures[0]["error"]
+    assert len(lost) == 1 and largest in lost[0], err
+    failed = [c for c in captures if c["error"]]
+    assert [Path(c["path"]).name for c in failed] == [largest]
     assert len(captures) == len(list(SAMPLES.glob("*.pcap*")))
-    assert all(not c["error"] and c["connections"] >= 1 for c in captures[1:])
+    assert all(c["connections"] >= 1 for c in captures if not c["error"])
     assert _handoff_dirs() == before
 
 
@@ -353,3 +355,22 @@ def test_results_go_through_the_pipe_when_the_handoff_disk_is_full(tmp_path, mon
         assert not where.startswith("/dev/shm/")
     finally:
         os.rmdir(where)
+
+
+def test_largest_units_are_claimed_first(tmp_path):
+    """The shared queue holds the units another process can read, largest first (input order
+    among equals): workers take the large ones from the front, this process the small ones
+    from the back, and what is left at the end is small."""
+    from traceaudit.capture import CaptureSet
+    from traceaudit.parallel.alongside import claim_order
+    sizes = {"a": 10, "b": 300, "c": 10, "d": 50}
+    units = []
+    for name, size in sizes.items():
+        (tmp_path / name).write_bytes(b"x" * size)
+        units.append(tmp_path / name)
+    (tmp_path / "e1").write_bytes(b"x" * 200)
+    (tmp_path / "e2").write_bytes(b"x" * 200)
+    units.append(CaptureSet((tmp_path / "e1", tmp_path / "e2"), "test"))   # 400 in all
+    units.append(Path("/dev/stdin"))
+    remote = [True] * 5 + [False]
+    assert claim_order(units, remote) == [4, 1, 3, 0, 2]

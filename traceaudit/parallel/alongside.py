@@ -103,6 +103,19 @@ def handoff_directory() -> str:
     return tempfile.mkdtemp(prefix="traceaudit-results-", dir=shm if roomy else None)
 
 
+def claim_order(units: list, remote: list[bool]) -> list[int]:
+    """The units another process can read, largest first (their input order among equals).
+
+    Workers claim from the front, this process from the back, and the last units claimed
+    go to whichever reader is free: with the largest read first, what is left at the end is
+    small, so no reader waits long alone (in input order, a large capture in the middle of a
+    batch could start last and be read while the other readers idle)."""
+    from traceaudit.parallel.runner import unit_bytes
+    readable = [i for i, r in enumerate(remote) if r]
+    size = {i: unit_bytes(units[i]) for i in readable}
+    return sorted(readable, key=lambda i: -size[i])
+
+
 def claim(bounds, front: bool) -> int | None:
     """The front (or back) unit nobody has claimed yet, now claimed; None if none is left."""
     with bounds.get_lock():
@@ -126,7 +139,7 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
     from concurrent.futures import ProcessPoolExecutor
 
     from traceaudit.parallel.runner import forkserver
-    queue = [i for i, r in enumerate(remote) if r]     # positions in it are what is claimed
+    queue = claim_order(units, remote)          # positions in it are what is claimed
     context = forkserver()
     bounds = context.Array("q", [0, len(queue)])
     handoff = handoff_directory()

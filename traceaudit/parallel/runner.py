@@ -107,10 +107,15 @@ def worker_readable(unit: Unit) -> bool:
 
 
 def _bytes(units: list[Unit]) -> int:
-    total = 0
-    for unit in filter(worker_readable, units):
-        total += sum(os.stat(f).st_size for f in getattr(unit, "files", (unit,)))
-    return total
+    return sum(map(unit_bytes, filter(worker_readable, units)))
+
+
+def unit_bytes(unit: Unit) -> int:
+    """The size of a unit's files together (0 when one cannot be seen)."""
+    try:
+        return sum(os.stat(f).st_size for f in getattr(unit, "files", (unit,)))
+    except OSError:
+        return 0
 
 
 def forkserver():
