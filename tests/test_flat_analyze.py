@@ -195,11 +195,14 @@ def test_a_rule_without_totals_runs_on_the_whole_capture(monkeypatch, tmp_path):
 
 def test_spill_policy_by_size_and_options(tmp_path):
     """The flat read costs ~1/3 more CPU, so ``analyze`` uses it by default only from
-    ``cli.FLAT_MIN_BYTES`` of capture (``--spill``: always; ``--no-spill``: never), and the
-    pipeline keeps a capture below ``min_bytes`` whole."""
+    ``cli.FLAT_MIN_BYTES`` of capture (``cli.FLAT_HTML_MIN_BYTES`` with --html, whose whole
+    read keeps more; ``--spill``: always; ``--no-spill``: never), and the pipeline keeps a
+    capture below ``min_bytes`` whole."""
     cap = SAMPLE_CAPTURES[0]
     size = cap.stat().st_size
     assert cli._flat_read(None).min_bytes == cli.FLAT_MIN_BYTES >= 64 << 20
+    assert cli._flat_read(None, html=True).min_bytes == cli.FLAT_HTML_MIN_BYTES \
+        < cli.FLAT_MIN_BYTES
     assert cli._flat_read(True).min_bytes == 0 and cli._flat_read(True).facts
     assert cli._flat_read(False) is False
     opts = dict(excerpts=False, frames_soon=False)

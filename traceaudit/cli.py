@@ -145,18 +145,27 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
     return results, failed
 
 
-#: ``analyze``'s read without --html: connections spilled with their facts and timelines, the
-#: rules and reports read them back a chunk at a time (``retire/flat.py``). It costs about a
-#: third more CPU than keeping everything, so by default only captures of FLAT_MIN_BYTES or
-#: more are read so (below that the whole read peaks under ~350 MB); ``--spill`` forces it.
-FLAT_MIN_BYTES = 256 << 20
+#: ``analyze``'s flat read: connections spilled with their facts and timelines, the rules and
+#: reports read them back a chunk at a time (``retire/flat.py``). It costs about a third more
+#: CPU than keeping everything, so by default only a capture whose whole read would peak
+#: over ~600 MB is read so (``--spill`` forces it): from FLAT_MIN_BYTES (the whole read
+#: peaks at ~1.15x the file: 3M packets, 350 MB, 403 MB), or with --html, which also keeps
+#: packet excerpts and frames (~1.6x), from FLAT_HTML_MIN_BYTES.
+FLAT_MIN_BYTES = 512 << 20
+FLAT_HTML_MIN_BYTES = 256 << 20
 FLAT_READ = RetireOptions(facts=True, min_bytes=FLAT_MIN_BYTES)
+#: ``states`` reads flat from 256 MiB: there it is the faster read too (its table is made a
+#: chunk at a time; 3M packets: 1.2-1.8 s and 244 MB against 2.0-2.5 s and 408 MB)
+STATES_FLAT_READ = RetireOptions(facts=True, min_bytes=256 << 20)
 
 
-def _flat_read(spill: bool | None) -> RetireOptions | bool:
-    """``analyze --spill/--no-spill``: the flat read always, never, or above FLAT_MIN_BYTES."""
+def _flat_read(spill: bool | None, html: bool = False) -> RetireOptions | bool:
+    """``analyze --spill/--no-spill``: the flat read always, never, or from FLAT_MIN_BYTES
+    (FLAT_HTML_MIN_BYTES with ``html``)."""
     if spill is None:
-        return FLAT_READ
+        return dataclasses.replace(FLAT_READ, min_bytes=min(FLAT_READ.min_bytes,
+                                                            FLAT_HTML_MIN_BYTES)) if html \
+            else FLAT_READ
     return dataclasses.replace(FLAT_READ, min_bytes=0) if spill else False
 
 #: the capture read for ``-``: a pipe into standard input, read once, never seeked or re-read
@@ -368,7 +377,8 @@ def _rule_list(values: tuple[str, ...], option: str) -> list[str] | None:
 @click.option("--spill/--no-spill", default=None,
               help="Keep finished connections in a temporary file as the read goes, so memory "
                    "follows the connections open at once (about a third more CPU). Default: "
-                   "for captures of 256 MiB or more read in this process.")
+                   "for captures of 512 MiB or more (256 MiB with --html) read in this "
+                   "process.")
 @click.option("--exit-zero", is_flag=True,
               help="Exit 0 even when there are findings at or above --fail-on (still 2 for "
                    "usage, configuration or unreadable input).")
@@ -451,7 +461,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
                                    excerpts=html_path is not None,
                                    frames=html_path is not None, merge=merge, skipped=skipped,
                                    findings=findings, jobs=jobs, scheduler=scheduler,
-                                   retire=_flat_read(spill))
+                                   retire=_flat_read(spill, html=html_path is not None))
         from traceaudit.retire.findings import joined
         report = build_report(results, config, known, findings=joined(findings),
                               tool_version=__version__,
@@ -654,11 +664,12 @@ def states(capture: str, at: str, show_all: bool, reader: str, verify_checksums:
       traceaudit states capture.pcap --at 2026-11-21T12:00:03Z
     """
     try:
-        # a capture of FLAT_MIN_BYTES or more is read flat, as analyze reads it: the table is
-        # then made from its connections a chunk at a time
+        # a capture of 256 MiB or more is read flat, as analyze reads it: the table is then
+        # made from its connections a chunk at a time
         results, failed = read_captures((capture,), reader, verify_checksums,
                                         _tracker_config(msl2, fin_timeout), merge=merge,
-                                        jobs=jobs, scheduler=scheduler, retire=FLAT_READ)
+                                        jobs=jobs, scheduler=scheduler,
+                                        retire=STATES_FLAT_READ)
         from traceaudit.report import states_report
         for analysis in results:
             ts_ns = parse_moment(at, analysis.stats.first_ts_ns)
