@@ -100,8 +100,13 @@ def gather(a: CaptureAnalysis, wants: Wants, grid: tuple[int, int] | None,
         frames.add(table, ex, first_id)
         drawn = {c for c in (*wants.details, *frames.first_hit.values())
                  if first_id <= c < first_id + k}
-        for c in sorted(drawn):
-            conns[c] = _conn(table, events, ex, c - first_id)
+        if drawn:
+            # each drawn connection's events: one search of the chunk's (sorted) column
+            rows = np.array(sorted(drawn), np.int64) - first_id
+            bounds = np.searchsorted(np.ascontiguousarray(events[:, EV_CONN]),
+                                     np.stack([rows, rows + 1]))
+            for row, lo, hi in zip(rows.tolist(), *bounds.tolist()):
+                conns[first_id + row] = _conn(table, events[lo:hi], ex, row)
     return Gathered(len(a.table), roles, kinds, census.census() if timed else None,
                     census.merged, services.rows() if timed else [], hosts, conns,
                     frames.result(), addresses)
@@ -217,16 +222,15 @@ class _ExcerptsOf:
 
 
 def _conn(table, events: np.ndarray, ex: _ExcerptsOf, row: int) -> Conn:
+    """Connection ``row`` of a chunk, with ``events``: its own (copied)."""
     at = np.array([row], np.int64)
     v = {name: table.at(name, at)[0] for name in ("client_ip", "client_port", "server_ip",
                                                   "server_port", "client_state",
                                                   "server_state")}
-    ev_conn = np.ascontiguousarray(events[:, EV_CONN])
-    lo, hi = np.searchsorted(ev_conn, [row, row + 1])
     packets, count = ex.get(row)
     return Conn(str(v["client_ip"]), int(v["client_port"]), str(v["server_ip"]),
                 int(v["server_port"]), str(v["client_state"]), str(v["server_state"]),
-                events[lo:hi].copy(), packets, count)
+                events.copy(), packets, count)
 
 
 def _hosts(table, rows: np.ndarray, host_from: np.ndarray) -> list[str]:

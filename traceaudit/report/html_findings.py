@@ -48,33 +48,44 @@ def summarize(findings, cap_index: dict, list_per_rule: int = LIST_PER_RULE) -> 
     from array import array
 
     from traceaudit.report.html_evidence import CLIENT, SERVER
-    sev, rule_sev, cap_sev = Counter(), Counter(), Counter()
+    counts: dict[tuple, int] = {}          # (rule, severity, capture index) -> findings
     first_of_rule: dict = {}
     heaps: dict[str, list] = {}
     own_hosts: Counter = Counter()
     per_capture: dict = {}
     n = 0
+    path, cap = None, -1
+    side = {"client": CLIENT}
     for i, f in enumerate(findings):
         n += 1
         s = int(f.severity)
-        cap = cap_index.get(f.capture, -1)
-        sev[s] += 1
-        rule_sev[(f.rule, s)] += 1
-        cap_sev[(cap, s)] += 1
-        first_of_rule.setdefault(f.rule, f)
-        heap = heaps.setdefault(f.rule, [])
+        if f.capture != path:               # (findings come a capture at a time)
+            path = f.capture
+            cap = cap_index.get(path, -1)
+            conns, host_from = per_capture.setdefault(cap, (array("q"), array("B")))
+        rule = f.rule
+        key = (rule, s, cap)
+        counts[key] = counts.get(key, 0) + 1
+        heap = heaps.get(rule)
+        if heap is None:
+            first_of_rule[rule] = f
+            heap = heaps[rule] = []
         # keep the list_per_rule smallest (-severity, index): evict the largest
         if len(heap) < list_per_rule:
             heapq.heappush(heap, (s, -i, f, cap))
         elif (s, -i) > heap[0][:2]:
             heapq.heapreplace(heap, (s, -i, f, cap))
-        conns, host_from = per_capture.setdefault(cap, (array("q"), array("B")))
         conns.append(-1 if f.connection is None else f.connection)
         if f.host:
             own_hosts[f.host] += 1
             host_from.append(0)
         else:
-            host_from.append(CLIENT if f.endpoint == "client" else SERVER)
+            host_from.append(side.get(f.endpoint, SERVER))
+    sev, rule_sev, cap_sev = Counter(), Counter(), Counter()
+    for (rule, s, c), k in counts.items():
+        sev[s] += k
+        rule_sev[(rule, s)] += k
+        cap_sev[(c, s)] += k
     listed = sorted(((-e[1], e[2], e[3]) for heap in heaps.values() for e in heap),
                     key=lambda t: t[0])
     per_capture = {k: (np.frombuffer(c, np.int64) if len(c) else np.zeros(0, np.int64),
