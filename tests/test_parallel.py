@@ -350,11 +350,9 @@ def test_results_go_through_the_pipe_when_the_handoff_disk_is_full(tmp_path, mon
         f_bavail, f_frsize = 16_000, 4096          # ~64 MB free
 
     monkeypatch.setattr(os_module, "statvfs", lambda where: Small())
-    where = alongside.handoff_directory()
-    try:
-        assert not where.startswith("/dev/shm/")
-    finally:
-        os.rmdir(where)
+    with alongside.handoff_directory() as where:
+        assert not where.startswith("/dev/shm/") and os.path.isdir(where)
+    assert not os.path.exists(where)
 
 
 def test_largest_units_are_claimed_first(tmp_path):

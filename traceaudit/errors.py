@@ -66,10 +66,15 @@ class CaptureBug(CaptureError):
         self.details = "".join(traceback.format_exception(exc))
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says a disk is full or a quota is used up."""
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def capture_failure(path: str, exc: BaseException) -> CaptureError:
     """The error for an exception that escaped analysing the capture ``path``: a full disk or
     exhausted memory is said as such (what to do about it), anything else is a bug."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if disk_full(exc):
         import tempfile
         return CaptureError(path, f"no space left on the disk of the temporary files "
                                   f"({tempfile.gettempdir()}; {exc.strerror}): connections "

@@ -11,13 +11,15 @@ still read (here); only those the dead worker held fail.
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import shutil
 import tempfile
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Callable, Iterator
+
+from traceaudit.errors import disk_full
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -67,7 +69,7 @@ def left_in(handoff: str, name: str, result):
     except OSError as exc:
         if os.path.exists(path):
             os.unlink(path)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if disk_full(exc):
             return result
         raise
     return path
@@ -90,9 +92,11 @@ def handed_over(left):
 SHM_FREE_BYTES = 1 << 30
 
 
-def handoff_directory() -> str:
-    """A new private directory for the workers' results: in memory (``/dev/shm``) where
-    there is one with room (``SHM_FREE_BYTES``), else the temporary directory."""
+@contextmanager
+def handoff_directory() -> Iterator[str]:
+    """A new private directory for the workers' results, removed with what is left in it at
+    the end: in memory (``/dev/shm``) where there is one with room (``SHM_FREE_BYTES``), else
+    the temporary directory."""
     shm = "/dev/shm"
     try:
         free = os.statvfs(shm)
@@ -100,7 +104,11 @@ def handoff_directory() -> str:
             os.access(shm, os.W_OK | os.X_OK)
     except OSError:
         roomy = False
-    return tempfile.mkdtemp(prefix="traceaudit-results-", dir=shm if roomy else None)
+    where = tempfile.mkdtemp(prefix="traceaudit-results-", dir=shm if roomy else None)
+    try:
+        yield where
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def claim_order(units: list, remote: list[bool]) -> list[int]:
@@ -142,34 +150,33 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
     queue = claim_order(units, remote)          # positions in it are what is claimed
     context = forkserver()
     bounds = context.Array("q", [0, len(queue)])
-    handoff = handoff_directory()
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker,
-                               initargs=([units[i] for i in queue], bounds, remote_options,
-                                         step, handoff))
-    results: dict[int, list[Done]] = {}
-    failures: list[BaseException] = []
-    try:
-        # a task a unit at most; a task that finds none left returns at once
-        running = {pool.submit(read_next) for _ in queue}
-        for i, unit in enumerate(units):
-            while i not in results:
-                if not remote[i]:
-                    results[i] = read_here(unit, here_options)
-                    break
-                running = _take_back(running, queue, results, failures, block=False)
-                if i in results:
-                    break
-                k = claim(bounds, front=False)
-                if k is not None:
-                    results[queue[k]] = read_here(units[queue[k]], here_options)
-                elif running:
-                    running = _take_back(running, queue, results, failures, block=True)
-                else:               # its worker failed before sending it back
-                    results[i] = lost(unit, failures[0] if failures else None)
-            yield results.pop(i)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(handoff, ignore_errors=True)
+    with handoff_directory() as handoff:
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker,
+                                   initargs=([units[i] for i in queue], bounds,
+                                             remote_options, step, handoff))
+        results: dict[int, list[Done]] = {}
+        failures: list[BaseException] = []
+        try:
+            # a task a unit at most; a task that finds none left returns at once
+            running = {pool.submit(read_next) for _ in queue}
+            for i, unit in enumerate(units):
+                while i not in results:
+                    if not remote[i]:
+                        results[i] = read_here(unit, here_options)
+                        break
+                    running = _take_back(running, queue, results, failures, block=False)
+                    if i in results:
+                        break
+                    k = claim(bounds, front=False)
+                    if k is not None:
+                        results[queue[k]] = read_here(units[queue[k]], here_options)
+                    elif running:
+                        running = _take_back(running, queue, results, failures, block=True)
+                    else:               # its worker failed before sending it back
+                        results[i] = lost(unit, failures[0] if failures else None)
+                yield results.pop(i)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _take_back(running: set[Future], queue: list[int], results: dict, failures: list,

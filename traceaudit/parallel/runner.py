@@ -149,27 +149,24 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
     step runs here, on the merged analysis. This process reads share 0 itself while
     ``jobs - 1`` workers read the others (their results cross as files, as in
     ``alongside``)."""
-    import shutil
-
     from traceaudit.parallel.alongside import handed_over, handoff_directory
     from traceaudit.parallel.shares import merge_shares, share_task, share_to_file
     from traceaudit.parallel.steps import FlowsOnly
     flows_only = isinstance(step, FlowsOnly)
     if jobs >= default_jobs():
         options = replace(options, read_ahead=False)    # a reader a core (as ``_pooled``)
-    handoff = handoff_directory()
-    pool = _pool(jobs - 1)
-    try:
-        others = [pool.submit(share_to_file, handoff, unit, options, k, jobs, flows_only)
-                  for k in range(1, jobs)]
-        parts = [share_task(unit, options, 0, jobs, flows_only=flows_only)]
-        parts += [handed_over(f.result()) for f in others]
-        analysis = merge_shares(parts)
-    except Exception as exc:
-        analysis = failed_analysis(str(unit), capture_failure(str(unit), exc), options)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(handoff, ignore_errors=True)
+    with handoff_directory() as handoff:
+        pool = _pool(jobs - 1)
+        try:
+            others = [pool.submit(share_to_file, handoff, unit, options, k, jobs, flows_only)
+                      for k in range(1, jobs)]
+            parts = [share_task(unit, options, 0, jobs, flows_only=flows_only)]
+            parts += [handed_over(f.result()) for f in others]
+            analysis = merge_shares(parts)
+        except Exception as exc:
+            analysis = failed_analysis(str(unit), capture_failure(str(unit), exc), options)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     yield apply_step(analysis, step, options)
 
 

@@ -11,13 +11,11 @@ report's order, byte for byte what it would have written from the analysis.
 
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import dataclass
-from itertools import islice
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
-import orjson
+from traceaudit.errors import disk_full
 
 if TYPE_CHECKING:
     from traceaudit.pipeline import CaptureAnalysis
@@ -50,33 +48,27 @@ class RenderedJson:
                 pass
 
 
-def rendered(analysis: CaptureAnalysis, findings: Iterable,
+def rendered(analysis: CaptureAnalysis, findings: Sequence,
              directory: str) -> RenderedJson | None:
     """``analysis``' connection entries and its ``findings`` as the JSON report writes them;
     the entries in a new file of ``directory``. None when that disk is full (or over quota):
     the report then renders this capture's part itself, from the analysis."""
     import tempfile
 
-    from traceaudit.report.json_report import (CHUNK_CONNECTIONS, CHUNK_FINDINGS,
-                                               _connection_chunks)
+    from traceaudit.report.json_report import connection_text, finding_text
     rows_path = ""
-    chunks = _connection_chunks(analysis, CHUNK_CONNECTIONS)
-    first = next(chunks, None)
+    pieces = connection_text(analysis)
+    first = next(pieces, None)
     if first is not None:
         fd, rows_path = tempfile.mkstemp(prefix="rows-", suffix=".json", dir=directory)
         try:
             with os.fdopen(fd, "wb") as out:
                 out.write(first)
-                for chunk in chunks:
-                    out.write(b",")
-                    out.write(chunk)
+                out.writelines(pieces)
         except OSError as exc:
             os.unlink(rows_path)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            if disk_full(exc):
                 return None
             raise
-    texts, count, pending = [], 0, iter(findings)
-    while batch := [f.to_dict() for f in islice(pending, CHUNK_FINDINGS)]:
-        texts.append(orjson.dumps(batch)[1:-1])      # (as the report writes them)
-        count += len(batch)
-    return RenderedJson(rows_path, b",".join(texts), count)
+    text = b"".join(finding_text(f.to_dict() for f in findings))
+    return RenderedJson(rows_path, text, len(findings))

@@ -218,38 +218,54 @@ def render_chunks(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] 
            if skipped else {}),
     })
     yield head[:-1] + b',"connections":['
-    first = True
-    for a in analyses:
-        if a.json_text is not None:             # rendered where it was read: copied
-            blocks = a.json_text.rows()
-            head = next(blocks, None)
-            if head is not None:
-                if not first:
-                    yield b","
-                yield head
-                yield from blocks
-                first = False
-            continue
-        for chunk in _connection_chunks(a, CHUNK_CONNECTIONS):
-            if not first:
-                yield b","          # (its own piece: a chunk is megabytes, not copied again)
-            yield chunk
-            first = False
+    yield from _comma_joined(connection_text(a) for a in analyses)
     # findings too in pieces: their dicts are made as they are written (the caller may pass a
     # generator), so 35,000 of them are never all held as dicts and text at once
     yield b'],"findings":['
     if finding_texts is not None:
-        yield b",".join(text for text in finding_texts if text)
-        yield b"]}\n"
+        yield from _comma_joined(iter([text]) for text in finding_texts)
+    else:
+        yield from finding_text(findings or ())
+    yield b"]}\n"
+
+
+def connection_text(a: CaptureAnalysis) -> Iterator[bytes | memoryview]:
+    """One capture's connection entries, comma-separated, in pieces of CHUNK_CONNECTIONS
+    (nothing when it has none); copied when rendered where it was read (``json_text``)."""
+    if a.json_text is not None:
+        yield from a.json_text.rows()
         return
-    pending = iter(findings or ())
+    first = True
+    for chunk in _connection_chunks(a, CHUNK_CONNECTIONS):
+        if not first:
+            yield b","          # (its own piece: a chunk is megabytes, not copied again)
+        yield chunk
+        first = False
+
+
+def finding_text(findings: Iterable[dict]) -> Iterator[bytes]:
+    """The findings' JSON objects, comma-separated, CHUNK_FINDINGS made at a time."""
+    pending = iter(findings)
     first = True
     while batch := list(islice(pending, CHUNK_FINDINGS)):
         if not first:
             yield b","
         yield orjson.dumps(batch)[1:-1]
         first = False
-    yield b"]}\n"
+
+
+def _comma_joined(parts: Iterable[Iterator]) -> Iterator:
+    """The pieces of every part, a comma between two parts (a part with none is left out)."""
+    first = True
+    for part in parts:
+        head = next(part, None)
+        if head is None or not len(head):
+            continue
+        if not first:
+            yield b","
+        yield head
+        yield from part
+        first = False
 
 
 def _column_values(column, table: TextTable) -> tuple[int, np.ndarray]:
