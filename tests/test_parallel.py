@@ -372,3 +372,81 @@ def test_largest_units_are_claimed_first(tmp_path):
     units.append(Path("/dev/stdin"))
     remote = [True] * 5 + [False]
     assert claim_order(units, remote) == [4, 1, 3, 0, 2]
+
+
+def test_workers_that_cannot_start_leave_every_unit_to_this_process(monkeypatch):
+    """The tasks are submitted (which starts the worker processes) beside this process's
+    first read; when that fails (no process can be forked), the units nobody claimed are
+    read here, each once, and the results still come in input order."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from traceaudit.parallel import alongside
+
+    def cannot_fork(self, fn, *args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(ProcessPoolExecutor, "submit", cannot_fork)
+    units = [Path(f"/nonexistent/unit-{i}") for i in range(4)]
+    read = []
+
+    def read_here(unit, options):
+        read.append(unit)
+        return [unit.name]
+
+    def lost(unit, exc):
+        raise AssertionError(f"{unit} lost: {exc}")
+
+    got = list(alongside.read_alongside(units, [True] * 4, 1, None, None, None, read_here,
+                                        lost))
+    assert got == [[u.name] for u in units]
+    assert sorted(read) == sorted(units)
+
+
+def _json_dirs() -> set[Path]:
+    """The JSON report's scratch directories there are (``cli.analyze`` with --json)."""
+    import tempfile
+    return set(Path(tempfile.gettempdir()).glob("traceaudit-json-*"))
+
+
+def _gone(pid: int, within: float = 15) -> bool:
+    import time
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigterm_stops_the_run_and_its_workers_cleanly(tmp_path):
+    """SIGTERM (``timeout``, a cancelled CI job) while a worker holds a capture: the run
+    says so on one line and exits 143; the worker ends at once (not after its capture), the
+    scratch directories go, and no report, whole or partial, is left."""
+    results, parts = _handoff_dirs(), _json_dirs()
+    run, pid = _held_run(tmp_path, [SAMPLES], seconds=60)
+    run.send_signal(signal.SIGTERM)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "traceaudit: stopped by SIGTERM", err
+    assert "Traceback" not in err and "leaked" not in err
+    assert _gone(pid, within=5)
+    assert _handoff_dirs() == results and _json_dirs() == parts
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hold"]      # no r.json, no .tmp
+
+
+def test_a_killed_run_leaves_no_worker_and_its_directories_are_cleared_next_time(tmp_path):
+    """SIGKILL (the out-of-memory killer) cannot be handled: the held worker notices its
+    main process is gone and ends, and the next run with workers removes the scratch
+    directories the killed one left (their lock is free: ``traceaudit.scratch``)."""
+    results, parts = _handoff_dirs(), _json_dirs()
+    run, pid = _held_run(tmp_path, [SAMPLES], seconds=60)
+    run.kill()
+    run.communicate(timeout=30)
+    assert _gone(pid)
+    assert len(_handoff_dirs() - results) == 1 and len(_json_dirs() - parts) == 1
+    again = traceaudit("analyze", SAMPLES, "--json", "again.json", "--jobs", "2",
+                       cwd=tmp_path)
+    assert again.returncode == 1, again.stderr
+    assert _handoff_dirs() <= results and _json_dirs() <= parts

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import os
+import signal
 import sys
 import traceback
 from datetime import datetime, timezone
@@ -421,8 +422,8 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
       tcpdump -i lo -w - port 8080 | traceaudit analyze -
       traceaudit analyze ci/ --output-format gitlab -o gl-code-quality.json
     """
-    import tempfile
     import time
+    from contextlib import ExitStack
 
     from rich.console import Console
 
@@ -430,9 +431,10 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
     from traceaudit.parallel.steps import Audit
     from traceaudit.rules.baseline import load_baseline, render_baseline
     from traceaudit.rules.config import make_config
+    from traceaudit.scratch import scratch_directory
 
     started = time.monotonic()
-    json_dir = None
+    scratch = ExitStack()
     if output_file != "-" and not output_format:
         raise click.UsageError("-o/--output-file is where --output-format writes: "
                                "give --output-format too")
@@ -447,11 +449,11 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
         # reports read is kept, so a batch of many large captures does not hold every
         # tracker table at once
         # (with several readers each renders its captures' part of the JSON report there)
-        json_dir = tempfile.TemporaryDirectory(prefix="traceaudit-json-") if json_path \
-            else None
+        json_dir = scratch.enter_context(scratch_directory("traceaudit-json-")) \
+            if json_path else None
         audit = Audit(config, keep_excerpts=html_path is not None,
                       keep_events=json_path is not None or html_path is not None,
-                      json_dir=json_dir and json_dir.name)
+                      json_dir=json_dir)
         skipped: list[str] = []
         # finished connections go to disk as the read goes (flat memory; with --html their
         # packet excerpts too; captures that cannot be read twice are kept whole:
@@ -491,8 +493,7 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
         _err(f"error: {exc}")
         sys.exit(EXIT_ERROR)
     finally:
-        if json_dir is not None:
-            json_dir.cleanup()
+        scratch.close()
     # --write-baseline accepts today's findings; --exit-zero reports without failing
     sys.exit(EXIT_ERROR if broken else report.exit_code)
 
@@ -700,13 +701,28 @@ def parse_moment(text: str, first_ts_ns: int | None) -> int:
     return (first_ts_ns or 0) + int(value * 1_000_000_000)
 
 
+def _terminated(signum: int, frame) -> None:
+    """A signal handler: the run ends here, through every ``finally`` on the way out (where
+    a second signal is ignored, so the clean-up finishes)."""
+    for other in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(other, signal.SIG_IGN)
+    _err(f"stopped by {signal.Signals(signum).name}")
+    raise SystemExit(128 + signum)
+
+
 def run() -> None:
     """The console script: the command line, then an exit without the interpreter's teardown.
 
     Every report is complete (written atomically and closed) when a command returns; what is
     left is freeing the run's objects one by one (about 0.15 s after a 3M-packet capture),
     which the operating system does at once. Output streams are flushed first.
+
+    SIGTERM (``timeout``, a CI job cancelled, ``docker stop``) and SIGHUP end the run as
+    Ctrl-C does: its scratch directories are removed, no report is left half-written, its
+    worker processes end, and the exit status is 128 + the signal's number.
     """
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminated)
     try:
         main()
         code = EXIT_CLEAN

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
-import tempfile
-from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from traceaudit.errors import disk_full
+from traceaudit.parallel.units import HOLD_ENV
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -33,12 +31,12 @@ _batch: tuple | None = None
 
 
 def start_worker(units: list, bounds, options: ReadOptions, step: Step | None,
-                 handoff: str) -> None:
+                 handoff: str, main_pid: int) -> None:
     """A worker's initializer: the batch it claims from (sent once, not with every task), and
-    the directory its results are left in (``read_next``)."""
+    the directory its results are left in (``read_next``); it ends with ``main_pid``."""
     global _batch
     from traceaudit.parallel.runner import _worker_started
-    _worker_started()
+    _worker_started(main_pid)
     _batch = (units, bounds, options, step, handoff)
 
 
@@ -92,11 +90,12 @@ def handed_over(left):
 SHM_FREE_BYTES = 1 << 30
 
 
-@contextmanager
-def handoff_directory() -> Iterator[str]:
+def handoff_directory():
     """A new private directory for the workers' results, removed with what is left in it at
-    the end: in memory (``/dev/shm``) where there is one with room (``SHM_FREE_BYTES``), else
-    the temporary directory."""
+    the end (``scratch.scratch_directory``: also when a killed run left it): in memory
+    (``/dev/shm``) where there is one with room (``SHM_FREE_BYTES``), else the temporary
+    directory."""
+    from traceaudit.scratch import scratch_directory
     shm = "/dev/shm"
     try:
         free = os.statvfs(shm)
@@ -104,11 +103,7 @@ def handoff_directory() -> Iterator[str]:
             os.access(shm, os.W_OK | os.X_OK)
     except OSError:
         roomy = False
-    where = tempfile.mkdtemp(prefix="traceaudit-results-", dir=shm if roomy else None)
-    try:
-        yield where
-    finally:
-        shutil.rmtree(where, ignore_errors=True)
+    return scratch_directory("traceaudit-results-", shm if roomy else None)
 
 
 def claim_order(units: list, remote: list[bool]) -> list[int]:
@@ -153,30 +148,90 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
     with handoff_directory() as handoff:
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker,
                                    initargs=([units[i] for i in queue], bounds,
-                                             remote_options, step, handoff))
+                                             remote_options, step, handoff, os.getpid()))
         results: dict[int, list[Done]] = {}
         failures: list[BaseException] = []
+        # a task a unit at most (a task that finds none left returns at once), submitted
+        # beside this process's first read
+        starting = Submitting(pool, len(queue))
+        running: set[Future] | None = None      # known once ``starting`` is done
+        if os.environ.get(HOLD_ENV):
+            # the test hook holds a worker's first unit: the workers start first, so that
+            # one of them has claimed it before this process could read all the units
+            running = starting.futures(failures)
+        complete = False
         try:
-            # a task a unit at most; a task that finds none left returns at once
-            running = {pool.submit(read_next) for _ in queue}
             for i, unit in enumerate(units):
                 while i not in results:
                     if not remote[i]:
                         results[i] = read_here(unit, here_options)
                         break
-                    running = _take_back(running, queue, results, failures, block=False)
-                    if i in results:
-                        break
+                    if running is None and starting.done():
+                        running = starting.futures(failures)
+                    if running:
+                        running = _take_back(running, queue, results, failures, block=False)
+                        if i in results:
+                            break
                     k = claim(bounds, front=False)
                     if k is not None:
                         results[queue[k]] = read_here(units[queue[k]], here_options)
-                    elif running:
+                        continue
+                    if running is None:
+                        running = starting.futures(failures)
+                    if running:
                         running = _take_back(running, queue, results, failures, block=True)
                     else:               # its worker failed before sending it back
                         results[i] = lost(unit, failures[0] if failures else None)
                 yield results.pop(i)
+            complete = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            starting.futures([])
+            stop_pool(pool, complete)
+
+
+class Submitting:
+    """``count`` ``read_next`` tasks submitted to ``pool`` by a thread of their own.
+
+    The first submission starts the worker processes and waits until the fork server has
+    forked one (it first imports the reader: ~0.2 s); this process reads its first unit
+    meanwhile, instead of after."""
+
+    def __init__(self, pool, count: int) -> None:
+        import threading
+        self._submitted: set[Future] = set()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._submit, args=(pool, count),
+                                        name="traceaudit-submit", daemon=True)
+        self._thread.start()
+
+    def _submit(self, pool, count: int) -> None:
+        try:
+            for _ in range(count):
+                self._submitted.add(pool.submit(read_next))
+        except BaseException as exc:        # the pool could not start: the units nobody
+            self._error = exc               # claimed are read here
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def futures(self, failures: list) -> set[Future]:
+        """The tasks submitted (once the thread is done); its error goes to ``failures``."""
+        self._thread.join()
+        if self._error is not None:
+            failures.append(self._error)
+            self._error = None
+        return set(self._submitted)
+
+
+def stop_pool(pool, complete: bool) -> None:
+    """Shut the worker pool down. Stopped early (an exception, SIGTERM, the caller gone), its
+    workers are ended at once instead of being waited for: one may be in the middle of a
+    large capture."""
+    if not complete:
+        import multiprocessing
+        for worker in multiprocessing.active_children():
+            worker.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _take_back(running: set[Future], queue: list[int], results: dict, failures: list,

@@ -130,7 +130,8 @@ def forkserver():
 
 def _pool(workers: int):
     from concurrent.futures import ProcessPoolExecutor
-    return ProcessPoolExecutor(workers, mp_context=forkserver(), initializer=_worker_started)
+    return ProcessPoolExecutor(workers, mp_context=forkserver(), initializer=_worker_started,
+                               initargs=(os.getpid(),))
 
 
 def _large_file(unit: Unit) -> bool:
@@ -149,7 +150,7 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
     step runs here, on the merged analysis. This process reads share 0 itself while
     ``jobs - 1`` workers read the others (their results cross as files, as in
     ``alongside``)."""
-    from traceaudit.parallel.alongside import handed_over, handoff_directory
+    from traceaudit.parallel.alongside import handed_over, handoff_directory, stop_pool
     from traceaudit.parallel.shares import merge_shares, share_task, share_to_file
     from traceaudit.parallel.steps import FlowsOnly
     flows_only = isinstance(step, FlowsOnly)
@@ -157,16 +158,19 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
         options = replace(options, read_ahead=False)    # a reader a core (as ``_pooled``)
     with handoff_directory() as handoff:
         pool = _pool(jobs - 1)
+        complete = False
         try:
             others = [pool.submit(share_to_file, handoff, unit, options, k, jobs, flows_only)
                       for k in range(1, jobs)]
             parts = [share_task(unit, options, 0, jobs, flows_only=flows_only)]
             parts += [handed_over(f.result()) for f in others]
             analysis = merge_shares(parts)
+            complete = True
         except Exception as exc:
             analysis = failed_analysis(str(unit), capture_failure(str(unit), exc), options)
+            complete = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            stop_pool(pool, complete)
     yield apply_step(analysis, step, options)
 
 
@@ -215,8 +219,49 @@ def failed_unit(unit: Unit, exc: BaseException | None, options: ReadOptions) -> 
     return [Done(failed_analysis(str(unit), capture_failure(str(unit), exc), options))]
 
 
-def _worker_started() -> None:
+def _worker_started(main_pid: int | None = None) -> None:
     """As the command line does in its own process: no automatic cyclic garbage collection
-    (``units.collect_if_failed``)."""
+    (``units.collect_if_failed``). And the worker ends with ``main_pid``, the process that
+    started it (``_end_with``)."""
     gc.disable()
     gc.freeze()
+    if main_pid is not None:
+        _end_with(main_pid)
+
+
+def _end_with(main_pid: int) -> None:
+    """End this worker as soon as process ``main_pid`` ends.
+
+    A worker is the fork server's child, not the main process's, and waits for its next task
+    on a pipe it holds both ends of: when the main process is killed, or leaves without
+    waiting for its workers (SIGTERM in ``cli.run``), the worker would otherwise finish its
+    capture and then wait forever (and the fork server with it)."""
+    import threading
+    try:
+        handle = os.pidfd_open(main_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):           # no pidfd (before Linux 5.3): poll
+        handle = None
+
+    def watch() -> None:
+        if handle is not None:
+            import select
+            select.select([handle], [], [])
+        else:
+            import time
+            while os.getppid() != 1 and _alive(main_pid):
+                time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="traceaudit-end-with-main", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
