@@ -420,16 +420,19 @@ def _gone(pid: int, within: float = 15) -> bool:
     return False
 
 
-def test_sigterm_stops_the_run_and_its_workers_cleanly(tmp_path):
-    """SIGTERM (``timeout``, a cancelled CI job) while a worker holds a capture: the run
-    says so on one line and exits 143; the worker ends at once (not after its capture), the
-    scratch directories go, and no report, whole or partial, is left."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopping_signal_ends_the_run_and_its_workers_cleanly(tmp_path, signum):
+    """SIGTERM (``timeout``, a cancelled CI job) or SIGINT while a worker holds a capture:
+    the run says so on one line and exits 128 + the signal (143, 130: not 1, which means
+    findings); the worker ends at once (not after its capture), the scratch directories go,
+    and no report, whole or partial, is left."""
     results, parts = _handoff_dirs(), _json_dirs()
     run, pid = _held_run(tmp_path, [SAMPLES], seconds=60)
-    run.send_signal(signal.SIGTERM)
+    run.send_signal(signum)
     out, err = run.communicate(timeout=30)
-    assert run.returncode == 128 + signal.SIGTERM, err
-    assert err.strip().splitlines()[-1] == "traceaudit: stopped by SIGTERM", err
+    assert run.returncode == 128 + signum, err
+    name = signal.Signals(signum).name
+    assert err.strip().splitlines()[-1] == f"traceaudit: stopped by {name}", err
     assert "Traceback" not in err and "leaked" not in err
     assert _gone(pid, within=5)
     assert _handoff_dirs() == results and _json_dirs() == parts

@@ -701,10 +701,14 @@ def parse_moment(text: str, first_ts_ns: int | None) -> int:
     return (first_ts_ns or 0) + int(value * 1_000_000_000)
 
 
+#: signals that stop a run cleanly (``run``)
+STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _terminated(signum: int, frame) -> None:
     """A signal handler: the run ends here, through every ``finally`` on the way out (where
     a second signal is ignored, so the clean-up finishes)."""
-    for other in (signal.SIGTERM, signal.SIGHUP):
+    for other in STOPPING_SIGNALS:
         signal.signal(other, signal.SIG_IGN)
     _err(f"stopped by {signal.Signals(signum).name}")
     raise SystemExit(128 + signum)
@@ -717,11 +721,12 @@ def run() -> None:
     left is freeing the run's objects one by one (about 0.15 s after a 3M-packet capture),
     which the operating system does at once. Output streams are flushed first.
 
-    SIGTERM (``timeout``, a CI job cancelled, ``docker stop``) and SIGHUP end the run as
-    Ctrl-C does: its scratch directories are removed, no report is left half-written, its
-    worker processes end, and the exit status is 128 + the signal's number.
+    SIGINT (Ctrl-C), SIGTERM (``timeout``, a CI job cancelled, ``docker stop``) and SIGHUP
+    end the run alike: one line says so, its scratch directories are removed, no report is
+    left half-written, its worker processes end, and the exit status is 128 + the signal's
+    number (130, 143, 129; not 1, which means findings).
     """
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in STOPPING_SIGNALS:
         signal.signal(signum, _terminated)
     try:
         main()
