@@ -247,15 +247,51 @@ class _InlinePool:
         pass
 
 
-def test_workers_keep_their_capture_whole_when_analyze_would_spill():
-    """A flat read's spill (a temporary file) and parked findings cannot cross processes: a
-    worker reads with the keeping read; ``flows``' flow-table spill does cross (pickled)."""
+def test_workers_read_with_flat_memory_unless_an_html_report_wants_excerpts():
+    """A flat read's spill is a temporary file of the reading process: a worker reads so
+    when ``analyze``'s step makes it portable (the summary's columns, the JSON part already
+    rendered); for --html (packet excerpts) and on Dask it keeps its capture whole.
+    ``flows``' flow-table spill crosses as it is (pickled)."""
     from traceaudit.parallel.runner import remote_options
+    from traceaudit.parallel.steps import Audit
     from traceaudit.pipeline import ReadOptions
     from traceaudit.retire import RetireOptions
-    assert remote_options(ReadOptions(retire=RetireOptions(facts=True))).retire is None
+    from traceaudit.rules.config import make_config
+    flat = ReadOptions(retire=RetireOptions(facts=True))
+    config = make_config(None)
+    summary = Audit(config, keep_excerpts=False, keep_events=False).with_several_readers()
+    json = Audit(config, keep_excerpts=False, keep_events=True,
+                 json_dir="/tmp").with_several_readers()
+    html = Audit(config, keep_excerpts=True, keep_events=True).with_several_readers()
+    assert remote_options(flat, summary).retire == flat.retire
+    assert remote_options(flat, json).retire == flat.retire
+    assert remote_options(flat, html).retire is None
+    assert remote_options(flat).retire is None              # (Dask: no step given)
     flows_spill = RetireOptions()
     assert remote_options(ReadOptions(retire=flows_spill)).retire == flows_spill
+
+
+@pytest.mark.parametrize("reports", [[], ["--json", "r.json", "--junit", "r.xml",
+                                          "--sarif", "r.sarif"]])
+def test_a_flat_read_in_a_worker_reports_what_one_process_does(tmp_path, reports):
+    """``--spill`` (every capture read with flat memory) with --jobs 2, the worker made to
+    start before this process reads (``TRACEAUDIT_TEST_HOLD`` with 0 s) so that it reads the
+    largest capture: summary, JSON, JUnit and SARIF equal one process keeping everything."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    one = traceaudit("analyze", SAMPLES, "--no-spill", "--jobs", "1", *reports, cwd=alone)
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120", HOLD_ENV: f"{hold}:0"}
+    run = subprocess.run([sys.executable, "-m", "traceaudit", "analyze", SAMPLES, "--spill",
+                          "--jobs", "2", *reports], cwd=tmp_path, env=env,
+                         capture_output=True, timeout=120)
+    assert (hold / "held").read_text().isdigit()            # a worker read a capture
+    assert run.returncode == one.returncode == 1, run.stderr
+    assert masked(run.stdout) == masked(one.stdout)
+    assert masked(run.stderr) == masked(one.stderr)
+    for name in reports[1::2]:
+        assert masked((tmp_path / name).read_bytes()) == masked((alone / name).read_bytes())
 
 
 def test_jobs_one_is_one_core(monkeypatch):

@@ -169,6 +169,38 @@ def slimmed(analysis: CaptureAnalysis, keep_excerpts: bool,
                    table=table, rst_origins=rst_origins(analysis) if whole_table else None)
 
 
+def portable(analysis: CaptureAnalysis, whole: bool) -> CaptureAnalysis:
+    """A flat read (``retire.flat``) as another process can receive it: its connections are
+    in a temporary file of this one, which is closed. ``whole``: every connection's flow-table
+    row and timeline in memory (as a keeping read has them; the JSON report renders from
+    them); else only the ``SUMMARY_COLUMNS`` (~60 bytes a connection: the terminal summary
+    and the CI reports), so a worker's memory stays flat. Any other analysis as it is."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from traceaudit.flows.columns import Columns
+    from traceaudit.retire import flat
+    from traceaudit.retire.spill import concat_columns
+
+    if not flat.is_flat(analysis):
+        return analysis
+    spill = analysis.table
+    if whole:
+        kept = flat.slimmed(analysis, in_memory=True)
+    else:
+        tables = [Columns({name: chunk.table.column(name) for name in SUMMARY_COLUMNS},
+                          len(chunk.table))
+                  for chunk in flat.chunks(analysis, facts=False, zeek=False)]
+        if not tables:
+            empty = spill.columns()
+            tables = [Columns({name: empty.column(name) for name in SUMMARY_COLUMNS}, 0)]
+        kept = replace(analysis, table=concat_columns(tables),
+                       events=np.empty((0, 6), np.int64), rst_origins=None)
+        spill.close()
+    return _flat_excerpts(replace(kept, zeek_table=None), keep=False)
+
+
 def _flat_excerpts(analysis: CaptureAnalysis, keep: bool) -> CaptureAnalysis:
     """A slimmed flat read's excerpts (``retire/excerpt_spill.py``): dropped unless kept; when
     its connections were brought back into memory, theirs too (in id order), so that no

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Callable
 
 import click
 
-from traceaudit import __version__
+from traceaudit import __version__, stopping
 from traceaudit.capture import READERS, group_captures, scan_paths
 from traceaudit.errors import CaptureBug, TraceauditError
 from traceaudit.names import one_line
@@ -143,6 +143,8 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
             _reported(analysis)
             results.append(analysis)
             failed = failed or analysis.stats.error is not None
+            stopping.check()                # (a stop that came as a capture ended)
+    stopping.check()                        # no report from a run that was stopped
     return results, failed
 
 
@@ -706,12 +708,13 @@ STOPPING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def _terminated(signum: int, frame) -> None:
-    """A signal handler: the run ends here, through every ``finally`` on the way out (where
-    a second signal is ignored, so the clean-up finishes)."""
-    for other in STOPPING_SIGNALS:
-        signal.signal(other, signal.SIG_IGN)
-    _err(f"stopped by {signal.Signals(signum).name}")
-    raise SystemExit(128 + signum)
+    """A signal handler: the run stops at its next safe point (``traceaudit.stopping``), or
+    at once where it waits on a pipe; a third signal ends the process here."""
+    first = stopping.asked() is None
+    if first:
+        _err(f"stopped by {signal.Signals(signum).name}")
+    if stopping.ask(signum) >= 3:
+        os._exit(128 + stopping.asked())
 
 
 def run() -> None:
@@ -722,9 +725,9 @@ def run() -> None:
     which the operating system does at once. Output streams are flushed first.
 
     SIGINT (Ctrl-C), SIGTERM (``timeout``, a CI job cancelled, ``docker stop``) and SIGHUP
-    end the run alike: one line says so, its scratch directories are removed, no report is
-    left half-written, its worker processes end, and the exit status is 128 + the signal's
-    number (130, 143, 129; not 1, which means findings).
+    stop the run alike (``traceaudit.stopping``): one line says so, its scratch directories
+    are removed, no report is left half-written, its worker processes end, and the exit
+    status is 128 + the signal's number (130, 143, 129; not 1, which means findings).
     """
     for signum in STOPPING_SIGNALS:
         signal.signal(signum, _terminated)
@@ -738,6 +741,8 @@ def run() -> None:
     elif not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
+    if stopping.asked() is not None:            # (even if the run got to its end)
+        code = 128 + stopping.asked()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

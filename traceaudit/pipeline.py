@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
+from traceaudit import stopping
 from traceaudit.capture import CaptureSet, CaptureStats, open_capture
 from traceaudit.capture.batch import DEFAULT_BATCH_ROWS, PacketBatch
 from traceaudit.capture.prefetch import read_ahead
@@ -124,6 +125,7 @@ def _read(stages: _Stages, progress: ProgressHook | None) -> None:
     batches = stages.batches()
     try:
         for batch in batches:
+            stopping.check()
             stages.add(batch)
             if progress:
                 progress(source.stats)
@@ -241,6 +243,7 @@ def _retiring_read(path: str | Path, options: ReadOptions,
     batches = stages.batches()
     try:
         for batch in batches:
+            stopping.check()
             slots, conns = stages.builder.n_slots, stages.builder.n_conns
             assignment = stages.add(batch)
             retirer.after_batch(batch, assignment, stages.builder, slots, conns,

@@ -14,6 +14,7 @@ from typing import BinaryIO, Iterator
 
 import numpy as np
 
+from traceaudit import stopping
 from traceaudit.capture import decode, fragments, linktypes, memory, walk
 from traceaudit.capture.batch import COLUMNS, DEFAULT_BATCH_ROWS, PacketBatch
 from traceaudit.capture.source import CaptureStats
@@ -84,8 +85,9 @@ class _Chunks:
             # a decompressor is read a piece at a time: what it gave before the damage is kept
             # (one buffered read of the whole chunk would drop it with the exception)
             while got < CHUNK_BYTES:
-                n = (self.stream.readinto1 if self.compressed else self.stream.readinto)(
-                    view[got:])
+                with stopping.interruptible():      # a pipe may wait for data for ever
+                    n = (self.stream.readinto1 if self.compressed else self.stream.readinto)(
+                        view[got:])
                 if not n:
                     self.eof = True
                     break
@@ -158,7 +160,8 @@ class NativeSource:
             raise CaptureError(self.path, f"cannot open ({exc.strerror})", slug="open") from None
         # the magic is sniffed without seeking back: a pipe, a FIFO or /dev/stdin cannot seek
         try:
-            head = raw.read(2)
+            with stopping.interruptible():          # a pipe may wait for data for ever
+                head = raw.read(2)
         except OSError as exc:
             raw.close()
             raise CaptureError(self.path, f"cannot read ({exc.strerror or exc})", offset=0,

@@ -14,6 +14,8 @@ import queue
 import threading
 from typing import Callable, Iterator, TypeVar
 
+from traceaudit import stopping
+
 T = TypeVar("T")
 
 #: batches decoded ahead of the one being used (each is at most a few MB)
@@ -60,7 +62,11 @@ def read_ahead(make_iter: Callable[[], Iterator[T]], depth: int = DEFAULT_DEPTH)
     worker.start()
     try:
         while True:
-            item, exc = items.get()
+            try:
+                item, exc = items.get(timeout=stopping.SLICE_S)
+            except queue.Empty:
+                stopping.check()
+                continue
             if item is _END:
                 if exc is not None:
                     raise exc
@@ -68,4 +74,7 @@ def read_ahead(make_iter: Callable[[], Iterator[T]], depth: int = DEFAULT_DEPTH)
             yield item
     finally:
         stop.set()
-        worker.join()
+        # a thread blocked in a read of a pipe is not waited for when the run stops (it is a
+        # daemon: it goes with the process)
+        while worker.is_alive() and stopping.asked() is None:
+            worker.join(stopping.SLICE_S)

@@ -16,6 +16,7 @@ import pickle
 from concurrent.futures import FIRST_COMPLETED, wait
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from traceaudit import stopping
 from traceaudit.errors import disk_full
 from traceaudit.parallel.units import HOLD_ENV
 
@@ -155,14 +156,15 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
         # beside this process's first read
         starting = Submitting(pool, len(queue))
         running: set[Future] | None = None      # known once ``starting`` is done
-        if os.environ.get(HOLD_ENV):
-            # the test hook holds a worker's first unit: the workers start first, so that
-            # one of them has claimed it before this process could read all the units
-            running = starting.futures(failures)
         complete = False
         try:
+            if os.environ.get(HOLD_ENV):
+                # the test hook holds a worker's first unit: the workers start first, so
+                # that one of them has claimed it before this process could read all units
+                running = starting.futures(failures)
             for i, unit in enumerate(units):
                 while i not in results:
+                    stopping.check()
                     if not remote[i]:
                         results[i] = read_here(unit, here_options)
                         break
@@ -185,8 +187,12 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
                 yield results.pop(i)
             complete = True
         finally:
-            starting.futures([])
+            starting.futures([], stopped=stopping.asked() is not None)
             stop_pool(pool, complete)
+
+
+#: how long a stopping run waits for the pool's start to finish, so as to shut it down whole
+STOPPING_WAIT_S = 5.0
 
 
 class Submitting:
@@ -214,13 +220,27 @@ class Submitting:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
-    def futures(self, failures: list) -> set[Future]:
-        """The tasks submitted (once the thread is done); its error goes to ``failures``."""
-        self._thread.join()
+    def futures(self, failures: list, stopped: bool = False) -> set[Future]:
+        """The tasks submitted (once the thread is done); its error goes to ``failures``.
+        ``stopped``: the run is stopping (``traceaudit.stopping``): waited for a few seconds
+        at most (the worker it is starting is then ended with the pool)."""
+        if stopped:
+            self._thread.join(STOPPING_WAIT_S)
+        while self._thread.is_alive() and not stopped:
+            self._thread.join(stopping.SLICE_S)
+            stopping.check()
         if self._error is not None:
             failures.append(self._error)
             self._error = None
         return set(self._submitted)
+
+
+def waited_for(future: Future) -> Future:
+    """``future`` once it is done, the run's stop checked while waiting (``stopping``)."""
+    while not future.done():
+        stopping.check()
+        wait([future], timeout=stopping.SLICE_S)
+    return future
 
 
 def stop_pool(pool, complete: bool) -> None:
@@ -238,7 +258,10 @@ def _take_back(running: set[Future], queue: list[int], results: dict, failures: 
                block: bool) -> set[Future]:
     """The tasks still running, once the results of those that finished are in ``results``
     (``block``: wait for at least one to finish)."""
-    finished, left = wait(running, timeout=None if block else 0, return_when=FIRST_COMPLETED)
+    finished, left = wait(running, timeout=0, return_when=FIRST_COMPLETED)
+    while block and not finished:
+        stopping.check()
+        finished, left = wait(running, timeout=stopping.SLICE_S, return_when=FIRST_COMPLETED)
     for future in finished:
         try:
             got = future.result()

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
+from traceaudit import stopping
 from traceaudit.errors import capture_failure
 from traceaudit.parallel.units import Done, apply_step, collect_if_failed
 from traceaudit.pipeline import ReadOptions, analyze_captures, failed_analysis
@@ -79,6 +80,7 @@ def in_process(units: list[Unit], options: ReadOptions, step: Step | None,
     """The units read here, one after another (no garbage collection between them unless a
     capture failed: ``units.collect_if_failed``)."""
     for unit in units:
+        stopping.check()
         done = []
         for analysis in analyze_captures([unit], options, progress):
             done.append(apply_step(analysis, step, options))
@@ -87,11 +89,14 @@ def in_process(units: list[Unit], options: ReadOptions, step: Step | None,
         collect_if_failed(done)
 
 
-def remote_options(options: ReadOptions) -> ReadOptions:
-    """How another process reads: ``analyze``'s flat read leaves its connections in a
-    temporary file and its findings parked, which cannot cross to this process, so a worker
-    keeps its capture whole (its memory follows that capture's connections)."""
-    if options.retire is not None and options.retire.facts:
+def remote_options(options: ReadOptions, step: Step | None = None) -> ReadOptions:
+    """How another process reads. ``analyze``'s flat read leaves its connections in a
+    temporary file of the reading process: a worker reads so only where the step makes it
+    portable (``steps.Audit.reads_flat_anywhere``: it sends back the summary's columns and
+    the JSON report's part, already rendered); otherwise (``--html``, Dask) it keeps its
+    capture whole (its memory follows that capture's connections)."""
+    if options.retire is not None and options.retire.facts and \
+            not getattr(step, "reads_flat_anywhere", False):
         return replace(options, retire=None)
     return options
 
@@ -150,7 +155,8 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
     step runs here, on the merged analysis. This process reads share 0 itself while
     ``jobs - 1`` workers read the others (their results cross as files, as in
     ``alongside``)."""
-    from traceaudit.parallel.alongside import handed_over, handoff_directory, stop_pool
+    from traceaudit.parallel.alongside import (handed_over, handoff_directory, stop_pool,
+                                               waited_for)
     from traceaudit.parallel.shares import merge_shares, share_task, share_to_file
     from traceaudit.parallel.steps import FlowsOnly
     flows_only = isinstance(step, FlowsOnly)
@@ -163,7 +169,7 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
             others = [pool.submit(share_to_file, handoff, unit, options, k, jobs, flows_only)
                       for k in range(1, jobs)]
             parts = [share_task(unit, options, 0, jobs, flows_only=flows_only)]
-            parts += [handed_over(f.result()) for f in others]
+            parts += [handed_over(waited_for(f).result()) for f in others]
             analysis = merge_shares(parts)
             complete = True
         except Exception as exc:
@@ -182,7 +188,7 @@ def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: in
     from traceaudit.parallel.steps import Audit
     if isinstance(step, Audit):
         step = step.with_several_readers()
-    remote_read, here_read = remote_options(options), options
+    remote_read, here_read = remote_options(options, step), options
     if jobs >= default_jobs():
         # a reader a core: a read-ahead thread in each would only oversubscribe them
         # (8 synthetic captures on 2 cores: 3.60-3.88 s with it, 3.48-3.60 s without)

@@ -34,15 +34,20 @@ class Audit:
                                     # each capture's part of it is rendered into this
                                     # directory where it is read (``report.json_pieces``)
     render_json: bool = False       # do so (``with_several_readers``)
+    crosses: bool = False           # what is kept may go to another process: a flat read
+                                    # (without --html) is made ``audit.portable``
 
     def __call__(self, analysis: CaptureAnalysis) -> tuple[CaptureAnalysis, list[Finding]]:
-        from traceaudit.audit import slimmed
+        from traceaudit.audit import portable, slimmed
         from traceaudit.rules import run_rules
         found = run_rules(analysis, self.config)
         text = None
         if self.render_json and self.json_dir:
             from traceaudit.report.json_pieces import rendered
             text = rendered(analysis, found, self.json_dir)
+        if self.crosses and not self.keep_excerpts:
+            # every connection in memory only if the JSON report must still render them
+            analysis = portable(analysis, whole=self.keep_events and text is None)
         if text is None:
             return slimmed(analysis, keep_excerpts=self.keep_excerpts,
                            keep_events=self.keep_events, whole_table=self.keep_events), found
@@ -53,8 +58,15 @@ class Audit:
 
     def with_several_readers(self) -> Audit:
         """This step where several readers run: each renders its captures' part of the JSON
-        report (if one is asked for), so that they write its text side by side."""
-        return replace(self, render_json=True) if self.json_dir else self
+        report (if one is asked for), so that they write its text side by side; what each
+        keeps can cross to this process (a worker may read with flat memory)."""
+        return replace(self, render_json=bool(self.json_dir), crosses=True)
+
+    @property
+    def reads_flat_anywhere(self) -> bool:
+        """Whether a worker may read a capture with flat memory (``retire.flat``): what it
+        keeps can cross back (``crosses``), and no HTML report wants its packet excerpts."""
+        return self.crosses and not self.keep_excerpts
 
 
 @dataclass(frozen=True)

@@ -201,11 +201,12 @@ def _name_endpoints(chunk: CaptureAnalysis, ids: list[int], spilled) -> None:
 IN_MEMORY_BYTES = 8 << 20
 
 
-def slimmed(analysis: CaptureAnalysis) -> CaptureAnalysis:
+def slimmed(analysis: CaptureAnalysis, in_memory: bool = False) -> CaptureAnalysis:
     """What the reports keep of a flat read once its rules ran: the spill (the JSON report
-    reads it again), or, when small, its flow table and timelines in memory."""
+    reads it again), or, when small (or ``in_memory``), its flow table and timelines in
+    memory."""
     spill = analysis.table
-    if spill.size > IN_MEMORY_BYTES:
+    if spill.size > IN_MEMORY_BYTES and not in_memory:
         return replace(analysis)
     from traceaudit.tracking.rst_origin import ORIGIN_DTYPE, origin_table
     tables, events, origins = [], [], []
