@@ -489,3 +489,34 @@ def test_a_killed_run_leaves_no_worker_and_its_directories_are_cleared_next_time
                        cwd=tmp_path)
     assert again.returncode == 1, again.stderr
     assert _handoff_dirs() <= results and _json_dirs() <= parts
+
+
+@pytest.mark.parametrize("capture", ["time-wait-pileup.pcap", "close-wait-leak-rst.pcap"])
+def test_a_portable_flat_read_renders_the_json_of_a_keeping_read(capture, monkeypatch):
+    """A worker's flat read whose JSON part could not be rendered (the disk was full) comes
+    back whole (``audit.portable(whole=True)``): its connection entries are those of a read
+    that kept everything; without a JSON report only the summary's columns come back."""
+    from traceaudit.audit import SUMMARY_COLUMNS
+    from traceaudit.parallel.steps import Audit
+    from traceaudit.pipeline import ReadOptions, analyze_capture
+    from traceaudit.report import json_pieces
+    from traceaudit.report.json_report import connection_text
+    from traceaudit.retire import RetireOptions, flat
+    from traceaudit.rules.config import make_config
+    path = SAMPLES / capture
+    config = make_config(None)
+    kept = Audit(config, keep_excerpts=False, keep_events=True)(analyze_capture(path))[0]
+    spill = ReadOptions(retire=RetireOptions(facts=True))
+    monkeypatch.setattr(json_pieces, "rendered", lambda *args: None)       # a full disk
+    step = Audit(config, keep_excerpts=False, keep_events=True,
+                 json_dir="/nonexistent").with_several_readers()
+    read = analyze_capture(path, spill)
+    assert flat.is_flat(read)
+    whole = step(read)[0]
+    assert not flat.is_flat(whole) and whole.json_text is None
+    assert b"".join(connection_text(whole)) == b"".join(connection_text(kept))
+    summary = Audit(config, keep_excerpts=False, keep_events=False).with_several_readers()
+    slim = summary(analyze_capture(path, spill))[0]
+    assert list(slim.table.data) == list(SUMMARY_COLUMNS)
+    assert len(slim.table) == len(kept.table)
+    pickle.loads(pickle.dumps(slim))                        # it crosses to another process
