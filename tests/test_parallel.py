@@ -221,7 +221,7 @@ def test_split_only_for_one_large_file(monkeypatch):
         return real(path, options, share, of, *args, **kw)
 
     monkeypatch.setattr(shares, "share_task", counted)
-    monkeypatch.setattr(runner, "_pool", lambda workers: _InlinePool())
+    monkeypatch.setattr(runner, "_pool", lambda workers, handoff: _InlinePool())
     sample = SAMPLES / "time-wait-pileup.pcap"
     monkeypatch.setenv("TRACEAUDIT_SPLIT_MIN_BYTES", str(sample.stat().st_size + 1))
     assert len(list(runner.read_units([sample], ReadOptions(), None, jobs=2))) == 1
@@ -520,3 +520,57 @@ def test_a_portable_flat_read_renders_the_json_of_a_keeping_read(capture, monkey
     assert list(slim.table.data) == list(SUMMARY_COLUMNS)
     assert len(slim.table) == len(kept.table)
     pickle.loads(pickle.dumps(slim))                        # it crosses to another process
+
+
+STOPPED_EARLY = """
+import multiprocessing, os, sys, time
+from pathlib import Path
+from traceaudit.parallel import alongside
+from traceaudit.parallel.steps import Audit
+from traceaudit.pipeline import ReadOptions
+from traceaudit.rules.config import make_config
+
+def sleep_long():
+    time.sleep(60)
+
+if __name__ == "__main__":
+    hold = Path(sys.argv[1])
+    theirs = multiprocessing.get_context("forkserver").Process(target=sleep_long)
+    theirs.start()
+    units = sorted(Path(sys.argv[2]).glob("*.pcap"))
+
+    def read_here(unit, options):
+        while not ((hold / "held").exists() and (hold / "held").read_text()):
+            time.sleep(0.05)                   # the worker holds the largest capture
+        raise RuntimeError("this process's read failed")
+
+    step = Audit(make_config(None), keep_excerpts=False, keep_events=False)
+    try:
+        list(alongside.read_alongside(units, [True] * len(units), 1, ReadOptions(),
+                                      ReadOptions(), step.with_several_readers(), read_here,
+                                      lambda unit, exc: []))
+    except RuntimeError:
+        pass
+    print(int((hold / "held").read_text()), theirs.is_alive(), flush=True)
+    theirs.terminate()
+    theirs.join()
+"""
+
+
+def test_a_run_stopped_early_ends_its_own_workers_only(tmp_path):
+    """An exception in this process's read stops the pool at once: its worker, holding a
+    capture, is terminated, not waited for; a process of the calling program's own (the
+    Python API runs inside other programs) is left alone."""
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    script = tmp_path / "stopped_early.py"
+    script.write_text(STOPPED_EARLY)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), HOLD_ENV: f"{hold}:60"}
+    started = __import__("time").monotonic()
+    run = subprocess.run([sys.executable, str(script), str(hold), str(SAMPLES)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    worker, theirs_alive = run.stdout.split()
+    assert theirs_alive == "True"
+    assert _gone(int(worker), within=5)
+    assert __import__("time").monotonic() - started < 45       # the held 60 s not waited

@@ -37,7 +37,7 @@ def start_worker(units: list, bounds, options: ReadOptions, step: Step | None,
     the directory its results are left in (``read_next``); it ends with ``main_pid``."""
     global _batch
     from traceaudit.parallel.runner import _worker_started
-    _worker_started(main_pid)
+    _worker_started(main_pid, handoff)
     _batch = (units, bounds, options, step, handoff)
 
 
@@ -188,7 +188,7 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
             complete = True
         finally:
             starting.futures([], stopped=stopping.asked() is not None)
-            stop_pool(pool, complete)
+            stop_pool(pool, complete, handoff)
 
 
 #: how long a stopping run waits for the pool's start to finish, so as to shut it down whole
@@ -226,7 +226,9 @@ class Submitting:
         at most (the worker it is starting is then ended with the pool)."""
         if stopped:
             self._thread.join(STOPPING_WAIT_S)
-        while self._thread.is_alive() and not stopped:
+            if self._thread.is_alive():
+                return set()                # (still adding to the set)
+        while self._thread.is_alive():
             self._thread.join(stopping.SLICE_S)
             stopping.check()
         if self._error is not None:
@@ -243,14 +245,27 @@ def waited_for(future: Future) -> Future:
     return future
 
 
-def stop_pool(pool, complete: bool) -> None:
+#: a worker's name file in the hand-off directory: ``worker-PID``
+WORKER_PREFIX = "worker-"
+
+
+def register_worker(handoff: str) -> None:
+    """In a worker as it starts: leave its process id in the hand-off directory."""
+    open(os.path.join(handoff, f"{WORKER_PREFIX}{os.getpid()}"), "w").close()
+
+
+def stop_pool(pool, complete: bool, handoff: str) -> None:
     """Shut the worker pool down. Stopped early (an exception, SIGTERM, the caller gone), its
     workers are ended at once instead of being waited for: one may be in the middle of a
-    large capture."""
+    large capture. Only this pool's (``register_worker``): a program using the Python API
+    may run processes of its own."""
     if not complete:
         import multiprocessing
+        ours = {int(name[len(WORKER_PREFIX):]) for name in os.listdir(handoff)
+                if name.startswith(WORKER_PREFIX)}
         for worker in multiprocessing.active_children():
-            worker.terminate()
+            if worker.pid in ours:
+                worker.terminate()
     pool.shutdown(wait=True, cancel_futures=True)
 
 

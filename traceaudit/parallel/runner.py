@@ -133,10 +133,10 @@ def forkserver():
     return context
 
 
-def _pool(workers: int):
+def _pool(workers: int, handoff: str):
     from concurrent.futures import ProcessPoolExecutor
     return ProcessPoolExecutor(workers, mp_context=forkserver(), initializer=_worker_started,
-                               initargs=(os.getpid(),))
+                               initargs=(os.getpid(), handoff))
 
 
 def _large_file(unit: Unit) -> bool:
@@ -163,7 +163,7 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
     if jobs >= default_jobs():
         options = replace(options, read_ahead=False)    # a reader a core (as ``_pooled``)
     with handoff_directory() as handoff:
-        pool = _pool(jobs - 1)
+        pool = _pool(jobs - 1, handoff)
         complete = False
         try:
             others = [pool.submit(share_to_file, handoff, unit, options, k, jobs, flows_only)
@@ -176,7 +176,7 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
             analysis = failed_analysis(str(unit), capture_failure(str(unit), exc), options)
             complete = True
         finally:
-            stop_pool(pool, complete)
+            stop_pool(pool, complete, handoff)
     yield apply_step(analysis, step, options)
 
 
@@ -225,14 +225,18 @@ def failed_unit(unit: Unit, exc: BaseException | None, options: ReadOptions) -> 
     return [Done(failed_analysis(str(unit), capture_failure(str(unit), exc), options))]
 
 
-def _worker_started(main_pid: int | None = None) -> None:
+def _worker_started(main_pid: int | None = None, handoff: str | None = None) -> None:
     """As the command line does in its own process: no automatic cyclic garbage collection
     (``units.collect_if_failed``). And the worker ends with ``main_pid``, the process that
-    started it (``_end_with``)."""
+    started it (``_end_with``); it says who it is in the hand-off directory, so that a run
+    stopping early ends its own workers and no other process (``alongside.stop_pool``)."""
     gc.disable()
     gc.freeze()
     if main_pid is not None:
         _end_with(main_pid)
+    if handoff is not None:
+        from traceaudit.parallel.alongside import register_worker
+        register_worker(handoff)
 
 
 def _end_with(main_pid: int) -> None:
