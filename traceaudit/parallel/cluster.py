@@ -9,8 +9,10 @@ scheduler's own rescheduling, plus ``RETRIES`` for an exception that escapes a u
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from traceaudit import stopping
 from traceaudit.errors import ClusterError
 from traceaudit.parallel.runner import in_process, outcome, worker_readable
 from traceaudit.parallel.units import Done, read_unit
@@ -46,6 +48,9 @@ def cluster_units(units: list, options: ReadOptions, step: Step | None, address:
             if future is None:
                 yield from in_process([unit], options, step, progress)
             else:
+                while not future.done():            # (a stop is checked while waiting)
+                    stopping.check()
+                    time.sleep(stopping.SLICE_S)
                 yield from outcome(future, unit, options)
                 future.release()
     finally:
