@@ -574,3 +574,21 @@ def test_a_run_stopped_early_ends_its_own_workers_only(tmp_path):
     assert theirs_alive == "True"
     assert _gone(int(worker), within=5)
     assert __import__("time").monotonic() - started < 45       # the held 60 s not waited
+
+
+def test_the_portable_summary_holds_no_view_of_the_spilled_records():
+    """``audit.portable`` copies the summary's columns out of each chunk: a view would keep
+    that chunk's whole records alive (at 30M packets the first version peaked at 955 MB
+    instead of 294)."""
+    from traceaudit.audit import SUMMARY_COLUMNS, portable
+    from traceaudit.flows.columns import Coded
+    from traceaudit.pipeline import ReadOptions, analyze_capture
+    from traceaudit.retire import RetireOptions
+    read = analyze_capture(SAMPLES / "time-wait-pileup.pcap",
+                           ReadOptions(retire=RetireOptions(facts=True)))
+    table = portable(read, whole=False).table
+    for name in SUMMARY_COLUMNS:
+        column = table.column(name)
+        array = column.codes if isinstance(column, Coded) else column
+        if hasattr(array, "base"):
+            assert array.base is None or array.base.nbytes <= array.nbytes, name

@@ -189,7 +189,8 @@ def portable(analysis: CaptureAnalysis, whole: bool) -> CaptureAnalysis:
     if whole:
         kept = flat.slimmed(analysis, in_memory=True)
     else:
-        tables = [Columns({name: chunk.table.column(name) for name in SUMMARY_COLUMNS},
+        # (copies: a chunk's columns are views of its whole records, which they would keep)
+        tables = [Columns({name: _copied(chunk.table.column(name)) for name in SUMMARY_COLUMNS},
                           len(chunk.table))
                   for chunk in flat.chunks(analysis, facts=False, zeek=False)]
         if not tables:
@@ -199,6 +200,15 @@ def portable(analysis: CaptureAnalysis, whole: bool) -> CaptureAnalysis:
                        events=np.empty((0, 6), np.int64), rst_origins=None)
         spill.close()
     return _flat_excerpts(replace(kept, zeek_table=None), keep=False)
+
+
+def _copied(column):
+    """A flow-table column (``flows.columns``) that holds no view of another array."""
+    from traceaudit.flows.columns import Coded
+    if isinstance(column, Coded):
+        return Coded(column.codes.copy(), column.labels)
+    copy = getattr(column, "copy", None)
+    return copy() if copy is not None else column       # (a Repeated value: no array)
 
 
 def _flat_excerpts(analysis: CaptureAnalysis, keep: bool) -> CaptureAnalysis:
