@@ -143,8 +143,7 @@ def read_captures(paths: tuple[str, ...], reader: str, verify_checksums: bool,
             _reported(analysis)
             results.append(analysis)
             failed = failed or analysis.stats.error is not None
-            stopping.check()                # (a stop that came as a capture ended)
-    stopping.check()                        # no report from a run that was stopped
+    stopping.check()            # no report from a run stopped as its last capture ended
     return results, failed
 
 

@@ -239,10 +239,18 @@ class Submitting:
 
 def waited_for(future: Future) -> Future:
     """``future`` once it is done, the run's stop checked while waiting (``stopping``)."""
-    while not future.done():
-        stopping.check()
-        wait([future], timeout=stopping.SLICE_S)
+    _finished({future}, block=True)
     return future
+
+
+def _finished(futures: set[Future], block: bool) -> tuple[set[Future], set[Future]]:
+    """(finished, still running) of ``futures``; ``block``: once at least one finished,
+    waiting in slices so that a stop is seen (``stopping``)."""
+    finished, left = wait(futures, timeout=0, return_when=FIRST_COMPLETED)
+    while block and not finished:
+        stopping.check()
+        finished, left = wait(futures, timeout=stopping.SLICE_S, return_when=FIRST_COMPLETED)
+    return finished, left
 
 
 #: a worker's name file in the hand-off directory: ``worker-PID``
@@ -273,10 +281,7 @@ def _take_back(running: set[Future], queue: list[int], results: dict, failures: 
                block: bool) -> set[Future]:
     """The tasks still running, once the results of those that finished are in ``results``
     (``block``: wait for at least one to finish)."""
-    finished, left = wait(running, timeout=0, return_when=FIRST_COMPLETED)
-    while block and not finished:
-        stopping.check()
-        finished, left = wait(running, timeout=stopping.SLICE_S, return_when=FIRST_COMPLETED)
+    finished, left = _finished(running, block)
     for future in finished:
         try:
             got = future.result()

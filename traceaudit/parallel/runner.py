@@ -260,7 +260,7 @@ def _end_with(main_pid: int) -> None:
             select.select([handle], [], [])
         else:
             import time
-            while os.getppid() != 1 and _alive(main_pid):
+            while _alive(main_pid):
                 time.sleep(1.0)
         os._exit(1)
 

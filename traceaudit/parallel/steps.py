@@ -45,7 +45,7 @@ class Audit:
         if self.render_json and self.json_dir:
             from traceaudit.report.json_pieces import rendered
             text = rendered(analysis, found, self.json_dir)
-        if self.crosses and not self.keep_excerpts:
+        if self.reads_flat_anywhere:
             # every connection in memory only if the JSON report must still render them
             analysis = portable(analysis, whole=self.keep_events and text is None)
         if text is None:
