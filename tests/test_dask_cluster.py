@@ -126,3 +126,37 @@ def test_killed_worker_is_replaced(cluster, tmp_path):
     remote.pop("generated_at")
     assert _connections(remote) == _connections(local)          # none lost, none doubled
     assert remote == local
+
+
+def _run(*args) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("TRACEAUDIT_SCHEDULER", None)
+    return subprocess.run([sys.executable, "-m", "traceaudit", *map(str, args)], env=env,
+                          capture_output=True, timeout=180)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "zeek"])
+def test_cluster_flows_equal_local(cluster, tmp_path, fmt):
+    """``flows``: a worker's flat read (CSV: its flow table spilled, sent as Arrow record
+    batches and spilled again here) and Zeek's rows come back as a local run has them."""
+    address, _, _ = cluster
+    outputs = []
+    for where in (["--jobs", "1"], ["--scheduler", address]):
+        out = tmp_path / f"{where[0][2:]}.{fmt}"
+        r = _run("flows", SAMPLES, "--format", fmt, "-o", out, *where)
+        assert r.returncode == 0, r.stderr
+        # (without Zeek's #open and #close lines: the time the log was written)
+        outputs.append(b"".join(line for line in out.read_bytes().splitlines(True)
+                                if not line.startswith((b"#open", b"#close"))))
+    assert outputs[0] == outputs[1]
+    assert outputs[0].count(b"\n") > 2000
+
+
+def test_cluster_states_equal_local(cluster):
+    address, _, _ = cluster
+    capture = SAMPLES / "close-wait-leak.pcap"
+    local, remote = (_run("states", capture, "--at", "2", *where)
+                     for where in (["--jobs", "1"], ["--scheduler", address]))
+    assert (remote.returncode, remote.stdout, remote.stderr) == \
+        (local.returncode, local.stdout, local.stderr)
+    assert b"CLOSE_WAIT" in local.stdout

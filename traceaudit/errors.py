@@ -23,10 +23,11 @@ class TraceauditError(Exception):
         state = dict(self.__dict__)
         if isinstance(self, OSError):
             state.update(errno=self.errno, strerror=self.strerror, filename=self.filename)
-        return _rebuilt, (type(self), self.args, state)
+        return rebuilt, (type(self), self.args, state)
 
 
-def _rebuilt(cls: type, args: tuple, state: dict) -> TraceauditError:
+def rebuilt(cls: type, args: tuple, state: dict) -> TraceauditError:
+    """An error of class ``cls`` as it was sent (pickled, or as JSON by Dask workers)."""
     exc = cls.__new__(cls)
     exc.args = args
     for name, value in state.items():

@@ -177,7 +177,7 @@ def _arrow_array(v: Column, n: int) -> pa.Array:
     if isinstance(v, Coded):
         return _coded_strings(v.codes, v.labels)
     if v.dtype == object:
-        return _strings(v)
+        return strings_as_arrow(v)
     if v.dtype == np.bool_:
         data = pa.py_buffer(np.packbits(v, bitorder="little"))
         return pa.Array.from_buffers(pa.bool_(), n, [None, data])
@@ -190,7 +190,7 @@ def _arrow_array(v: Column, n: int) -> pa.Array:
     return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), n, [valid, pa.py_buffer(v)])
 
 
-def _strings(v: np.ndarray) -> pa.Array:
+def strings_as_arrow(v: np.ndarray) -> pa.Array:
     """An object array of str (None for missing) as an Arrow string array."""
     import pyarrow as pa
     present = None

@@ -205,12 +205,15 @@ def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: in
         yield from done
 
 
-def outcome(future: Future, unit: Unit, options: ReadOptions) -> list[Done]:
-    """A unit's results; a result that could not come back fails that unit alone (as an
-    exception in the unit would). A worker that died breaks the pool: every unit not yet
-    returned fails so, each with its own error line."""
+def outcome(future: Future, unit: Unit, options: ReadOptions,
+            received: Callable[[object], list[Done]] | None = None) -> list[Done]:
+    """A unit's results (as ``received`` makes them of what came back, if it is given); a
+    result that could not come back fails that unit alone (as an exception in the unit
+    would). A worker that died breaks the pool: every unit not yet returned fails so, each
+    with its own error line."""
     try:
-        return future.result()
+        result = future.result()
+        return received(result) if received is not None else result
     except Exception as exc:
         return failed_unit(unit, exc, options)
 

@@ -237,6 +237,22 @@ class SpilledTable:
                 yield first_id, parts
                 first_id += sum(len(p) for p in parts)
 
+    def records(self) -> Iterator[Records]:
+        """The rows a bucket at a time, in order of buckets (not yet sorted within one), the
+        first read's rows of repaired 4-tuples left out: what ``of_records`` takes."""
+        assert not self.with_facts
+        for _, parts in self._buckets(lambda o, r, e: self._read(o, r)):
+            yield Records.concat(parts) if len(parts) > 1 else parts[0]
+
+    @classmethod
+    def of_records(cls, capture: str, zeek: bool, parts: Iterator[Records]) -> "SpilledTable":
+        """A table (without facts) holding ``parts``, as another process's ``records()``
+        gave them (``parallel.arrow_results``)."""
+        table = cls(capture, zeek)
+        for part in parts:
+            table.append(part)
+        return table
+
     def chunks(self) -> Iterator[Columns]:
         """The rows in order of first frame, a bucket at a time, with their ids."""
         for first_id, parts in self._buckets(lambda o, r, e: self._read(o, r)):
