@@ -199,12 +199,42 @@ def test_one_capture_split_by_flow_hash(tmp_path, monkeypatch, args):
 
 
 def test_html_of_flat_reads_equals_the_workers(tmp_path):
-    """``--spill --html``: read here (--jobs 1) every capture is read flat, its evidence
-    bounded (``report/html_evidence.py``); a worker (--jobs 2) keeps its capture whole. The
-    same page."""
-    r = both(tmp_path, "analyze", SAMPLES, "--spill", "--html", "r.html", outputs=("r.html",))
-    assert r["returncode"] == 1
-    assert r["files"]["r.html"].count(b'<svg class="ladder"') > 30
+    """``--spill --html``: every capture is read flat, its evidence bounded
+    (``report/html_evidence.py``). A worker could only read it whole (its flat read's packet
+    excerpts could not cross), and this process would hold it so until the page is drawn:
+    with --html, captures large enough for the flat read are read here only (with --spill,
+    every one; no worker reads any). The same page as --jobs 1."""
+    from traceaudit.parallel.runner import read_here_only
+    from traceaudit.parallel.steps import Audit
+    from traceaudit.pipeline import ReadOptions
+    from traceaudit.retire import RetireOptions
+    from traceaudit.rules.config import make_config
+    config = make_config(None)
+    html = Audit(config, keep_excerpts=True).with_several_readers()
+    summary = Audit(config, keep_excerpts=False, keep_events=False).with_several_readers()
+    sample = SAMPLES / "time-wait-pileup.pcap"
+    size = sample.stat().st_size
+    flat = ReadOptions(retire=RetireOptions(facts=True, min_bytes=size))
+    assert read_here_only(sample, flat, html)
+    assert not read_here_only(sample, ReadOptions(retire=RetireOptions(facts=True,
+                                                                        min_bytes=size + 1)),
+                              html)
+    assert not read_here_only(sample, flat, summary)       # (sent back portable)
+    assert not read_here_only(sample, ReadOptions(), html)  # (--no-spill: read whole anyway)
+
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120", HOLD_ENV: f"{hold}:0"}
+    alone = traceaudit("analyze", SAMPLES, "--spill", "--jobs", "1", "--html", "one.html",
+                       cwd=tmp_path)
+    run = subprocess.run([sys.executable, "-m", "traceaudit", "analyze", SAMPLES, "--spill",
+                          "--jobs", "2", "--html", "two.html"], cwd=tmp_path, env=env,
+                         capture_output=True, timeout=180)
+    assert not (hold / "held").exists()                     # no worker read a capture
+    assert run.returncode == alone.returncode == 1, run.stderr
+    pages = [masked((tmp_path / f"{n}.html").read_bytes()) for n in ("one", "two")]
+    assert pages[0] == pages[1]
+    assert pages[0].count(b'<svg class="ladder"') > 30
 
 
 def test_split_only_for_one_large_file(monkeypatch):

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from traceaudit.parallel.units import Done, read_unit
+from traceaudit.parallel.units import Done, parked, read_unit
 from traceaudit.rules.model import Finding, Severity
 
 if TYPE_CHECKING:
@@ -251,7 +251,9 @@ def unpacked(p: dict[str, Any]) -> Done:
         zeek_table=_columns(_read(p["zeek"])) if "zeek" in p else None,
         excerpts=excerpts,
         rst_origins=_array(_read(p["rst_origins"])) if "rst_origins" in p else None)
-    return Done(analysis, _findings(_read(p["findings"])))
+    # (parked, as a local worker's findings arrive: a batch keeps every capture's findings
+    # until its reports are written, ~530 bytes each so instead of ~1.15 KB as objects)
+    return Done(analysis, parked(_findings(_read(p["findings"]))))
 
 
 def _read(data: bytes) -> pa.Table:

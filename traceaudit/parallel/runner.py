@@ -95,10 +95,25 @@ def remote_options(options: ReadOptions, step: Step | None = None) -> ReadOption
     portable (``steps.Audit.reads_flat_anywhere``: it sends back the summary's columns and
     the JSON report's part, already rendered); otherwise (``--html``, Dask) it keeps its
     capture whole (its memory follows that capture's connections)."""
-    if options.retire is not None and options.retire.facts and \
-            not getattr(step, "reads_flat_anywhere", False):
+    if _flat_here_only(options, step):
         return replace(options, retire=None)
     return options
+
+
+def _flat_here_only(options: ReadOptions, step: Step | None) -> bool:
+    """Whether ``analyze``'s flat read (``options.retire`` with facts) is one this process
+    alone can make for ``step`` (see ``remote_options``)."""
+    return options.retire is not None and options.retire.facts and \
+        not getattr(step, "reads_flat_anywhere", False)
+
+
+def read_here_only(unit: Unit, options: ReadOptions, step: Step | None) -> bool:
+    """Whether ``unit`` is left to this process although a worker could read it: it is
+    large enough to be read flat (``options.retire.min_bytes``) and the step could not
+    send a flat read back (``--html``), so a worker would read it whole and this process
+    would then hold its tables until the report is written: memory growing with the
+    capture, and with every such capture of the batch. Read here, its memory stays flat."""
+    return _flat_here_only(options, step) and unit_bytes(unit) >= options.retire.min_bytes
 
 
 def worker_readable(unit: Unit) -> bool:
@@ -183,7 +198,8 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
 def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: int,
             progress) -> Iterator[Done]:
     """``jobs`` readers: this process and ``jobs - 1`` workers (``parallel.alongside``);
-    a unit only this process can read (standard input, a pipe) is read here at its turn."""
+    a unit only this process can read (standard input, a pipe) or should (``read_here_only``)
+    is read here at its turn."""
     from traceaudit.parallel.alongside import read_alongside
     from traceaudit.parallel.steps import Audit
     if isinstance(step, Audit):
@@ -198,8 +214,12 @@ def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: in
     def read_here(unit, read_options):
         return list(in_process([unit], read_options, step, progress))
 
-    remote = [worker_readable(u) for u in units]
-    workers = min(jobs - 1, sum(remote) - 1)
+    remote = [worker_readable(u) and not read_here_only(u, options, step) for u in units]
+    # (this process reads the others, and claims from the workers' units when it is free)
+    workers = min(jobs - 1, sum(remote) - (1 if all(remote) else 0))
+    if workers < 1:
+        yield from in_process(units, options, step, progress)
+        return
     for done in read_alongside(units, remote, workers, remote_read, here_read, step,
                                read_here, lambda unit, exc: failed_unit(unit, exc, options)):
         yield from done
