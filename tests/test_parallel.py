@@ -200,41 +200,66 @@ def test_one_capture_split_by_flow_hash(tmp_path, monkeypatch, args):
 
 def test_html_of_flat_reads_equals_the_workers(tmp_path):
     """``--spill --html``: every capture is read flat, its evidence bounded
-    (``report/html_evidence.py``). A worker could only read it whole (its flat read's packet
-    excerpts could not cross), and this process would hold it so until the page is drawn:
-    with --html, captures large enough for the flat read are read here only (with --spill,
-    every one; no worker reads any). The same page as --jobs 1."""
-    from traceaudit.parallel.runner import read_here_only
-    from traceaudit.parallel.steps import Audit
-    from traceaudit.pipeline import ReadOptions
-    from traceaudit.retire import RetireOptions
-    from traceaudit.rules.config import make_config
-    config = make_config(None)
-    html = Audit(config, keep_excerpts=True).with_several_readers()
-    summary = Audit(config, keep_excerpts=False, keep_events=False).with_several_readers()
-    sample = SAMPLES / "time-wait-pileup.pcap"
-    size = sample.stat().st_size
-    flat = ReadOptions(retire=RetireOptions(facts=True, min_bytes=size))
-    assert read_here_only(sample, flat, html)
-    assert not read_here_only(sample, ReadOptions(retire=RetireOptions(facts=True,
-                                                                        min_bytes=size + 1)),
-                              html)
-    assert not read_here_only(sample, flat, summary)       # (sent back portable)
-    assert not read_here_only(sample, ReadOptions(), html)  # (--no-spill: read whole anyway)
-
+    (``report/html_evidence.py``), in a worker too: its flat read crosses as it is, its spill
+    and excerpt files handed over (``retire/spill_files.py``), so this process holds no
+    capture whole. The worker is made to start first (``TRACEAUDIT_TEST_HOLD`` with 0 s) so
+    that it reads the largest capture. The same page as --jobs 1; no file left behind."""
     hold = tmp_path / "hold"
     hold.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120", HOLD_ENV: f"{hold}:0"}
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120", HOLD_ENV: f"{hold}:0",
+           "TMPDIR": str(temp)}
     alone = traceaudit("analyze", SAMPLES, "--spill", "--jobs", "1", "--html", "one.html",
                        cwd=tmp_path)
     run = subprocess.run([sys.executable, "-m", "traceaudit", "analyze", SAMPLES, "--spill",
                           "--jobs", "2", "--html", "two.html"], cwd=tmp_path, env=env,
                          capture_output=True, timeout=180)
-    assert not (hold / "held").exists()                     # no worker read a capture
+    assert (hold / "held").read_text().isdigit()            # a worker read a capture
     assert run.returncode == alone.returncode == 1, run.stderr
     pages = [masked((tmp_path / f"{n}.html").read_bytes()) for n in ("one", "two")]
     assert pages[0] == pages[1]
     assert pages[0].count(b'<svg class="ladder"') > 30
+    assert list(temp.iterdir()) == []
+
+
+def test_a_flat_read_crosses_as_its_files(tmp_path, monkeypatch):
+    """A worker's flat read pickles as second names of its spill and excerpt files in the
+    hand-over directory, not their bytes; the receiving side opens and removes them, and
+    reads the same connections and excerpts."""
+    import pickle
+
+    from traceaudit.parallel.steps import Audit
+    from traceaudit.parallel.units import read_unit
+    from traceaudit.pipeline import ReadOptions
+    from traceaudit.retire import RetireOptions, flat, spill_files
+    from traceaudit.retire.excerpt_spill import SpilledExcerpts
+    from traceaudit.rules.config import make_config
+    sample = SAMPLES / "time-wait-pileup.pcap"
+    options = ReadOptions(retire=RetireOptions(facts=True))
+    step = Audit(make_config(None), keep_excerpts=True).with_several_readers()
+    monkeypatch.setattr(flat, "IN_MEMORY_BYTES", 0)     # (kept on disk, as a large one)
+    spill_files.hand_over_in(str(tmp_path))
+    try:
+        (done,) = read_unit(sample, options, step)
+        data = pickle.dumps(done, pickle.HIGHEST_PROTOCOL)
+    finally:
+        spill_files.hand_over_in(None)
+    a = done.analysis
+    assert flat.is_flat(a) and isinstance(a.excerpts, SpilledExcerpts)
+    assert len(data) < a.table.size / 4                      # names, not the files' bytes
+    handed = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("handed-"))
+    assert len(handed) == 2
+    back = pickle.loads(data).analysis
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("handed-")]
+    assert back.table.columns().frame().equals(a.table.columns().frame())
+    first = a.table.columns()["first_frame"].tolist()
+    mine, theirs = a.excerpts.load(first), back.excerpts.load(first)
+    assert mine.pool.tobytes() == theirs.pool.tobytes()
+    assert all(mine.slots[k].tobytes() == theirs.slots[k].tobytes() for k in mine.slots)
+    a.table.close()
+    a.excerpts.close()
+    assert not list(tmp_path.iterdir())                      # the worker's names went too
 
 
 def test_split_only_for_one_large_file(monkeypatch):
@@ -277,10 +302,10 @@ class _InlinePool:
         pass
 
 
-def test_workers_read_with_flat_memory_unless_an_html_report_wants_excerpts():
+def test_workers_read_with_flat_memory_where_the_step_lets_them():
     """A flat read's spill is a temporary file of the reading process: a worker reads so
     when ``analyze``'s step makes it portable (the summary's columns, the JSON part already
-    rendered); for --html (packet excerpts) and on Dask it keeps its capture whole.
+    rendered; for --html the flat read itself); on Dask it keeps its capture whole.
     ``flows``' flow-table spill crosses as it is (pickled)."""
     from traceaudit.parallel.runner import remote_options
     from traceaudit.parallel.steps import Audit
@@ -295,7 +320,7 @@ def test_workers_read_with_flat_memory_unless_an_html_report_wants_excerpts():
     html = Audit(config, keep_excerpts=True, keep_events=True).with_several_readers()
     assert remote_options(flat, summary).retire == flat.retire
     assert remote_options(flat, json).retire == flat.retire
-    assert remote_options(flat, html).retire is None
+    assert remote_options(flat, html).retire == flat.retire     # (its files handed over)
     assert remote_options(flat).retire is None              # (Dask: no step given)
     flows_spill = RetireOptions()
     assert remote_options(ReadOptions(retire=flows_spill)).retire == flows_spill

@@ -742,6 +742,9 @@ def run() -> None:
         code = 1
     if stopping.asked() is not None:            # (even if the run got to its end)
         code = 128 + stopping.asked()
+    if "traceaudit.parallel.runner" in sys.modules:
+        from traceaudit.parallel.runner import remove_forkserver_directory
+        remove_forkserver_directory()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -32,12 +32,15 @@ _batch: tuple | None = None
 
 
 def start_worker(units: list, bounds, options: ReadOptions, step: Step | None,
-                 handoff: str, main_pid: int) -> None:
-    """A worker's initializer: the batch it claims from (sent once, not with every task), and
-    the directory its results are left in (``read_next``); it ends with ``main_pid``."""
+                 handoff: str, spills: str, main_pid: int) -> None:
+    """A worker's initializer: the batch it claims from (sent once, not with every task), the
+    directory its results are left in (``read_next``) and the one where its flat reads'
+    files are handed over (``retire.spill_files``); it ends with ``main_pid``."""
     global _batch
     from traceaudit.parallel.runner import _worker_started
+    from traceaudit.retire import spill_files
     _worker_started(main_pid, handoff)
+    spill_files.hand_over_in(spills)
     _batch = (units, bounds, options, step, handoff)
 
 
@@ -143,13 +146,16 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
     from concurrent.futures import ProcessPoolExecutor
 
     from traceaudit.parallel.runner import forkserver
+    from traceaudit.scratch import scratch_directory
     queue = claim_order(units, remote)          # positions in it are what is claimed
     context = forkserver()
     bounds = context.Array("q", [0, len(queue)])
-    with handoff_directory() as handoff:
+    # (the flat reads' files handed over on disk, in the temporary directory: not in memory)
+    with handoff_directory() as handoff, scratch_directory("traceaudit-spills-") as spills:
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker,
                                    initargs=([units[i] for i in queue], bounds,
-                                             remote_options, step, handoff, os.getpid()))
+                                             remote_options, step, handoff, spills,
+                                             os.getpid()))
         results: dict[int, list[Done]] = {}
         failures: list[BaseException] = []
         # a task a unit at most (a task that finds none left returns at once), submitted

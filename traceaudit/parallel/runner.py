@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import os
 import stat
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
@@ -90,30 +91,16 @@ def in_process(units: list[Unit], options: ReadOptions, step: Step | None,
 
 
 def remote_options(options: ReadOptions, step: Step | None = None) -> ReadOptions:
-    """How another process reads. ``analyze``'s flat read leaves its connections in a
-    temporary file of the reading process: a worker reads so only where the step makes it
-    portable (``steps.Audit.reads_flat_anywhere``: it sends back the summary's columns and
-    the JSON report's part, already rendered); otherwise (``--html``, Dask) it keeps its
-    capture whole (its memory follows that capture's connections)."""
-    if _flat_here_only(options, step):
+    """How another process reads. ``analyze``'s flat read leaves its connections in temporary
+    files of the reading process: a worker reads so only where the step makes it portable
+    (``steps.Audit.reads_flat_anywhere``: it sends back the summary's columns and the JSON
+    report's part, already rendered, or for --html the flat read with its files); otherwise
+    (Dask, ``states``) it keeps its capture whole (its memory follows that capture's
+    connections)."""
+    if options.retire is not None and options.retire.facts and \
+            not getattr(step, "reads_flat_anywhere", False):
         return replace(options, retire=None)
     return options
-
-
-def _flat_here_only(options: ReadOptions, step: Step | None) -> bool:
-    """Whether ``analyze``'s flat read (``options.retire`` with facts) is one this process
-    alone can make for ``step`` (see ``remote_options``)."""
-    return options.retire is not None and options.retire.facts and \
-        not getattr(step, "reads_flat_anywhere", False)
-
-
-def read_here_only(unit: Unit, options: ReadOptions, step: Step | None) -> bool:
-    """Whether ``unit`` is left to this process although a worker could read it: it is
-    large enough to be read flat (``options.retire.min_bytes``) and the step could not
-    send a flat read back (``--html``), so a worker would read it whole and this process
-    would then hold its tables until the report is written: memory growing with the
-    capture, and with every such capture of the batch. Read here, its memory stays flat."""
-    return _flat_here_only(options, step) and unit_bytes(unit) >= options.retire.min_bytes
 
 
 def worker_readable(unit: Unit) -> bool:
@@ -146,6 +133,18 @@ def forkserver():
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["traceaudit.parallel.units"])
     return context
+
+
+def remove_forkserver_directory() -> None:
+    """Remove the directory multiprocessing made for the fork server's socket (``pymp-*`` in
+    the temporary directory), which its exit handler would have removed: the command line
+    ends without the interpreter's teardown (``cli.run``), and every run with workers left
+    one behind. Called once no worker will start again."""
+    if "multiprocessing.forkserver" not in sys.modules:
+        return
+    import shutil
+    from multiprocessing import util
+    shutil.rmtree(util.get_temp_dir(), ignore_errors=True)
 
 
 def _pool(workers: int, handoff: str):
@@ -198,8 +197,7 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
 def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: int,
             progress) -> Iterator[Done]:
     """``jobs`` readers: this process and ``jobs - 1`` workers (``parallel.alongside``);
-    a unit only this process can read (standard input, a pipe) or should (``read_here_only``)
-    is read here at its turn."""
+    a unit only this process can read (standard input, a pipe) is read here at its turn."""
     from traceaudit.parallel.alongside import read_alongside
     from traceaudit.parallel.steps import Audit
     if isinstance(step, Audit):
@@ -214,12 +212,8 @@ def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: in
     def read_here(unit, read_options):
         return list(in_process([unit], read_options, step, progress))
 
-    remote = [worker_readable(u) and not read_here_only(u, options, step) for u in units]
-    # (this process reads the others, and claims from the workers' units when it is free)
-    workers = min(jobs - 1, sum(remote) - (1 if all(remote) else 0))
-    if workers < 1:
-        yield from in_process(units, options, step, progress)
-        return
+    remote = [worker_readable(u) for u in units]
+    workers = min(jobs - 1, sum(remote) - 1)
     for done in read_alongside(units, remote, workers, remote_read, here_read, step,
                                read_here, lambda unit, exc: failed_unit(unit, exc, options)):
         yield from done

@@ -35,7 +35,8 @@ class Audit:
                                     # directory where it is read (``report.json_pieces``)
     render_json: bool = False       # do so (``with_several_readers``)
     crosses: bool = False           # what is kept may go to another process: a flat read
-                                    # (without --html) is made ``audit.portable``
+                                    # is made ``audit.portable`` (with --html it crosses
+                                    # as it is, its files handed over)
 
     def __call__(self, analysis: CaptureAnalysis) -> tuple[CaptureAnalysis, list[Finding]]:
         from traceaudit.audit import portable, slimmed
@@ -45,8 +46,10 @@ class Audit:
         if self.render_json and self.json_dir:
             from traceaudit.report.json_pieces import rendered
             text = rendered(analysis, found, self.json_dir)
-        if self.reads_flat_anywhere:
+        if self.reads_flat_anywhere and not self.keep_excerpts:
             # every connection in memory only if the JSON report must still render them
+            # (for --html, whose page is drawn from every capture's connections a chunk at
+            # a time, a flat read crosses as it is: its files are handed over)
             analysis = portable(analysis, whole=self.keep_events and text is None)
         if text is None:
             return slimmed(analysis, keep_excerpts=self.keep_excerpts,
@@ -65,8 +68,9 @@ class Audit:
     @property
     def reads_flat_anywhere(self) -> bool:
         """Whether a worker may read a capture with flat memory (``retire.flat``): what it
-        keeps can cross back (``crosses``), and no HTML report wants its packet excerpts."""
-        return self.crosses and not self.keep_excerpts
+        keeps can cross back (``crosses``: the summary's columns and the JSON report's part,
+        or for --html the flat read itself, its files handed over, ``retire.spill_files``)."""
+        return self.crosses
 
 
 @dataclass(frozen=True)

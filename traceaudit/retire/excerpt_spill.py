@@ -11,19 +11,19 @@ read's, so where both hold a first frame the repair's (the later) one is read.
 
 from __future__ import annotations
 
-import tempfile
 from typing import Iterable
 
 import numpy as np
 
 from traceaudit.flows import assign as A
 from traceaudit.flows.table import FlowBuilder
-from traceaudit.retire import spill
+from traceaudit.retire import spill, spill_files
 from traceaudit.tracking.excerpts import (P_CONN, P_IDX, SLOTS, ExcerptRecorder, Excerpts,
                                           N_POOL)
 
 _SLOT_FIELDS = ("frame", "ts", "seq", "ack", "len", "win", "flags")
 _HEAD = 5           # first frame, count, base client, base server, pool rows
+_PREFIX = "traceaudit-excerpts-"
 
 
 class SpilledExcerpts:
@@ -31,7 +31,7 @@ class SpilledExcerpts:
     of a flat read with ``--html``)."""
 
     def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile(prefix="traceaudit-excerpts-")
+        self._file = spill_files.new_file(_PREFIX)
         # per bucket, in the order written: (offset, rows, pool rows)
         self._segments: dict[int, list[tuple[int, int, int]]] = {}
         self._end = 0
@@ -138,6 +138,14 @@ class SpilledExcerpts:
 
     def close(self) -> None:
         self._file.close()
+
+    def __getstate__(self) -> dict:
+        # (read in a worker process: it comes back as its file, ``spill_files``)
+        return {**self.__dict__, "_file": spill_files.sent(self._file, self._end)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._file = spill_files.received(state["_file"], _PREFIX)
 
 
 class ExcerptRetirer:

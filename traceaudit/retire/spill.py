@@ -12,19 +12,20 @@ read them back a bucket at a time (``Finished``).
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 
 from traceaudit.flows.columns import Coded, Columns, Repeated
+from traceaudit.retire import spill_files
 from traceaudit.retire.records import CODED, FIELDS, Records, record_columns
 from traceaudit.tracking.connections import CODED_LABELS
 from traceaudit.tracking.facts import conn_table, endpoint_table
 from traceaudit.tracking.tracker import EV_CONN
 
 BUCKET_FRAMES = 1 << 18
+_PREFIX = "traceaudit-spill-"
 _EV_COLS = 6
 _ENDS_BYTES = endpoint_table(0).dtype.itemsize * 2     # a connection's two endpoints
 _CONN_BYTES = conn_table(0).dtype.itemsize
@@ -107,7 +108,7 @@ class SpilledTable:
         self.capture = capture
         self.zeek = zeek
         self.with_facts = with_facts
-        self._file = tempfile.TemporaryFile(prefix="traceaudit-spill-")
+        self._file = spill_files.new_file(_PREFIX)
         # bucket, offset, rows, repair, events (with_facts: facts and events follow the records)
         self._segments: list[tuple[int, int, int, bool, int]] = []
         self._end = 0
@@ -193,7 +194,7 @@ class SpilledTable:
         assert self.with_facts
         rewrite = facts and not self._sorted
         if rewrite:
-            out = tempfile.TemporaryFile(prefix="traceaudit-spill-")
+            out = spill_files.new_file(_PREFIX)
             segments: list[tuple[int, int, int, bool, int]] = []
             end = 0
             counts = {name: np.zeros(len(CODED_LABELS[name]), np.int64) for name in CODED}
@@ -315,18 +316,12 @@ class SpilledTable:
         self._file.close()
 
     def __getstate__(self) -> dict:
-        # a table read in a worker process comes back whole (its records, ~100 bytes a
-        # connection) and is spilled again on this side
-        state = dict(self.__dict__)
-        self._file.seek(0)
-        state["_file"] = self._file.read(self._end)
-        return state
+        # a table read in a worker process comes back as its file (``spill_files``)
+        return {**self.__dict__, "_file": spill_files.sent(self._file, self._end)}
 
     def __setstate__(self, state: dict) -> None:
-        data = state.pop("_file")
         self.__dict__.update(state)
-        self._file = tempfile.TemporaryFile(prefix="traceaudit-spill-")
-        self._file.write(data)
+        self._file = spill_files.received(state["_file"], _PREFIX)
 
 
 def concat_columns(chunks: list[Columns]) -> Columns:
