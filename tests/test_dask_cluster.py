@@ -160,3 +160,19 @@ def test_cluster_states_equal_local(cluster):
     assert (remote.returncode, remote.stdout, remote.stderr) == \
         (local.returncode, local.stdout, local.stderr)
     assert b"CLOSE_WAIT" in local.stdout
+
+
+def test_a_relative_path_the_workers_cannot_open_is_said_so(cluster, tmp_path):
+    """Workers open paths from their own directory: a capture given by a path relative to
+    another fails with a line that says so, and what to do."""
+    address, _, _ = cluster
+    (tmp_path / "x.pcap").write_bytes((SAMPLES / "close-wait-leak.pcap").read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "traceaudit", "analyze", "x.pcap",
+                        "--scheduler", address], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2
+    assert "x.pcap: cannot open (No such file or directory) on a Dask worker" \
+        in r.stderr
+    assert f"start the workers in {tmp_path}" in r.stderr
+    assert "Traceback" not in r.stderr

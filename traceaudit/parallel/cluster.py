@@ -10,11 +10,12 @@ scheduler's own rescheduling, plus ``RETRIES`` for an exception that escapes a u
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from traceaudit import stopping
-from traceaudit.errors import ClusterError
+from traceaudit.errors import CaptureError, ClusterError
 from traceaudit.parallel.arrow_results import read_unit_as_arrow, unpacked_all
 from traceaudit.parallel.runner import in_process, outcome, worker_readable
 from traceaudit.parallel.units import Done
@@ -54,10 +55,26 @@ def cluster_units(units: list, options: ReadOptions, step: Step | None, address:
                 while not future.done():            # (a stop is checked while waiting)
                     stopping.check()
                     time.sleep(stopping.SLICE_S)
-                yield from outcome(future, unit, options, unpacked_all)
+                yield from _said_for_relative_paths(outcome(future, unit, options,
+                                                            unpacked_all))
                 future.release()
     finally:
         client.close()
+
+
+def _said_for_relative_paths(done: list[Done]) -> list[Done]:
+    """A capture given by a relative path that a worker could not open, though it is there
+    for this process: a worker opens it from its own working directory. The error says so,
+    and what to do."""
+    for d in done:
+        error = d.analysis.stats.error
+        if error is not None and error.slug == "open" and not os.path.isabs(error.path) \
+                and os.path.exists(error.path):
+            d.analysis.stats.error = CaptureError(
+                error.path, f"{error.reason} on a Dask worker, which opens a relative path "
+                            f"from its own working directory: give an absolute path, or "
+                            f"start the workers in {os.getcwd()}", slug="open")
+    return done
 
 
 def _token() -> str:
