@@ -647,3 +647,29 @@ def test_the_portable_summary_holds_no_view_of_the_spilled_records():
         array = column.codes if isinstance(column, Coded) else column
         if hasattr(array, "base"):
             assert array.base is None or array.base.nbytes <= array.nbytes, name
+
+
+def test_a_spill_crosses_as_its_bytes_where_it_cannot_be_linked(tmp_path, monkeypatch):
+    """(a temporary directory on a file system without hard links)"""
+    import pickle
+
+    from traceaudit.retire import spill_files
+    from traceaudit.retire.excerpt_spill import SpilledExcerpts
+
+    def no_link(*args):
+        raise PermissionError("no hard links here")
+
+    spill_files.hand_over_in(str(tmp_path))
+    try:
+        spilled = SpilledExcerpts()
+        spilled._file.write(b"x" * 1000)
+        spilled._end = 1000
+        monkeypatch.setattr(spill_files.os, "link", no_link)
+        data = pickle.dumps(spilled)
+    finally:
+        spill_files.hand_over_in(None)
+    back = pickle.loads(data)
+    back._file.seek(0)
+    assert back._file.read() == b"x" * 1000
+    spilled.close()
+    assert not list(tmp_path.iterdir())

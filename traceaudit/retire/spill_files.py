@@ -41,8 +41,11 @@ def sent(file, size: int) -> str | bytes:
     if _directory is not None and isinstance(name, str):
         file.flush()
         second = os.path.join(_directory, f"handed-{os.getpid()}-{next(_names)}")
-        os.link(name, second)
-        return second
+        try:
+            os.link(name, second)
+            return second
+        except OSError:             # a file system without hard links: the bytes, then
+            pass
     file.seek(0)
     return file.read(size)
 
