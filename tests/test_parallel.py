@@ -494,9 +494,11 @@ def test_workers_that_cannot_start_leave_every_unit_to_this_process(monkeypatch)
 
 
 def _json_dirs() -> set[Path]:
-    """The JSON report's scratch directories there are (``cli.analyze`` with --json)."""
+    """The JSON report's scratch directories there are (``cli.analyze`` with --json), and the
+    workers' flat-read hand-over directories (``retire.spill_files``)."""
     import tempfile
-    return set(Path(tempfile.gettempdir()).glob("traceaudit-json-*"))
+    where = Path(tempfile.gettempdir())
+    return {*where.glob("traceaudit-json-*"), *where.glob("traceaudit-spills-*")}
 
 
 def _gone(pid: int, within: float = 15) -> bool:
@@ -539,7 +541,7 @@ def test_a_killed_run_leaves_no_worker_and_its_directories_are_cleared_next_time
     run.kill()
     run.communicate(timeout=30)
     assert _gone(pid)
-    assert len(_handoff_dirs() - results) == 1 and len(_json_dirs() - parts) == 1
+    assert len(_handoff_dirs() - results) == 1 and len(_json_dirs() - parts) == 2
     again = traceaudit("analyze", SAMPLES, "--json", "again.json", "--jobs", "2",
                        cwd=tmp_path)
     assert again.returncode == 1, again.stderr
