@@ -135,3 +135,33 @@ def test_a_plain_arrow_reader_opens_every_table():
     arrays = big.analysis.events.nbytes + big.analysis.tracked.endpoints.nbytes
     assert sum(map(len, packed(big).values())) < arrays / 2
 
+
+
+def test_a_cluster_worker_reads_flat_and_sends_its_json_part(tmp_path):
+    """``analyze --json --spill`` on a cluster: the worker reads with flat memory, renders its
+    capture's part of the JSON report in a directory of its own, and sends the summary's
+    columns and that text; the client puts the text in its own directory. The report made
+    of it is the one a local read renders."""
+    from traceaudit.audit import SUMMARY_COLUMNS
+    from traceaudit.parallel.arrow_results import read_unit_as_arrow
+    from traceaudit.parallel.cluster import cluster_step
+    from traceaudit.parallel.runner import remote_options
+    from traceaudit.report.json_report import connection_text, finding_text
+    sample = next(p for p in SAMPLE_CAPTURES if p.name == "time-wait-pileup.pcap")
+    options = ReadOptions(retire=RetireOptions(facts=True))
+    step = cluster_step(Audit(RulesConfig(), keep_excerpts=False, keep_events=True,
+                              json_dir=str(tmp_path / "client")))
+    (tmp_path / "client").mkdir()
+    assert remote_options(options, step).retire == options.retire        # (read flat)
+    (payload,) = read_unit_as_arrow(sample, remote_options(options, step), step)
+    flows = pa.ipc.open_stream(payload["flows"]).read_all()
+    assert flows.column_names == list(SUMMARY_COLUMNS) and flows.num_rows == 2000
+    back = unpacked(payload, str(tmp_path / "client"))
+    assert back.analysis.json_text.rows_path.startswith(str(tmp_path / "client"))
+    (whole,) = read_unit(sample, ReadOptions(), RulesOnWhole(RulesConfig()))
+    assert b"".join(back.analysis.json_text.rows()) == b"".join(connection_text(whole.analysis))
+    assert b"".join(back.analysis.json_text.finding_blocks()) == \
+        b"".join(finding_text(f.to_dict() for f in whole.findings))
+    assert back.analysis.json_text.finding_count == len(whole.findings) == len(back.findings)
+    assert list(back.findings) == list(whole.findings)
+    assert not list((tmp_path / "client").iterdir())      # (the files go once read)

@@ -83,19 +83,30 @@ def _analyze(tmp_path: Path, name: str, *args) -> tuple[int, dict, str]:
     env.pop("TRACEAUDIT_SCHEDULER", None)
     r = subprocess.run([sys.executable, "-m", "traceaudit", "analyze", SAMPLES, "--json", out,
                         *args], env=env, capture_output=True, text=True, timeout=180)
-    doc = json.loads(out.read_text())
-    doc.pop("generated_at")
-    return r.returncode, doc, r.stderr
+    return r.returncode, _report(out), r.stderr
+
+
+def _report(path: Path) -> dict:
+    """A JSON report, parsed, and its bytes but for the time it was written."""
+    text = path.read_bytes()
+    doc = json.loads(text)
+    stamp = doc.pop("generated_at")
+    doc["(bytes, without the time)"] = text.replace(stamp.encode(), b"")
+    return doc
 
 
 def _connections(doc: dict) -> list[tuple]:
     return [(c["capture"], c["id"]) for c in doc["connections"]]
 
 
-def test_cluster_json_equals_local(cluster, tmp_path):
+@pytest.mark.parametrize("spill", [[], ["--spill"]], ids=["whole", "flat"])
+def test_cluster_json_equals_local(cluster, tmp_path, spill):
+    """Each worker renders its captures' part of the JSON report (with ``--spill`` after a
+    flat read, its memory following the connections open at once), and the client writes
+    the report: the local run's, byte for byte once parsed."""
     address, _, _ = cluster
     code, local, _ = _analyze(tmp_path, "local", "--jobs", "1")
-    remote_code, remote, err = _analyze(tmp_path, "remote", "--scheduler", address)
+    remote_code, remote, err = _analyze(tmp_path, "remote", "--scheduler", address, *spill)
     assert (remote_code, err) == (code, "")
     assert remote == local
     listed = _connections(remote)
@@ -122,8 +133,7 @@ def test_killed_worker_is_replaced(cluster, tmp_path):
         hold.rmdir()
     assert run.returncode == code, err
     assert "Remove worker" in log.read_text()                  # the scheduler saw it die
-    remote = json.loads(out.read_text())
-    remote.pop("generated_at")
+    remote = _report(out)
     assert _connections(remote) == _connections(local)          # none lost, none doubled
     assert remote == local
 

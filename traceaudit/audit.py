@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from traceaudit.pipeline import CaptureAnalysis
 from traceaudit.rules.model import Finding, Rule, Severity
@@ -87,15 +87,15 @@ def write_reports(report: AuditReport, *, json: str | None = None, junit: str | 
         write_output(html, render_html(report))
 
 
-def _rendered_findings(report: AuditReport) -> list[bytes] | None:
-    """The findings' JSON text as the readers rendered it (``report.json_pieces``), when
-    every capture's was and the report lists them all (no baseline took some out); else
-    None (the report makes it from the findings)."""
+def _rendered_findings(report: AuditReport) -> list[Iterator[bytes]] | None:
+    """The findings' JSON text as the readers rendered it (``report.json_pieces``: each
+    capture's, read once), when every capture's was and the report lists them all (no
+    baseline took some out); else None (the report makes it from the findings)."""
     texts = [a.json_text for a in report.analyses]
     if not texts or any(t is None for t in texts) or \
             sum(t.finding_count for t in texts) != len(report.findings):
         return None
-    return [t.findings for t in texts]
+    return [t.finding_blocks() for t in texts]
 
 
 def build_report(analyses: list[CaptureAnalysis], config: "RulesConfig",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from traceaudit.parallel.units import Done, parked, read_unit
+from traceaudit.parallel.units import Done, read_unit
 from traceaudit.rules.model import Finding, Severity
 
 if TYPE_CHECKING:
@@ -41,20 +41,27 @@ _FINDING_FIELDS = tuple(f.name for f in fields(Finding) if f.name != "_fingerpri
 
 
 def read_unit_as_arrow(unit, options: ReadOptions, step: Step | None) -> list[dict[str, Any]]:
-    """``units.read_unit`` on a worker, its results packed (the Dask task)."""
-    return [packed(done) for done in read_unit(unit, options, step)]
+    """``units.read_unit`` on a worker, its results packed (the Dask task). A step that
+    renders the JSON report's part (``steps.Audit.render_json``) renders it into a directory
+    of this worker, whose text then travels in the payload."""
+    if not getattr(step, "render_json", False):
+        return [packed(done) for done in read_unit(unit, options, step)]
+    import tempfile
+    from dataclasses import replace
+    with tempfile.TemporaryDirectory(prefix="traceaudit-json-") as where:
+        return [packed(done) for done in read_unit(unit, options, replace(step, json_dir=where))]
 
 
 # -- packing (the worker) ----------------------------------------------------------------------
 def packed(done: Done) -> dict[str, Any]:
-    """One analysis and its findings: ``{"meta": JSON bytes, table name: IPC stream bytes}``."""
+    """One analysis and its findings: ``{"meta": JSON bytes, table name: IPC stream}``."""
     import orjson
 
+    from traceaudit.capture import memory
     from traceaudit.flows.columns import Columns
+    memory.tune_arrow()     # (Arrow's own pool kept ~120 MB of 70,000 findings' batches)
     from traceaudit.retire.spill import SpilledTable
     a = done.analysis
-    if a.json_text is not None:
-        raise TypeError("a rendered JSON part does not travel as Arrow tables")
     if isinstance(a.table, Columns):
         flows = {"flows": _stream(_columns_table(a.table))}
     elif isinstance(a.table, SpilledTable) and not a.table.with_facts:
@@ -66,8 +73,11 @@ def packed(done: Done) -> dict[str, Any]:
         "events": _stream(_array_table(a.events, _EVENT_COLUMNS)),
         "endpoint_facts": _stream(_array_table(a.tracked.endpoints, ("client", "server"))),
         "connection_facts": _stream(_array_table(a.tracked.conns)),
-        "findings": _stream(_findings_table(done.findings)),
+        "findings": _findings_stream(done.findings),
     }
+    if a.json_text is not None:
+        out["json_rows"] = _texts_stream(a.json_text.rows())
+        out["json_findings"] = _texts_stream(a.json_text.finding_blocks())
     if a.rst_origins is not None:
         out["rst_origins"] = _stream(_array_table(a.rst_origins, ("client", "server")))
     if a.zeek_table is not None:
@@ -81,22 +91,69 @@ def packed(done: Done) -> dict[str, Any]:
     out["meta"] = orjson.dumps({
         "stats": _stats_json(a.stats),
         "end_ts_ns": a.tracked.end_ts_ns, "tracker": asdict(a.tracked.config),
-        "excerpt_slots": list(a.excerpts.slots) if a.excerpts is not None else None})
+        "excerpt_slots": list(a.excerpts.slots) if a.excerpts is not None else None,
+        "json_finding_count": a.json_text.finding_count if a.json_text is not None else None})
     return out
 
 
-def _stream(batch: pa.RecordBatch) -> bytes:
-    """One batch as an IPC stream (a batch, not a table: an empty table would be written
-    without its batch, and so without the dictionaries of its coded columns)."""
+def _batches_stream(schema: pa.Schema, batches) -> pa.Buffer:
+    """Record batches, made one at a time, as one compressed IPC stream (an Arrow buffer:
+    pickled out of band, as Dask sends results, without a copy)."""
     import pyarrow as pa
     sink = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression=COMPRESSION)
-    with pa.ipc.new_stream(sink, batch.schema, options=options) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue().to_pybytes()
+    options = pa.ipc.IpcWriteOptions(compression=COMPRESSION, use_threads=False)
+    with pa.ipc.new_stream(sink, schema, options=options) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
+    return sink.getvalue()
 
 
-def _records_stream(spill) -> bytes:
+#: JSON text travels in batches of at least this many bytes (a large capture's connection
+#: entries are gigabytes: never held whole, uncompressed)
+TEXT_BATCH_BYTES = 8 << 20
+
+#: findings travel (and are parked on arrival) this many at a time
+FINDINGS_BATCH = 4096
+
+
+def _texts_stream(blocks) -> pa.Buffer:
+    """Blocks of text (the JSON report's part) as a table of one binary column."""
+    import pyarrow as pa
+    schema = pa.schema([("text", pa.large_binary())])
+
+    def batches():
+        held, size = [], 0
+        for block in blocks:
+            held.append(bytes(block))
+            size += len(block)
+            if size >= TEXT_BATCH_BYTES:
+                yield pa.record_batch([pa.array(held, pa.large_binary())], schema=schema)
+                held, size = [], 0
+        yield pa.record_batch([pa.array(held, pa.large_binary())], schema=schema)
+    return _batches_stream(schema, batches())
+
+
+def _findings_stream(findings) -> pa.Buffer:
+    """The findings, ``FINDINGS_BATCH`` at a time (a flat read's are parked: never all
+    objects at once)."""
+    from itertools import islice
+    findings = iter(findings)
+    first = _findings_table(list(islice(findings, FINDINGS_BATCH)))
+
+    def batches():
+        yield first
+        while chunk := list(islice(findings, FINDINGS_BATCH)):
+            yield _findings_table(chunk)
+    return _batches_stream(first.schema, batches())
+
+
+def _stream(batch: pa.RecordBatch) -> pa.Buffer:
+    """One batch as an IPC stream (a batch, not a table: an empty table would be written
+    without its batch, and so without the dictionaries of its coded columns)."""
+    return _batches_stream(batch.schema, [batch])
+
+
+def _records_stream(spill) -> pa.Buffer:
     """A flat read's flow table (``retire.spill``, without facts) as one record batch a bucket
     of its rows: columns ``retire.records.FIELDS``, the table flat in memory on both sides.
     The worker's spill is closed then (nothing reads it again there)."""
@@ -105,13 +162,11 @@ def _records_stream(spill) -> bytes:
     from traceaudit.retire.records import FIELDS
     schema = pa.schema([(name, pa.int64()) for name in FIELDS],
                        metadata={"capture": spill.capture, "zeek": str(int(spill.zeek))})
-    sink = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression=COMPRESSION)
-    with pa.ipc.new_stream(sink, schema, options=options) as writer:
-        for part in spill.records():
-            writer.write_batch(pa.record_batch(list(map(_numeric, part.data)), schema=schema))
+    data = _batches_stream(schema, (pa.record_batch(list(map(_numeric, part.data)),
+                                                    schema=schema)
+                                    for part in spill.records()))
     spill.close()
-    return sink.getvalue().to_pybytes()
+    return data
 
 
 def _columns_table(table) -> pa.RecordBatch:
@@ -223,16 +278,19 @@ def _error_json(error) -> dict | None:
 
 
 # -- unpacking (the client) -------------------------------------------------------------------
-def unpacked_all(payload: list[dict[str, Any]]) -> list[Done]:
-    return [unpacked(p) for p in payload]
+def unpacked_all(payload: list[dict[str, Any]], json_dir: str | None = None) -> list[Done]:
+    return [unpacked(p, json_dir) for p in payload]
 
 
-def unpacked(p: dict[str, Any]) -> Done:
-    """What ``packed`` made, as the analysis and findings it was made of."""
+def unpacked(p: dict[str, Any], json_dir: str | None = None) -> Done:
+    """What ``packed`` made, as the analysis and findings it was made of; a rendered JSON
+    part's connection entries go to a file of ``json_dir``, as a local reader leaves them."""
     import orjson
 
+    from traceaudit.capture import memory
     from traceaudit.pipeline import CaptureAnalysis
     from traceaudit.tracking.excerpts import Excerpts
+    memory.tune_arrow()
     from traceaudit.tracking.tracker import Tracked, TrackerConfig
     meta = orjson.loads(p["meta"])
     tracked = Tracked(_array(_read(p["endpoint_facts"])), _array(_read(p["connection_facts"])),
@@ -251,18 +309,47 @@ def unpacked(p: dict[str, Any]) -> Done:
         events=np.ascontiguousarray(_array(_read(p["events"]))),
         zeek_table=_columns(_read(p["zeek"])) if "zeek" in p else None,
         excerpts=excerpts,
-        rst_origins=_array(_read(p["rst_origins"])) if "rst_origins" in p else None)
-    # (parked, as a local worker's findings arrive: a batch keeps every capture's findings
-    # until its reports are written, ~530 bytes each so instead of ~1.15 KB as objects)
-    return Done(analysis, parked(_findings(_read(p["findings"]))))
+        rst_origins=_array(_read(p["rst_origins"])) if "rst_origins" in p else None,
+        json_text=_rendered(p, meta, json_dir) if "json_rows" in p else None)
+    return Done(analysis, _parked_findings(p["findings"]))
 
 
-def _read(data: bytes) -> pa.Table:
+def _rendered(p: dict[str, Any], meta: dict, json_dir: str | None):
+    """A rendered JSON part, its two texts written to files of ``json_dir``."""
+    from traceaudit.report.json_pieces import RenderedJson, written_to
+    if json_dir is None:
+        raise ValueError("a rendered JSON part came back, and no directory to put it in")
+    return RenderedJson(written_to(json_dir, _texts(p["json_rows"])),
+                        written_to(json_dir, _texts(p["json_findings"])),
+                        meta["json_finding_count"])
+
+
+def _texts(data: pa.Buffer):
+    """The blocks of a ``_texts_stream``, in order, a batch at a time."""
+    import pyarrow as pa
+    for batch in pa.ipc.open_stream(pa.py_buffer(data)):
+        yield from (block for block in batch.column(0).to_pylist() if block)
+
+
+def _parked_findings(data: pa.Buffer):
+    """The findings, parked a batch at a time as they are read (as a local worker's arrive:
+    a batch keeps every capture's findings until its reports are written, ~530 bytes each
+    so instead of ~1.15 KB as objects)."""
+    import pyarrow as pa
+
+    from traceaudit.retire.findings import ParkedFindings
+    findings = ParkedFindings(keep=0)
+    for batch in pa.ipc.open_stream(pa.py_buffer(data)):
+        findings.add(_findings(pa.Table.from_batches([batch])))
+    return findings
+
+
+def _read(data: pa.Buffer) -> pa.Table:
     import pyarrow as pa
     return pa.ipc.open_stream(pa.py_buffer(data)).read_all()
 
 
-def _spilled(data: bytes):
+def _spilled(data: pa.Buffer):
     """``_records_stream``'s table spilled again here, a bucket at a time."""
     import pyarrow as pa
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from traceaudit import stopping
 from traceaudit.errors import CaptureError, ClusterError
 from traceaudit.parallel.arrow_results import read_unit_as_arrow, unpacked_all
-from traceaudit.parallel.runner import in_process, outcome, worker_readable
+from traceaudit.parallel.runner import in_process, outcome, remote_options, worker_readable
 from traceaudit.parallel.units import Done
 from traceaudit.pipeline import ReadOptions
 
@@ -43,8 +44,11 @@ def cluster_units(units: list, options: ReadOptions, step: Step | None, address:
         client = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         raise ClusterError(f"cannot reach the Dask scheduler {address}: {exc}") from None
+    step = cluster_step(step)
+    remote = remote_options(options, step)
+    received = partial(unpacked_all, json_dir=getattr(step, "json_dir", None))
     try:
-        futures = [client.submit(read_unit_as_arrow, u, options, step, pure=False,
+        futures = [client.submit(read_unit_as_arrow, u, remote, step, pure=False,
                                  retries=RETRIES,
                                  key=f"traceaudit-unit-{i}-{_token()}")
                    if worker_readable(u) else None for i, u in enumerate(units)]
@@ -56,10 +60,22 @@ def cluster_units(units: list, options: ReadOptions, step: Step | None, address:
                     stopping.check()
                     time.sleep(stopping.SLICE_S)
                 yield from _said_for_relative_paths(outcome(future, unit, options,
-                                                            unpacked_all))
+                                                            received))
                 future.release()
     finally:
         client.close()
+
+
+def cluster_step(step: Step | None) -> Step | None:
+    """The step as a cluster's workers run it. ``analyze`` without --html: as several local
+    readers do, each worker renders its captures' part of the JSON report and reads a large
+    capture with flat memory, and what comes back is the summary's columns and that text
+    (``steps.Audit.with_several_readers``). With --html a flat read could only cross as files
+    of the machine that made it: the workers read whole."""
+    from traceaudit.parallel.steps import Audit
+    if isinstance(step, Audit) and not step.keep_excerpts:
+        return step.with_several_readers()
+    return step
 
 
 def _said_for_relative_paths(done: list[Done]) -> list[Done]:

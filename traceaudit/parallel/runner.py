@@ -57,7 +57,7 @@ def read_units(units: Iterable[Unit], options: ReadOptions, step: Step | None, *
     units = list(units)
     if scheduler:
         from traceaudit.parallel.cluster import cluster_units
-        yield from cluster_units(units, remote_options(options), step, scheduler, progress)
+        yield from cluster_units(units, options, step, scheduler, progress)
         return
     if jobs == 1:
         # one core: this process without its read-ahead thread (which decodes on another)

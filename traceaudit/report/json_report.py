@@ -176,7 +176,7 @@ def render(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None 
 def write(target, analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None = None,
           *, tool_version: str, generated_at: str | None = None,
           skipped: list[str] | None = None,
-          finding_texts: Iterable[bytes] | None = None) -> None:
+          finding_texts: Iterable[Iterator[bytes]] | None = None) -> None:
     """Stream the report to ``target`` (``-`` = stdout; a file is written atomically): the
     text of at most CHUNK_CONNECTIONS connections is held in memory at a time."""
     from traceaudit.report.output import write_output
@@ -193,7 +193,7 @@ CHUNK_FINDINGS = 1024
 def render_chunks(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] | None = None,
                   *, tool_version: str, generated_at: str | None = None,
                   skipped: list[str] | None = None,
-                  finding_texts: Iterable[bytes] | None = None
+                  finding_texts: Iterable[Iterator[bytes]] | None = None
                   ) -> Iterator[bytes | memoryview]:
     """The report as consecutive bytes-like pieces; joined they are byte for byte what
     ``orjson.dumps`` makes of the document ``{format, tool, generated_at, captures,
@@ -223,7 +223,7 @@ def render_chunks(analyses: Iterable[CaptureAnalysis], findings: Iterable[dict] 
     # generator), so 35,000 of them are never all held as dicts and text at once
     yield b'],"findings":['
     if finding_texts is not None:
-        yield from _comma_joined(iter([text]) for text in finding_texts)
+        yield from _comma_joined(finding_texts)
     else:
         yield from finding_text(findings or ())
     yield b"]}\n"
