@@ -1,9 +1,10 @@
 """Units read on a Dask distributed cluster (``--scheduler tcp://HOST:PORT``).
 
 Workers read the captures from paths they all see (shared storage) and send back what the
-command's step keeps, the slimmed analysis and the findings, as compressed Arrow tables
-(``arrow_results``: ~9 MB for a 50,000-connection capture whose pickled analysis is ~41 MB);
-the client turns them back into what its reports read. A worker lost while it holds
+command's step keeps (``cluster_step``: for ``analyze`` without --html, as local workers,
+the summary's columns, the findings and the capture's JSON part rendered there) as
+compressed Arrow tables (``arrow_results``); the client turns them back into what its
+reports read. A worker lost while it holds
 a unit (killed, out of memory) is replaced and the unit read again by another: the
 scheduler's own rescheduling, plus ``RETRIES`` for an exception that escapes a unit.
 """

@@ -28,8 +28,9 @@ COPY_BYTES = 1 << 20
 class RenderedJson:
     """One capture's connection entries and findings (their JSON objects, comma-separated,
     in report order), as the JSON report writes them: each a file ("" when there are none),
-    read once (``rows``, ``finding_blocks``). On disk, both: a capture with 350,000 findings
-    has ~220 MB of their text, which a reader held in memory until the report was written."""
+    read once (``rows``, ``finding_blocks``). On disk, both: findings take ~935 bytes each as
+    text (~330 MB for a 30M-packet capture), which a reader had held in memory until the
+    report was written."""
 
     rows_path: str
     findings_path: str
