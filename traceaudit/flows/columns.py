@@ -170,7 +170,6 @@ def _plain(v: Column) -> np.ndarray:
 def _arrow_array(v: Column, n: int) -> pa.Array:
     """One column as an Arrow array, built from its buffers: ``pyarrow.array`` would import
     pandas (to recognise pandas inputs), the very cost these columns exist to avoid."""
-    import pyarrow as pa
     if isinstance(v, Repeated):
         value = v.value.encode()
         return _string_array(np.full(n, len(value), np.int64), value * n, None)
@@ -178,16 +177,24 @@ def _arrow_array(v: Column, n: int) -> pa.Array:
         return _coded_strings(v.codes, v.labels)
     if v.dtype == object:
         return strings_as_arrow(v)
+    return numbers_as_arrow(v)
+
+
+def numbers_as_arrow(v: np.ndarray, nan_is_null: bool = True) -> pa.Array:
+    """A 1-D array of numbers or booleans as an Arrow array over its buffer (NaN a null, as
+    pandas' conversion makes it, unless not ``nan_is_null``)."""
+    import pyarrow as pa
     if v.dtype == np.bool_:
         data = pa.py_buffer(np.packbits(v, bitorder="little"))
-        return pa.Array.from_buffers(pa.bool_(), n, [None, data])
+        return pa.Array.from_buffers(pa.bool_(), len(v), [None, data])
     v = np.ascontiguousarray(v)
     valid = None
-    if v.dtype.kind == "f":
+    if nan_is_null and v.dtype.kind == "f":
         missing = np.isnan(v)
         if missing.any():
             valid = pa.py_buffer(np.packbits(~missing, bitorder="little"))
-    return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), n, [valid, pa.py_buffer(v)])
+    return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), len(v),
+                                 [valid, pa.py_buffer(v)])
 
 
 def strings_as_arrow(v: np.ndarray) -> pa.Array:

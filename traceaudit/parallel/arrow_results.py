@@ -202,12 +202,8 @@ def _labels(labels: np.ndarray) -> pa.Array:
 
 def _numeric(v: np.ndarray) -> pa.Array:
     """A 1-D array of numbers or booleans as an Arrow array (NaN stays NaN, not null)."""
-    import pyarrow as pa
-    if v.dtype == np.bool_:
-        return pa.Array.from_buffers(pa.bool_(), len(v),
-                                     [None, pa.py_buffer(np.packbits(v, bitorder="little"))])
-    v = np.ascontiguousarray(v)
-    return pa.Array.from_buffers(pa.from_numpy_dtype(v.dtype), len(v), [None, pa.py_buffer(v)])
+    from traceaudit.flows.columns import numbers_as_arrow
+    return numbers_as_arrow(v, nan_is_null=False)
 
 
 def _array_table(a: np.ndarray, axis_names: tuple[str, ...] = ()) -> pa.RecordBatch:
