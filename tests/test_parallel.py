@@ -532,6 +532,65 @@ def test_a_stopping_signal_ends_the_run_and_its_workers_cleanly(tmp_path, signum
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hold"]      # no r.json, no .tmp
 
 
+def _parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers fork on Linux only")
+def test_workers_are_forked_from_the_command_line_process(tmp_path):
+    """The command line runs one thread when its workers start, so they are forked from it
+    (``runner.worker_context``: they start with everything imported, not after a fork
+    server's start-up): the held worker's parent is the run itself."""
+    run, pid = _held_run(tmp_path, [SAMPLES], seconds=60)
+    try:
+        assert _parent_of(pid) == run.pid
+    finally:
+        run.kill()
+        run.communicate(timeout=30)
+    assert _gone(pid)
+
+
+def test_workers_start_from_a_fork_server_while_another_thread_runs():
+    """A fork would copy the locks another thread holds: with one running (a read-ahead
+    decoder, a program's own), workers come from a fork server, and they read."""
+    import threading
+
+    from traceaudit.parallel.runner import read_units, worker_context
+    from traceaudit.pipeline import ReadOptions
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert worker_context().get_start_method() == "forkserver"
+        captures = sorted(SAMPLES.glob("*.pcap"))[:3]
+        done = list(read_units(captures, ReadOptions(), None, jobs=2))
+    finally:
+        stop.set()
+        other.join()
+    assert [Path(d.analysis.stats.path).name for d in done] == [c.name for c in captures]
+    assert all(d.analysis.stats.error is None and len(d.analysis.table) for d in done)
+
+
+def test_ctrl_c_to_the_process_group_stops_the_run_in_one_line(tmp_path):
+    """Ctrl-C at a terminal signals the whole process group, forked workers included: the
+    run says it stopped once (a worker does not take the signal as the run's own: it
+    ends), exits 130, and leaves nothing behind."""
+    hold = tmp_path / "hold"
+    hold.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), HOLD_ENV: f"{hold}:60"}
+    run = subprocess.Popen([sys.executable, "-m", "traceaudit", "analyze", SAMPLES,
+                            "--json", tmp_path / "r.json", "--jobs", "2"], env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)
+    pid = held_pid(run, hold)
+    os.killpg(run.pid, signal.SIGINT)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err
+    assert err.count("stopped by SIGINT") == 1 and "Traceback" not in err, err
+    assert _gone(pid, within=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hold"]
+
+
 def test_a_killed_run_leaves_no_worker_and_its_directories_are_cleared_next_time(tmp_path):
     """SIGKILL (the out-of-memory killer) cannot be handled: the held worker notices its
     main process is gone and ends, and the next run with workers removes the scratch

@@ -454,7 +454,9 @@ def analyze(captures: tuple[str, ...], json_path: str | None, junit_path: str | 
             if json_path else None
         audit = Audit(config, keep_excerpts=html_path is not None,
                       keep_events=json_path is not None or html_path is not None,
-                      json_dir=json_dir)
+                      json_dir=json_dir,
+                      keep_findings=any((json_path, junit_path, sarif_path, html_path,
+                                         output_format, write_baseline_path, baseline)))
         skipped: list[str] = []
         # finished connections go to disk as the read goes (flat memory; with --html their
         # packet excerpts too; captures that cannot be read twice are kept whole:

@@ -71,6 +71,6 @@ def interruptible() -> Iterator[None]:
 
 
 def reset() -> None:
-    """Forget a stop (tests)."""
+    """Forget a stop (tests; a worker forked from a process that was stopping)."""
     global _signal, _count
     _signal, _count = None, 0

@@ -145,10 +145,10 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
     results of a unit claimed by a worker that never returned it."""
     from concurrent.futures import ProcessPoolExecutor
 
-    from traceaudit.parallel.runner import forkserver
+    from traceaudit.parallel.runner import worker_context
     from traceaudit.scratch import scratch_directory
     queue = claim_order(units, remote)          # positions in it are what is claimed
-    context = forkserver()
+    context = worker_context()
     bounds = context.Array("q", [0, len(queue)])
     # (the flat reads' files handed over on disk, in the temporary directory: not in memory)
     with handoff_directory() as handoff, scratch_directory("traceaudit-spills-") as spills:
@@ -158,9 +158,10 @@ def read_alongside(units: list, remote: list[bool], workers: int, remote_options
                                              os.getpid()))
         results: dict[int, list[Done]] = {}
         failures: list[BaseException] = []
-        # a task a unit at most (a task that finds none left returns at once), submitted
-        # beside this process's first read
-        starting = Submitting(pool, len(queue))
+        # a task a unit at most (a task that finds none left returns at once); workers of a
+        # fork server are started beside this process's first read
+        starting = Submitting(pool, len(queue),
+                              in_thread=context.get_start_method() != "fork")
         running: set[Future] | None = None      # known once ``starting`` is done
         complete = False
         try:
@@ -202,19 +203,26 @@ STOPPING_WAIT_S = 5.0
 
 
 class Submitting:
-    """``count`` ``read_next`` tasks submitted to ``pool`` by a thread of their own.
+    """``count`` ``read_next`` tasks submitted to ``pool``, by a thread of their own if
+    ``in_thread``.
 
-    The first submission starts the worker processes and waits until the fork server has
-    forked one (it first imports the reader: ~0.2 s); this process reads its first unit
-    meanwhile, instead of after."""
+    The first submission starts the worker processes. From a fork server it waits until
+    the server has forked one (it first imports the reader: ~0.2 s), so a thread submits
+    while this process reads its first unit. Workers forked from this process
+    (``runner.worker_context``) start at once, and must be forked while this process runs
+    one thread: they are submitted here."""
 
-    def __init__(self, pool, count: int) -> None:
+    def __init__(self, pool, count: int, in_thread: bool = True) -> None:
         import threading
         self._submitted: set[Future] = set()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._submit, args=(pool, count),
                                         name="traceaudit-submit", daemon=True)
-        self._thread.start()
+        if in_thread:
+            self._thread.start()
+        else:
+            self._submit(pool, count)
+            self._thread = None
 
     def _submit(self, pool, count: int) -> None:
         try:
@@ -224,17 +232,17 @@ class Submitting:
             self._error = exc               # claimed are read here
 
     def done(self) -> bool:
-        return not self._thread.is_alive()
+        return self._thread is None or not self._thread.is_alive()
 
     def futures(self, failures: list, stopped: bool = False) -> set[Future]:
         """The tasks submitted (once the thread is done); its error goes to ``failures``.
         ``stopped``: the run is stopping (``traceaudit.stopping``): waited for a few seconds
         at most (the worker it is starting is then ended with the pool)."""
-        if stopped:
+        if stopped and self._thread is not None:
             self._thread.join(STOPPING_WAIT_S)
             if self._thread.is_alive():
                 return set()                # (still adding to the set)
-        while self._thread.is_alive():
+        while not self.done():
             self._thread.join(stopping.SLICE_S)
             stopping.check()
         if self._error is not None:

@@ -73,7 +73,8 @@ def packed(done: Done) -> dict[str, Any]:
         "events": _stream(_array_table(a.events, _EVENT_COLUMNS)),
         "endpoint_facts": _stream(_array_table(a.tracked.endpoints, ("client", "server"))),
         "connection_facts": _stream(_array_table(a.tracked.conns)),
-        "findings": _findings_stream(done.findings),
+        # (only the counts kept: the worst few travel as findings, the counts in ``meta``)
+        "findings": _findings_stream(_listed_findings(done.findings)),
     }
     if a.json_text is not None:
         out["json_rows"] = _texts_stream(a.json_text.rows())
@@ -92,8 +93,24 @@ def packed(done: Done) -> dict[str, Any]:
         "stats": _stats_json(a.stats),
         "end_ts_ns": a.tracked.end_ts_ns, "tracker": asdict(a.tracked.config),
         "excerpt_slots": list(a.excerpts.slots) if a.excerpts is not None else None,
-        "json_finding_count": a.json_text.finding_count if a.json_text is not None else None})
+        "json_finding_count": a.json_text.finding_count if a.json_text is not None else None,
+        "counted_findings": _counts_json(done.findings)})
     return out
+
+
+def _listed_findings(findings):
+    from traceaudit.retire.findings import CountedFindings
+    return findings.worst_candidates() if isinstance(findings, CountedFindings) else findings
+
+
+def _counts_json(findings) -> dict | None:
+    """A ``CountedFindings``'s counts: how many, and per (rule, severity)."""
+    from traceaudit.retire.findings import CountedFindings
+    if not isinstance(findings, CountedFindings):
+        return None
+    return {"count": len(findings),
+            "rule_severities": [[rule, int(severity), n]
+                                for (rule, severity), n in findings.rule_severities.items()]}
 
 
 def _batches_stream(schema: pa.Schema, batches) -> pa.Buffer:
@@ -307,7 +324,17 @@ def unpacked(p: dict[str, Any], json_dir: str | None = None) -> Done:
         excerpts=excerpts,
         rst_origins=_array(_read(p["rst_origins"])) if "rst_origins" in p else None,
         json_text=_rendered(p, meta, json_dir) if "json_rows" in p else None)
-    return Done(analysis, _parked_findings(p["findings"]))
+    counted = meta.get("counted_findings")
+    if counted is None:
+        return Done(analysis, _parked_findings(p["findings"]))
+    from collections import Counter
+
+    from traceaudit.retire.findings import CountedFindings
+    from traceaudit.rules.model import Severity
+    return Done(analysis, CountedFindings(
+        counted["count"], Counter({(rule, Severity(sev)): n
+                                   for rule, sev, n in counted["rule_severities"]}),
+        _findings(_read(p["findings"]))))
 
 
 def _rendered(p: dict[str, Any], meta: dict, json_dir: str | None):

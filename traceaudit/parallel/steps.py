@@ -37,11 +37,17 @@ class Audit:
     crosses: bool = False           # what is kept may go to another process: a flat read
                                     # is made ``audit.portable`` (with --html it crosses
                                     # as it is, its files handed over)
+    keep_findings: bool = True      # a report lists the findings; without, only their
+                                    # counts and the worst few are kept for the summary
+                                    # (``retire.findings.CountedFindings``)
 
     def __call__(self, analysis: CaptureAnalysis) -> tuple[CaptureAnalysis, list[Finding]]:
         from traceaudit.audit import portable, slimmed
         from traceaudit.rules import run_rules
         found = run_rules(analysis, self.config)
+        if not self.keep_findings:
+            from traceaudit.retire.findings import CountedFindings
+            found = CountedFindings.of(found)
         text = None
         if self.render_json and self.json_dir:
             from traceaudit.report.json_pieces import rendered

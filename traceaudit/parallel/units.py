@@ -42,9 +42,10 @@ class Done:
 
 
 def parked(findings) -> Sequence[Finding]:
-    """``findings`` (in ``run_rules`` order) parked whole, unless they are already."""
-    from traceaudit.retire.findings import ParkedFindings
-    if isinstance(findings, ParkedFindings):
+    """``findings`` (in ``run_rules`` order) parked whole, unless they are already (or only
+    their counts were kept)."""
+    from traceaudit.retire.findings import CountedFindings, ParkedFindings
+    if isinstance(findings, (ParkedFindings, CountedFindings)):
         return findings
     packed = ParkedFindings(keep=0)
     packed.add(list(findings))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from traceaudit.capture import CaptureStats
 from traceaudit.names import display_name
 
 MIN_BYTES = 20 * 1024 * 1024       # below this a run is too short to need a bar
+REDRAW_S = 0.1                     # at most this often (rich's own refresh rate is 10/s)
 
 
 class CaptureProgress:
@@ -27,13 +29,17 @@ class CaptureProgress:
             from rich.console import Console
             from rich.progress import (BarColumn, Progress, TextColumn,
                                        TimeElapsedColumn)
+            # redrawn by this thread as the read reports progress, not by a thread of its
+            # own: while only one thread runs, --jobs forks its workers from this process
+            # (``parallel.runner.worker_context``)
             self._bar = Progress(TextColumn("{task.description}"), BarColumn(),
                                  TextColumn("{task.fields[packets]:>12,} packets"),
-                                 TimeElapsedColumn(),
+                                 TimeElapsedColumn(), auto_refresh=False,
                                  console=Console(file=sys.stderr), transient=True)
             self._bar.__enter__()
             self._task = self._bar.add_task("reading", total=self.total or 1, packets=0)
             self._packets_before = 0
+            self._drawn = 0.0
         return self
 
     def __exit__(self, *exc) -> None:
@@ -46,6 +52,7 @@ class CaptureProgress:
         name = display_name(Path(stats.path).name)
         self._bar.update(self._task, description=f"reading {name}",
                          packets=self._packets_before + stats.packets)
+        self._redraw()
 
     def finished(self, stats: CaptureStats) -> None:
         if self._bar is None:
@@ -54,6 +61,14 @@ class CaptureProgress:
         # (a rotated set read as one timeline: each of its files)
         self.done_bytes += sum(self.sizes.get(p.path, 0) for p in stats.parts or [stats])
         self._bar.update(self._task, completed=self.done_bytes, packets=self._packets_before)
+        self._redraw(force=True)
+
+    def _redraw(self, force: bool = False) -> None:
+        """The bar drawn again, at most ``REDRAW_S`` apart unless ``force``."""
+        now = time.monotonic()
+        if force or now - self._drawn >= REDRAW_S:
+            self._drawn = now
+            self._bar.refresh()
 
 
 def _size(path: Path) -> int:

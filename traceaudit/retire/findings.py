@@ -170,15 +170,67 @@ def _most_severe(findings: list) -> list[tuple[int, object]]:
     return [(i, findings[i]) for i in kept]
 
 
+class FindingsNotKept(TypeError):
+    """The findings of a ``CountedFindings`` were asked for: only their counts were kept."""
+
+
+class CountedFindings(Sequence):
+    """One capture's findings as the terminal summary reads them, the findings themselves
+    not kept: how many there are by rule and severity, and the few the summary could show
+    as the worst (``worst_candidates``: each rule's first most severe and the first
+    ``TOP_KEPT`` most severe).
+
+    ``analyze`` keeps findings so when no report lists them (``parallel.steps.Audit``): a
+    batch then holds no capture's findings until its summary (~1.15 KB each as objects:
+    ~20 MB a capture of the batch benchmark), and a worker sends back a few kilobytes
+    instead of parking ~500 bytes a finding (~0.04 s of its time a capture). Reading the
+    findings themselves raises ``FindingsNotKept``: a report that lists them must keep them."""
+
+    def __init__(self, count: int, rule_severities: Counter, worst: list) -> None:
+        self._n = count
+        self.rule_severities = rule_severities          # (rule, severity) -> findings
+        self.severities: Counter = Counter()
+        for (_, severity), n in rule_severities.items():
+            self.severities[severity] += n
+        self._worst = worst
+
+    @classmethod
+    def of(cls, findings) -> CountedFindings:
+        """``findings`` (a list in ``run_rules`` order, or parked) counted."""
+        if isinstance(findings, CountedFindings):
+            return findings
+        if isinstance(findings, ParkedFindings):
+            return cls(len(findings), Counter(findings.rule_severities),
+                       findings.worst_candidates())
+        return cls(len(findings), rule_severities(findings),
+                   [f for _, f in _most_severe(findings)])
+
+    def worst_candidates(self) -> list:
+        return list(self._worst)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        raise FindingsNotKept("only the counts of these findings were kept")
+
+    def __iter__(self) -> Iterator:
+        raise FindingsNotKept("only the counts of these findings were kept")
+
+
+#: a capture's findings whose counts are kept apart (``rule_severities``, ``severities``)
+_COUNTED = (ParkedFindings, CountedFindings)
+
+
 def worst_candidates(findings) -> list | Sequence:
     """What the terminal summary ranks its worst findings from: ``findings`` themselves, or
-    of a chain of captures' findings with parked parts, each parked part's candidates
-    (``ParkedFindings.worst_candidates``), in order."""
+    of a chain of captures' findings with parked or counted parts, each such part's
+    candidates (``ParkedFindings.worst_candidates``), in order."""
     if not isinstance(findings, FindingChain) or \
-            not any(isinstance(p, ParkedFindings) for p in findings.parts):
+            not any(isinstance(p, _COUNTED) for p in findings.parts):
         return findings
     return [f for p in findings.parts
-            for f in (p.worst_candidates() if isinstance(p, ParkedFindings) else p)]
+            for f in (p.worst_candidates() if isinstance(p, _COUNTED) else p)]
 
 
 def rule_severities(findings) -> Counter:
@@ -188,7 +240,7 @@ def rule_severities(findings) -> Counter:
         for part in findings.parts:
             counts.update(rule_severities(part))
         return counts
-    if isinstance(findings, ParkedFindings):
+    if isinstance(findings, _COUNTED):
         return findings.rule_severities
     return Counter(zip(map(attrgetter("rule"), findings), map(attrgetter("severity"), findings)))
 
@@ -225,7 +277,7 @@ class FindingChain(Sequence):
     def severities(self) -> Counter:
         counts: Counter = Counter()
         for part in self.parts:
-            counts.update(part.severities if isinstance(part, ParkedFindings)
+            counts.update(part.severities if isinstance(part, _COUNTED)
                           else Counter(f.severity for f in part))
         return counts
 
