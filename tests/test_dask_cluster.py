@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,6 +171,18 @@ def test_cluster_states_equal_local(cluster):
     assert (remote.returncode, remote.stdout, remote.stderr) == \
         (local.returncode, local.stdout, local.stderr)
     assert b"CLOSE_WAIT" in local.stdout
+
+
+def test_cluster_summary_alone_equals_local(cluster):
+    """``analyze`` with the terminal summary alone: workers send each capture's findings as
+    counts and the worst few (``CountedFindings``); the summary is the local run's."""
+    address, _, _ = cluster
+    local, remote = (_run("analyze", SAMPLES, *where)
+                     for where in (["--jobs", "1"], ["--scheduler", address]))
+    clock = re.compile(rb"analysed in [0-9.]+ s")
+    assert (remote.returncode, clock.sub(b"", remote.stdout), remote.stderr) == \
+        (local.returncode, clock.sub(b"", local.stdout), local.stderr)
+    assert b"Worst findings (5 of" in local.stdout
 
 
 def test_a_relative_path_the_workers_cannot_open_is_said_so(cluster, tmp_path):
