@@ -228,8 +228,9 @@ class Submitting:
         try:
             for _ in range(count):
                 self._submitted.add(pool.submit(read_next))
-        except BaseException as exc:        # the pool could not start: the units nobody
-            self._error = exc               # claimed are read here
+        except Exception as exc:            # the pool could not start: the units nobody
+            self._error = exc               # claimed are read here (a KeyboardInterrupt
+                                            # while submitting here is the caller's)
 
     def done(self) -> bool:
         return self._thread is None or not self._thread.is_alive()
