@@ -103,14 +103,16 @@ CLOCK = re.compile(r"analysed in [0-9.]+ s")
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
-def test_the_summary_is_that_of_a_run_keeping_every_finding(synthetic, tmp_path, jobs):
+@pytest.mark.parametrize("read", [[], ["--spill"]], ids=["whole", "flat"])
+def test_the_summary_is_that_of_a_run_keeping_every_finding(synthetic, tmp_path, jobs, read):
     """``analyze`` with the summary alone and with a report that lists findings (JUnit, so
-    that every finding is kept) print the same summary, with one reader and with two."""
+    that every finding is kept) print the same summary, with one reader and with two, of
+    captures read whole and read flat (their findings parked, then counted)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "120"}
     runs = []
     for extra in ([], ["--junit", str(tmp_path / "junit.xml")]):
         r = subprocess.run([sys.executable, "-m", "traceaudit", "analyze", *map(str, synthetic),
-                            str(ROOT / "sample_pcaps"), "--jobs", jobs, *extra],
+                            str(ROOT / "sample_pcaps"), "--jobs", jobs, *read, *extra],
                            env=env, capture_output=True, text=True, timeout=300)
         runs.append((r.returncode, CLOCK.sub("", r.stdout), r.stderr))
     assert runs[0] == runs[1]
