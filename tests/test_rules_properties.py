@@ -41,3 +41,23 @@ def test_rules_never_fail_on_random_sequences(segments, isn_a, isn_b):
         assert f.endpoint in (None, "client", "server")
         assert f.connection is None or 0 <= f.connection < flows.n_conns
         assert f.message and f.fingerprint
+
+
+def test_server_closes_first_summaries_merge_in_any_order():
+    """The whole-capture summary of TA112 merges alike in either order (a flat read's chunks
+    come in id order; a split by flow hash interleaves ids): the first connection and the
+    examples are the lowest ids of both."""
+    from copy import deepcopy
+
+    from traceaudit.rules.server_closes_first import EXAMPLES, _merge
+    low = {"total": {"10.0.0.1:80": 4}, "closing": {"10.0.0.1:80": [2, 3, [20, 50, 90], [2, 5, 9]]}}
+    high = {"total": {"10.0.0.1:80": 3, "10.0.0.2:443": 1},
+            "closing": {"10.0.0.1:80": [1, 2, [10, 70], [1, 7]],
+                        "10.0.0.2:443": [4, 1, [40], [4]]}}
+    one = _merge(deepcopy(low), deepcopy(high))
+    other = _merge(deepcopy(high), deepcopy(low))
+    assert one["total"] == other["total"] == {"10.0.0.1:80": 7, "10.0.0.2:443": 1}
+    assert one["closing"] == other["closing"]
+    first, n, frames, ids = one["closing"]["10.0.0.1:80"]
+    assert (first, n) == (1, 5)
+    assert ids == [1, 2, 5, 7, 9][:EXAMPLES] and frames == [10, 20, 50, 70, 90][:EXAMPLES]

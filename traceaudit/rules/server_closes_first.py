@@ -45,6 +45,9 @@ def services_closing_first(v: View, params=None) -> dict:
 
 
 def _merge(a: dict, b: dict) -> dict:
+    """Two summaries as one; in either order (a flat read's chunks come in id order, the
+    shares of a split by flow hash interleave): the first connection and the examples are
+    the lowest ids of both."""
     for service, n in b["total"].items():
         a["total"][service] = a["total"].get(service, 0) + n
     for service, (first, n, frames, examples) in b["closing"].items():
@@ -52,9 +55,11 @@ def _merge(a: dict, b: dict) -> dict:
         if entry is None:
             a["closing"][service] = [first, n, frames, examples]
         else:
+            entry[0] = min(entry[0], first)
             entry[1] += n
-            entry[2] = (entry[2] + frames)[:EXAMPLES]
-            entry[3] = (entry[3] + examples)[:EXAMPLES]
+            pairs = sorted(zip(entry[3] + examples, entry[2] + frames))[:EXAMPLES]
+            entry[2] = [frame for _, frame in pairs]
+            entry[3] = [c for c, _ in pairs]
     return a
 
 
