@@ -22,6 +22,20 @@ needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None,
                                   reason="tshark is not installed (apt-get install -y tshark)")
 
 
+def synthetic_capture(path: Path, connections: int, seed: int, duration: float) -> Path:
+    """A slice of the benchmarks' synthetic capture (``tests/benchmarks/make_synthetic.py``:
+    every kind of ending at its concurrency), written to ``path``."""
+    import importlib.util
+    import sys
+    here = ROOT / "tests" / "benchmarks"
+    spec = importlib.util.spec_from_file_location("make_synthetic", here / "make_synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("make_synthetic", module)
+    spec.loader.exec_module(module)
+    module.generate(path, connections=connections, seed=seed, duration=duration)
+    return path
+
+
 def tshark_fields(path: Path, fields: list[str], display_filter: str | None = None,
                   extra: list[str] | None = None) -> list[list[str]]:
     """Rows of ``tshark -T fields`` output, one list of field values per frame."""

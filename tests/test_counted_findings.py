@@ -4,7 +4,6 @@ the one a run that keeps every finding prints, in one process and with workers."
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import re
@@ -14,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_CAPTURES
+from conftest import SAMPLE_CAPTURES, synthetic_capture
 
 from traceaudit.parallel.steps import Audit
 from traceaudit.parallel.units import read_unit
@@ -31,17 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def synthetic(tmp_path_factory) -> list[Path]:
     """Three slices of the benchmarks' synthetic capture (every kind of ending; ~1,000
     findings each, many of the same rule and severity at the same moments)."""
-    here = ROOT / "tests" / "benchmarks"
-    spec = importlib.util.spec_from_file_location("make_synthetic", here / "make_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_synthetic", module)
-    spec.loader.exec_module(module)
     where = tmp_path_factory.mktemp("batch")
-    paths = []
-    for seed in (1, 2, 3):
-        paths.append(where / f"slice-{seed}.pcap")
-        module.generate(paths[-1], connections=3000, seed=seed, duration=18.0)
-    return paths
+    return [synthetic_capture(where / f"slice-{seed}.pcap", connections=3000, seed=seed,
+                              duration=18.0) for seed in (1, 2, 3)]
 
 
 def _findings(path: Path, keep: bool):

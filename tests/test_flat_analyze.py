@@ -6,15 +6,13 @@ byte for byte."""
 from __future__ import annotations
 
 import functools
-import importlib.util
 import re
-import sys
 from pathlib import Path
 
 import pytest
 
 import pcapgen as g
-from conftest import CORPUS_TRACES, SAMPLE_CAPTURES, SAMPLES, cli_run
+from conftest import CORPUS_TRACES, SAMPLE_CAPTURES, SAMPLES, cli_run, synthetic_capture
 from pcapgen import ACK, RST, SYN
 from test_retire import CASES, FAST, late_capture
 from traceaudit import cli
@@ -127,14 +125,8 @@ def test_a_late_reset_after_retirement_changes_the_findings(tmp_path):
 def synthetic(tmp_path_factory):
     """A slice of the benchmarks' synthetic capture: every kind of ending, 4,000 connections
     at its concurrency (~170 starting a second)."""
-    here = Path(__file__).parent / "benchmarks"
-    spec = importlib.util.spec_from_file_location("make_synthetic", here / "make_synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("make_synthetic", module)
-    spec.loader.exec_module(module)
-    path = tmp_path_factory.mktemp("synthetic") / "slice.pcap"
-    module.generate(path, connections=4000, seed=3, duration=24.0)
-    return path
+    return synthetic_capture(tmp_path_factory.mktemp("synthetic") / "slice.pcap",
+                             connections=4000, seed=3, duration=24.0)
 
 
 def test_synthetic_slice_through_the_cli(synthetic, tmp_path, monkeypatch, counted):

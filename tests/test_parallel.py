@@ -185,9 +185,11 @@ def test_errors_and_spilled_tables_cross_processes():
 
 
 @pytest.mark.parametrize("args", [("analyze", "--json", "out"),
+                                  ("analyze", "--junit", "out"),
                                   ("analyze", "--spill", "--html", "out"),
                                   ("flows", "--format", "csv", "-o", "out")],
-                         ids=["analyze", "analyze-html-flat", "flows-csv"])
+                         ids=["analyze", "analyze-rules-in-shares", "analyze-html-flat",
+                              "flows-csv"])
 def test_one_capture_split_by_flow_hash(tmp_path, monkeypatch, args):
     """One large capture with --jobs 2 is read as two shares by flow hash (``shares``) and
     merged: every output as one read's (a low threshold makes the sample "large")."""
@@ -195,7 +197,8 @@ def test_one_capture_split_by_flow_hash(tmp_path, monkeypatch, args):
     sample = SAMPLES / "time-wait-pileup.pcap"
     r = both(tmp_path, args[0], sample, *args[1:], outputs=("out",))
     assert r["files"]["out"].count(b"\n") >= 2000 or r["files"]["out"].count(b'"id":') >= 2000 \
-        or b"2,000" in r["files"]["out"] and b"<svg class=\"ladder\"" in r["files"]["out"]
+        or b"2,000" in r["files"]["out"] and b"<svg class=\"ladder\"" in r["files"]["out"] \
+        or b"time-wait-pileup" in r["files"]["out"] and b"<testcase" in r["files"]["out"]
 
 
 def test_html_of_flat_reads_equals_the_workers(tmp_path):

@@ -194,6 +194,9 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
     flows_only = isinstance(step, FlowsOnly)
     if jobs >= default_jobs():
         options = replace(options, read_ahead=False)    # a reader a core (as ``_pooled``)
+    if _judged_in_shares(step):
+        yield _split_judged(unit, options, step, jobs)
+        return
     with handoff_directory() as handoff:
         pool = _pool(jobs - 1, handoff)
         complete = False
@@ -210,6 +213,73 @@ def _split(unit: Path, options: ReadOptions, step: Step | None, jobs: int) -> It
         finally:
             stop_pool(pool, complete, handoff)
     yield apply_step(analysis, step, options)
+
+
+def _judged_in_shares(step: Step | None) -> bool:
+    """Whether the shares run the rules themselves (``share_rules``): ``analyze`` whose
+    reports read no timeline (no JSON or HTML report), with rules that all say what they
+    read of other connections."""
+    from traceaudit.parallel.share_rules import applies
+    from traceaudit.parallel.steps import Audit
+    return isinstance(step, Audit) and not step.keep_events and not step.keep_excerpts and \
+        applies(step.config)
+
+
+def _split_judged(unit: Path, options: ReadOptions, step, jobs: int) -> Done:
+    """``_split`` with the rules run in the shares (``share_rules``): this process holds
+    share 0, one worker each of the others (a pool of one, so that every round of a share
+    reaches the process that holds it)."""
+    from traceaudit.audit import slimmed
+    from traceaudit.parallel import share_rules as sr
+    from traceaudit.parallel.alongside import (handed_over, handoff_directory, stop_pool,
+                                               waited_for)
+    from traceaudit.parallel.shares import analyze_share, global_ids, merge_shares
+    config = step.config
+    with handoff_directory() as handoff:
+        pools, complete = [], False
+        try:
+            reads = []
+            for k in range(1, jobs):
+                # (one after the other: from the second on, a fork server starts them, as a
+                # pool's thread then runs: ``worker_context``)
+                pools.append(_pool(1, handoff))
+                reads.append(pools[-1].submit(sr.read, unit, options, k, jobs))
+            mine = analyze_share(unit, options, 0, jobs)
+            got = [(sr.first_frames(mine), mine.stats.error is None)]
+            got += [waited_for(f).result() for f in reads]
+            if not all(ok for _, ok in got):
+                # a damaged capture: merged and judged here, as one read would judge it
+                parts = [mine] + [handed_over(waited_for(pool.submit(
+                    sr.fallback, k, handoff)).result()) for k, pool in enumerate(pools, 1)]
+                done = apply_step(merge_shares(parts), step, options)
+            else:
+                ids = global_ids([first for first, _ in got])
+                asked = [pool.submit(sr.summarize, k, ids[k], config)
+                         for k, pool in enumerate(pools, 1)]
+                own = sr._Globalised(mine, ids[0])
+                totals = sr.merged_totals([sr.summaries(own, config)] +
+                                          [waited_for(f).result() for f in asked], config)
+                asked = [pool.submit(sr.findings, k, totals, False, config, handoff)
+                         for k, pool in enumerate(pools, 1)]
+                found = [sr.share_findings(own, totals, True, config)]
+                tables = [sr._flow_table_only(mine)]
+                del own, mine
+                for f in asked:
+                    table, theirs = handed_over(waited_for(f).result())
+                    tables.append(table)
+                    found.append(theirs)
+                analysis = slimmed(merge_shares(tables), keep_excerpts=False,
+                                   keep_events=False, whole_table=False)
+                done = Done(analysis, sr.merged_findings(found) if step.keep_findings
+                            else sr.counted(found))
+            complete = True
+        except Exception as exc:
+            done = Done(failed_analysis(str(unit), capture_failure(str(unit), exc), options))
+            complete = True
+        finally:
+            for pool in pools:
+                stop_pool(pool, complete, handoff)
+    return done
 
 
 def _pooled(units: list[Unit], options: ReadOptions, step: Step | None, jobs: int,

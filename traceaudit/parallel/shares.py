@@ -252,6 +252,12 @@ def _checked(parts: Sequence[CaptureAnalysis]) -> list[ShareAnalysis]:
     return ordered
 
 
+def global_ids(first_frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Each share's connections' ids in the whole capture (one read numbers them by first
+    frame), from every share's first frames (in share order)."""
+    return _merge_order(first_frames)[0]
+
+
 def _merge_order(keys: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     """Where each part's rows go in the stable merge of the parts' ``keys`` (each sorted;
     ties: the earlier part first), and the merged length."""
