@@ -256,13 +256,13 @@ def _split_judged(unit: Path, options: ReadOptions, step, jobs: int) -> Done:
                 ids = global_ids([first for first, _ in got])
                 asked = [pool.submit(sr.summarize, k, ids[k], config)
                          for k, pool in enumerate(pools, 1)]
-                own = sr._Globalised(mine, ids[0])
+                own = sr.Globalised(mine, ids[0])
                 totals = sr.merged_totals([sr.summaries(own, config)] +
                                           [waited_for(f).result() for f in asked], config)
                 asked = [pool.submit(sr.findings, k, totals, False, config, handoff)
                          for k, pool in enumerate(pools, 1)]
                 found = [sr.share_findings(own, totals, True, config)]
-                tables = [sr._flow_table_only(mine)]
+                tables = [sr.flow_table_only(mine)]
                 del own, mine
                 for f in asked:
                     table, theirs = handed_over(waited_for(f).result())

@@ -62,7 +62,7 @@ def findings(share: int, totals: dict, final: bool, config: RulesConfig,
     from traceaudit.parallel.alongside import left_in
     analysis = _held.pop(share)
     found = share_findings(analysis, totals, final, config)
-    return left_in(handoff, f"share-{share}", (_flow_table_only(analysis.original), found))
+    return left_in(handoff, f"share-{share}", (flow_table_only(analysis.original), found))
 
 
 def fallback(share: int, handoff: str) -> str:
@@ -71,7 +71,7 @@ def fallback(share: int, handoff: str) -> str:
     return left_in(handoff, f"share-{share}", _held.pop(share))
 
 
-class _Globalised:
+class Globalised:
     """A share's analysis as the rules read a flat read's chunk: its ``id`` column and the
     ``prev`` facts as global ids; ``original`` as it was read."""
 
@@ -89,14 +89,14 @@ class _Globalised:
                                      replace(original.tracked, conns=conns), original.events)
 
 
-def _globalised(share: int, ids: np.ndarray) -> _Globalised:
+def _globalised(share: int, ids: np.ndarray) -> Globalised:
     held = _held[share]
-    g = held if isinstance(held, _Globalised) else _Globalised(held, ids)
+    g = held if isinstance(held, Globalised) else Globalised(held, ids)
     _held[share] = g
     return g
 
 
-def summaries(g: _Globalised, config: RulesConfig) -> dict:
+def summaries(g: Globalised, config: RulesConfig) -> dict:
     """The rules' whole-capture summaries (``TOTALS``) of one share's connections."""
     from traceaudit.rules.common import View
     view = View(g.chunk)
@@ -134,7 +134,7 @@ def applies(config: RulesConfig) -> bool:
                for r in config.active_rules())
 
 
-def share_findings(g: _Globalised, totals: dict, final: bool, config: RulesConfig) -> list:
+def share_findings(g: Globalised, totals: dict, final: bool, config: RulesConfig) -> list:
     """One share's findings with the whole capture's ``totals`` (``final``: the share that
     reports what is said once for the whole capture), sorted as ``run_rules`` sorts."""
     from traceaudit.retire.findings import order
@@ -150,7 +150,7 @@ def share_findings(g: _Globalised, totals: dict, final: bool, config: RulesConfi
     return found
 
 
-def _flow_table_only(analysis: ShareAnalysis) -> ShareAnalysis:
+def flow_table_only(analysis: ShareAnalysis) -> ShareAnalysis:
     from traceaudit.audit import slimmed
     return slimmed(analysis, keep_excerpts=False, keep_events=False)
 
