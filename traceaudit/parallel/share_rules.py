@@ -151,8 +151,14 @@ def share_findings(g: Globalised, totals: dict, final: bool, config: RulesConfig
 
 
 def flow_table_only(analysis: ShareAnalysis) -> ShareAnalysis:
-    from traceaudit.audit import slimmed
-    return slimmed(analysis, keep_excerpts=False, keep_events=False)
+    """What the reports read of a share: the terminal summary's columns of its flow table
+    (``audit.SUMMARY_COLUMNS``), with the first frames the merge orders them by."""
+    from traceaudit.audit import SUMMARY_COLUMNS, slimmed
+    from traceaudit.flows.columns import Columns
+    table = analysis.table
+    kept = Columns({name: table.column(name) for name in (*SUMMARY_COLUMNS, "first_frame")},
+                   len(table))
+    return replace(slimmed(analysis, keep_excerpts=False, keep_events=False), table=kept)
 
 
 def merged_findings(parts: list[list]) -> list:
