@@ -108,9 +108,15 @@ def test_the_rules_run_in_the_shares(monkeypatch):
 
 def test_rules_without_summaries_are_judged_on_the_merged_capture(monkeypatch):
     """A rule that does not say what it reads of other connections (no ``TOTALS``) makes the
-    rules run on the merged analysis."""
+    rules run on the merged analysis: no share judges, and the findings are one read's."""
     import sys
     config = RulesConfig()
     module = sys.modules[config.active_rules()[0].check.__module__]
     monkeypatch.delattr(module, "TOTALS")
     assert not share_rules.applies(config)
+    made = []
+    monkeypatch.setattr(share_rules, "share_findings", lambda *a, **k: made.append(1))
+    path = SAMPLES / "time-wait-pileup.pcap"
+    one = list(in_process([path], OPTIONS, _step()))[0]
+    split = _split(path, 2, _step(), monkeypatch)
+    assert made == [] and split.findings == one.findings and len(one.findings)

@@ -3,8 +3,8 @@ read no timeline: the terminal summary, JUnit, SARIF, baselines).
 
 Merging the shares and then running the rules on the merged analysis leaves both serial in
 one process (6M packets: merge ~1 s, rules ~1.3 s, after ~1.4 s of reading). Here each share
-runs the rules on its own connections, as a flat read's chunks do (``retire.flat``): with
-the connections' global ids (the merge's order by first frame, ``shares._merge_order``, from
+runs the rules on its own connections, as a flat read's chunks do (``rules.parts``): with
+the connections' global ids (the merge's order by first frame, ``shares.global_ids``, from
 every share's first frames), and the whole capture's summaries (the rules' ``TOTALS``) merged
 from every share's before the findings are made. Three rounds between this process (share
 0) and each worker, which keeps its share between them (a pool of one worker a share, so
@@ -22,8 +22,6 @@ and judged as before (``fallback``: each share's whole analysis is sent back).
 from __future__ import annotations
 
 import heapq
-import sys
-from collections import Counter
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -98,56 +96,31 @@ def _globalised(share: int, ids: np.ndarray) -> Globalised:
 
 def summaries(g: Globalised, config: RulesConfig) -> dict:
     """The rules' whole-capture summaries (``TOTALS``) of one share's connections."""
-    from traceaudit.rules.common import View
-    view = View(g.chunk)
-    out = {}
-    for name, (summarize_, _, params) in _totals(config).items():
-        out[name] = summarize_(view, params)
-    return out
+    from traceaudit.rules.parts import summaries_of, summarized
+    return summarized(g.chunk, summaries_of(config))
 
 
 def merged_totals(parts: list[dict], config: RulesConfig) -> dict:
-    """Every share's summaries as the whole capture's (in share order; each merge gives the
-    same in any order)."""
-    merges = {name: merge for name, (_, merge, _) in _totals(config).items()}
-    totals: dict = {}
+    """Every share's summaries as the whole capture's (in share order)."""
+    from traceaudit.rules.parts import merged, summaries_of
+    summaries, totals = summaries_of(config), {}
     for part in parts:
-        for name, value in part.items():
-            totals[name] = merges[name](totals[name], value) if name in totals else value
+        totals = merged(totals, part, summaries)
     return totals
-
-
-def _totals(config: RulesConfig) -> dict:
-    rules = config.active_rules()
-    out = {}
-    for rule in rules:
-        module = sys.modules[rule.check.__module__]
-        for name, (summarize_, merge) in module.TOTALS.items():
-            out[name] = (summarize_, merge, config.params(rule))
-    return out
 
 
 def applies(config: RulesConfig) -> bool:
     """Whether every selected rule says what it reads of other connections (``TOTALS``):
     else the rules must see the whole capture at once."""
-    return all(hasattr(sys.modules[r.check.__module__], "TOTALS")
-               for r in config.active_rules())
+    from traceaudit.rules.parts import summaries_of
+    return summaries_of(config) is not None
 
 
 def share_findings(g: Globalised, totals: dict, final: bool, config: RulesConfig) -> list:
     """One share's findings with the whole capture's ``totals`` (``final``: the share that
     reports what is said once for the whole capture), sorted as ``run_rules`` sorts."""
-    from traceaudit.retire.findings import order
-    from traceaudit.rules import apply_rules
-    from traceaudit.rules.common import View
-    chunk = g.chunk
-    chunk.__dict__["_rules_view"] = View(chunk, totals=totals, final=final)
-    try:
-        found = apply_rules(chunk, config)
-    finally:
-        del chunk.__dict__["_rules_view"]
-    found.sort(key=order)
-    return found
+    from traceaudit.rules.parts import judged
+    return judged(g.chunk, config, totals, final)
 
 
 def flow_table_only(analysis: ShareAnalysis) -> ShareAnalysis:
@@ -170,10 +143,5 @@ def merged_findings(parts: list[list]) -> list:
 
 def counted(parts: list[list]):
     """``merged_findings``, counted (``CountedFindings``) without being merged whole."""
-    from traceaudit.retire.findings import CountedFindings, order
-    each = [CountedFindings.of(p) for p in parts]
-    counts: Counter = Counter()
-    for c in each:
-        counts.update(c.rule_severities)
-    worst = list(heapq.merge(*(c.worst_candidates() for c in each), key=order))
-    return CountedFindings(sum(len(c) for c in each), counts, worst)
+    from traceaudit.retire.findings import CountedFindings
+    return CountedFindings.joined([CountedFindings.of(p) for p in parts])

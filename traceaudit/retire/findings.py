@@ -205,6 +205,16 @@ class CountedFindings(Sequence):
         return cls(len(findings), rule_severities(findings),
                    [f for _, f in _most_severe(findings)])
 
+    @classmethod
+    def joined(cls, parts: list[CountedFindings]) -> CountedFindings:
+        """The counts of several parts of one capture's findings (the shares of a split by
+        flow hash, each in ``order``), as the counts of all of them."""
+        counts: Counter = Counter()
+        for part in parts:
+            counts.update(part.rule_severities)
+        worst = list(heapq.merge(*(p.worst_candidates() for p in parts), key=order))
+        return cls(sum(map(len, parts)), counts, worst)
+
     def worst_candidates(self) -> list:
         return list(self._worst)
 

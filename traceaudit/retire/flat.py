@@ -14,7 +14,6 @@ every connection (``tests/test_flat_analyze.py``).
 
 from __future__ import annotations
 
-import sys
 from contextlib import nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING, Iterator
@@ -110,25 +109,17 @@ def _id_of(frame: int, frames: list[np.ndarray], ids: list[int]) -> int:
 
 def run_rules(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Finding"]:
     """``rules.run_rules`` for a flat read, chunk by chunk: sorted, packed."""
-    from traceaudit.rules.common import View
+    from traceaudit.rules.parts import merged, summaries_of, summarized
     give_back()                         # what the read freed (its working tables)
-    rules = config.active_rules()
-    modules = [sys.modules[rule.check.__module__] for rule in rules]
-    if not all(hasattr(m, "TOTALS") for m in modules):
+    summaries = summaries_of(config)
+    if summaries is None:
         return _on_the_whole(analysis, config)
-    summaries = {}
-    for rule, module in zip(rules, modules):
-        for name, (summarize, merge) in module.TOTALS.items():
-            summaries[name] = (summarize, merge, config.params(rule))
     totals: dict = {}
     n_chunks = 0
     for chunk in chunks(analysis, reuse=True) if summaries else ():
-        view = View(chunk)
-        for name, (summarize, merge, params) in summaries.items():
-            part = summarize(view, params)
-            totals[name] = merge(totals[name], part) if name in totals else part
+        totals = merged(totals, summarized(chunk, summaries), summaries)
         n_chunks += 1
-        del view, chunk
+        del chunk
     if not summaries:
         n_chunks = sum(1 for _ in analysis.table.finished(facts=False))
     # each chunk's findings, sorted, packed until a report reads them (hundreds of thousands
@@ -172,15 +163,9 @@ def _on_the_whole(analysis: CaptureAnalysis, config: "RulesConfig") -> list["Fin
 def _chunk_findings(chunk: CaptureAnalysis, spilled, config, totals: dict,
                     final: bool) -> list:
     """The findings of one chunk (``final``: the last), sorted."""
-    from traceaudit.rules import apply_rules
-    from traceaudit.rules.common import View
-    chunk.__dict__["_rules_view"] = View(chunk, totals=totals, final=final)
-    try:
-        found = apply_rules(chunk, config)
-    finally:
-        del chunk.__dict__["_rules_view"]       # (a cycle: the chunk would wait for the GC)
+    from traceaudit.rules.parts import judged
+    found = judged(chunk, config, totals, final)
     _name_endpoints(chunk, [f.connection for f in found if f.connection is not None], spilled)
-    found.sort(key=order)
     if chunk.stats.parts:
         # a rotated set read as one timeline: say which file holds each (merged) frame
         from traceaudit.capture.chain import annotate

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Finding", "Rule", "Severity", "registry", "run_rules"]
 
-_NOT_RULES = {"model", "config", "evidence", "baseline", "common", "resets"}
+_NOT_RULES = {"model", "config", "evidence", "baseline", "common", "resets", "parts"}
 
 
 @lru_cache(maxsize=1)
